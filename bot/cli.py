@@ -1,0 +1,277 @@
+"""The `checkin-bot` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import click
+
+from bot.config import ConfigError, load_settings
+from bot.logs import setup_logging
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _runtime(dispatch_mode: str = "inline"):
+    from bot.runtime import build_runtime
+
+    try:
+        return build_runtime(load_settings(), dispatch_mode=dispatch_mode)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _actor() -> str:
+    return "cli:" + (os.environ.get("USER") or "operator")
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """SMS and WhatsApp check-ins for people living with spinal cancer."""
+    setup_logging(logging.DEBUG if verbose else logging.INFO)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--reload", is_flag=True, help="Restart on code changes (development).")
+@click.option("--no-scheduler", is_flag=True,
+              help="Don't run the scheduler in this process (run `checkin-bot scheduler`).")
+def serve(host: str, port: int, reload: bool, no_scheduler: bool) -> None:
+    """Run the web app (webhooks, API, simulator) with the scheduler in-process."""
+    from bot.scheduler import build_scheduler
+    from bot.web.app import create_app
+
+    rt = _runtime(dispatch_mode="background")
+    app = create_app(rt)
+    # Under the reloader the parent only watches files; the child (WERKZEUG_RUN_MAIN=true)
+    # serves. Start the scheduler in exactly one of them.
+    serving_process = not reload or os.environ.get("WERKZEUG_RUN_MAIN") == "true"
+    if serving_process and not no_scheduler:
+        build_scheduler(rt, blocking=False).start()
+    if serving_process:
+        click.echo(f"checkin-bot on http://{host}:{port} (messenger: {rt.messenger.name})")
+        if rt.messenger.name == "dev":
+            click.echo(f"phone simulator: http://{host}:{port}/simulator")
+    app.run(host=host, port=port, use_reloader=reload, threaded=True)
+
+
+@main.command()
+def scheduler() -> None:
+    """Run the scheduler as its own process (production: exactly one, or more on PostgreSQL)."""
+    from bot.scheduler import build_scheduler
+
+    rt = _runtime(dispatch_mode="none")
+    click.echo("checkin-bot scheduler running")
+    try:
+        build_scheduler(rt, blocking=True).start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        rt.close()
+
+
+@main.group()
+def db() -> None:
+    """Database commands."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration (creates the SQLite file if needed)."""
+    from bot.store.migrate import upgrade
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        _fail(str(exc))
+    upgrade(settings.database_url)
+    click.echo("database is up to date")
+
+
+@main.group()
+def patients() -> None:
+    """Enrol and list patients."""
+
+
+@patients.command("add")
+@click.option("--phone", required=True)
+@click.option("--name", required=True)
+@click.option("--timezone", "zone", default=None, help="IANA zone, e.g. Europe/London.")
+@click.option("--channel", type=click.Choice(["sms", "whatsapp"]), default="sms",
+              show_default=True)
+@click.option("--language", default=None)
+def patients_add(phone, name, zone, channel, language) -> None:
+    """Enrol a patient and send the welcome (consent) message."""
+    from bot.services.patients import Enrolment, InvalidField, onboard_patient
+
+    rt = _runtime()
+    s_ = rt.settings
+    e = Enrolment(phone=phone, name=name, timezone=zone or s_.defaults.timezone,
+                  channel=channel, language=language or s_.defaults.language)
+    try:
+        with rt.transaction() as s:
+            patient, ids = onboard_patient(s, rt.ctx, e, rt.clock.now(), actor=_actor())
+            line = f"enrolled {patient.phone} {patient.name} (id {patient.id})"
+    except InvalidField as exc:
+        _fail(str(exc))
+    rt.dispatch_soon(ids)
+    click.echo(line)
+
+
+@patients.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def patients_list(as_json: bool) -> None:
+    """One line per patient: id, E.164 number, status, channel, name."""
+    from bot.services.patients import list_patients
+    from bot.web.serialize import patient_json
+
+    rt = _runtime()
+    with rt.transaction() as s:
+        rows = [patient_json(p) for p in list_patients(s)]
+    for p in rows:
+        if as_json:
+            click.echo(json.dumps(p))
+        else:
+            consent = "consented" if p["consent_at"] else "no-consent"
+            click.echo(f"{p['id']:>5}  {p['phone']:<16} {p['status']:<10} {consent:<10} "
+                       f"{p['channel']:<8} {p['name']}")
+
+
+@main.command()
+@click.option("--phone", required=True)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array (default: readable text).")
+def transcript(phone: str, as_json: bool) -> None:
+    """Every message to and from a number, oldest first."""
+    from sqlalchemy import select
+
+    from bot.services.patients import InvalidField, normalise_phone
+    from bot.store.models import Message
+    from bot.web.serialize import message_json
+
+    try:
+        number = normalise_phone(phone)
+    except InvalidField as exc:
+        _fail(str(exc))
+    rt = _runtime()
+    with rt.transaction() as s:
+        rows = [message_json(m) for m in s.scalars(
+            select(Message).where(Message.address == number).order_by(Message.id))]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for m in rows:
+        arrow = "<-" if m["direction"] == "in" else "->"
+        click.echo(f"{m['created_at']} {arrow} [{m['status']}] {m['body']}")
+
+
+@main.group()
+def escalations() -> None:
+    """See and act on red-flag escalations."""
+
+
+@escalations.command("list")
+@click.option("--open", "open_only", is_flag=True, help="Only those not resolved.")
+@click.option("--json", "as_json", is_flag=True)
+def escalations_list(open_only: bool, as_json: bool) -> None:
+    from bot.services.escalations import list_escalations
+    from bot.web.serialize import escalation_json
+
+    rt = _runtime()
+    with rt.transaction() as s:
+        rows = [escalation_json(e) for e in list_escalations(s, open_only)]
+    for e in rows:
+        if as_json:
+            click.echo(json.dumps(e))
+        else:
+            click.echo(
+                f"{e['id']:>4} {e['ref']} {e['patient']} {e['level']} {','.join(e['flags'])} "
+                f"{e['status']} {e['created_at']} {e['acknowledged_by'] or '-'} "
+                f"{e['acknowledged_at'] or '-'}")
+
+
+@escalations.command("ack")
+@click.argument("ref")
+@click.option("--by", required=True, help="Who is taking it.")
+def escalations_ack(ref: str, by: str) -> None:
+    """Acknowledge: the alert chain stops."""
+    from bot.services.escalations import EscalationNotFound, acknowledge
+
+    rt = _runtime()
+    try:
+        with rt.transaction() as s:
+            esc, changed = acknowledge(s, ref, by, rt.clock.now(), actor=_actor())
+            msg = (f"{esc.ref} acknowledged by {by}" if changed
+                   else f"{esc.ref} is {esc.status} (by {esc.acknowledged_by})")
+    except EscalationNotFound:
+        _fail(f"no escalation {ref}", 1)
+    click.echo(msg)
+
+
+@escalations.command("resolve")
+@click.argument("ref")
+@click.option("--note", required=True)
+def escalations_resolve(ref: str, note: str) -> None:
+    from bot.services.escalations import EscalationNotFound, resolve
+
+    rt = _runtime()
+    try:
+        with rt.transaction() as s:
+            esc = resolve(s, ref, note, rt.clock.now(), actor=_actor())
+            msg = f"{esc.ref} resolved"
+    except EscalationNotFound:
+        _fail(f"no escalation {ref}", 1)
+    click.echo(msg)
+
+
+@main.group()
+def schedules() -> None:
+    """Recurring check-ins and reminders."""
+
+
+@schedules.command("add")
+@click.option("--phone", required=True)
+@click.option("--flow", "flow_id", default="checkin", show_default=True)
+@click.option("--at", "local_time", default="10:00", show_default=True,
+              help="HH:MM in the patient's zone.")
+@click.option("--every-days", default=7, show_default=True, type=int)
+@click.option("--text", "reminder_text", default=None, help="For reminders: what to remind.")
+def schedules_add(phone, flow_id, local_time, every_days, reminder_text) -> None:
+    from bot.services.patients import InvalidField, find_patient, normalise_phone
+    from bot.services.schedules import add_schedule
+
+    rt = _runtime()
+    try:
+        number = normalise_phone(phone)
+        with rt.transaction() as s:
+            patient = find_patient(s, number)
+            if patient is None:
+                raise InvalidField("phone", f"no patient with number {number}")
+            params = {"reminder_text": reminder_text} if reminder_text else {}
+            sched = add_schedule(s, rt.ctx, patient, flow_id, local_time, every_days,
+                                 rt.clock.now(), _actor(), params)
+            line = f"schedule {sched.id}: {flow_id} every {every_days} days at {local_time} " \
+                   f"({patient.timezone}), next {sched.next_due_at.isoformat()}"
+    except InvalidField as exc:
+        _fail(str(exc))
+    click.echo(line)
+
+
+def _add_optional_commands() -> None:
+    """Commands that live in their own modules."""
+    from bot.cli_flows import flows_group, simulate_command
+    from bot.cli_triage import triage_command
+
+    main.add_command(flows_group)
+    main.add_command(simulate_command)
+    main.add_command(triage_command)
+
+
+_add_optional_commands()

@@ -1,0 +1,277 @@
+"""Settings: config/default.yaml, overridden by the file in CHECKIN_CONFIG, then by the environment."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "config" / "default.yaml"
+FLOWS_DIR = REPO_ROOT / "flows"
+
+# Environment variable -> dotted settings key. Secrets exist only here.
+ENV_KEYS = {
+    "CHECKIN_DATABASE_URL": "database_url",
+    "CHECKIN_MESSENGER": "messenger",
+    "CHECKIN_PUBLIC_URL": "public_url",
+    "CHECKIN_PROXY_FIX": "proxy_fix",
+    "CHECKIN_FLOWS_DIR": "flows_dir",
+    "CHECKIN_ADMIN_TOKEN": "admin_token",
+    "TWILIO_ACCOUNT_SID": "twilio.account_sid",
+    "TWILIO_AUTH_TOKEN": "twilio.auth_token",
+    "TWILIO_FROM": "twilio.from_number",
+    "TWILIO_MESSAGING_SERVICE_SID": "twilio.messaging_service_sid",
+    "TWILIO_WHATSAPP_FROM": "twilio.whatsapp_from",
+}
+SECRET_KEYS = {"twilio.auth_token", "admin_token"}
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message is one line naming the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _e164(value: str) -> str:
+    try:
+        parsed = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"not a phone number in international form: {value!r}") from exc
+    if not phonenumbers.is_possible_number(parsed):
+        raise ValueError(f"not a possible phone number: {value!r}")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _check_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown timezone {value!r}") from exc
+    return value
+
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class Clinic(_Strict):
+    name: str = Field(min_length=1, max_length=40)
+    phone: str
+    acute_oncology_hotline: str
+    emergency_number: str = Field(pattern=r"^\+?[0-9]{2,15}$")
+
+    _phones = field_validator("phone", "acute_oncology_hotline")(_e164)
+
+
+class Contact(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9_-]+$")
+    name: str
+    phone: str
+    channel: Literal["sms", "whatsapp"] = "sms"
+
+    _phone = field_validator("phone")(_e164)
+
+
+class CareTeam(_Strict):
+    contacts: list[Contact] = Field(min_length=1)
+    escalation_chain: list[str] = Field(min_length=1)
+    ack_timeout_minutes: float = Field(gt=0)
+    urgent_ack_timeout_minutes: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _chain_known(self) -> CareTeam:
+        ids = [c.id for c in self.contacts]
+        if len(set(ids)) != len(ids):
+            raise ValueError("contact ids must be unique")
+        for cid in self.escalation_chain:
+            if cid not in ids:
+                raise ValueError(f"escalation_chain names unknown contact {cid!r}")
+        return self
+
+    def contact(self, contact_id: str) -> Contact:
+        return next(c for c in self.contacts if c.id == contact_id)
+
+    def contact_by_phone(self, phone: str) -> Contact | None:
+        return next((c for c in self.contacts if c.phone == phone), None)
+
+
+class QuietHours(_Strict):
+    start: str
+    end: str
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        if not _HHMM.match(v):
+            raise ValueError(f"expected HH:MM, got {v!r}")
+        return v
+
+
+class Defaults(_Strict):
+    timezone: str
+    language: str
+
+    _zone = field_validator("timezone")(_check_zone)
+
+
+class Template(_Strict):
+    content_sid: str = Field(pattern=r"^HX[0-9a-fA-F]{32}$")
+    variables: dict[str, str] = {}
+
+
+class Twilio(_Strict):
+    account_sid: str | None = None
+    auth_token: str | None = None
+    from_number: str | None = None
+    messaging_service_sid: str | None = None
+    whatsapp_from: str | None = None
+    send_rate_per_second: float = Field(default=1.0, gt=0)
+    sms_fallback_for_whatsapp: bool = True
+    whatsapp_templates: dict[str, Template] = {}
+
+    @field_validator("from_number", "whatsapp_from")
+    @classmethod
+    def _phone(cls, v: str | None) -> str | None:
+        return None if v in (None, "") else _e164(v)
+
+
+class Outbox(_Strict):
+    max_attempts: int = Field(default=6, ge=1)
+    backoff_seconds: float = Field(default=2.0, gt=0)
+    max_backoff_seconds: float = Field(default=300, gt=0)
+    claim_seconds: float = Field(default=60, gt=0)
+
+
+class Scheduler(_Strict):
+    tick_seconds: float = Field(default=5, gt=0)
+    dispatch_poll_seconds: float = Field(default=0.5, gt=0)
+
+
+class Settings(_Strict):
+    clinic: Clinic
+    care_team: CareTeam
+    quiet_hours: QuietHours
+    defaults: Defaults
+    languages: list[str] = ["en"]
+    database_url: str
+    messenger: Literal["dev", "twilio"] | None = None
+    public_url: str | None = None
+    proxy_fix: int = Field(default=0, ge=0, le=5)
+    flows_dir: str = str(FLOWS_DIR)
+    admin_token: str | None = None  # bearer token for /api; only from CHECKIN_ADMIN_TOKEN
+    twilio: Twilio = Twilio()
+    outbox: Outbox = Outbox()
+    scheduler: Scheduler = Scheduler()
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"expected an http(s) URL, got {v!r}")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _messenger_ready(self) -> Settings:
+        if self.defaults.language not in self.languages:
+            raise ValueError(f"defaults.language {self.defaults.language!r} not in languages")
+        if self.messenger_name == "twilio":
+            t = self.twilio
+            if not (t.account_sid and t.auth_token):
+                raise ValueError(
+                    "messenger is twilio but TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN are not set"
+                )
+            if not (t.from_number or t.messaging_service_sid):
+                raise ValueError(
+                    "messenger is twilio but neither TWILIO_FROM nor "
+                    "TWILIO_MESSAGING_SERVICE_SID is set"
+                )
+        return self
+
+    @property
+    def messenger_name(self) -> str:
+        if self.messenger:
+            return self.messenger
+        return "twilio" if (self.twilio.account_sid and self.twilio.auth_token) else "dev"
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = data
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[last] = value
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config: {path}: invalid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {path}: expected a mapping at the top level")
+    return data
+
+
+def _no_secrets_in_file(data: Mapping[str, Any], path: Path) -> None:
+    for dotted in SECRET_KEYS:
+        node: Any = data
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if node is not None:
+            raise ConfigError(
+                f"config: {dotted}: secrets are read only from the environment, not from {path}"
+            )
+
+
+def _format_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "settings"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown setting"
+    return f"config: {key}: {msg}"
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Build validated Settings; raise ConfigError with one line naming the bad key."""
+    env = os.environ if env is None else env
+    data = _read_yaml(DEFAULT_CONFIG)
+    extra_path = env.get("CHECKIN_CONFIG")
+    if extra_path:
+        extra = _read_yaml(Path(extra_path))
+        _no_secrets_in_file(extra, Path(extra_path))
+        data = _deep_merge(data, extra)
+    for var, dotted in ENV_KEYS.items():
+        if env.get(var) not in (None, ""):
+            _set_dotted(data, dotted, env[var])
+    if overrides:
+        data = _deep_merge(data, overrides)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc)) from None

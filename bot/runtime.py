@@ -1,0 +1,113 @@
+"""The runtime: everything the web app, the scheduler and the CLI share, built from Settings."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.clock import Clock, SystemClock
+from bot.config import ConfigError, Settings
+from bot.messaging.base import Messenger
+from bot.services.context import ServiceContext
+from bot.services.dispatcher import Dispatcher
+from bot.store.db import make_engine, make_session_factory, transaction
+from bot.texts import load_texts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    clock: Clock
+    messenger: Messenger
+    ctx: ServiceContext
+    dispatcher: Dispatcher
+    # "inline": send a reply before the request returns (tests); "background": right after, on
+    # a worker thread; "none": leave it to the scheduler's dispatcher loop.
+    dispatch_mode: str = "background"
+    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _pool_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def transaction(self) -> AbstractContextManager[Session]:
+        return transaction(self.sessions)
+
+    def dispatch_soon(self, outbox_ids: list[int]) -> None:
+        """Send these outbox rows now; the scheduler's sweep is the safety net if this fails."""
+        if not outbox_ids or self.dispatch_mode == "none":
+            return
+        if self.dispatch_mode == "inline":
+            self.dispatcher.dispatch_ids(outbox_ids)
+            return
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dispatch")
+        self._pool.submit(self._dispatch_quietly, list(outbox_ids))
+
+    def _dispatch_quietly(self, ids: list[int]) -> None:
+        try:
+            self.dispatcher.dispatch_ids(ids)
+        except Exception:
+            log.exception("immediate dispatch failed; the scheduler will retry")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        self.engine.dispose()
+
+
+def build_messenger(settings: Settings) -> Messenger:
+    if settings.messenger_name == "twilio":
+        from bot.messaging.twilio_messenger import TwilioMessenger
+
+        t = settings.twilio
+        return TwilioMessenger.from_credentials(
+            t.account_sid, t.auth_token, from_number=t.from_number,
+            whatsapp_from=t.whatsapp_from, messaging_service_sid=t.messaging_service_sid,
+        )
+    from bot.messaging.dev import DevMessenger
+
+    return DevMessenger()
+
+
+def load_flow_library(settings: Settings):
+    """Load and validate every flow; a broken flow stops start-up with its error lines."""
+    from bot.domain.flows import FlowError, load_flows
+
+    try:
+        return load_flows(settings.flows_dir)
+    except FlowError as exc:
+        raise ConfigError(f"flows: {exc}") from None
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    messenger: Messenger | None = None,
+    engine: Engine | None = None,
+    dispatch_mode: str = "background",
+) -> Runtime:
+    """Wire the pieces. Raises ConfigError when flows or texts are broken."""
+    texts = load_texts()
+    problems = texts.problems()
+    if problems:
+        raise ConfigError(problems[0])
+    flows = load_flow_library(settings)
+    clock = clock or SystemClock()
+    engine = engine or make_engine(settings.database_url)
+    sessions = make_session_factory(engine)
+    messenger = messenger or build_messenger(settings)
+    ctx = ServiceContext(settings=settings, texts=texts, clock=clock, flows=flows)
+    dispatcher = Dispatcher(sessions, messenger, settings, clock, context_for=ctx.patient_values)
+    return Runtime(settings=settings, engine=engine, sessions=sessions, clock=clock,
+                   messenger=messenger, ctx=ctx, dispatcher=dispatcher,
+                   dispatch_mode=dispatch_mode)

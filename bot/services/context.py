@@ -1,0 +1,33 @@
+"""What a service needs besides its session: settings, texts, flows, the clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bot.clock import Clock
+from bot.config import Settings
+from bot.texts import Texts
+
+
+@dataclass
+class ServiceContext:
+    settings: Settings
+    texts: Texts
+    clock: Clock
+    flows: Any  # bot.domain.flows.FlowLibrary
+
+    def patient_values(self, patient) -> dict[str, str]:
+        """Variables every patient-facing text may use."""
+        c = self.settings.clinic
+        return {
+            "name": patient.name.split()[0] if patient and patient.name else "",
+            "clinic_name": c.name,
+            "clinic_phone": c.phone,
+            "hotline": c.acute_oncology_hotline,
+            "emergency_number": c.emergency_number,
+        }
+
+    def text_for(self, patient, key: str, **extra: Any) -> str:
+        language = patient.language if patient else self.settings.defaults.language
+        return self.texts.render(key, language, **{**self.patient_values(patient), **extra})

@@ -1,0 +1,284 @@
+"""Sends what the outbox holds: claim, decide, send, record; retry what failed for a passing reason.
+
+A row is claimed by one conditional UPDATE (pending and due, or a claim whose lease ran out), so
+two dispatchers in different processes never send the same row. The send happens outside any
+transaction; the outcome is written in a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.clock import Clock
+from bot.config import Settings
+from bot.domain import gsm7
+from bot.domain.schedule import in_quiet_hours, quiet_hours_end
+from bot.messaging.base import Messenger, OutgoingMessage, SendError, SendResult
+from bot.services.audit import audit
+from bot.services.outbox import PRIORITY_REPLY
+from bot.store.db import transaction
+from bot.store.models import Message, OutboxItem, Patient, StatusEvent
+from bot.store.statuses import advance_status
+
+log = logging.getLogger(__name__)
+WHATSAPP_WINDOW = timedelta(hours=24)
+
+
+class Pacer:
+    """Spaces sends per sender to a configured rate (real time, shared by this process)."""
+
+    def __init__(self, rate_per_second: float, sleep=time.sleep, monotonic=time.monotonic):
+        self.interval = 1.0 / rate_per_second
+        self._next: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._sleep = sleep
+        self._monotonic = monotonic
+
+    def wait(self, sender: str, segments: int = 1) -> float:
+        with self._lock:
+            now = self._monotonic()
+            slot = max(now, self._next.get(sender, now))
+            self._next[sender] = slot + self.interval * max(1, segments)
+        delay = slot - now
+        if delay > 0:
+            self._sleep(delay)
+        return delay
+
+
+@dataclass
+class _Job:
+    item_id: int
+    message_id: int
+    attempts: int
+    outgoing: OutgoingMessage
+    sender: str
+    paced: bool
+    patient_id: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        messenger: Messenger,
+        settings: Settings,
+        clock: Clock,
+        context_for=None,
+        sleep=time.sleep,
+    ) -> None:
+        self.sessions = sessions
+        self.messenger = messenger
+        self.settings = settings
+        self.clock = clock
+        self.pacer = Pacer(settings.twilio.send_rate_per_second, sleep=sleep)
+        self._context_for = context_for or (lambda patient: {})
+
+    # -- entry points -------------------------------------------------------------------------
+
+    def dispatch_ids(self, ids: list[int]) -> int:
+        """Send these rows now if still unsent (the reply path right after a webhook commits)."""
+        return sum(self._send_one(i, paced=False) for i in ids)
+
+    def dispatch_due(self, limit: int = 100) -> int:
+        """Send due rows, most urgent first, paced per sender for routine traffic."""
+        now = self.clock.now()
+        with transaction(self.sessions) as s:
+            ids = list(s.scalars(
+                select(OutboxItem.id).where(_claimable(now))
+                .order_by(OutboxItem.priority, OutboxItem.id).limit(limit)
+            ))
+        return sum(self._send_one(i, paced=True) for i in ids)
+
+    # -- one row ------------------------------------------------------------------------------
+
+    def _send_one(self, item_id: int, paced: bool) -> int:
+        job = self._claim(item_id, paced)
+        if job is None:
+            return 0
+        if job.paced:
+            self.pacer.wait(job.sender, gsm7.segments(job.outgoing.body or ""))
+        try:
+            result = self.messenger.send(job.outgoing)
+        except SendError as err:
+            self._record_failure(job, err)
+            return 0
+        except Exception as exc:  # an adapter bug or an unexpected network error: retry later
+            log.exception("send raised for outbox item %s", job.item_id)
+            self._record_failure(job, SendError("transient", type(exc).__name__))
+            return 0
+        self._record_success(job, result)
+        return 1
+
+    def _claim(self, item_id: int, paced: bool) -> _Job | None:
+        s_ = self.settings
+        now = self.clock.now()
+        with transaction(self.sessions) as s:
+            claimed = s.execute(
+                update(OutboxItem)
+                .where(OutboxItem.id == item_id, _claimable(now))
+                .values(
+                    status="sending",
+                    claimed_until=now + timedelta(seconds=s_.outbox.claim_seconds),
+                    attempts=OutboxItem.attempts + 1,
+                )
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if claimed != 1:
+                return None
+            item = s.get(OutboxItem, item_id)
+            s.refresh(item)
+            message = s.get(Message, item.message_id)
+            patient = s.get(Patient, item.patient_id) if item.patient_id else None
+            hold = self._hold_reason(item, patient, now)
+            if hold == "defer":
+                item.status = "pending"
+                item.claimed_until = None
+                item.attempts -= 1
+                item.next_attempt_at = quiet_hours_end(
+                    now, patient.timezone, s_.quiet_hours.start, s_.quiet_hours.end)
+                return None
+            if hold:
+                item.status = "cancelled"
+                item.last_error = hold
+                message.status = "cancelled"
+                message.updated_at = now
+                audit(s, now, "system", "outbox.cancelled", "message", message.id, reason=hold)
+                return None
+            message.status = "sending"
+            outgoing = self._outgoing(item, message, patient, now)
+            return _Job(
+                item_id=item.id, message_id=message.id, attempts=item.attempts,
+                outgoing=outgoing, sender=self._sender(item.channel),
+                paced=paced and item.priority > PRIORITY_REPLY, patient_id=item.patient_id,
+            )
+
+    def _hold_reason(self, item: OutboxItem, patient: Patient | None, now: datetime) -> str | None:
+        if patient is None or not item.routine:
+            return None
+        if patient.status in ("opted_out", "paused"):
+            return f"patient {patient.status}"
+        if patient.number_invalid_at is not None:
+            return "number invalid"
+        q = self.settings.quiet_hours
+        if in_quiet_hours(now, patient.timezone, q.start, q.end):
+            return "defer"
+        return None
+
+    def _outgoing(self, item: OutboxItem, message: Message, patient: Patient | None,
+                  now: datetime) -> OutgoingMessage:
+        public = self.settings.public_url
+        callback = f"{public}/webhooks/twilio/status" if public else None
+        if item.channel == "whatsapp":
+            in_window = (
+                patient is not None and patient.last_inbound_at is not None
+                and now - patient.last_inbound_at < WHATSAPP_WINDOW
+            )
+            template = self.settings.twilio.whatsapp_templates.get(item.kind)
+            if (item.variant == "template" or not in_window) and template is not None:
+                values = self._context_for(patient) if patient else {}
+                variables = {k: _fill(v, values) for k, v in template.variables.items()}
+                return OutgoingMessage(to=item.to, channel="whatsapp",
+                                       content_sid=template.content_sid,
+                                       content_variables=variables, status_callback=callback)
+        return OutgoingMessage(to=item.to, channel=item.channel, body=message.body,
+                               status_callback=callback)
+
+    def _sender(self, channel: str) -> str:
+        t = self.settings.twilio
+        if t.messaging_service_sid:
+            return t.messaging_service_sid
+        return f"{channel}:{(t.whatsapp_from if channel == 'whatsapp' else t.from_number) or ''}"
+
+    # -- outcomes -----------------------------------------------------------------------------
+
+    def _record_success(self, job: _Job, result: SendResult) -> None:
+        now = self.clock.now()
+        with transaction(self.sessions) as s:
+            item = s.get(OutboxItem, job.item_id)
+            message = s.get(Message, job.message_id)
+            item.status = "sent"
+            item.sent_at = now
+            item.claimed_until = None
+            message.provider_id = result.provider_id
+            message.status = advance_status("queued", result.status)
+            if result.segments:
+                message.segments = result.segments
+            if job.outgoing.content_sid:
+                message.kind = f"{message.kind}"
+                item.variant = "template"
+            message.updated_at = now
+            # A status callback can beat us here; apply what already arrived.
+            for ev in s.scalars(select(StatusEvent).where(
+                    StatusEvent.provider_id == result.provider_id)):
+                message.status = advance_status(message.status, ev.status)
+        log.info("sent outbox item %s as %s", job.item_id, result.provider_id)
+
+    def _record_failure(self, job: _Job, err: SendError) -> None:
+        now = self.clock.now()
+        o = self.settings.outbox
+        with transaction(self.sessions) as s:
+            item = s.get(OutboxItem, job.item_id)
+            message = s.get(Message, job.message_id)
+            patient = s.get(Patient, item.patient_id) if item.patient_id else None
+            item.claimed_until = None
+            item.last_error = f"{err.kind}:{err.code or ''} {str(err)[:150]}"
+            message.error_code = err.code
+            message.updated_at = now
+            log.warning("send failed for outbox item %s: %s code=%s", item.id, err.kind, err.code)
+            if err.kind == "transient" and item.attempts < o.max_attempts:
+                delay = min(o.max_backoff_seconds, o.backoff_seconds * 2 ** (item.attempts - 1))
+                delay = max(delay, err.retry_after or 0)
+                item.status = "pending"
+                item.next_attempt_at = now + timedelta(seconds=delay)
+                message.status = "queued"
+                return
+            if err.kind == "outside_window" and item.variant != "template" and (
+                item.kind in self.settings.twilio.whatsapp_templates
+            ):
+                item.status, item.variant, item.next_attempt_at = "pending", "template", now
+                message.status = "queued"
+                return
+            if item.channel == "whatsapp" and self.settings.twilio.sms_fallback_for_whatsapp \
+                    and err.kind in ("outside_window", "permanent"):
+                item.status, item.channel, item.variant, item.next_attempt_at = (
+                    "pending", "sms", None, now)
+                message.channel = "sms"
+                message.body = gsm7.to_gsm7(message.body or "")
+                message.status = "queued"
+                audit(s, now, "system", "outbox.sms_fallback", "message", message.id,
+                      code=err.code)
+                return
+            item.status = "failed"
+            message.status = "failed"
+            if patient is not None and err.kind == "opted_out" and patient.status != "opted_out":
+                patient.status = "opted_out"
+                audit(s, now, "system", "patient.opted_out", "patient", patient.id,
+                      source="carrier", code=err.code)
+            if patient is not None and err.kind == "invalid_number":
+                patient.number_invalid_at = now
+                audit(s, now, "system", "patient.number_invalid", "patient", patient.id,
+                      code=err.code)
+            audit(s, now, "system", "outbox.failed", "message", message.id,
+                  kind=err.kind, code=err.code, attempts=item.attempts)
+
+
+def _claimable(now: datetime):
+    return or_(
+        and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),
+        and_(OutboxItem.status == "sending", OutboxItem.claimed_until < now),
+    )
+
+
+def _fill(template: str, values: dict) -> str:
+    try:
+        return template.format(**values)
+    except (KeyError, IndexError):
+        return template

@@ -1,0 +1,176 @@
+"""Escalations: a red flag opens one, the care team is alerted round the chain until someone
+acknowledges, and every change is audited."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.domain.triage import LEVELS, max_level
+from bot.services.audit import audit
+from bot.services.context import ServiceContext
+from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
+from bot.store.models import Escalation, Patient
+
+REF_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I: read aloud on a phone
+
+
+class EscalationNotFound(LookupError):
+    pass
+
+
+def new_ref(session: Session) -> str:
+    while True:
+        ref = "".join(secrets.choice(REF_ALPHABET) for _ in range(5))
+        if session.scalars(select(Escalation.id).where(Escalation.ref == ref)).first() is None:
+            return ref
+
+
+def open_escalation_for(session: Session, patient_id: int) -> Escalation | None:
+    return session.scalars(
+        select(Escalation)
+        .where(Escalation.patient_id == patient_id, Escalation.status != "resolved")
+        .order_by(Escalation.id.desc())
+    ).first()
+
+
+def _timeout(ctx: ServiceContext, level: str) -> timedelta:
+    t = ctx.settings.care_team
+    minutes = t.ack_timeout_minutes if level == "emergency" else t.urgent_ack_timeout_minutes
+    return timedelta(minutes=minutes)
+
+
+def escalate(
+    session: Session,
+    ctx: ServiceContext,
+    patient: Patient,
+    level: str,
+    flags: list[str],
+    words: str | None,
+    now: datetime,
+) -> tuple[Escalation, list[int]]:
+    """Open an escalation, or add to the patient's open one; alert when new or upgraded.
+
+    Returns the escalation and the outbox ids of the alerts written.
+    """
+    assert level in ("urgent", "emergency"), level
+    current = open_escalation_for(session, patient.id)
+    if current is not None:
+        merged = sorted(set(current.flags) | set(flags))
+        upgraded = LEVELS.index(level) > LEVELS.index(current.level)
+        if words:
+            joined = f"{current.words} | {words}" if current.words else words
+            current.words = joined[-2000:]
+        current.flags = merged
+        current.updated_at = now
+        if not upgraded:
+            audit(session, now, "system", "escalation.add", "escalation", current.ref,
+                  flags=flags, level=level)
+            return current, []
+        current.level = max_level(current.level, level)
+        current.status = "open"
+        current.acknowledged_by = None
+        current.acknowledged_at = None
+        current.chain_position = 0
+        audit(session, now, "system", "escalation.upgrade", "escalation", current.ref,
+              level=level, flags=merged)
+        return current, _alert(session, ctx, current, now)
+    esc = Escalation(
+        ref=new_ref(session), patient_id=patient.id, level=level, flags=sorted(set(flags)),
+        words=words[:2000] if words else None, status="open", chain_position=0, alerts_sent=0,
+        created_at=now, updated_at=now,
+    )
+    session.add(esc)
+    session.flush()
+    audit(session, now, "system", "escalation.open", "escalation", esc.ref,
+          patient_id=patient.id, level=level, flags=esc.flags)
+    return esc, _alert(session, ctx, esc, now)
+
+
+def _alert(session: Session, ctx: ServiceContext, esc: Escalation, now: datetime) -> list[int]:
+    """Alert the contact at the escalation's chain position and set the next re-alert."""
+    team = ctx.settings.care_team
+    contact = team.contact(team.escalation_chain[esc.chain_position % len(team.escalation_chain)])
+    patient = session.get(Patient, esc.patient_id)
+    words = " ".join((esc.words or "").split())
+    if len(words) > 60:
+        words = words[:57] + "..."
+    body = ctx.texts.render(
+        "alert", "en", level=esc.level.upper(), ref=esc.ref, patient=patient.name[:30],
+        patient_phone=patient.phone, flags=", ".join(f.replace("_", " ") for f in esc.flags)[:60],
+        words=words,
+    )
+    item = enqueue(session, Draft(to=contact.phone, channel=contact.channel, body=body,
+                                  kind="alert", priority=PRIORITY_EMERGENCY), now)
+    esc.alerts_sent += 1
+    esc.next_alert_at = now + _timeout(ctx, esc.level)
+    audit(session, now, "system", "escalation.alert", "escalation", esc.ref,
+          contact=contact.id, attempt=esc.alerts_sent)
+    return [item.id]
+
+
+def realert_due(session: Session, ctx: ServiceContext, now: datetime, limit: int = 50) -> list[int]:
+    """Move every unacknowledged escalation whose wait ran out to the next contact."""
+    due = session.scalars(
+        select(Escalation)
+        .where(Escalation.status == "open", Escalation.next_alert_at <= now)
+        .order_by(Escalation.next_alert_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    ids: list[int] = []
+    for esc in due:
+        esc.chain_position += 1
+        esc.updated_at = now
+        ids += _alert(session, ctx, esc, now)
+    return ids
+
+
+def find_by_ref(session: Session, ref: str) -> Escalation:
+    esc = session.scalars(
+        select(Escalation).where(Escalation.ref == ref.strip().upper()).with_for_update()
+    ).first()
+    if esc is None:
+        raise EscalationNotFound(ref)
+    return esc
+
+
+def acknowledge(session: Session, ref: str, by: str, now: datetime, actor: str) -> tuple[
+        Escalation, bool]:
+    """Mark acknowledged and stop the chain. Returns (escalation, changed)."""
+    esc = find_by_ref(session, ref)
+    if esc.status != "open":
+        return esc, False
+    esc.status = "acknowledged"
+    esc.acknowledged_by = by
+    esc.acknowledged_at = now
+    esc.next_alert_at = None
+    esc.updated_at = now
+    audit(session, now, actor, "escalation.ack", "escalation", esc.ref, by=by)
+    return esc, True
+
+
+def resolve(session: Session, ref: str, note: str, now: datetime, actor: str) -> Escalation:
+    esc = find_by_ref(session, ref)
+    if esc.status == "resolved":
+        return esc
+    if esc.acknowledged_at is None:
+        esc.acknowledged_at = now
+        esc.acknowledged_by = actor
+    esc.status = "resolved"
+    esc.resolved_at = now
+    esc.resolution_note = note
+    esc.next_alert_at = None
+    esc.updated_at = now
+    audit(session, now, actor, "escalation.resolve", "escalation", esc.ref, note=note)
+    return esc
+
+
+def list_escalations(session: Session, open_only: bool = False) -> list[Escalation]:
+    query = select(Escalation).order_by(Escalation.created_at.desc(), Escalation.id.desc())
+    if open_only:
+        query = query.where(Escalation.status != "resolved")
+    return list(session.scalars(query))

@@ -1,0 +1,210 @@
+"""One service for every inbound message, whatever the channel (simulator, Twilio SMS, WhatsApp).
+
+Order matters for safety: record the message first (so nothing is lost), then carrier keywords,
+then red flags (which reach the care team whatever the patient's state), then the conversation.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from bot.domain.triage import detect
+from bot.services import conversations
+from bot.services.audit import audit
+from bot.services.context import ServiceContext
+from bot.services.escalations import EscalationNotFound, acknowledge, escalate
+from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
+from bot.store.models import Message, Patient
+
+log = logging.getLogger(__name__)
+
+STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+START_WORDS = {"START", "UNSTOP"}
+HELP_WORDS = {"HELP", "INFO"}
+YES_WORDS = {"YES", "Y", "SI"}
+ACK_RE = re.compile(r"^\s*ACK\s*#?\s*([A-Za-z0-9]{4,8})\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    channel: str  # sms | whatsapp
+    sender: str  # E.164
+    body: str
+    provider_id: str | None = None  # Twilio MessageSid; None from the simulator
+    opt_out_type: str | None = None  # Twilio Advanced Opt-Out: STOP | START | HELP
+    button_payload: str | None = None  # WhatsApp quick reply
+
+
+@dataclass
+class InboundOutcome:
+    duplicate: bool = False
+    message_id: int | None = None
+    patient_id: int | None = None
+    level: str = "routine"
+    outbox_ids: list[int] = field(default_factory=list)
+
+
+def keyword_of(text: str) -> str:
+    """The whole message as a keyword: trimmed, upper case, surrounding punctuation dropped."""
+    return re.sub(r"^[\W_]+|[\W_]+$", "", text or "").upper()
+
+
+def record_inbound(session: Session, msg: InboundMessage, now: datetime) -> int | None:
+    """Insert the message once per provider id; None when this id was already stored."""
+    provider_id = msg.provider_id or f"SIM{uuid.uuid4().hex}"
+    values = dict(
+        direction="in", channel=msg.channel, address=msg.sender, body=msg.body, kind="inbound",
+        provider_id=provider_id, status="received", created_at=now, updated_at=now,
+    )
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:  # pragma: no cover - other databases are not supported targets
+        dialect_insert = None
+    if dialect_insert is None:
+        stmt = insert(Message).values(**values).returning(Message.id)
+    else:
+        stmt = (dialect_insert(Message).values(**values)
+                .on_conflict_do_nothing(index_elements=["provider_id"]).returning(Message.id))
+    return session.execute(stmt).scalar()
+
+
+def handle_inbound_message(
+    session: Session, ctx: ServiceContext, msg: InboundMessage, now: datetime
+) -> InboundOutcome:
+    """Record, then act on, one message from a phone. Safe to call twice with the same id."""
+    message_id = record_inbound(session, msg, now)
+    if message_id is None:
+        log.info("duplicate inbound %s ignored", msg.provider_id)
+        return InboundOutcome(duplicate=True)
+    out = InboundOutcome(message_id=message_id)
+    message = session.get(Message, message_id)
+    text = (msg.button_payload or msg.body or "").strip()
+
+    patient = session.scalars(
+        select(Patient).where(Patient.phone == msg.sender).with_for_update()
+    ).first()
+    if patient is None:
+        staff = ctx.settings.care_team.contact_by_phone(msg.sender)
+        if staff is not None:
+            out.outbox_ids += _staff_command(session, ctx, staff, text, msg, now)
+        else:
+            log.info("inbound %s from a number that is not enrolled", message_id)
+            out.outbox_ids.append(_reply(session, ctx, None, msg, "not_enrolled", now))
+        return out
+
+    out.patient_id = patient.id
+    message.patient_id = patient.id
+    patient.last_inbound_at = now
+    reply = lambda key, **kw: _reply(session, ctx, patient, msg, key, now, **kw)  # noqa: E731
+
+    word = keyword_of(text)
+    opt = (msg.opt_out_type or "").upper()
+    if word in STOP_WORDS or opt == "STOP":
+        _set_status(session, patient, "opted_out", now, "patient.opt_out", word or opt)
+        conversations.interrupt_active(session, patient.id, now, reason="opted out")
+        out.outbox_ids.append(reply("stopped"))
+        return out
+    if word in START_WORDS or opt == "START" or (
+            word in YES_WORDS and patient.status == "opted_out"):
+        _set_status(session, patient, "active", now, "patient.opt_in", word or opt)
+        out.outbox_ids.append(reply("started"))
+        return out
+    if word in HELP_WORDS or opt == "HELP":
+        out.outbox_ids.append(reply("help"))
+        return out
+
+    # Red flags: checked on every message, before and whatever the conversation.
+    triage = detect(text)
+    out.level = triage.level
+    if triage.level == "emergency" and not triage.hypothetical:
+        out.outbox_ids += emergency_response(session, ctx, patient, list(triage.flags), text,
+                                             now, channel=msg.channel)
+        return out
+    if triage.level != "routine" and triage.hypothetical:
+        out.outbox_ids.append(reply("safety_net"))
+    elif triage.level == "urgent":
+        out.outbox_ids += urgent_response(session, ctx, patient, list(triage.flags), text, now,
+                                          channel=msg.channel)
+
+    if patient.status == "opted_out":
+        return out  # recorded; nothing routine goes to an opted-out patient
+
+    out.outbox_ids += conversations.handle_patient_text(
+        session, ctx, patient, text, now, channel=msg.channel,
+        already_answered=bool(out.outbox_ids),
+    )
+    return out
+
+
+def emergency_response(session: Session, ctx: ServiceContext, patient: Patient,
+                       flags: list[str], words: str | None, now: datetime,
+                       channel: str | None = None) -> list[int]:
+    """Tell the patient what to do now, alert the care team, stop any flow in progress."""
+    item = enqueue(session, Draft(
+        to=patient.phone, channel=channel or patient.channel,
+        body=ctx.text_for(patient, "emergency"), kind="emergency",
+        priority=PRIORITY_EMERGENCY, patient_id=patient.id), now)
+    conversations.interrupt_active(session, patient.id, now, reason="emergency")
+    _, alert_ids = escalate(session, ctx, patient, "emergency", flags, words, now)
+    log.warning("emergency escalation for patient %s flags=%s", patient.id, ",".join(flags))
+    return [item.id, *alert_ids]
+
+
+def urgent_response(session: Session, ctx: ServiceContext, patient: Patient, flags: list[str],
+                    words: str | None, now: datetime, channel: str | None = None) -> list[int]:
+    """Tell the patient the team will call today; open (or add to) a same-day escalation."""
+    esc, alert_ids = escalate(session, ctx, patient, "urgent", flags, words, now)
+    ids = list(alert_ids)
+    if alert_ids or esc.level == "urgent":
+        ids.insert(0, enqueue(session, Draft(
+            to=patient.phone, channel=channel or patient.channel,
+            body=ctx.text_for(patient, "urgent"), kind="urgent",
+            priority=PRIORITY_EMERGENCY, patient_id=patient.id), now).id)
+    log.info("urgent escalation for patient %s flags=%s", patient.id, ",".join(flags))
+    return ids
+
+
+def _reply(session: Session, ctx: ServiceContext, patient: Patient | None, msg: InboundMessage,
+           key: str, now: datetime, **extra) -> int:
+    body = ctx.text_for(patient, key, **extra)
+    return enqueue(session, Draft(to=msg.sender, channel=msg.channel, body=body, kind=key,
+                                  patient_id=patient.id if patient else None), now).id
+
+
+def _set_status(session: Session, patient: Patient, status: str, now: datetime, action: str,
+                word: str) -> None:
+    if patient.status != status:
+        audit(session, now, f"patient:{patient.id}", action, "patient", patient.id,
+              keyword=word, previous=patient.status)
+        patient.status = status
+
+
+def _staff_command(session: Session, ctx: ServiceContext, staff, text: str,
+                   msg: InboundMessage, now: datetime) -> list[int]:
+    """A care-team phone texting the bot: `ACK <ref>` acknowledges an alert."""
+    def say(key: str, **kw) -> list[int]:
+        body = ctx.texts.render(key, "en", **kw)
+        return [enqueue(session, Draft(to=msg.sender, channel=msg.channel, body=body,
+                                       kind="staff", priority=PRIORITY_EMERGENCY), now).id]
+
+    match = ACK_RE.match(text)
+    if not match:
+        return say("staff_usage")
+    ref = match.group(1).upper()
+    try:
+        esc, changed = acknowledge(session, ref, staff.name, now, actor=f"staff:{staff.id}")
+    except EscalationNotFound:
+        return say("staff_unknown", ref=ref)
+    if not changed:
+        return say("staff_already", ref=ref, by=esc.acknowledged_by or "someone")
+    return say("staff_ack", ref=ref, by=staff.name)

@@ -1,0 +1,68 @@
+"""The outbox: every message the bot decides to send is a row written with the state change
+that caused it. A dispatcher claims rows, sends them through the Messenger, records the outcome,
+and retries what failed for a passing reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from bot.domain import gsm7
+from bot.store.models import Message, OutboxItem
+
+# Lower sends first.
+PRIORITY_EMERGENCY = 0
+PRIORITY_REPLY = 1
+PRIORITY_ROUTINE = 5
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A message to put in the outbox."""
+
+    to: str
+    channel: str
+    body: str
+    kind: str = "reply"  # reply | emergency | urgent | alert | checkin | reminder | welcome | ...
+    priority: int = PRIORITY_REPLY
+    routine: bool = False  # routine messages are withheld from opted-out or paused patients
+    patient_id: int | None = None
+    conversation_id: int | None = None
+
+
+def enqueue(session: Session, draft: Draft, now: datetime) -> OutboxItem:
+    """Add the message and its outbox row to the caller's transaction."""
+    body = gsm7.to_gsm7(draft.body) if draft.channel == "sms" else draft.body
+    message = Message(
+        patient_id=draft.patient_id,
+        conversation_id=draft.conversation_id,
+        direction="out",
+        channel=draft.channel,
+        address=draft.to,
+        body=body,
+        kind=draft.kind,
+        status="queued",
+        segments=gsm7.segments(body) if draft.channel == "sms" else None,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(message)
+    session.flush()
+    item = OutboxItem(
+        message_id=message.id,
+        patient_id=draft.patient_id,
+        to=draft.to,
+        channel=draft.channel,
+        kind=draft.kind,
+        priority=draft.priority,
+        routine=draft.routine,
+        status="pending",
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(item)
+    session.flush()
+    return item

@@ -1,0 +1,106 @@
+"""Enrolling and finding patients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.services.audit import audit
+from bot.store.models import Patient
+
+CHANNELS = ("sms", "whatsapp")
+
+
+class InvalidField(ValueError):
+    """A field of a request is wrong; `field` names it for a 400 or an exit-2 message."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def normalise_phone(raw: str, default_region: str | None = None) -> str:
+    """Return the E.164 form of `raw`, or raise InvalidField("phone", ...)."""
+    text = (raw or "").strip().removeprefix("whatsapp:")
+    try:
+        parsed = phonenumbers.parse(text, default_region)
+    except phonenumbers.NumberParseException:
+        raise InvalidField(
+            "phone", f"{raw!r} is not a phone number in international form (e.g. +44 7700 900123)"
+        ) from None
+    # "Possible" (right length for the country) rather than "valid": Ofcom's reserved drama
+    # range (07700 900xxx), used in tests and demos, is not allocated and so never "valid".
+    if not phonenumbers.is_possible_number(parsed):
+        raise InvalidField("phone", f"{raw!r} has the wrong number of digits for its country")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def check_timezone(zone: str) -> str:
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidField("timezone", f"unknown timezone {zone!r}") from None
+    return zone
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    phone: str
+    name: str
+    timezone: str
+    channel: str = "sms"
+    language: str = "en"
+
+
+def validate_enrolment(e: Enrolment, languages: list[str]) -> Enrolment:
+    """Normalise and check every field; raise InvalidField naming the first bad one."""
+    phone = normalise_phone(e.phone)
+    name = (e.name or "").strip()
+    if not name or len(name) > 80:
+        raise InvalidField("name", "must be 1 to 80 characters")
+    if e.channel not in CHANNELS:
+        raise InvalidField("channel", f"must be one of {', '.join(CHANNELS)}")
+    if e.language not in languages:
+        raise InvalidField("language", f"must be one of {', '.join(languages)}")
+    return Enrolment(phone, name, check_timezone(e.timezone), e.channel, e.language)
+
+
+def find_patient(session: Session, phone: str) -> Patient | None:
+    return session.scalars(select(Patient).where(Patient.phone == phone)).first()
+
+
+def enrol_patient(
+    session: Session, e: Enrolment, *, languages: list[str], now: datetime, actor: str
+) -> Patient:
+    """Create a patient (status active, not yet consented). Raises InvalidField."""
+    e = validate_enrolment(e, languages)
+    if find_patient(session, e.phone) is not None:
+        raise InvalidField("phone", "a patient with this number is already enrolled")
+    patient = Patient(
+        phone=e.phone, name=e.name, timezone=e.timezone, channel=e.channel,
+        language=e.language, status="active", created_at=now,
+    )
+    session.add(patient)
+    session.flush()
+    audit(session, now, actor, "patient.enrol", "patient", patient.id, channel=e.channel)
+    return patient
+
+
+def list_patients(session: Session) -> list[Patient]:
+    return list(session.scalars(select(Patient).order_by(Patient.id)))
+
+
+def onboard_patient(session: Session, ctx, e: Enrolment, now: datetime, actor: str
+                    ) -> tuple[Patient, list[int]]:
+    """Enrol and start the welcome (consent) flow. Returns the patient and outbox ids."""
+    from bot.services import conversations
+
+    patient = enrol_patient(session, e, languages=ctx.settings.languages, now=now, actor=actor)
+    ids = conversations.start_flow(session, ctx, patient, "welcome", now)
+    return patient, ids

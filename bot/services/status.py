@@ -1,0 +1,63 @@
+"""Delivery status callbacks: stored once per (sid, status); a message's status never goes back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.services.audit import audit
+from bot.services.context import ServiceContext
+from bot.services.outbox import Draft, enqueue
+from bot.store.models import Message, OutboxItem, Patient, StatusEvent
+from bot.store.statuses import advance_status
+
+FAILED = ("failed", "undelivered")
+
+
+def _insert_once(session: Session, sid: str, status: str, code: int | None, now: datetime) -> bool:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = (insert(StatusEvent)
+            .values(provider_id=sid, status=status, error_code=code, received_at=now)
+            .on_conflict_do_nothing(index_elements=["provider_id", "status"])
+            .returning(StatusEvent.id))
+    return session.execute(stmt).scalar() is not None
+
+
+def record_status(session: Session, ctx: ServiceContext, sid: str, status: str,
+                  code: int | None, now: datetime) -> list[int]:
+    """Apply one callback. Returns outbox ids of any SMS fallback it queued."""
+    if not _insert_once(session, sid, status, code, now):
+        return []
+    message = session.scalars(select(Message).where(Message.provider_id == sid)).first()
+    if message is None:
+        return []  # the dispatcher applies it when it records the SID
+    before = message.status
+    message.status = advance_status(message.status, status)
+    message.updated_at = now
+    if code:
+        message.error_code = code
+    if status not in FAILED or before in FAILED:
+        return []
+    patient = session.get(Patient, message.patient_id) if message.patient_id else None
+    if code == 21610 and patient is not None and patient.status != "opted_out":
+        patient.status = "opted_out"
+        audit(session, now, "system", "patient.opted_out", "patient", patient.id,
+              source="carrier", code=code)
+    audit(session, now, "system", "message.undelivered", "message", message.id,
+          status=status, code=code)
+    if (message.channel == "whatsapp" and ctx.settings.twilio.sms_fallback_for_whatsapp
+            and patient is not None and patient.status != "opted_out" and message.body):
+        item = session.scalars(select(OutboxItem).where(
+            OutboxItem.message_id == message.id)).first()
+        fallback = enqueue(session, Draft(
+            to=message.address, channel="sms", body=message.body, kind=message.kind,
+            priority=item.priority if item else 1, routine=item.routine if item else False,
+            patient_id=patient.id, conversation_id=message.conversation_id), now)
+        return [fallback.id]
+    return []

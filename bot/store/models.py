@@ -1,0 +1,228 @@
+"""SQLAlchemy 2.0 typed models. Times are stored in UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware datetimes in, aware UTC datetimes out, on SQLite (which keeps no zone) and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use aware UTC times")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20), unique=True)
+    channel: Mapped[str] = mapped_column(String(10))  # sms | whatsapp
+    name: Mapped[str] = mapped_column(String(80))
+    timezone: Mapped[str] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(12), default="active")  # active|paused|opted_out
+    consent_at: Mapped[datetime | None]
+    number_invalid_at: Mapped[datetime | None]
+    last_inbound_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+    conversations: Mapped[list[Conversation]] = relationship(back_populates="patient")
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_due", "status", "wait_deadline"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    flow_id: Mapped[str] = mapped_column(String(64))
+    flow_revision: Mapped[int]
+    current_node: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[dict[str, Any]]
+    # active | waiting | completed | interrupted | expired
+    status: Mapped[str] = mapped_column(String(12))
+    started_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    wait_deadline: Mapped[datetime | None]
+
+    patient: Mapped[Patient] = relationship(back_populates="conversations")
+
+
+class FlowRevision(Base):
+    """Every flow revision a conversation ever ran on, so it can finish on the one it started."""
+
+    __tablename__ = "flow_revisions"
+    __table_args__ = (UniqueConstraint("flow_id", "revision"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    flow_id: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[int]
+    definition: Mapped[dict[str, Any]]
+    loaded_at: Mapped[datetime]
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_address_created", "address", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
+    direction: Mapped[str] = mapped_column(String(3))  # in | out
+    channel: Mapped[str] = mapped_column(String(10))
+    address: Mapped[str] = mapped_column(String(20))  # the other party's E.164 number
+    body: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(20), default="reply")
+    # inbound MessageSid / outbound SID: unique, so a retried webhook is stored once
+    provider_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # in: received; out: queued|sending|sent|delivered|read|undelivered|failed|cancelled
+    status: Mapped[str] = mapped_column(String(12))
+    segments: Mapped[int | None]
+    error_code: Mapped[int | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Answer(Base):
+    __tablename__ = "answers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), index=True)
+    question_key: Mapped[str] = mapped_column(String(64))
+    value: Mapped[Any] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+
+
+class OutboxItem(Base):
+    """A message the bot decided to send, written in the transaction that decided it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), unique=True)
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"))
+    to: Mapped[str] = mapped_column(String(20))
+    channel: Mapped[str] = mapped_column(String(10))
+    kind: Mapped[str] = mapped_column(String(20))
+    # lower sends first: 0 emergency/alert, 1 reply, 5 routine
+    priority: Mapped[int] = mapped_column(Integer, default=5)
+    routine: Mapped[bool] = mapped_column(default=False)  # withheld from opted-out patients
+    status: Mapped[str] = mapped_column(String(10))  # pending|sending|sent|failed|cancelled
+    # None: as decided at send time; "template": WhatsApp template (after 63016)
+    variant: Mapped[str | None] = mapped_column(String(12))
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime]
+    claimed_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+
+class StatusEvent(Base):
+    """One delivery status callback, stored once per (MessageSid, MessageStatus)."""
+
+    __tablename__ = "status_events"
+    __table_args__ = (UniqueConstraint("provider_id", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(12))
+    error_code: Mapped[int | None]
+    received_at: Mapped[datetime]
+
+
+class Schedule(Base):
+    """A recurring flow for one patient (weekly check-in, reminders)."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (Index("ix_schedules_due", "active", "next_due_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    flow_id: Mapped[str] = mapped_column(String(64))
+    every_days: Mapped[int] = mapped_column(default=7)
+    local_time: Mapped[str] = mapped_column(String(5))  # HH:MM in the patient's zone
+    params: Mapped[dict[str, Any]]
+    active: Mapped[bool] = mapped_column(default=True)
+    next_due_at: Mapped[datetime]
+    last_run_at: Mapped[datetime | None]
+
+
+class Escalation(Base):
+    __tablename__ = "escalations"
+    __table_args__ = (Index("ix_escalations_due", "status", "next_alert_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(12), unique=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    level: Mapped[str] = mapped_column(String(10))  # emergency | urgent
+    flags: Mapped[list[str]] = mapped_column(JSON)
+    words: Mapped[str | None] = mapped_column(Text)  # the patient's own words
+    status: Mapped[str] = mapped_column(String(14))  # open | acknowledged | resolved
+    chain_position: Mapped[int] = mapped_column(default=0)
+    alerts_sent: Mapped[int] = mapped_column(default=0)
+    next_alert_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(80))
+    acknowledged_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    resolution_note: Mapped[str | None] = mapped_column(Text)
+
+    patient: Mapped[Patient] = relationship()
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(80))  # "system", "cli:<user>", "staff:<id>", ...
+    action: Mapped[str] = mapped_column(String(40))
+    subject_type: Mapped[str] = mapped_column(String(20))
+    subject_id: Mapped[str | None] = mapped_column(String(40))
+    details: Mapped[dict[str, Any]]

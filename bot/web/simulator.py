@@ -1,0 +1,103 @@
+"""The phone simulator (dev messenger only): text the bot from a browser as any patient."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, render_template, request
+from sqlalchemy import select
+
+from bot.services.inbound import InboundMessage, handle_inbound_message
+from bot.services.patients import (
+    Enrolment,
+    InvalidField,
+    find_patient,
+    list_patients,
+    normalise_phone,
+    onboard_patient,
+)
+from bot.store.models import Message
+from bot.web.common import runtime
+from bot.web.serialize import message_json, patient_json
+
+bp = Blueprint("simulator", __name__, url_prefix="/simulator")
+
+
+def _bad(exc: InvalidField):
+    return jsonify(error=str(exc), field=exc.field), 400
+
+
+@bp.get("")
+@bp.get("/")
+def page():
+    return render_template("simulator.html", clinic=runtime().settings.clinic.name)
+
+
+@bp.get("/api/patients")
+def patients():
+    rt = runtime()
+    with rt.transaction() as s:
+        return jsonify([patient_json(p) for p in list_patients(s)])
+
+
+@bp.post("/api/patients")
+def pick_patient():
+    """Select the patient with this number, enrolling (and welcoming) them if new."""
+    rt = runtime()
+    data = request.get_json(silent=True) or {}
+    try:
+        phone = normalise_phone(str(data.get("phone", "")))
+        with rt.transaction() as s:
+            patient = find_patient(s, phone)
+            ids: list[int] = []
+            created = patient is None
+            if created:
+                e = Enrolment(
+                    phone=phone, name=str(data.get("name") or "Test Patient"),
+                    timezone=str(data.get("timezone") or rt.settings.defaults.timezone),
+                    channel=str(data.get("channel") or "sms"),
+                    language=str(data.get("language") or rt.settings.defaults.language),
+                )
+                patient, ids = onboard_patient(s, rt.ctx, e, rt.clock.now(), actor="simulator")
+            body = patient_json(patient)
+    except InvalidField as exc:
+        return _bad(exc)
+    rt.dispatch_soon(ids)
+    return jsonify(patient=body, created=created), 201 if created else 200
+
+
+@bp.post("/api/messages")
+def send():
+    """The simulated phone texts the bot."""
+    rt = runtime()
+    data = request.get_json(silent=True) or {}
+    body = str(data.get("body", ""))
+    if not body.strip():
+        return jsonify(error="body: empty message", field="body"), 400
+    try:
+        phone = normalise_phone(str(data.get("phone", "")))
+    except InvalidField as exc:
+        return _bad(exc)
+    with rt.transaction() as s:
+        patient = find_patient(s, phone)
+        channel = patient.channel if patient else "sms"
+        outcome = handle_inbound_message(
+            s, rt.ctx, InboundMessage(channel=channel, sender=phone, body=body), rt.clock.now())
+    rt.dispatch_soon(outcome.outbox_ids)
+    return jsonify(message_id=outcome.message_id, level=outcome.level), 201
+
+
+@bp.get("/api/messages")
+def messages():
+    """Messages to and from a number, oldest first, after an id (for polling)."""
+    rt = runtime()
+    try:
+        phone = normalise_phone(request.args.get("phone", ""))
+    except InvalidField as exc:
+        return _bad(exc)
+    after = request.args.get("after", type=int) or 0
+    with rt.transaction() as s:
+        rows = s.scalars(
+            select(Message)
+            .where(Message.address == phone, Message.id > after)
+            .order_by(Message.id)
+        ).all()
+        return jsonify([message_json(m) for m in rows])

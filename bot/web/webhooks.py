@@ -1,0 +1,87 @@
+"""Twilio webhooks: inbound messages (SMS and WhatsApp) and delivery status callbacks.
+
+Every request must carry a valid X-Twilio-Signature for the URL Twilio called; anything else is
+refused with 403 before a single row is written.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, abort, request
+from twilio.request_validator import RequestValidator
+from twilio.twiml.messaging_response import MessagingResponse
+
+from bot.services.inbound import InboundMessage, handle_inbound_message
+from bot.services.patients import InvalidField, normalise_phone
+from bot.services.status import record_status
+from bot.web.common import runtime
+
+log = logging.getLogger(__name__)
+bp = Blueprint("webhooks", __name__, url_prefix="/webhooks/twilio")
+
+
+def _public_url() -> str:
+    """The URL Twilio signed: the configured public base + path + query, else what we received."""
+    base = runtime().settings.public_url
+    if not base:
+        return request.url
+    query = request.query_string.decode("latin-1")
+    return base + request.path + (f"?{query}" if query else "")
+
+
+def _require_signature() -> None:
+    token = runtime().settings.twilio.auth_token
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not token or not signature or not RequestValidator(token).validate(
+        _public_url(), request.form, signature
+    ):
+        log.warning("rejected webhook %s: %s", request.path,
+                    "no auth token configured" if not token else "bad or missing signature")
+        abort(403)
+
+
+def _twiml() -> Response:
+    return Response(str(MessagingResponse()), mimetype="application/xml")
+
+
+@bp.post("/message")
+def inbound_message():
+    _require_signature()
+    rt = runtime()
+    form = request.form
+    raw_from = form.get("From", "")
+    channel = "whatsapp" if raw_from.startswith("whatsapp:") else "sms"
+    try:
+        sender = normalise_phone(raw_from)
+    except InvalidField:
+        sender = raw_from.removeprefix("whatsapp:")[:20]  # short code or alphanumeric id
+    msg = InboundMessage(
+        channel=channel,
+        sender=sender,
+        body=form.get("Body", ""),
+        provider_id=form.get("MessageSid") or form.get("SmsSid"),
+        opt_out_type=form.get("OptOutType"),
+        button_payload=form.get("ButtonPayload"),
+    )
+    with rt.transaction() as session:
+        outcome = handle_inbound_message(session, rt.ctx, msg, rt.clock.now())
+    rt.dispatch_soon(outcome.outbox_ids)
+    return _twiml()
+
+
+@bp.post("/status")
+def status_callback():
+    _require_signature()
+    rt = runtime()
+    form = request.form
+    sid = form.get("MessageSid") or form.get("SmsSid")
+    status = (form.get("MessageStatus") or form.get("SmsStatus") or "").lower()
+    if not sid or not status:
+        return Response("missing MessageSid or MessageStatus", status=400)
+    code = form.get("ErrorCode")
+    with rt.transaction() as session:
+        ids = record_status(session, rt.ctx, sid, status,
+                            int(code) if code and code.isdigit() else None, rt.clock.now())
+    rt.dispatch_soon(ids)
+    return Response(status=204)

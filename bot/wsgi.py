@@ -1,0 +1,14 @@
+"""WSGI entry for gunicorn: `gunicorn 'bot.wsgi:make_app()'`. Run the scheduler separately."""
+
+from flask import Flask
+
+from bot.config import load_settings
+from bot.logs import setup_logging
+from bot.runtime import build_runtime
+from bot.web.app import create_app
+
+
+def make_app() -> Flask:
+    """Built once per gunicorn worker, after the fork."""
+    setup_logging()
+    return create_app(build_runtime(load_settings(), dispatch_mode="background"))

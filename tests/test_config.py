@@ -1,0 +1,63 @@
+"""Settings: defaults, file and environment overrides, one clear line for a bad value."""
+
+import pytest
+
+from bot.config import ConfigError, load_settings
+
+
+def test_defaults_load_and_pick_the_dev_messenger_without_twilio_credentials():
+    s = load_settings(env={})
+    assert s.messenger_name == "dev"
+    assert s.database_url.startswith("sqlite:///")
+    assert s.care_team.contacts[0].phone.startswith("+")
+
+
+def test_twilio_credentials_in_the_environment_select_the_twilio_messenger():
+    s = load_settings(env={"TWILIO_ACCOUNT_SID": "AC" + "1" * 32, "TWILIO_AUTH_TOKEN": "t",
+                           "TWILIO_FROM": "+447700900999"})
+    assert s.messenger_name == "twilio"
+    assert s.twilio.auth_token == "t"
+    assert s.twilio.from_number == "+447700900999"
+
+
+def test_twilio_without_a_sender_stops_startup():
+    with pytest.raises(ConfigError, match="TWILIO_FROM"):
+        load_settings(env={"CHECKIN_MESSENGER": "twilio", "TWILIO_ACCOUNT_SID": "AC1",
+                           "TWILIO_AUTH_TOKEN": "t"})
+
+
+def test_file_overrides_defaults_and_environment_overrides_the_file(tmp_path):
+    f = tmp_path / "site.yaml"
+    f.write_text("clinic:\n  name: North Spine Unit\ndatabase_url: sqlite:///from-file.db\n")
+    s = load_settings(env={"CHECKIN_CONFIG": str(f),
+                           "CHECKIN_DATABASE_URL": "sqlite:///from-env.db"})
+    assert s.clinic.name == "North Spine Unit"
+    assert s.clinic.emergency_number == "999"  # untouched default survives the merge
+    assert s.database_url == "sqlite:///from-env.db"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"defaults": {"timezone": "Mars/Olympus"}},
+         "config: defaults.timezone: unknown timezone 'Mars/Olympus'"),
+        ({"quiet_hours": {"start": "25:00"}}, "config: quiet_hours.start: expected HH:MM"),
+        ({"care_team": {"escalation_chain": ["nobody"]}},
+         "config: care_team: escalation_chain names unknown contact 'nobody'"),
+        ({"clinic": {"phone": "12345"}}, "config: clinic.phone: not a phone number in international form"),
+        ({"colour": "blue"}, "config: colour: unknown setting"),
+    ],
+)
+def test_a_bad_value_gives_one_line_naming_the_key(override, expected):
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={}, overrides=override)
+    message = str(err.value)
+    assert message.startswith(expected)
+    assert "\n" not in message
+
+
+def test_secrets_are_refused_in_a_settings_file(tmp_path):
+    f = tmp_path / "site.yaml"
+    f.write_text("twilio:\n  auth_token: oops\n")
+    with pytest.raises(ConfigError, match="only from the environment"):
+        load_settings(env={"CHECKIN_CONFIG": str(f)})

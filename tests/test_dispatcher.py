@@ -1,0 +1,247 @@
+"""The outbox dispatcher with the real twilio SDK (fake HTTP): sends, retries, never twice."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from bot.messaging.dev import DevMessenger
+from bot.runtime import build_runtime
+from bot.services.dispatcher import Pacer
+from bot.services.outbox import PRIORITY_ROUTINE, Draft, enqueue
+from bot.services.patients import Enrolment, enrol_patient
+from bot.store.models import AuditLog, Message, OutboxItem, Patient
+from tests.twilio_support import (  # noqa: F401 - fixtures
+    FROM_NUMBER,
+    PUBLIC_URL,
+    fake_http,
+    messenger,
+    sent_to,
+    settings_overrides,
+)
+
+PHONE = "+447700900123"
+
+
+def _patient(rt, channel="sms", **kw):
+    with rt.transaction() as s:
+        p = enrol_patient(s, Enrolment(PHONE, "Ada Lovelace", "Europe/London", channel),
+                          languages=["en", "es"], now=rt.clock.now(), actor="test")
+        for k, v in kw.items():
+            setattr(p, k, v)
+        return p.id
+
+
+def _queue(rt, pid, body="Time for your check-in.", channel="sms", routine=False, kind="reply"):
+    with rt.transaction() as s:
+        return enqueue(s, Draft(to=PHONE, channel=channel, body=body, kind=kind,
+                                routine=routine, patient_id=pid,
+                                priority=PRIORITY_ROUTINE if routine else 1), rt.clock.now()).id
+
+
+def _item(rt, item_id):
+    with rt.transaction() as s:
+        item = s.get(OutboxItem, item_id)
+        return item, s.get(Message, item.message_id)
+
+
+def test_sends_with_the_right_request_and_records_sid_and_segments(rt, fake_http):
+    pid = _patient(rt)
+    item_id = _queue(rt, pid, body="Hello \u201cAda\u201d \u2014 time for your check-in\u2026")
+    assert rt.dispatcher.dispatch_due() == 1
+    [data] = sent_to(fake_http, PHONE)
+    assert data["To"] == PHONE
+    assert data["From"] == FROM_NUMBER
+    assert data["StatusCallback"] == f"{PUBLIC_URL}/webhooks/twilio/status"
+    assert data["Body"] == 'Hello "Ada" - time for your check-in...'  # made plain GSM-7
+    item, message = _item(rt, item_id)
+    assert item.status == "sent"
+    assert message.provider_id.startswith("SM")
+    assert message.segments == 1
+    assert message.status == "queued"
+
+
+def test_429_is_retried_after_retry_after(rt, fake_http, clock):
+    pid = _patient(rt)
+    item_id = _queue(rt, pid)
+    fake_http.queue_error(429, 20429, "Too Many Requests", headers={"Retry-After": "30"})
+    assert rt.dispatcher.dispatch_due() == 0
+    item, message = _item(rt, item_id)
+    assert item.status == "pending"
+    assert item.next_attempt_at == clock.now() + timedelta(seconds=30)
+    clock.advance(seconds=29)
+    assert rt.dispatcher.dispatch_due() == 0
+    assert len(fake_http.requests) == 1
+    clock.advance(seconds=1)
+    assert rt.dispatcher.dispatch_due() == 1
+    assert len(fake_http.requests) == 2
+    item, message = _item(rt, item_id)
+    assert item.status == "sent" and item.attempts == 2
+
+
+def test_transient_failures_stop_after_max_attempts_and_are_recorded(rt, fake_http, clock):
+    pid = _patient(rt)
+    item_id = _queue(rt, pid)
+    for _ in range(rt.settings.outbox.max_attempts):
+        fake_http.queue_error(503, 503, "Service Unavailable")
+        rt.dispatcher.dispatch_due()
+        clock.advance(seconds=rt.settings.outbox.max_backoff_seconds)
+    assert rt.dispatcher.dispatch_due() == 0
+    item, message = _item(rt, item_id)
+    assert item.status == "failed" and message.status == "failed"
+    assert len(fake_http.requests) == rt.settings.outbox.max_attempts
+    with rt.transaction() as s:
+        actions = s.scalars(select(AuditLog.action)).all()
+    assert "outbox.failed" in actions
+
+
+def test_21610_opts_the_patient_out_and_is_not_retried(rt, fake_http, clock):
+    pid = _patient(rt)
+    item_id = _queue(rt, pid)
+    fake_http.queue_error(400, 21610, "Attempt to send to unsubscribed recipient")
+    rt.dispatcher.dispatch_due()
+    clock.advance(hours=1)
+    rt.dispatcher.dispatch_due()
+    assert len(fake_http.requests) == 1
+    item, _ = _item(rt, item_id)
+    assert item.status == "failed"
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).status == "opted_out"
+
+
+def test_21211_marks_the_number_invalid(rt, fake_http):
+    pid = _patient(rt)
+    _queue(rt, pid)
+    fake_http.queue_error(400, 21211, "The 'To' number is not a valid phone number.")
+    rt.dispatcher.dispatch_due()
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).number_invalid_at is not None
+
+
+def test_a_crash_between_commit_and_send_sends_exactly_once_after_restart(
+        rt, settings, fake_http, messenger, clock):
+    pid = _patient(rt)
+    item_id = _queue(rt, pid)  # committed; the process "dies" before dispatching
+    rt.close()
+    restarted = build_runtime(settings, clock=clock, messenger=messenger, dispatch_mode="inline")
+    try:
+        assert restarted.dispatcher.dispatch_due() == 1
+        assert restarted.dispatcher.dispatch_due() == 0
+        restarted.dispatcher.dispatch_ids([item_id])
+    finally:
+        restarted.close()
+    assert len(sent_to(fake_http, PHONE)) == 1
+
+
+def test_a_crash_mid_send_is_retried_once_the_claim_expires(rt, fake_http, clock):
+    pid = _patient(rt)
+    item_id = _queue(rt, pid)
+    assert rt.dispatcher._claim(item_id, paced=False) is not None  # claimed, then "crash"
+    assert rt.dispatcher.dispatch_due() == 0  # another dispatcher leaves a live claim alone
+    clock.advance(seconds=rt.settings.outbox.claim_seconds + 1)
+    assert rt.dispatcher.dispatch_due() == 1
+    assert len(sent_to(fake_http, PHONE)) == 1
+
+
+def test_two_dispatchers_racing_send_each_message_once(rt, fake_http):
+    pid = _patient(rt)
+    ids = [_queue(rt, pid, body=f"message {i}") for i in range(20)]
+    barrier = threading.Barrier(4)
+
+    def run():
+        barrier.wait()
+        rt.dispatcher.dispatch_due()
+        rt.dispatcher.dispatch_ids(ids)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    bodies = sorted(d["Body"] for d in sent_to(fake_http, PHONE))
+    assert bodies == sorted(f"message {i}" for i in range(20))
+
+
+def test_routine_messages_are_withheld_from_opted_out_patients(rt, fake_http):
+    pid = _patient(rt, status="opted_out")
+    item_id = _queue(rt, pid, routine=True, kind="checkin")
+    rt.dispatcher.dispatch_due()
+    assert fake_http.requests == []
+    item, message = _item(rt, item_id)
+    assert item.status == "cancelled" and message.status == "cancelled"
+
+
+def test_routine_messages_wait_for_the_end_of_quiet_hours(rt, fake_http, clock):
+    clock.set(datetime(2026, 3, 2, 3, 0, tzinfo=UTC))  # 03:00 in London
+    pid = _patient(rt)
+    item_id = _queue(rt, pid, routine=True, kind="checkin")
+    rt.dispatcher.dispatch_due()
+    assert fake_http.requests == []
+    item, _ = _item(rt, item_id)
+    assert item.next_attempt_at == datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    clock.set(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
+    assert rt.dispatcher.dispatch_due() == 1
+
+
+def test_whatsapp_outside_24h_sends_the_template(rt, fake_http, clock):
+    pid = _patient(rt, channel="whatsapp", last_inbound_at=clock.now() - timedelta(hours=25))
+    _queue(rt, pid, channel="whatsapp", kind="checkin", routine=True)
+    rt.dispatcher.dispatch_due()
+    [data] = sent_to(fake_http, PHONE)
+    assert data["To"] == f"whatsapp:{PHONE}"
+    assert data["ContentSid"] == rt.settings.twilio.whatsapp_templates["checkin"].content_sid
+    assert '"Ada"' in data["ContentVariables"]
+    assert "Body" not in data
+
+
+def test_whatsapp_inside_24h_sends_free_text(rt, fake_http, clock):
+    pid = _patient(rt, channel="whatsapp", last_inbound_at=clock.now() - timedelta(hours=2))
+    _queue(rt, pid, channel="whatsapp", kind="checkin", routine=True, body="Pain 0-10?")
+    rt.dispatcher.dispatch_due()
+    [data] = sent_to(fake_http, PHONE)
+    assert data["Body"] == "Pain 0-10?"
+    assert "ContentSid" not in data
+
+
+def test_whatsapp_63016_falls_back_to_the_template(rt, fake_http, clock):
+    pid = _patient(rt, channel="whatsapp", last_inbound_at=clock.now() - timedelta(hours=2))
+    _queue(rt, pid, channel="whatsapp", kind="checkin", routine=True)
+    fake_http.queue_error(400, 63016, "Failed to send freeform message outside the window")
+    rt.dispatcher.dispatch_due()
+    rt.dispatcher.dispatch_due()
+    first, second = sent_to(fake_http, PHONE)
+    assert "Body" in first and "ContentSid" in second
+
+
+def test_pacer_spaces_sends_per_sender():
+    slept: list[float] = []
+    now = [100.0]
+    pacer = Pacer(2.0, sleep=lambda d: (slept.append(d), now.__setitem__(0, now[0] + d)),
+                  monotonic=lambda: now[0])
+    for _ in range(3):
+        pacer.wait("sms:+1")
+    pacer.wait("sms:+2")  # another sender has its own budget
+    assert slept == [pytest.approx(0.5), pytest.approx(0.5)]
+
+
+@pytest.fixture
+def dev_rt(settings, clock):
+    runtime = build_runtime(settings, clock=clock, messenger=DevMessenger(echo=False),
+                            dispatch_mode="inline")
+    yield runtime
+    runtime.close()
+
+
+def test_routine_fan_out_is_paced_to_the_configured_rate(dev_rt):
+    pid = _patient(dev_rt)
+    delays: list[float] = []
+    dev_rt.dispatcher.pacer = Pacer(1.0, sleep=delays.append)
+    for i in range(3):
+        _queue(dev_rt, pid, routine=True, kind="checkin", body=f"m{i}")
+    assert dev_rt.dispatcher.dispatch_due() == 3
+    assert len([d for d in delays if d > 0.5]) == 2
+    with dev_rt.transaction() as s:
+        assert {i.status for i in s.scalars(select(OutboxItem))} == {"sent"}
