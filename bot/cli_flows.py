@@ -1,0 +1,174 @@
+"""Command-line tools for flows: `flows lint`, `flows test [--update]` and `simulate`.
+
+The project's main CLI adds `flows_group` and `simulate_command`; `python -m bot.cli_flows`
+runs them on their own.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from bot.domain.engine import (
+    WAITING,
+    AnswerRecorded,
+    EngineError,
+    FlagRaised,
+    FlowStarted,
+    Inbound,
+    NotUnderstood,
+    Start,
+    StepResult,
+    TimedOut,
+    Timeout,
+    step,
+)
+from bot.domain.flow_lint import lint_paths
+from bot.domain.flows import SHIPPED_FLOWS_DIR, FlowError, FlowLibrary, load_flows, parse_duration
+from bot.flowtest import default_context, run_scripts
+
+PathArg = click.Path(path_type=Path)
+
+
+def default_flows_dir() -> Path:
+    """./flows when run from the repository, else the flows shipped beside the package."""
+    local = Path("flows")
+    return local if local.is_dir() else SHIPPED_FLOWS_DIR
+
+
+def _library(flows_dir: Path | None) -> FlowLibrary:
+    try:
+        return load_flows(flows_dir or default_flows_dir())
+    except FlowError as exc:
+        for line in exc.errors:
+            click.echo(line)
+        raise click.exceptions.Exit(1) from None
+
+
+flows_group = click.Group("flows", help="Check and test the conversation flows.")
+
+
+@flows_group.command("lint")
+@click.argument("paths", nargs=-1, type=PathArg)
+@click.option("--variables", type=PathArg, help="variables.yaml to use (default: found beside).")
+def lint_command(paths: tuple[Path, ...], variables: Path | None) -> None:
+    """Validate flow files and folders (default: flows/): one line per problem."""
+    report = lint_paths(list(paths) or [default_flows_dir()], variables_file=variables)
+    for line in report.errors:
+        click.echo(line)
+    if report.errors:
+        click.echo(f"{len(report.errors)} error(s) in {len(report.files)} file(s)")
+        raise click.exceptions.Exit(1)
+    click.echo(f"OK: {len(report.flows)} flow(s) in {len(report.files)} file(s), no errors")
+
+
+@flows_group.command("test")
+@click.argument("paths", nargs=-1, type=PathArg)
+@click.option("--update", is_flag=True, help="Rewrite the expected bot texts from the output.")
+@click.option("--flows", "flows_dir", type=PathArg, help="Flows folder (default: flows/).")
+def test_command(paths: tuple[Path, ...], update: bool, flows_dir: Path | None) -> None:
+    """Run the golden conversation scripts (default: flows/tests/)."""
+    library = _library(flows_dir)
+    script_paths = list(paths) or [(flows_dir or default_flows_dir()) / "tests"]
+    results = run_scripts(script_paths, library, update=update)
+    for result in results:
+        status = "PASS" if result.passed else "FAIL"
+        click.echo(f"{status} {result.path}" + (" (updated)" if result.updated else ""))
+        if result.diff:
+            click.echo(result.diff.rstrip("\n"))
+    failed = sum(not result.passed for result in results)
+    click.echo(f"{len(results) - failed} passed, {failed} failed")
+    if failed or not results:
+        raise click.exceptions.Exit(1)
+
+
+def _show(result: StepResult) -> None:
+    for record in result.recorded:
+        if isinstance(record, FlagRaised):
+            click.echo(f"  [flag raised: {record.name}]")
+        elif isinstance(record, AnswerRecorded):
+            click.echo(f"  [saved {record.key} = {record.value!r}]")
+        elif isinstance(record, NotUnderstood):
+            click.echo(f"  [not understood: {record.reason}]")
+        elif isinstance(record, TimedOut):
+            click.echo(f"  [no reply in time at {record.node_id}]")
+        elif isinstance(record, FlowStarted):
+            click.echo(f"  [hands over to flow {record.flow_id}]")
+        elif isinstance(record, EngineError):
+            click.echo(f"  [engine stopped the conversation: {record.reason}]")
+    for text in result.outbound:
+        click.echo(f"bot: {text}")
+
+
+@click.command("simulate")
+@click.argument("flow_id")
+@click.option("--language", default="en", show_default=True, help="The patient's language.")
+@click.option("--name", help="The patient's name (default: the variables' example).")
+@click.option("--flows", "flows_dir", type=PathArg, help="Flows folder (default: flows/).")
+def simulate_command(flow_id: str, language: str, name: str | None, flows_dir: Path | None) -> None:
+    """Chat with a flow in the terminal, with the production engine and no database.
+
+    Type replies at the prompt, or pipe them in one per line. "/wait 4h" lets time pass
+    (firing a due timeout); "/quit" stops.
+    """
+    library = _library(flows_dir)
+    if flow_id not in library:
+        known = ", ".join(flow.id for flow in library.current())
+        raise click.UsageError(f"no flow {flow_id!r} (flows: {known})")
+    flow = library.get(flow_id)
+    context = default_context(library.variables, language)
+    if name:
+        context["name"] = name
+    stdin = sys.stdin
+    interactive = stdin.isatty()
+    now = datetime.now(UTC)  # the CLI owns the clock; the engine is given it
+    result = step(flow, None, Start(), now, context)
+    _show(result)
+    state = result.new_state
+    while state and state["status"] == WAITING:
+        if interactive:
+            try:
+                line = click.prompt("you", default="", show_default=False, prompt_suffix="> ")
+            except click.Abort:
+                break
+        else:
+            raw = stdin.readline()
+            if not raw:
+                break
+            line = raw.rstrip("\r\n")
+            click.echo(f"patient: {line}")
+        command = line.strip().lower()
+        if command in ("/quit", "/exit"):
+            break
+        if command.startswith("/wait"):
+            try:
+                now += parse_duration(command.removeprefix("/wait").strip())
+            except ValueError as exc:
+                click.echo(f"  [{exc}]")
+                continue
+            result = step(flow, state, Timeout(), now, context)
+        else:
+            result = step(flow, state, Inbound(line), now, context)
+        _show(result)
+        state = result.new_state
+    if state and state["status"] == WAITING:
+        click.echo(f"[conversation still waiting for a reply at {state['node']}]")
+    else:
+        click.echo("[conversation completed]")
+    flags = ", ".join(state["flags"]) if state and state["flags"] else "none"
+    click.echo(f"[flags raised: {flags}]")
+
+
+@click.group()
+def _cli() -> None:
+    """Flow tools on their own (the main checkin-bot CLI has the same commands)."""
+
+
+_cli.add_command(flows_group)
+_cli.add_command(simulate_command)
+
+if __name__ == "__main__":
+    _cli(prog_name=f"{Path(sys.executable).name} -m bot.cli_flows")

@@ -1,0 +1,333 @@
+"""The flow engine: a pure function from (flow, saved state, one event, time) to what happens.
+
+No I/O and no clock of its own: the caller passes `now` and stores the returned state.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from bot.domain import answers
+from bot.domain.flows import (
+    AskNode,
+    BranchNode,
+    Case,
+    EndNode,
+    Flow,
+    SendNode,
+    StartFlowNode,
+    WaitNode,
+)
+from bot.domain.gsm7 import to_gsm7
+
+MAX_STEPS = 50  # nodes visited for one event before the engine gives up on a loop
+
+ACTIVE, WAITING, COMPLETED = "active", "waiting", "completed"
+_VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class Start:
+    """Begin the flow afresh (any previous state is discarded)."""
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """The patient sent a text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """The scheduler's tick: fires the wait's timeout path if its deadline has passed."""
+
+
+Event = Start | Inbound | Timeout
+
+
+class _Record:
+    kind: ClassVar[str]
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """("answer", "consent", "yes"), ("flag", "fever"), ("ended",), ..."""
+        return (self.kind, *(getattr(self, f.name) for f in fields(self)))
+
+
+@dataclass(frozen=True)
+class AnswerRecorded(_Record):
+    """An answer saved under `key` ("yes"/"no", an int, a choice's value, or free text)."""
+    kind: ClassVar[str] = "answer"
+    key: str
+    value: str | int
+
+
+@dataclass(frozen=True)
+class FlagRaised(_Record):
+    """A named symptom flag, raised at most once per conversation."""
+    kind: ClassVar[str] = "flag"
+    name: str
+
+
+@dataclass(frozen=True)
+class FlowStarted(_Record):
+    """This conversation ended by handing over to another flow; the caller starts it."""
+    kind: ClassVar[str] = "start_flow"
+    flow_id: str
+
+
+@dataclass(frozen=True)
+class Ended(_Record):
+    """The conversation is completed."""
+    kind: ClassVar[str] = "ended"
+
+
+@dataclass(frozen=True)
+class NotUnderstood(_Record):
+    """A reply to `node_id` did not parse; `reason` is one of answers' reason constants."""
+    kind: ClassVar[str] = "not_understood"
+    node_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TimedOut(_Record):
+    """The wait at `node_id` passed its deadline with no reply."""
+    kind: ClassVar[str] = "timeout"
+    node_id: str
+
+
+@dataclass(frozen=True)
+class EngineError(_Record):
+    """The engine stopped the conversation instead of failing: "step_limit" or "missing_node"."""
+    kind: ClassVar[str] = "error"
+    reason: str
+    node_id: str | None
+
+
+Record = AnswerRecorded | FlagRaised | FlowStarted | Ended | NotUnderstood | TimedOut | EngineError
+
+
+@dataclass
+class StepResult:
+    """What one event did: the state to store, texts to send, and events to record."""
+
+    new_state: dict[str, Any] | None
+    outbound: list[str] = field(default_factory=list)
+    recorded: list[Record] = field(default_factory=list)
+
+
+def pick_language(flow: Flow, wanted: object) -> str:
+    """The patient's language if the flow has it, else the flow's default language."""
+    return wanted if isinstance(wanted, str) and wanted in flow.languages else flow.language
+
+
+def render(
+    text: str | Mapping[str, str], flow: Flow, language: str, context: Mapping[str, Any]
+) -> str:
+    """The text in `language` (falling back to the default), with {variables} filled as GSM-7."""
+    if isinstance(text, str):
+        body = text
+    else:
+        body = text.get(language) or text.get(flow.language) or next(iter(text.values()), "")
+
+    def fill(match: re.Match[str]) -> str:
+        value = context.get(match.group(1))
+        return to_gsm7(str(value)) if value is not None else ""
+
+    return _VARIABLE.sub(fill, body)
+
+
+class _Run:
+    """The mutable work of one step; step() builds one per event."""
+
+    def __init__(
+        self, flow: Flow, state: dict[str, Any], now: datetime, context: Mapping[str, Any]
+    ) -> None:
+        self.flow, self.state, self.now, self.context = flow, state, now, context
+        self.outbound: list[str] = []
+        self.recorded: list[Record] = []
+        self.steps = 0
+
+    def say(self, text: Any) -> None:
+        self.outbound.append(render(text, self.flow, self.state["language"], self.context))
+
+    def raise_flags(self, names: list[str]) -> None:
+        for name in names:
+            if name not in self.state["flags"]:
+                self.state["flags"].append(name)
+                self.recorded.append(FlagRaised(name))
+
+    def finish(self) -> None:
+        self.state.update(status=COMPLETED, wait_deadline=None)
+        self.recorded.append(Ended())
+
+    def fail(self, reason: str, node_id: str | None) -> None:
+        self.recorded.append(EngineError(reason, node_id))
+        self.finish()
+
+    def wait_at(self, node: AskNode | WaitNode) -> None:
+        deadline = self.now + node.timeout.delta if node.timeout else None
+        self.state.update(
+            node=node.id, status=WAITING, wait_deadline=deadline.isoformat() if deadline else None
+        )
+
+    def choose(self, cases: list[Case], value: Any, default: str) -> str:
+        for case in cases:
+            if _matches(case, value, self.state["flags"]):
+                self.raise_flags(case.flags)
+                return case.next
+        return default
+
+    def go(self, node_id: str) -> None:
+        """Walk from node_id until the flow waits for a reply or ends."""
+        while True:
+            self.steps += 1
+            if self.steps > MAX_STEPS:
+                self.fail("step_limit", node_id)
+                return
+            node = self.flow.node(node_id)
+            if node is None:
+                self.fail("missing_node", node_id)
+                return
+            self.state.update(node=node.id, status=ACTIVE, tries=0, wait_deadline=None)
+            self.raise_flags(node.flags)
+            if isinstance(node, SendNode):
+                self.say(node.text)
+                node_id = node.next
+            elif isinstance(node, BranchNode):
+                value = self.state["answers"].get(node.on) if node.on else None
+                node_id = self.choose(node.cases, value, node.next)
+            elif isinstance(node, AskNode | WaitNode):
+                if isinstance(node, AskNode):
+                    self.say(node.text)
+                self.wait_at(node)
+                return
+            elif isinstance(node, StartFlowNode):
+                self.recorded.append(FlowStarted(node.flow))
+                self.finish()
+                return
+            else:  # EndNode
+                if isinstance(node, EndNode) and node.text is not None:
+                    self.say(node.text)
+                self.finish()
+                return
+
+    def save(self, key: str | None, value: str | int) -> None:
+        if key:
+            self.state["answers"][key] = value
+            self.recorded.append(AnswerRecorded(key, value))
+
+    def reply(self, text: str) -> None:
+        node = self.flow.node(self.state["node"])
+        if isinstance(node, WaitNode):
+            self.save(node.save, text.strip())
+            self.go(node.next)
+            return
+        if not isinstance(node, AskNode):
+            self.fail("missing_node", self.state["node"])
+            return
+        spec = node.answer
+        words = [option.all_words() for option in spec.options or []]
+        result = answers.parse_answer(spec.type, text, spec.min, spec.max, words)
+        if not result.ok:
+            self.recorded.append(NotUnderstood(node.id, result.reason or "not_understood"))
+            tries = self.state["tries"] + 1
+            if node.retry is None or tries >= node.retry.max_tries:
+                self.go(node.retry.fallback if node.retry else node.next)
+                return
+            self.say(node.retry.text)
+            self.wait_at(node)
+            self.state["tries"] = tries
+            return
+        value = result.value
+        if spec.type == "choice" and spec.options and isinstance(value, int):
+            value = spec.options[value - 1].value  # the option's own value, not its number
+        self.save(node.save, value)
+        self.go(self.choose(node.cases, value, node.next))
+
+
+def _matches(case: Case, value: Any, flags: list[str]) -> bool:
+    when = case.when
+    numeric = isinstance(value, int) and not isinstance(value, bool)
+    checks = [
+        when.is_ is None or value == when.is_,
+        when.in_ is None or value in when.in_,
+        when.at_least is None or (numeric and value >= when.at_least),
+        when.at_most is None or (numeric and value <= when.at_most),
+        when.any_flag is None or any(flag in flags for flag in when.any_flag),
+    ]
+    return all(checks)
+
+
+def new_state(flow: Flow, language: str) -> dict[str, Any]:
+    """The state of a conversation that has not yet entered its start node."""
+    return {
+        "flow": flow.id, "revision": flow.revision, "language": language, "node": flow.start,
+        "status": ACTIVE, "tries": 0, "answers": {}, "flags": [], "wait_deadline": None,
+    }
+
+
+def _deadline_passed(state: dict[str, Any], now: datetime) -> bool:
+    deadline = state.get("wait_deadline")
+    if not deadline:
+        return False
+    try:
+        return now >= datetime.fromisoformat(deadline)
+    except (TypeError, ValueError):
+        return True  # an unreadable deadline must not strand the conversation
+
+
+def step(
+    flow: Flow,
+    state: dict[str, Any] | None,
+    event: Event,
+    now: datetime,
+    context: Mapping[str, Any],
+) -> StepResult:
+    """Apply one event to a conversation. Never raises on any patient text.
+
+    `state` is None for a conversation that has not started (then only Start does anything).
+    Raises ValueError for a naive `now` or a state saved for another flow or revision.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be an aware datetime (UTC)")
+    now = now.astimezone(UTC)
+    if isinstance(event, Start):
+        language = pick_language(flow, context.get("language"))
+        run = _Run(flow, new_state(flow, language), now, context)
+        run.go(flow.start)
+        return StepResult(run.state, run.outbound, run.recorded)
+    if state is None:
+        return StepResult(None)
+    if (state.get("flow"), state.get("revision")) != (flow.id, flow.revision):
+        raise ValueError(
+            f"state belongs to {state.get('flow')!r} revision {state.get('revision')!r}, "
+            f"not {flow.id!r} revision {flow.revision}: pass library.get(flow, revision)"
+        )
+    run = _Run(flow, _copy_state(flow, state), now, context)
+    if run.state.get("status") != WAITING:
+        return StepResult(run.state)
+    if isinstance(event, Inbound):
+        run.reply(event.text if isinstance(event.text, str) else str(event.text))
+    elif isinstance(event, Timeout) and _deadline_passed(run.state, now):
+        node = flow.node(run.state["node"])
+        timeout = getattr(node, "timeout", None)
+        run.recorded.append(TimedOut(run.state["node"]))
+        if timeout is None:
+            run.finish()
+        else:
+            run.go(timeout.next)
+    return StepResult(run.state, run.outbound, run.recorded)
+
+
+def _copy_state(flow: Flow, state: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **new_state(flow, flow.language), **state, "answers": dict(state.get("answers") or {}),
+        "flags": list(state.get("flags") or []),
+        "language": pick_language(flow, state.get("language")),
+    }

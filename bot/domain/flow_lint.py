@@ -1,0 +1,375 @@
+"""The flow validator: every rule a flow must pass before the bot will run it.
+
+Each problem is one line, `path/file.yaml: node <id>: <problem>` or `path/file.yaml: <problem>`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from bot.domain.flows import (
+    FLAG_NAMES,
+    NODE_KINDS,
+    SHIPPED_FLOWS_DIR,
+    AskNode,
+    BranchNode,
+    EndNode,
+    Flow,
+    SendNode,
+    StartFlowNode,
+    Variable,
+    VariablesFile,
+    WaitNode,
+    normalise_keyword,
+)
+from bot.domain.gsm7 import non_gsm_chars, segments
+
+MAX_SEGMENTS = 2
+VARIABLES_FILE = "variables.yaml"
+# Carrier opt-out/opt-in/help keywords, and replies that already mean an answer.
+RESERVED_KEYWORDS = frozenset({
+    "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "START", "UNSTOP", "HELP", "INFO",
+    "YES", "NO", "Y", "N", "SI",
+})
+VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass
+class LintReport:
+    """What linting found: error lines, the flows that parsed, and the variables used."""
+
+    errors: list[str] = field(default_factory=list)
+    flows: list[Flow] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    variables: dict[str, Variable] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)  # flow id -> file it came from
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a repeated key (PyYAML keeps the last) and reads keys as
+    written: YAML 1.1 would turn the key `on:` (or `yes:`, `no:`) into a boolean."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)  # keeps "<<: *anchor" merges working
+        mapping: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, bool):
+                key = key_node.value
+            if not isinstance(key, str | int | float | type(None)):
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a plain word", key_node.start_mark
+                )
+            if key in mapping:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            mapping[key] = self.construct_object(value_node, deep=deep)
+        return mapping
+
+
+def read_yaml(path: Path) -> tuple[Any, str | None]:
+    """(data, None), or (None, problem) when the file can't be read as YAML."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"cannot read file: {exc.__class__.__name__}"
+    try:
+        return yaml.load(text, Loader=_StrictLoader), None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}: " if mark else ""
+        return None, f"{where}{exc.problem or exc.context}"
+    except yaml.YAMLError as exc:
+        return None, f"invalid YAML: {exc}"
+
+
+def _dotted(loc: list[Any]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int) and not isinstance(item, bool):
+            parts.append(f"[{item + 1}]")  # positions count from 1, as a person reads a list
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def _problem(error: dict[str, Any], loc: list[Any]) -> str:
+    kind, message = error["type"], error["msg"]
+    parent = _dotted(loc[:-1])
+    prefix = f"{parent}: " if parent else ""
+    if kind == "extra_forbidden":
+        return f"{prefix}unknown key {loc[-1]!r}"
+    if kind == "missing":
+        return f"{prefix}missing key {loc[-1]!r}"
+    if kind == "union_tag_invalid":
+        kinds = ", ".join(NODE_KINDS)
+        return f"unknown node kind {error['ctx']['tag']!r} (expected one of {kinds})"
+    if kind == "union_tag_not_found":
+        return "missing key 'kind'"
+    message = message.removeprefix("Value error, ")
+    message = message[:1].lower() + message[1:]
+    value = error.get("input")
+    if kind != "value_error" and isinstance(value, str | int | float | bool):
+        message = f"{message}, got {value!r}"
+    where = _dotted(loc)
+    return f"{where}: {message}" if where else message
+
+
+def schema_errors(path: Path, raw: Any, exc: ValidationError) -> list[str]:
+    """ValidationError from the model as error lines, naming the node where there is one."""
+    lines: list[str] = []
+    for error in exc.errors():
+        loc = list(error["loc"])
+        label = f"{path}: "
+        if len(loc) >= 2 and loc[0] == "nodes" and isinstance(loc[1], int):
+            raw_node = raw["nodes"][loc[1]]
+            node_id = raw_node.get("id") if isinstance(raw_node, dict) else None
+            label += f"node {node_id if isinstance(node_id, str) else '#' + str(loc[1] + 1)}: "
+            loc = loc[2:]
+            if loc and loc[0] in NODE_KINDS:
+                loc = loc[1:]
+        line = label + _problem(error, loc)
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
+def load_variables(path: Path) -> tuple[dict[str, Variable], list[str]]:
+    """The declared variables in a variables.yaml, and any error lines."""
+    raw, problem = read_yaml(path)
+    if problem:
+        return {}, [f"{path}: {problem}"]
+    try:
+        return dict(VariablesFile.model_validate(raw).variables), []
+    except ValidationError as exc:
+        return {}, schema_errors(path, raw, exc)
+
+
+def _targets(node: Any) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    if isinstance(node, SendNode | AskNode | WaitNode | BranchNode):
+        found.append(("next", node.next))
+    for index, case in enumerate(getattr(node, "cases", []), start=1):
+        found.append((f"cases[{index}].next", case.next))
+    if getattr(node, "timeout", None) is not None:
+        found.append(("timeout.next", node.timeout.next))
+    if getattr(node, "retry", None) is not None:
+        found.append(("retry.fallback", node.retry.fallback))
+    return found
+
+
+def _texts(node: Any) -> list[tuple[str, Any]]:
+    found = []
+    if isinstance(node, SendNode | AskNode | EndNode) and node.text is not None:
+        found.append(("text", node.text))
+    if isinstance(node, AskNode) and node.retry is not None:
+        found.append(("retry.text", node.retry.text))
+    return found
+
+
+def _text_problems(flow: Flow, label: str, text: Any, variables: dict[str, Variable]) -> list[str]:
+    versions = text if isinstance(text, dict) else {flow.language: text}
+    problems = [
+        f"{label} has a {lang!r} version but the flow's languages are {', '.join(flow.languages)}"
+        for lang in versions if lang not in flow.languages
+    ]
+    missing = [lang for lang in flow.languages if lang not in versions]
+    problems += [f"{label} has no {lang!r} version" for lang in missing]
+    for lang, body in versions.items():
+        unknown = [name for name in VARIABLE.findall(body) if name not in variables]
+        problems += [f"{label} ({lang}) uses unknown variable {{{name}}}" for name in unknown]
+        bad = non_gsm_chars(body)
+        if bad:
+            shown = ", ".join(f"{char!r} (U+{ord(char):04X})" for char in bad)
+            problems.append(f"{label} ({lang}) has characters that are not plain GSM-7: {shown}")
+            continue
+        longest = VARIABLE.sub(
+            lambda m: "X" * variables[m.group(1)].max_length if m.group(1) in variables else "",
+            body,
+        )
+        count = segments(longest)
+        if count > MAX_SEGMENTS:
+            problems.append(
+                f"{label} ({lang}) takes {count} SMS segments with variables at their maximum "
+                f"length (the limit is {MAX_SEGMENTS})"
+            )
+    return problems
+
+
+def _possible_values(flow: Flow, node: Any) -> list[Any] | None:
+    """The answers a node can record, or None when any value goes (integers, free text)."""
+    if isinstance(node, BranchNode):
+        savers = [n for n in flow.nodes if getattr(n, "save", None) == node.on]
+        node = savers[0] if savers else None
+    if not isinstance(node, AskNode):
+        return None
+    if node.answer.type == "yesno":
+        return ["yes", "no"]
+    if node.answer.type == "choice":
+        return [option.value for option in node.answer.options or []]
+    return None
+
+
+def _case_problems(flow: Flow, node: Any) -> list[str]:
+    problems = []
+    if isinstance(node, BranchNode) and node.on is not None:
+        if not any(getattr(n, "save", None) == node.on for n in flow.nodes):
+            problems.append(f"branches on {node.on!r}, which no node saves")
+    possible = _possible_values(flow, node)
+    for index, case in enumerate(getattr(node, "cases", []), start=1):
+        when = case.when
+        if isinstance(node, AskNode) and node.answer.type == "text" and when.tests_value:
+            problems.append(f"cases[{index}] tests the value of a free-text answer")
+            continue
+        wanted = ([when.is_] if when.is_ is not None else []) + list(when.in_ or [])
+        for value in wanted if possible is not None else []:
+            if value not in possible:
+                known = ", ".join(str(v) for v in possible)
+                problems.append(f"cases[{index}] tests {value!r}, which is not an answer ({known})")
+        for flag in case.flags + list(when.any_flag or []):
+            if flag not in FLAG_NAMES:
+                problems.append(f"cases[{index}]: unknown flag {flag!r}")
+    return problems
+
+
+def _reachable(flow: Flow) -> set[str]:
+    seen, todo = set(), [flow.start]
+    while todo:
+        node = flow.node(todo.pop())
+        if node is None or node.id in seen:
+            continue
+        seen.add(node.id)
+        todo.extend(target for _, target in _targets(node))
+    return seen
+
+
+def _loop_through(flow: Flow, start: str) -> list[str] | None:
+    """A path start -> ... -> start through nodes that neither wait nor end, if one exists."""
+    parents: dict[str, str] = {}
+    todo = [start]
+    while todo:
+        current = flow.node(todo.pop(0))
+        for _, target in _targets(current):
+            target_node = flow.node(target)
+            if not isinstance(target_node, SendNode | BranchNode):
+                continue
+            if target == start:
+                chain = [current.id]
+                while chain[-1] != start:
+                    chain.append(parents[chain[-1]])
+                return [*reversed(chain), start]
+            if target not in parents:
+                parents[target] = current.id
+                todo.append(target)
+    return None
+
+
+def lint_flow(path: Path, flow: Flow, variables: dict[str, Variable]) -> list[str]:
+    """Every rule that looks at one flow on its own."""
+    lines = []
+    if flow.node(flow.start) is None:
+        lines.append(f"{path}: start node {flow.start!r} does not exist")
+    for word in flow.triggers:
+        if normalise_keyword(word) in RESERVED_KEYWORDS:
+            lines.append(f"{path}: trigger {word!r} is reserved (carrier keywords, YES and NO)")
+    reachable, looped, seen_ids = _reachable(flow), set(), set()
+    for node in flow.nodes:
+        problems = []
+        if node.id in seen_ids:
+            problems.append("duplicate node id")
+        seen_ids.add(node.id)
+        for label, target in _targets(node):
+            if flow.node(target) is None:
+                problems.append(f"{label} {target!r} does not exist")
+        if isinstance(node, AskNode | WaitNode) and node.timeout is None:
+            problems.append("waits for a reply but has no timeout path")
+        if node.id not in reachable and flow.node(flow.start) is not None:
+            problems.append(f"not reachable from the start node {flow.start!r}")
+        if isinstance(node, SendNode | BranchNode) and node.id not in looped:
+            loop = _loop_through(flow, node.id)
+            if loop:
+                looped.update(loop)
+                problems.append(f"loops {' -> '.join(loop)} without waiting for a reply or ending")
+        problems += [f"unknown flag {flag!r}" for flag in node.flags if flag not in FLAG_NAMES]
+        problems += _case_problems(flow, node)
+        for label, text in _texts(node):
+            problems += _text_problems(flow, label, text, variables)
+        lines += [f"{path}: node {node.id}: {problem}" for problem in problems]
+    return lines
+
+
+def _flow_files(paths: list[Path], report: LintReport) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+            files += [f for f in found if f.name != VARIABLES_FILE]
+        elif path.is_file():
+            files.append(path)
+        else:
+            report.errors.append(f"{path}: no such file or directory")
+    return files
+
+
+def _find_variables_file(paths: list[Path]) -> Path | None:
+    for path in paths:
+        candidate = (path if path.is_dir() else path.parent) / VARIABLES_FILE
+        if candidate.is_file():
+            return candidate
+    shipped = SHIPPED_FLOWS_DIR / VARIABLES_FILE
+    return shipped if shipped.is_file() else None
+
+
+def lint_paths(paths: list[Path], variables_file: str | Path | None = None) -> LintReport:
+    """Lint flow files and folders (a folder's *.yaml, not its sub-folders) as one set.
+
+    Variables come from `variables_file`, else the first variables.yaml beside the given
+    paths, else the shipped flows/variables.yaml.
+    """
+    report = LintReport()
+    paths = [Path(p) for p in paths]
+    found = Path(variables_file) if variables_file else _find_variables_file(paths)
+    if found is not None:
+        report.variables, errors = load_variables(found)
+        report.errors += errors
+    report.files = _flow_files(paths, report)
+    keywords: dict[str, str] = {}
+    for path in report.files:
+        raw, problem = read_yaml(path)
+        if problem or not isinstance(raw, dict):
+            report.errors.append(f"{path}: {problem or 'expected a mapping of flow keys'}")
+            continue
+        try:
+            flow = Flow.model_validate(raw)
+        except ValidationError as exc:
+            report.errors += schema_errors(path, raw, exc)
+            continue
+        report.errors += lint_flow(path, flow, report.variables)
+        if flow.id in report.paths:
+            first = report.paths[flow.id]
+            report.errors.append(f"{path}: flow id {flow.id!r} is already defined in {first}")
+            continue
+        for word in flow.triggers:
+            owner = keywords.setdefault(normalise_keyword(word), flow.id)
+            if owner != flow.id:
+                where = report.paths[owner]
+                report.errors.append(
+                    f"{path}: trigger {word!r} is already used by flow {owner!r} ({where})"
+                )
+        report.paths[flow.id] = path
+        report.flows.append(flow)
+    for flow in report.flows:
+        for node in flow.nodes:
+            if isinstance(node, StartFlowNode) and node.flow not in report.paths:
+                where = report.paths[flow.id]
+                report.errors.append(
+                    f"{where}: node {node.id}: starts flow {node.flow!r}, which is not loaded"
+                )
+    return report

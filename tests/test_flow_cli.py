@@ -1,0 +1,82 @@
+"""The `flows test` and `simulate` commands, through click's CliRunner."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bot.cli_flows import flows_group, simulate_command
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch):
+    monkeypatch.chdir(REPO)
+
+
+def test_flows_test_passes_on_shipped_scripts():
+    result = CliRunner().invoke(flows_group, ["test"])
+    assert result.exit_code == 0, result.output
+    assert "PASS flows/tests/welcome_yes.yaml" in result.output
+    assert result.output.splitlines()[-1].endswith(" passed, 0 failed")
+
+
+def test_flows_test_fails_with_a_diff_and_update_fixes_it(tmp_path):
+    script = tmp_path / "welcome_yes.yaml"
+    shutil.copy(REPO / "flows/tests/welcome_yes.yaml", script)
+    script.write_text(script.read_text().replace("will come soon", "is coming"))
+    failed = CliRunner().invoke(flows_group, ["test", str(script)])
+    assert failed.exit_code == 1
+    assert f"FAIL {script}" in failed.output
+    assert "+bot: Thank you, Maria. Your first check-in will come soon." in failed.output
+    assert failed.output.splitlines()[-1] == "0 passed, 1 failed"
+    updated = CliRunner().invoke(flows_group, ["test", "--update", str(script)])
+    assert updated.exit_code == 0, updated.output
+    assert f"PASS {script} (updated)" in updated.output
+    assert CliRunner().invoke(flows_group, ["test", str(script)]).exit_code == 0
+
+
+def test_flows_test_refuses_broken_flows(tmp_path):
+    shutil.copy(REPO / "tests/fixtures/broken_flows/unknown_flag.yaml", tmp_path / "x.yaml")
+    result = CliRunner().invoke(flows_group, ["test", "--flows", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"{tmp_path}/x.yaml: node question: cases[1]: unknown flag 'numbness'" in result.output
+
+
+def test_simulate_a_whole_checkin_from_piped_lines():
+    replies = "8\nyes\nno\nno\nno\nno\nno\nno\nno\nno\nno\nno\nno\n2\nno\n"
+    result = CliRunner().invoke(simulate_command, ["checkin"], input=replies)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("bot: Hi Maria, this is your weekly check-in from Spine Oncology")
+    assert "patient: 8" in lines
+    assert "  [saved worst_pain = 8]" in lines
+    assert "  [flag raised: severe_pain]" in lines
+    assert "  [flag raised: new_back_pain]" in lines
+    assert lines[-3].startswith("bot: Thank you, Maria. Your answers have gone to your care team")
+    assert lines[-2:] == ["[conversation completed]", "[flags raised: severe_pain, new_back_pain]"]
+
+
+def test_simulate_spanish_with_a_name():
+    result = CliRunner().invoke(
+        simulate_command, ["welcome", "--language", "es", "--name", "Ana"], input="sí\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].startswith("bot: Hola Ana, le escribe")
+    assert "bot: Gracias, Ana. Pronto recibira su primera consulta." in result.output
+
+
+def test_simulate_wait_fires_the_timeout_and_input_can_run_out():
+    result = CliRunner().invoke(simulate_command, ["welcome"], input="/wait 49h\n")
+    assert result.exit_code == 0, result.output
+    assert "  [no reply in time at consent]" in result.output
+    assert "bot: Reminder from Spine Oncology Clinic: reply YES" in result.output
+    assert "[conversation still waiting for a reply at consent_reminder]" in result.output
+
+
+def test_simulate_unknown_flow():
+    result = CliRunner().invoke(simulate_command, ["nope"])
+    assert result.exit_code == 2
+    assert "no flow 'nope' (flows: checkin, reminder, welcome)" in result.output

@@ -1,0 +1,143 @@
+"""The flow validator: one exact error line per broken fixture, and the shipped flows pass."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bot.cli_flows import flows_group
+from bot.domain.flow_lint import lint_paths
+from bot.domain.flows import FlowError, load_flows
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = "tests/fixtures/broken_flows"
+
+# fixture file -> the one line `flows lint` must print for it
+EXPECTED = {
+    "unknown_key": "node pain: unknown key 'saveas'",
+    "wrong_type": "revision: input should be a valid integer, got 'two'",
+    "missing_key": "node hello: missing key 'next'",
+    "unknown_node_kind": "node question: unknown node kind 'question' "
+    "(expected one of send, ask, wait, branch, start_flow, end)",
+    "bad_duration": "node question: timeout.after: '4 hours' is not a duration like 30m, 4h or 2d",
+    "missing_retry": "node question: retry is required for yesno questions",
+    "duplicate_yaml_key": "line 13: duplicate key 'next'",
+    "invalid_yaml": "line 7: expected <block end>, but found '<block mapping start>'",
+    "default_language_undeclared": "default language 'fr' is not in languages",
+    "duplicate_node_id": "node hello: duplicate node id",
+    "missing_target": "node hello: next 'goodbye' does not exist",
+    "missing_start": "start node 'begin' does not exist",
+    "unreachable": "node orphan: not reachable from the start node 'hello'",
+    "dead_loop": "node a: loops a -> b -> a without waiting for a reply or ending",
+    "no_timeout": "node question: waits for a reply but has no timeout path",
+    "unknown_variable": "node hello: text (en) uses unknown variable {nmae}",
+    "missing_language": "node hello: text has no 'es' version",
+    "extra_language": "node hello: text has a 'fr' version but the flow's languages are en, es",
+    "curly_apostrophe": "node hello: text (en) has characters that are not plain GSM-7: "
+    "'’' (U+2019)",
+    "too_long": "node hello: text (en) takes 3 SMS segments with variables at their maximum "
+    "length (the limit is 2)",
+    "unknown_flag": "node question: cases[1]: unknown flag 'numbness'",
+    "bad_case_value": "node question: cases[1] tests 'maybe', which is not an answer (yes, no)",
+    "text_case_value": "node question: cases[1] tests the value of a free-text answer",
+    "branch_unknown_key": "node check: branches on 'pain_score', which no node saves",
+    "reserved_trigger": "trigger 'STOP' is reserved (carrier keywords, YES and NO)",
+    "unknown_start_flow": "node handover: starts flow 'followup', which is not loaded",
+}
+# These break only next to the shipped flows, so they are linted together with flows/.
+EXPECTED_WITH_SHIPPED = {
+    "duplicate_flow_id": "flow id 'welcome' is already defined in flows/welcome.yaml",
+    "duplicate_trigger": "trigger 'CHECKIN' is already used by flow 'checkin' (flows/checkin.yaml)",
+}
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch):
+    monkeypatch.chdir(REPO)
+
+
+def lint(*paths):
+    return CliRunner().invoke(flows_group, ["lint", *paths])
+
+
+def test_shipped_flows_pass():
+    result = lint("flows/")
+    assert result.exit_code == 0, result.output
+    assert result.output == "OK: 3 flow(s) in 3 file(s), no errors\n"
+
+
+def test_default_path_is_flows_folder():
+    result = lint()
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("OK: 3 flow(s)")
+
+
+def test_every_fixture_has_an_expected_line():
+    names = {path.stem for path in (REPO / FIXTURES).glob("*.yaml")}
+    assert names == set(EXPECTED) | set(EXPECTED_WITH_SHIPPED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_broken_fixture(name):
+    path = f"{FIXTURES}/{name}.yaml"
+    result = lint(path)
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [f"{path}: {EXPECTED[name]}", "1 error(s) in 1 file(s)"]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_WITH_SHIPPED))
+def test_broken_fixture_next_to_shipped_flows(name):
+    path = f"{FIXTURES}/{name}.yaml"
+    assert lint(path).exit_code == 0  # fine on its own
+    result = lint("flows", path)
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"{path}: {EXPECTED_WITH_SHIPPED[name]}",
+        "1 error(s) in 4 file(s)",
+    ]
+
+
+def test_curly_apostrophe_is_rejected():
+    report = lint_paths([Path(FIXTURES) / "curly_apostrophe.yaml"])
+    assert any("not plain GSM-7: '’'" in line for line in report.errors)
+
+
+def test_text_over_two_segments_is_rejected_only_with_variables_at_max_length(tmp_path):
+    report = lint_paths([Path(FIXTURES) / "too_long.yaml"])
+    assert any("takes 3 SMS segments" in line for line in report.errors)
+    # The same text with a short variable fits: it is the declared maximum that breaks it.
+    (tmp_path / "variables.yaml").write_text("variables:\n  reminder_text: {max_length: 10}\n")
+    short = tmp_path / "variables.yaml"
+    report = lint_paths([Path(FIXTURES) / "too_long.yaml"], variables_file=short)
+    assert report.errors == []
+
+
+def test_folder_reports_every_broken_file():
+    result = lint(FIXTURES)
+    assert result.exit_code == 1
+    for name, line in EXPECTED.items():
+        assert f"{FIXTURES}/{name}.yaml: {line}" in result.output
+
+
+def test_missing_path_is_an_error():
+    result = lint("flows/nope.yaml")
+    assert result.exit_code == 1
+    assert "flows/nope.yaml: no such file or directory" in result.output
+
+
+def test_broken_variables_file(tmp_path):
+    (tmp_path / "variables.yaml").write_text("variables:\n  name: {max_len: 20}\n")
+    report = lint_paths([tmp_path])
+    assert sorted(report.errors) == [
+        f"{tmp_path}/variables.yaml: variables.name: missing key 'max_length'",
+        f"{tmp_path}/variables.yaml: variables.name: unknown key 'max_len'",
+    ]
+
+
+def test_load_flows_refuses_a_broken_flow(tmp_path):
+    for name in ("welcome", "checkin", "reminder", "variables"):
+        (tmp_path / f"{name}.yaml").write_text((REPO / "flows" / f"{name}.yaml").read_text())
+    (tmp_path / "broken.yaml").write_text((REPO / FIXTURES / "unknown_flag.yaml").read_text())
+    with pytest.raises(FlowError) as caught:
+        load_flows(tmp_path)
+    assert caught.value.errors == [f"{tmp_path}/broken.yaml: {EXPECTED['unknown_flag']}"]
