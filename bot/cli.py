@@ -56,6 +56,7 @@ def serve(host: str, port: int, reload: bool, no_scheduler: bool) -> None:
     serving_process = not reload or os.environ.get("WERKZEUG_RUN_MAIN") == "true"
     if serving_process and not no_scheduler:
         build_scheduler(rt, blocking=False).start()
+        click.echo(f"scheduler started in process {os.getpid()}")
     if serving_process:
         click.echo(f"checkin-bot on http://{host}:{port} (messenger: {rt.messenger.name})")
         if rt.messenger.name == "dev":

@@ -5,9 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import phonenumbers
+
 from bot.clock import Clock
 from bot.config import Settings
 from bot.texts import Texts
+
+
+def readable_phone(e164: str) -> str:
+    """+442079460999 -> +44 20 7946 0999: easier to read and dial from a text."""
+    try:
+        return phonenumbers.format_number(phonenumbers.parse(e164, None),
+                                          phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    except phonenumbers.NumberParseException:
+        return e164
 
 
 @dataclass
@@ -21,10 +32,10 @@ class ServiceContext:
         """Variables every patient-facing text may use."""
         c = self.settings.clinic
         return {
-            "name": patient.name.split()[0] if patient and patient.name else "",
+            "name": (patient.name.split()[0] if patient and patient.name else "")[:20],
             "clinic_name": c.name,
-            "clinic_phone": c.phone,
-            "hotline": c.acute_oncology_hotline,
+            "clinic_phone": readable_phone(c.phone),
+            "hotline": readable_phone(c.acute_oncology_hotline),
             "emergency_number": c.emergency_number,
         }
 

@@ -19,8 +19,9 @@ from bot.domain.triage import detect
 from bot.services import conversations
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
-from bot.services.escalations import EscalationNotFound, acknowledge, escalate
+from bot.services.escalations import EscalationNotFound, acknowledge
 from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
+from bot.services.red_flags import emergency_response, urgent_response
 from bot.store.models import Message, Patient
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ def handle_inbound_message(
     triage = detect(text)
     out.level = triage.level
     if triage.level == "emergency" and not triage.hypothetical:
+        conversations.interrupt_active(session, patient.id, now, reason="emergency")
         out.outbox_ids += emergency_response(session, ctx, patient, list(triage.flags), text,
                                              now, channel=msg.channel)
         return out
@@ -144,34 +146,6 @@ def handle_inbound_message(
         already_answered=bool(out.outbox_ids),
     )
     return out
-
-
-def emergency_response(session: Session, ctx: ServiceContext, patient: Patient,
-                       flags: list[str], words: str | None, now: datetime,
-                       channel: str | None = None) -> list[int]:
-    """Tell the patient what to do now, alert the care team, stop any flow in progress."""
-    item = enqueue(session, Draft(
-        to=patient.phone, channel=channel or patient.channel,
-        body=ctx.text_for(patient, "emergency"), kind="emergency",
-        priority=PRIORITY_EMERGENCY, patient_id=patient.id), now)
-    conversations.interrupt_active(session, patient.id, now, reason="emergency")
-    _, alert_ids = escalate(session, ctx, patient, "emergency", flags, words, now)
-    log.warning("emergency escalation for patient %s flags=%s", patient.id, ",".join(flags))
-    return [item.id, *alert_ids]
-
-
-def urgent_response(session: Session, ctx: ServiceContext, patient: Patient, flags: list[str],
-                    words: str | None, now: datetime, channel: str | None = None) -> list[int]:
-    """Tell the patient the team will call today; open (or add to) a same-day escalation."""
-    esc, alert_ids = escalate(session, ctx, patient, "urgent", flags, words, now)
-    ids = list(alert_ids)
-    if alert_ids or esc.level == "urgent":
-        ids.insert(0, enqueue(session, Draft(
-            to=patient.phone, channel=channel or patient.channel,
-            body=ctx.text_for(patient, "urgent"), kind="urgent",
-            priority=PRIORITY_EMERGENCY, patient_id=patient.id), now).id)
-    log.info("urgent escalation for patient %s flags=%s", patient.id, ",".join(flags))
-    return ids
 
 
 def _reply(session: Session, ctx: ServiceContext, patient: Patient | None, msg: InboundMessage,

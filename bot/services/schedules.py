@@ -20,7 +20,7 @@ def add_schedule(session: Session, ctx: ServiceContext, patient: Patient, flow_i
                  local_time: str, every_days: int, now: datetime, actor: str,
                  params: dict[str, Any] | None = None) -> Schedule:
     """Schedule `flow_id` for the patient every `every_days` at `local_time` in their zone."""
-    if ctx.flows.get(flow_id) is None:
+    if flow_id not in ctx.flows:
         raise InvalidField("flow", f"unknown flow {flow_id!r}")
     try:
         parse_hhmm(local_time)

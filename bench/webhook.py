@@ -1,0 +1,256 @@
+"""Benchmark: signed inbound messages at the bot under gunicorn, next to a bare Flask endpoint.
+
+For each database (SQLite, then PostgreSQL if reachable): enrol 1,000 consented patients, each
+waiting on the check-in's first question; start gunicorn; send every patient's signed answer at a
+steady 100 requests/s (open loop) and measure latency; then a closed-loop burst for throughput.
+The same is done against a bare Flask endpoint under the same gunicorn settings. Afterwards the
+database is checked: every inbound message stored once, every one answered once.
+
+    .venv/bin/python bench/webhook.py [--patients 1000] [--rate 100] [--workers 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+from sqlalchemy import func, select, text
+from twilio.request_validator import RequestValidator
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bot.clock import SystemClock  # noqa: E402
+from bot.config import load_settings  # noqa: E402
+from bot.messaging.dev import DevMessenger  # noqa: E402
+from bot.runtime import build_runtime  # noqa: E402
+from bot.services.conversations import start_flow  # noqa: E402
+from bot.services.patients import Enrolment, enrol_patient  # noqa: E402
+from bot.store.db import make_engine  # noqa: E402
+from bot.store.migrate import upgrade  # noqa: E402
+from bot.store.models import Message, OutboxItem, Patient  # noqa: E402
+
+TOKEN = "bench-auth-token"
+PUBLIC = "https://bench.example.org"
+PATH = "/webhooks/twilio/message"
+PG_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/checkin_bench")
+
+
+def env_for(url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CHECKIN_DATABASE_URL": url,
+        "CHECKIN_MESSENGER": "twilio",
+        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "TWILIO_AUTH_TOKEN": TOKEN,
+        "TWILIO_FROM": "+447700900999",
+        "CHECKIN_PUBLIC_URL": PUBLIC,
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prepare(url: str, patients: int) -> list[str]:
+    """A fresh schema with `patients` consented patients mid check-in; returns their numbers."""
+    upgrade(url)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        for table in ("status_events", "answers", "outbox", "messages", "audit_log",
+                      "escalations", "schedules", "conversations", "flow_revisions", "patients"):
+            conn.execute(text(f"DELETE FROM {table}"))
+    settings = load_settings(env={"CHECKIN_DATABASE_URL": url})
+    rt = build_runtime(settings, messenger=DevMessenger(echo=False), engine=engine,
+                       dispatch_mode="none", clock=SystemClock())
+    phones = [f"+4477009{i:05d}" for i in range(patients)]
+    now = rt.clock.now()
+    with rt.transaction() as s:
+        for phone in phones:
+            p = enrol_patient(s, Enrolment(phone, "Bench Patient", "Europe/London"),
+                              languages=settings.languages, now=now, actor="bench")
+            p.consent_at = now
+            p.last_inbound_at = now
+            start_flow(s, rt.ctx, p, "checkin", now)
+        s.execute(OutboxItem.__table__.update().values(status="sent"))
+    rt.close()
+    return phones
+
+
+def start_gunicorn(app: str, url: str, workers: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind",
+         f"127.0.0.1:{port}", "--log-level", "warning", f"bench.apps:{app}()"],
+        env=env_for(url), cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            requests.post(base + "/nope", timeout=1)
+            return proc, base
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"gunicorn ({app}) did not start")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def signed(phone: str, sid: str, body: str) -> tuple[dict, dict]:
+    params = {"MessageSid": sid, "From": phone, "To": "+447700900999", "Body": body}
+    sig = RequestValidator(TOKEN).compute_signature(PUBLIC + PATH, params)
+    return params, {"X-Twilio-Signature": sig}
+
+
+def open_loop(base: str, phones: list[str], rate: float, tag: str) -> list[float]:
+    """Send one request per phone at `rate`/s regardless of answers; return latencies (s)."""
+    latencies: list[float] = []
+    errors = []
+    lock = threading.Lock()
+    local = threading.local()
+
+    def one(i: int, phone: str) -> None:
+        session = getattr(local, "s", None) or requests.Session()
+        local.s = session
+        params, headers = signed(phone, f"SM{tag}{i:028d}", "3")
+        t0 = time.perf_counter()
+        r = session.post(base + PATH, data=params, headers=headers, timeout=30)
+        dt = time.perf_counter() - t0
+        with lock:
+            latencies.append(dt)
+            if r.status_code != 200:
+                errors.append(r.status_code)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        for i, phone in enumerate(phones):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(one, i, phone)
+    if errors:
+        raise RuntimeError(f"{len(errors)} requests failed: {sorted(set(errors))}")
+    return latencies
+
+
+def closed_loop(base: str, phones: list[str], concurrency: int, tag: str) -> float:
+    """As fast as `concurrency` clients can go over `phones`; return requests/s."""
+    it = iter(enumerate(phones))
+    lock = threading.Lock()
+
+    def worker():
+        s = requests.Session()
+        while True:
+            with lock:
+                nxt = next(it, None)
+            if nxt is None:
+                return
+            i, phone = nxt
+            params, headers = signed(phone, f"SM{tag}{i:028d}", "help me understand")
+            r = s.post(base + PATH, data=params, headers=headers, timeout=30)
+            if r.status_code != 200:
+                raise RuntimeError(r.status_code)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(phones) / (time.perf_counter() - t0)
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] * 1000
+
+
+def check_database(url: str, expected_inbound: int) -> str:
+    """Every inbound stored once and answered once, every reply sent."""
+    time.sleep(2)  # let background sends finish
+    engine = make_engine(url)
+    with engine.connect() as c:
+        inbound = c.scalar(select(func.count()).select_from(Message).where(
+            Message.direction == "in"))
+        distinct = c.scalar(select(func.count(func.distinct(Message.provider_id))).where(
+            Message.direction == "in"))
+        replies = c.scalar(select(func.count()).select_from(Message).where(
+            Message.direction == "out", Message.kind != "welcome",
+            Message.conversation_id.is_not(None) | (Message.kind == "received"),
+            Message.created_at > c.scalar(select(func.max(Patient.created_at)))))
+        unsent = c.scalar(select(func.count()).select_from(OutboxItem).where(
+            OutboxItem.status != "sent"))
+    engine.dispose()
+    ok = inbound == distinct == expected_inbound and unsent == 0
+    return (f"inbound stored {inbound} (distinct {distinct}, expected {expected_inbound}); "
+            f"replies {replies}; outbox not sent {unsent}: {'OK' if ok else 'MISMATCH'}")
+
+
+def run(label: str, url: str, args) -> None:
+    phones = prepare(url, args.patients)
+    results = {}
+    for app in ("bare", "checkin"):
+        proc, base = start_gunicorn(app, url, args.workers)
+        try:
+            lat = open_loop(base, phones, args.rate, tag=f"{app[0]}o")
+            tput = closed_loop(base, phones, args.concurrency, tag=f"{app[0]}c")
+        finally:
+            stop(proc)
+        results[app] = (lat, tput)
+        print(f"  {app:8s} open loop {args.rate:.0f} req/s: p50 {pct(lat, 50):6.1f} ms  "
+              f"p99 {pct(lat, 99):6.1f} ms  | closed loop x{args.concurrency}: "
+              f"{tput:7.1f} req/s", flush=True)
+    ratio = results["checkin"][1] / results["bare"][1]
+    print(f"  ratio checkin/bare throughput: {ratio:.2f}")
+    print(f"  database check: {check_database(url, 2 * len(phones))}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    print(f"bench/webhook.py: {args.patients} patients, gunicorn --workers {args.workers}, "
+          f"{os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory() as tmp:
+        print("SQLite:")
+        run("sqlite", f"sqlite:///{tmp}/bench.db", args)
+    try:
+        admin = make_engine(PG_URL.rsplit("/", 1)[0] + "/postgres",
+                            isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            name = PG_URL.rsplit("/", 1)[1]
+            if not c.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}):
+                c.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+    except Exception as exc:  # no server here: say so rather than fail the whole run
+        print(f"PostgreSQL: skipped ({type(exc).__name__}: cannot reach {PG_URL})")
+        return
+    print("PostgreSQL:")
+    run("postgresql", PG_URL, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""Conversations: run the pure flow engine against state stored in the conversations table.
+
+A conversation keeps the flow revision it started on: each revision a conversation starts on is
+snapshotted in flow_revisions, so a deploy of revision 2 leaves revision-1 conversations running
+revision 1, even after a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bot.domain import engine
+from bot.domain.flows import Flow
+from bot.domain.triage import level_for_flags
+from bot.services.audit import audit
+from bot.services.context import ServiceContext
+from bot.services.escalations import escalate
+from bot.services.outbox import PRIORITY_REPLY, PRIORITY_ROUTINE, Draft, enqueue
+from bot.services.red_flags import emergency_response
+from bot.store.models import Answer, Conversation, FlowRevision, Patient
+
+log = logging.getLogger(__name__)
+OPEN = ("active", "waiting")
+WHATSAPP_WINDOW = timedelta(hours=24)
+TEMPLATE_OPEN_WAIT = timedelta(hours=48)
+CONSENT_FLOW = "welcome"
+
+
+def active_conversation(session: Session, patient_id: int) -> Conversation | None:
+    return session.scalars(
+        select(Conversation)
+        .where(Conversation.patient_id == patient_id, Conversation.status.in_(OPEN))
+        .order_by(Conversation.id.desc())
+    ).first()
+
+
+def interrupt_active(session: Session, patient_id: int, now: datetime, reason: str) -> None:
+    """Stop every open conversation of the patient (an emergency, STOP, a new flow)."""
+    for conv in session.scalars(select(Conversation).where(
+            Conversation.patient_id == patient_id, Conversation.status.in_(OPEN))):
+        conv.status = "interrupted"
+        conv.wait_deadline = None
+        conv.updated_at = now
+        conv.state = {**conv.state, "interrupted": reason}
+
+
+def _snapshot(session: Session, flow: Flow, now: datetime) -> None:
+    exists = session.scalars(select(FlowRevision.id).where(
+        FlowRevision.flow_id == flow.id, FlowRevision.revision == flow.revision)).first()
+    if exists is None:
+        try:
+            with session.begin_nested():
+                session.add(FlowRevision(flow_id=flow.id, revision=flow.revision,
+                                         definition=json.loads(flow.to_json()), loaded_at=now))
+        except IntegrityError:
+            pass  # another process stored the same revision first
+
+
+def flow_for(session: Session, ctx: ServiceContext, conv: Conversation) -> Flow:
+    """The exact revision the conversation started on, from memory or its stored snapshot."""
+    try:
+        return ctx.flows.get(conv.flow_id, conv.flow_revision)
+    except KeyError:
+        row = session.scalars(select(FlowRevision).where(
+            FlowRevision.flow_id == conv.flow_id,
+            FlowRevision.revision == conv.flow_revision)).one()
+        flow = Flow.from_json(json.dumps(row.definition))
+        ctx.flows.register(flow)
+        return flow
+
+
+def _context(ctx: ServiceContext, patient: Patient, params: dict[str, Any]) -> dict[str, Any]:
+    return {**ctx.patient_values(patient), **params, "language": patient.language}
+
+
+def start_flow(session: Session, ctx: ServiceContext, patient: Patient, flow_id: str,
+               now: datetime, *, routine: bool = False, params: dict[str, Any] | None = None,
+               channel: str | None = None) -> list[int]:
+    """Start a flow for the patient (ending any open conversation). Returns outbox ids."""
+    flow = ctx.flows.get(flow_id)
+    _snapshot(session, flow, now)
+    interrupt_active(session, patient.id, now, reason=f"started {flow_id}")
+    conv = Conversation(patient_id=patient.id, flow_id=flow.id, flow_revision=flow.revision,
+                        state={}, status="active", started_at=now, updated_at=now)
+    session.add(conv)
+    session.flush()
+    params = dict(params or {})
+    if _needs_template_opening(ctx, patient, flow.id, channel, now):
+        return _open_with_template(session, ctx, patient, conv, flow, params, now)
+    result = engine.step(flow, None, engine.Start(), now, _context(ctx, patient, params))
+    if result.new_state is not None:
+        result.new_state["params"] = params
+    return _apply(session, ctx, patient, conv, flow, result, now, routine=routine,
+                  channel=channel)
+
+
+def _needs_template_opening(ctx: ServiceContext, patient: Patient, flow_id: str,
+                            channel: str | None, now: datetime) -> bool:
+    """WhatsApp allows free text only within 24 h of the patient's last message."""
+    if (channel or patient.channel) != "whatsapp":
+        return False
+    if flow_id not in ctx.settings.twilio.whatsapp_templates:
+        return False
+    last = patient.last_inbound_at
+    return last is None or now - last >= WHATSAPP_WINDOW
+
+
+def _open_with_template(session: Session, ctx: ServiceContext, patient: Patient,
+                        conv: Conversation, flow: Flow, params: dict[str, Any],
+                        now: datetime) -> list[int]:
+    """Send the approved template alone; the flow itself starts when the patient answers it."""
+    conv.status = "waiting"
+    conv.state = {"awaiting_open": True, "params": params}
+    conv.wait_deadline = now + TEMPLATE_OPEN_WAIT
+    item = enqueue(session, Draft(
+        to=patient.phone, channel="whatsapp", body=f"[WhatsApp template: {flow.id}]",
+        kind=flow.id, priority=PRIORITY_ROUTINE, routine=True, patient_id=patient.id,
+        conversation_id=conv.id), now)
+    return [item.id]
+
+
+def advance(session: Session, ctx: ServiceContext, patient: Patient, conv: Conversation,
+            event: engine.Event, now: datetime, *, routine: bool = False,
+            channel: str | None = None, words: str | None = None) -> list[int]:
+    """Feed one event (a reply, a timeout) to the conversation and store what it did."""
+    flow = flow_for(session, ctx, conv)
+    params = dict(conv.state.get("params") or {})
+    if conv.state.get("awaiting_open"):
+        if isinstance(event, engine.Timeout):
+            conv.status, conv.wait_deadline, conv.updated_at = "expired", None, now
+            return []
+        # The patient answered the template: the flow starts now, inside the window.
+        result = engine.step(flow, None, engine.Start(), now, _context(ctx, patient, params))
+        if result.new_state is not None:
+            result.new_state["params"] = params
+        return _apply(session, ctx, patient, conv, flow, result, now, routine=routine,
+                      channel=channel)
+    result = engine.step(flow, conv.state, event, now, _context(ctx, patient, params))
+    if result.new_state is not None:
+        result.new_state["params"] = params
+    return _apply(session, ctx, patient, conv, flow, result, now, routine=routine,
+                  channel=channel, words=words)
+
+
+def _apply(session: Session, ctx: ServiceContext, patient: Patient, conv: Conversation,
+           flow: Flow, result: engine.StepResult, now: datetime, *, routine: bool,
+           channel: str | None, words: str | None = None) -> list[int]:
+    state = result.new_state or {}
+    conv.state = state
+    conv.current_node = state.get("node")
+    conv.status = state.get("status", "completed")
+    deadline = state.get("wait_deadline")
+    conv.wait_deadline = datetime.fromisoformat(deadline) if deadline else None
+    conv.updated_at = now
+    flags: list[str] = []
+    follow_on: str | None = None
+    for record in result.recorded:
+        if isinstance(record, engine.AnswerRecorded):
+            session.add(Answer(patient_id=patient.id, conversation_id=conv.id,
+                               question_key=record.key, value=record.value, created_at=now))
+            if (flow.id == CONSENT_FLOW and record.key == "consent" and record.value == "yes"
+                    and patient.consent_at is None):
+                patient.consent_at = now
+                audit(session, now, f"patient:{patient.id}", "patient.consent", "patient",
+                      patient.id, flow_revision=flow.revision)
+        elif isinstance(record, engine.FlagRaised):
+            flags.append(record.name)
+        elif isinstance(record, engine.FlowStarted):
+            follow_on = record.flow_id
+        elif isinstance(record, engine.EngineError):
+            log.warning("flow %s r%s stopped: %s at %s", flow.id, flow.revision,
+                        record.reason, record.node_id)
+            audit(session, now, "system", "conversation.error", "conversation", conv.id,
+                  reason=record.reason, node=record.node_id)
+    ids: list[int] = []
+    if flags:
+        level = level_for_flags(flags)
+        said = words or f"answered in {flow.id}: {', '.join(flags)}"
+        if level == "emergency":
+            ids += emergency_response(session, ctx, patient, flags, said, now, channel=channel)
+        elif level == "urgent":
+            # The flow tells the patient what happens next; the team gets its same-day alert.
+            ids += escalate(session, ctx, patient, "urgent", flags, said, now)[1]
+    for text in result.outbound:
+        ids.append(enqueue(session, Draft(
+            to=patient.phone, channel=channel or patient.channel, body=text, kind=flow.id,
+            priority=PRIORITY_ROUTINE if routine else PRIORITY_REPLY, routine=routine,
+            patient_id=patient.id, conversation_id=conv.id), now).id)
+    if follow_on:
+        ids += start_flow(session, ctx, patient, follow_on, now, routine=routine,
+                          channel=channel)
+    return ids
+
+
+def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient, text: str,
+                        now: datetime, *, channel: str, already_answered: bool) -> list[int]:
+    """A patient's text that is not a carrier keyword or an emergency: route it."""
+    conv = active_conversation(session, patient.id)
+    if conv is not None:
+        return advance(session, ctx, patient, conv, engine.Inbound(text), now, channel=channel,
+                       words=text)
+    triggered = ctx.flows.by_keyword(text)
+    if patient.consent_at is None:
+        # Nothing but the consent conversation until the patient has said YES.
+        if triggered is not None and triggered.id != CONSENT_FLOW and already_answered:
+            return []
+        ids = start_flow(session, ctx, patient, CONSENT_FLOW, now, channel=channel)
+        return ids
+    if triggered is not None:
+        return start_flow(session, ctx, patient, triggered.id, now, channel=channel)
+    if already_answered:
+        return []
+    body = ctx.text_for(patient, "received")
+    return [enqueue(session, Draft(to=patient.phone, channel=channel, body=body,
+                                   kind="received", patient_id=patient.id), now).id]
+
+
+def process_due_timeouts(session: Session, ctx: ServiceContext, now: datetime,
+                         limit: int = 200) -> list[int]:
+    """Fire the timeout path of every conversation whose wait ran out, once."""
+    due = session.scalars(
+        select(Conversation)
+        .where(Conversation.status == "waiting", Conversation.wait_deadline <= now)
+        .order_by(Conversation.wait_deadline)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    ids: list[int] = []
+    for conv in due:
+        patient = session.get(Patient, conv.patient_id)
+        ids += advance(session, ctx, patient, conv, engine.Timeout(), now, routine=True)
+    return ids

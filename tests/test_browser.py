@@ -1,0 +1,87 @@
+"""End to end in a real headless browser: the phone simulator texts the bot and shows replies."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from werkzeug.serving import make_server
+
+from bot.services.context import readable_phone
+from bot.store.models import Answer, Patient
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed (Debian package "
+                       "'chromium'); .ci/run installs it"),
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "var" / "screenshots"
+
+
+@pytest.fixture
+def server(app, rt):
+    rt.dispatch_mode = "background"  # as under `checkin-bot serve`
+    srv = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_port}"
+    srv.shutdown()
+
+
+@pytest.fixture
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        pg = browser.new_page(viewport={"width": 390, "height": 844})  # a phone screen
+        pg.set_default_timeout(10_000)
+        yield pg
+        browser.close()
+
+
+def _bot_says(page, text: str) -> None:
+    page.locator(".msg.out", has_text=text).first.wait_for()
+
+
+def test_a_new_patient_is_welcomed_consents_and_checks_in(page, server, rt):
+    page.goto(server + "/simulator")
+    page.fill("#phone", "+44 7700 900123")
+    page.fill("#name", "Ada Lovelace")
+    page.click("#use")
+    _bot_says(page, "Reply YES to agree")  # the welcome flow's consent question
+    page.fill("#text", "yes")
+    page.click("#send")
+    _bot_says(page, "Thank you, Ada")
+    page.fill("#text", "CHECKIN")
+    page.click("#send")
+    _bot_says(page, "what was your worst pain")
+    page.fill("#text", "2")
+    page.click("#send")
+    _bot_says(page, "Is this pain new")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "simulator-checkin.png"), full_page=True)
+    with rt.transaction() as s:
+        patient = s.scalars(select(Patient)).one()
+        assert patient.phone == "+447700900123" and patient.consent_at is not None
+        keys = s.scalars(select(Answer.question_key)).all()
+    assert "consent" in keys and "worst_pain" in keys
+
+
+def test_a_red_flag_typed_in_the_simulator_gets_the_emergency_instruction(page, server, rt):
+    page.goto(server + "/simulator")
+    page.fill("#phone", "+44 7700 900124")
+    page.click("#use")
+    _bot_says(page, "Reply YES to agree")
+    page.fill("#text", "my legs gave way and I wet myself")
+    page.click("#send")
+    _bot_says(page, readable_phone(rt.settings.clinic.acute_oncology_hotline))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "simulator-emergency.png"), full_page=True)

@@ -1,0 +1,89 @@
+"""The checkin-bot command line against a real database."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from bot.cli import main
+
+
+@pytest.fixture
+def cli(db_url, monkeypatch):
+    monkeypatch.setenv("CHECKIN_DATABASE_URL", db_url)
+    for var in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "CHECKIN_CONFIG", "CHECKIN_MESSENGER"):
+        monkeypatch.delenv(var, raising=False)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(main, list(args))
+
+
+def test_patients_add_normalises_to_e164_and_list_shows_it(cli):
+    res = cli("patients", "add", "--phone", "+44 7700 900123", "--name", "Ada Lovelace",
+              "--timezone", "Europe/London", "--channel", "sms")
+    assert res.exit_code == 0, res.output
+    assert "+447700900123" in res.output
+    listed = cli("patients", "list")
+    assert listed.exit_code == 0
+    [line] = listed.output.strip().splitlines()
+    assert "+447700900123" in line and "active" in line and "Ada Lovelace" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--phone", "12345"], "phone: '12345' is not a phone number in international form"),
+        (["--phone", "+44 7700"], "phone: '+44 7700' has the wrong number of digits"),
+        (["--phone", "+447700900123", "--timezone", "Mars/Olympus"],
+         "timezone: unknown timezone 'Mars/Olympus'"),
+        (["--phone", "+447700900123", "--language", "fr"], "language: must be one of en, es"),
+    ],
+)
+def test_patients_add_rejects_bad_input_with_exit_2_naming_the_problem(cli, args, message):
+    base = {"--name": "Ada", "--timezone": "Europe/London"}
+    for i in range(0, len(args), 2):
+        base[args[i]] = args[i + 1]
+    res = cli("patients", "add", *[x for kv in base.items() for x in kv])
+    assert res.exit_code == 2
+    assert message in res.output
+    assert cli("patients", "list").output.strip() == ""
+
+
+def test_a_duplicate_number_is_refused(cli):
+    cli("patients", "add", "--phone", "+447700900123", "--name", "Ada")
+    res = cli("patients", "add", "--phone", "+44 7700 900123", "--name", "Bob")
+    assert res.exit_code == 2 and "already enrolled" in res.output
+
+
+def test_transcript_prints_what_the_simulator_exchanged(cli, client):
+    client.post("/simulator/api/patients", json={"phone": "+447700900123", "name": "Ada"})
+    client.post("/simulator/api/messages", json={"phone": "+447700900123", "body": "yes"})
+    res = cli("transcript", "--phone", "+44 7700 900123", "--json")
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    directions = [r["direction"] for r in rows]
+    assert directions[:3] == ["out", "out", "out"]  # greeting, safety, consent question
+    assert "in" in directions
+    inbound = next(r for r in rows if r["direction"] == "in")
+    assert inbound["body"] == "yes" and inbound["status"] == "received"
+    assert rows[-1]["direction"] == "out" and "Thank you" in rows[-1]["body"]
+    assert all({"direction", "body", "created_at", "status"} <= r.keys() for r in rows)
+    assert [r["created_at"] for r in rows] == sorted(r["created_at"] for r in rows)
+
+
+def test_a_bad_config_value_stops_with_one_line(cli, monkeypatch, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("defaults:\n  timezone: Mars/Olympus\n")
+    monkeypatch.setenv("CHECKIN_CONFIG", str(bad))
+    res = cli("patients", "list")
+    assert res.exit_code == 2
+    assert res.output.strip() == "error: config: defaults.timezone: unknown timezone 'Mars/Olympus'"
+
+
+def test_schedules_add_validates_the_flow_and_time(cli):
+    cli("patients", "add", "--phone", "+447700900123", "--name", "Ada")
+    assert cli("schedules", "add", "--phone", "+447700900123", "--flow", "nope").exit_code == 2
+    assert cli("schedules", "add", "--phone", "+447700900123", "--at", "7pm").exit_code == 2
+    ok = cli("schedules", "add", "--phone", "+447700900123", "--at", "10:30")
+    assert ok.exit_code == 0 and "every 7 days at 10:30" in ok.output

@@ -1,0 +1,258 @@
+"""Red flags end to end: signed webhook and simulator -> instruction, escalation, alert chain, ACK."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+import requests
+from click.testing import CliRunner
+from sqlalchemy import select
+from werkzeug.serving import make_server
+
+from bot.services.context import readable_phone
+from bot.services.conversations import active_conversation, start_flow
+from bot.services.patients import Enrolment, enrol_patient
+from bot.store.models import AuditLog, Conversation, Escalation, Patient
+from tests.twilio_signing import sign
+from tests.twilio_support import (  # noqa: F401 - fixtures
+    AUTH_TOKEN,
+    PUBLIC_URL,
+    fake_http,
+    messenger,
+    sent_to,
+    settings_overrides,
+)
+
+PHONE = "+447700900123"
+RED_FLAG = "my legs gave way and I wet myself"
+INBOUND = "/webhooks/twilio/message"
+_n = iter(range(10**6))
+
+
+def texted(client, body, sender=PHONE):
+    params = {"MessageSid": f"SM{next(_n):032d}", "From": sender, "To": "+447700900999",
+              "Body": body}
+    res = client.post(INBOUND, data=params, headers={
+        "X-Twilio-Signature": sign(AUTH_TOKEN, PUBLIC_URL + INBOUND, params)})
+    assert res.status_code == 200
+    return res
+
+
+def enrol(rt, consented=True, status="active"):
+    with rt.transaction() as s:
+        p = enrol_patient(s, Enrolment(PHONE, "Ada Lovelace", "Europe/London"),
+                          languages=["en", "es"], now=rt.clock.now(), actor="test")
+        p.status = status
+        if consented:
+            p.consent_at = rt.clock.now()
+        return p.id
+
+
+def chain_phones(rt):
+    team = rt.settings.care_team
+    return [team.contact(cid).phone for cid in team.escalation_chain]
+
+
+def alerts(fake_http, phone):
+    return [d["Body"] for d in sent_to(fake_http, phone)]
+
+
+def escalation(rt):
+    with rt.transaction() as s:
+        return s.scalars(select(Escalation)).one()
+
+
+def test_emergency_through_the_signed_webhook_then_the_chain_then_ack(client, rt, fake_http,
+                                                                      clock):
+    from bot.scheduler import tick
+
+    enrol(rt)
+    oncall, second, third = chain_phones(rt)
+    texted(client, RED_FLAG)
+    # The instruction went out before the webhook returned (inline dispatch in tests).
+    [reply] = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert readable_phone(rt.settings.clinic.acute_oncology_hotline) in reply
+    assert rt.settings.clinic.emergency_number in reply
+    assert "Lie flat" in reply
+    esc = escalation(rt)
+    assert esc.level == "emergency" and esc.status == "open"
+    assert {"limb_weakness", "bladder_dysfunction"} <= set(esc.flags)
+    [alert] = alerts(fake_http, oncall)
+    assert esc.ref in alert and "Ada" in alert and "legs gave way" in alert
+
+    clock.advance(minutes=14)
+    tick(rt)
+    assert alerts(fake_http, second) == []
+    clock.advance(minutes=1)
+    tick(rt)
+    assert len(alerts(fake_http, second)) == 1  # nobody acknowledged in 15 minutes
+    clock.advance(minutes=15)
+    tick(rt)
+    assert len(alerts(fake_http, third)) == 1
+    clock.advance(minutes=15)
+    tick(rt)
+    assert len(alerts(fake_http, oncall)) == 2  # round the chain again
+
+    texted(client, f"ack {esc.ref}", sender=oncall)
+    esc = escalation(rt)
+    assert esc.status == "acknowledged"
+    assert esc.acknowledged_by == rt.settings.care_team.contact("oncall").name
+    assert "acknowledged" in alerts(fake_http, oncall)[-1]
+    before = len(fake_http.requests)
+    clock.advance(hours=2)
+    tick(rt)
+    assert len(fake_http.requests) == before  # the chain stopped
+    with rt.transaction() as s:
+        actions = s.scalars(select(AuditLog.action).where(
+            AuditLog.subject_type == "escalation")).all()
+    assert actions.count("escalation.alert") == 4 and "escalation.ack" in actions
+
+
+def test_an_unknown_ref_from_staff_gets_a_clear_answer(client, rt, fake_http):
+    oncall = chain_phones(rt)[0]
+    texted(client, "ACK ZZZZZ", sender=oncall)
+    assert "No open alert ZZZZZ" in alerts(fake_http, oncall)[0]
+
+
+def test_reply_reaches_the_patient_within_2_seconds_from_a_running_server(app, rt, fake_http):
+    enrol(rt)
+    rt.dispatch_mode = "background"  # as under gunicorn: sent right after the commit
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        params = {"MessageSid": "SM" + "9" * 32, "From": PHONE, "Body": RED_FLAG}
+        t0 = time.monotonic()
+        requests.post(f"http://127.0.0.1:{server.server_port}{INBOUND}", data=params,
+                      headers={"X-Twilio-Signature": sign(AUTH_TOKEN, PUBLIC_URL + INBOUND,
+                                                          params)}, timeout=10)
+        while not sent_to(fake_http, PHONE) and time.monotonic() - t0 < 2:
+            time.sleep(0.01)
+        assert sent_to(fake_http, PHONE), "no reply within 2 seconds"
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("state", ["not_consented", "opted_out", "paused", "mid_reminder",
+                                   "three_am"])
+def test_emergency_is_answered_and_escalated_whatever_the_state(client, rt, fake_http, clock,
+                                                                state):
+    pid = enrol(rt, consented=state != "not_consented",
+                status={"opted_out": "opted_out", "paused": "paused"}.get(state, "active"))
+    if state == "mid_reminder":
+        with rt.transaction() as s:
+            start_flow(s, rt.ctx, s.get(Patient, pid), "reminder", clock.now(),
+                       params={"reminder_text": "Time for your tablets."})
+        fake_http.reset()
+    if state == "three_am":
+        clock.set(datetime(2026, 3, 3, 3, 0, tzinfo=UTC))  # 03:00 in London
+    texted(client, "I cant feel my legs and my foot drags")
+    [reply] = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert readable_phone(rt.settings.clinic.acute_oncology_hotline) in reply
+    assert escalation(rt).level == "emergency"
+    assert len(alerts(fake_http, chain_phones(rt)[0])) == 1
+    with rt.transaction() as s:
+        assert active_conversation(s, pid) is None  # any flow in progress was interrupted
+
+
+def test_urgent_tells_the_patient_the_team_will_call_today(client, rt, fake_http):
+    enrol(rt)
+    texted(client, "back pain is 9/10 and wakes me every night")
+    reply = [d["Body"] for d in sent_to(fake_http, PHONE)][0]
+    assert "will call you today" in reply
+    esc = escalation(rt)
+    assert esc.level == "urgent" and "severe_pain" in esc.flags
+
+
+def test_more_red_flags_are_added_and_a_higher_level_alerts_again(client, rt, fake_http):
+    enrol(rt)
+    oncall = chain_phones(rt)[0]
+    texted(client, "pain is 8/10 today")
+    assert len(alerts(fake_http, oncall)) == 1
+    texted(client, "still 8/10 and it hurts when I cough")
+    assert len(alerts(fake_http, oncall)) == 1  # added, not a new alert
+    assert "cough_pain" in escalation(rt).flags
+    texted(client, "now my legs feel like jelly")
+    esc = escalation(rt)
+    assert esc.level == "emergency" and "limb_weakness" in esc.flags
+    assert len(alerts(fake_http, oncall)) == 2  # upgraded: alerted again
+    texted(client, "and pins and needles in my feet")
+    assert len(alerts(fake_http, oncall)) == 2
+    with rt.transaction() as s:
+        assert len(s.scalars(select(Escalation)).all()) == 1
+
+
+def test_a_hypothetical_question_gets_the_safety_net_not_silence(client, rt, fake_http):
+    enrol(rt)
+    texted(client, "what should I do if my legs go numb?")
+    reply = [d["Body"] for d in sent_to(fake_http, PHONE)][0]
+    assert readable_phone(rt.settings.clinic.acute_oncology_hotline) in reply
+    assert "Don't wait" in reply
+
+
+def test_a_structured_yes_in_the_checkin_raises_the_flag_and_escalates(client, rt, fake_http):
+    pid = enrol(rt)
+    texted(client, "CHECKIN")
+    for answer in ("0",):  # no pain: straight on to the neuro questions
+        texted(client, answer)
+    texted(client, "yes")  # new numbness or tingling?
+    esc = escalation(rt)
+    assert esc.level == "emergency" and esc.flags == ["sensory_loss"]
+    bodies = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert any(readable_phone(rt.settings.clinic.acute_oncology_hotline) in b for b in bodies[-2:])
+    with rt.transaction() as s:
+        conv = s.scalars(select(Conversation).where(Conversation.patient_id == pid)
+                         .order_by(Conversation.id.desc())).first()
+        assert conv.flow_id == "checkin"
+
+
+class TestSimulator:
+    @pytest.fixture
+    def settings_overrides(self):
+        return {}
+
+    @pytest.fixture
+    def messenger(self):
+        from bot.messaging.dev import DevMessenger
+
+        return DevMessenger(echo=False)
+
+    def test_red_flag_typed_in_the_simulator(self, client, rt, messenger):
+        assert client.post("/simulator/api/patients",
+                           json={"phone": "+44 7700 900123", "name": "Ada"}).status_code == 201
+        res = client.post("/simulator/api/messages",
+                          json={"phone": "+447700900123", "body": RED_FLAG})
+        assert res.status_code == 201 and res.get_json()["level"] == "emergency"
+        shown = client.get("/simulator/api/messages?phone=%2B447700900123").get_json()
+        assert any(readable_phone(rt.settings.clinic.acute_oncology_hotline) in (m["body"] or "")
+                   for m in shown if m["direction"] == "out")
+        oncall = chain_phones(rt)[0]
+        assert any(m.to == oncall for m in messenger.sent)
+        assert escalation(rt).status == "open"
+
+
+def test_escalations_cli_lists_acks_and_resolves(rt, client, fake_http, monkeypatch, settings):
+    from bot.cli import main
+
+    enrol(rt)
+    texted(client, RED_FLAG)
+    ref = escalation(rt).ref
+    monkeypatch.setenv("CHECKIN_DATABASE_URL", settings.database_url)
+    runner = CliRunner()
+    listed = runner.invoke(main, ["escalations", "list", "--open", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert f'"ref": "{ref}"' in listed.output and '"level": "emergency"' in listed.output
+    acked = runner.invoke(main, ["escalations", "ack", ref, "--by", "Nurse Jo"])
+    assert acked.exit_code == 0 and "acknowledged by Nurse Jo" in acked.output
+    resolved = runner.invoke(main, ["escalations", "resolve", ref, "--note", "MRI booked"])
+    assert resolved.exit_code == 0
+    assert runner.invoke(main, ["escalations", "list", "--open"]).output.strip() == ""
+    esc = escalation(rt)
+    assert (esc.status, esc.acknowledged_by, esc.resolution_note) == (
+        "resolved", "Nurse Jo", "MRI booked")
+    with rt.transaction() as s:
+        actors = s.scalars(select(AuditLog.actor).where(
+            AuditLog.action.in_(["escalation.ack", "escalation.resolve"]))).all()
+    assert len(actors) == 2 and all(a.startswith("cli:") for a in actors)

@@ -1,0 +1,161 @@
+"""The scheduler: due timers processed once, even with two scheduler processes on one database."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from bot.clock import FakeClock
+from bot.messaging.dev import DevMessenger
+from bot.runtime import build_runtime
+from bot.scheduler import tick
+from bot.services.conversations import start_flow
+from bot.services.escalations import escalate
+from bot.services.patients import Enrolment, enrol_patient
+from bot.services.schedules import add_schedule
+from bot.store.models import Conversation, Message, Patient
+
+
+def _patients(rt, n, now):
+    ids = []
+    with rt.transaction() as s:
+        for i in range(n):
+            p = enrol_patient(s, Enrolment(f"+4477009{i:05d}", f"P{i}", "Europe/London"),
+                              languages=["en", "es"], now=now, actor="test")
+            p.consent_at = now
+            ids.append(p.id)
+    return ids
+
+
+def test_a_checkin_schedule_runs_once_per_week_in_the_patients_zone(rt, clock, messenger):
+    clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))  # Monday 09:00 London
+    [pid] = _patients(rt, 1, clock.now())
+    with rt.transaction() as s:
+        sched = add_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 7,
+                             clock.now(), "test")
+        assert sched.next_due_at == datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    tick(rt)
+    assert messenger.sent == []
+    clock.set(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
+    tick(rt)
+    tick(rt)
+    first = len(messenger.sent)
+    assert first >= 2  # intro and first question, once
+    with rt.transaction() as s:
+        assert len(s.scalars(select(Conversation)).all()) == 1
+
+
+def test_schedule_skips_a_patient_with_an_open_checkin(rt, clock, messenger):
+    [pid] = _patients(rt, 1, clock.now())
+    with rt.transaction() as s:
+        add_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 1, clock.now(), "t")
+    clock.advance(days=1)
+    tick(rt)
+    sent = len(messenger.sent)
+    clock.advance(days=1)  # the first check-in is still waiting for its (24 h) reminder path
+    tick(rt)
+    with rt.transaction() as s:
+        assert len(s.scalars(select(Conversation)).all()) == 1
+    assert len(messenger.sent) >= sent
+
+
+@pytest.mark.parametrize("reload", [False, True])
+def test_serve_runs_the_scheduler_exactly_once_also_under_the_reloader(tmp_path, reload):
+    port = _free_port()
+    env = {**os.environ, "CHECKIN_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
+           "PYTHONUNBUFFERED": "1"}
+    for var in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "CHECKIN_CONFIG"):
+        env.pop(var, None)
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([bin_dir / "checkin-bot", "db", "upgrade"], env=env, check=True,
+                   capture_output=True)
+    args = [bin_dir / "checkin-bot", "serve", "--port", str(port)] + (["--reload"] * reload)
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("serve did not answer /healthz")
+        time.sleep(1.5)  # time for a second (wrong) scheduler start to show up
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=20)[0]
+    assert output.count("scheduler started in process") == 1, output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.usefixtures("pg_engine")
+def test_two_scheduler_instances_on_postgresql_process_every_due_item_once(settings):
+    if not settings.database_url.startswith("postgres"):
+        pytest.skip("row locks are what is tested: PostgreSQL only")
+    start = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    clock = FakeClock(start)
+    runtimes = [build_runtime(settings, clock=clock, messenger=DevMessenger(echo=False),
+                              dispatch_mode="none") for _ in range(2)]
+    setup = runtimes[0]
+    ids = _patients(setup, 60, start)
+    with setup.transaction() as s:
+        for pid in ids[:40]:  # 40 check-ins waiting on their first question
+            start_flow(s, setup.ctx, s.get(Patient, pid), "checkin", start)
+        for pid in ids[40:]:  # 20 open emergencies, nobody acknowledging
+            escalate(s, setup.ctx, s.get(Patient, pid), "emergency", ["limb_weakness"],
+                     "legs weak", start)
+    setup.dispatcher.dispatch_due(limit=1000)
+    for r in runtimes:
+        r.messenger.sent.clear()
+    clock.advance(hours=25)  # every wait and every alert timer is due
+
+    barrier = threading.Barrier(2)
+    errors = []
+
+    def run(r):
+        try:
+            barrier.wait()
+            for _ in range(3):
+                tick(r)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in runtimes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    sent = [m for r in runtimes for m in r.messenger.sent]
+    with setup.transaction() as s:
+        reminders = s.scalars(select(Message.address).where(
+            Message.direction == "out", Message.kind == "checkin",
+            Message.created_at > start)).all()
+        convs = s.scalars(select(Conversation)).all()
+    per_patient = Counter(reminders)
+    assert len(per_patient) == 40 and set(per_patient.values()) == {1}
+    assert all(c.current_node == "pain_reminder" for c in convs)
+    oncall, second = (settings.care_team.contact(c).phone
+                      for c in settings.care_team.escalation_chain[:2])
+    assert Counter(m.to for m in sent)[second] == 20  # each escalation moved on exactly once
+    assert len(sent) == 40 + 20
+    for r in runtimes:
+        r.close()

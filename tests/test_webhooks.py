@@ -1,0 +1,338 @@
+"""Twilio webhooks through the whole app: signatures, exactly-once, keywords, status callbacks."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import requests
+from sqlalchemy import func, select
+from werkzeug.serving import make_server
+
+from bot.services.context import readable_phone
+from bot.services.patients import Enrolment, enrol_patient
+from bot.store.models import Escalation, Message, OutboxItem, Patient, StatusEvent
+from tests.twilio_signing import sign
+from tests.twilio_support import (  # noqa: F401 - fixtures
+    AUTH_TOKEN,
+    PUBLIC_URL,
+    TWILIO_SETTINGS,
+    fake_http,
+    messenger,
+    sent_to,
+    settings_overrides,
+)
+
+PHONE = "+447700900123"
+INBOUND = "/webhooks/twilio/message"
+STATUS = "/webhooks/twilio/status"
+_sid = iter(range(10**6))
+
+
+def sid() -> str:
+    return f"SM{next(_sid):032d}"
+
+
+def post(client, path, params, url=None, headers=None, signature=None):
+    url = url or PUBLIC_URL + path
+    sig = signature if signature is not None else sign(AUTH_TOKEN, url, params)
+    return client.post(path, data=params, headers={"X-Twilio-Signature": sig, **(headers or {})})
+
+
+def texted(client, body, sender=PHONE, channel="sms", **extra):
+    prefix = "whatsapp:" if channel == "whatsapp" else ""
+    params = {"MessageSid": sid(), "From": prefix + sender, "To": prefix + "+447700900999",
+              "Body": body, **extra}
+    return post(client, INBOUND, params)
+
+
+def enrol(rt, channel="sms", consented=True, status="active", phone=PHONE):
+    with rt.transaction() as s:
+        p = enrol_patient(s, Enrolment(phone, "Ada Lovelace", "Europe/London", channel),
+                          languages=["en", "es"], now=rt.clock.now(), actor="test")
+        p.status = status
+        if consented:
+            p.consent_at = rt.clock.now()
+        return p.id
+
+
+def count(rt, model, *where):
+    with rt.transaction() as s:
+        return s.scalar(select(func.count()).select_from(model).where(*where))
+
+
+def bodies(fake_http, number=PHONE):
+    return [d.get("Body") for d in sent_to(fake_http, number)]
+
+
+# -- signatures -------------------------------------------------------------------------------
+
+def test_a_signed_message_is_processed_and_answered(client, rt, fake_http):
+    enrol(rt)
+    res = texted(client, "hello")
+    assert res.status_code == 200
+    assert res.mimetype == "application/xml" and b"<Response" in res.data
+    assert count(rt, Message, Message.direction == "in") == 1
+    assert len(bodies(fake_http)) == 1
+
+
+@pytest.mark.parametrize("signature", ["", "bm90IGEgcmVhbCBzaWduYXR1cmU="])
+def test_forged_or_unsigned_requests_get_403_and_store_nothing(client, rt, fake_http,
+                                                              signature, caplog):
+    enrol(rt)
+    params = {"MessageSid": sid(), "From": PHONE, "Body": "my legs gave way"}
+    res = post(client, INBOUND, params, signature=signature)
+    assert res.status_code == 403
+    assert count(rt, Message) == 0
+    assert count(rt, Escalation) == 0
+    assert fake_http.requests == []
+    assert "rejected webhook" in caplog.text
+    assert PHONE not in caplog.text and "legs" not in caplog.text
+
+
+def test_a_signature_for_other_parameters_is_refused(client, rt):
+    enrol(rt)
+    params = {"MessageSid": sid(), "From": PHONE, "Body": "hello"}
+    signature = sign(AUTH_TOKEN, PUBLIC_URL + INBOUND, {**params, "Body": "other"})
+    assert post(client, INBOUND, params, signature=signature).status_code == 403
+    assert count(rt, Message) == 0
+
+
+def test_status_callbacks_need_a_signature_too(client, rt):
+    res = post(client, STATUS, {"MessageSid": sid(), "MessageStatus": "delivered"},
+               signature="")
+    assert res.status_code == 403
+    assert count(rt, StatusEvent) == 0
+
+
+class TestBehindAProxy:
+    @pytest.fixture
+    def settings_overrides(self):
+        return {**TWILIO_SETTINGS, "public_url": None, "proxy_fix": 1}
+
+    def test_forwarded_https_validates_with_proxy_fix(self, client, rt):
+        enrol(rt)
+        params = {"MessageSid": sid(), "From": PHONE, "Body": "hello"}
+        url = "https://bot.example.org" + INBOUND
+        headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "bot.example.org"}
+        assert post(client, INBOUND, params, url=url, headers=headers).status_code == 200
+        assert count(rt, Message, Message.direction == "in") == 1
+
+
+class TestBehindAProxyWithoutProxyFix:
+    @pytest.fixture
+    def settings_overrides(self):
+        return {**TWILIO_SETTINGS, "public_url": None, "proxy_fix": 0}
+
+    def test_the_https_signature_fails_when_flask_sees_http(self, client, rt):
+        enrol(rt)
+        params = {"MessageSid": sid(), "From": PHONE, "Body": "hello"}
+        url = "https://bot.example.org" + INBOUND
+        headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "bot.example.org"}
+        assert post(client, INBOUND, params, url=url, headers=headers).status_code == 403
+
+
+# -- exactly once -----------------------------------------------------------------------------
+
+def test_a_retried_message_sid_is_processed_once(client, rt, fake_http):
+    enrol(rt)
+    params = {"MessageSid": sid(), "From": PHONE, "Body": "hello"}
+    assert post(client, INBOUND, params).status_code == 200
+    assert post(client, INBOUND, params).status_code == 200
+    assert count(rt, Message, Message.direction == "in") == 1
+    assert len(bodies(fake_http)) == 1
+
+
+def test_the_same_sid_twice_at_once_against_a_running_server(app, rt, fake_http):
+    enrol(rt)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        for round_ in range(5):
+            params = {"MessageSid": sid(), "From": PHONE, "Body": f"hello {round_}"}
+            headers = {"X-Twilio-Signature": sign(AUTH_TOKEN, PUBLIC_URL + INBOUND, params)}
+            barrier = threading.Barrier(2)
+            codes: list[int] = []
+
+            def hit(barrier=barrier, codes=codes, params=params, headers=headers):
+                barrier.wait()
+                codes.append(requests.post(base + INBOUND, data=params, headers=headers,
+                                           timeout=30).status_code)
+
+            workers = [threading.Thread(target=hit) for _ in range(2)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            assert codes == [200, 200]
+    finally:
+        server.shutdown()
+    assert count(rt, Message, Message.direction == "in") == 5
+    assert len(bodies(fake_http)) == 5  # one reply per message, not per copy
+
+
+# -- who is texting ---------------------------------------------------------------------------
+
+def test_a_sender_who_is_not_enrolled_gets_a_polite_reply_and_no_conversation(
+        client, rt, fake_http):
+    res = texted(client, "hi, is this the clinic?", sender="+447700900555")
+    assert res.status_code == 200
+    [reply] = bodies(fake_http, "+447700900555")
+    assert readable_phone(rt.settings.clinic.phone) in reply
+    assert count(rt, Message, Message.address == "+447700900555") == 2
+    assert count(rt, Patient) == 0
+
+
+# -- STOP / START / HELP ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("channel", ["sms", "whatsapp"])
+@pytest.mark.parametrize("word", ["STOP", "stop", "Unsubscribe", " quit ", "OPTOUT", "StopAll"])
+def test_stop_words_opt_the_patient_out(client, rt, fake_http, channel, word):
+    pid = enrol(rt, channel=channel)
+    texted(client, word, channel=channel)
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).status == "opted_out"
+    assert "START" in bodies(fake_http)[-1]
+
+
+def test_stop_inside_a_sentence_is_not_an_opt_out(client, rt):
+    pid = enrol(rt)
+    texted(client, "please don't stop my check-ins")
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).status == "active"
+
+
+def test_opt_out_type_from_twilio_is_honoured(client, rt):
+    pid = enrol(rt)
+    texted(client, "ARRET", OptOutType="STOP")
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).status == "opted_out"
+
+
+@pytest.mark.parametrize("channel", ["sms", "whatsapp"])
+@pytest.mark.parametrize("word", ["START", "unstop", "YES"])
+def test_start_words_opt_back_in(client, rt, fake_http, channel, word):
+    pid = enrol(rt, channel=channel, status="opted_out")
+    texted(client, word, channel=channel)
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).status == "active"
+    assert "Welcome back" in bodies(fake_http)[-1]
+
+
+@pytest.mark.parametrize("channel", ["sms", "whatsapp"])
+@pytest.mark.parametrize("word", ["HELP", "info"])
+def test_help_names_the_clinic_its_phone_and_how_to_stop(client, rt, fake_http, channel, word):
+    enrol(rt, channel=channel)
+    texted(client, word, channel=channel)
+    reply = bodies(fake_http)[-1]
+    assert rt.settings.clinic.name in reply
+    assert readable_phone(rt.settings.clinic.phone) in reply
+    assert "STOP" in reply
+
+
+def test_an_opted_out_patient_gets_no_scheduled_checkin(client, rt, fake_http, clock):
+    from bot.scheduler import tick
+    from bot.services.schedules import add_schedule
+
+    pid = enrol(rt)
+    with rt.transaction() as s:
+        add_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 7, clock.now(), "test")
+    texted(client, "STOP")
+    fake_http.reset()
+    clock.advance(days=8)
+    tick(rt)
+    assert fake_http.requests == []
+
+
+def test_an_opted_out_patients_message_already_queued_is_not_sent(client, rt, fake_http):
+    from bot.services.conversations import start_flow
+
+    pid = enrol(rt)
+    previous = rt.dispatch_mode
+    rt.dispatch_mode = "none"
+    with rt.transaction() as s:
+        start_flow(s, rt.ctx, s.get(Patient, pid), "checkin", rt.clock.now(), routine=True)
+    rt.dispatch_mode = previous
+    texted(client, "STOP")  # arrives before the queued check-in went out
+    fake_http.reset()
+    rt.dispatcher.dispatch_due()
+    assert fake_http.requests == []
+    assert count(rt, OutboxItem, OutboxItem.status == "cancelled") >= 1
+
+
+# -- status callbacks -------------------------------------------------------------------------
+
+def _sent_message(client, rt, fake_http):
+    enrol(rt)
+    texted(client, "hello")
+    with rt.transaction() as s:
+        return s.scalars(select(Message).where(Message.direction == "out")).one().provider_id
+
+
+def _status(rt, provider_id):
+    with rt.transaction() as s:
+        return s.scalars(select(Message.status).where(Message.provider_id == provider_id)).one()
+
+
+def test_status_callbacks_move_forward_only_and_are_idempotent(client, rt, fake_http):
+    provider_id = _sent_message(client, rt, fake_http)
+    for status in ("sent", "delivered", "sent", "delivered"):
+        res = post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": status})
+        assert res.status_code == 204
+    assert _status(rt, provider_id) == "delivered"
+    assert count(rt, StatusEvent, StatusEvent.provider_id == provider_id) == 2
+    post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "read"})
+    assert _status(rt, provider_id) == "read"
+
+
+def test_undelivered_is_recorded_with_its_error_code(client, rt, fake_http):
+    provider_id = _sent_message(client, rt, fake_http)
+    post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "undelivered",
+                          "ErrorCode": "30003"})
+    with rt.transaction() as s:
+        m = s.scalars(select(Message).where(Message.provider_id == provider_id)).one()
+        assert (m.status, m.error_code) == ("undelivered", 30003)
+
+
+def test_a_failed_whatsapp_message_falls_back_to_sms(client, rt, fake_http, clock):
+    enrol(rt, channel="whatsapp")
+    texted(client, "hello", channel="whatsapp")
+    [wa] = [r for r in fake_http.requests if r.data["To"].startswith("whatsapp:")]
+    with rt.transaction() as s:
+        provider_id = s.scalars(select(Message.provider_id).where(
+            Message.direction == "out")).one()
+    post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "failed",
+                          "ErrorCode": "63003"})
+    sms = [r.data for r in fake_http.requests if r.data["To"] == PHONE]
+    assert len(sms) == 1 and sms[0]["Body"] == wa.data["Body"]
+
+
+def test_a_status_that_beats_the_sid_being_recorded_is_applied_later(rt, clock):
+    from bot.services.status import record_status
+
+    with rt.transaction() as s:
+        record_status(s, rt.ctx, "SMearly", "delivered", None, clock.now())
+    assert count(rt, StatusEvent, StatusEvent.provider_id == "SMearly") == 1
+
+
+def test_whatsapp_replies_inside_the_window_are_free_text(client, rt, fake_http, clock):
+    enrol(rt, channel="whatsapp")
+    texted(client, "hello", channel="whatsapp")
+    [req] = fake_http.requests
+    assert req.data["To"] == f"whatsapp:{PHONE}" and "Body" in req.data
+
+
+def test_whatsapp_after_24h_of_silence_opens_with_a_template(client, rt, fake_http, clock):
+    from bot.services.conversations import start_flow
+
+    pid = enrol(rt, channel="whatsapp")
+    texted(client, "hello", channel="whatsapp")
+    fake_http.reset()
+    clock.advance(hours=25)
+    with rt.transaction() as s:
+        ids = start_flow(s, rt.ctx, s.get(Patient, pid), "checkin", clock.now(), routine=True)
+    rt.dispatcher.dispatch_ids(ids)
+    assert fake_http.requests
+    assert all("ContentSid" in r.data and "Body" not in r.data for r in fake_http.requests)
