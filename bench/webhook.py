@@ -76,7 +76,7 @@ def prepare(url: str, patients: int) -> list[str]:
     settings = load_settings(env={"CHECKIN_DATABASE_URL": url})
     rt = build_runtime(settings, messenger=DevMessenger(echo=False), engine=engine,
                        dispatch_mode="none", clock=SystemClock())
-    phones = [f"+4477009{i:05d}" for i in range(patients)]
+    phones = [f"+447700{i + 910000:06d}" for i in range(patients)]
     now = rt.clock.now()
     with rt.transaction() as s:
         for phone in phones:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -88,6 +89,33 @@ def load_flow_library(settings: Settings):
         raise ConfigError(f"flows: {exc}") from None
 
 
+def _check_database(engine: Engine, flows) -> None:
+    """The schema is migrated, and no flow was edited without a new revision number.
+
+    Every revision a conversation ever started on is stored; loading them back here lets old
+    conversations finish on their own revision, and `register` refuses a file whose content
+    differs from the stored copy of the same revision.
+    """
+    from sqlalchemy import inspect, select
+
+    from bot.domain.flows import Flow, FlowError
+    from bot.store.models import FlowRevision
+
+    try:
+        tables = set(inspect(engine).get_table_names())
+    except Exception as exc:
+        raise ConfigError(f"database: cannot connect ({type(exc).__name__})") from None
+    if "flow_revisions" not in tables:
+        raise ConfigError("database: not migrated; run `checkin-bot db upgrade`")
+    with engine.connect() as conn:
+        rows = conn.execute(select(FlowRevision.definition)).scalars().all()
+    try:
+        for definition in rows:
+            flows.register(Flow.from_json(json.dumps(definition)))
+    except FlowError as exc:
+        raise ConfigError(f"flows: {exc.errors[0]}") from None
+
+
 def build_runtime(
     settings: Settings,
     *,
@@ -106,6 +134,7 @@ def build_runtime(
     engine = engine or make_engine(settings.database_url)
     sessions = make_session_factory(engine)
     messenger = messenger or build_messenger(settings)
+    _check_database(engine, flows)
     ctx = ServiceContext(settings=settings, texts=texts, clock=clock, flows=flows)
     dispatcher = Dispatcher(sessions, messenger, settings, clock, context_for=ctx.patient_values)
     return Runtime(settings=settings, engine=engine, sessions=sessions, clock=clock,

@@ -31,7 +31,7 @@ def _patients(rt, n, now):
     ids = []
     with rt.transaction() as s:
         for i in range(n):
-            p = enrol_patient(s, Enrolment(f"+4477009{i:05d}", f"P{i}", "Europe/London"),
+            p = enrol_patient(s, Enrolment(f"+4477009{i + 500:05d}", f"P{i}", "Europe/London"),
                               languages=["en", "es"], now=now, actor="test")
             p.consent_at = now
             ids.append(p.id)
