@@ -99,9 +99,11 @@ def start_gunicorn(app: str, url: str, workers: int) -> tuple[subprocess.Popen, 
     base = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:
-            requests.post(base + "/nope", timeout=1)
+            requests.post(base + "/nope", timeout=5)
             return proc, base
-        except requests.ConnectionError:
+        except requests.RequestException:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gunicorn ({app}) exited with {proc.returncode}") from None
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"gunicorn ({app}) did not start")

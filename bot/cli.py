@@ -265,6 +265,24 @@ def schedules_add(phone, flow_id, local_time, every_days, reminder_text) -> None
     click.echo(line)
 
 
+@main.command("failed-messages")
+@click.option("--json", "as_json", is_flag=True)
+def failed_messages(as_json: bool) -> None:
+    """Messages the bot could not deliver (given up after retries, or refused by the carrier)."""
+    from bot.services.dispatcher import failed_messages as query
+    from bot.web.serialize import failed_json
+
+    rt = _runtime()
+    with rt.transaction() as s:
+        rows = [failed_json(item, message) for item, message in query(s)]
+    for r in rows:
+        if as_json:
+            click.echo(json.dumps(r))
+        else:
+            click.echo(f"{r['message_id']:>6} {r['created_at']} {r['to']:<16} {r['kind']:<10} "
+                       f"attempts={r['attempts']} {r['error']}")
+
+
 def _add_optional_commands() -> None:
     """Commands that live in their own modules."""
     from bot.cli_flows import flows_group, simulate_command

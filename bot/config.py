@@ -64,7 +64,7 @@ _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
 class Clinic(_Strict):
-    name: str = Field(min_length=1, max_length=40)
+    name: str = Field(min_length=1, max_length=30)
     phone: str
     acute_oncology_hotline: str
     emergency_number: str = Field(pattern=r"^\+?[0-9]{2,15}$")

@@ -17,5 +17,5 @@ def setup_logging(level: int = logging.INFO) -> None:
         "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("apscheduler", "twilio.http_client", "werkzeug"):
+    for noisy in ("apscheduler", "twilio.http_client", "werkzeug", "alembic"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

@@ -89,6 +89,17 @@ def load_flow_library(settings: Settings):
         raise ConfigError(f"flows: {exc}") from None
 
 
+def _load_vocabulary():
+    """Compile the red-flag vocabulary now (once per process), not on a patient's message."""
+    from bot.domain import triage
+
+    try:
+        triage.detect("")  # loads and caches the default vocabulary file
+        return None  # None = the cached default
+    except ValueError as exc:
+        raise ConfigError(f"red flags: {exc}") from None
+
+
 def _check_database(engine: Engine, flows) -> None:
     """The schema is migrated, and no flow was edited without a new revision number.
 
@@ -104,7 +115,8 @@ def _check_database(engine: Engine, flows) -> None:
     try:
         tables = set(inspect(engine).get_table_names())
     except Exception as exc:
-        raise ConfigError(f"database: cannot connect ({type(exc).__name__})") from None
+        detail = str(getattr(exc, "orig", exc)).splitlines()[0][:120]
+        raise ConfigError(f"database: cannot connect: {detail}") from None
     if "flow_revisions" not in tables:
         raise ConfigError("database: not migrated; run `checkin-bot db upgrade`")
     with engine.connect() as conn:
@@ -135,7 +147,9 @@ def build_runtime(
     sessions = make_session_factory(engine)
     messenger = messenger or build_messenger(settings)
     _check_database(engine, flows)
-    ctx = ServiceContext(settings=settings, texts=texts, clock=clock, flows=flows)
+    vocabulary = _load_vocabulary()
+    ctx = ServiceContext(settings=settings, texts=texts, clock=clock, flows=flows,
+                         vocabulary=vocabulary)
     dispatcher = Dispatcher(sessions, messenger, settings, clock, context_for=ctx.patient_values)
     return Runtime(settings=settings, engine=engine, sessions=sessions, clock=clock,
                    messenger=messenger, ctx=ctx, dispatcher=dispatcher,

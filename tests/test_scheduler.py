@@ -87,9 +87,9 @@ def test_serve_runs_the_scheduler_exactly_once_also_under_the_reloader(tmp_path,
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).ok:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.2)
         else:
             pytest.fail("serve did not answer /healthz")

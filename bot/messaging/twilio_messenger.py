@@ -168,7 +168,7 @@ class TwilioMessenger:
             raise SendError("permanent", f"twilio client error: {type(exc).__name__}") from exc
 
         segments = _segments(created.num_segments)
-        log.info("twilio send accepted sid=%s status=%s", created.sid, created.status)
+        log.debug("twilio send accepted sid=%s status=%s", created.sid, created.status)
         return SendResult(provider_id=created.sid, status=str(created.status), segments=segments)
 
     def _create_params(self, message: OutgoingMessage) -> dict[str, Any]:

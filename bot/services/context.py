@@ -27,6 +27,7 @@ class ServiceContext:
     texts: Texts
     clock: Clock
     flows: Any  # bot.domain.flows.FlowLibrary
+    vocabulary: Any = None  # bot.domain.triage.Vocabulary, compiled once at start-up
 
     def patient_values(self, patient) -> dict[str, str]:
         """Variables every patient-facing text may use."""

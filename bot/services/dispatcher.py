@@ -282,3 +282,13 @@ def _fill(template: str, values: dict) -> str:
         return template.format(**values)
     except (KeyError, IndexError):
         return template
+
+
+def failed_messages(session: Session, limit: int = 200) -> list[tuple[OutboxItem, Message]]:
+    """Outbox rows that ended failed, newest first: for the care team to follow up by phone."""
+    rows = session.execute(
+        select(OutboxItem, Message).join(Message, Message.id == OutboxItem.message_id)
+        .where(OutboxItem.status == "failed")
+        .order_by(OutboxItem.id.desc()).limit(limit)
+    ).all()
+    return [(item, message) for item, message in rows]

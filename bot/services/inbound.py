@@ -125,7 +125,7 @@ def handle_inbound_message(
         return out
 
     # Red flags: checked on every message, before and whatever the conversation.
-    triage = detect(text)
+    triage = detect(text, ctx.vocabulary)
     out.level = triage.level
     if triage.level == "emergency" and not triage.hypothetical:
         conversations.interrupt_active(session, patient.id, now, reason="emergency")

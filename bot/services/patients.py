@@ -36,7 +36,8 @@ def normalise_phone(raw: str, default_region: str | None = None) -> str:
         ) from None
     # "Possible" (right length for the country) rather than "valid": Ofcom's reserved drama
     # range (07700 900xxx), used in tests and demos, is not allocated and so never "valid".
-    if not phonenumbers.is_possible_number(parsed):
+    reason = phonenumbers.is_possible_number_with_reason(parsed)
+    if reason != phonenumbers.ValidationResult.IS_POSSIBLE:  # local-only numbers can't be texted
         raise InvalidField("phone", f"{raw!r} has the wrong number of digits for its country")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
@@ -96,11 +97,16 @@ def list_patients(session: Session) -> list[Patient]:
     return list(session.scalars(select(Patient).order_by(Patient.id)))
 
 
-def onboard_patient(session: Session, ctx, e: Enrolment, now: datetime, actor: str
-                    ) -> tuple[Patient, list[int]]:
-    """Enrol and start the welcome (consent) flow. Returns the patient and outbox ids."""
+def onboard_patient(session: Session, ctx, e: Enrolment, now: datetime, actor: str,
+                    respect_quiet_hours: bool = True) -> tuple[Patient, list[int]]:
+    """Enrol and start the welcome (consent) flow. Returns the patient and outbox ids.
+
+    The welcome is a routine message: enrolled at 11 p.m., the patient hears from us at the end
+    of their quiet hours (the simulator, where someone is waiting at the screen, says so).
+    """
     from bot.services import conversations
 
     patient = enrol_patient(session, e, languages=ctx.settings.languages, now=now, actor=actor)
-    ids = conversations.start_flow(session, ctx, patient, "welcome", now)
+    ids = conversations.start_flow(session, ctx, patient, "welcome", now,
+                                   routine=respect_quiet_hours)
     return patient, ids

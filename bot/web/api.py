@@ -102,3 +102,14 @@ def resolve(ref: str):
             return jsonify(escalation_json(esc))
     except esc_service.EscalationNotFound:
         return jsonify(error=f"no escalation {ref}"), 404
+
+
+@bp.get("/messages/failed")
+def failed_messages():
+    """Messages that could not be delivered, for the care team to follow up."""
+    from bot.services.dispatcher import failed_messages as query
+    from bot.web.serialize import failed_json
+
+    rt = runtime()
+    with rt.transaction() as s:
+        return jsonify([failed_json(i, m) for i, m in query(s)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bot.store.models import Escalation, Message, Patient
+from bot.store.models import Escalation, Message, OutboxItem, Patient
 
 
 def iso(value: datetime | None) -> str | None:
@@ -34,4 +34,12 @@ def escalation_json(e: Escalation) -> dict:
         "flags": list(e.flags), "status": e.status, "created_at": iso(e.created_at),
         "acknowledged_by": e.acknowledged_by, "acknowledged_at": iso(e.acknowledged_at),
         "resolved_at": iso(e.resolved_at), "alerts_sent": e.alerts_sent,
+    }
+
+
+def failed_json(item: OutboxItem, m: Message) -> dict:
+    return {
+        "message_id": m.id, "patient_id": item.patient_id, "to": item.to,
+        "channel": item.channel, "kind": item.kind, "attempts": item.attempts,
+        "error": item.last_error, "error_code": m.error_code, "created_at": iso(m.created_at),
     }

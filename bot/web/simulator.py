@@ -56,7 +56,8 @@ def pick_patient():
                     channel=str(data.get("channel") or "sms"),
                     language=str(data.get("language") or rt.settings.defaults.language),
                 )
-                patient, ids = onboard_patient(s, rt.ctx, e, rt.clock.now(), actor="simulator")
+                patient, ids = onboard_patient(s, rt.ctx, e, rt.clock.now(), actor="simulator",
+                                               respect_quiet_hours=False)
             body = patient_json(patient)
     except InvalidField as exc:
         return _bad(exc)

@@ -1,0 +1,278 @@
+"""Red-flag detector: tiers a patient's free-text message (emergency / urgent / routine).
+
+Pure code. The vocabulary (phrases, negation cues, clause breakers, hedges, hypotheticals,
+thresholds) lives in config/red_flags.yaml and is compiled by bot.domain.triage_vocab.
+
+How a message is read (clinical brief, shared/clinical/red-flags.md):
+  1. Normalise (case, accents, apostrophes, typos, repeated letters).
+  2. Find whole symptom phrases first, so phrases that contain a negation ("can't feel my feet",
+     "no control over my bladder") are flags and never negated.
+  3. Drop a mention only when a negation cue governs it inside its own clause ("no numbness",
+     "numbness? no"); clauses end at but/though/except/./;/... Hedges never cancel.
+  4. Conditional mentions ("if my legs go numb, what do I do?") keep their flags and level; the
+     result says hypothetical=True when every red-flag mention is conditional. The service
+     answers those with the safety net instead of the emergency alert, so this is conservative:
+     the condition must come right before the symptom and the message must ask for advice.
+  5. Pain scores >= 7/10 and temperatures >= 38.0 C / 100.4 F are read as numbers.
+Safety first: any internal error yields an emergency result rather than silence.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+
+from bot.domain.triage_vocab import LEVELS, Vocabulary
+from bot.domain.triage_vocab import load as _load
+
+__all__ = [
+    "FLAG_NAMES", "LEVELS", "TriageResult", "Vocabulary", "detect", "level_for_flags",
+    "load_vocabulary", "max_level",
+]
+
+FLAG_NAMES: frozenset[str]  # known flag names; read lazily from the default file (__getattr__)
+log = logging.getLogger(__name__)
+_RANK = {level: i for i, level in enumerate(LEVELS)}
+
+# "9/10", "8 out of 10", "6-7/10", "9 de 10"; not a date such as 9/10/24
+_SCORE = re.compile(
+    r"(?<![0-9.,/])(?P<a>\d{1,2}(?:[.,]\d)?)"
+    r"(?:(?: ?- ?| to | or | a | o )(?P<b>\d{1,2}(?:[.,]\d)?))?"
+    r"(?: ?/ ?| out of | outta | over | de | sobre )(?:10|ten|diez)(?![0-9a-z]| ?/ ?[0-9])")
+_WORD_SCORE = re.compile(
+    r" (?P<w>zero|one|two|three|four|five|six|seven|eight|nine|ten|cero|uno|dos|tres|cuatro|"
+    r"cinco|seis|siete|ocho|nueve|diez) (?:out of|de|over) (?:10|ten|diez)(?![0-9a-z])")
+_WORD_VALUES = {w: i % 11 for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten "
+    "cero uno dos tres cuatro cinco seis siete ocho nueve diez".split())}
+_DIGIT = re.compile(r"[0-9]")
+_compile = lru_cache(maxsize=4096)(re.compile)  # ~400 patterns per vocabulary
+_DATE_BEFORE = re.compile(r" (?:on|el|del|date|dated|appt|appointment|due|until|till|by)\s*$")
+_TEMP = re.compile(
+    r"(?<![0-9.,/])(?P<v>\d{2,3}(?:[.,]\d{1,2})?)(?![0-9]|[.,][0-9])"
+    r"(?P<deg> ?(?:degrees|degree|deg|grados|grado))?"
+    r"(?: ?(?P<u>c|f|celsius|centigrade|centigrados|fahrenheit)(?![a-z0-9]))?")
+
+
+@dataclass(frozen=True)
+class TriageResult:
+    level: str  # "emergency" | "urgent" | "routine"
+    flags: tuple[str, ...]  # sorted, unique
+    hypothetical: bool = False  # True when the only red-flag mentions are conditional
+    matches: tuple[str, ...] = ()  # "flag: matched text" (for audit / debugging)
+
+
+def load_vocabulary(path: str | os.PathLike[str] | None = None) -> Vocabulary:
+    """Load a vocabulary file (default config/red_flags.yaml); ValueError if malformed."""
+    return _load(path)
+
+
+@lru_cache(maxsize=1)
+def _default_vocabulary() -> Vocabulary:
+    return _load(None)
+
+
+def __getattr__(name: str) -> frozenset[str]:
+    if name == "FLAG_NAMES":  # the known flag names, from the default vocabulary file
+        return _default_vocabulary().flag_names
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def max_level(*levels: str) -> str:
+    """The highest of the given levels; "routine" if none. ValueError on an unknown level."""
+    best = "routine"
+    for level in levels:
+        if level not in _RANK:
+            raise ValueError(f"unknown level {level!r} (expected one of {LEVELS})")
+        if _RANK[level] > _RANK[best]:
+            best = level
+    return best
+
+
+def level_for_flags(flags: Iterable[str], vocabulary: Vocabulary | None = None) -> str:
+    """Tier shared with structured answers: highest level among the flags ("routine" if none).
+
+    ValueError on a flag name the vocabulary does not know (a typo must not pass as routine).
+    """
+    vocab = vocabulary if vocabulary is not None else _default_vocabulary()
+    if isinstance(flags, str):
+        flags = (flags,)
+    return max_level(*(vocab.level_of(flag) for flag in flags))
+
+
+def detect(text: str, vocabulary: Vocabulary | None = None) -> TriageResult:
+    """Tier one message. Never raises for any text."""
+    vocab = vocabulary if vocabulary is not None else _default_vocabulary()
+    try:
+        return _detect("" if text is None else str(text), vocab)
+    except Exception:  # safety net: a detector fault must never look like "routine"
+        log.exception("red-flag detector failed; escalating the message to emergency")
+        return TriageResult("emergency", (), False, ("detector error: escalated for safety",))
+
+
+class _Message:
+    """A normalised message plus lazily computed clause boundaries and masked text."""
+
+    def __init__(self, vocab: Vocabulary, norm: str) -> None:
+        self.vocab, self.norm = vocab, norm
+        self.low_scores: list[int] = []  # positions of pain scores below "severe"
+        self._masked: str | None = None
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+
+    @property
+    def masked(self) -> str:
+        """The text with hedges and pseudo-negations ("not sure", "no better") blanked out."""
+        if self._masked is None:
+            parts, last, norm = [], 0, self.norm
+            for m in self.vocab.rx["mask"].finditer(norm):
+                parts += [norm[last:m.start() + 1], "q" * (m.end() - m.start() - 1)]
+                last = m.end()
+            self._masked = "".join(parts) + norm[last:]
+            for m in self.vocab.rx["boundary"].finditer(self._masked):
+                self._starts.append(m.start())
+                self._ends.append(m.end())
+        return self._masked
+
+    def clause(self, pos: int) -> tuple[int, int]:
+        """(start, end) of the clause containing pos."""
+        masked = self.masked
+        i = bisect.bisect_right(self._ends, pos)
+        start = self._ends[i - 1] if i else 0
+        j = bisect.bisect_left(self._starts, pos)
+        return start, self._starts[j] if j < len(self._starts) else len(masked)
+
+
+def _detect(text: str, vocab: Vocabulary) -> TriageResult:
+    msg = _Message(vocab, vocab.normalise(text))
+    hits = sorted({*_phrase_hits(msg), *_number_hits(msg)}, key=lambda h: (h[1], h[2], h[0]))
+    found: dict[str, bool] = {}  # flag -> every mention so far was hypothetical
+    matches: dict[str, None] = {}
+    accepted: dict[str, tuple[int, int]] = {}  # flag -> span of its last accepted mention
+    for flag, start, end in hits:
+        span = accepted.get(flag)
+        if span is not None and span[0] <= start and end <= span[1]:
+            continue  # inside a mention already read ("numb" in "legs go numb")
+        if _negated(msg, start, end):
+            continue
+        accepted[flag] = (start, end)
+        hypothetical = _hypothetical(msg, start)
+        down = vocab.flags[flag].downgrade_to
+        if down is not None and _stable(msg, start):
+            flag = down
+        found[flag] = found.get(flag, True) and hypothetical
+        note = " (hypothetical)" if hypothetical else ""
+        matches[f"{flag}: {msg.norm[start:end].strip()}{note}"] = None
+    flags = tuple(sorted(found))
+    red = [f for f in flags if vocab.flags[f].level != "routine"]
+    hypothetical = bool(red) and all(found[f] for f in red)
+    return TriageResult(level_for_flags(flags, vocab), flags, hypothetical, tuple(matches))
+
+
+def _phrase_hits(msg: _Message) -> list[tuple[str, int, int]]:
+    """(flag, start, end) of every symptom phrase; start is the space before its first word.
+
+    The finder spots any phrase's first word in one pass; only the flags with a phrase that can
+    start with that word are then tried there.
+    """
+    norm, vocab, hits = msg.norm, msg.vocab, []
+    dispatch = vocab.dispatch
+    for m in vocab.finder.finditer(norm):
+        p = m.start()
+        for entry in dispatch[m.lastgroup]:
+            regex = entry[1]
+            if regex.__class__ is str:  # compiled on first use (see Vocabulary.dispatch)
+                regex = entry[1] = _compile(regex)
+            if fm := regex.match(norm, p):
+                hits.append((entry[0], p, fm.end()))
+    for spec in vocab.raw_flags:
+        hits += [(spec.name, max(fm.start() - 1, 0), fm.end()) for fm in spec.raw.finditer(norm)]
+    return hits
+
+
+def _number_hits(msg: _Message) -> list[tuple[str, int, int]]:
+    """Severe pain scores (>= pain_score_severe_at) and fevers, as (flag, start, end)."""
+    norm, num = msg.norm, msg.vocab.numeric
+    scores: dict[int, tuple[float, int]] = {}  # position of the score -> (value, end)
+    if " ten" in norm or " diez" in norm:
+        for m in _WORD_SCORE.finditer(norm):
+            scores[m.start() + 1] = (float(_WORD_VALUES[m.group("w")]), m.end())
+    if not _DIGIT.search(norm):
+        return _pain_scores(msg, scores)
+    for m in _SCORE.finditer(norm):
+        if not _DATE_BEFORE.search(norm, max(0, m.start() - 14), m.start()):
+            values = [float(g.replace(",", ".")) for g in m.group("a", "b") if g]
+            scores[m.start()] = (max(values), m.end())
+    for m in num["pain_word_score"].finditer(norm):
+        scores.setdefault(m.start(1), (float(m.group(1).replace(",", ".")), m.end(1)))
+    hits = _pain_scores(msg, scores)
+    for m in _TEMP.finditer(norm):
+        value, unit = float(m.group("v").replace(",", ".")), (m.group("u") or " ")[0]
+        if unit == " ":  # no unit given: tell Celsius from Fahrenheit by the range
+            unit = "c" if 34 <= value <= 43.5 else "f" if 93 <= value <= 110 else ""
+        if not (m.group("deg") or m.group("u") or num["temperature_words"].search(
+                norm, max(0, m.start() - 40), m.start())
+                or num["temperature_words"].search(norm, m.end(), m.end() + 25)):
+            continue  # a number with no unit and no "temp"/"fever" nearby is not a temperature
+        if (unit == "c" and num["fever_celsius_at"] <= value <= 43.5) or (
+                unit == "f" and num["fever_fahrenheit_at"] <= value <= 110):
+            hits.append((num["fever_flag"], m.start() - 1, m.end()))
+    return hits
+
+
+def _pain_scores(msg: _Message, scores: dict[int, tuple[float, int]]) -> list[tuple[str, int, int]]:
+    num, hits = msg.vocab.numeric, []
+    for start, (value, end) in scores.items():
+        before = " " + " ".join(msg.norm[max(0, start - 40):start].split()[-3:])
+        if value > 10 or (num["non_pain_topics"].search(before)
+                          and not num["pain_words"].search(before)):
+            continue  # "mood 8/10" is not a pain score
+        if value >= num["pain_score_severe_at"]:
+            hits.append((num["pain_score_flag"], start - 1, end))
+        else:
+            msg.low_scores.append(start)
+    return hits
+
+
+def _negated(msg: _Message, start: int, end: int) -> bool:
+    """Is this mention governed by a negation cue in its own clause (before or just after)?"""
+    vocab = msg.vocab
+    if not vocab.immune_words.isdisjoint(msg.norm[start:end].split()):
+        return False  # the phrase itself carries the negation: "can't feel my feet"
+    masked, rx = msg.masked, vocab.rx
+    clause_start, clause_end = msg.clause(start)
+    window_start = clause_start
+    comma = masked.rfind(",", clause_start, start)
+    if comma != -1:  # a negation crosses a comma only along a plain list: "no X, Y or Z"
+        rest = masked[comma + 1:clause_end]
+        if not rx["list"].search(rest) or rx["clause_words"].search(" " + rest):
+            window_start = comma + 1
+    if rx["neg_before"].search(masked, window_start, start) and not rx["terminator_inside"].search(
+            masked, start, end):
+        return True
+    return bool(rx["neg_after"].match(masked, end))
+
+
+def _hypothetical(msg: _Message, start: int) -> bool:
+    """Conditional ("if my legs go numb") in a message asking for advice? Conservative: the
+    service answers a hypothetical with the safety net instead of the emergency alert."""
+    masked, rx = msg.masked, msg.vocab.rx
+    if "?" not in masked and not rx["advice"].search(masked):
+        return False
+    clause_start, _ = msg.clause(start)
+    window_start = max(clause_start, masked.rfind(",", clause_start, start) + 1)
+    m = rx["hypothetical"].search(masked, window_start, start)
+    return m is not None and not (m.start() == 0 and masked.startswith(" si "))
+
+
+def _stable(msg: _Message, start: int) -> bool:
+    """Does the clause describe the pain as stable / usual / better, or score it low?"""
+    clause_start, clause_end = msg.clause(start)
+    if any(clause_start <= p < clause_end for p in msg.low_scores):
+        return True
+    return bool(msg.vocab.rx["stable"].search(msg.masked, clause_start, clause_end))

@@ -1,0 +1,432 @@
+"""Unit tests for the red-flag detector (bot/domain/triage.py), one group per rule of the
+clinical brief (shared/clinical/red-flags.md), plus the vocabulary file's loading rules."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot.domain import triage
+from bot.domain.triage import (
+    LEVELS,
+    TriageResult,
+    detect,
+    level_for_flags,
+    load_vocabulary,
+    max_level,
+)
+from bot.domain.triage_vocab import DEFAULT_PATH, _YamlLoader, base_normalise
+
+REQUIRED_FLAGS = {
+    "emergency": ["limb_weakness", "sensory_loss", "saddle_anaesthesia", "bladder_dysfunction",
+                  "bowel_dysfunction", "gait_balance", "radicular_pain"],
+    "urgent": ["severe_pain", "night_pain", "cough_pain", "uncontrolled_pain", "new_back_pain",
+               "fever", "constipation"],
+}
+
+
+def level(text: str) -> str:
+    return detect(text).level
+
+
+def flags(text: str) -> tuple[str, ...]:
+    return detect(text).flags
+
+
+# ------------------------------------------------------------------------------ interface
+def test_interface_constants_and_result_shape():
+    assert LEVELS == ("routine", "urgent", "emergency")
+    for tier, names in REQUIRED_FLAGS.items():
+        for name in names:
+            assert name in triage.FLAG_NAMES
+            assert level_for_flags([name]) == tier
+    result = detect("no pain but my legs gave way and I wet myself")
+    assert isinstance(result, TriageResult)
+    assert result.flags == tuple(sorted(set(result.flags)))
+    assert result.flags == ("bladder_dysfunction", "limb_weakness")
+    assert result.matches and all(isinstance(m, str) for m in result.matches)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.level = "routine"  # type: ignore[misc]
+
+
+def test_level_for_flags_is_the_highest_level():
+    assert level_for_flags([]) == "routine"
+    assert level_for_flags(["fatigue", "nausea"]) == "routine"
+    assert level_for_flags(["fatigue", "fever"]) == "urgent"
+    assert level_for_flags(iter(["fever", "limb_weakness", "fatigue"])) == "emergency"
+    assert level_for_flags("fever") == "urgent"  # a lone string is one flag, not its letters
+
+
+def test_level_for_flags_rejects_an_unknown_flag():
+    with pytest.raises(ValueError, match="unknown red flag 'numbnes'"):
+        level_for_flags(["numbnes"])
+
+
+def test_max_level():
+    assert max_level() == "routine"
+    assert max_level("routine", "emergency", "urgent") == "emergency"
+    assert max_level("urgent", "routine") == "urgent"
+    with pytest.raises(ValueError, match="unknown level"):
+        max_level("urgent", "critical")
+
+
+# ------------------------------------------------------------------------------ normalising
+def test_normalisation():
+    assert base_normalise("Can’t FEEL my légs!!") == "cant feel my legs !!"
+    assert base_normalise("pain 9/10. temp 38.5C\nok") == "pain 9/10 . temp 38.5c . ok"
+    assert base_normalise("sooooo weeeeeak") == "sooo weeeak"  # capped, still matches "weak"
+    assert base_normalise("Sí, tengo fiebre") == "yes , tengo fiebre"  # sí (yes) is not si (if)
+
+
+@pytest.mark.parametrize("text", [
+    "I CANT FEEL MY LEGS", "i can’t feel my legs", "I can`t feel my legs", "i cnt feel my legs",
+    "cant feeeel my leggs", "I cannot feel my legs", "can't feel my legs!!!", "cant feel my lges",
+])
+def test_case_apostrophes_typos_and_repeated_letters(text):
+    assert detect(text).flags == ("sensory_loss",)
+
+
+@pytest.mark.parametrize("text, flag", [
+    ("numbnes in my foot", "sensory_loss"),
+    ("tinglin in my toes", "sensory_loss"),
+    ("weekness in my arms", "limb_weakness"),
+    ("my legs are sooo weeeak", "limb_weakness"),
+    ("excrutiating back pain", "severe_pain"),
+    ("temprature 38.6", "fever"),
+    ("realy unstedy", "gait_balance"),
+])
+def test_common_typos(text, flag):
+    assert flag in flags(text)
+
+
+# ------------------------------------------------------------------------------ patient phrasings
+@pytest.mark.parametrize("text, flag", [
+    ("my legs are like jelly", "limb_weakness"),
+    ("I wet myself", "bladder_dysfunction"),
+    ("I need to go but I can't go", "bladder_dysfunction"),
+    ("pooed myself", "bowel_dysfunction"),
+    ("my knees buckled", "limb_weakness"),
+    ("my foot drags", "gait_balance"),
+    ("walking like I'm drunk", "gait_balance"),
+    ("numb down there when I wipe", "saddle_anaesthesia"),
+    ("can't hold my wee", "bladder_dysfunction"),
+    ("band of pain round my chest", "radicular_pain"),
+    ("shooting pain down my leg", "radicular_pain"),
+    ("worst pain ever", "severe_pain"),
+    ("it wakes me every night", "night_pain"),
+    ("painkillers not touching it", "uncontrolled_pain"),
+    ("hurts when I cough", "cough_pain"),
+    ("really constipated", "constipation"),
+    ("my back hurts", "new_back_pain"),
+    ("no siento los pies", "sensory_loss"),
+    ("tengo las piernas débiles", "limb_weakness"),
+    ("no puedo orinar", "bladder_dysfunction"),
+    ("me duele la espalda cuando toso", "cough_pain"),
+])
+def test_slang_and_everyday_phrasings(text, flag):
+    assert flag in flags(text)
+
+
+@pytest.mark.parametrize("text", [
+    "weak tea please", "my numbers were good", "walked 2 miles today", "I fell asleep early",
+    "went for a wee walk", "I can't go to my appointment tomorrow", "can't wait to see you",
+    "my bladder infection cleared up",
+])
+def test_everyday_words_that_are_not_red_flags(text):
+    assert level(text) == "routine"
+
+
+# ------------------------------------------------------------------------------ rule 2
+@pytest.mark.parametrize("text, flag", [
+    ("can't feel my feet", "sensory_loss"),
+    ("no feeling down there", "saddle_anaesthesia"),
+    ("not able to walk", "gait_balance"),
+    ("no control over my bladder", "bladder_dysfunction"),
+    ("haven't had a wee since this morning", "bladder_dysfunction"),
+    ("nothing comes out when I try to pee", "bladder_dysfunction"),
+    ("no strength in my legs", "limb_weakness"),
+    ("No I can't feel my legs", "sensory_loss"),
+])
+def test_whole_phrases_are_matched_before_negation(text, flag):
+    assert flag in flags(text)
+    assert level(text) == "emergency"
+
+
+# ------------------------------------------------------------------------------ rule 3
+@pytest.mark.parametrize("text", [
+    "no numbness", "legs are fine", "no problems peeing", "balance is fine",
+    "no weakness or numbness", "no weakness, numbness or tingling", "Not constipated anymore",
+    "my legs aren't weak", "I haven't had any tingling", "no pain at night",
+    "no pain when I cough", "sin hormigueo ni debilidad", "Numbness? No. Weakness? No.",
+    "weakness: none", "no fever", "denies any numbness",
+])
+def test_negated_mentions_are_not_flags(text):
+    assert detect(text).level == "routine", detect(text)
+
+
+@pytest.mark.parametrize("text", [
+    "no pain but I can't feel my legs",
+    "no pain. legs numb",
+    "no numbness though my legs are weak",
+    "no weakness, apart from numb feet",
+    "no pain, numb legs",
+    "no pain and my legs are numb",
+    "no pain just tingling in my toes",
+    "no tengo dolor pero no puedo caminar",
+    "my feet are numb fine otherwise",
+    "tingling ok",
+])
+def test_negation_reaches_only_its_own_clause(text):
+    assert level(text) == "emergency", detect(text)
+
+
+# ------------------------------------------------------------------------------ rule 4
+@pytest.mark.parametrize("text", [
+    "I think my legs are weak",
+    "not sure but my feet are numb",
+    "my legs are numb, is that normal?",
+    "probably nothing but I keep stumbling",
+    "it's probably nothing my feet are tingling",
+    "maybe a bit of pins and needles",
+    "no sé si es normal pero tengo hormigueo",
+])
+def test_hedges_do_not_cancel(text):
+    assert level(text) == "emergency", detect(text)
+
+
+# ------------------------------------------------------------------------------ rule 5
+@pytest.mark.parametrize("text, flag", [
+    ("If my legs go numb, what do I do?", "sensory_loss"),
+    ("what should I do if I wet myself", "bladder_dysfunction"),
+    ("What happens if I can't feel my feet?", "sensory_loss"),
+    ("in case my legs go weak who do I call", "limb_weakness"),
+    ("¿qué hago si se me duermen las piernas?", "sensory_loss"),
+])
+def test_hypothetical_mentions_keep_flag_and_level(text, flag):
+    result = detect(text)
+    assert flag in result.flags and result.level == "emergency"
+    assert result.hypothetical is True
+
+
+@pytest.mark.parametrize("text", [
+    "If I stand up my legs give way, what should I do?",  # the symptom is real
+    "my legs go numb if I sit too long",
+    "if my legs go numb what do I do? also I wet myself last night",  # one real mention
+    "Si tengo hormigueo, que hago?",  # an unaccented opening "si" may be "sí" (yes)
+    "if my legs go numb I will call",  # no question asked: not treated as hypothetical
+    "I can't feel my legs",
+])
+def test_real_mentions_are_not_hypothetical(text):
+    result = detect(text)
+    assert result.level == "emergency"
+    assert result.hypothetical is False
+
+
+def test_routine_messages_are_never_hypothetical():
+    assert detect("what if I feel tired?").hypothetical is False
+
+
+# ------------------------------------------------------------------------------ numbers
+@pytest.mark.parametrize("text", [
+    "pain 9/10", "8 out of 10", "back pain 7/10", "pain is 8 today", "ten out of ten",
+    "pain 6-7/10", "Pain 8.5/10", "dolor 9 de 10", "pain score 8",
+])
+def test_severe_pain_scores(text):
+    assert "severe_pain" in flags(text)
+    assert level(text) == "urgent"
+
+
+@pytest.mark.parametrize("text", [
+    "pain 3/10", "pain 6/10", "dolor 2 de 10", "mood 8/10 today", "sleep 9/10",
+    "appointment on 9/10", "seen on 9/10/2024", "pain for 8 days", "back pain 3/10",
+])
+def test_low_or_non_pain_scores(text):
+    assert "severe_pain" not in flags(text)
+    assert level(text) == "routine"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("temperature 38.5", "urgent"), ("38.5C", "urgent"), ("101F", "urgent"),
+    ("temp 38", "urgent"), ("temp 38.0", "urgent"), ("temp 37.9", "routine"),
+    ("100.4F", "urgent"), ("100.3 F", "routine"), ("temp 100.8", "urgent"),
+    ("tengo fiebre de 38,5", "urgent"), ("temperatura 37,2", "routine"),
+    ("38.2 degrees", "urgent"), ("38.5°C this morning", "urgent"),
+    ("I am 38 years old", "routine"), ("no fever, temp 37", "routine"),
+    ("thermometer says 38.3", "urgent"), ("102 fever", "urgent"),
+])
+def test_fever_thresholds(text, expected):
+    assert level(text) == expected, detect(text)
+    assert ("fever" in flags(text)) == (expected == "urgent")
+
+
+def test_stable_known_pain_is_routine_but_new_back_pain_is_urgent():
+    assert level("back pain same as usual") == "routine"
+    assert level("back pain 3/10, no worse") == "routine"
+    assert level("back pain") == "urgent"
+    assert level("back pain no better") == "urgent"  # "no better" is not a negation
+    assert level("back pain same as usual but now it wakes me at night") == "urgent"
+
+
+# ------------------------------------------------------------------------------ robustness
+@pytest.mark.parametrize("text", [
+    "", " ", "\x00\x01\x02", "😊👍🔥", "\u202e\u200b", "ａｂｃ", "İstanbul ß ﬁ", "9" * 5000,
+    "no " * 3000, "a" * 20000, "pain 99999999999999999999/10", ".,;:!?/" * 500,
+])
+def test_odd_text_never_raises(text):
+    result = detect(text)
+    assert result.level in LEVELS
+    assert not any("detector error" in m for m in result.matches)
+
+
+def test_not_a_string_is_read_as_text():
+    assert detect(None).level == "routine"  # type: ignore[arg-type]
+
+
+def test_an_internal_error_escalates_instead_of_raising(monkeypatch):
+    def broken(*_args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(triage, "_detect", broken)
+    result = detect("hello")
+    assert result.level == "emergency"
+    assert result.matches == ("detector error: escalated for safety",)
+
+
+def test_every_generated_regex_compiles():
+    vocab = load_vocabulary()
+    for entries in vocab.dispatch.values():
+        for _name, pattern in entries:
+            re.compile(pattern if isinstance(pattern, str) else pattern.pattern)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text() | st.text(min_size=2000, max_size=20000))
+def test_property_arbitrary_text_never_raises(text):
+    result = detect(text)
+    assert result.level in LEVELS
+    assert set(result.flags) <= triage.FLAG_NAMES
+    assert not any("detector error" in m for m in result.matches)
+    assert result.hypothetical is False or result.level != "routine"
+
+
+EMERGENCIES = [
+    "cant feel my legs", "legs gave way", "I wet myself", "numb down there when I wipe",
+    "pins and needles in my feet?", "if my legs go numb what do I do", "cant go",
+    "no pain but my legs are weak", "band of pain round my chest", "walking like im drunk",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(EMERGENCIES), st.sampled_from([". ", "\n", "! ", "; "]),
+       st.text(max_size=200))
+def test_property_a_new_sentence_never_lowers_an_emergency(message, separator, extra):
+    # Sound because negation, conditionals and the "$" end never reach across . ! ; or a new
+    # line, so a sentence added after a red-flag sentence can only add flags.
+    assert detect(message).level == "emergency"
+    assert detect(message + separator + extra).level == "emergency"
+
+
+# ------------------------------------------------------------------------------ vocabulary file
+def _default_data() -> dict:
+    return yaml.load(DEFAULT_PATH.read_text(encoding="utf-8"), Loader=_YamlLoader)  # noqa: S506
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "red_flags.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _mutated(tmp_path: Path, change) -> Path:
+    data = copy.deepcopy(_default_data())
+    change(data)
+    return _write(tmp_path, data)
+
+
+def test_default_vocabulary_loads_with_all_flags():
+    vocab = load_vocabulary()
+    assert set(REQUIRED_FLAGS["emergency"] + REQUIRED_FLAGS["urgent"]) <= vocab.flag_names
+    assert {"fatigue", "nausea", "low_mood"} <= vocab.flag_names
+    assert vocab.level_of("fatigue") == "routine"
+
+
+def test_yes_no_stay_text_in_the_vocabulary_file(tmp_path):
+    path = tmp_path / "v.yaml"
+    path.write_text(DEFAULT_PATH.read_text(encoding="utf-8"), encoding="utf-8")
+    assert detect("no numbness", load_vocabulary(path)).level == "routine"  # `no` not False
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.pop("flags"), "missing top-level section 'flags'"),
+    (lambda d: d.update(flag={}), "unknown key(s) ['flag']"),
+    (lambda d: d["flags"]["fever"].update(level="critical"), "flags.fever.level: must be one of"),
+    (lambda d: d["flags"]["fever"].update(phrases="fever"), "flags.fever.phrases: must be a list"),
+    (lambda d: d["flags"]["fever"].update(phrases=[]), "flags.fever.phrases: must not be empty"),
+    (lambda d: d["flags"]["fever"]["phrases"].append("(high temp"),
+     "flags.fever.phrases[%]: '(high temp': '(' is never closed by ')'"),
+    (lambda d: d["flags"]["fever"]["phrases"].append("high temp)"), "unbalanced ')'"),
+    (lambda d: d["flags"]["fever"]["phrases"].append("{temps} high"), "unknown word class {temps}"),
+    (lambda d: d["flags"]["fever"]["phrases"].append("... hot"), "cannot start with '...'"),
+    (lambda d: d["flags"]["fever"]["phrases"].append("[very] [hot]"), "can match nothing"),
+    (lambda d: d["flags"]["fever"]["phrases"].append("hot & <cold>"), "unexpected character '<'"),
+    (lambda d: d["flags"]["fever"]["phrases"].append("ho*t"), "'*' may only end a word"),
+    (lambda d: d["flags"]["fever"]["phrases"].append("re: (unclosed"), "bad regex"),
+    (lambda d: d["flags"].pop("saddle_anaesthesia"), "['saddle_anaesthesia'] are missing"),
+    (lambda d: d["flags"]["new_back_pain"].update(downgrade_when_stable="fever"),
+     "must be a known flag of a lower level"),
+    (lambda d: d["word_classes"].update(leg=["{limb}"]), "refers to itself"),
+    (lambda d: d["context"].pop("hedges"), "missing list(s) ['hedges']"),
+    (lambda d: d["settings"].update(gap_words=99), "settings.gap_words: must be a number"),
+    (lambda d: d["numeric"].update(fever_celsius_at="high"), "numeric.fever_celsius_at"),
+    (lambda d: d["numeric"].update(fever_flag="pyrexia"), "numeric.fever_flag: 'pyrexia'"),
+    (lambda d: d["spellings"].update(legs=["l-e-g-s!"]), "must be plain words"),
+])
+def test_malformed_vocabulary_gives_a_clear_error(tmp_path, change, message):
+    path = _mutated(tmp_path, change)
+    with pytest.raises(ValueError) as info:
+        load_vocabulary(path)
+    text = str(info.value)
+    assert str(path) in text
+    assert re.search(re.escape(message).replace("%", r"\d+"), text), text
+
+
+def test_unreadable_or_invalid_yaml_gives_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="cannot read the vocabulary file"):
+        load_vocabulary(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("flags: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_vocabulary(bad)
+    bad.write_text("- just a list\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="must be a mapping"):
+        load_vocabulary(bad)
+
+
+def test_a_clinician_can_add_a_phrase(tmp_path):
+    message = "my legs have gone on strike"
+    assert level(message) == "routine"
+    path = _mutated(tmp_path, lambda d: d["flags"]["limb_weakness"]["phrases"].append(
+        "{leg} [have|has] (gone|went) on strike"))
+    custom = load_vocabulary(path)
+    result = detect(message, custom)
+    assert result.level == "emergency" and result.flags == ("limb_weakness",)
+    assert detect("my legs haven't gone on strike", custom).level == "routine"  # still negatable
+    assert level(message) == "routine"  # the default vocabulary is untouched
+
+
+def test_a_clinician_can_add_a_flag_and_change_a_tier(tmp_path):
+    def change(d):
+        d["flags"]["hiccups"] = {"level": "urgent", "phrases": ["hiccup*", "(hipo|hipos)"]}
+        d["flags"]["constipation"]["level"] = "routine"
+    custom = load_vocabulary(_mutated(tmp_path, change))
+    assert detect("Hiccups all day", custom).flags == ("hiccups",)
+    assert detect("tengo hipo", custom).level == "urgent"
+    assert detect("really constipated", custom).level == "routine"
+    assert level_for_flags(["hiccups"], custom) == "urgent"
