@@ -84,8 +84,15 @@ class Dispatcher:
     # -- entry points -------------------------------------------------------------------------
 
     def dispatch_ids(self, ids: list[int]) -> int:
-        """Send these rows now if still unsent (the reply path right after a webhook commits)."""
-        return sum(self._send_one(i, paced=False) for i in ids)
+        """Send these rows now if still unsent (the reply path right after a webhook commits).
+
+        The rows are claimed together in one transaction; each outcome is recorded as soon as
+        the carrier answers, so a crash can repeat at most the one send in flight.
+        """
+        now = self.clock.now()
+        with transaction(self.sessions) as s:
+            jobs = [job for i in ids if (job := self._claim_in(s, i, False, now)) is not None]
+        return sum(self._send(job) for job in jobs)
 
     def dispatch_due(self, limit: int = 100) -> int:
         """Send due rows, most urgent first, paced per sender for routine traffic."""
@@ -101,8 +108,9 @@ class Dispatcher:
 
     def _send_one(self, item_id: int, paced: bool) -> int:
         job = self._claim(item_id, paced)
-        if job is None:
-            return 0
+        return 0 if job is None else self._send(job)
+
+    def _send(self, job: _Job) -> int:
         if job.paced:
             self.pacer.wait(job.sender, gsm7.segments(job.outgoing.body or ""))
         try:
@@ -118,47 +126,51 @@ class Dispatcher:
         return 1
 
     def _claim(self, item_id: int, paced: bool) -> _Job | None:
-        s_ = self.settings
         now = self.clock.now()
         with transaction(self.sessions) as s:
-            claimed = s.execute(
-                update(OutboxItem)
-                .where(OutboxItem.id == item_id, _claimable(now))
-                .values(
-                    status="sending",
-                    claimed_until=now + timedelta(seconds=s_.outbox.claim_seconds),
-                    attempts=OutboxItem.attempts + 1,
-                )
-                .execution_options(synchronize_session=False)
-            ).rowcount
-            if claimed != 1:
-                return None
-            item = s.get(OutboxItem, item_id)
-            s.refresh(item)
-            message = s.get(Message, item.message_id)
-            patient = s.get(Patient, item.patient_id) if item.patient_id else None
-            hold = self._hold_reason(item, patient, now)
-            if hold == "defer":
-                item.status = "pending"
-                item.claimed_until = None
-                item.attempts -= 1
-                item.next_attempt_at = quiet_hours_end(
-                    now, patient.timezone, s_.quiet_hours.start, s_.quiet_hours.end)
-                return None
-            if hold:
-                item.status = "cancelled"
-                item.last_error = hold
-                message.status = "cancelled"
-                message.updated_at = now
-                audit(s, now, "system", "outbox.cancelled", "message", message.id, reason=hold)
-                return None
-            message.status = "sending"
-            outgoing = self._outgoing(item, message, patient, now)
-            return _Job(
-                item_id=item.id, message_id=message.id, attempts=item.attempts,
-                outgoing=outgoing, sender=self._sender(item.channel),
-                paced=paced and item.priority > PRIORITY_REPLY, patient_id=item.patient_id,
+            return self._claim_in(s, item_id, paced, now)
+
+    def _claim_in(self, s: Session, item_id: int, paced: bool, now: datetime) -> _Job | None:
+        """Claim one row in the caller's transaction; None if it is not ours to send now."""
+        s_ = self.settings
+        claimed = s.execute(
+            update(OutboxItem)
+            .where(OutboxItem.id == item_id, _claimable(now))
+            .values(
+                status="sending",
+                claimed_until=now + timedelta(seconds=s_.outbox.claim_seconds),
+                attempts=OutboxItem.attempts + 1,
             )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if claimed != 1:
+            return None
+        item = s.get(OutboxItem, item_id)
+        s.refresh(item)
+        message = s.get(Message, item.message_id)
+        patient = s.get(Patient, item.patient_id) if item.patient_id else None
+        hold = self._hold_reason(item, patient, now)
+        if hold == "defer":
+            item.status = "pending"
+            item.claimed_until = None
+            item.attempts -= 1
+            item.next_attempt_at = quiet_hours_end(
+                now, patient.timezone, s_.quiet_hours.start, s_.quiet_hours.end)
+            return None
+        if hold:
+            item.status = "cancelled"
+            item.last_error = hold
+            message.status = "cancelled"
+            message.updated_at = now
+            audit(s, now, "system", "outbox.cancelled", "message", message.id, reason=hold)
+            return None
+        message.status = "sending"
+        outgoing = self._outgoing(item, message, patient, now)
+        return _Job(
+            item_id=item.id, message_id=message.id, attempts=item.attempts,
+            outgoing=outgoing, sender=self._sender(item.channel),
+            paced=paced and item.priority > PRIORITY_REPLY, patient_id=item.patient_id,
+        )
 
     def _hold_reason(self, item: OutboxItem, patient: Patient | None, now: datetime) -> str | None:
         if patient is None or not item.routine:

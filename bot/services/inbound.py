@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from bot.domain.triage import detect
+from bot.domain.triage import detect, level_for_flags
 from bot.services import conversations
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
@@ -127,15 +127,17 @@ def handle_inbound_message(
     # Red flags: checked on every message, before and whatever the conversation.
     triage = detect(text, ctx.vocabulary)
     out.level = triage.level
+    # Routine flags (fatigue, "pain" at a stable level) go on the record, not into an alert.
+    red_flags = [f for f in triage.flags if level_for_flags([f], ctx.vocabulary) != "routine"]
     if triage.level == "emergency" and not triage.hypothetical:
         conversations.interrupt_active(session, patient.id, now, reason="emergency")
-        out.outbox_ids += emergency_response(session, ctx, patient, list(triage.flags), text,
+        out.outbox_ids += emergency_response(session, ctx, patient, red_flags, text,
                                              now, channel=msg.channel)
         return out
     if triage.level != "routine" and triage.hypothetical:
         out.outbox_ids.append(reply("safety_net"))
     elif triage.level == "urgent":
-        out.outbox_ids += urgent_response(session, ctx, patient, list(triage.flags), text, now,
+        out.outbox_ids += urgent_response(session, ctx, patient, red_flags, text, now,
                                           channel=msg.channel)
 
     if patient.status == "opted_out":
