@@ -48,14 +48,36 @@ class Runtime:
         if self.dispatch_mode == "inline":
             self.dispatcher.dispatch_ids(outbox_ids)
             return
+        self._submit(self._dispatch_quietly, list(outbox_ids))
+
+    def claim_for_sending(self, session: Session, outbox_ids: list[int]) -> list:
+        """In the request's own transaction: claim the rows it wrote, to send after commit."""
+        if not outbox_ids or self.dispatch_mode == "none":
+            return []
+        return self.dispatcher.claim_new(session, outbox_ids)
+
+    def send_claimed(self, jobs: list) -> None:
+        """After commit: send what claim_for_sending took (a crash leaves them to the sweep)."""
+        if not jobs:
+            return
+        if self.dispatch_mode == "inline":
+            self.dispatcher.send_jobs(jobs)
+            return
+        self._submit(self._guarded, self.dispatcher.send_jobs, jobs)
+
+    def _submit(self, fn, *args) -> None:
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dispatch")
-        self._pool.submit(self._dispatch_quietly, list(outbox_ids))
+        self._pool.submit(fn, *args)
 
     def _dispatch_quietly(self, ids: list[int]) -> None:
+        self._guarded(self.dispatcher.dispatch_ids, ids)
+
+    @staticmethod
+    def _guarded(fn, *args) -> None:
         try:
-            self.dispatcher.dispatch_ids(ids)
+            fn(*args)
         except Exception:
             log.exception("immediate dispatch failed; the scheduler will retry")
 

@@ -131,31 +131,59 @@ class Dispatcher:
             return self._claim_in(s, item_id, paced, now)
 
     def _claim_in(self, s: Session, item_id: int, paced: bool, now: datetime) -> _Job | None:
-        """Claim one row in the caller's transaction; None if it is not ours to send now."""
-        s_ = self.settings
+        """Claim one committed row in the caller's transaction; None if not ours to send now."""
         claimed = s.execute(
             update(OutboxItem)
             .where(OutboxItem.id == item_id, _claimable(now))
             .values(
                 status="sending",
-                claimed_until=now + timedelta(seconds=s_.outbox.claim_seconds),
+                claimed_until=now + timedelta(seconds=self.settings.outbox.claim_seconds),
                 attempts=OutboxItem.attempts + 1,
             )
             .execution_options(synchronize_session=False)
         ).rowcount
         if claimed != 1:
             return None
-        item = s.get(OutboxItem, item_id)
-        s.refresh(item)
+        item = s.get(OutboxItem, item_id, populate_existing=True)
+        return self._prepare(s, item, paced, now)
+
+    def claim_new(self, s: Session, ids: list[int]) -> list[_Job]:
+        """Claim rows written in the caller's own, still open, transaction.
+
+        Nobody else can see them before it commits, so no conditional update is needed; the
+        objects are already in the session, so this costs no query. Send the jobs after commit.
+        """
+        now = self.clock.now()
+        jobs = []
+        written = s.info.get("outbox", {})
+        for item_id in ids:
+            item = written[item_id][0] if item_id in written else s.get(OutboxItem, item_id)
+            if item is None or item.status != "pending" or item.next_attempt_at > now:
+                continue
+            item.status = "sending"
+            item.claimed_until = now + timedelta(seconds=self.settings.outbox.claim_seconds)
+            item.attempts += 1
+            job = self._prepare(s, item, False, now)
+            if job is not None:
+                jobs.append(job)
+        return jobs
+
+    def send_jobs(self, jobs: list[_Job]) -> int:
+        return sum(self._send(job) for job in jobs)
+
+    def _prepare(self, s: Session, item: OutboxItem, paced: bool, now: datetime) -> _Job | None:
+        """Apply holds (opted out, quiet hours) to a claimed row, or build what to send."""
+        q = self.settings.quiet_hours
         message = s.get(Message, item.message_id)
-        patient = s.get(Patient, item.patient_id) if item.patient_id else None
+        # Only routine holds and the WhatsApp window need the patient row.
+        needs_patient = item.patient_id and (item.routine or item.channel == "whatsapp")
+        patient = s.get(Patient, item.patient_id) if needs_patient else None
         hold = self._hold_reason(item, patient, now)
         if hold == "defer":
             item.status = "pending"
             item.claimed_until = None
             item.attempts -= 1
-            item.next_attempt_at = quiet_hours_end(
-                now, patient.timezone, s_.quiet_hours.start, s_.quiet_hours.end)
+            item.next_attempt_at = quiet_hours_end(now, patient.timezone, q.start, q.end)
             return None
         if hold:
             item.status = "cancelled"
@@ -164,7 +192,6 @@ class Dispatcher:
             message.updated_at = now
             audit(s, now, "system", "outbox.cancelled", "message", message.id, reason=hold)
             return None
-        message.status = "sending"
         outgoing = self._outgoing(item, message, patient, now)
         return _Job(
             item_id=item.id, message_id=message.id, attempts=item.attempts,
@@ -214,23 +241,21 @@ class Dispatcher:
     def _record_success(self, job: _Job, result: SendResult) -> None:
         now = self.clock.now()
         with transaction(self.sessions) as s:
-            item = s.get(OutboxItem, job.item_id)
-            message = s.get(Message, job.message_id)
-            item.status = "sent"
-            item.sent_at = now
-            item.claimed_until = None
-            message.provider_id = result.provider_id
-            message.status = advance_status("queued", result.status)
-            if result.segments:
-                message.segments = result.segments
-            if job.outgoing.content_sid:
-                message.kind = f"{message.kind}"
-                item.variant = "template"
-            message.updated_at = now
+            status = advance_status("queued", result.status)
             # A status callback can beat us here; apply what already arrived.
-            for ev in s.scalars(select(StatusEvent).where(
+            for early in s.scalars(select(StatusEvent.status).where(
                     StatusEvent.provider_id == result.provider_id)):
-                message.status = advance_status(message.status, ev.status)
+                status = advance_status(status, early)
+            s.execute(
+                update(OutboxItem).where(OutboxItem.id == job.item_id)
+                .values(status="sent", sent_at=now, claimed_until=None,
+                        variant="template" if job.outgoing.content_sid else OutboxItem.variant)
+                .execution_options(synchronize_session=False))
+            s.execute(
+                update(Message).where(Message.id == job.message_id)
+                .values(provider_id=result.provider_id, status=status, updated_at=now,
+                        segments=result.segments or Message.segments)
+                .execution_options(synchronize_session=False))
         log.info("sent outbox item %s as %s", job.item_id, result.provider_id)
 
     def _record_failure(self, job: _Job, err: SendError) -> None:

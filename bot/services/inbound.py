@@ -57,12 +57,14 @@ def keyword_of(text: str) -> str:
     return re.sub(r"^[\W_]+|[\W_]+$", "", text or "").upper()
 
 
-def record_inbound(session: Session, msg: InboundMessage, now: datetime) -> int | None:
+def record_inbound(session: Session, msg: InboundMessage, now: datetime,
+                   patient_id: int | None = None) -> int | None:
     """Insert the message once per provider id; None when this id was already stored."""
     provider_id = msg.provider_id or f"SIM{uuid.uuid4().hex}"
     values = dict(
         direction="in", channel=msg.channel, address=msg.sender, body=msg.body, kind="inbound",
         provider_id=provider_id, status="received", created_at=now, updated_at=now,
+        patient_id=patient_id,
     )
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
@@ -83,17 +85,17 @@ def handle_inbound_message(
     session: Session, ctx: ServiceContext, msg: InboundMessage, now: datetime
 ) -> InboundOutcome:
     """Record, then act on, one message from a phone. Safe to call twice with the same id."""
-    message_id = record_inbound(session, msg, now)
+    # Lock the patient first: two messages from one phone are handled one after the other.
+    patient = session.scalars(
+        select(Patient).where(Patient.phone == msg.sender).with_for_update()
+    ).first()
+    message_id = record_inbound(session, msg, now, patient.id if patient else None)
     if message_id is None:
         log.info("duplicate inbound %s ignored", msg.provider_id)
         return InboundOutcome(duplicate=True)
     out = InboundOutcome(message_id=message_id)
-    message = session.get(Message, message_id)
     text = (msg.button_payload or msg.body or "").strip()
 
-    patient = session.scalars(
-        select(Patient).where(Patient.phone == msg.sender).with_for_update()
-    ).first()
     if patient is None:
         staff = ctx.settings.care_team.contact_by_phone(msg.sender)
         if staff is not None:
@@ -104,7 +106,6 @@ def handle_inbound_message(
         return out
 
     out.patient_id = patient.id
-    message.patient_id = patient.id
     patient.last_inbound_at = now
     reply = lambda key, **kw: _reply(session, ctx, patient, msg, key, now, **kw)  # noqa: E731
 

@@ -65,4 +65,7 @@ def enqueue(session: Session, draft: Draft, now: datetime) -> OutboxItem:
     )
     session.add(item)
     session.flush()
+    # The session's identity map holds objects weakly; keep these alive until commit so the
+    # dispatcher can claim them without reading them back (see Dispatcher.claim_new).
+    session.info.setdefault("outbox", {})[item.id] = (item, message)
     return item

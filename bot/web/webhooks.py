@@ -66,7 +66,8 @@ def inbound_message():
     )
     with rt.transaction() as session:
         outcome = handle_inbound_message(session, rt.ctx, msg, rt.clock.now())
-    rt.dispatch_soon(outcome.outbox_ids)
+        jobs = rt.claim_for_sending(session, outcome.outbox_ids)
+    rt.send_claimed(jobs)
     return _twiml()
 
 
