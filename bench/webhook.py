@@ -92,16 +92,19 @@ def prepare(url: str, patients: int) -> list[str]:
     return phones
 
 
-def start_gunicorn(app: str, url: str, workers: int) -> tuple[subprocess.Popen, str]:
+def start_gunicorn(app: str, url: str, workers: int, threads: int,
+                   boot_wait: float = 5.0) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind",
+        [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", str(threads),
+         "--bind",
          f"127.0.0.1:{port}", "--log-level", "warning", f"bench.apps:{app}()"],
         env=env_for(url), cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:
             requests.post(base + "/nope", timeout=5)
+            time.sleep(boot_wait)  # the first worker answers; give the others time to boot
             return proc, base
         except requests.RequestException:
             if proc.poll() is not None:
@@ -231,7 +234,7 @@ def run(label: str, url: str, args) -> None:
     phones = prepare(url, args.patients)
     results = {}
     for app in ("bare", "checkin"):
-        proc, base = start_gunicorn(app, url, args.workers)
+        proc, base = start_gunicorn(app, url, args.workers, args.threads)
         try:
             lat = open_loop(base, phones, args.rate, tag=f"{app[0]}o")
             tput = closed_loop(base, phones, args.concurrency, tag=f"{app[0]}c")
@@ -247,13 +250,17 @@ def run(label: str, url: str, args) -> None:
 
 
 def main() -> None:
+    # A SIGTERM (e.g. from `timeout`) unwinds through the finally blocks that stop gunicorn.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1, help="gunicorn --threads (gthread)")
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
-    print(f"bench/webhook.py: {args.patients} patients, gunicorn --workers {args.workers}, "
+    print(f"bench/webhook.py: {args.patients} patients, gunicorn --workers {args.workers} "
+          f"--threads {args.threads}, "
           f"{os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         print("SQLite:")

@@ -116,7 +116,7 @@ def _load_vocabulary():
     from bot.domain import triage
 
     try:
-        triage.detect("")  # loads and caches the default vocabulary file
+        triage.warm_up()  # loads, compiles and caches the default vocabulary file
         return None  # None = the cached default
     except ValueError as exc:
         raise ConfigError(f"red flags: {exc}") from None

@@ -276,3 +276,12 @@ def _stable(msg: _Message, start: int) -> bool:
     if any(clause_start <= p < clause_end for p in msg.low_scores):
         return True
     return bool(msg.vocab.rx["stable"].search(msg.masked, clause_start, clause_end))
+
+
+def warm_up(vocabulary: Vocabulary | None = None) -> None:
+    """Compile every phrase regex now (a server's start-up), not on patients' first messages."""
+    vocab = vocabulary if vocabulary is not None else _default_vocabulary()
+    for entries in vocab.dispatch.values():
+        for entry in entries:
+            if entry[1].__class__ is str:
+                entry[1] = _compile(entry[1])

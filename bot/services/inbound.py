@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from bot.domain.triage import detect, level_for_flags
@@ -67,16 +69,11 @@ def record_inbound(session: Session, msg: InboundMessage, now: datetime,
         patient_id=patient_id,
     )
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    else:  # pragma: no cover - other databases are not supported targets
-        dialect_insert = None
-    if dialect_insert is None:
+    insert_for = {"postgresql": pg_insert, "sqlite": sqlite_insert}.get(dialect)
+    if insert_for is None:  # pragma: no cover - only SQLite and PostgreSQL are supported
         stmt = insert(Message).values(**values).returning(Message.id)
     else:
-        stmt = (dialect_insert(Message).values(**values)
+        stmt = (insert_for(Message).values(**values)
                 .on_conflict_do_nothing(index_elements=["provider_id"]).returning(Message.id))
     return session.execute(stmt).scalar()
 

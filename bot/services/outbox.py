@@ -48,10 +48,8 @@ def enqueue(session: Session, draft: Draft, now: datetime) -> OutboxItem:
         created_at=now,
         updated_at=now,
     )
-    session.add(message)
-    session.flush()
     item = OutboxItem(
-        message_id=message.id,
+        message=message,
         patient_id=draft.patient_id,
         to=draft.to,
         channel=draft.channel,
@@ -64,7 +62,7 @@ def enqueue(session: Session, draft: Draft, now: datetime) -> OutboxItem:
         created_at=now,
     )
     session.add(item)
-    session.flush()
+    session.flush()  # one flush writes both rows, message first
     # The session's identity map holds objects weakly; keep these alive until commit so the
     # dispatcher can claim them without reading them back (see Dispatcher.claim_new).
     session.info.setdefault("outbox", {})[item.id] = (item, message)

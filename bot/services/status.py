@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from bot.services.audit import audit
@@ -17,11 +19,7 @@ FAILED = ("failed", "undelivered")
 
 
 def _insert_once(session: Session, sid: str, status: str, code: int | None, now: datetime) -> bool:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = (insert(StatusEvent)
             .values(provider_id=sid, status=status, error_code=code, received_at=now)
             .on_conflict_do_nothing(index_elements=["provider_id", "status"])

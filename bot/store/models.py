@@ -161,6 +161,8 @@ class OutboxItem(Base):
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
 
+    message: Mapped[Message] = relationship()
+
 
 class StatusEvent(Base):
     """One delivery status callback, stored once per (MessageSid, MessageStatus)."""
