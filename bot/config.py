@@ -119,8 +119,17 @@ class QuietHours(_Strict):
 class Defaults(_Strict):
     timezone: str
     language: str
+    checkin_every_days: int = Field(default=7, ge=0, le=366)
+    checkin_at: str = "10:00"
 
     _zone = field_validator("timezone")(_check_zone)
+
+    @field_validator("checkin_at")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        if not _HHMM.match(v):
+            raise ValueError(f"expected HH:MM, got {v!r}")
+        return v
 
 
 class Template(_Strict):

@@ -159,3 +159,16 @@ def test_two_scheduler_instances_on_postgresql_process_every_due_item_once(setti
     assert len(sent) == 40 + 20
     for r in runtimes:
         r.close()
+
+
+def test_consenting_schedules_the_weekly_checkin_in_the_patients_zone(client, rt, clock):
+    from bot.store.models import Schedule
+
+    clock.set(datetime(2026, 3, 2, 15, 0, tzinfo=UTC))  # Monday 15:00 UTC = 10:00 in New York
+    client.post("/simulator/api/patients", json={"phone": "+1 415 555 2671", "name": "Ada",
+                                                 "timezone": "America/New_York"})
+    client.post("/simulator/api/messages", json={"phone": "+14155552671", "body": "yes"})
+    with rt.transaction() as s:
+        [sched] = s.scalars(select(Schedule)).all()
+        assert (sched.flow_id, sched.every_days, sched.local_time) == ("checkin", 7, "10:00")
+        assert sched.next_due_at == datetime(2026, 3, 3, 15, 0, tzinfo=UTC)  # tomorrow 10:00

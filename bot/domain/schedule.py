@@ -37,14 +37,20 @@ def quiet_hours_end(now: datetime, zone: str, start: str, end: str) -> datetime:
 
 def next_occurrence(after: datetime, zone: str, local_time: str, every_days: int,
                     last: datetime | None = None) -> datetime:
-    """Next time strictly after `after` at `local_time` in `zone`, `every_days` after `last`."""
+    """Next time strictly after `after` at `local_time` in `zone`.
+
+    Without `last` (a new schedule): the next such local time. With `last` (the occurrence
+    that just ran): `every_days` after it, skipping occurrences missed during downtime.
+    """
     tz = ZoneInfo(zone)
     at = parse_hhmm(local_time)
     base = last.astimezone(tz).date() + timedelta(days=every_days) if last else (
         after.astimezone(tz).date()
     )
     candidate = datetime.combine(base, at, tzinfo=tz)
+    # A new schedule starts at the next `local_time`; a running one keeps its rhythm.
+    step = timedelta(days=every_days if last else 1)
     while candidate.astimezone(UTC) <= after:
-        candidate = datetime.combine(candidate.date() + timedelta(days=every_days), at, tzinfo=tz)
+        candidate = datetime.combine(candidate.date() + step, at, tzinfo=tz)
     # Normalise across a DST gap: zoneinfo keeps the wall time, which UTC conversion resolves.
     return candidate.astimezone(UTC)

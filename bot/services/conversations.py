@@ -24,7 +24,7 @@ from bot.services.context import ServiceContext
 from bot.services.escalations import escalate
 from bot.services.outbox import PRIORITY_REPLY, PRIORITY_ROUTINE, Draft, enqueue
 from bot.services.red_flags import emergency_response
-from bot.store.models import Answer, Conversation, FlowRevision, Patient
+from bot.store.models import Answer, Conversation, FlowRevision, Patient, Schedule
 
 log = logging.getLogger(__name__)
 OPEN = ("active", "waiting")
@@ -170,6 +170,7 @@ def _apply(session: Session, ctx: ServiceContext, patient: Patient, conv: Conver
                 patient.consent_at = now
                 audit(session, now, f"patient:{patient.id}", "patient.consent", "patient",
                       patient.id, flow_revision=flow.revision)
+                _schedule_first_checkin(session, ctx, patient, now)
         elif isinstance(record, engine.FlagRaised):
             flags.append(record.name)
         elif isinstance(record, engine.FlowStarted):
@@ -197,6 +198,21 @@ def _apply(session: Session, ctx: ServiceContext, patient: Patient, conv: Conver
         ids += start_flow(session, ctx, patient, follow_on, now, routine=routine,
                           channel=channel)
     return ids
+
+
+def _schedule_first_checkin(session: Session, ctx: ServiceContext, patient: Patient,
+                            now: datetime) -> None:
+    """The welcome promises a check-in soon: schedule the weekly one unless one exists."""
+    from bot.services.schedules import add_schedule
+
+    d = ctx.settings.defaults
+    if not d.checkin_every_days or "checkin" not in ctx.flows:
+        return
+    exists = session.scalars(select(Schedule.id).where(
+        Schedule.patient_id == patient.id, Schedule.flow_id == "checkin")).first()
+    if exists is None:
+        add_schedule(session, ctx, patient, "checkin", d.checkin_at, d.checkin_every_days, now,
+                     actor="system")
 
 
 def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient, text: str,

@@ -56,7 +56,7 @@ def run_due_schedules(session: Session, ctx: ServiceContext, now: datetime,
         # After downtime, catch up once rather than once per missed occurrence.
         sched.last_run_at = now
         sched.next_due_at = next_occurrence(now, patient.timezone, sched.local_time,
-                                            sched.every_days)
+                                            sched.every_days, last=sched.next_due_at)
         reason = _skip_reason(session, patient)
         if reason:
             audit(session, now, "system", "schedule.skip", "schedule", sched.id, reason=reason)

@@ -1,0 +1,48 @@
+"""Pure time rules: quiet hours and recurring schedules in the patient's own zone."""
+
+from datetime import UTC, datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bot.domain.schedule import in_quiet_hours, next_occurrence, quiet_hours_end
+
+
+def test_quiet_hours_cross_midnight_in_the_patients_zone():
+    at_3am_london = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
+    assert in_quiet_hours(at_3am_london, "Europe/London", "21:00", "08:00")
+    assert not in_quiet_hours(at_3am_london, "Asia/Tokyo", "21:00", "08:00")  # noon there
+    assert quiet_hours_end(at_3am_london, "Europe/London", "21:00", "08:00") == datetime(
+        2026, 3, 2, 8, 0, tzinfo=UTC)
+
+
+def test_a_new_weekly_schedule_starts_at_the_next_local_time():
+    now = datetime(2026, 3, 2, 15, 30, tzinfo=UTC)  # 10:30 in New York
+    assert next_occurrence(now, "America/New_York", "10:00", 7) == datetime(
+        2026, 3, 3, 15, 0, tzinfo=UTC)
+
+
+def test_a_running_schedule_keeps_its_weekday_across_a_dst_change():
+    ran = datetime(2026, 3, 3, 15, 0, tzinfo=UTC)  # Tue 10:00 EST
+    nxt = next_occurrence(ran, "America/New_York", "10:00", 7, last=ran)
+    assert nxt == datetime(2026, 3, 10, 14, 0, tzinfo=UTC)  # Tue 10:00 EDT
+
+
+def test_after_downtime_a_schedule_catches_up_once():
+    last = datetime(2026, 3, 3, 15, 0, tzinfo=UTC)
+    now = datetime(2026, 3, 25, 12, 0, tzinfo=UTC)  # three weekly runs were missed
+    nxt = next_occurrence(now, "America/New_York", "10:00", 7, last=last)
+    assert nxt == datetime(2026, 3, 31, 14, 0, tzinfo=UTC)
+
+
+@given(st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2030, 1, 1),
+                    timezones=st.just(UTC)),
+       st.sampled_from(["Europe/London", "America/New_York", "Australia/Sydney", "Asia/Kolkata"]),
+       st.integers(min_value=1, max_value=30))
+def test_next_occurrence_is_always_in_the_future_and_at_the_local_time(now, zone, every):
+    from zoneinfo import ZoneInfo
+
+    nxt = next_occurrence(now, zone, "10:00", every)
+    assert nxt > now
+    local = nxt.astimezone(ZoneInfo(zone))
+    assert (local.hour, local.minute) == (10, 0)
