@@ -36,6 +36,13 @@ def _runtime(db_url, flows_dir, clock, messenger):
     return build_runtime(settings, clock=clock, messenger=messenger, dispatch_mode="inline")
 
 
+def _consented_patient(rt):
+    with rt.transaction() as s:
+        p = enrol_patient(s, Enrolment(PHONE, "Ada", "Europe/London"), languages=["en"],
+                          now=rt.clock.now(), actor="test")
+        p.consent_at = rt.clock.now()
+
+
 def _say(rt, text):
     with rt.transaction() as s:
         out = handle_inbound_message(s, rt.ctx, InboundMessage("sms", PHONE, text),
@@ -46,10 +53,7 @@ def _say(rt, text):
 def test_a_conversation_finishes_on_the_revision_it_started_on_across_a_restart(
         db_url, tmp_path, clock, messenger):
     rt1 = _runtime(db_url, _flows_copy(tmp_path, "r1"), clock, messenger)
-    with rt1.transaction() as s:
-        p = enrol_patient(s, Enrolment(PHONE, "Ada", "Europe/London"), languages=["en"],
-                          now=clock.now(), actor="test")
-        p.consent_at = clock.now()
+    _consented_patient(rt1)
     _say(rt1, "CHECKIN")
     assert "what was your worst pain" in messenger.sent[-1].body
     rt1.close()  # deploy: revision 2 rewords the pain question
@@ -72,10 +76,7 @@ def test_a_conversation_finishes_on_the_revision_it_started_on_across_a_restart(
 def test_a_flow_edited_without_a_new_revision_number_stops_startup(
         db_url, tmp_path, clock, messenger):
     rt1 = _runtime(db_url, _flows_copy(tmp_path, "r1"), clock, messenger)
-    with rt1.transaction() as s:
-        p = enrol_patient(s, Enrolment(PHONE, "Ada", "Europe/London"), languages=["en"],
-                          now=clock.now(), actor="test")
-        p.consent_at = clock.now()
+    _consented_patient(rt1)
     _say(rt1, "CHECKIN")
     rt1.close()
     edited = _flows_copy(tmp_path, "edited", 1, "Sneaky edit: pain 0-10?")

@@ -24,6 +24,7 @@ from bot.services.context import ServiceContext
 from bot.services.escalations import escalate
 from bot.services.outbox import PRIORITY_REPLY, PRIORITY_ROUTINE, Draft, enqueue
 from bot.services.red_flags import emergency_response
+from bot.store.claims import claim_due
 from bot.store.models import Answer, Conversation, FlowRevision, Patient, Schedule
 
 log = logging.getLogger(__name__)
@@ -241,13 +242,9 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
 def process_due_timeouts(session: Session, ctx: ServiceContext, now: datetime,
                          limit: int = 200) -> list[int]:
     """Fire the timeout path of every conversation whose wait ran out, once."""
-    due = session.scalars(
-        select(Conversation)
-        .where(Conversation.status == "waiting", Conversation.wait_deadline <= now)
-        .order_by(Conversation.wait_deadline)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
+    due = claim_due(session, Conversation, Conversation.status == "waiting",
+                    Conversation.wait_deadline <= now, order_by=Conversation.wait_deadline,
+                    limit=limit)
     ids: list[int] = []
     for conv in due:
         patient = session.get(Patient, conv.patient_id)

@@ -13,6 +13,7 @@ from bot.domain.triage import LEVELS, max_level
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
 from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
+from bot.store.claims import claim_due
 from bot.store.models import Escalation, Patient
 
 REF_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I: read aloud on a phone
@@ -114,13 +115,9 @@ def _alert(session: Session, ctx: ServiceContext, esc: Escalation, now: datetime
 
 def realert_due(session: Session, ctx: ServiceContext, now: datetime, limit: int = 50) -> list[int]:
     """Move every unacknowledged escalation whose wait ran out to the next contact."""
-    due = session.scalars(
-        select(Escalation)
-        .where(Escalation.status == "open", Escalation.next_alert_at <= now)
-        .order_by(Escalation.next_alert_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
+    due = claim_due(session, Escalation, Escalation.status == "open",
+                    Escalation.next_alert_at <= now, order_by=Escalation.next_alert_at,
+                    limit=limit)
     ids: list[int] = []
     for esc in due:
         esc.chain_position += 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.domain.schedule import next_occurrence, parse_hhmm
@@ -13,6 +12,7 @@ from bot.services import conversations
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
 from bot.services.patients import InvalidField
+from bot.store.claims import claim_due
 from bot.store.models import Patient, Schedule
 
 
@@ -43,13 +43,8 @@ def add_schedule(session: Session, ctx: ServiceContext, patient: Patient, flow_i
 def run_due_schedules(session: Session, ctx: ServiceContext, now: datetime,
                       limit: int = 200) -> list[int]:
     """Start every due scheduled flow once, and move each schedule to its next time."""
-    due = session.scalars(
-        select(Schedule)
-        .where(Schedule.active.is_(True), Schedule.next_due_at <= now)
-        .order_by(Schedule.next_due_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
+    due = claim_due(session, Schedule, Schedule.active.is_(True), Schedule.next_due_at <= now,
+                    order_by=Schedule.next_due_at, limit=limit)
     ids: list[int] = []
     for sched in due:
         patient = session.get(Patient, sched.patient_id)
