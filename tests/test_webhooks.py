@@ -336,3 +336,19 @@ def test_whatsapp_after_24h_of_silence_opens_with_a_template(client, rt, fake_ht
     rt.dispatcher.dispatch_ids(ids)
     assert fake_http.requests
     assert all("ContentSid" in r.data and "Body" not in r.data for r in fake_http.requests)
+
+
+def test_database_errors_do_not_leak_numbers_or_bodies(rt):
+    from sqlalchemy.exc import IntegrityError
+
+    from bot.store.models import Message as M
+
+    now = rt.clock.now()
+    row = dict(direction="in", channel="sms", address=PHONE, body="my private words",
+               kind="inbound", provider_id="SMdup", status="received", created_at=now,
+               updated_at=now)
+    with rt.transaction() as s:
+        s.add(M(**row))
+    with pytest.raises(IntegrityError) as err, rt.transaction() as s:
+        s.add(M(**row))
+    assert PHONE not in str(err.value) and "private words" not in str(err.value)

@@ -23,6 +23,9 @@ def normalise_url(url: str) -> str:
 def make_engine(url: str, **kwargs) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout and foreign keys."""
     url = normalise_url(url)
+    # Statement parameters hold phone numbers and message bodies: keep them out of error
+    # messages and tracebacks that reach the logs.
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
         engine = create_engine(url, **kwargs)
