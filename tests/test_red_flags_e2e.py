@@ -256,3 +256,24 @@ def test_escalations_cli_lists_acks_and_resolves(rt, client, fake_http, monkeypa
         actors = s.scalars(select(AuditLog.actor).where(
             AuditLog.action.in_(["escalation.ack", "escalation.resolve"]))).all()
     assert len(actors) == 2 and all(a.startswith("cli:") for a in actors)
+
+
+def test_a_fault_while_handling_still_stores_the_message_and_escalates(
+        client, rt, fake_http, monkeypatch):
+    from bot.services import conversations
+    from bot.store.models import Message
+
+    enrol(rt)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in a flow")
+
+    monkeypatch.setattr(conversations, "interrupt_active", broken)
+    texted(client, RED_FLAG)  # still 200 for Twilio
+    with rt.transaction() as s:
+        stored = s.scalars(select(Message).where(Message.direction == "in")).one()
+        assert (stored.body, stored.status) == (RED_FLAG, "unprocessed")
+    [reply] = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert readable_phone(rt.settings.clinic.acute_oncology_hotline) in reply
+    assert escalation(rt).level == "emergency"
+    assert len(alerts(fake_http, chain_phones(rt)[0])) == 1

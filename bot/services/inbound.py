@@ -182,3 +182,31 @@ def _staff_command(session: Session, ctx: ServiceContext, staff, text: str,
     if not changed:
         return say("staff_already", ref=ref, by=esc.acknowledged_by or "someone")
     return say("staff_ack", ref=ref, by=staff.name)
+
+
+def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMessage,
+                         now: datetime) -> InboundOutcome:
+    """When handling a message failed: keep it, and still act on any red flag in it.
+
+    Runs in a fresh transaction after the failed one rolled back. The message is stored as
+    "unprocessed" (for the care team to read) and only the red-flag path runs.
+    """
+    patient = session.scalars(select(Patient).where(Patient.phone == msg.sender)).first()
+    message_id = record_inbound(session, msg, now, patient.id if patient else None)
+    if message_id is None:
+        return InboundOutcome(duplicate=True)
+    session.get(Message, message_id).status = "unprocessed"
+    audit(session, now, "system", "inbound.unprocessed", "message", message_id)
+    out = InboundOutcome(message_id=message_id, patient_id=patient.id if patient else None)
+    if patient is None:
+        return out
+    triage = detect((msg.button_payload or msg.body or "").strip(), ctx.vocabulary)
+    out.level = triage.level
+    red_flags = [f for f in triage.flags if level_for_flags([f], ctx.vocabulary) != "routine"]
+    if triage.level == "emergency" and not triage.hypothetical:
+        out.outbox_ids += emergency_response(session, ctx, patient, red_flags, msg.body, now,
+                                             channel=msg.channel)
+    elif triage.level == "urgent" and not triage.hypothetical:
+        out.outbox_ids += urgent_response(session, ctx, patient, red_flags, msg.body, now,
+                                          channel=msg.channel)
+    return out

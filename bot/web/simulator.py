@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, render_template, request
 from sqlalchemy import select
 
-from bot.services.inbound import InboundMessage, handle_inbound_message
+from bot.services.inbound import InboundMessage
 from bot.services.patients import (
     Enrolment,
     InvalidField,
@@ -15,7 +15,7 @@ from bot.services.patients import (
     onboard_patient,
 )
 from bot.store.models import Message
-from bot.web.common import runtime
+from bot.web.common import receive_message, runtime
 from bot.web.serialize import message_json, patient_json
 
 bp = Blueprint("simulator", __name__, url_prefix="/simulator")
@@ -80,9 +80,7 @@ def send():
     with rt.transaction() as s:
         patient = find_patient(s, phone)
         channel = patient.channel if patient else "sms"
-        outcome = handle_inbound_message(
-            s, rt.ctx, InboundMessage(channel=channel, sender=phone, body=body), rt.clock.now())
-    rt.dispatch_soon(outcome.outbox_ids)
+    outcome = receive_message(rt, InboundMessage(channel=channel, sender=phone, body=body))
     return jsonify(message_id=outcome.message_id, level=outcome.level), 201
 
 

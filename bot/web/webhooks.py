@@ -12,10 +12,10 @@ from flask import Blueprint, Response, abort, request
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from bot.services.inbound import InboundMessage, handle_inbound_message
+from bot.services.inbound import InboundMessage
 from bot.services.patients import InvalidField, normalise_phone
 from bot.services.status import record_status
-from bot.web.common import runtime
+from bot.web.common import receive_message, runtime
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks/twilio")
@@ -64,10 +64,7 @@ def inbound_message():
         opt_out_type=form.get("OptOutType"),
         button_payload=form.get("ButtonPayload"),
     )
-    with rt.transaction() as session:
-        outcome = handle_inbound_message(session, rt.ctx, msg, rt.clock.now())
-        jobs = rt.claim_for_sending(session, outcome.outbox_ids)
-    rt.send_claimed(jobs)
+    receive_message(rt, msg)
     return _twiml()
 
 
