@@ -228,9 +228,23 @@ class TestSimulator:
         shown = client.get("/simulator/api/messages?phone=%2B447700900123").get_json()
         assert any(readable_phone(rt.settings.clinic.acute_oncology_hotline) in (m["body"] or "")
                    for m in shown if m["direction"] == "out")
-        oncall = chain_phones(rt)[0]
-        assert any(m.to == oncall for m in messenger.sent)
+        oncall, second = chain_phones(rt)[:2]
+        assert [m.to for m in messenger.sent].count(oncall) == 1
         assert escalation(rt).status == "open"
+
+        from bot.scheduler import tick
+
+        rt.clock.advance(minutes=15)  # nobody acknowledged
+        tick(rt)
+        assert [m.to for m in messenger.sent].count(second) == 1
+        ref = escalation(rt).ref
+        res = client.post("/simulator/api/messages", json={"phone": second, "body": f"ACK {ref}"})
+        assert res.status_code == 201
+        assert escalation(rt).status == "acknowledged"
+        sent = len(messenger.sent)
+        rt.clock.advance(hours=1)
+        tick(rt)
+        assert len(messenger.sent) == sent  # the chain stopped
 
 
 def test_escalations_cli_lists_acks_and_resolves(rt, client, fake_http, monkeypatch, settings):
