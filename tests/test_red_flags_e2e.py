@@ -291,3 +291,15 @@ def test_a_fault_while_handling_still_stores_the_message_and_escalates(
     assert readable_phone(rt.settings.clinic.acute_oncology_hotline) in reply
     assert escalation(rt).level == "emergency"
     assert len(alerts(fake_http, chain_phones(rt)[0])) == 1
+
+
+def test_a_red_flag_from_a_number_not_enrolled_still_gets_the_instruction(client, rt, fake_http):
+    stranger = "+447700900777"
+    texted(client, "its my husband, he cant feel his legs", sender=stranger)
+    [reply] = [d["Body"] for d in sent_to(fake_http, stranger)]
+    assert readable_phone(rt.settings.clinic.acute_oncology_hotline) in reply
+    [alert] = alerts(fake_http, chain_phones(rt)[0])
+    assert stranger in alert and "call them now" in alert
+    texted(client, "hello, is this the clinic?", sender="+447700900778")
+    [polite] = [d["Body"] for d in sent_to(fake_http, "+447700900778")]
+    assert "don't have this number" in polite

@@ -99,7 +99,7 @@ def handle_inbound_message(
             out.outbox_ids += _staff_command(session, ctx, staff, text, msg, now)
         else:
             log.info("inbound %s from a number that is not enrolled", message_id)
-            out.outbox_ids.append(_reply(session, ctx, None, msg, "not_enrolled", now))
+            out.outbox_ids += _unknown_sender(session, ctx, msg, text, now, out)
         return out
 
     out.patient_id = patient.id
@@ -146,6 +146,32 @@ def handle_inbound_message(
         already_answered=bool(out.outbox_ids),
     )
     return out
+
+
+def _unknown_sender(session: Session, ctx: ServiceContext, msg: InboundMessage, text: str,
+                    now: datetime, out: InboundOutcome) -> list[int]:
+    """A number we don't know. A red flag from it (a patient's new phone, a carer) still gets
+    the urgent-care instruction, and the on-call contact is asked to call the number back."""
+    triage = detect(text, ctx.vocabulary)
+    out.level = triage.level
+    if triage.level != "emergency" or triage.hypothetical:
+        return [_reply(session, ctx, None, msg, "not_enrolled", now)]
+    ids = [enqueue(session, Draft(
+        to=msg.sender, channel=msg.channel, body=ctx.text_for(None, "emergency", name="Hello"),
+        kind="emergency", priority=PRIORITY_EMERGENCY), now).id]
+    team = ctx.settings.care_team
+    oncall = team.contact(team.escalation_chain[0])
+    words = " ".join(text.split())
+    body = ctx.texts.render(
+        "alert_unknown", "en", patient_phone=msg.sender,
+        flags=", ".join(f.replace("_", " ") for f in triage.flags)[:60],
+        words=words if len(words) <= 60 else words[:57] + "...")
+    ids.append(enqueue(session, Draft(to=oncall.phone, channel=oncall.channel, body=body,
+                                      kind="alert", priority=PRIORITY_EMERGENCY), now).id)
+    audit(session, now, "system", "alert.unknown_sender", "message", out.message_id,
+          flags=list(triage.flags), contact=oncall.id)
+    log.warning("emergency from a number that is not enrolled: message %s", out.message_id)
+    return ids
 
 
 def _reply(session: Session, ctx: ServiceContext, patient: Patient | None, msg: InboundMessage,
