@@ -38,7 +38,7 @@ bench: install
 
 ## Production layout: gunicorn web workers + one scheduler process (+ PostgreSQL).
 serve-prod: migrate
-	$(BIN)/gunicorn --workers $${WEB_CONCURRENCY:-4} --bind $${BIND:-0.0.0.0:8000} 'bot.wsgi:make_app()'
+	$(BIN)/gunicorn --workers $${WEB_CONCURRENCY:-$$(nproc)} --bind $${BIND:-0.0.0.0:8000} 'bot.wsgi:make_app()'
 
 scheduler: migrate
 	$(BIN)/checkin-bot scheduler

@@ -255,7 +255,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=100.0)
-    parser.add_argument("--workers", type=int, default=4)
+    # One sync worker per core: this work is CPU-bound, and more workers only contend.
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--threads", type=int, default=1, help="gunicorn --threads (gthread)")
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
