@@ -60,12 +60,12 @@ def keyword_of(text: str) -> str:
 
 
 def record_inbound(session: Session, msg: InboundMessage, now: datetime,
-                   patient_id: int | None = None) -> int | None:
+                   patient_id: int | None = None, status: str = "received") -> int | None:
     """Insert the message once per provider id; None when this id was already stored."""
     provider_id = msg.provider_id or f"SIM{uuid.uuid4().hex}"
     values = dict(
         direction="in", channel=msg.channel, address=msg.sender, body=msg.body, kind="inbound",
-        provider_id=provider_id, status="received", created_at=now, updated_at=now,
+        provider_id=provider_id, status=status, created_at=now, updated_at=now,
         patient_id=patient_id,
     )
     dialect = session.get_bind().dialect.name
@@ -218,10 +218,10 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
     "unprocessed" (for the care team to read) and only the red-flag path runs.
     """
     patient = session.scalars(select(Patient).where(Patient.phone == msg.sender)).first()
-    message_id = record_inbound(session, msg, now, patient.id if patient else None)
+    message_id = record_inbound(session, msg, now, patient.id if patient else None,
+                                status="unprocessed")
     if message_id is None:
         return InboundOutcome(duplicate=True)
-    session.get(Message, message_id).status = "unprocessed"
     audit(session, now, "system", "inbound.unprocessed", "message", message_id)
     out = InboundOutcome(message_id=message_id, patient_id=patient.id if patient else None)
     if patient is None:
