@@ -158,6 +158,10 @@ class Outbox(_Strict):
     backoff_seconds: float = Field(default=2.0, gt=0)
     max_backoff_seconds: float = Field(default=300, gt=0)
     claim_seconds: float = Field(default=60, gt=0)
+    # Threads per web worker that send replies right after the request commits. Sends wait on
+    # Twilio's API (about 0.1-0.5 s each), so several run at once; their outcomes are written
+    # together (see dispatcher.GroupCommit).
+    send_threads: int = Field(default=8, ge=1, le=64)
 
 
 class Scheduler(_Strict):

@@ -68,7 +68,8 @@ class Runtime:
     def _submit(self, fn, *args) -> None:
         with self._pool_lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dispatch")
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.settings.outbox.send_threads, thread_name_prefix="dispatch")
         self._pool.submit(fn, *args)
 
     def _dispatch_quietly(self, ids: list[int]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,7 +11,7 @@ from sqlalchemy import select
 
 from bot.messaging.dev import DevMessenger
 from bot.runtime import build_runtime
-from bot.services.dispatcher import Pacer
+from bot.services.dispatcher import GroupCommit, Pacer
 from bot.services.outbox import PRIORITY_ROUTINE, Draft, enqueue
 from bot.services.patients import Enrolment, enrol_patient
 from bot.store.models import AuditLog, Message, OutboxItem, Patient
@@ -245,3 +246,62 @@ def test_routine_fan_out_is_paced_to_the_configured_rate(dev_rt):
     assert len([d for d in delays if d > 0.5]) == 2
     with dev_rt.transaction() as s:
         assert {i.status for i in s.scalars(select(OutboxItem))} == {"sent"}
+
+
+def test_group_commit_returns_each_caller_after_its_own_entry_is_written():
+    written: list[list[int]] = []
+    first_write_started = threading.Event()
+    release_first_write = threading.Event()
+
+    def write(batch):
+        if not written:
+            first_write_started.set()
+            release_first_write.wait(5)
+        written.append(list(batch))
+
+    log = GroupCommit(write)
+    done: dict[int, bool] = {}
+
+    def add(n):
+        log.add(n)
+        # Back from add: the entry must already be in a written batch.
+        done[n] = any(n in batch for batch in written)
+
+    first = threading.Thread(target=add, args=(0,))
+    first.start()
+    assert first_write_started.wait(5)
+    # While the first write is held up, nine more callers queue their entries.
+    others = [threading.Thread(target=add, args=(n,)) for n in range(1, 10)]
+    for t in others:
+        t.start()
+    deadline = time.monotonic() + 5
+    while len(log._pending) < 9 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    release_first_write.set()
+    for t in [first, *others]:
+        t.join(5)
+    assert done == {n: True for n in range(10)}
+    assert sorted(n for batch in written for n in batch) == list(range(10))  # each once
+    # The nine that queued behind the first write went out together, in one write.
+    assert written == [[0], sorted(written[1])] and sorted(written[1]) == list(range(1, 10))
+
+
+def test_concurrent_sends_each_record_their_own_sid(rt, fake_http):
+    """Replies sent at once from many threads: each message keeps the SID of its own send."""
+    fake_http.latency = 0.02
+    pid = _patient(rt)
+    ids = [_queue(rt, pid, body=f"reply {i}") for i in range(24)]
+    threads = [threading.Thread(target=rt.dispatcher.dispatch_ids, args=([i],)) for i in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sids = {}
+    for item_id in ids:
+        item, message = _item(rt, item_id)
+        assert item.status == "sent" and item.claimed_until is None
+        sids[message.body] = message.provider_id
+    assert len(set(sids.values())) == 24
+    # The fake answered each request with the SID it made; match them by body.
+    answered = {r.data["Body"]: sid for r, sid in fake_http.created}
+    assert sids == answered

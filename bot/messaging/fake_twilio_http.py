@@ -53,6 +53,7 @@ class FakeTwilioHttpClient(HttpClient):
         super().__init__(logging.getLogger(__name__), is_async=False, timeout=None)
         self.latency = latency  # seconds slept per request, outside the lock (benchmarks)
         self.requests: list[RecordedRequest] = []
+        self.created: list[tuple[RecordedRequest, str]] = []  # each message made, with its SID
         self._scripted: deque[Response | BaseException] = deque()
         self._lock = threading.Lock()
 
@@ -95,6 +96,7 @@ class FakeTwilioHttpClient(HttpClient):
         """Forget recorded requests and anything still queued."""
         with self._lock:
             self.requests.clear()
+            self.created.clear()
             self._scripted.clear()
 
     def request(
@@ -127,15 +129,15 @@ class FakeTwilioHttpClient(HttpClient):
             raise scripted
         if scripted is not None:
             return scripted
-        return _default_response(recorded)
-
-
-def _default_response(req: RecordedRequest) -> Response:
-    match = _MESSAGES_URL.search(req.url)
-    if req.method != "POST" or not match:
-        body = {"code": 20404, "message": "The requested resource was not found", "status": 404}
-        return Response(404, json.dumps(body), _headers(None))
-    return Response(201, json.dumps(_message_json(match["account"], req.data)), _headers(None))
+        match = _MESSAGES_URL.search(recorded.url)
+        if recorded.method != "POST" or not match:
+            body = {"code": 20404, "message": "The requested resource was not found",
+                    "status": 404}
+            return Response(404, json.dumps(body), _headers(None))
+        created = _message_json(match["account"], recorded.data)
+        with self._lock:
+            self.created.append((recorded, created["sid"]))
+        return Response(201, json.dumps(created), _headers(None))
 
 
 def _message_json(account_sid: str, data: dict[str, Any]) -> dict[str, Any]:

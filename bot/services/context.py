@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import phonenumbers
@@ -12,6 +13,7 @@ from bot.config import Settings
 from bot.texts import Texts
 
 
+@lru_cache(maxsize=4096)  # the clinic's numbers go into most texts; parse them once
 def readable_phone(e164: str) -> str:
     """+442079460999 -> +44 20 7946 0999: easier to read and dial from a text."""
     try:

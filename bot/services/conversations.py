@@ -12,7 +12,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,12 +34,16 @@ TEMPLATE_OPEN_WAIT = timedelta(hours=48)
 CONSENT_FLOW = "welcome"
 
 
+# Built once: this runs on every patient message.
+_ACTIVE_CONVERSATION = (
+    select(Conversation)
+    .where(Conversation.patient_id == bindparam("patient_id"), Conversation.status.in_(OPEN))
+    .order_by(Conversation.id.desc()).limit(1)
+)
+
+
 def active_conversation(session: Session, patient_id: int) -> Conversation | None:
-    return session.scalars(
-        select(Conversation)
-        .where(Conversation.patient_id == patient_id, Conversation.status.in_(OPEN))
-        .order_by(Conversation.id.desc())
-    ).first()
+    return session.scalars(_ACTIVE_CONVERSATION, {"patient_id": patient_id}).first()
 
 
 def interrupt_active(session: Session, patient_id: int, now: datetime, reason: str) -> None:

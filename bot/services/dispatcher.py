@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Integer, String, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.clock import Clock
@@ -52,6 +52,32 @@ class Pacer:
         return delay
 
 
+class GroupCommit:
+    """Write entries from many threads in batches, each caller returning once its own is written.
+
+    A caller appends its entry, then waits its turn at the writer lock; whoever holds the lock
+    writes everything pending. So when `add` returns, the entry is in the database (written by
+    this thread or by the one before it), and concurrent callers share one transaction. If a
+    write fails, the error reaches the caller that wrote the batch; the others' rows stay
+    claimed and are retried when the claim runs out, exactly as after a crash.
+    """
+
+    def __init__(self, write) -> None:
+        self._write = write
+        self._pending: list = []
+        self._pending_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+
+    def add(self, entry) -> None:
+        with self._pending_lock:
+            self._pending.append(entry)
+        with self._write_lock:
+            with self._pending_lock:
+                batch, self._pending = self._pending, []
+            if batch:
+                self._write(batch)
+
+
 @dataclass
 class _Job:
     item_id: int
@@ -79,6 +105,7 @@ class Dispatcher:
         self.settings = settings
         self.clock = clock
         self.pacer = Pacer(settings.twilio.send_rate_per_second, sleep=sleep)
+        self._successes = GroupCommit(self._write_successes)
         self._context_for = context_for or (lambda patient: {})
 
     # -- entry points -------------------------------------------------------------------------
@@ -239,24 +266,35 @@ class Dispatcher:
     # -- outcomes -----------------------------------------------------------------------------
 
     def _record_success(self, job: _Job, result: SendResult) -> None:
+        self._successes.add((job, result))
+
+    def _write_successes(self, batch: list[tuple[_Job, SendResult]]) -> None:
+        """Record what the carrier accepted: one transaction for every send that finished while
+        the previous batch was being written (group commit), so a busy worker pays for one
+        commit per batch rather than one per message."""
         now = self.clock.now()
         with transaction(self.sessions) as s:
-            status = advance_status("queued", result.status)
             # A status callback can beat us here; apply what already arrived.
-            for early in s.scalars(select(StatusEvent.status).where(
-                    StatusEvent.provider_id == result.provider_id)):
-                status = advance_status(status, early)
-            s.execute(
-                update(OutboxItem).where(OutboxItem.id == job.item_id)
-                .values(status="sent", sent_at=now, claimed_until=None,
-                        variant="template" if job.outgoing.content_sid else OutboxItem.variant)
-                .execution_options(synchronize_session=False))
-            s.execute(
-                update(Message).where(Message.id == job.message_id)
-                .values(provider_id=result.provider_id, status=status, updated_at=now,
-                        segments=result.segments or Message.segments)
-                .execution_options(synchronize_session=False))
-        log.info("sent outbox item %s as %s", job.item_id, result.provider_id)
+            early: dict[str, list[str]] = {}
+            sids = [result.provider_id for _, result in batch if result.provider_id]
+            if sids:
+                for sid, status in s.execute(_EARLY_STATUSES, {"sids": sids}):
+                    early.setdefault(sid, []).append(status)
+            items, messages = [], []
+            for job, result in batch:
+                items.append({"_id": job.item_id, "_now": now, "_variant":
+                              "template" if job.outgoing.content_sid else None})
+                status = advance_status("queued", result.status)
+                for seen in early.get(result.provider_id, ()):
+                    status = advance_status(status, seen)
+                messages.append({"_id": job.message_id, "_sid": result.provider_id,
+                                 "_status": status, "_now": now,
+                                 "_segments": result.segments or None})
+            conn = s.connection()
+            conn.execute(_MARK_SENT, items)  # one executemany per table
+            conn.execute(_SET_PROVIDER_ID, messages)
+        for job, result in batch:
+            log.info("sent outbox item %s as %s", job.item_id, result.provider_id)
 
     def _record_failure(self, job: _Job, err: SendError) -> None:
         now = self.clock.now()
@@ -305,6 +343,24 @@ class Dispatcher:
                       code=err.code)
             audit(s, now, "system", "outbox.failed", "message", message.id,
                   kind=err.kind, code=err.code, attempts=item.attempts)
+
+
+# Statements for recording sends, built once (Core: no ORM bookkeeping on this hot path).
+_outbox = OutboxItem.__table__
+_messages = Message.__table__
+_MARK_SENT = (
+    update(_outbox).where(_outbox.c.id == bindparam("_id"))
+    .values(status="sent", sent_at=bindparam("_now"), claimed_until=None,
+            variant=func.coalesce(bindparam("_variant", type_=String), _outbox.c.variant))
+)
+_SET_PROVIDER_ID = (
+    update(_messages).where(_messages.c.id == bindparam("_id"))
+    .values(provider_id=bindparam("_sid"), status=bindparam("_status"),
+            updated_at=bindparam("_now"),
+            segments=func.coalesce(bindparam("_segments", type_=Integer), _messages.c.segments))
+)
+_EARLY_STATUSES = select(StatusEvent.provider_id, StatusEvent.status).where(
+    StatusEvent.provider_id.in_(bindparam("sids", expanding=True)))
 
 
 def _claimable(now: datetime):

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -59,6 +59,27 @@ def keyword_of(text: str) -> str:
     return re.sub(r"^[\W_]+|[\W_]+$", "", text or "").upper()
 
 
+_INSERT_COLUMNS = ("direction", "channel", "address", "body", "kind", "provider_id", "status",
+                   "created_at", "updated_at", "patient_id")
+_insert_if_absent: dict[str, object] = {}
+
+
+def _insert_inbound_statement(dialect: str):
+    """INSERT ... ON CONFLICT (provider_id) DO NOTHING RETURNING id, built once per dialect."""
+    stmt = _insert_if_absent.get(dialect)
+    if stmt is None:
+        insert_for = {"postgresql": pg_insert, "sqlite": sqlite_insert}.get(dialect)
+        values = {c: bindparam(c) for c in _INSERT_COLUMNS}
+        if insert_for is None:  # pragma: no cover - only SQLite and PostgreSQL are supported
+            stmt = insert(Message).values(values).returning(Message.id)
+        else:
+            stmt = (insert_for(Message).values(values)
+                    .on_conflict_do_nothing(index_elements=["provider_id"])
+                    .returning(Message.id))
+        _insert_if_absent[dialect] = stmt
+    return stmt
+
+
 def record_inbound(session: Session, msg: InboundMessage, now: datetime,
                    patient_id: int | None = None, status: str = "received") -> int | None:
     """Insert the message once per provider id; None when this id was already stored."""
@@ -68,14 +89,13 @@ def record_inbound(session: Session, msg: InboundMessage, now: datetime,
         provider_id=provider_id, status=status, created_at=now, updated_at=now,
         patient_id=patient_id,
     )
-    dialect = session.get_bind().dialect.name
-    insert_for = {"postgresql": pg_insert, "sqlite": sqlite_insert}.get(dialect)
-    if insert_for is None:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        stmt = insert(Message).values(**values).returning(Message.id)
-    else:
-        stmt = (insert_for(Message).values(**values)
-                .on_conflict_do_nothing(index_elements=["provider_id"]).returning(Message.id))
-    return session.execute(stmt).scalar()
+    stmt = _insert_inbound_statement(session.get_bind().dialect.name)
+    return session.execute(stmt, values).scalar()
+
+
+# Built once: runs on every inbound message. Locks the patient's row (PostgreSQL) so two
+# messages from one phone are handled one after the other.
+_PATIENT_BY_PHONE = select(Patient).where(Patient.phone == bindparam("phone")).with_for_update()
 
 
 def handle_inbound_message(
@@ -83,9 +103,7 @@ def handle_inbound_message(
 ) -> InboundOutcome:
     """Record, then act on, one message from a phone. Safe to call twice with the same id."""
     # Lock the patient first: two messages from one phone are handled one after the other.
-    patient = session.scalars(
-        select(Patient).where(Patient.phone == msg.sender).with_for_update()
-    ).first()
+    patient = session.scalars(_PATIENT_BY_PHONE, {"phone": msg.sender}).first()
     message_id = record_inbound(session, msg, now, patient.id if patient else None)
     if message_id is None:
         log.info("duplicate inbound %s ignored", msg.provider_id)
