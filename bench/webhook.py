@@ -6,7 +6,12 @@ steady 100 requests/s (open loop) and measure latency; then a closed-loop burst 
 The same is done against a bare Flask endpoint under the same gunicorn settings. Afterwards the
 database is checked: every inbound message stored once, every one answered once.
 
-    .venv/bin/python bench/webhook.py [--patients 1000] [--rate 100] [--workers 4]
+The CPU each closed-loop request costs is counted per process group (gunicorn's workers, the
+PostgreSQL server, this load generator), up to the moment every reply has been sent: on a small
+machine they share the same cores, and this shows where the time goes. Each database is measured
+`--rounds` times from the same starting point; medians are printed, as the machine is noisy.
+
+    .venv/bin/python bench/webhook.py [--patients 1000] [--rate 100] [--workers 2] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -16,15 +21,18 @@ import http.client
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
+import psutil
 import requests
 from sqlalchemy import func, select, text
 from twilio.request_validator import RequestValidator
@@ -230,23 +238,101 @@ def check_database(url: str, expected_inbound: int) -> str:
             f"replies {replies}; outbox not sent {unsent}: {'OK' if ok else 'MISMATCH'}")
 
 
-def run(label: str, url: str, args) -> None:
-    phones = prepare(url, args.patients)
-    results = {}
-    for app in ("bare", "checkin"):
-        proc, base = start_gunicorn(app, url, args.workers, args.threads)
+@dataclass
+class Figures:
+    p50: float  # ms, open loop
+    p99: float  # ms, open loop
+    throughput: float  # req/s, closed loop
+    cpu: dict[str, float]  # ms of CPU per closed-loop request, by process group
+
+
+def _cpu_seconds(processes) -> float:
+    total = 0.0
+    for p in processes:
         try:
-            lat = open_loop(base, phones, args.rate, tag=f"{app[0]}o")
-            tput = closed_loop(base, phones, args.concurrency, tag=f"{app[0]}c")
-        finally:
-            stop(proc)
-        results[app] = (lat, tput)
-        print(f"  {app:8s} open loop {args.rate:.0f} req/s: p50 {pct(lat, 50):6.1f} ms  "
-              f"p99 {pct(lat, 99):6.1f} ms  | closed loop x{args.concurrency}: "
-              f"{tput:7.1f} req/s", flush=True)
-    ratio = results["checkin"][1] / results["bare"][1]
-    print(f"  ratio checkin/bare throughput: {ratio:.2f}")
-    print(f"  database check: {check_database(url, 2 * len(phones))}")
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def cpu_snapshot(server_pid: int, url: str) -> dict[str, float]:
+    """CPU seconds so far of the gunicorn tree, the database server, and this load generator."""
+    master = psutil.Process(server_pid)
+    snap = {"web": _cpu_seconds([master, *master.children(recursive=True)]),
+            "load generator": time.process_time()}
+    if url.startswith("postgresql"):
+        snap["database"] = _cpu_seconds(
+            p for p in psutil.process_iter(["name"]) if (p.info["name"] or "") == "postgres")
+    return snap
+
+
+def wait_until_sent(url: str, timeout: float = 60) -> None:
+    """Until the outbox is empty of unsent rows, so the CPU counted covers the sends too."""
+    engine = make_engine(url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as c:
+                if not c.scalar(select(func.count()).select_from(OutboxItem).where(
+                        OutboxItem.status != "sent")):
+                    return
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
+
+
+def measure(app: str, url: str, phones: list[str], args, tag: str) -> Figures:
+    proc, base = start_gunicorn(app, url, args.workers, args.threads)
+    try:
+        lat = open_loop(base, phones, args.rate, tag=f"{app[0]}o{tag}")
+        if app == "checkin":
+            wait_until_sent(url)
+        before = cpu_snapshot(proc.pid, url)
+        tput = closed_loop(base, phones, args.concurrency, tag=f"{app[0]}c{tag}")
+        if app == "checkin":
+            wait_until_sent(url)
+        after = cpu_snapshot(proc.pid, url)
+    finally:
+        stop(proc)
+    cpu = {k: (after[k] - before[k]) * 1000 / len(phones) for k in before}
+    return Figures(pct(lat, 50), pct(lat, 99), tput, cpu)
+
+
+def _line(app: str, f: Figures, rate: float, concurrency: int) -> str:
+    cpu = ", ".join(f"{k} {v:.1f}" for k, v in f.cpu.items())
+    return (f"  {app:8s} open loop {rate:.0f} req/s: p50 {f.p50:6.1f} ms  p99 {f.p99:6.1f} ms"
+            f"  | closed loop x{concurrency}: {f.throughput:7.1f} req/s"
+            f"  | CPU ms per request: {cpu}")
+
+
+def run(label: str, url: str, args) -> None:
+    rounds: list[tuple[Figures, Figures]] = []
+    for r in range(args.rounds):
+        print(f"{label}, round {r + 1} of {args.rounds}:", flush=True)
+        phones = prepare(url, args.patients)  # the same starting point every round
+        bare = measure("bare", url, phones, args, tag=str(r))
+        print(_line("bare", bare, args.rate, args.concurrency), flush=True)
+        checkin = measure("checkin", url, phones, args, tag=str(r))
+        print(_line("checkin", checkin, args.rate, args.concurrency), flush=True)
+        print(f"  ratio checkin/bare throughput: {checkin.throughput / bare.throughput:.2f}")
+        print(f"  database check: {check_database(url, 2 * len(phones))}", flush=True)
+        rounds.append((bare, checkin))
+    if len(rounds) > 1:
+        def med(values):
+            values = list(values)
+            return (f"{statistics.median(values):.2f} (range {min(values):.2f}-"
+                    f"{max(values):.2f})")
+        checkins = [c for _, c in rounds]
+        print(f"{label}, medians of {len(rounds)} rounds:")
+        print(f"  bare throughput {med(b.throughput for b, _ in rounds)} req/s")
+        print(f"  checkin p50 {med(c.p50 for c in checkins)} ms; "
+              f"p99 {med(c.p99 for c in checkins)} ms; "
+              f"throughput {med(c.throughput for c in checkins)} req/s")
+        print(f"  ratio {med(c.throughput / b.throughput for b, c in rounds)}")
+        for key in checkins[0].cpu:
+            print(f"  checkin CPU ms per request, {key}: {med(c.cpu[key] for c in checkins)}")
 
 
 def main() -> None:
@@ -259,6 +345,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--threads", type=int, default=1, help="gunicorn --threads (gthread)")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measure each database this many times; medians are printed")
     args = parser.parse_args()
     print(f"bench/webhook.py: {args.patients} patients, gunicorn --workers {args.workers} "
           f"--threads {args.threads}, "
