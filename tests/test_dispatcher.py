@@ -305,3 +305,43 @@ def test_concurrent_sends_each_record_their_own_sid(rt, fake_http):
     # The fake answered each request with the SID it made; match them by body.
     answered = {r.data["Body"]: sid for r, sid in fake_http.created}
     assert sids == answered
+
+
+def test_group_commit_tries_a_failed_write_once_more():
+    attempts: list[list[str]] = []
+
+    def flaky(batch):
+        attempts.append(list(batch))
+        if len(attempts) == 1:
+            raise ConnectionError("database went away")
+
+    GroupCommit(flaky, sleep=lambda s: None).add("a")
+    assert attempts == [["a"], ["a"]]
+
+    def broken(batch):
+        raise ConnectionError("still down")
+
+    with pytest.raises(ConnectionError):
+        GroupCommit(broken, sleep=lambda s: None).add("b")
+
+
+def test_a_send_recorded_after_the_database_blinked(rt, fake_http, monkeypatch):
+    """The carrier took the message; the first attempt to record it fails, the second holds."""
+    pid = _patient(rt)
+    item_id = _queue(rt, pid)
+    real = rt.dispatcher._write_successes
+    calls = []
+
+    def first_fails(batch):
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise ConnectionError("connection reset")
+        real(batch)
+
+    monkeypatch.setattr(rt.dispatcher._successes, "_write", first_fails)
+    monkeypatch.setattr(rt.dispatcher._successes, "_sleep", lambda s: None)
+    assert rt.dispatcher.dispatch_due() == 1
+    item, message = _item(rt, item_id)
+    assert calls == [1, 1]
+    assert item.status == "sent" and message.provider_id.startswith("SM")
+    assert len(sent_to(fake_http, PHONE)) == 1

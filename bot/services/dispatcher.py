@@ -57,13 +57,17 @@ class GroupCommit:
 
     A caller appends its entry, then waits its turn at the writer lock; whoever holds the lock
     writes everything pending. So when `add` returns, the entry is in the database (written by
-    this thread or by the one before it), and concurrent callers share one transaction. If a
-    write fails, the error reaches the caller that wrote the batch; the others' rows stay
-    claimed and are retried when the claim runs out, exactly as after a crash.
+    this thread or by the one before it), and concurrent callers share one transaction.
+
+    A failed write is tried once more after a short pause (a dropped database connection is
+    replaced by then). If that fails too, the error reaches the caller that wrote the batch; the
+    rows of the batch stay claimed and are sent again when the claim runs out, as after a crash.
     """
 
-    def __init__(self, write) -> None:
+    def __init__(self, write, retry_after: float = 0.5, sleep=time.sleep) -> None:
         self._write = write
+        self._retry_after = retry_after
+        self._sleep = sleep
         self._pending: list = []
         self._pending_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -75,7 +79,13 @@ class GroupCommit:
             with self._pending_lock:
                 batch, self._pending = self._pending, []
             if batch:
-                self._write(batch)
+                try:
+                    self._write(batch)
+                except Exception:
+                    log.warning("recording %d sends failed; trying once more", len(batch),
+                                exc_info=True)
+                    self._sleep(self._retry_after)
+                    self._write(batch)
 
 
 @dataclass
