@@ -79,6 +79,25 @@ def scheduler() -> None:
         rt.close()
 
 
+@main.command()
+def health() -> None:
+    """Print the on-call checks as JSON; exit 0 if all is well, 1 if degraded, 2 if down."""
+    from bot.services import health as checks
+    from bot.store.db import ping
+
+    rt = _runtime()
+    try:
+        if not ping(rt.engine):
+            click.echo(json.dumps({"status": "down", "problems": ["database: unavailable"]}))
+            sys.exit(2)
+        with rt.transaction() as s:
+            body = checks.report(s, rt.settings, rt.clock.now())
+    finally:
+        rt.close()
+    click.echo(json.dumps(body, indent=2))
+    sys.exit(0 if body["status"] == "ok" else 1)
+
+
 @main.group()
 def db() -> None:
     """Database commands."""

@@ -16,13 +16,16 @@ from tests.twilio_support import (  # noqa: F401 - fixtures
 
 def test_healthz_is_200_when_the_database_answers(client):
     res = client.get("/healthz")
-    assert res.status_code == 200 and res.get_json()["status"] == "ok"
+    # 200 even though no scheduler ran in this test (see tests/test_health.py)
+    assert res.status_code == 200 and res.get_json()["status"] == "degraded"
 
 
 def test_healthz_is_503_when_the_database_does_not(client, rt):
     rt.engine = make_engine("postgresql://nobody@127.0.0.1:1/none",
                             connect_args={"connect_timeout": 1})
-    assert client.get("/healthz").status_code == 503
+    res = client.get("/healthz")
+    assert res.status_code == 503
+    assert res.get_json() == {"status": "down", "problems": ["database: unavailable"]}
 
 
 def test_enrol_normalises_the_number_welcomes_and_audits(client, rt):

@@ -228,3 +228,14 @@ class AuditLog(Base):
     subject_type: Mapped[str] = mapped_column(String(20))
     subject_id: Mapped[str | None] = mapped_column(String(40))
     details: Mapped[dict[str, Any]]
+
+
+class Heartbeat(Base):
+    """When each background component last finished a round of its work (read by /healthz)."""
+
+    __tablename__ = "heartbeats"
+
+    component: Mapped[str] = mapped_column(String(40), primary_key=True)  # "scheduler"
+    beat_at: Mapped[datetime]
+    host: Mapped[str] = mapped_column(String(80))
+    pid: Mapped[int]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bot.runtime import Runtime
+from bot.services import health
 from bot.store.db import ping
 
 
@@ -30,8 +31,17 @@ def create_app(runtime: Runtime) -> Flask:
 
     @app.get("/healthz")
     def healthz():
-        if ping(runtime.engine):
-            return jsonify(status="ok", messenger=runtime.messenger.name)
-        return jsonify(status="database unavailable"), 503
+        """200 while the web app and its database work (load balancers: keep sending webhooks).
+
+        The body says whether the rest of the bot is moving too (the scheduler's last tick, the
+        outbox); `?strict=1` turns "degraded" into a 503, for a monitor that pages someone.
+        """
+        if not ping(runtime.engine):
+            return jsonify(status="down", problems=["database: unavailable"]), 503
+        with runtime.transaction() as session:
+            body = health.report(session, runtime.settings, runtime.clock.now())
+        body["messenger"] = runtime.messenger.name
+        strict = request.args.get("strict", "") not in ("", "0", "false")
+        return jsonify(body), 503 if strict and body["status"] != "ok" else 200
 
     return app

@@ -1,0 +1,84 @@
+"""Is the bot doing its job? For /healthz and `checkin-bot health`: the on-call view.
+
+The web app can be up while nothing moves: the scheduler process died (no check-ins, no retries,
+no re-alerts of unacknowledged red flags), or the carrier refuses every send. Each check here
+says which, with numbers, and never a phone number or a message.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from bot.config import Settings
+from bot.store.models import Heartbeat, OutboxItem
+
+SCHEDULER = "scheduler"
+# A row due this long ago and still not sent means no dispatcher is sending.
+OVERDUE_AFTER = timedelta(minutes=2)
+
+
+def beat(session: Session, component: str, now: datetime) -> None:
+    """Record that `component` finished a round of work now (insert or update its row)."""
+    dialect = session.get_bind().dialect.name
+    insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
+    values = {"component": component, "beat_at": now, "host": socket.gethostname()[:80],
+              "pid": os.getpid()}
+    session.execute(insert_for(Heartbeat).values(**values).on_conflict_do_update(
+        index_elements=["component"],
+        set_={k: v for k, v in values.items() if k != "component"}))
+
+
+def stale_after(settings: Settings) -> timedelta:
+    """How long without a finished tick before the scheduler counts as stopped."""
+    return timedelta(seconds=max(60.0, 6 * settings.scheduler.tick_seconds))
+
+
+def report(session: Session, settings: Settings, now: datetime) -> dict:
+    """Every check with its figures, and `problems`: one short line per check that failed."""
+    problems: list[str] = []
+
+    hb = session.get(Heartbeat, SCHEDULER)
+    age = (now - hb.beat_at).total_seconds() if hb else None
+    scheduler_ok = age is not None and age <= stale_after(settings).total_seconds()
+    if hb is None:
+        problems.append("scheduler: has never run against this database")
+    elif not scheduler_ok:
+        problems.append(f"scheduler: last tick {int(age)} s ago")
+
+    cutoff = now - OVERDUE_AFTER
+    overdue_rows = or_(
+        and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= cutoff),
+        and_(OutboxItem.status == "sending", OutboxItem.claimed_until <= cutoff),
+    )
+    overdue, oldest = session.execute(
+        select(func.count(), func.min(OutboxItem.next_attempt_at)).where(overdue_rows)).one()
+    failed_24h = session.scalar(select(func.count()).select_from(OutboxItem).where(
+        OutboxItem.status == "failed", OutboxItem.created_at >= now - timedelta(hours=24)))
+    if overdue:
+        problems.append(f"outbox: {overdue} message(s) overdue")
+
+    return {
+        "status": "ok" if not problems else "degraded",
+        "problems": problems,
+        "scheduler": {
+            "ok": scheduler_ok,
+            "last_tick": hb.beat_at.isoformat() if hb else None,
+            "seconds_since_tick": None if age is None else round(age),
+            "host": hb.host if hb else None,
+            "pid": hb.pid if hb else None,
+        },
+        "outbox": {
+            "overdue": overdue,
+            "oldest_overdue_seconds": (
+                round((now - oldest).total_seconds()) if oldest else None),
+            "failed_last_24h": failed_24h,
+        },
+    }
+

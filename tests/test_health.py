@@ -1,0 +1,92 @@
+"""/healthz and `checkin-bot health`: the on-call view of whether the bot is moving."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from click.testing import CliRunner
+
+from bot.cli import main
+from bot.scheduler import tick
+from bot.services import health
+from bot.services.outbox import Draft, enqueue
+from bot.store.models import OutboxItem
+
+
+def test_healthz_says_degraded_until_the_scheduler_has_ticked(client, rt):
+    res = client.get("/healthz")
+    assert res.status_code == 200  # the web app works: keep sending it webhooks
+    body = res.get_json()
+    assert body["status"] == "degraded"
+    assert body["problems"] == ["scheduler: has never run against this database"]
+    assert client.get("/healthz?strict=1").status_code == 503
+
+    tick(rt)
+    body = client.get("/healthz?strict=1").get_json()
+    assert body["status"] == "ok" and body["problems"] == []
+    assert body["scheduler"]["ok"] is True
+    assert body["scheduler"]["seconds_since_tick"] == 0
+    assert body["outbox"] == {"overdue": 0, "oldest_overdue_seconds": None,
+                              "failed_last_24h": 0}
+
+
+def test_a_scheduler_that_stopped_ticking_is_reported(client, rt, clock):
+    tick(rt)
+    clock.advance(seconds=59)
+    assert client.get("/healthz").get_json()["status"] == "ok"
+    clock.advance(seconds=60)
+    res = client.get("/healthz?strict=1")
+    assert res.status_code == 503
+    body = res.get_json()
+    assert body["problems"] == ["scheduler: last tick 119 s ago"]
+    assert body["scheduler"]["ok"] is False
+
+
+def test_messages_nobody_sends_show_as_overdue(client, rt, clock):
+    tick(rt)
+    with rt.transaction() as s:
+        enqueue(s, Draft(to="+447700900123", channel="sms", body="Time for your check-in."),
+                clock.now())
+    clock.advance(seconds=60)
+    tick(rt)  # the scheduler is alive: it sends the row (dev messenger)
+    assert client.get("/healthz").get_json()["outbox"]["overdue"] == 0
+
+    with rt.transaction() as s:  # a row no dispatcher picks up (say the send threads are stuck)
+        item = enqueue(s, Draft(to="+447700900123", channel="sms", body="Hello"), clock.now())
+        item.status, item.claimed_until = "sending", clock.now()
+    clock.advance(seconds=150)
+    with rt.transaction() as s:  # keep the scheduler's heartbeat fresh, without sending
+        health.beat(s, health.SCHEDULER, clock.now())
+    body = client.get("/healthz").get_json()
+    assert body["status"] == "degraded"
+    assert body["problems"] == ["outbox: 1 message(s) overdue"]
+    assert body["outbox"]["overdue"] == 1
+    assert body["outbox"]["oldest_overdue_seconds"] == 150
+    assert "+44" not in json.dumps(body)  # no phone numbers on this page
+
+
+def test_failed_sends_of_the_last_day_are_counted(client, rt, clock):
+    with rt.transaction() as s:
+        enqueue(s, Draft(to="+447700900123", channel="sms", body="x"), clock.now())
+        s.flush()
+        s.query(OutboxItem).update({"status": "failed"})
+    body = client.get("/healthz").get_json()
+    assert body["outbox"]["failed_last_24h"] == 1
+    clock.advance(hours=25)
+    assert client.get("/healthz").get_json()["outbox"]["failed_last_24h"] == 0
+
+
+def test_the_health_command_exits_by_status(db_url, monkeypatch, rt):
+    monkeypatch.setenv("CHECKIN_DATABASE_URL", db_url)
+    for var in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "CHECKIN_CONFIG", "CHECKIN_MESSENGER"):
+        monkeypatch.delenv(var, raising=False)
+    runner = CliRunner()
+    result = runner.invoke(main, ["health"])
+    assert result.exit_code == 1
+    assert json.loads(result.output)["status"] == "degraded"
+    with rt.transaction() as s:  # a scheduler ticked just now (the command reads real time)
+        health.beat(s, health.SCHEDULER, datetime.now(UTC))
+    result = runner.invoke(main, ["health"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["status"] == "ok"
