@@ -171,6 +171,9 @@ def build_runtime(
     messenger = messenger or build_messenger(settings)
     _check_database(engine, flows)
     vocabulary = _load_vocabulary()
+    if settings.messenger_name == "twilio" and not settings.public_url:
+        log.warning("CHECKIN_PUBLIC_URL is not set: sends carry no status callback, so failed "
+                    "deliveries will not be seen (see /healthz)")
     ctx = ServiceContext(settings=settings, texts=texts, clock=clock, flows=flows,
                          vocabulary=vocabulary)
     dispatcher = Dispatcher(sessions, messenger, settings, clock, context_for=ctx.patient_values)

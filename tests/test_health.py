@@ -90,3 +90,24 @@ def test_the_health_command_exits_by_status(db_url, monkeypatch, rt):
     result = runner.invoke(main, ["health"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["status"] == "ok"
+
+
+def test_twilio_without_a_public_url_is_flagged(db_url, clock):
+    """No public URL, no status callbacks: a failed delivery would never be seen."""
+    from bot.config import load_settings
+    from bot.messaging.dev import DevMessenger
+    from bot.runtime import build_runtime
+    from bot.web.app import create_app
+    from tests.twilio_support import TWILIO_SETTINGS
+
+    settings = load_settings(env={}, overrides={
+        "database_url": db_url, **TWILIO_SETTINGS, "public_url": None, "proxy_fix": 1})
+    runtime = build_runtime(settings, clock=clock, dispatch_mode="inline",
+                            messenger=DevMessenger(echo=False))  # nothing leaves the machine
+    try:
+        tick(runtime)
+        body = create_app(runtime).test_client().get("/healthz").get_json()
+        assert body["problems"] == [
+            "config: CHECKIN_PUBLIC_URL is not set, so Twilio sends no delivery receipts"]
+    finally:
+        runtime.close()

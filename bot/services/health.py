@@ -43,6 +43,10 @@ def stale_after(settings: Settings) -> timedelta:
 def report(session: Session, settings: Settings, now: datetime) -> dict:
     """Every check with its figures, and `problems`: one short line per check that failed."""
     problems: list[str] = []
+    if settings.messenger_name == "twilio" and not settings.public_url:
+        # Without it no status_callback is passed: failed deliveries would go unnoticed.
+        problems.append("config: CHECKIN_PUBLIC_URL is not set, so Twilio sends no delivery "
+                        "receipts")
 
     hb = session.get(Heartbeat, SCHEDULER)
     age = (now - hb.beat_at).total_seconds() if hb else None
