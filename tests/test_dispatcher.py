@@ -345,3 +345,30 @@ def test_a_send_recorded_after_the_database_blinked(rt, fake_http, monkeypatch):
     assert calls == [1, 1]
     assert item.status == "sent" and message.provider_id.startswith("SM")
     assert len(sent_to(fake_http, PHONE)) == 1
+
+
+def test_a_status_callback_racing_the_sid_record_is_not_lost(rt, fake_http):
+    """The callback's transaction stores its event but has not committed when the dispatcher
+    records the SID: the record waits for it and applies it (PostgreSQL: an advisory lock on the
+    SID; SQLite: writers take turns)."""
+    from bot.messaging.base import SendResult
+    from bot.services.status import record_status
+
+    pid = _patient(rt)
+    item_id = _queue(rt, pid)
+    job = rt.dispatcher._claim(item_id, paced=False)
+    result = SendResult(provider_id="SMrace" + "0" * 26, status="queued", segments=1)
+    recorder = threading.Thread(target=rt.dispatcher._write_successes, args=([(job, result)],))
+    with rt.transaction() as s:
+        record_status(s, rt.ctx, result.provider_id, "delivered", None, rt.clock.now())
+        recorder.start()
+        time.sleep(0.3)  # the recorder runs now, while the callback is uncommitted
+    recorder.join(10)
+    item, message = _item(rt, item_id)
+    assert item.status == "sent"
+    assert message.provider_id == result.provider_id and message.status == "delivered"
+
+
+def test_group_commit_hands_the_writes_result_to_the_writer_only():
+    log = GroupCommit(lambda batch: [f"follow-up for {e}" for e in batch])
+    assert log.add("a") == ["follow-up for a"]  # alone: this caller wrote its own batch

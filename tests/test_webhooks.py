@@ -309,12 +309,51 @@ def test_a_failed_whatsapp_message_falls_back_to_sms(client, rt, fake_http, cloc
     assert len(sms) == 1 and sms[0]["Body"] == wa.data["Body"]
 
 
-def test_a_status_that_beats_the_sid_being_recorded_is_applied_later(rt, clock):
-    from bot.services.status import record_status
+def _callback_before_the_sid_is_recorded(client, rt, monkeypatch, status, code=None):
+    """Twilio's status callback arrives after it accepted the send but before the dispatcher
+    wrote the SID down (the callback wins the race)."""
+    real_send = rt.messenger.send
 
+    def send_then_callback(outgoing):
+        result = real_send(outgoing)
+        params = {"MessageSid": result.provider_id, "MessageStatus": status}
+        if code:
+            params["ErrorCode"] = str(code)
+        assert post(client, STATUS, params).status_code == 204
+        return result
+
+    monkeypatch.setattr(rt.messenger, "send", send_then_callback)
+
+
+def test_a_status_that_beats_the_sid_being_recorded_is_applied_later(client, rt, fake_http,
+                                                                      monkeypatch):
+    enrol(rt)
+    _callback_before_the_sid_is_recorded(client, rt, monkeypatch, "delivered")
+    texted(client, "hello")
     with rt.transaction() as s:
-        record_status(s, rt.ctx, "SMearly", "delivered", None, clock.now())
-    assert count(rt, StatusEvent, StatusEvent.provider_id == "SMearly") == 1
+        [reply] = s.scalars(select(Message).where(Message.direction == "out")).all()
+        assert reply.provider_id.startswith("SM") and reply.status == "delivered"
+
+
+def test_an_early_whatsapp_failure_still_falls_back_to_sms(client, rt, fake_http, monkeypatch):
+    enrol(rt, channel="whatsapp")
+    _callback_before_the_sid_is_recorded(client, rt, monkeypatch, "failed", 63003)
+    texted(client, "hello", channel="whatsapp")
+    [wa] = [r.data for r in fake_http.requests if r.data["To"].startswith("whatsapp:")]
+    sms = [r.data for r in fake_http.requests if r.data["To"] == PHONE]
+    assert len(sms) == 1 and sms[0]["Body"] == wa["Body"]
+    with rt.transaction() as s:
+        wa_message = s.scalars(select(Message).where(
+            Message.direction == "out", Message.channel == "whatsapp")).one()
+        assert wa_message.status == "failed"
+
+
+def test_an_early_21610_failure_opts_the_patient_out(client, rt, fake_http, monkeypatch):
+    pid = enrol(rt)
+    _callback_before_the_sid_is_recorded(client, rt, monkeypatch, "undelivered", 21610)
+    texted(client, "hello")
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).status == "opted_out"
 
 
 def test_whatsapp_replies_inside_the_window_are_free_text(client, rt, fake_http, clock):

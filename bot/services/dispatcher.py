@@ -23,7 +23,8 @@ from bot.domain.schedule import in_quiet_hours, quiet_hours_end
 from bot.messaging.base import Messenger, OutgoingMessage, SendError, SendResult
 from bot.services.audit import audit
 from bot.services.outbox import PRIORITY_REPLY
-from bot.store.db import transaction
+from bot.services.status import FAILED, after_failure
+from bot.store.db import lock_keys, transaction
 from bot.store.models import Message, OutboxItem, Patient, StatusEvent
 from bot.store.statuses import advance_status
 
@@ -72,20 +73,23 @@ class GroupCommit:
         self._pending_lock = threading.Lock()
         self._write_lock = threading.Lock()
 
-    def add(self, entry) -> None:
+    def add(self, entry):
+        """Returns what `write` returned if this caller wrote the batch, else None. Follow-up
+        work belongs after this returns: nothing may call `add` while the lock is held."""
         with self._pending_lock:
             self._pending.append(entry)
         with self._write_lock:
             with self._pending_lock:
                 batch, self._pending = self._pending, []
-            if batch:
-                try:
-                    self._write(batch)
-                except Exception:
-                    log.warning("recording %d sends failed; trying once more", len(batch),
-                                exc_info=True)
-                    self._sleep(self._retry_after)
-                    self._write(batch)
+            if not batch:
+                return None
+            try:
+                return self._write(batch)
+            except Exception:
+                log.warning("recording %d sends failed; trying once more", len(batch),
+                            exc_info=True)
+                self._sleep(self._retry_after)
+                return self._write(batch)
 
 
 @dataclass
@@ -276,26 +280,29 @@ class Dispatcher:
     # -- outcomes -----------------------------------------------------------------------------
 
     def _record_success(self, job: _Job, result: SendResult) -> None:
-        self._successes.add((job, result))
+        fallback_ids = self._successes.add((job, result))
+        if fallback_ids:  # after the group-commit lock is released: these sends record too
+            self.dispatch_ids(fallback_ids)
 
-    def _write_successes(self, batch: list[tuple[_Job, SendResult]]) -> None:
+    def _write_successes(self, batch: list[tuple[_Job, SendResult]]) -> list[int]:
         """Record what the carrier accepted: one transaction for every send that finished while
         the previous batch was being written (group commit), so a busy worker pays for one
         commit per batch rather than one per message."""
         now = self.clock.now()
         with transaction(self.sessions) as s:
             # A status callback can beat us here; apply what already arrived.
-            early: dict[str, list[str]] = {}
+            early: dict[str, list[tuple[str, int | None]]] = {}
             sids = [result.provider_id for _, result in batch if result.provider_id]
             if sids:
-                for sid, status in s.execute(_EARLY_STATUSES, {"sids": sids}):
-                    early.setdefault(sid, []).append(status)
+                lock_keys(s, sids)  # see status.record_status
+                for sid, status, code in s.execute(_EARLY_STATUSES, {"sids": sids}):
+                    early.setdefault(sid, []).append((status, code))
             items, messages = [], []
             for job, result in batch:
                 items.append({"_id": job.item_id, "_now": now, "_variant":
                               "template" if job.outgoing.content_sid else None})
                 status = advance_status("queued", result.status)
-                for seen in early.get(result.provider_id, ()):
+                for seen, _ in early.get(result.provider_id, ()):
                     status = advance_status(status, seen)
                 messages.append({"_id": job.message_id, "_sid": result.provider_id,
                                  "_status": status, "_now": now,
@@ -303,8 +310,18 @@ class Dispatcher:
             conn = s.connection()
             conn.execute(_MARK_SENT, items)  # one executemany per table
             conn.execute(_SET_PROVIDER_ID, messages)
+            # A failure reported before we knew the SID sets off what it would have then.
+            fallback_ids = []
+            for job, result in batch:
+                failures = [(st, code) for st, code in early.get(result.provider_id, ())
+                            if st in FAILED]
+                if failures:
+                    status, code = failures[0]
+                    fallback_ids += after_failure(s, self.settings, s.get(Message, job.message_id),
+                                                  status, code, now)
         for job, result in batch:
             log.info("sent outbox item %s as %s", job.item_id, result.provider_id)
+        return fallback_ids
 
     def _record_failure(self, job: _Job, err: SendError) -> None:
         now = self.clock.now()
@@ -369,7 +386,8 @@ _SET_PROVIDER_ID = (
             updated_at=bindparam("_now"),
             segments=func.coalesce(bindparam("_segments", type_=Integer), _messages.c.segments))
 )
-_EARLY_STATUSES = select(StatusEvent.provider_id, StatusEvent.status).where(
+_EARLY_STATUSES = select(
+    StatusEvent.provider_id, StatusEvent.status, StatusEvent.error_code).where(
     StatusEvent.provider_id.in_(bindparam("sids", expanding=True)))
 
 
