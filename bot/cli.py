@@ -189,7 +189,8 @@ def transcript(phone: str, as_json: bool) -> None:
         return
     for m in rows:
         arrow = "<-" if m["direction"] == "in" else "->"
-        click.echo(f"{m['created_at']} {arrow} [{m['status']}] {m['body']}")
+        media = "".join(f" [{a['content_type'] or 'attachment'}: {a['url']}]" for a in m["media"])
+        click.echo(f"{m['created_at']} {arrow} [{m['status']}] {m['body']}{media}")
 
 
 @main.group()

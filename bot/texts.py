@@ -14,7 +14,7 @@ MESSAGES_FILE = REPO_ROOT / "config" / "messages.yaml"
 REQUIRED = (
     "emergency", "urgent", "safety_net", "not_enrolled", "help", "stopped", "started",
     "received", "awaiting_consent", "alert", "staff_ack", "staff_already", "staff_unknown",
-    "staff_usage", "alert_unknown",
+    "staff_usage", "alert_unknown", "media_unreadable",
 )
 # Longest value each variable may take when checking segment counts at start-up.
 VARIABLE_MAX = {

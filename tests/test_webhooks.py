@@ -391,3 +391,52 @@ def test_database_errors_do_not_leak_numbers_or_bodies(rt):
     with pytest.raises(IntegrityError) as err, rt.transaction() as s:
         s.add(M(**row))
     assert PHONE not in str(err.value) and "private words" not in str(err.value)
+
+
+# -- photos and voice notes -------------------------------------------------------------------
+
+MEDIA_URL = "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1"
+
+
+def _mid_checkin(rt, channel="sms"):
+    from bot.services.conversations import active_conversation, start_flow
+
+    pid = enrol(rt, channel=channel)
+    with rt.transaction() as s:
+        patient = s.get(Patient, pid)
+        patient.last_inbound_at = rt.clock.now()
+        start_flow(s, rt.ctx, patient, "checkin", rt.clock.now())
+        return pid, active_conversation(s, pid).current_node
+
+
+@pytest.mark.parametrize("channel,content_type", [("sms", "image/jpeg"),
+                                                  ("whatsapp", "audio/ogg")])
+def test_a_photo_or_voice_note_is_kept_and_the_patient_asked_for_words(
+        client, rt, fake_http, channel, content_type):
+    from bot.services.conversations import active_conversation
+    from bot.store.models import Answer
+
+    pid, node = _mid_checkin(rt, channel)
+    fake_http.requests.clear()
+    res = texted(client, "", channel=channel, NumMedia="1", MediaUrl0=MEDIA_URL,
+                 MediaContentType0=content_type)
+    assert res.status_code == 200
+    with rt.transaction() as s:
+        inbound = s.scalars(select(Message).where(Message.direction == "in")).one()
+        assert inbound.media == [{"url": MEDIA_URL, "content_type": content_type}]
+        assert inbound.patient_id == pid
+        conv = active_conversation(s, pid)
+        assert conv.current_node == node  # not taken as a wrong answer
+        assert s.scalar(select(func.count()).select_from(Answer)) == 0
+    [reply] = [r.data["Body"] for r in fake_http.requests]
+    assert "can only read text" in reply and readable_phone(rt.settings.clinic.acute_oncology_hotline) in reply
+
+
+def test_a_photo_with_a_red_flag_caption_still_raises_the_alarm(client, rt, fake_http):
+    _mid_checkin(rt)
+    texted(client, "my legs gave way and I wet myself", NumMedia="1", MediaUrl0=MEDIA_URL,
+           MediaContentType0="image/jpeg")
+    assert count(rt, Escalation) == 1
+    with rt.transaction() as s:
+        inbound = s.scalars(select(Message).where(Message.direction == "in")).one()
+        assert inbound.media == [{"url": MEDIA_URL, "content_type": "image/jpeg"}]

@@ -43,6 +43,7 @@ class InboundMessage:
     provider_id: str | None = None  # Twilio MessageSid; None from the simulator
     opt_out_type: str | None = None  # Twilio Advanced Opt-Out: STOP | START | HELP
     button_payload: str | None = None  # WhatsApp quick reply
+    media: tuple[tuple[str, str], ...] = ()  # (url, content type): photos, voice notes
 
 
 @dataclass
@@ -60,7 +61,7 @@ def keyword_of(text: str) -> str:
 
 
 _INSERT_COLUMNS = ("direction", "channel", "address", "body", "kind", "provider_id", "status",
-                   "created_at", "updated_at", "patient_id")
+                   "created_at", "updated_at", "patient_id", "media")
 _insert_if_absent: dict[str, object] = {}
 
 
@@ -88,6 +89,7 @@ def record_inbound(session: Session, msg: InboundMessage, now: datetime,
         direction="in", channel=msg.channel, address=msg.sender, body=msg.body, kind="inbound",
         provider_id=provider_id, status=status, created_at=now, updated_at=now,
         patient_id=patient_id,
+        media=[{"url": url, "content_type": kind} for url, kind in msg.media] or None,
     )
     stmt = _insert_inbound_statement(session.get_bind().dialect.name)
     return session.execute(stmt, values).scalar()
@@ -158,6 +160,12 @@ def handle_inbound_message(
 
     if patient.status == "opted_out":
         return out  # recorded; nothing routine goes to an opted-out patient
+
+    if not text and msg.media:
+        # A photo or a voice note: stored for the care team, but nobody reads it now. Say so,
+        # and leave any conversation where it was (this is not a wrong answer).
+        out.outbox_ids.append(reply("media_unreadable"))
+        return out
 
     out.outbox_ids += conversations.handle_patient_text(
         session, ctx, patient, text, now, channel=msg.channel,

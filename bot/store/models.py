@@ -121,6 +121,8 @@ class Message(Base):
     status: Mapped[str] = mapped_column(String(12))
     segments: Mapped[int | None]
     error_code: Mapped[int | None]
+    # in: photos, voice notes... as Twilio sent them: [{"url": ..., "content_type": ...}]
+    media: Mapped[list[dict[str, str]] | None] = mapped_column(JSON)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -23,7 +23,7 @@ def message_json(m: Message) -> dict:
     return {
         "id": m.id, "direction": m.direction, "channel": m.channel, "body": m.body,
         "kind": m.kind, "status": m.status, "segments": m.segments,
-        "created_at": iso(m.created_at),
+        "media": m.media or [], "created_at": iso(m.created_at),
     }
 
 

@@ -63,9 +63,18 @@ def inbound_message():
         provider_id=form.get("MessageSid") or form.get("SmsSid"),
         opt_out_type=form.get("OptOutType"),
         button_payload=form.get("ButtonPayload"),
+        media=_media(form),
     )
     receive_message(rt, msg)
     return _twiml()
+
+
+def _media(form) -> tuple[tuple[str, str], ...]:
+    """Photos, voice notes...: (MediaUrl{i}, MediaContentType{i}) for i < NumMedia."""
+    count = form.get("NumMedia", "0")
+    n = min(int(count), 10) if count.isdigit() else 0  # Twilio sends at most 10
+    return tuple((form[f"MediaUrl{i}"], form.get(f"MediaContentType{i}", ""))
+                 for i in range(n) if form.get(f"MediaUrl{i}"))
 
 
 @bp.post("/status")
