@@ -164,6 +164,14 @@ class Outbox(_Strict):
     send_threads: int = Field(default=8, ge=1, le=64)
 
 
+class LoopGuard(_Strict):
+    """Stop answering a number that gets more replies than a person could want (an
+    auto-responder answering every message of ours would otherwise ping-pong forever)."""
+
+    max_replies: int = Field(default=30, ge=1)
+    window_minutes: float = Field(default=10, gt=0)
+
+
 class Scheduler(_Strict):
     tick_seconds: float = Field(default=5, gt=0)
     dispatch_poll_seconds: float = Field(default=0.5, gt=0)
@@ -183,6 +191,7 @@ class Settings(_Strict):
     admin_token: str | None = None  # bearer token for /api; only from CHECKIN_ADMIN_TOKEN
     twilio: Twilio = Twilio()
     outbox: Outbox = Outbox()
+    loop_guard: LoopGuard = LoopGuard()
     scheduler: Scheduler = Scheduler()
 
     @field_validator("public_url")

@@ -440,3 +440,58 @@ def test_a_photo_with_a_red_flag_caption_still_raises_the_alarm(client, rt, fake
     with rt.transaction() as s:
         inbound = s.scalars(select(Message).where(Message.direction == "in")).one()
         assert inbound.media == [{"url": MEDIA_URL, "content_type": "image/jpeg"}]
+
+
+# -- loop guard -------------------------------------------------------------------------------
+
+def test_an_auto_responder_gets_no_reply_once_the_guard_trips(client, rt, fake_http, clock):
+    from bot.store.models import AuditLog
+
+    limit = rt.settings.loop_guard.max_replies  # 30 in 10 minutes by default
+    enrol(rt)
+    for _ in range(limit + 3):  # "I'm driving, I'll text you back": to each of our replies
+        texted(client, "Sorry, I am busy right now and will get back to you")
+        clock.advance(seconds=3)
+    assert count(rt, Message, Message.direction == "in") == limit + 3  # every one kept
+    assert len(bodies(fake_http)) == limit  # replies stop at the limit
+    held = count(rt, OutboxItem, OutboxItem.status == "cancelled",
+                 OutboxItem.last_error == "loop guard")
+    assert held == 3
+    assert count(rt, AuditLog, AuditLog.action == "inbound.loop_guard") == 3
+
+    clock.advance(minutes=11)  # the window passed: a person texting again is answered
+    texted(client, "hello again")
+    assert len(bodies(fake_http)) == limit + 1
+
+
+def test_a_busy_patient_answering_question_after_question_is_not_a_loop(client, rt,
+                                                                         fake_http, clock):
+    limit = rt.settings.loop_guard.max_replies
+    enrol(rt)
+    for _ in range(limit + 5):  # short answers, the same again and again: a person
+        texted(client, "no")
+    assert len(bodies(fake_http)) == limit + 5
+    for i in range(3):  # and different words each time: a person too
+        texted(client, f"I have a question number {i}")
+    assert len(bodies(fake_http)) == limit + 8
+    for _ in range(limit):  # past twice the limit, whatever is said, the guard is on
+        texted(client, "no")
+    assert len(bodies(fake_http)) == 2 * limit
+
+
+def test_red_flags_still_reach_the_team_while_the_guard_is_on(client, rt, fake_http, clock):
+    limit = rt.settings.loop_guard.max_replies
+    enrol(rt)
+    for _ in range(2 * limit):
+        texted(client, "no")
+    texted(client, "no")
+    assert len(bodies(fake_http)) == 2 * limit  # the guard is on
+    texted(client, "my legs gave way and I wet myself")
+    assert count(rt, Escalation) == 1
+    oncall = rt.settings.care_team.contact(rt.settings.care_team.escalation_chain[0])
+    assert len(sent_to(fake_http, oncall.phone)) == 1  # the team's alert is not held
+    patient_texts = bodies(fake_http)
+    assert len(patient_texts) == 2 * limit + 1  # the emergency instruction still goes
+    assert readable_phone(rt.settings.clinic.acute_oncology_hotline) in patient_texts[-1]
+    texted(client, "my legs gave way and I wet myself")
+    assert len(bodies(fake_http)) == 2 * limit + 1  # once in the window

@@ -10,9 +10,9 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -112,15 +112,23 @@ def handle_inbound_message(
         return InboundOutcome(duplicate=True)
     out = InboundOutcome(message_id=message_id)
     text = (msg.button_payload or msg.body or "").strip()
+    looping = _looks_like_a_loop(session, ctx, msg, text, message_id, now)
+    _act_on(session, ctx, msg, patient, text, now, out, looping)
+    if looping:
+        _hold_replies(session, ctx, msg, out, now)
+    return out
 
+
+def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient: Patient | None,
+            text: str, now: datetime, out: InboundOutcome, looping: bool) -> None:
     if patient is None:
         staff = ctx.settings.care_team.contact_by_phone(msg.sender)
         if staff is not None:
             out.outbox_ids += _staff_command(session, ctx, staff, text, msg, now)
         else:
-            log.info("inbound %s from a number that is not enrolled", message_id)
+            log.info("inbound %s from a number that is not enrolled", out.message_id)
             out.outbox_ids += _unknown_sender(session, ctx, msg, text, now, out)
-        return out
+        return
 
     out.patient_id = patient.id
     patient.last_inbound_at = now
@@ -132,15 +140,15 @@ def handle_inbound_message(
         _set_status(session, patient, "opted_out", now, "patient.opt_out", word or opt)
         conversations.interrupt_active(session, patient.id, now, reason="opted out")
         out.outbox_ids.append(reply("stopped"))
-        return out
+        return
     if word in START_WORDS or opt == "START" or (
             word in YES_WORDS and patient.status == "opted_out"):
         _set_status(session, patient, "active", now, "patient.opt_in", word or opt)
         out.outbox_ids.append(reply("started"))
-        return out
+        return
     if word in HELP_WORDS or opt == "HELP":
         out.outbox_ids.append(reply("help"))
-        return out
+        return
 
     # Red flags: checked on every message, before and whatever the conversation.
     triage = detect(text, ctx.vocabulary)
@@ -151,7 +159,7 @@ def handle_inbound_message(
         conversations.interrupt_active(session, patient.id, now, reason="emergency")
         out.outbox_ids += emergency_response(session, ctx, patient, red_flags, text,
                                              now, channel=msg.channel)
-        return out
+        return
     if triage.level != "routine" and triage.hypothetical:
         out.outbox_ids.append(reply("safety_net"))
     elif triage.level == "urgent":
@@ -165,13 +173,82 @@ def handle_inbound_message(
         # A photo or a voice note: stored for the care team, but nobody reads it now. Say so,
         # and leave any conversation where it was (this is not a wrong answer).
         out.outbox_ids.append(reply("media_unreadable"))
-        return out
+        return
 
     out.outbox_ids += conversations.handle_patient_text(
         session, ctx, patient, text, now, channel=msg.channel,
         already_answered=bool(out.outbox_ids),
     )
-    return out
+
+
+_SENT_TO_SINCE = select(func.count()).select_from(Message).where(
+    Message.address == bindparam("address"), Message.direction == "out",
+    Message.created_at >= bindparam("since"), Message.status != "cancelled")
+_SENT_KINDS_TO_SINCE = _SENT_TO_SINCE.where(Message.kind.in_(bindparam("kinds", expanding=True)))
+
+
+def _replies_within_window(session: Session, ctx: ServiceContext, address: str,
+                           now: datetime, kinds: tuple[str, ...] | None = None) -> int:
+    """Messages written to this number within the loop guard's window (of these kinds)."""
+    since = now - timedelta(minutes=ctx.settings.loop_guard.window_minutes)
+    if kinds is None:
+        return session.scalar(_SENT_TO_SINCE, {"address": address, "since": since})
+    return session.scalar(_SENT_KINDS_TO_SINCE, {"address": address, "since": since,
+                                                 "kinds": list(kinds)})
+
+
+_PREVIOUS_INBOUND = (select(Message.body, Message.media)
+                     .where(Message.address == bindparam("address"), Message.direction == "in",
+                            Message.id < bindparam("before"))
+                     .order_by(Message.id.desc()).limit(1))
+
+
+def _looks_like_a_loop(session: Session, ctx: ServiceContext, msg: InboundMessage, text: str,
+                       message_id: int, now: datetime) -> bool:
+    """An auto-responder answering each of our messages, not a busy patient.
+
+    Over `max_replies` messages to this number within the window, and this message says the
+    same as the one before it (a canned text, not a short answer such as "no" or "3" that a
+    patient gives to question after question); or over twice `max_replies`, whatever it says.
+    """
+    limit = ctx.settings.loop_guard.max_replies
+    sent = _replies_within_window(session, ctx, msg.sender, now)
+    if sent < limit:
+        return False
+    if sent >= 2 * limit:
+        return True
+    previous = session.execute(_PREVIOUS_INBOUND,
+                               {"address": msg.sender, "before": message_id}).first()
+    if previous is None:
+        return False
+    said = " ".join(text.lower().split())
+    before = " ".join((previous.body or "").lower().split())
+    return said == before and (len(said) > 3 or bool(msg.media and previous.media))
+
+
+def _hold_replies(session: Session, ctx: ServiceContext, msg: InboundMessage,
+                  out: InboundOutcome, now: datetime) -> None:
+    """The loop guard is on for this number: cancel what this message would have sent to it.
+
+    Everything that happened is kept (the message, any escalation and its alerts to the care
+    team, the cancelled replies). One exception: the emergency instruction still goes out if
+    none went to this number within the window.
+    """
+    written = session.info.get("outbox", {})
+    mine = [written[i] for i in out.outbox_ids if i in written and written[i][0].to == msg.sender]
+    emergency_sent = _replies_within_window(session, ctx, msg.sender, now, ("emergency",)) > \
+        sum(1 for item, _ in mine if item.kind == "emergency")
+    held = []
+    for item, message in mine:
+        if item.kind == "emergency" and not emergency_sent:
+            emergency_sent = True
+            continue
+        item.status, item.last_error = "cancelled", "loop guard"
+        message.status, message.updated_at = "cancelled", now
+        held.append(message.id)
+    audit(session, now, "system", "inbound.loop_guard", "message", out.message_id,
+          held=held, window_minutes=ctx.settings.loop_guard.window_minutes)
+    log.warning("loop guard: message %s got no reply (%d held)", out.message_id, len(held))
 
 
 def _unknown_sender(session: Session, ctx: ServiceContext, msg: InboundMessage, text: str,
