@@ -24,6 +24,7 @@ ENV_KEYS = {
     "CHECKIN_PUBLIC_URL": "public_url",
     "CHECKIN_PROXY_FIX": "proxy_fix",
     "CHECKIN_FLOWS_DIR": "flows_dir",
+    "CHECKIN_SPOOL_DIR": "spool_dir",
     "CHECKIN_ADMIN_TOKEN": "admin_token",
     "TWILIO_ACCOUNT_SID": "twilio.account_sid",
     "TWILIO_AUTH_TOKEN": "twilio.auth_token",
@@ -188,6 +189,8 @@ class Settings(_Strict):
     public_url: str | None = None
     proxy_fix: int = Field(default=0, ge=0, le=5)
     flows_dir: str = str(FLOWS_DIR)
+    # Inbound messages the database could not take wait here (per host) until it is back.
+    spool_dir: str = "var/spool"
     admin_token: str | None = None  # bearer token for /api; only from CHECKIN_ADMIN_TOKEN
     twilio: Twilio = Twilio()
     outbox: Outbox = Outbox()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from bot.config import ConfigError, Settings
 from bot.messaging.base import Messenger
 from bot.services.context import ServiceContext
 from bot.services.dispatcher import Dispatcher
+from bot.services.spool import Spool
 from bot.store.db import make_engine, make_session_factory, transaction
 from bot.texts import load_texts
 
@@ -35,8 +37,12 @@ class Runtime:
     # "inline": send a reply before the request returns (tests); "background": right after, on
     # a worker thread; "none": leave it to the scheduler's dispatcher loop.
     dispatch_mode: str = "background"
+    spool: Spool | None = None
+    spool_retry_seconds: float = 5.0
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
     _pool_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _replayer: threading.Thread | None = field(default=None, repr=False)
+    _last_spool_look: float = field(default=float("-inf"), repr=False)
 
     def transaction(self) -> AbstractContextManager[Session]:
         return transaction(self.sessions)
@@ -81,6 +87,66 @@ class Runtime:
             fn(*args)
         except Exception:
             log.exception("immediate dispatch failed; the scheduler will retry")
+
+    # -- the inbound spool (bot/services/spool.py) ----------------------------------------------
+
+    def replay_spool(self) -> int:
+        """Put spooled inbound messages through the normal path, oldest first. Stops at the
+        first one the database still refuses; returns how many went in."""
+        from bot.services.receiving import store_and_handle
+
+        done = 0
+        for path in self.spool.pending() if self.spool else []:
+            try:
+                msg = Spool.load(path)
+            except ValueError:
+                log.error("spool file %s is unreadable; set aside as .bad", path.name)
+                Spool.set_aside(path)
+                continue
+            try:
+                store_and_handle(self, msg)
+            except Exception:
+                log.warning("spool replay paused: the database is still unavailable")
+                break
+            Spool.remove(path)
+            done += 1
+        if done:
+            log.warning("replayed %d spooled inbound message(s)", done)
+        return done
+
+    def replay_spool_soon(self) -> None:
+        """Cheap, after a message went in fine: look at the spool now and then (every few
+        seconds at most) and replay what waits there, off the request's thread."""
+        if self.spool is None or self.dispatch_mode == "inline":
+            return
+        now = time.monotonic()
+        if now - self._last_spool_look < self.spool_retry_seconds:
+            return
+        self._last_spool_look = now
+        if self.spool.pending():
+            self.start_spool_replayer()
+
+    def start_spool_replayer(self) -> None:
+        """A thread that replays the spool every few seconds until it is empty. In "inline"
+        mode (tests) and "none" (the scheduler ticks replay it) nothing starts here."""
+        if self.dispatch_mode != "background" or self.spool is None:
+            return
+        with self._pool_lock:
+            if self._replayer is not None and self._replayer.is_alive():
+                return
+            self._replayer = threading.Thread(target=self._replay_until_empty, daemon=True,
+                                              name="spool-replay")
+            self._replayer.start()
+
+    def _replay_until_empty(self) -> None:
+        while True:
+            time.sleep(self.spool_retry_seconds)
+            try:
+                self.replay_spool()
+            except Exception:
+                log.exception("spool replay failed; trying again")
+            if not self.spool.pending():
+                return
 
     def close(self) -> None:
         if self._pool is not None:
@@ -179,4 +245,4 @@ def build_runtime(
     dispatcher = Dispatcher(sessions, messenger, settings, clock, context_for=ctx.patient_values)
     return Runtime(settings=settings, engine=engine, sessions=sessions, clock=clock,
                    messenger=messenger, ctx=ctx, dispatcher=dispatcher,
-                   dispatch_mode=dispatch_mode)
+                   dispatch_mode=dispatch_mode, spool=Spool(settings.spool_dir))

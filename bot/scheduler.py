@@ -31,6 +31,7 @@ class TickReport:
 def tick(rt: Runtime) -> TickReport:
     """Process every due timer once, each kind in its own transaction, then send what's queued."""
     report = TickReport()
+    rt.replay_spool()  # inbound messages kept on disk while the database was down
     now = rt.clock.now()
     with rt.transaction() as s:
         report.timeouts = len(conversations.process_due_timeouts(s, rt.ctx, now))

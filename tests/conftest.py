@@ -71,8 +71,9 @@ def settings_overrides():
 
 
 @pytest.fixture
-def settings(db_url, settings_overrides):
-    return load_settings(env={}, overrides={"database_url": db_url, **settings_overrides})
+def settings(db_url, settings_overrides, tmp_path):
+    return load_settings(env={}, overrides={
+        "database_url": db_url, "spool_dir": str(tmp_path / "spool"), **settings_overrides})
 
 
 @pytest.fixture

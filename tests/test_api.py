@@ -25,7 +25,8 @@ def test_healthz_is_503_when_the_database_does_not(client, rt):
                             connect_args={"connect_timeout": 1})
     res = client.get("/healthz")
     assert res.status_code == 503
-    assert res.get_json() == {"status": "down", "problems": ["database: unavailable"]}
+    assert res.get_json() == {"status": "down", "problems": ["database: unavailable"],
+                              "spooled_inbound": 0}
 
 
 def test_enrol_normalises_the_number_welcomes_and_audits(client, rt):

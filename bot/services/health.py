@@ -17,6 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from bot.config import Settings
+from bot.services.spool import Spool
 from bot.store.models import Heartbeat, OutboxItem
 
 SCHEDULER = "scheduler"
@@ -67,6 +68,9 @@ def report(session: Session, settings: Settings, now: datetime) -> dict:
         OutboxItem.status == "failed", OutboxItem.created_at >= now - timedelta(hours=24)))
     if overdue:
         problems.append(f"outbox: {overdue} message(s) overdue")
+    spooled = len(Spool(settings.spool_dir).pending())
+    if spooled:
+        problems.append(f"spool: {spooled} inbound message(s) waiting for the database")
 
     return {
         "status": "ok" if not problems else "degraded",
@@ -84,5 +88,6 @@ def report(session: Session, settings: Settings, now: datetime) -> dict:
                 round((now - oldest).total_seconds()) if oldest else None),
             "failed_last_24h": failed_24h,
         },
+        "spooled_inbound": spooled,
     }
 

@@ -24,7 +24,7 @@ from bot.services.context import ServiceContext
 from bot.services.escalations import EscalationNotFound, acknowledge
 from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
 from bot.services.red_flags import emergency_response, urgent_response
-from bot.store.models import Message, Patient
+from bot.store.models import Message, OutboxItem, Patient
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,10 @@ class InboundMessage:
     opt_out_type: str | None = None  # Twilio Advanced Opt-Out: STOP | START | HELP
     button_payload: str | None = None  # WhatsApp quick reply
     media: tuple[tuple[str, str], ...] = ()  # (url, content type): photos, voice notes
+    # Set on a message replayed from the spool (bot/services/spool.py): when it arrived, and
+    # whether the emergency instruction already went back in the webhook's TwiML.
+    received_at: datetime | None = None
+    told_emergency: bool = False
 
 
 @dataclass
@@ -53,6 +57,10 @@ class InboundOutcome:
     patient_id: int | None = None
     level: str = "routine"
     outbox_ids: list[int] = field(default_factory=list)
+    # The database could not take the message: it went to the local spool, and these
+    # (to, body) replies go back at once in the webhook's TwiML (to None = the sender).
+    spooled: bool = False
+    outage_replies: list[tuple[str | None, str]] = field(default_factory=list)
 
 
 def keyword_of(text: str) -> str:
@@ -87,8 +95,8 @@ def record_inbound(session: Session, msg: InboundMessage, now: datetime,
     provider_id = msg.provider_id or f"SIM{uuid.uuid4().hex}"
     values = dict(
         direction="in", channel=msg.channel, address=msg.sender, body=msg.body, kind="inbound",
-        provider_id=provider_id, status=status, created_at=now, updated_at=now,
-        patient_id=patient_id,
+        provider_id=provider_id, status=status, created_at=msg.received_at or now,
+        updated_at=now, patient_id=patient_id,
         media=[{"url": url, "content_type": kind} for url, kind in msg.media] or None,
     )
     stmt = _insert_inbound_statement(session.get_bind().dialect.name)
@@ -116,7 +124,28 @@ def handle_inbound_message(
     _act_on(session, ctx, msg, patient, text, now, out, looping)
     if looping:
         _hold_replies(session, ctx, msg, out, now)
+    elif msg.told_emergency:
+        _hold_told_emergency(session, msg, out, now)
     return out
+
+
+def _written_to_sender(session: Session, msg: InboundMessage, out: InboundOutcome):
+    written = session.info.get("outbox", {})
+    return [written[i] for i in out.outbox_ids if i in written and written[i][0].to == msg.sender]
+
+
+def _cancel(item: OutboxItem, message: Message, reason: str, now: datetime) -> None:
+    item.status, item.last_error = "cancelled", reason
+    message.status, message.updated_at = "cancelled", now
+
+
+def _hold_told_emergency(session: Session, msg: InboundMessage, out: InboundOutcome,
+                         now: datetime) -> None:
+    """A replayed message whose emergency instruction went out in TwiML during the outage:
+    the escalation and its alerts go ahead; the patient is not told a second time."""
+    for item, message in _written_to_sender(session, msg, out):
+        if item.kind == "emergency":
+            _cancel(item, message, "told during a database outage", now)
 
 
 def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient: Patient | None,
@@ -234,8 +263,7 @@ def _hold_replies(session: Session, ctx: ServiceContext, msg: InboundMessage,
     team, the cancelled replies). One exception: the emergency instruction still goes out if
     none went to this number within the window.
     """
-    written = session.info.get("outbox", {})
-    mine = [written[i] for i in out.outbox_ids if i in written and written[i][0].to == msg.sender]
+    mine = _written_to_sender(session, msg, out)
     emergency_sent = _replies_within_window(session, ctx, msg.sender, now, ("emergency",)) > \
         sum(1 for item, _ in mine if item.kind == "emergency")
     held = []
@@ -243,8 +271,7 @@ def _hold_replies(session: Session, ctx: ServiceContext, msg: InboundMessage,
         if item.kind == "emergency" and not emergency_sent:
             emergency_sent = True
             continue
-        item.status, item.last_error = "cancelled", "loop guard"
-        message.status, message.updated_at = "cancelled", now
+        _cancel(item, message, "loop guard", now)
         held.append(message.id)
     audit(session, now, "system", "inbound.loop_guard", "message", out.message_id,
           held=held, window_minutes=ctx.settings.loop_guard.window_minutes)

@@ -29,6 +29,8 @@ def create_app(runtime: Runtime) -> Flask:
 
         app.register_blueprint(simulator_bp)
 
+    runtime.replay_spool_soon()  # anything a previous run kept on disk
+
     @app.get("/healthz")
     def healthz():
         """200 while the web app and its database work (load balancers: keep sending webhooks).
@@ -37,7 +39,9 @@ def create_app(runtime: Runtime) -> Flask:
         outbox); `?strict=1` turns "degraded" into a 503, for a monitor that pages someone.
         """
         if not ping(runtime.engine):
-            return jsonify(status="down", problems=["database: unavailable"]), 503
+            spooled = len(runtime.spool.pending()) if runtime.spool else 0
+            return jsonify(status="down", problems=["database: unavailable"],
+                           spooled_inbound=spooled), 503
         with runtime.transaction() as session:
             body = health.report(session, runtime.settings, runtime.clock.now())
         body["messenger"] = runtime.messenger.name

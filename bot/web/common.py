@@ -16,22 +16,17 @@ def runtime() -> Runtime:
 
 
 def receive_message(rt: Runtime, msg) -> object:
-    """Handle one inbound message; if that fails, still store it and act on red flags.
+    """Take in one inbound message so that it is never lost (see bot.services.receiving).
 
-    Returns the InboundOutcome. Raises only if even the fallback could not store the message,
-    so that the carrier retries it later.
+    Returns the InboundOutcome. Raises only if neither the database nor the local spool could
+    keep the message, so that the carrier retries it later.
     """
-    from bot.services.inbound import handle_inbound_message, record_after_failure
+    from bot.services.receiving import spool_inbound, store_and_handle
 
     try:
-        with rt.transaction() as session:
-            outcome = handle_inbound_message(session, rt.ctx, msg, rt.clock.now())
-            jobs = rt.claim_for_sending(session, outcome.outbox_ids)
+        outcome = store_and_handle(rt, msg)
     except Exception:
-        log.exception("handling inbound message failed; storing it unprocessed")
-        with rt.transaction() as session:
-            outcome = record_after_failure(session, rt.ctx, msg, rt.clock.now())
-        rt.dispatch_soon(outcome.outbox_ids)
-        return outcome
-    rt.send_claimed(jobs)
+        log.exception("the database could not store an inbound message")
+        return spool_inbound(rt, msg)
+    rt.replay_spool_soon()  # the database works: anything spooled earlier can go in now
     return outcome

@@ -41,8 +41,16 @@ def _require_signature() -> None:
         abort(403)
 
 
-def _twiml() -> Response:
-    return Response(str(MessagingResponse()), mimetype="application/xml")
+def _twiml(replies=()) -> Response:
+    """Empty TwiML (replies go through the outbox), except while the database is down: then
+    an emergency's replies go back in the response itself (see bot.services.receiving)."""
+    response = MessagingResponse()
+    for to, body in replies:
+        if to:
+            response.message(body, to=to)
+        else:
+            response.message(body)
+    return Response(str(response), mimetype="application/xml")
 
 
 @bp.post("/message")
@@ -65,8 +73,8 @@ def inbound_message():
         button_payload=form.get("ButtonPayload"),
         media=_media(form),
     )
-    receive_message(rt, msg)
-    return _twiml()
+    outcome = receive_message(rt, msg)
+    return _twiml(outcome.outage_replies)
 
 
 def _media(form) -> tuple[tuple[str, str], ...]:

@@ -1,0 +1,69 @@
+"""Taking in one inbound message, whatever happens to the database.
+
+1. Handle it in one transaction (bot.services.inbound).
+2. If that fails, store it as "unprocessed" in a fresh transaction and act on any red flag.
+3. If the database cannot take it at all, write it to the local spool (bot.services.spool) and,
+   for an emergency, answer at once in the webhook's own TwiML: the instruction to the patient
+   and, on the same channel, an alert to the on-call contact. The spool is replayed through
+   steps 1-2 when the database is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import replace
+
+from bot.domain.triage import detect
+from bot.services.inbound import (
+    InboundMessage,
+    InboundOutcome,
+    handle_inbound_message,
+    record_after_failure,
+)
+
+log = logging.getLogger(__name__)
+
+
+def store_and_handle(rt, msg: InboundMessage) -> InboundOutcome:
+    """Steps 1-2. Raises only if the database could not store the message at all."""
+    try:
+        with rt.transaction() as session:
+            outcome = handle_inbound_message(session, rt.ctx, msg, rt.clock.now())
+            jobs = rt.claim_for_sending(session, outcome.outbox_ids)
+    except Exception:
+        log.exception("handling inbound message failed; storing it unprocessed")
+        with rt.transaction() as session:
+            outcome = record_after_failure(session, rt.ctx, msg, rt.clock.now())
+        rt.dispatch_soon(outcome.outbox_ids)
+        return outcome
+    rt.send_claimed(jobs)
+    return outcome
+
+
+def spool_inbound(rt, msg: InboundMessage) -> InboundOutcome:
+    """Step 3. Raises OSError if even the local disk refuses (then the carrier must retry)."""
+    now = rt.clock.now()
+    text = (msg.button_payload or msg.body or "").strip()
+    triage = detect(text, rt.ctx.vocabulary)
+    told = triage.level == "emergency" and not triage.hypothetical
+    msg = replace(msg, provider_id=msg.provider_id or f"SIM{uuid.uuid4().hex}",
+                  received_at=msg.received_at or now, told_emergency=told)
+    rt.spool.put(msg)
+    log.error("database unavailable: inbound message kept in the local spool%s",
+              "; emergency instruction sent in TwiML" if told else "")
+    rt.start_spool_replayer()
+    out = InboundOutcome(spooled=True, level=triage.level)
+    if told:
+        out.outage_replies.append((None, rt.ctx.text_for(None, "emergency", name="Hello")))
+        team = rt.settings.care_team
+        oncall = team.contact(team.escalation_chain[0])
+        if oncall.channel == msg.channel:  # TwiML answers from the number the patient texted
+            words = " ".join(text.split())
+            body = rt.ctx.texts.render(
+                "alert_outage", "en", patient_phone=msg.sender,
+                flags=", ".join(f.replace("_", " ") for f in triage.flags)[:60],
+                words=words if len(words) <= 60 else words[:57] + "...")
+            to = f"whatsapp:{oncall.phone}" if msg.channel == "whatsapp" else oncall.phone
+            out.outage_replies.append((to, body))
+    return out

@@ -1,0 +1,159 @@
+"""The database is down: inbound messages wait in the local spool, emergencies are still
+answered (in the webhook's TwiML), and everything goes in once the database is back."""
+
+from __future__ import annotations
+
+import os
+import stat
+from contextlib import contextmanager
+
+from sqlalchemy import select
+
+from bot.store.db import make_engine, make_session_factory
+from bot.store.models import AuditLog, Escalation, Message, OutboxItem
+from tests.test_webhooks import INBOUND, PHONE, bodies, count, enrol, post, sid, texted
+from tests.twilio_support import (  # noqa: F401 - fixtures
+    TWILIO_SETTINGS,
+    fake_http,
+    messenger,
+    sent_to,
+    settings_overrides,
+)
+
+
+@contextmanager
+def database_down(rt):
+    """Every new transaction of the web path fails to connect, as when PostgreSQL stops."""
+    working = rt.sessions
+    dead = make_engine("postgresql://nobody@127.0.0.1:1/none",
+                       connect_args={"connect_timeout": 1})
+    rt.sessions = make_session_factory(dead)
+    try:
+        yield
+    finally:
+        rt.sessions = working
+        dead.dispose()
+
+
+def test_a_message_sent_during_an_outage_is_kept_and_goes_in_later(client, rt, fake_http, clock):
+    enrol(rt)
+    sent_at = clock.now()
+    with database_down(rt):
+        res = texted(client, "hello")
+        assert res.status_code == 200  # Twilio is told we have it
+        assert b"<Message" not in res.data  # nothing to say yet
+    [spooled] = rt.spool.pending()
+    assert stat.S_IMODE(os.stat(spooled).st_mode) == 0o600  # patient data: this user only
+    assert count(rt, Message) == 0 and fake_http.requests == []
+
+    clock.advance(minutes=5)
+    assert rt.replay_spool() == 1
+    assert rt.spool.pending() == []
+    with rt.transaction() as s:
+        inbound = s.scalars(select(Message).where(Message.direction == "in")).one()
+        assert inbound.body == "hello" and inbound.created_at == sent_at  # when it was sent
+    assert len(bodies(fake_http)) == 1  # and now it is answered
+    assert rt.replay_spool() == 0
+
+
+def test_an_emergency_during_an_outage_is_answered_at_once_and_escalated_later(
+        client, rt, fake_http, clock):
+    enrol(rt)
+    team = rt.settings.care_team
+    oncall = team.contact(team.escalation_chain[0])
+    with database_down(rt):
+        res = texted(client, "my legs gave way and I wet myself")
+    assert res.status_code == 200
+    twiml = res.get_data(as_text=True)
+    assert "this could be serious" in twiml  # the instruction, to the patient, right now
+    assert f'to="{oncall.phone}"' in twiml and "database is down" in twiml  # and the on-call
+    assert fake_http.requests == []
+
+    rt.replay_spool()
+    assert count(rt, Escalation) == 1  # the alert chain runs as usual, with its ref
+    assert len(sent_to(fake_http, oncall.phone)) == 1
+    assert bodies(fake_http) == []  # the patient is not told a second time
+    assert count(rt, OutboxItem, OutboxItem.last_error == "told during a database outage") == 1
+
+
+def test_a_replay_that_runs_twice_stores_the_message_once(client, rt, fake_http):
+    enrol(rt)
+    with database_down(rt):
+        texted(client, "hello")
+    [path] = rt.spool.pending()
+    copy = path.with_name("0-" + path.name)  # as if a second worker replays the same file
+    copy.write_bytes(path.read_bytes())
+    assert rt.replay_spool() == 2
+    assert count(rt, Message, Message.direction == "in") == 1
+    assert len(bodies(fake_http)) == 1
+
+
+def test_the_replay_waits_while_the_database_is_still_down(client, rt, fake_http):
+    enrol(rt)
+    with database_down(rt):
+        texted(client, "hello")
+        texted(client, "are you there")
+        assert rt.replay_spool() == 0
+    assert len(rt.spool.pending()) == 2
+    assert client.get("/healthz").get_json()["problems"][-1] == (
+        "spool: 2 inbound message(s) waiting for the database")
+    assert rt.replay_spool() == 2
+    with rt.transaction() as s:
+        assert [m.body for m in s.scalars(select(Message).where(
+            Message.direction == "in").order_by(Message.id))] == ["hello", "are you there"]
+
+
+def test_an_unreadable_spool_file_is_set_aside(rt):
+    rt.spool.directory.mkdir(parents=True)
+    (rt.spool.directory / "20260101T000000000000-x.json").write_text("{not json")
+    assert rt.replay_spool() == 0
+    assert rt.spool.pending() == []
+    assert [p.name for p in rt.spool.directory.iterdir()] == ["20260101T000000000000-x.bad"]
+
+
+def test_if_the_disk_refuses_too_twilio_gets_an_error_to_retry(client, rt):
+    enrol(rt)
+    rt.spool.directory.parent.mkdir(parents=True, exist_ok=True)
+    rt.spool.directory.write_text("a file where the spool directory should be")
+    client.application.testing = False  # answer as in production, not raise into the test
+    with database_down(rt):
+        res = post(client, INBOUND, {"MessageSid": sid(), "From": PHONE,
+                                     "To": "+447700900999", "Body": "hello"})
+    assert res.status_code == 500
+
+
+def test_the_scheduler_tick_replays_the_spool(client, rt, fake_http):
+    from bot.scheduler import tick
+
+    enrol(rt)
+    with database_down(rt):
+        texted(client, "hello")
+    tick(rt)
+    assert rt.spool.pending() == []
+    assert count(rt, Message, Message.direction == "in") == 1
+    assert count(rt, AuditLog, AuditLog.action == "inbound.unprocessed") == 0
+
+
+def test_a_web_worker_replays_its_spool_by_itself_once_the_database_is_back(
+        settings, clock, fake_http, messenger):
+    import time
+
+    from bot.runtime import build_runtime
+    from bot.web.app import create_app
+
+    rt = build_runtime(settings, clock=clock, messenger=messenger, dispatch_mode="background")
+    rt.spool_retry_seconds = 0.1
+    try:
+        client = create_app(rt).test_client()
+        enrol(rt)
+        with database_down(rt):
+            texted(client, "hello")
+            time.sleep(0.3)  # the replayer tries, and waits: still down
+            assert len(rt.spool.pending()) == 1
+        deadline = time.monotonic() + 10
+        while rt.spool.pending() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert rt.spool.pending() == []
+        assert count(rt, Message, Message.direction == "in") == 1
+    finally:
+        rt.close()
