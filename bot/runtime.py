@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -56,9 +57,15 @@ class Runtime:
             return
         self._submit(self._dispatch_quietly, list(outbox_ids))
 
+    def claim_on_write(self, session: Session) -> None:
+        """Rows this transaction writes are sent right after it commits: write them claimed."""
+        if self.dispatch_mode != "none":
+            session.info["claim_until"] = self.clock.now() + timedelta(
+                seconds=self.settings.outbox.claim_seconds)
+
     def claim_for_sending(self, session: Session, outbox_ids: list[int]) -> list:
         """In the request's own transaction: claim the rows it wrote, to send after commit."""
-        if not outbox_ids or self.dispatch_mode == "none":
+        if self.dispatch_mode == "none":
             return []
         return self.dispatcher.claim_new(session, outbox_ids)
 

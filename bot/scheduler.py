@@ -15,7 +15,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from bot.runtime import Runtime
-from bot.services import conversations, escalations, health, schedules
+from bot.services import conversations, escalations, health, schedules, status
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ def tick(rt: Runtime) -> TickReport:
         report.realerts = len(escalations.realert_due(s, rt.ctx, now))
     with rt.transaction() as s:
         report.scheduled = len(schedules.run_due_schedules(s, rt.ctx, now))
+    with rt.transaction() as s:  # callbacks that beat the record of their SID
+        status.apply_waiting_statuses(s, rt.ctx, now)
     report.sent = rt.dispatcher.dispatch_due()
     with rt.transaction() as s:  # for /healthz: the scheduler is alive and got through a tick
         health.beat(s, health.SCHEDULER, rt.clock.now())

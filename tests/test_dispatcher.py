@@ -14,7 +14,7 @@ from bot.runtime import build_runtime
 from bot.services.dispatcher import GroupCommit, Pacer
 from bot.services.outbox import PRIORITY_ROUTINE, Draft, enqueue
 from bot.services.patients import Enrolment, enrol_patient
-from bot.store.models import AuditLog, Message, OutboxItem, Patient
+from bot.store.models import AuditLog, Message, OutboxItem, Patient, StatusEvent
 from tests.twilio_support import (  # noqa: F401 - fixtures
     FROM_NUMBER,
     PUBLIC_URL,
@@ -348,10 +348,10 @@ def test_a_send_recorded_after_the_database_blinked(rt, fake_http, monkeypatch):
 
 
 def test_a_status_callback_racing_the_sid_record_is_not_lost(rt, fake_http):
-    """The callback's transaction stores its event but has not committed when the dispatcher
-    records the SID: the record waits for it and applies it (PostgreSQL: an advisory lock on the
-    SID; SQLite: writers take turns)."""
+    """The callback's transaction runs while the dispatcher records the SID, neither seeing the
+    other's uncommitted work: the event waits, and the scheduler's tick applies it."""
     from bot.messaging.base import SendResult
+    from bot.scheduler import tick
     from bot.services.status import record_status
 
     pid = _patient(rt)
@@ -365,8 +365,29 @@ def test_a_status_callback_racing_the_sid_record_is_not_lost(rt, fake_http):
         time.sleep(0.3)  # the recorder runs now, while the callback is uncommitted
     recorder.join(10)
     item, message = _item(rt, item_id)
-    assert item.status == "sent"
-    assert message.provider_id == result.provider_id and message.status == "delivered"
+    assert item.status == "sent" and message.provider_id == result.provider_id
+    tick(rt)
+    item, message = _item(rt, item_id)
+    assert message.status == "delivered"
+    tick(rt)  # applied once: nothing waits any more
+    with rt.transaction() as s:
+        assert s.scalars(select(StatusEvent.applied)).all() == [True]
+
+
+def test_recording_a_send_twice_does_not_undo_a_callback_in_between(rt, fake_http):
+    """A record retried after an unclear failure (it had committed) keeps "delivered"."""
+    from bot.messaging.base import SendResult
+    from bot.services.status import record_status
+
+    pid = _patient(rt)
+    item_id = _queue(rt, pid)
+    job = rt.dispatcher._claim(item_id, paced=False)
+    result = SendResult(provider_id="SMtwice" + "0" * 25, status="queued", segments=1)
+    rt.dispatcher._write_successes([(job, result)])
+    with rt.transaction() as s:
+        record_status(s, rt.ctx, result.provider_id, "delivered", None, rt.clock.now())
+    rt.dispatcher._write_successes([(job, result)])
+    assert _item(rt, item_id)[1].status == "delivered"
 
 
 def test_group_commit_hands_the_writes_result_to_the_writer_only():

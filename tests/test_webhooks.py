@@ -327,18 +327,25 @@ def _callback_before_the_sid_is_recorded(client, rt, monkeypatch, status, code=N
 
 def test_a_status_that_beats_the_sid_being_recorded_is_applied_later(client, rt, fake_http,
                                                                       monkeypatch):
+    from bot.scheduler import tick
+
     enrol(rt)
     _callback_before_the_sid_is_recorded(client, rt, monkeypatch, "delivered")
     texted(client, "hello")
+    tick(rt)  # the scheduler applies callbacks that waited for their SID
     with rt.transaction() as s:
         [reply] = s.scalars(select(Message).where(Message.direction == "out")).all()
         assert reply.provider_id.startswith("SM") and reply.status == "delivered"
 
 
 def test_an_early_whatsapp_failure_still_falls_back_to_sms(client, rt, fake_http, monkeypatch):
+    from bot.scheduler import tick
+
     enrol(rt, channel="whatsapp")
     _callback_before_the_sid_is_recorded(client, rt, monkeypatch, "failed", 63003)
     texted(client, "hello", channel="whatsapp")
+    assert [r for r in fake_http.requests if r.data["To"] == PHONE] == []
+    tick(rt)
     [wa] = [r.data for r in fake_http.requests if r.data["To"].startswith("whatsapp:")]
     sms = [r.data for r in fake_http.requests if r.data["To"] == PHONE]
     assert len(sms) == 1 and sms[0]["Body"] == wa["Body"]
@@ -349,9 +356,12 @@ def test_an_early_whatsapp_failure_still_falls_back_to_sms(client, rt, fake_http
 
 
 def test_an_early_21610_failure_opts_the_patient_out(client, rt, fake_http, monkeypatch):
+    from bot.scheduler import tick
+
     pid = enrol(rt)
     _callback_before_the_sid_is_recorded(client, rt, monkeypatch, "undelivered", 21610)
     texted(client, "hello")
+    tick(rt)
     with rt.transaction() as s:
         assert s.get(Patient, pid).status == "opted_out"
 
@@ -495,3 +505,37 @@ def test_red_flags_still_reach_the_team_while_the_guard_is_on(client, rt, fake_h
     assert readable_phone(rt.settings.clinic.acute_oncology_hotline) in patient_texts[-1]
     texted(client, "my legs gave way and I wet myself")
     assert len(bodies(fake_http)) == 2 * limit + 1  # once in the window
+
+
+def test_a_reply_is_written_already_claimed_and_sent_after_commit(client, rt, fake_http,
+                                                                   monkeypatch):
+    """The reply's outbox row is committed as claimed (a crash before the send leaves it to the
+    sweep once the claim runs out), with no UPDATE of it inside the request's transaction."""
+    from sqlalchemy import event
+
+    enrol(rt)
+    statements: list[str] = []
+    seen_at_send: list[tuple] = []
+    real_send = rt.messenger.send
+
+    def send(outgoing):
+        with rt.transaction() as s:
+            item = s.scalars(select(OutboxItem)).one()
+            seen_at_send.append((item.status, item.attempts, item.claimed_until is not None))
+        statements.append("-- send")
+        return real_send(outgoing)
+
+    def log_statement(conn, cursor, statement, *args):
+        statements.append(" ".join(statement.split())[:30])
+
+    monkeypatch.setattr(rt.messenger, "send", send)
+    event.listen(rt.engine, "before_cursor_execute", log_statement)
+    try:
+        texted(client, "hello")
+    finally:
+        event.remove(rt.engine, "before_cursor_execute", log_statement)
+    assert seen_at_send == [("sending", 1, True)]
+    before_send = statements[:statements.index("-- send")]
+    assert any(s.startswith("INSERT INTO outbox") for s in before_send)
+    assert not any(s.startswith("UPDATE outbox") for s in before_send)
+    assert count(rt, OutboxItem, OutboxItem.status == "sent") == 1

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Integer, String, and_, bindparam, func, or_, select, update
+from sqlalchemy import Integer, String, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.clock import Clock
@@ -23,9 +23,8 @@ from bot.domain.schedule import in_quiet_hours, quiet_hours_end
 from bot.messaging.base import Messenger, OutgoingMessage, SendError, SendResult
 from bot.services.audit import audit
 from bot.services.outbox import PRIORITY_REPLY
-from bot.services.status import FAILED, after_failure
-from bot.store.db import lock_keys, transaction
-from bot.store.models import Message, OutboxItem, Patient, StatusEvent
+from bot.store.db import transaction
+from bot.store.models import Message, OutboxItem, Patient
 from bot.store.statuses import advance_status
 
 log = logging.getLogger(__name__)
@@ -192,18 +191,27 @@ class Dispatcher:
         """Claim rows written in the caller's own, still open, transaction.
 
         Nobody else can see them before it commits, so no conditional update is needed; the
-        objects are already in the session, so this costs no query. Send the jobs after commit.
+        objects are already in the session, so this costs no query. Rows written already
+        claimed (see outbox.enqueue) are all taken, listed in `ids` or not, so none waits for
+        its claim to run out. Send the jobs after commit.
         """
         now = self.clock.now()
         jobs = []
         written = s.info.get("outbox", {})
-        for item_id in ids:
+        claim_until = s.info.get("claim_until")
+        pre_claimed = [i for i, (item, _) in written.items()
+                       if claim_until is not None and item.status == "sending"
+                       and item.claimed_until == claim_until]
+        for item_id in dict.fromkeys([*ids, *pre_claimed]):
             item = written[item_id][0] if item_id in written else s.get(OutboxItem, item_id)
-            if item is None or item.status != "pending" or item.next_attempt_at > now:
+            if item is None:
                 continue
-            item.status = "sending"
-            item.claimed_until = now + timedelta(seconds=self.settings.outbox.claim_seconds)
-            item.attempts += 1
+            if item_id not in pre_claimed:
+                if item.status != "pending" or item.next_attempt_at > now:
+                    continue
+                item.status = "sending"
+                item.claimed_until = now + timedelta(seconds=self.settings.outbox.claim_seconds)
+                item.attempts += 1
             job = self._prepare(s, item, False, now)
             if job is not None:
                 jobs.append(job)
@@ -280,48 +288,27 @@ class Dispatcher:
     # -- outcomes -----------------------------------------------------------------------------
 
     def _record_success(self, job: _Job, result: SendResult) -> None:
-        fallback_ids = self._successes.add((job, result))
-        if fallback_ids:  # after the group-commit lock is released: these sends record too
-            self.dispatch_ids(fallback_ids)
+        self._successes.add((job, result))
 
-    def _write_successes(self, batch: list[tuple[_Job, SendResult]]) -> list[int]:
+    def _write_successes(self, batch: list[tuple[_Job, SendResult]]) -> None:
         """Record what the carrier accepted: one transaction for every send that finished while
         the previous batch was being written (group commit), so a busy worker pays for one
-        commit per batch rather than one per message."""
+        commit per batch rather than one per message. A status callback that came before this
+        is applied by the scheduler's next tick (status.apply_waiting_statuses)."""
         now = self.clock.now()
+        items = [{"_id": job.item_id, "_now": now,
+                  "_variant": "template" if job.outgoing.content_sid else None}
+                 for job, _ in batch]
+        messages = [{"_id": job.message_id, "_sid": result.provider_id,
+                     "_status": advance_status("queued", result.status), "_now": now,
+                     "_segments": result.segments or None}
+                    for job, result in batch]
         with transaction(self.sessions) as s:
-            # A status callback can beat us here; apply what already arrived.
-            early: dict[str, list[tuple[str, int | None]]] = {}
-            sids = [result.provider_id for _, result in batch if result.provider_id]
-            if sids:
-                lock_keys(s, sids)  # see status.record_status
-                for sid, status, code in s.execute(_EARLY_STATUSES, {"sids": sids}):
-                    early.setdefault(sid, []).append((status, code))
-            items, messages = [], []
-            for job, result in batch:
-                items.append({"_id": job.item_id, "_now": now, "_variant":
-                              "template" if job.outgoing.content_sid else None})
-                status = advance_status("queued", result.status)
-                for seen, _ in early.get(result.provider_id, ()):
-                    status = advance_status(status, seen)
-                messages.append({"_id": job.message_id, "_sid": result.provider_id,
-                                 "_status": status, "_now": now,
-                                 "_segments": result.segments or None})
             conn = s.connection()
             conn.execute(_MARK_SENT, items)  # one executemany per table
             conn.execute(_SET_PROVIDER_ID, messages)
-            # A failure reported before we knew the SID sets off what it would have then.
-            fallback_ids = []
-            for job, result in batch:
-                failures = [(st, code) for st, code in early.get(result.provider_id, ())
-                            if st in FAILED]
-                if failures:
-                    status, code = failures[0]
-                    fallback_ids += after_failure(s, self.settings, s.get(Message, job.message_id),
-                                                  status, code, now)
         for job, result in batch:
             log.info("sent outbox item %s as %s", job.item_id, result.provider_id)
-        return fallback_ids
 
     def _record_failure(self, job: _Job, err: SendError) -> None:
         now = self.clock.now()
@@ -380,15 +367,16 @@ _MARK_SENT = (
     .values(status="sent", sent_at=bindparam("_now"), claimed_until=None,
             variant=func.coalesce(bindparam("_variant", type_=String), _outbox.c.variant))
 )
+# The status is set only with the SID: a write repeated after an unclear failure must not
+# undo a callback applied in between.
 _SET_PROVIDER_ID = (
     update(_messages).where(_messages.c.id == bindparam("_id"))
-    .values(provider_id=bindparam("_sid"), status=bindparam("_status"),
+    .values(provider_id=bindparam("_sid"),
+            status=case((_messages.c.provider_id.is_(None), bindparam("_status")),
+                        else_=_messages.c.status),
             updated_at=bindparam("_now"),
             segments=func.coalesce(bindparam("_segments", type_=Integer), _messages.c.segments))
 )
-_EARLY_STATUSES = select(
-    StatusEvent.provider_id, StatusEvent.status, StatusEvent.error_code).where(
-    StatusEvent.provider_id.in_(bindparam("sids", expanding=True)))
 
 
 def _claimable(now: datetime):

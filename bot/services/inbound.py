@@ -103,24 +103,35 @@ def record_inbound(session: Session, msg: InboundMessage, now: datetime,
     return session.execute(stmt, values).scalar()
 
 
+_SENT_TO_SINCE = select(func.count()).select_from(Message).where(
+    Message.address == bindparam("address"), Message.direction == "out",
+    Message.created_at >= bindparam("since"), Message.status != "cancelled")
+_SENT_KINDS_TO_SINCE = _SENT_TO_SINCE.where(Message.kind.in_(bindparam("kinds", expanding=True)))
+
 # Built once: runs on every inbound message. Locks the patient's row (PostgreSQL) so two
-# messages from one phone are handled one after the other.
-_PATIENT_BY_PHONE = select(Patient).where(Patient.phone == bindparam("phone")).with_for_update()
+# messages from one phone are handled one after the other, and counts, in the same round trip,
+# what the bot sent the number lately (for the loop guard).
+_PATIENT_BY_PHONE = (
+    select(Patient, _SENT_TO_SINCE.where(Message.address == Patient.phone).scalar_subquery())
+    .where(Patient.phone == bindparam("phone")).with_for_update(of=Patient)
+)
 
 
 def handle_inbound_message(
     session: Session, ctx: ServiceContext, msg: InboundMessage, now: datetime
 ) -> InboundOutcome:
     """Record, then act on, one message from a phone. Safe to call twice with the same id."""
-    # Lock the patient first: two messages from one phone are handled one after the other.
-    patient = session.scalars(_PATIENT_BY_PHONE, {"phone": msg.sender}).first()
+    since = now - timedelta(minutes=ctx.settings.loop_guard.window_minutes)
+    row = session.execute(_PATIENT_BY_PHONE, {"phone": msg.sender, "address": msg.sender,
+                                              "since": since}).first()
+    patient, sent = (row[0], row[1]) if row else (None, None)
     message_id = record_inbound(session, msg, now, patient.id if patient else None)
     if message_id is None:
         log.info("duplicate inbound %s ignored", msg.provider_id)
         return InboundOutcome(duplicate=True)
     out = InboundOutcome(message_id=message_id)
     text = (msg.button_payload or msg.body or "").strip()
-    looping = _looks_like_a_loop(session, ctx, msg, text, message_id, now)
+    looping = _looks_like_a_loop(session, ctx, msg, text, message_id, now, sent)
     _act_on(session, ctx, msg, patient, text, now, out, looping)
     if looping:
         _hold_replies(session, ctx, msg, out, now)
@@ -210,12 +221,6 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
     )
 
 
-_SENT_TO_SINCE = select(func.count()).select_from(Message).where(
-    Message.address == bindparam("address"), Message.direction == "out",
-    Message.created_at >= bindparam("since"), Message.status != "cancelled")
-_SENT_KINDS_TO_SINCE = _SENT_TO_SINCE.where(Message.kind.in_(bindparam("kinds", expanding=True)))
-
-
 def _replies_within_window(session: Session, ctx: ServiceContext, address: str,
                            now: datetime, kinds: tuple[str, ...] | None = None) -> int:
     """Messages written to this number within the loop guard's window (of these kinds)."""
@@ -233,7 +238,7 @@ _PREVIOUS_INBOUND = (select(Message.body, Message.media)
 
 
 def _looks_like_a_loop(session: Session, ctx: ServiceContext, msg: InboundMessage, text: str,
-                       message_id: int, now: datetime) -> bool:
+                       message_id: int, now: datetime, sent: int | None) -> bool:
     """An auto-responder answering each of our messages, not a busy patient.
 
     Over `max_replies` messages to this number within the window, and this message says the
@@ -241,7 +246,8 @@ def _looks_like_a_loop(session: Session, ctx: ServiceContext, msg: InboundMessag
     patient gives to question after question); or over twice `max_replies`, whatever it says.
     """
     limit = ctx.settings.loop_guard.max_replies
-    sent = _replies_within_window(session, ctx, msg.sender, now)
+    if sent is None:  # not counted with the patient row (a number that is not enrolled)
+        sent = _replies_within_window(session, ctx, msg.sender, now)
     if sent < limit:
         return False
     if sent >= 2 * limit:

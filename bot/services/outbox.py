@@ -48,6 +48,11 @@ def enqueue(session: Session, draft: Draft, now: datetime) -> OutboxItem:
         created_at=now,
         updated_at=now,
     )
+    # A transaction that will send what it writes right after commit (the reply path, see
+    # Runtime.claim_on_write) writes non-routine rows already claimed: no UPDATE afterwards.
+    # Routine rows stay pending: they may be held (opted out, quiet hours) when claimed.
+    claim_until = session.info.get("claim_until")
+    claimed = claim_until is not None and not draft.routine
     item = OutboxItem(
         message=message,
         patient_id=draft.patient_id,
@@ -56,8 +61,9 @@ def enqueue(session: Session, draft: Draft, now: datetime) -> OutboxItem:
         kind=draft.kind,
         priority=draft.priority,
         routine=draft.routine,
-        status="pending",
-        attempts=0,
+        status="sending" if claimed else "pending",
+        attempts=1 if claimed else 0,
+        claimed_until=claim_until if claimed else None,
         next_attempt_at=now,
         created_at=now,
     )

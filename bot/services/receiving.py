@@ -29,6 +29,7 @@ def store_and_handle(rt, msg: InboundMessage) -> InboundOutcome:
     """Steps 1-2. Raises only if the database could not store the message at all."""
     try:
         with rt.transaction() as session:
+            rt.claim_on_write(session)
             outcome = handle_inbound_message(session, rt.ctx, msg, rt.clock.now())
             jobs = rt.claim_for_sending(session, outcome.outbox_ids)
     except Exception:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -13,17 +13,18 @@ from bot.config import Settings
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
 from bot.services.outbox import Draft, enqueue
-from bot.store.db import lock_keys
 from bot.store.models import Message, OutboxItem, Patient, StatusEvent
 from bot.store.statuses import advance_status
 
 FAILED = ("failed", "undelivered")
 
 
-def _insert_once(session: Session, sid: str, status: str, code: int | None, now: datetime) -> bool:
+def _insert_once(session: Session, sid: str, status: str, code: int | None, now: datetime,
+                 applied: bool) -> bool:
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = (insert(StatusEvent)
-            .values(provider_id=sid, status=status, error_code=code, received_at=now)
+            .values(provider_id=sid, status=status, error_code=code, received_at=now,
+                    applied=applied)
             .on_conflict_do_nothing(index_elements=["provider_id", "status"])
             .returning(StatusEvent.id))
     return session.execute(stmt).scalar() is not None
@@ -31,15 +32,24 @@ def _insert_once(session: Session, sid: str, status: str, code: int | None, now:
 
 def record_status(session: Session, ctx: ServiceContext, sid: str, status: str,
                   code: int | None, now: datetime) -> list[int]:
-    """Apply one callback. Returns outbox ids of any SMS fallback it queued."""
-    # Taken by the dispatcher too when it records a SID: a callback racing that record waits
-    # for it (then finds the message), or goes first (then the dispatcher finds the event).
-    lock_keys(session, [sid])
-    if not _insert_once(session, sid, status, code, now):
+    """Store one callback once and apply it to its message. Returns outbox ids of any SMS
+    fallback it queued.
+
+    A callback can come before the dispatcher has written the message's SID down (the carrier
+    answered, our record is not committed yet). Then the event is stored as not applied, and
+    `apply_waiting_statuses` (each scheduler tick) applies it once the SID is there.
+    """
+    message = session.scalars(
+        select(Message).where(Message.provider_id == sid).with_for_update()).first()
+    if not _insert_once(session, sid, status, code, now, applied=message is not None):
         return []
-    message = session.scalars(select(Message).where(Message.provider_id == sid)).first()
     if message is None:
-        return []  # the dispatcher applies it when it records the SID
+        return []
+    return _apply(session, ctx.settings, message, status, code, now)
+
+
+def _apply(session: Session, settings: Settings, message: Message, status: str,
+           code: int | None, now: datetime) -> list[int]:
     before = message.status
     message.status = advance_status(message.status, status)
     message.updated_at = now
@@ -47,7 +57,30 @@ def record_status(session: Session, ctx: ServiceContext, sid: str, status: str,
         message.error_code = code
     if status not in FAILED or before in FAILED:
         return []
-    return after_failure(session, ctx.settings, message, status, code, now)
+    return after_failure(session, settings, message, status, code, now)
+
+
+# Callbacks wait at most this long for their SID to be recorded; older ones are left alone
+# (a SID never recorded: the send was repeated after a crash and got a new SID).
+WAITING_LIMIT = timedelta(hours=24)
+
+
+def apply_waiting_statuses(session: Session, ctx: ServiceContext, now: datetime,
+                           limit: int = 500) -> list[int]:
+    """Apply callbacks that arrived before their message's SID was recorded, now that it is.
+    Returns outbox ids of any SMS fallbacks queued."""
+    rows = session.execute(
+        select(StatusEvent, Message)
+        .join(Message, Message.provider_id == StatusEvent.provider_id)
+        .where(StatusEvent.applied.is_(False), StatusEvent.received_at >= now - WAITING_LIMIT)
+        .order_by(StatusEvent.id).limit(limit)
+        .with_for_update(of=StatusEvent, skip_locked=True)
+    ).all()
+    ids: list[int] = []
+    for event, message in rows:
+        event.applied = True
+        ids += _apply(session, ctx.settings, message, event.status, event.error_code, now)
+    return ids
 
 
 def after_failure(session: Session, settings: Settings, message: Message, status: str,

@@ -124,21 +124,6 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-_ADVISORY_LOCKS = text(
-    "SELECT pg_advisory_xact_lock(hashtext(k)) FROM unnest(CAST(:keys AS text[])) AS k "
-    "ORDER BY k")
-
-
-def lock_keys(session: Session, keys: list[str]) -> None:
-    """Serialise transactions that work on the same keys, until this one ends.
-
-    PostgreSQL: transaction-scoped advisory locks, taken in sorted order (no deadlock between
-    two callers with overlapping keys). SQLite: nothing to do, writers already take turns.
-    """
-    if keys and session.get_bind().dialect.name == "postgresql":
-        session.execute(_ADVISORY_LOCKS, {"keys": sorted(set(keys))})
-
-
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on error."""

@@ -17,6 +17,9 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy import (
+    true as sa_true,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -170,13 +173,19 @@ class StatusEvent(Base):
     """One delivery status callback, stored once per (MessageSid, MessageStatus)."""
 
     __tablename__ = "status_events"
-    __table_args__ = (UniqueConstraint("provider_id", "status"),)
+    __table_args__ = (
+        UniqueConstraint("provider_id", "status"),
+        # The scheduler looks for callbacks that came before their message's SID was recorded.
+        Index("ix_status_events_waiting", "applied", "received_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     provider_id: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(12))
     error_code: Mapped[int | None]
     received_at: Mapped[datetime]
+    # False while no stored message carries this SID yet (the callback beat the dispatcher).
+    applied: Mapped[bool] = mapped_column(default=True, server_default=sa_true())
 
 
 class Schedule(Base):
