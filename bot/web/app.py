@@ -14,7 +14,7 @@ def create_app(runtime: Runtime) -> Flask:
     """Build the web app around an already wired runtime (see bot.runtime.build_runtime)."""
     app = Flask(__name__)
     app.extensions["checkin"] = runtime
-    app.config["JSON_SORT_KEYS"] = False
+    app.json.sort_keys = False  # keep "status" first, as written
     if runtime.settings.proxy_fix:
         n = runtime.settings.proxy_fix
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
