@@ -9,7 +9,7 @@ the same due item twice.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -26,24 +26,54 @@ class TickReport:
     realerts: int = 0
     scheduled: int = 0
     sent: int = 0
+    failed: list[str] = field(default_factory=list)  # steps that raised this tick
 
 
 def tick(rt: Runtime) -> TickReport:
-    """Process every due timer once, each kind in its own transaction, then send what's queued."""
+    """Process every due timer once, each kind in its own transaction, then send what's queued.
+
+    Each step runs even if another failed (a broken flow must not stop the re-alerts of an
+    unacknowledged emergency); re-alerts go first. A failed step is logged and named in the
+    heartbeat, so /healthz shows it.
+    """
     report = TickReport()
-    rt.replay_spool()  # inbound messages kept on disk while the database was down
     now = rt.clock.now()
-    with rt.transaction() as s:
-        report.timeouts = len(conversations.process_due_timeouts(s, rt.ctx, now))
-    with rt.transaction() as s:
-        report.realerts = len(escalations.realert_due(s, rt.ctx, now))
-    with rt.transaction() as s:
-        report.scheduled = len(schedules.run_due_schedules(s, rt.ctx, now))
-    with rt.transaction() as s:  # callbacks that beat the record of their SID
-        status.apply_waiting_statuses(s, rt.ctx, now)
-    report.sent = rt.dispatcher.dispatch_due()
-    with rt.transaction() as s:  # for /healthz: the scheduler is alive and got through a tick
-        health.beat(s, health.SCHEDULER, rt.clock.now())
+
+    def step(name: str, fn) -> None:
+        try:
+            fn()
+        except Exception:
+            log.exception("scheduler step %s failed; it runs again next tick", name)
+            report.failed.append(name)
+
+    def realerts():
+        with rt.transaction() as s:
+            report.realerts = len(escalations.realert_due(s, rt.ctx, now))
+
+    def timeouts():
+        with rt.transaction() as s:
+            report.timeouts = len(conversations.process_due_timeouts(s, rt.ctx, now))
+
+    def scheduled():
+        with rt.transaction() as s:
+            report.scheduled = len(schedules.run_due_schedules(s, rt.ctx, now))
+
+    def waiting_statuses():  # callbacks that beat the record of their SID
+        with rt.transaction() as s:
+            status.apply_waiting_statuses(s, rt.ctx, now)
+
+    def dispatch():
+        report.sent = rt.dispatcher.dispatch_due()
+
+    step("realerts", realerts)
+    step("spool", rt.replay_spool)  # inbound messages kept on disk while the database was down
+    step("timeouts", timeouts)
+    step("schedules", scheduled)
+    step("statuses", waiting_statuses)
+    step("dispatch", dispatch)
+    with rt.transaction() as s:  # for /healthz: the scheduler is alive, and how its tick went
+        problem = f"failed: {', '.join(report.failed)}" if report.failed else None
+        health.beat(s, health.SCHEDULER, rt.clock.now(), problem=problem)
     return report
 
 

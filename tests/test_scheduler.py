@@ -172,3 +172,35 @@ def test_consenting_schedules_the_weekly_checkin_in_the_patients_zone(client, rt
         [sched] = s.scalars(select(Schedule)).all()
         assert (sched.flow_id, sched.every_days, sched.local_time) == ("checkin", 7, "10:00")
         assert sched.next_due_at == datetime(2026, 3, 3, 15, 0, tzinfo=UTC)  # tomorrow 10:00
+
+
+def test_a_failing_step_does_not_stop_the_re_alerts_and_shows_on_healthz(rt, clock, messenger,
+                                                                        monkeypatch):
+    """A bug in one flow's timeout must not silence the alert chain of an emergency."""
+    from bot.services import conversations
+    from bot.web.app import create_app
+
+    now = clock.now()
+    [pid] = _patients(rt, 1, now)
+    with rt.transaction() as s:
+        escalate(s, rt.ctx, s.get(Patient, pid), "emergency", ["limb_weakness"], "legs", now)
+    tick(rt)
+    oncall, second = (rt.settings.care_team.contact(c)
+                      for c in rt.settings.care_team.escalation_chain[:2])
+    assert len([m for m in messenger.sent if m.to == oncall.phone]) == 1
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a flow bug")
+
+    monkeypatch.setattr(conversations, "process_due_timeouts", broken)
+    clock.advance(minutes=rt.settings.care_team.ack_timeout_minutes + 1)
+    report = tick(rt)
+    assert report.failed == ["timeouts"]
+    assert report.realerts == 1 and len([m for m in messenger.sent if m.to == second.phone]) == 1
+    body = create_app(rt).test_client().get("/healthz").get_json()
+    assert body["status"] == "degraded"
+    assert "scheduler: last tick failed: timeouts" in body["problems"]
+
+    monkeypatch.undo()
+    assert tick(rt).failed == []
+    assert create_app(rt).test_client().get("/healthz").get_json()["problems"] == []

@@ -25,12 +25,13 @@ SCHEDULER = "scheduler"
 OVERDUE_AFTER = timedelta(minutes=2)
 
 
-def beat(session: Session, component: str, now: datetime) -> None:
-    """Record that `component` finished a round of work now (insert or update its row)."""
+def beat(session: Session, component: str, now: datetime, problem: str | None = None) -> None:
+    """Record that `component` finished a round of work now (insert or update its row), and
+    what went wrong in it, if anything."""
     dialect = session.get_bind().dialect.name
     insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
     values = {"component": component, "beat_at": now, "host": socket.gethostname()[:80],
-              "pid": os.getpid()}
+              "pid": os.getpid(), "problem": problem[:200] if problem else None}
     session.execute(insert_for(Heartbeat).values(**values).on_conflict_do_update(
         index_elements=["component"],
         set_={k: v for k, v in values.items() if k != "component"}))
@@ -56,6 +57,9 @@ def report(session: Session, settings: Settings, now: datetime) -> dict:
         problems.append("scheduler: has never run against this database")
     elif not scheduler_ok:
         problems.append(f"scheduler: last tick {int(age)} s ago")
+    elif hb.problem:
+        scheduler_ok = False
+        problems.append(f"scheduler: last tick {hb.problem}")
 
     cutoff = now - OVERDUE_AFTER
     overdue_rows = or_(
@@ -81,6 +85,7 @@ def report(session: Session, settings: Settings, now: datetime) -> dict:
             "seconds_since_tick": None if age is None else round(age),
             "host": hb.host if hb else None,
             "pid": hb.pid if hb else None,
+            "problem": hb.problem if hb else None,
         },
         "outbox": {
             "overdue": overdue,

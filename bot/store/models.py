@@ -250,3 +250,4 @@ class Heartbeat(Base):
     beat_at: Mapped[datetime]
     host: Mapped[str] = mapped_column(String(80))
     pid: Mapped[int]
+    problem: Mapped[str | None] = mapped_column(String(200))  # e.g. "failed: timeouts"

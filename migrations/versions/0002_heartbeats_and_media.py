@@ -23,6 +23,7 @@ def upgrade() -> None:
     sa.Column('beat_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('host', sa.String(length=80), nullable=False),
     sa.Column('pid', sa.Integer(), nullable=False),
+    sa.Column('problem', sa.String(length=200), nullable=True),
     sa.PrimaryKeyConstraint('component', name=op.f('pk_heartbeats'))
     )
     with op.batch_alter_table('messages', schema=None) as batch_op:
