@@ -539,3 +539,63 @@ def test_a_reply_is_written_already_claimed_and_sent_after_commit(client, rt, fa
     assert any(s.startswith("INSERT INTO outbox") for s in before_send)
     assert not any(s.startswith("UPDATE outbox") for s in before_send)
     assert count(rt, OutboxItem, OutboxItem.status == "sent") == 1
+
+
+# -- a care-team alert that cannot be delivered -----------------------------------------------
+
+def _emergency_alerted(rt, fake_http, fail_with=None):
+    from bot.services.escalations import escalate
+
+    pid = enrol(rt)
+    with rt.transaction() as s:
+        _, ids = escalate(s, rt.ctx, s.get(Patient, pid), "emergency", ["limb_weakness"],
+                          "my legs gave way", rt.clock.now())
+    if fail_with:
+        fake_http.queue_error(400, fail_with, "Invalid 'To' Phone Number")
+    rt.dispatcher.dispatch_ids(ids)
+    team = rt.settings.care_team
+    return [team.contact(c).phone for c in team.escalation_chain[:2]]
+
+
+def test_an_undelivered_alert_moves_the_chain_on_at_once(client, rt, fake_http, clock):
+    from bot.scheduler import tick
+    from bot.store.models import AuditLog
+
+    first, second = _emergency_alerted(rt, fake_http)
+    [alert] = sent_to(fake_http, first)
+    with rt.transaction() as s:
+        alert_sid = s.scalars(select(Message.provider_id).where(
+            Message.kind == "alert")).one()
+    post(client, STATUS, {"MessageSid": alert_sid, "MessageStatus": "undelivered",
+                          "ErrorCode": "30003"})
+    tick(rt)  # seconds later, not after the 15-minute acknowledgement timeout
+    assert len(sent_to(fake_http, second)) == 1
+    assert count(rt, AuditLog, AuditLog.action == "escalation.alert_failed") == 1
+
+
+def test_an_alert_the_carrier_refuses_moves_the_chain_on_at_once(client, rt, fake_http, clock):
+    from bot.scheduler import tick
+
+    first, second = _emergency_alerted(rt, fake_http, fail_with=21211)
+    with rt.transaction() as s:
+        assert s.scalars(select(OutboxItem.status).where(OutboxItem.kind == "alert")).one() == \
+            "failed"
+    tick(rt)
+    assert len(sent_to(fake_http, second)) == 1
+
+
+def test_an_acknowledged_escalation_is_not_moved_on_by_a_late_failure(client, rt, fake_http,
+                                                                      clock):
+    from bot.scheduler import tick
+    from bot.services.escalations import acknowledge
+
+    first, second = _emergency_alerted(rt, fake_http)
+    with rt.transaction() as s:
+        esc = s.scalars(select(Escalation)).one()
+        acknowledge(s, esc.ref, "Nurse Jo", clock.now(), actor="test")
+        alert_sid = s.scalars(select(Message.provider_id).where(
+            Message.kind == "alert")).one()
+    post(client, STATUS, {"MessageSid": alert_sid, "MessageStatus": "failed",
+                          "ErrorCode": "30005"})
+    tick(rt)
+    assert sent_to(fake_http, second) == []

@@ -22,6 +22,7 @@ from bot.domain import gsm7
 from bot.domain.schedule import in_quiet_hours, quiet_hours_end
 from bot.messaging.base import Messenger, OutgoingMessage, SendError, SendResult
 from bot.services.audit import audit
+from bot.services.escalations import alert_not_delivered
 from bot.services.outbox import PRIORITY_REPLY
 from bot.store.db import transaction
 from bot.store.models import Message, OutboxItem, Patient
@@ -357,6 +358,8 @@ class Dispatcher:
                       code=err.code)
             audit(s, now, "system", "outbox.failed", "message", message.id,
                   kind=err.kind, code=err.code, attempts=item.attempts)
+            if message.escalation_id is not None:
+                alert_not_delivered(s, message.escalation_id, now, f"{err.kind} {err.code or ''}")
 
 
 # Statements for recording sends, built once (Core: no ORM bookkeeping on this hot path).

@@ -105,12 +105,26 @@ def _alert(session: Session, ctx: ServiceContext, esc: Escalation, now: datetime
         words=words,
     )
     item = enqueue(session, Draft(to=contact.phone, channel=contact.channel, body=body,
-                                  kind="alert", priority=PRIORITY_EMERGENCY), now)
+                                  kind="alert", priority=PRIORITY_EMERGENCY,
+                                  escalation_id=esc.id), now)
     esc.alerts_sent += 1
     esc.next_alert_at = now + _timeout(ctx, esc.level)
     audit(session, now, "system", "escalation.alert", "escalation", esc.ref,
           contact=contact.id, attempt=esc.alerts_sent)
     return [item.id]
+
+
+def alert_not_delivered(session: Session, escalation_id: int, now: datetime,
+                        reason: str) -> None:
+    """An alert could not reach its contact: if nobody has acknowledged, the next contact is
+    due now (the scheduler's next tick), not after the acknowledgement timeout."""
+    esc = session.get(Escalation, escalation_id, with_for_update=True)
+    if esc is None or esc.status != "open":
+        return
+    esc.next_alert_at = now
+    esc.updated_at = now
+    audit(session, now, "system", "escalation.alert_failed", "escalation", esc.ref,
+          reason=reason, chain_position=esc.chain_position)
 
 
 def realert_due(session: Session, ctx: ServiceContext, now: datetime, limit: int = 50) -> list[int]:

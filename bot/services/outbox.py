@@ -30,6 +30,7 @@ class Draft:
     routine: bool = False  # routine messages are withheld from opted-out or paused patients
     patient_id: int | None = None
     conversation_id: int | None = None
+    escalation_id: int | None = None  # a care-team alert's escalation
 
 
 def enqueue(session: Session, draft: Draft, now: datetime) -> OutboxItem:
@@ -38,6 +39,7 @@ def enqueue(session: Session, draft: Draft, now: datetime) -> OutboxItem:
     message = Message(
         patient_id=draft.patient_id,
         conversation_id=draft.conversation_id,
+        escalation_id=draft.escalation_id,
         direction="out",
         channel=draft.channel,
         address=draft.to,

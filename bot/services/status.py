@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from bot.config import Settings
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
+from bot.services.escalations import alert_not_delivered
 from bot.services.outbox import Draft, enqueue
 from bot.store.models import Message, OutboxItem, Patient, StatusEvent
 from bot.store.statuses import advance_status
@@ -95,6 +96,8 @@ def after_failure(session: Session, settings: Settings, message: Message, status
               source="carrier", code=code)
     audit(session, now, "system", "message.undelivered", "message", message.id,
           status=status, code=code)
+    if message.escalation_id is not None:
+        alert_not_delivered(session, message.escalation_id, now, f"{status} {code or ''}".strip())
     if (message.channel == "whatsapp" and settings.twilio.sms_fallback_for_whatsapp
             and patient is not None and patient.status != "opted_out" and message.body):
         item = session.scalars(select(OutboxItem).where(

@@ -126,6 +126,8 @@ class Message(Base):
     error_code: Mapped[int | None]
     # in: photos, voice notes... as Twilio sent them: [{"url": ..., "content_type": ...}]
     media: Mapped[list[dict[str, str]] | None] = mapped_column(JSON)
+    # out: the escalation a care-team alert belongs to (a failed alert moves the chain on)
+    escalation_id: Mapped[int | None] = mapped_column(ForeignKey("escalations.id"))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -1,5 +1,5 @@
 """heartbeats (the scheduler's last tick, for /healthz); media on messages; status events
-that wait for their message's SID
+that wait for their message's SID; the escalation of each care-team alert
 
 Revision ID: 0002
 Revises: 0001
@@ -28,6 +28,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.add_column(sa.Column('media', sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column('escalation_id', sa.Integer(), nullable=True))
+        batch_op.create_foreign_key(batch_op.f('fk_messages_escalation_id_escalations'),
+                                    'escalations', ['escalation_id'], ['id'])
     with op.batch_alter_table('status_events', schema=None) as batch_op:
         batch_op.add_column(sa.Column('applied', sa.Boolean(), server_default=sa.true(),
                                       nullable=False))
@@ -42,6 +45,9 @@ def downgrade() -> None:
         batch_op.drop_index('ix_status_events_waiting')
         batch_op.drop_column('applied')
     with op.batch_alter_table('messages', schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f('fk_messages_escalation_id_escalations'),
+                                 type_='foreignkey')
+        batch_op.drop_column('escalation_id')
         batch_op.drop_column('media')
     op.drop_table('heartbeats')
     # ### end Alembic commands ###
