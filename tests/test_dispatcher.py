@@ -388,8 +388,3 @@ def test_recording_a_send_twice_does_not_undo_a_callback_in_between(rt, fake_htt
         record_status(s, rt.ctx, result.provider_id, "delivered", None, rt.clock.now())
     rt.dispatcher._write_successes([(job, result)])
     assert _item(rt, item_id)[1].status == "delivered"
-
-
-def test_group_commit_hands_the_writes_result_to_the_writer_only():
-    log = GroupCommit(lambda batch: [f"follow-up for {e}" for e in batch])
-    assert log.add("a") == ["follow-up for a"]  # alone: this caller wrote its own batch

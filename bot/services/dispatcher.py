@@ -73,23 +73,23 @@ class GroupCommit:
         self._pending_lock = threading.Lock()
         self._write_lock = threading.Lock()
 
-    def add(self, entry):
-        """Returns what `write` returned if this caller wrote the batch, else None. Follow-up
-        work belongs after this returns: nothing may call `add` while the lock is held."""
+    def add(self, entry) -> None:
+        """`write` must not call `add` (the lock is not re-entrant): follow-up work, such as
+        sending more, belongs after `add` returns."""
         with self._pending_lock:
             self._pending.append(entry)
         with self._write_lock:
             with self._pending_lock:
                 batch, self._pending = self._pending, []
             if not batch:
-                return None
+                return
             try:
-                return self._write(batch)
+                self._write(batch)
             except Exception:
                 log.warning("recording %d sends failed; trying once more", len(batch),
                             exc_info=True)
                 self._sleep(self._retry_after)
-                return self._write(batch)
+                self._write(batch)
 
 
 @dataclass
@@ -199,10 +199,8 @@ class Dispatcher:
         now = self.clock.now()
         jobs = []
         written = s.info.get("outbox", {})
-        claim_until = s.info.get("claim_until")
-        pre_claimed = [i for i, (item, _) in written.items()
-                       if claim_until is not None and item.status == "sending"
-                       and item.claimed_until == claim_until]
+        # Written claimed by this transaction and not cancelled since (e.g. by the loop guard).
+        pre_claimed = {i for i, (item, _) in written.items() if item.status == "sending"}
         for item_id in dict.fromkeys([*ids, *pre_claimed]):
             item = written[item_id][0] if item_id in written else s.get(OutboxItem, item_id)
             if item is None:

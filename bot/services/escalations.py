@@ -91,19 +91,21 @@ def escalate(
     return esc, _alert(session, ctx, esc, now)
 
 
+def alert_details(flags, words: str | None) -> dict[str, str]:
+    """The {flags} and {words} of a care-team alert, short enough for its 2 SMS segments."""
+    said = " ".join((words or "").split())
+    return {"flags": ", ".join(f.replace("_", " ") for f in flags)[:60],
+            "words": said if len(said) <= 60 else said[:57] + "..."}
+
+
 def _alert(session: Session, ctx: ServiceContext, esc: Escalation, now: datetime) -> list[int]:
     """Alert the contact at the escalation's chain position and set the next re-alert."""
     team = ctx.settings.care_team
     contact = team.contact(team.escalation_chain[esc.chain_position % len(team.escalation_chain)])
     patient = session.get(Patient, esc.patient_id)
-    words = " ".join((esc.words or "").split())
-    if len(words) > 60:
-        words = words[:57] + "..."
     body = ctx.texts.render(
         "alert", "en", level=esc.level.upper(), ref=esc.ref, patient=patient.name[:30],
-        patient_phone=patient.phone, flags=", ".join(f.replace("_", " ") for f in esc.flags)[:60],
-        words=words,
-    )
+        patient_phone=patient.phone, **alert_details(esc.flags, esc.words))
     item = enqueue(session, Draft(to=contact.phone, channel=contact.channel, body=body,
                                   kind="alert", priority=PRIORITY_EMERGENCY,
                                   escalation_id=esc.id), now)

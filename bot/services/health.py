@@ -17,7 +17,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from bot.config import Settings
-from bot.services.spool import Spool
 from bot.store.models import Heartbeat, OutboxItem
 
 SCHEDULER = "scheduler"
@@ -42,8 +41,9 @@ def stale_after(settings: Settings) -> timedelta:
     return timedelta(seconds=max(60.0, 6 * settings.scheduler.tick_seconds))
 
 
-def report(session: Session, settings: Settings, now: datetime) -> dict:
-    """Every check with its figures, and `problems`: one short line per check that failed."""
+def report(session: Session, settings: Settings, now: datetime, spooled: int = 0) -> dict:
+    """Every check with its figures, and `problems`: one short line per check that failed.
+    `spooled`: inbound messages waiting in this host's spool for the database."""
     problems: list[str] = []
     if settings.messenger_name == "twilio" and not settings.public_url:
         # Without it no status_callback is passed: failed deliveries would go unnoticed.
@@ -72,7 +72,6 @@ def report(session: Session, settings: Settings, now: datetime) -> dict:
         OutboxItem.status == "failed", OutboxItem.created_at >= now - timedelta(hours=24)))
     if overdue:
         problems.append(f"outbox: {overdue} message(s) overdue")
-    spooled = len(Spool(settings.spool_dir).pending())
     if spooled:
         problems.append(f"spool: {spooled} inbound message(s) waiting for the database")
 

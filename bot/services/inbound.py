@@ -21,7 +21,7 @@ from bot.domain.triage import detect, level_for_flags
 from bot.services import conversations
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
-from bot.services.escalations import EscalationNotFound, acknowledge
+from bot.services.escalations import EscalationNotFound, acknowledge, alert_details
 from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
 from bot.services.red_flags import emergency_response, urgent_response
 from bot.store.models import Message, OutboxItem, Patient
@@ -103,16 +103,21 @@ def record_inbound(session: Session, msg: InboundMessage, now: datetime,
     return session.execute(stmt, values).scalar()
 
 
-_SENT_TO_SINCE = select(func.count()).select_from(Message).where(
-    Message.address == bindparam("address"), Message.direction == "out",
-    Message.created_at >= bindparam("since"), Message.status != "cancelled")
+def _sent_to_since(address):
+    """How many messages went to `address` since :since (not counting held ones)."""
+    return select(func.count()).select_from(Message).where(
+        Message.address == address, Message.direction == "out",
+        Message.created_at >= bindparam("since"), Message.status != "cancelled")
+
+
+_SENT_TO_SINCE = _sent_to_since(bindparam("address"))
 _SENT_KINDS_TO_SINCE = _SENT_TO_SINCE.where(Message.kind.in_(bindparam("kinds", expanding=True)))
 
 # Built once: runs on every inbound message. Locks the patient's row (PostgreSQL) so two
 # messages from one phone are handled one after the other, and counts, in the same round trip,
 # what the bot sent the number lately (for the loop guard).
 _PATIENT_BY_PHONE = (
-    select(Patient, _SENT_TO_SINCE.where(Message.address == Patient.phone).scalar_subquery())
+    select(Patient, _sent_to_since(Patient.phone).scalar_subquery())
     .where(Patient.phone == bindparam("phone")).with_for_update(of=Patient)
 )
 
@@ -122,8 +127,7 @@ def handle_inbound_message(
 ) -> InboundOutcome:
     """Record, then act on, one message from a phone. Safe to call twice with the same id."""
     since = now - timedelta(minutes=ctx.settings.loop_guard.window_minutes)
-    row = session.execute(_PATIENT_BY_PHONE, {"phone": msg.sender, "address": msg.sender,
-                                              "since": since}).first()
+    row = session.execute(_PATIENT_BY_PHONE, {"phone": msg.sender, "since": since}).first()
     patient, sent = (row[0], row[1]) if row else (None, None)
     message_id = record_inbound(session, msg, now, patient.id if patient else None)
     if message_id is None:
@@ -207,7 +211,9 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
                                           channel=msg.channel)
 
     if patient.status == "opted_out":
-        return out  # recorded; nothing routine goes to an opted-out patient
+        return  # recorded; nothing routine goes to an opted-out patient
+    if looping:
+        return  # no reply will go out: don't move a conversation the patient can't see
 
     if not text and msg.media:
         # A photo or a voice note: stored for the care team, but nobody reads it now. Say so,
@@ -297,11 +303,8 @@ def _unknown_sender(session: Session, ctx: ServiceContext, msg: InboundMessage, 
         kind="emergency", priority=PRIORITY_EMERGENCY), now).id]
     team = ctx.settings.care_team
     oncall = team.contact(team.escalation_chain[0])
-    words = " ".join(text.split())
-    body = ctx.texts.render(
-        "alert_unknown", "en", patient_phone=msg.sender,
-        flags=", ".join(f.replace("_", " ") for f in triage.flags)[:60],
-        words=words if len(words) <= 60 else words[:57] + "...")
+    body = ctx.texts.render("alert_unknown", "en", patient_phone=msg.sender,
+                            **alert_details(triage.flags, text))
     ids.append(enqueue(session, Draft(to=oncall.phone, channel=oncall.channel, body=body,
                                       kind="alert", priority=PRIORITY_EMERGENCY), now).id)
     audit(session, now, "system", "alert.unknown_sender", "message", out.message_id,

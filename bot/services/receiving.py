@@ -15,6 +15,7 @@ import uuid
 from dataclasses import replace
 
 from bot.domain.triage import detect
+from bot.services.escalations import alert_details
 from bot.services.inbound import (
     InboundMessage,
     InboundOutcome,
@@ -60,11 +61,8 @@ def spool_inbound(rt, msg: InboundMessage) -> InboundOutcome:
         team = rt.settings.care_team
         oncall = team.contact(team.escalation_chain[0])
         if oncall.channel == msg.channel:  # TwiML answers from the number the patient texted
-            words = " ".join(text.split())
-            body = rt.ctx.texts.render(
-                "alert_outage", "en", patient_phone=msg.sender,
-                flags=", ".join(f.replace("_", " ") for f in triage.flags)[:60],
-                words=words if len(words) <= 60 else words[:57] + "...")
+            body = rt.ctx.texts.render("alert_outage", "en", patient_phone=msg.sender,
+                                       **alert_details(triage.flags, text))
             to = f"whatsapp:{oncall.phone}" if msg.channel == "whatsapp" else oncall.phone
             out.outage_replies.append((to, body))
     return out

@@ -38,12 +38,12 @@ def create_app(runtime: Runtime) -> Flask:
         The body says whether the rest of the bot is moving too (the scheduler's last tick, the
         outbox); `?strict=1` turns "degraded" into a 503, for a monitor that pages someone.
         """
+        spooled = len(runtime.spool.pending()) if runtime.spool else 0
         if not ping(runtime.engine):
-            spooled = len(runtime.spool.pending()) if runtime.spool else 0
             return jsonify(status="down", problems=["database: unavailable"],
                            spooled_inbound=spooled), 503
         with runtime.transaction() as session:
-            body = health.report(session, runtime.settings, runtime.clock.now())
+            body = health.report(session, runtime.settings, runtime.clock.now(), spooled)
         body["messenger"] = runtime.messenger.name
         strict = request.args.get("strict", "") not in ("", "0", "false")
         return jsonify(body), 503 if strict and body["status"] != "ok" else 200
