@@ -187,7 +187,7 @@ def _apply(session: Session, ctx: ServiceContext, patient: Patient, conv: Conver
                   reason=record.reason, node=record.node_id)
     ids: list[int] = []
     if flags:
-        level = level_for_flags(flags)
+        level = level_for_flags(flags, ctx.vocabulary)
         said = words or f"answered in {flow.id}: {', '.join(flags)}"
         if level == "emergency":
             ids += emergency_response(session, ctx, patient, flags, said, now, channel=channel)

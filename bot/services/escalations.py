@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.domain.triage import LEVELS, max_level
+from bot.domain import gsm7
+from bot.domain.triage import LEVELS, Vocabulary, level_for_flags, max_level
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
 from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
@@ -31,11 +32,21 @@ def new_ref(session: Session) -> str:
 
 
 def open_escalation_for(session: Session, patient_id: int) -> Escalation | None:
+    """The patient's newest escalation that nobody has acknowledged yet."""
     return session.scalars(
         select(Escalation)
-        .where(Escalation.patient_id == patient_id, Escalation.status != "resolved")
+        .where(Escalation.patient_id == patient_id, Escalation.status == "open")
         .order_by(Escalation.id.desc())
     ).first()
+
+
+def has_unresolved_emergency(session: Session, patient_id: int) -> bool:
+    """An emergency for this patient that is still open or acknowledged (not resolved)."""
+    return session.scalars(
+        select(Escalation.id).where(Escalation.patient_id == patient_id,
+                                    Escalation.status != "resolved",
+                                    Escalation.level == "emergency")
+    ).first() is not None
 
 
 def _timeout(ctx: ServiceContext, level: str) -> timedelta:
@@ -53,7 +64,12 @@ def escalate(
     words: str | None,
     now: datetime,
 ) -> tuple[Escalation, list[int]]:
-    """Open an escalation, or add to the patient's open one; alert when new or upgraded.
+    """Add to the patient's escalation that nobody has acknowledged yet (alerting again only
+    if this raises its level), or open a new one and alert.
+
+    An escalation someone has acknowledged takes nothing more: a red flag reported after it
+    opens a new escalation with its own ref and alert chain, so the team hears of it even if
+    the acknowledged one was never resolved.
 
     Returns the escalation and the outbox ids of the alerts written.
     """
@@ -62,9 +78,9 @@ def escalate(
     if current is not None:
         merged = sorted(set(current.flags) | set(flags))
         upgraded = LEVELS.index(level) > LEVELS.index(current.level)
-        if words:
-            joined = f"{current.words} | {words}" if current.words else words
-            current.words = joined[-2000:]
+        if words:  # newest first: an alert shows the start of this
+            joined = f"{words} | {current.words}" if current.words else words
+            current.words = joined[:2000]
         current.flags = merged
         current.updated_at = now
         if not upgraded:
@@ -72,9 +88,6 @@ def escalate(
                   flags=flags, level=level)
             return current, []
         current.level = max_level(current.level, level)
-        current.status = "open"
-        current.acknowledged_by = None
-        current.acknowledged_at = None
         current.chain_position = 0
         audit(session, now, "system", "escalation.upgrade", "escalation", current.ref,
               level=level, flags=merged)
@@ -91,11 +104,39 @@ def escalate(
     return esc, _alert(session, ctx, esc, now)
 
 
-def alert_details(flags, words: str | None) -> dict[str, str]:
-    """The {flags} and {words} of a care-team alert, short enough for its 2 SMS segments."""
-    said = " ".join((words or "").split())
-    return {"flags": ", ".join(f.replace("_", " ") for f in flags)[:60],
-            "words": said if len(said) <= 60 else said[:57] + "..."}
+FLAGS_CHARS = 60
+WORDS_CHARS = 60
+
+
+def alert_details(flags, words: str | None,
+                  vocabulary: Vocabulary | None = None) -> dict[str, str]:
+    """The {flags} and {words} of a care-team alert, short enough for its 2 SMS segments.
+
+    Flags of the highest tier come first and are never cut mid-name ("+2 more" says what was
+    left out); the words are made GSM-7 before they are shortened, as a transliterated
+    character can become several letters.
+    """
+    order = {level: i for i, level in enumerate(reversed(LEVELS))}
+    ranked = sorted(set(flags), key=lambda f: (order[_level_of(f, vocabulary)], f))
+    names = [f.replace("_", " ") for f in ranked]
+    shown: list[str] = []
+    for i, name in enumerate(names):
+        left = len(names) - i - 1
+        line = ", ".join([*shown, name, *([f"+{left} more"] if left else [])])
+        if shown and len(line) > FLAGS_CHARS:
+            shown.append(f"+{left + 1} more")
+            break
+        shown.append(name)
+    said = " ".join(gsm7.to_gsm7(words or "").split())
+    return {"flags": ", ".join(shown),
+            "words": said if len(said) <= WORDS_CHARS else said[:WORDS_CHARS - 3] + "..."}
+
+
+def _level_of(flag: str, vocabulary: Vocabulary | None) -> str:
+    try:
+        return level_for_flags([flag], vocabulary)
+    except ValueError:  # a flag this vocabulary no longer knows: show it, last
+        return "routine"
 
 
 def _alert(session: Session, ctx: ServiceContext, esc: Escalation, now: datetime) -> list[int]:
@@ -104,8 +145,9 @@ def _alert(session: Session, ctx: ServiceContext, esc: Escalation, now: datetime
     contact = team.contact(team.escalation_chain[esc.chain_position % len(team.escalation_chain)])
     patient = session.get(Patient, esc.patient_id)
     body = ctx.texts.render(
-        "alert", "en", level=esc.level.upper(), ref=esc.ref, patient=patient.name[:30],
-        patient_phone=patient.phone, **alert_details(esc.flags, esc.words))
+        "alert", "en", level=esc.level.upper(), ref=esc.ref,
+        patient=gsm7.to_gsm7(patient.name)[:30], patient_phone=patient.phone,
+        **alert_details(esc.flags, esc.words, ctx.vocabulary))
     item = enqueue(session, Draft(to=contact.phone, channel=contact.channel, body=body,
                                   kind="alert", priority=PRIORITY_EMERGENCY,
                                   escalation_id=esc.id), now)

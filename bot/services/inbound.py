@@ -32,7 +32,9 @@ STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE
 START_WORDS = {"START", "UNSTOP"}
 HELP_WORDS = {"HELP", "INFO"}
 YES_WORDS = {"YES", "Y", "SI"}
-ACK_RE = re.compile(r"^\s*ACK\s*#?\s*([A-Za-z0-9]{4,8})\s*$", re.IGNORECASE)
+# "ACK ABCDE", and as people type it on a phone: "Ack: abcde.", "ACK #ABCDE thanks",
+# "acknowledged ABCDE".
+ACK_RE = re.compile(r"^\s*ACK(?:NOWLEDGED?)?[\s:#.,-]*([A-Za-z0-9]{4,8})\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -306,7 +308,7 @@ def _unknown_sender(session: Session, ctx: ServiceContext, msg: InboundMessage, 
     team = ctx.settings.care_team
     oncall = team.contact(team.escalation_chain[0])
     body = ctx.texts.render("alert_unknown", "en", patient_phone=msg.sender,
-                            **alert_details(triage.flags, text))
+                            **alert_details(triage.flags, text, ctx.vocabulary))
     ids.append(enqueue(session, Draft(to=oncall.phone, channel=oncall.channel, body=body,
                                       kind="alert", priority=PRIORITY_EMERGENCY), now).id)
     audit(session, now, "system", "alert.unknown_sender", "message", out.message_id,

@@ -62,7 +62,7 @@ def spool_inbound(rt, msg: InboundMessage) -> InboundOutcome:
         oncall = team.contact(team.escalation_chain[0])
         if oncall.channel == msg.channel:  # TwiML answers from the number the patient texted
             body = rt.ctx.texts.render("alert_outage", "en", patient_phone=msg.sender,
-                                       **alert_details(triage.flags, text))
+                                       **alert_details(triage.flags, text, rt.ctx.vocabulary))
             to = f"whatsapp:{oncall.phone}" if msg.channel == "whatsapp" else oncall.phone
             out.outage_replies.append((to, body))
     return out

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from bot.services.context import ServiceContext
-from bot.services.escalations import escalate
+from bot.services.escalations import escalate, has_unresolved_emergency
 from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
 from bot.store.models import Patient
 
@@ -32,12 +32,13 @@ def urgent_response(session: Session, ctx: ServiceContext, patient: Patient, fla
                     words: str | None, now: datetime, channel: str | None = None) -> list[int]:
     """Tell the patient the team will call today; open (or add to) a same-day escalation.
 
-    When the patient already has an open emergency, the flags are added to it and the patient
-    is not told "we'll call today", which would undercut the emergency instruction.
+    When the patient has an emergency that is not resolved, the patient is not told "we'll call
+    today", which would undercut the emergency instruction: the flags are added to the open
+    emergency, or (if it was acknowledged) reach the team as a new urgent alert.
     """
     esc, alert_ids = escalate(session, ctx, patient, "urgent", flags, words, now)
     ids = list(alert_ids)
-    if esc.level == "urgent" and alert_ids:
+    if esc.level == "urgent" and alert_ids and not has_unresolved_emergency(session, patient.id):
         ids.insert(0, enqueue(session, Draft(
             to=patient.phone, channel=channel or patient.channel,
             body=ctx.text_for(patient, "urgent"), kind="urgent",

@@ -1,0 +1,169 @@
+"""Escalations after the first alert: acknowledged ones, later red flags, the alert's text, ACK."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from bot.domain import gsm7
+from bot.domain.triage import level_for_flags
+from bot.scheduler import tick
+from bot.services.escalations import alert_details
+from bot.store.models import Escalation
+from tests.test_red_flags_e2e import PHONE, alerts, chain_phones, enrol, texted
+from tests.twilio_support import (  # noqa: F401 - fixtures
+    fake_http,
+    messenger,
+    sent_to,
+    settings_overrides,
+)
+
+
+def escalations(rt) -> list[Escalation]:
+    with rt.transaction() as s:
+        return list(s.scalars(select(Escalation).order_by(Escalation.id)))
+
+
+def counts(fake_http, phones) -> list[int]:
+    return [len(alerts(fake_http, p)) for p in phones]
+
+
+def test_a_new_emergency_after_an_acknowledged_one_alerts_the_team_again(client, rt, fake_http,
+                                                                         clock):
+    enrol(rt)
+    chain = chain_phones(rt)
+    texted(client, "my legs gave way")
+    [first] = escalations(rt)
+    texted(client, f"ACK {first.ref}", sender=chain[0])
+    assert escalations(rt)[0].status == "acknowledged"
+    before = counts(fake_http, chain)
+
+    clock.advance(days=3)  # acknowledged, never resolved; now new symptoms
+    texted(client, "I wet myself and can't feel my bum")
+
+    old, new = escalations(rt)
+    assert (old.ref, old.status) == (first.ref, "acknowledged")
+    assert (new.status, new.level, new.chain_position) == ("open", "emergency", 0)
+    assert new.ref != old.ref
+    after = counts(fake_http, chain)
+    assert after == [before[0] + 1, before[1], before[2]]
+    alert = alerts(fake_http, chain[0])[-1]
+    assert f"ref {new.ref}" in alert and "wet myself" in alert
+    # and it goes round the chain until someone acknowledges the new ref
+    clock.advance(minutes=rt.settings.care_team.ack_timeout_minutes)
+    tick(rt)
+    assert counts(fake_http, chain)[1] == before[1] + 1
+    texted(client, f"ack {new.ref}", sender=chain[1])
+    assert escalations(rt)[1].status == "acknowledged"
+
+
+def test_a_new_urgent_flag_after_an_acknowledged_urgent_one_is_alerted_and_answered(
+        client, rt, fake_http, clock):
+    enrol(rt)
+    oncall = chain_phones(rt)[0]
+    texted(client, "back pain is 9/10 and wakes me every night")
+    [first] = escalations(rt)
+    assert first.level == "urgent"
+    texted(client, f"ACK {first.ref}", sender=oncall)
+    told = len(sent_to(fake_http, PHONE))
+    alerted = len(alerts(fake_http, oncall))
+
+    clock.advance(days=7)
+    texted(client, "temperature 38.9 and shivering")
+
+    assert len(escalations(rt)) == 2
+    assert len(alerts(fake_http, oncall)) == alerted + 1
+    replies = [d["Body"] for d in sent_to(fake_http, PHONE)][told:]
+    assert replies == [rt.ctx.text_for(None, "urgent", name="Ada")]
+
+
+def test_an_urgent_flag_during_an_acknowledged_emergency_alerts_but_does_not_undercut_it(
+        client, rt, fake_http, clock):
+    enrol(rt)
+    oncall = chain_phones(rt)[0]
+    texted(client, "my legs gave way")
+    [emergency] = escalations(rt)
+    texted(client, f"ACK {emergency.ref}", sender=oncall)
+    told = len(sent_to(fake_http, PHONE))
+
+    clock.advance(hours=1)
+    texted(client, "temperature 38.9 and shivering")
+
+    assert [e.level for e in escalations(rt)] == ["emergency", "urgent"]
+    assert "URGENT" in alerts(fake_http, oncall)[-1]
+    # no "the team will call you today" while an emergency is being handled
+    assert not any("today" in d["Body"] for d in sent_to(fake_http, PHONE)[told:])
+
+
+def test_more_flags_before_anyone_acknowledges_join_the_open_escalation(client, rt, fake_http):
+    enrol(rt)
+    oncall = chain_phones(rt)[0]
+    texted(client, "my legs gave way")
+    texted(client, "and I can't feel my bum")
+    [esc] = escalations(rt)
+    assert esc.status == "open"
+    assert len(alerts(fake_http, oncall)) == 1  # same level: no second alert
+
+
+def test_an_upgraded_alert_shows_the_new_words_and_the_emergency_flag_first(client, rt,
+                                                                            fake_http):
+    enrol(rt)
+    oncall = chain_phones(rt)[0]
+    texted(client, "my back pain is 8 out of 10 today, it is worse at night and hurts "
+                   "when I cough")
+    texted(client, "now I cant feel my legs")
+    upgrade = alerts(fake_http, oncall)[-1]
+    assert upgrade.startswith("EMERGENCY")
+    said = upgrade.split('Said: "', 1)[1]
+    assert said.startswith("now I cant feel my legs")
+    flags = upgrade.split("Flags: ", 1)[1].split(". Said", 1)[0]
+    [esc] = escalations(rt)
+    emergency_flags = [f for f in esc.flags
+                       if level_for_flags([f], rt.ctx.vocabulary) == "emergency"]
+    assert emergency_flags and flags.startswith(emergency_flags[0].replace("_", " "))
+
+
+def test_flags_are_cut_between_names_and_say_how_many_were_left_out():
+    flags = ["constipation", "cough_pain", "fever", "new_back_pain", "night_pain",
+             "sensory_loss"]
+    shown = alert_details(flags, "x")["flags"]
+    assert shown.startswith("sensory loss, ")
+    assert len(shown) <= 60
+    assert shown.endswith(" more")
+    names = shown.split(", ")
+    assert int(names[-1].split()[0].lstrip("+")) == len(flags) - (len(names) - 1)
+    assert all(n.replace(" ", "_") in flags for n in names[:-1])
+
+
+def test_an_alert_in_another_script_still_fits_two_sms_segments(client, rt, fake_http):
+    enrol(rt)
+    oncall = chain_phones(rt)[0]
+    with rt.transaction() as s:
+        from bot.store.models import Patient
+        s.scalars(select(Patient)).one().name = "Ana Sofia Guadalupe de los Angeles Pereira"
+    texted(client, "我的腿不能动了 my legs gave way " + "疼痛" * 40)
+    [alert] = alerts(fake_http, oncall)
+    assert gsm7.is_gsm7(alert)
+    assert gsm7.segments(alert) <= 2
+
+
+@pytest.mark.parametrize("reply", ["ACK {ref}.", "Ack: {ref}", "ACK {ref} thanks",
+                                   "ack {lower}", "ACK  #{ref}", "Acknowledged {ref}"])
+def test_acks_as_people_type_them(client, rt, fake_http, reply):
+    enrol(rt)
+    oncall = chain_phones(rt)[0]
+    texted(client, "my legs gave way")
+    [esc] = escalations(rt)
+    texted(client, reply.format(ref=esc.ref, lower=esc.ref.lower()), sender=oncall)
+    assert escalations(rt)[0].status == "acknowledged"
+    assert "acknowledged" in alerts(fake_http, oncall)[-1]
+
+
+def test_a_care_team_text_that_is_not_an_ack_gets_the_usage_and_acknowledges_nothing(
+        client, rt, fake_http):
+    enrol(rt)
+    oncall = chain_phones(rt)[0]
+    texted(client, "my legs gave way")
+    texted(client, "on my way", sender=oncall)
+    assert escalations(rt)[0].status == "open"
+    assert "Reply ACK" in alerts(fake_http, oncall)[-1]
