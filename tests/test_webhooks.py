@@ -118,6 +118,18 @@ class TestBehindAProxy:
         assert post(client, INBOUND, params, url=url, headers=headers).status_code == 200
         assert count(rt, Message, Message.direction == "in") == 1
 
+    @pytest.mark.parametrize("query", ["site=north", "site=S%C3%A3o", "k=ab%2Fcd", "k=%7Ex"])
+    def test_a_percent_encoded_query_is_checked_as_twilio_signed_it(self, client, rt, query):
+        # Twilio signs the URL as configured, escapes and all; Flask's request.url decodes them.
+        enrol(rt)
+        params = {"MessageSid": sid(), "From": PHONE, "Body": "hello"}
+        url = f"https://bot.example.org{INBOUND}?{query}"
+        headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "bot.example.org",
+                   "X-Twilio-Signature": sign(AUTH_TOKEN, url, params)}
+        res = client.post(f"{INBOUND}?{query}", data=params, headers=headers)
+        assert res.status_code == 200
+        assert count(rt, Message, Message.direction == "in") == 1
+
 
 class TestBehindAProxyWithoutProxyFix:
     @pytest.fixture

@@ -24,9 +24,11 @@ bp = Blueprint("webhooks", __name__, url_prefix="/webhooks/twilio")
 def _public_url() -> str:
     """The URL Twilio signed: the configured public base + path + query, else what we received."""
     base = runtime().settings.public_url
-    if not base:
-        return request.url
+    # The query exactly as sent: request.url would decode %2F, %7E or UTF-8 escapes, and
+    # Twilio signed the encoded form.
     query = request.query_string.decode("latin-1")
+    if not base:  # behind ProxyFix, scheme and host are the ones the proxy was asked for
+        base = f"{request.scheme}://{request.host}{request.root_path}"
     return base + request.path + (f"?{query}" if query else "")
 
 
