@@ -3,8 +3,11 @@
 For each database (SQLite, then PostgreSQL if reachable): enrol 1,000 consented patients, each
 waiting on the check-in's first question; start gunicorn; send every patient's signed answer at a
 steady 100 requests/s (open loop) and measure latency; then a closed-loop burst for throughput.
-The same is done against a bare Flask endpoint under the same gunicorn settings. Afterwards the
-database is checked: every inbound message stored once, every one answered once.
+The same is done against a bare Flask endpoint under the same gunicorn settings (the ceiling), and
+against a "floor" endpoint that does only what any bot keeping the issue's promises must do per
+message (bench/apps.py: signature, one transaction for the message and its outbox row, the SDK
+send, a second transaction for the SID). Afterwards the database is checked: every inbound
+message stored once, every one answered once.
 
 The CPU each closed-loop request costs is counted per process group (gunicorn's workers, the
 PostgreSQL server, this load generator), up to the moment every reply has been sent: on a small
@@ -40,6 +43,7 @@ from twilio.request_validator import RequestValidator
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.apps import floor_tables  # noqa: E402
 from bot.clock import SystemClock  # noqa: E402
 from bot.config import load_settings  # noqa: E402
 from bot.messaging.dev import DevMessenger  # noqa: E402
@@ -103,6 +107,9 @@ def prepare(url: str, patients: int) -> list[str]:
             start_flow(s, rt.ctx, p, "checkin", now)
         s.execute(OutboxItem.__table__.update().values(status="sent"))
     rt.close()
+    meta, _, _ = floor_tables()
+    meta.drop_all(engine)
+    meta.create_all(engine)
     if url.startswith("postgresql"):
         # Vacuum and analyse now, not in autovacuum's own time during the measurement.
         admin = make_engine(url, isolation_level="AUTOCOMMIT")
@@ -250,6 +257,20 @@ def check_database(url: str, expected_inbound: int) -> str:
             f"replies {replies}; outbox not sent {unsent}: {'OK' if ok else 'MISMATCH'}")
 
 
+def check_floor(url: str, expected_inbound: int) -> str:
+    time.sleep(2)
+    _, inbox, outbox = floor_tables()
+    engine = make_engine(url)
+    with engine.connect() as c:
+        inbound = c.scalar(select(func.count()).select_from(inbox))
+        replies = c.scalar(select(func.count()).select_from(outbox))
+        unsent = c.scalar(_unsent("floor"))
+    engine.dispose()
+    ok = inbound == replies == expected_inbound and unsent == 0
+    return (f"inbound {inbound}, replies {replies}, not sent {unsent}: "
+            f"{'OK' if ok else 'MISMATCH'}")
+
+
 @dataclass
 class Figures:
     p50: float  # ms, open loop
@@ -280,15 +301,21 @@ def cpu_snapshot(server_pid: int, url: str) -> dict[str, float]:
     return snap
 
 
-def wait_until_sent(url: str, timeout: float = 60) -> None:
+def _unsent(app: str):
+    if app == "floor":
+        out = floor_tables()[2]
+        return select(func.count()).select_from(out).where(out.c.status != "sent")
+    return select(func.count()).select_from(OutboxItem).where(OutboxItem.status != "sent")
+
+
+def wait_until_sent(url: str, app: str, timeout: float = 60) -> None:
     """Until the outbox is empty of unsent rows, so the CPU counted covers the sends too."""
     engine = make_engine(url)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             with engine.connect() as c:
-                if not c.scalar(select(func.count()).select_from(OutboxItem).where(
-                        OutboxItem.status != "sent")):
+                if not c.scalar(_unsent(app)):
                     return
             time.sleep(0.2)
     finally:
@@ -299,12 +326,12 @@ def measure(app: str, url: str, phones: list[str], args, tag: str) -> Figures:
     proc, base = start_gunicorn(app, url, args.workers, args.threads)
     try:
         lat = open_loop(base, phones, args.rate, tag=f"{app[0]}o{tag}")
-        if app == "checkin":
-            wait_until_sent(url)
+        if app != "bare":
+            wait_until_sent(url, app)
         before = cpu_snapshot(proc.pid, url)
         tput = closed_loop(base, phones, args.concurrency, tag=f"{app[0]}c{tag}")
-        if app == "checkin":
-            wait_until_sent(url)
+        if app != "bare":
+            wait_until_sent(url, app)
         after = cpu_snapshot(proc.pid, url)
     finally:
         stop(proc)
@@ -320,29 +347,38 @@ def _line(app: str, f: Figures, rate: float, concurrency: int) -> str:
 
 
 def run(label: str, url: str, args) -> None:
-    rounds: list[tuple[Figures, Figures]] = []
+    rounds: list[tuple[Figures, Figures, Figures]] = []
     for r in range(args.rounds):
         print(f"{label}, round {r + 1} of {args.rounds}:", flush=True)
         phones = prepare(url, args.patients)  # the same starting point every round
         bare = measure("bare", url, phones, args, tag=str(r))
         print(_line("bare", bare, args.rate, args.concurrency), flush=True)
+        floor = measure("floor", url, phones, args, tag=str(r))
+        print(_line("floor", floor, args.rate, args.concurrency), flush=True)
+        print(f"  floor database check: {check_floor(url, 2 * len(phones))}", flush=True)
         checkin = measure("checkin", url, phones, args, tag=str(r))
         print(_line("checkin", checkin, args.rate, args.concurrency), flush=True)
-        print(f"  ratio checkin/bare throughput: {checkin.throughput / bare.throughput:.2f}")
+        print(f"  ratio checkin/bare throughput: {checkin.throughput / bare.throughput:.2f}"
+              f"  (floor/bare {floor.throughput / bare.throughput:.2f})")
         print(f"  database check: {check_database(url, 2 * len(phones))}", flush=True)
-        rounds.append((bare, checkin))
+        rounds.append((bare, floor, checkin))
     if len(rounds) > 1:
         def med(values):
             values = list(values)
             return (f"{statistics.median(values):.2f} (range {min(values):.2f}-"
                     f"{max(values):.2f})")
-        checkins = [c for _, c in rounds]
+        checkins = [c for _, _, c in rounds]
         print(f"{label}, medians of {len(rounds)} rounds:")
-        print(f"  bare throughput {med(b.throughput for b, _ in rounds)} req/s")
+        print(f"  bare throughput {med(b.throughput for b, _, _ in rounds)} req/s")
+        print(f"  floor p99 {med(f.p99 for _, f, _ in rounds)} ms; "
+              f"throughput {med(f.throughput for _, f, _ in rounds)} req/s; "
+              f"ratio {med(f.throughput / b.throughput for b, f, _ in rounds)}")
+        for key in rounds[0][1].cpu:
+            print(f"  floor CPU ms per request, {key}: {med(f.cpu[key] for _, f, _ in rounds)}")
         print(f"  checkin p50 {med(c.p50 for c in checkins)} ms; "
               f"p99 {med(c.p99 for c in checkins)} ms; "
               f"throughput {med(c.throughput for c in checkins)} req/s")
-        print(f"  ratio {med(c.throughput / b.throughput for b, c in rounds)}")
+        print(f"  ratio {med(c.throughput / b.throughput for b, _, c in rounds)}")
         for key in checkins[0].cpu:
             print(f"  checkin CPU ms per request, {key}: {med(c.cpu[key] for c in checkins)}")
 
