@@ -213,7 +213,8 @@ def escalations_list(open_only: bool, as_json: bool) -> None:
             click.echo(json.dumps(e))
         else:
             click.echo(
-                f"{e['id']:>4} {e['ref']} {e['patient']} {e['level']} {','.join(e['flags'])} "
+                f"{e['id']:>4} {e['ref']} {e['patient'] or 'not enrolled ' + (e['phone'] or '')} "
+                f"{e['level']} {','.join(e['flags'])} "
                 f"{e['status']} {e['created_at']} {e['acknowledged_by'] or '-'} "
                 f"{e['acknowledged_at'] or '-'}")
 

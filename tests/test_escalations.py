@@ -167,3 +167,61 @@ def test_a_care_team_text_that_is_not_an_ack_gets_the_usage_and_acknowledges_not
     texted(client, "on my way", sender=oncall)
     assert escalations(rt)[0].status == "open"
     assert "Reply ACK" in alerts(fake_http, oncall)[-1]
+
+
+CARER = "+447700900555"
+
+
+def test_an_emergency_from_a_number_that_is_not_enrolled_goes_round_the_chain(client, rt,
+                                                                             fake_http, clock):
+    chain = chain_phones(rt)
+    texted(client, "this is his wife, he cant feel his legs", sender=CARER)
+    [esc] = escalations(rt)
+    assert (esc.patient_id, esc.phone, esc.level, esc.status) == (None, CARER, "emergency",
+                                                                  "open")
+    assert counts(fake_http, chain) == [1, 0, 0]
+    [alert] = alerts(fake_http, chain[0])
+    assert f"ref {esc.ref}" in alert and CARER in alert and f"ACK {esc.ref}" in alert
+    assert gsm7.segments(alert) <= 2
+    # the carer got the instruction
+    [told] = [d["Body"] for d in sent_to(fake_http, CARER)]
+    assert rt.settings.clinic.emergency_number in told
+
+    texted(client, "he is worse now, he wet himself", sender=CARER)  # joins the open one
+    assert len(escalations(rt)) == 1 and counts(fake_http, chain) == [1, 0, 0]
+
+    clock.advance(minutes=rt.settings.care_team.ack_timeout_minutes)
+    tick(rt)
+    assert counts(fake_http, chain) == [1, 1, 0]
+    texted(client, f"ACK {esc.ref}", sender=chain[1])
+    assert escalations(rt)[0].status == "acknowledged"
+    clock.advance(hours=2)
+    tick(rt)
+    assert counts(fake_http, chain) == [1, 2, 0]  # the ACK receipt, and no more alerts
+
+
+def test_the_cli_lists_an_escalation_from_a_number_that_is_not_enrolled(client, rt, fake_http,
+                                                                        monkeypatch, settings):
+    from click.testing import CliRunner
+
+    from bot import cli
+
+    texted(client, "he cant feel his legs", sender=CARER)
+    monkeypatch.setenv("CHECKIN_DATABASE_URL", settings.database_url)
+    res = CliRunner().invoke(cli.main, ["escalations", "list", "--open"])
+    assert res.exit_code == 0, res.output
+    assert "not enrolled" in res.output and CARER in res.output
+
+
+def test_when_handling_fails_an_emergency_from_an_unknown_number_still_escalates(
+        client, rt, fake_http, monkeypatch):
+    import bot.services.inbound as inbound
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("bug in handling")
+
+    monkeypatch.setattr(inbound, "_act_on", broken)
+    texted(client, "he cant feel his legs", sender=CARER)
+    [esc] = escalations(rt)
+    assert (esc.phone, esc.status) == (CARER, "open")
+    assert len(alerts(fake_http, chain_phones(rt)[0])) == 1

@@ -31,11 +31,14 @@ def new_ref(session: Session) -> str:
             return ref
 
 
-def open_escalation_for(session: Session, patient_id: int) -> Escalation | None:
-    """The patient's newest escalation that nobody has acknowledged yet."""
+def open_escalation_for(session: Session, patient_id: int | None,
+                        phone: str | None = None) -> Escalation | None:
+    """The newest escalation nobody has acknowledged yet, of the patient (or, for a number
+    that is not enrolled, of that phone)."""
+    who = (Escalation.patient_id == patient_id if patient_id is not None
+           else (Escalation.patient_id.is_(None) & (Escalation.phone == phone)))
     return session.scalars(
-        select(Escalation)
-        .where(Escalation.patient_id == patient_id, Escalation.status == "open")
+        select(Escalation).where(who, Escalation.status == "open")
         .order_by(Escalation.id.desc())
     ).first()
 
@@ -58,11 +61,12 @@ def _timeout(ctx: ServiceContext, level: str) -> timedelta:
 def escalate(
     session: Session,
     ctx: ServiceContext,
-    patient: Patient,
+    patient: Patient | None,
     level: str,
     flags: list[str],
     words: str | None,
     now: datetime,
+    phone: str | None = None,
 ) -> tuple[Escalation, list[int]]:
     """Add to the patient's escalation that nobody has acknowledged yet (alerting again only
     if this raises its level), or open a new one and alert.
@@ -71,10 +75,15 @@ def escalate(
     opens a new escalation with its own ref and alert chain, so the team hears of it even if
     the acknowledged one was never resolved.
 
+    `patient` is None for a number that is not enrolled; `phone` is then that number, and the
+    escalation runs the same chain (its alert asks the team to call the number).
+
     Returns the escalation and the outbox ids of the alerts written.
     """
     assert level in ("urgent", "emergency"), level
-    current = open_escalation_for(session, patient.id)
+    assert patient is not None or phone, "an escalation needs a patient or a phone"
+    patient_id = patient.id if patient is not None else None
+    current = open_escalation_for(session, patient_id, phone)
     if current is not None:
         merged = sorted(set(current.flags) | set(flags))
         upgraded = LEVELS.index(level) > LEVELS.index(current.level)
@@ -93,14 +102,15 @@ def escalate(
               level=level, flags=merged)
         return current, _alert(session, ctx, current, now)
     esc = Escalation(
-        ref=new_ref(session), patient_id=patient.id, level=level, flags=sorted(set(flags)),
+        ref=new_ref(session), patient_id=patient_id, phone=None if patient else phone,
+        level=level, flags=sorted(set(flags)),
         words=words[:2000] if words else None, status="open", chain_position=0, alerts_sent=0,
         created_at=now, updated_at=now,
     )
     session.add(esc)
     session.flush()
     audit(session, now, "system", "escalation.open", "escalation", esc.ref,
-          patient_id=patient.id, level=level, flags=esc.flags)
+          patient_id=patient_id, level=level, flags=esc.flags)
     return esc, _alert(session, ctx, esc, now)
 
 
@@ -143,11 +153,15 @@ def _alert(session: Session, ctx: ServiceContext, esc: Escalation, now: datetime
     """Alert the contact at the escalation's chain position and set the next re-alert."""
     team = ctx.settings.care_team
     contact = team.contact(team.escalation_chain[esc.chain_position % len(team.escalation_chain)])
-    patient = session.get(Patient, esc.patient_id)
-    body = ctx.texts.render(
-        "alert", "en", level=esc.level.upper(), ref=esc.ref,
-        patient=gsm7.to_gsm7(patient.name)[:30], patient_phone=patient.phone,
-        **alert_details(esc.flags, esc.words, ctx.vocabulary))
+    details = alert_details(esc.flags, esc.words, ctx.vocabulary)
+    if esc.patient_id is None:
+        body = ctx.texts.render("alert_unknown", "en", level=esc.level.upper(), ref=esc.ref,
+                                patient_phone=esc.phone, **details)
+    else:
+        patient = session.get(Patient, esc.patient_id)
+        body = ctx.texts.render(
+            "alert", "en", level=esc.level.upper(), ref=esc.ref,
+            patient=gsm7.to_gsm7(patient.name)[:30], patient_phone=patient.phone, **details)
     item = enqueue(session, Draft(to=contact.phone, channel=contact.channel, body=body,
                                   kind="alert", priority=PRIORITY_EMERGENCY,
                                   escalation_id=esc.id), now)

@@ -21,7 +21,11 @@ from bot.domain.triage import detect, level_for_flags
 from bot.services import conversations
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
-from bot.services.escalations import EscalationNotFound, acknowledge, alert_details
+from bot.services.escalations import (
+    EscalationNotFound,
+    acknowledge,
+    escalate,
+)
 from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
 from bot.services.red_flags import emergency_response, urgent_response
 from bot.store.models import Message, OutboxItem, Patient
@@ -296,8 +300,9 @@ def _hold_replies(session: Session, ctx: ServiceContext, msg: InboundMessage,
 
 def _unknown_sender(session: Session, ctx: ServiceContext, msg: InboundMessage, text: str,
                     now: datetime, out: InboundOutcome) -> list[int]:
-    """A number we don't know. A red flag from it (a patient's new phone, a carer) still gets
-    the urgent-care instruction, and the on-call contact is asked to call the number back."""
+    """A number we don't know. An emergency from it (a patient's new phone, a carer) still gets
+    the urgent-care instruction, and opens an escalation like a patient's: the team is alerted
+    round the chain, asked to call the number, until someone acknowledges."""
     triage = detect(text, ctx.vocabulary)
     out.level = triage.level
     if triage.level != "emergency" or triage.hypothetical:
@@ -305,16 +310,13 @@ def _unknown_sender(session: Session, ctx: ServiceContext, msg: InboundMessage, 
     ids = [enqueue(session, Draft(
         to=msg.sender, channel=msg.channel, body=ctx.text_for(None, "emergency", name="Hello"),
         kind="emergency", priority=PRIORITY_EMERGENCY), now).id]
-    team = ctx.settings.care_team
-    oncall = team.contact(team.escalation_chain[0])
-    body = ctx.texts.render("alert_unknown", "en", patient_phone=msg.sender,
-                            **alert_details(triage.flags, text, ctx.vocabulary))
-    ids.append(enqueue(session, Draft(to=oncall.phone, channel=oncall.channel, body=body,
-                                      kind="alert", priority=PRIORITY_EMERGENCY), now).id)
+    red_flags = [f for f in triage.flags if level_for_flags([f], ctx.vocabulary) != "routine"]
+    esc, alert_ids = escalate(session, ctx, None, "emergency", red_flags, text, now,
+                              phone=msg.sender)
     audit(session, now, "system", "alert.unknown_sender", "message", out.message_id,
-          flags=list(triage.flags), contact=oncall.id)
+          flags=list(triage.flags), escalation=esc.ref)
     log.warning("emergency from a number that is not enrolled: message %s", out.message_id)
-    return ids
+    return ids + alert_ids
 
 
 def _reply(session: Session, ctx: ServiceContext, patient: Patient | None, msg: InboundMessage,
@@ -367,10 +369,16 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
         return InboundOutcome(duplicate=True)
     audit(session, now, "system", "inbound.unprocessed", "message", message_id)
     out = InboundOutcome(message_id=message_id, patient_id=patient.id if patient else None)
-    if patient is None:
-        return out
-    triage = detect((msg.button_payload or msg.body or "").strip(), ctx.vocabulary)
+    text = (msg.button_payload or msg.body or "").strip()
+    triage = detect(text, ctx.vocabulary)
     out.level = triage.level
+    if patient is None:
+        if (triage.level == "emergency" and not triage.hypothetical
+                and ctx.settings.care_team.contact_by_phone(msg.sender) is None):
+            out.outbox_ids += _unknown_sender(session, ctx, msg, text, now, out)
+            if msg.told_emergency:
+                _hold_told_emergency(session, msg, out, now)
+        return out
     red_flags = [f for f in triage.flags if level_for_flags([f], ctx.vocabulary) != "routine"]
     if triage.level == "emergency" and not triage.hypothetical:
         out.outbox_ids += emergency_response(session, ctx, patient, red_flags, msg.body, now,
@@ -378,4 +386,6 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
     elif triage.level == "urgent" and not triage.hypothetical:
         out.outbox_ids += urgent_response(session, ctx, patient, red_flags, msg.body, now,
                                           channel=msg.channel)
+    if msg.told_emergency:  # replayed from the spool: the patient was told in the TwiML
+        _hold_told_emergency(session, msg, out, now)
     return out

@@ -213,7 +213,10 @@ class Escalation(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     ref: Mapped[str] = mapped_column(String(12), unique=True)
-    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    # None when the red flag came from a number that is not enrolled (a carer, a new phone):
+    # then `phone` is that number.
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
+    phone: Mapped[str | None] = mapped_column(String(32), index=True)
     level: Mapped[str] = mapped_column(String(10))  # emergency | urgent
     flags: Mapped[list[str]] = mapped_column(JSON)
     words: Mapped[str | None] = mapped_column(Text)  # the patient's own words

@@ -30,7 +30,9 @@ def message_json(m: Message) -> dict:
 def escalation_json(e: Escalation) -> dict:
     return {
         "id": e.id, "ref": e.ref, "patient_id": e.patient_id,
-        "patient": e.patient.name if e.patient else None, "level": e.level,
+        "patient": e.patient.name if e.patient else None,
+        "phone": None if e.patient else e.phone,  # a number that is not enrolled
+        "level": e.level,
         "flags": list(e.flags), "status": e.status, "created_at": iso(e.created_at),
         "acknowledged_by": e.acknowledged_by, "acknowledged_at": iso(e.acknowledged_at),
         "resolved_at": iso(e.resolved_at), "alerts_sent": e.alerts_sent,

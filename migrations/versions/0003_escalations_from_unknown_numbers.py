@@ -1,0 +1,32 @@
+"""escalations from numbers that are not enrolled: no patient, the sender's phone instead
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-22 08:30:00
+"""
+
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0003'
+down_revision = '0002'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('escalations', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('phone', sa.String(length=32), nullable=True))
+        batch_op.alter_column('patient_id', existing_type=sa.Integer(), nullable=True)
+        batch_op.create_index('ix_escalations_phone', ['phone'], unique=False)
+
+
+def downgrade() -> None:
+    # Escalations without a patient cannot be kept by the older schema.
+    op.execute("DELETE FROM escalations WHERE patient_id IS NULL AND NOT EXISTS "
+               "(SELECT 1 FROM messages WHERE messages.escalation_id = escalations.id)")
+    with op.batch_alter_table('escalations', schema=None) as batch_op:
+        batch_op.drop_index('ix_escalations_phone')
+        batch_op.alter_column('patient_id', existing_type=sa.Integer(), nullable=False)
+        batch_op.drop_column('phone')
