@@ -187,6 +187,78 @@ def test_negation_reaches_only_its_own_clause(text):
     assert level(text) == "emergency", detect(text)
 
 
+# a negation cue governs only the symptom phrase right after it
+@pytest.mark.parametrize("text, flag", [
+    ("no pain legs numb", "sensory_loss"),
+    ("no back pain legs weak", "limb_weakness"),
+    ("no fever legs numb", "sensory_loss"),
+    ("no energy legs like jelly", "limb_weakness"),
+    ("No appetite legs numb", "sensory_loss"),
+    ("no pain today legs numb", "sensory_loss"),
+    ("no weakness numbness yes", "sensory_loss"),
+    ("no tengo fiebre tengo hormigueo en los pies", "sensory_loss"),
+    ("sin dolor piernas dormidas", "sensory_loss"),
+])
+def test_negation_stops_at_the_next_symptom_phrase(text, flag):
+    result = detect(text)
+    assert flag in result.flags and result.level == "emergency", result
+
+
+@pytest.mark.parametrize("text, flag", [
+    ("not feeling great my legs are weak", "limb_weakness"),
+    ("I'm not ok my legs are numb", "sensory_loss"),
+    ("not well legs numb", "sensory_loss"),
+    ("not too good legs weak", "limb_weakness"),
+    ("no sleep legs numb", "sensory_loss"),
+    ("haven't slept much legs tingling", "sensory_loss"),
+    ("no complaints legs tingling", "sensory_loss"),
+    ("not bad thanks legs a bit numb", "sensory_loss"),
+])
+def test_negation_stops_at_a_body_part_that_starts_a_new_phrase(text, flag):
+    result = detect(text)
+    assert flag in result.flags and result.level == "emergency", result
+
+
+@pytest.mark.parametrize("text, flag", [
+    ("Without warning my legs gave way", "limb_weakness"),
+    ("no warning my legs gave way", "limb_weakness"),
+    ("for no reason my legs gave way", "limb_weakness"),
+    ("never happened before my legs gave way", "limb_weakness"),
+    ("de repente sin aviso se me doblaron las piernas", "limb_weakness"),
+])
+def test_how_it_happened_is_not_a_negation(text, flag):
+    assert flag in flags(text) and level(text) == "emergency", detect(text)
+
+
+@pytest.mark.parametrize("text", [
+    "no numbness or weakness",  # list connector
+    "no pain or weakness in my legs",
+    "no numbness nor weakness",
+    "no pain, numbness or tingling in my legs",  # list comma
+    "no numbness tingling or weakness",  # side by side, and the clause reads as a list
+    "no weakness and no numbness",  # each has its own cue
+    "no pain in my back or legs",
+    "I can walk fine, no numbness",
+    "legs not numb",
+    "no weakness in my legs",
+    "no legs giving way",  # the body part right after the cue is the cue's own phrase
+    "no new leg weakness",  # carriers take the body part as their object
+    "I haven't noticed my legs going numb",
+    "never had my legs give way",
+    "no problems with my legs being weak",
+    "I don't have weak legs",
+    "no tengo las piernas dormidas",
+    "sin dolor ni hormigueo en las piernas",
+])
+def test_true_negations_still_negate(text):
+    assert level(text) == "routine", detect(text)
+
+
+def test_the_nearest_negation_cue_governs():
+    assert level("no pain and no numbness") == "routine"
+    assert level("no pain no fever legs numb") == "emergency"
+
+
 # ------------------------------------------------------------------------------ rule 4
 @pytest.mark.parametrize("text", [
     "I think my legs are weak",
@@ -227,6 +299,28 @@ def test_real_mentions_are_not_hypothetical(text):
     result = detect(text)
     assert result.level == "emergency"
     assert result.hypothetical is False
+
+
+@pytest.mark.parametrize("text", [
+    "Is it normal if my legs feel numb?",  # "is it normal" is a hedge (rule 4)
+    "is it normal if my feet go numb sometimes?",
+    "what if my legs feel numb like now?",  # happening now
+    "if my legs are numb like they are now what do I do?",
+    "if I get up I fall over, should I call?",
+])
+def test_questions_about_a_symptom_happening_now_are_not_hypothetical(text):
+    result = detect(text)
+    assert result.level == "emergency" and result.hypothetical is False, result
+
+
+@pytest.mark.parametrize("text", [
+    "what do I do if my legs go numb?",
+    "what should I do if I lose bladder control?",
+    "what do i do now if my legs go numb?",  # "now" before the condition is not about it
+])
+def test_purely_hypothetical_questions_stay_hypothetical(text):
+    result = detect(text)
+    assert result.level == "emergency" and result.hypothetical is True, result
 
 
 def test_routine_messages_are_never_hypothetical():
@@ -383,6 +477,7 @@ def test_yes_no_stay_text_in_the_vocabulary_file(tmp_path):
      "must be a known flag of a lower level"),
     (lambda d: d["word_classes"].update(leg=["{limb}"]), "refers to itself"),
     (lambda d: d["context"].pop("hedges"), "missing list(s) ['hedges']"),
+    (lambda d: d["context"].pop("body_parts"), "missing list(s) ['body_parts']"),
     (lambda d: d["settings"].update(gap_words=99), "settings.gap_words: must be a number"),
     (lambda d: d["numeric"].update(fever_celsius_at="high"), "numeric.fever_celsius_at"),
     (lambda d: d["numeric"].update(fever_flag="pyrexia"), "numeric.fever_flag: 'pyrexia'"),

@@ -8,11 +8,18 @@ How a message is read (clinical brief, shared/clinical/red-flags.md):
   2. Find whole symptom phrases first, so phrases that contain a negation ("can't feel my feet",
      "no control over my bladder") are flags and never negated.
   3. Drop a mention only when a negation cue governs it inside its own clause ("no numbness",
-     "numbness? no"); clauses end at but/though/except/./;/... Hedges never cancel.
+     "numbness? no"); clauses end at but/though/except/./;/... Hedges never cancel. A cue governs
+     only the symptom phrase right after it: its reach ends at another symptom phrase ("no pain
+     legs numb") or at a body part that starts a new phrase ("not feeling great my legs are
+     weak"), unless a list connector joins them ("no numbness or weakness", "no pain or
+     weakness in my legs") or a carrier word takes the body part as its object ("haven't noticed
+     my legs going numb").
   4. Conditional mentions ("if my legs go numb, what do I do?") keep their flags and level; the
      result says hypothetical=True when every red-flag mention is conditional. The service
      answers those with the safety net instead of the emergency alert, so this is conservative:
-     the condition must come right before the symptom and the message must ask for advice.
+     the condition must come right before the symptom, the message must ask for advice, and
+     nothing after the condition may say it is happening now ("what if my legs feel numb like
+     now?").
   5. Pain scores >= 7/10 and temperatures >= 38.0 C / 100.4 F are read as numbers.
 Safety first: any internal error yields an emergency result rather than silence.
 """
@@ -158,7 +165,7 @@ def _detect(text: str, vocab: Vocabulary) -> TriageResult:
         span = accepted.get(flag)
         if span is not None and span[0] <= start and end <= span[1]:
             continue  # inside a mention already read ("numb" in "legs go numb")
-        if _negated(msg, start, end):
+        if _negated(msg, start, end, hits):
             continue
         accepted[flag] = (start, end)
         hypothetical = _hypothetical(msg, start)
@@ -239,7 +246,7 @@ def _pain_scores(msg: _Message, scores: dict[int, tuple[float, int]]) -> list[tu
     return hits
 
 
-def _negated(msg: _Message, start: int, end: int) -> bool:
+def _negated(msg: _Message, start: int, end: int, hits: list[tuple[str, int, int]]) -> bool:
     """Is this mention governed by a negation cue in its own clause (before or just after)?"""
     vocab = msg.vocab
     if not vocab.immune_words.isdisjoint(msg.norm[start:end].split()):
@@ -252,10 +259,64 @@ def _negated(msg: _Message, start: int, end: int) -> bool:
         rest = masked[comma + 1:clause_end]
         if not rx["list"].search(rest) or rx["clause_words"].search(" " + rest):
             window_start = comma + 1
-    if rx["neg_before"].search(masked, window_start, start) and not rx["terminator_inside"].search(
-            masked, start, end):
-        return True
+    cue = rx["neg_before"].search(masked, window_start, start)
+    if cue is not None and not rx["terminator_inside"].search(masked, start, end):
+        while later := rx["neg_before"].search(masked, cue.start() + 1, start):
+            cue = later  # the nearest cue is the one that governs: "no pain and no numbness"
+        cue_end = rx["neg_cue"].match(masked, cue.start()).end()
+        if _in_scope(msg, cue_end, start, clause_end, hits):
+            return True
     return bool(rx["neg_after"].match(masked, end))
+
+
+def _in_scope(msg: _Message, cue_end: int, start: int, clause_end: int,
+              hits: list[tuple[str, int, int]]) -> bool:
+    """Does a negation cue ending at cue_end still reach the mention starting at start?
+
+    A cue governs only the symptom phrase right after it. Its reach ends at
+      - another symptom phrase between them, unless a list connector joins the two ("no pain or
+        weakness", "no weakness, numbness or tingling"; "no numbness tingling or weakness" when
+        the rest of the clause is a plain list): "no pain legs numb", "no energy legs like jelly";
+      - a body part that starts a new phrase: one whose previous word is neither the cue, a
+        carrier ("haven't noticed my legs ...", "no pain in my back ...") nor a list connector:
+        "not feeling great my legs are weak", "no sleep legs numb".
+    """
+    masked, rx = msg.masked, msg.vocab.rx
+    if start <= cue_end:
+        return True
+    covered: list[list[int]] = []  # other symptom phrases between the cue and this mention
+    for _flag, h_start, h_end in hits:
+        if cue_end < h_end <= start and h_start < start:
+            covered.append([max(h_start, cue_end), h_end])
+    if covered:
+        covered.sort()
+        merged = [covered[0]]
+        for span in covered[1:]:
+            if span[0] <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], span[1])
+            else:
+                merged.append(span)
+        nexts = [span[0] for span in merged[1:]] + [start]
+        for (_s, e), nxt in zip(merged, nexts, strict=True):
+            between = masked[e:nxt]
+            if rx["list"].search(between) or between.strip() == ",":
+                continue  # "no pain or weakness"; a comma here already passed the list test
+            if between.strip() or not _plain_list_follows(msg, start, clause_end):
+                return False
+    for m in rx["body_part"].finditer(masked, cue_end, start + 80):  # 80: longest body part
+        if m.start() > start:
+            break
+        if m.start() > cue_end and not rx["carries"].search(masked, cue_end, m.start()):
+            return False
+    return True
+
+
+def _plain_list_follows(msg: _Message, start: int, clause_end: int) -> bool:
+    """Two symptoms side by side stay one negated list only when the rest of the clause is a
+    plain list ("no numbness tingling or weakness"), not "no weakness numbness yes"."""
+    masked, rx = msg.masked, msg.vocab.rx
+    rest = masked[start:clause_end]
+    return bool(rx["list"].search(rest)) and not rx["clause_words"].search(rest)
 
 
 def _hypothetical(msg: _Message, start: int) -> bool:
@@ -267,7 +328,10 @@ def _hypothetical(msg: _Message, start: int) -> bool:
     clause_start, _ = msg.clause(start)
     window_start = max(clause_start, masked.rfind(",", clause_start, start) + 1)
     m = rx["hypothetical"].search(masked, window_start, start)
-    return m is not None and not (m.start() == 0 and masked.startswith(" si "))
+    if m is None or (m.start() == 0 and masked.startswith(" si ")):
+        return False
+    _, clause_end = msg.clause(start)  # "what if my legs feel numb like now?" is happening
+    return not rx["now"].search(masked, m.end(), clause_end)
 
 
 def _stable(msg: _Message, start: int) -> bool:

@@ -37,6 +37,7 @@ _CONTEXT_KEYS = {
     "negation_before", "negation_after", "negation_after_links", "immune_words",
     "pseudo_negation", "hedges", "hypothetical", "clause_breakers", "scope_terminators",
     "list_connectors", "clause_words", "stable", "hypothetical_fillers", "advice_questions",
+    "body_parts", "negation_carriers", "happening_now",
 }
 _NUMERIC_KEYS = {
     "pain_score_flag", "pain_score_severe_at", "pain_words", "non_pain_topics", "fever_flag",
@@ -580,6 +581,7 @@ def _context_regexes(comp: _Compiler, lists: dict, settings: dict, brk: str, neg
     return {
         "mask": re.compile(f"(?:{words('pseudo_negation')}|{words('hedges')})"),
         "boundary": re.compile(f"(?<![0-9])[.!?;]|[.!?;](?![0-9])|{brk}"),
+        "neg_cue": re.compile(neg),
         "neg_before": re.compile(
             f"{neg}(?:(?!{terms}) [^ ]+){{0,{settings['negation_window']}}}$"),
         "neg_after": re.compile(
@@ -594,6 +596,13 @@ def _context_regexes(comp: _Compiler, lists: dict, settings: dict, brk: str, neg
             f"{words('hypothetical')}(?:{words('hypothetical_fillers')}){{0,3}}$"),
         "advice": re.compile(words("advice_questions")),
         "list": re.compile(words("list_connectors")),
+        # negation scope (see triage._in_scope): a body part that may start a new phrase, and
+        # what may come right before it without ending the scope ("haven't noticed my legs ...",
+        # "no numbness or legs ...")
+        "body_part": re.compile(words("body_parts")),
+        "carries": re.compile(f"(?:{words('negation_carriers')}|{words('list_connectors')}"
+                              r"| ,)$"),
+        "now": re.compile(words("happening_now")),
         "clause_words": re.compile(words("clause_words")),
         "stable": re.compile(words("stable")),
     }
