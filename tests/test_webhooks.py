@@ -299,6 +299,16 @@ def test_status_callbacks_move_forward_only_and_are_idempotent(client, rt, fake_
     assert _status(rt, provider_id) == "read"
 
 
+def test_statuses_twilio_may_add_are_stored_without_error(client, rt, fake_http):
+    provider_id = _sent_message(client, rt, fake_http)
+    post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "delivered"})
+    for status in ("partially_delivered", "some_status_twilio_adds_in_the_future"):
+        res = post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": status})
+        assert res.status_code == 204
+    assert _status(rt, provider_id) == "delivered"  # neither moves it back
+    assert count(rt, StatusEvent, StatusEvent.provider_id == provider_id) == 3
+
+
 def test_undelivered_is_recorded_with_its_error_code(client, rt, fake_http):
     provider_id = _sent_message(client, rt, fake_http)
     post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "undelivered",
@@ -594,6 +604,69 @@ def test_an_alert_the_carrier_refuses_moves_the_chain_on_at_once(client, rt, fak
     assert len(sent_to(fake_http, second)) == 1
 
 
+def test_a_late_failure_of_an_earlier_contacts_alert_does_not_cut_the_next_ones_time(
+        client, rt, fake_http, clock):
+    from bot.scheduler import tick
+
+    first, second = _emergency_alerted(rt, fake_http)
+    clock.advance(minutes=rt.settings.care_team.ack_timeout_minutes)
+    tick(rt)  # nobody acknowledged: the second contact is alerted
+    assert len(sent_to(fake_http, second)) == 1
+    with rt.transaction() as s:
+        first_sid = s.scalars(select(Message.provider_id).where(
+            Message.kind == "alert").order_by(Message.id)).first()
+    # the first contact's alert is reported undelivered only now
+    post(client, STATUS, {"MessageSid": first_sid, "MessageStatus": "undelivered",
+                          "ErrorCode": "30003"})
+    tick(rt)
+    third = rt.settings.care_team.contact(rt.settings.care_team.escalation_chain[2]).phone
+    assert sent_to(fake_http, third) == []  # the second contact keeps their 15 minutes
+
+
+def test_when_every_contact_fails_the_chain_goes_on_at_the_normal_pace(client, rt, fake_http,
+                                                                       clock):
+    from bot.scheduler import tick
+
+    chain = rt.settings.care_team.escalation_chain
+    _emergency_alerted(rt, fake_http, fail_with=21211)
+    for _ in range(3 * len(chain)):
+        fake_http.queue_error(400, 21211, "Invalid 'To' Phone Number")
+        clock.advance(seconds=5)
+        tick(rt)
+    with rt.transaction() as s:
+        esc = s.scalars(select(Escalation)).one()
+    # a quick first lap (each failure moves on at once), then the acknowledgement timeout
+    assert esc.alerts_sent == len(chain) + 1
+
+
+def test_an_unreachable_phone_gets_the_message_again_later_then_the_bot_gives_up(
+        client, rt, fake_http, clock):
+    from bot.scheduler import tick
+    from bot.store.models import AuditLog
+
+    provider_id = _sent_message(client, rt, fake_http)
+    [first] = sent_to(fake_http, PHONE)
+    for n in range(1, 5):
+        post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "undelivered",
+                              "ErrorCode": "30003"})
+        sent = len(sent_to(fake_http, PHONE))
+        clock.advance(minutes=15 * n - 1)
+        tick(rt)
+        assert len(sent_to(fake_http, PHONE)) == sent  # not yet
+        clock.advance(minutes=1)
+        tick(rt)
+        if n <= 3:
+            assert len(sent_to(fake_http, PHONE)) == sent + 1
+            again = sent_to(fake_http, PHONE)[-1]
+            assert again["Body"] == first["Body"]
+            with rt.transaction() as s:
+                provider_id = s.scalars(select(Message.provider_id).where(
+                    Message.direction == "out").order_by(Message.id.desc())).first()
+        else:
+            assert len(sent_to(fake_http, PHONE)) == sent  # three times is enough
+    assert count(rt, AuditLog, AuditLog.action == "message.unreachable_gave_up") == 1
+
+
 def test_an_acknowledged_escalation_is_not_moved_on_by_a_late_failure(client, rt, fake_http,
                                                                       clock):
     from bot.scheduler import tick
@@ -627,3 +700,24 @@ def test_the_loop_guard_leaves_a_conversation_where_it_was(client, rt, fake_http
     with rt.transaction() as s:
         conv = active_conversation(s, pid)
         assert conv is not None and conv.state == before  # no retry counted, nothing moved
+
+
+STRANGER = "+447700900555"
+
+
+@pytest.mark.parametrize("channel", ["sms", "whatsapp"])
+def test_stop_start_help_from_a_number_that_is_not_enrolled(client, rt, fake_http, channel):
+    from bot.services.inbound import number_opted_out
+
+    texted(client, "Stop", sender=STRANGER, channel=channel)
+    [stopped] = [d["Body"] for d in sent_to(fake_http, STRANGER)]
+    assert stopped == rt.ctx.text_for(None, "stopped")  # not "we don't have this number"
+    with rt.transaction() as s:
+        assert number_opted_out(s, STRANGER)
+    texted(client, "help", sender=STRANGER, channel=channel)
+    assert sent_to(fake_http, STRANGER)[-1]["Body"] == rt.ctx.text_for(None, "help")
+    texted(client, "START", sender=STRANGER, channel=channel)
+    assert sent_to(fake_http, STRANGER)[-1]["Body"] == rt.ctx.text_for(None, "not_enrolled")
+    with rt.transaction() as s:
+        assert not number_opted_out(s, STRANGER)
+        assert not number_opted_out(s, PHONE)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bot.domain import gsm7
@@ -15,7 +15,7 @@ from bot.services.audit import audit
 from bot.services.context import ServiceContext
 from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
 from bot.store.claims import claim_due
-from bot.store.models import Escalation, Patient
+from bot.store.models import Escalation, Message, Patient
 
 REF_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I: read aloud on a phone
 
@@ -173,16 +173,29 @@ def _alert(session: Session, ctx: ServiceContext, esc: Escalation, now: datetime
 
 
 def alert_not_delivered(session: Session, escalation_id: int, now: datetime,
-                        reason: str) -> None:
+                        reason: str, message_id: int | None = None,
+                        chain_length: int | None = None) -> None:
     """An alert could not reach its contact: if nobody has acknowledged, the next contact is
-    due now (the scheduler's next tick), not after the acknowledgement timeout."""
+    due now (the scheduler's next tick), not after the acknowledgement timeout.
+
+    Only for the escalation's latest alert (`message_id`, when known): a late report about an
+    earlier contact must not cut short the time the current one has. And only on the first lap
+    of the chain (`chain_length`, when known): if every contact fails, the chain goes on at the
+    normal pace rather than every tick.
+    """
     esc = session.get(Escalation, escalation_id, with_for_update=True)
     if esc is None or esc.status != "open":
         return
-    esc.next_alert_at = now
-    esc.updated_at = now
+    latest = message_id is None or message_id == session.scalar(
+        select(func.max(Message.id)).where(Message.escalation_id == esc.id,
+                                           Message.kind == "alert"))
+    first_lap = chain_length is None or esc.alerts_sent <= chain_length
+    moved_on = latest and first_lap
+    if moved_on:
+        esc.next_alert_at = now
+        esc.updated_at = now
     audit(session, now, "system", "escalation.alert_failed", "escalation", esc.ref,
-          reason=reason, chain_position=esc.chain_position)
+          reason=reason, chain_position=esc.chain_position, moved_on=moved_on)
 
 
 def realert_due(session: Session, ctx: ServiceContext, now: datetime, limit: int = 50) -> list[int]:

@@ -28,7 +28,7 @@ from bot.services.escalations import (
 )
 from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
 from bot.services.red_flags import emergency_response, urgent_response
-from bot.store.models import Message, OutboxItem, Patient
+from bot.store.models import AuditLog, Message, OutboxItem, Patient
 
 log = logging.getLogger(__name__)
 
@@ -177,13 +177,18 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
         staff = ctx.settings.care_team.contact_by_phone(msg.sender)
         if staff is not None:
             out.outbox_ids += _staff_command(session, ctx, staff, text, msg, now)
+        elif _number_keyword(session, ctx, msg, text, now, out):
+            return
         else:
             log.info("inbound %s from a number that is not enrolled", out.message_id)
             out.outbox_ids += _unknown_sender(session, ctx, msg, text, now, out)
         return
 
     out.patient_id = patient.id
-    patient.last_inbound_at = now
+    # When the patient sent it (a message replayed from the spool arrived earlier than now).
+    sent_at = msg.received_at or now
+    if patient.last_inbound_at is None or patient.last_inbound_at < sent_at:
+        patient.last_inbound_at = sent_at
     reply = lambda key, **kw: _reply(session, ctx, patient, msg, key, now, **kw)  # noqa: E731
 
     word = keyword_of(text)
@@ -296,6 +301,38 @@ def _hold_replies(session: Session, ctx: ServiceContext, msg: InboundMessage,
     audit(session, now, "system", "inbound.loop_guard", "message", out.message_id,
           held=held, window_minutes=ctx.settings.loop_guard.window_minutes)
     log.warning("loop guard: message %s got no reply (%d held)", out.message_id, len(held))
+
+
+def _number_keyword(session: Session, ctx: ServiceContext, msg: InboundMessage, text: str,
+                    now: datetime, out: InboundOutcome) -> bool:
+    """STOP, START and HELP from a number that is not enrolled. The number's choice is kept
+    (audited by number), so a patient enrolled on it later starts opted out (see
+    number_opted_out); WhatsApp has no carrier-level block to do this for us."""
+    word = keyword_of(text)
+    opt = (msg.opt_out_type or "").upper()
+    if word in STOP_WORDS or opt == "STOP":
+        audit(session, now, "number", "number.opt_out", "number", msg.sender,
+              keyword=word or opt, channel=msg.channel)
+        out.outbox_ids.append(_reply(session, ctx, None, msg, "stopped", now))
+        return True
+    if word in START_WORDS or opt == "START":
+        audit(session, now, "number", "number.opt_in", "number", msg.sender,
+              keyword=word or opt, channel=msg.channel)
+        return False  # and the usual answer to a number we don't know
+    if word in HELP_WORDS or opt == "HELP":
+        out.outbox_ids.append(_reply(session, ctx, None, msg, "help", now))
+        return True
+    return False
+
+
+def number_opted_out(session: Session, phone: str) -> bool:
+    """Whether this number's last word to us, while not enrolled, was STOP."""
+    last = session.scalars(
+        select(AuditLog.action).where(AuditLog.subject_type == "number",
+                                      AuditLog.subject_id == phone,
+                                      AuditLog.action.in_(("number.opt_out", "number.opt_in")))
+        .order_by(AuditLog.id.desc())).first()
+    return last == "number.opt_out"
 
 
 def _unknown_sender(session: Session, ctx: ServiceContext, msg: InboundMessage, text: str,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -18,6 +18,11 @@ from bot.store.models import Message, OutboxItem, Patient, StatusEvent
 from bot.store.statuses import advance_status
 
 FAILED = ("failed", "undelivered")
+UNREACHABLE = 30003  # the phone is off or out of coverage: worth trying again later
+# A message that came back unreachable is sent again after 15, then 30, then 45 minutes; past
+# that many in a day to the same number, it stays undelivered (and shows in failed-messages).
+UNREACHABLE_RETRY = timedelta(minutes=15)
+UNREACHABLE_RETRIES_PER_DAY = 3
 
 
 def _insert_once(session: Session, sid: str, status: str, code: int | None, now: datetime,
@@ -97,7 +102,9 @@ def after_failure(session: Session, settings: Settings, message: Message, status
     audit(session, now, "system", "message.undelivered", "message", message.id,
           status=status, code=code)
     if message.escalation_id is not None:
-        alert_not_delivered(session, message.escalation_id, now, f"{status} {code or ''}".strip())
+        alert_not_delivered(session, message.escalation_id, now, f"{status} {code or ''}".strip(),
+                            message_id=message.id,
+                            chain_length=len(settings.care_team.escalation_chain))
     if (message.channel == "whatsapp" and settings.twilio.sms_fallback_for_whatsapp
             and patient is not None and patient.status != "opted_out" and message.body):
         item = session.scalars(select(OutboxItem).where(
@@ -107,4 +114,36 @@ def after_failure(session: Session, settings: Settings, message: Message, status
             priority=item.priority if item else 1, routine=item.routine if item else False,
             patient_id=patient.id, conversation_id=message.conversation_id), now)
         return [fallback.id]
+    if code == UNREACHABLE:
+        return _send_again_later(session, message, patient, now)
     return []
+
+
+def _send_again_later(session: Session, message: Message, patient: Patient | None,
+                      now: datetime) -> list[int]:
+    """Twilio could not reach the phone (30003, reported in the callback, not at send time):
+    queue the same text again, a little later each time, up to a daily limit. A care-team
+    alert is not repeated here: its escalation has moved on to the next contact."""
+    if message.escalation_id is not None or not message.body:
+        return []
+    if patient is not None and patient.status == "opted_out":
+        return []
+    earlier = session.scalar(
+        select(func.count()).select_from(Message).where(
+            Message.address == message.address, Message.direction == "out",
+            Message.error_code == UNREACHABLE, Message.created_at >= now - timedelta(days=1)))
+    if earlier > UNREACHABLE_RETRIES_PER_DAY:
+        audit(session, now, "system", "message.unreachable_gave_up", "message", message.id,
+              times=earlier)
+        return []
+    item = session.scalars(select(OutboxItem).where(
+        OutboxItem.message_id == message.id)).first()
+    again = enqueue(session, Draft(
+        to=message.address, channel=message.channel, body=message.body, kind=message.kind,
+        priority=item.priority if item else 1, routine=item.routine if item else False,
+        patient_id=message.patient_id, conversation_id=message.conversation_id), now)
+    again.status, again.attempts, again.claimed_until = "pending", 0, None
+    again.next_attempt_at = now + UNREACHABLE_RETRY * earlier
+    audit(session, now, "system", "message.unreachable_retry", "message", message.id,
+          again=again.message_id, at=again.next_attempt_at.isoformat())
+    return []  # not now: the dispatcher sends it when it is due

@@ -121,7 +121,7 @@ class Message(Base):
     # inbound MessageSid / outbound SID: unique, so a retried webhook is stored once
     provider_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     # in: received; out: queued|sending|sent|delivered|read|undelivered|failed|cancelled
-    status: Mapped[str] = mapped_column(String(12))
+    status: Mapped[str] = mapped_column(String(24))
     segments: Mapped[int | None]
     error_code: Mapped[int | None]
     # in: photos, voice notes... as Twilio sent them: [{"url": ..., "content_type": ...}]
@@ -183,7 +183,7 @@ class StatusEvent(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     provider_id: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(12))
+    status: Mapped[str] = mapped_column(String(24))
     error_code: Mapped[int | None]
     received_at: Mapped[datetime]
     # False while no stored message carries this SID yet (the callback beat the dispatcher).

@@ -2,7 +2,7 @@
 
 RANK = {
     "queued": 0, "accepted": 0, "scheduled": 0, "sending": 1, "sent": 2,
-    "delivered": 3, "read": 4, "undelivered": 5, "failed": 5, "canceled": 5, "cancelled": 5,
+    "delivered": 3, "partially_delivered": 2.5, "read": 4, "undelivered": 5, "failed": 5, "canceled": 5, "cancelled": 5,
 }
 
 

@@ -93,7 +93,9 @@ def status_callback():
     rt = runtime()
     form = request.form
     sid = form.get("MessageSid") or form.get("SmsSid")
-    status = (form.get("MessageStatus") or form.get("SmsStatus") or "").lower()
+    # Twilio adds statuses now and then; one we don't know is stored, not applied (and kept to
+    # the column's size rather than refused).
+    status = (form.get("MessageStatus") or form.get("SmsStatus") or "").lower()[:24]
     if not sid or not status:
         return Response("missing MessageSid or MessageStatus", status=400)
     code = form.get("ErrorCode")
