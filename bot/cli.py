@@ -264,10 +264,13 @@ def schedules() -> None:
 @click.option("--at", "local_time", default="10:00", show_default=True,
               help="HH:MM in the patient's zone.")
 @click.option("--every-days", default=7, show_default=True, type=int)
-@click.option("--text", "reminder_text", default=None, help="For reminders: what to remind.")
+@click.option("--text", "reminder_text", default=None,
+              help="For reminders (required): what to remind, at most 100 characters.")
 def schedules_add(phone, flow_id, local_time, every_days, reminder_text) -> None:
+    """Set a recurring flow. A check-in schedule replaces the patient's current one; a
+    reminder replaces one only with the same text and time."""
     from bot.services.patients import InvalidField, find_patient, normalise_phone
-    from bot.services.schedules import add_schedule
+    from bot.services.schedules import save_schedule
 
     rt = _runtime()
     try:
@@ -276,13 +279,80 @@ def schedules_add(phone, flow_id, local_time, every_days, reminder_text) -> None
             patient = find_patient(s, number)
             if patient is None:
                 raise InvalidField("phone", f"no patient with number {number}")
-            params = {"reminder_text": reminder_text} if reminder_text else {}
-            sched = add_schedule(s, rt.ctx, patient, flow_id, local_time, every_days,
-                                 rt.clock.now(), _actor(), params)
-            line = f"schedule {sched.id}: {flow_id} every {every_days} days at {local_time} " \
-                   f"({patient.timezone}), next {sched.next_due_at.isoformat()}"
+            params = {"reminder_text": reminder_text} if reminder_text is not None else {}
+            result = save_schedule(s, rt.ctx, patient, flow_id, local_time, every_days,
+                                   rt.clock.now(), _actor(), params)
+            sched = result.schedule
+            verb = "replaced" if result.replaced else "added"
+            line = f"schedule {sched.id} {verb}: {flow_id} every {sched.every_days} days at " \
+                   f"{sched.local_time} ({patient.timezone}), next {sched.next_due_at.isoformat()}"
+            if result.replaced:
+                old = result.replaced
+                line += f" (was every {old['every_days']} days at {old['at']})"
+            warnings = result.warnings
     except InvalidField as exc:
         _fail(str(exc))
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(line)
+
+
+@schedules.command("list")
+@click.option("--phone", default=None, help="Only this patient's schedules.")
+@click.option("--all", "include_inactive", is_flag=True, help="Also removed schedules.")
+@click.option("--json", "as_json", is_flag=True)
+def schedules_list(phone, include_inactive, as_json) -> None:
+    """One line per schedule: id, patient, flow, rhythm, next time."""
+    from bot.services.patients import InvalidField, find_patient, normalise_phone
+    from bot.services.schedules import list_schedules
+    from bot.store.models import Patient
+    from bot.web.serialize import iso
+
+    rt = _runtime()
+    try:
+        with rt.transaction() as s:
+            patient_id = None
+            if phone is not None:
+                number = normalise_phone(phone)
+                patient = find_patient(s, number)
+                if patient is None:
+                    raise InvalidField("phone", f"no patient with number {number}")
+                patient_id = patient.id
+            rows = []
+            for sc in list_schedules(s, patient_id, include_inactive):
+                p = s.get(Patient, sc.patient_id)
+                rows.append({
+                    "id": sc.id, "patient_id": sc.patient_id, "phone": p.phone,
+                    "flow": sc.flow_id, "at": sc.local_time, "every_days": sc.every_days,
+                    "timezone": p.timezone, "params": dict(sc.params or {}),
+                    "active": sc.active, "next_due_at": iso(sc.next_due_at),
+                    "last_run_at": iso(sc.last_run_at),
+                })
+    except InvalidField as exc:
+        _fail(str(exc))
+    for r in rows:
+        if as_json:
+            click.echo(json.dumps(r))
+            continue
+        state = "" if r["active"] else " (removed)"
+        text = f' "{r["params"]["reminder_text"]}"' if "reminder_text" in r["params"] else ""
+        click.echo(f"{r['id']:>5}  {r['phone']:<16} {r['flow']:<9} every {r['every_days']}d "
+                   f"at {r['at']} {r['timezone']}  next {r['next_due_at']}{state}{text}")
+
+
+@schedules.command("remove")
+@click.argument("schedule_id", type=int)
+def schedules_remove(schedule_id: int) -> None:
+    """Stop a schedule (kept as removed, for the record)."""
+    from bot.services.schedules import ScheduleNotFound, remove_schedule
+
+    rt = _runtime()
+    try:
+        with rt.transaction() as s:
+            sched = remove_schedule(s, schedule_id, rt.clock.now(), _actor())
+            line = f"schedule {sched.id} removed ({sched.flow_id})"
+    except ScheduleNotFound:
+        _fail(f"no active schedule {schedule_id}", 1)
     click.echo(line)
 
 

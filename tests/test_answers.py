@@ -130,3 +130,24 @@ def test_choice_not_understood(text, options, reason):
 def test_text():
     assert parse_text("  my back hurts \n") == ParseResult(ok=True, value="my back hurts")
     assert parse_text(" \n ") == ParseResult(ok=False, reason=EMPTY)
+
+
+@pytest.mark.parametrize("text", [
+    "I haven't taken them yet", "I haven\u2019t taken them yet", "I havent taken them",
+    "HAVEN\u2018T TAKEN", "haven t taken them yet", "hasn't been done", "wasn't done",
+    "isn't done", "couldn't take them, 1", "I wouldn't say done", "shouldn't be taken yet",
+    "they aren't taken", "weren't taken", "hadn't taken them", "it doesn't look done",
+    "didn`t take them, done later",
+])
+def test_a_contracted_negation_makes_a_choice_ambiguous(text):
+    options = [["done", "taken", "did it", "yes"], ["can't make it", "cannot", "no"]]
+    assert parse_choice(text, options) == ParseResult.not_understood(AMBIGUOUS)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("I have taken them", 1), ("taken, thanks", 1), ("I can't make it", 2), ("cannot", 2),
+    ("can\u2019t make it", 2),
+])
+def test_the_option_words_themselves_still_count(text, value):
+    options = [["done", "taken", "did it", "yes"], ["can't make it", "cannot", "no"]]
+    assert parse_choice(text, options) == ParseResult.understood(value)

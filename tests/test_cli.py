@@ -87,3 +87,49 @@ def test_schedules_add_validates_the_flow_and_time(cli):
     assert cli("schedules", "add", "--phone", "+447700900123", "--at", "7pm").exit_code == 2
     ok = cli("schedules", "add", "--phone", "+447700900123", "--at", "10:30")
     assert ok.exit_code == 0 and "every 7 days at 10:30" in ok.output
+
+
+def test_schedules_add_list_replace_and_remove(cli, db_url):
+    from sqlalchemy import select
+
+    from bot.store.db import make_engine
+    from bot.store.models import AuditLog
+
+    cli("patients", "add", "--phone", "+447700900123", "--name", "Ada")
+    first = cli("schedules", "add", "--phone", "+447700900123", "--at", "10:00")
+    assert first.exit_code == 0 and "added" in first.output
+    again = cli("schedules", "add", "--phone", "+447700900123", "--at", "22:30")
+    assert again.exit_code == 0, again.output
+    assert "replaced" in again.output and "was every 7 days at 10:00" in again.output
+    assert "warning:" in again.output and "quiet hours" in again.output
+    rem = cli("schedules", "add", "--phone", "+447700900123", "--flow", "reminder",
+              "--at", "09:00", "--every-days", "1", "--text", "Take your tablets.")
+    assert rem.exit_code == 0, rem.output
+    listed = cli("schedules", "list", "--phone", "+44 7700 900123")
+    lines = listed.output.strip().splitlines()
+    assert len(lines) == 2 and "22:30" in lines[0] and "Take your tablets." in lines[1]
+    sched_id = lines[0].split()[0]
+    gone = cli("schedules", "remove", sched_id)
+    assert gone.exit_code == 0 and "removed" in gone.output
+    assert len(cli("schedules", "list").output.strip().splitlines()) == 1
+    assert cli("schedules", "remove", sched_id).exit_code == 1
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(AuditLog.action, AuditLog.actor).where(
+            AuditLog.action.like("schedule.%")).order_by(AuditLog.id)).all()
+    engine.dispose()
+    assert [a for a, _ in rows] == ["schedule.add", "schedule.change", "schedule.add",
+                                    "schedule.remove"]
+    assert all(actor.startswith("cli:") for _, actor in rows)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--flow", "reminder"], "reminder_text: required"),
+    (["--flow", "reminder", "--text", "x" * 101], "reminder_text: at most 100 characters"),
+    (["--flow", "welcome"], "flow: the welcome (consent) flow"),
+])
+def test_schedules_add_refuses_bad_flow_input(cli, args, message):
+    cli("patients", "add", "--phone", "+447700900123", "--name", "Ada")
+    res = cli("schedules", "add", "--phone", "+447700900123", *args)
+    assert res.exit_code == 2 and message in res.output
+    assert cli("schedules", "list").output.strip() == ""

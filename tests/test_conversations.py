@@ -15,6 +15,8 @@ from bot.services.patients import Enrolment, enrol_patient
 from bot.store.models import Answer, Conversation
 
 PHONE = "+447700900123"
+# The shipped check-in's revision: the tests below deploy "the next one" on top of it.
+SHIPPED = yaml.safe_load((REPO_ROOT / "flows" / "checkin.yaml").read_text())["revision"]
 
 
 def _flows_copy(tmp_path, name, revision=None, new_text=None):
@@ -56,19 +58,20 @@ def test_a_conversation_finishes_on_the_revision_it_started_on_across_a_restart(
     _consented_patient(rt1)
     _say(rt1, "CHECKIN")
     assert "what was your worst pain" in messenger.sent[-1].body
-    rt1.close()  # deploy: revision 2 rewords the pain question
+    rt1.close()  # deploy: the next revision rewords the pain question
 
     new_text = "Revision 2: pain score 0-10 please?"
-    rt2 = _runtime(db_url, _flows_copy(tmp_path, "r2", 2, new_text), clock, messenger)
+    rt2 = _runtime(db_url, _flows_copy(tmp_path, "r2", SHIPPED + 1, new_text), clock,
+                   messenger)
     _say(rt2, "4")  # the revision-1 conversation carries on
     assert "Is this pain new" in messenger.sent[-1].body
     with rt2.transaction() as s:
         conv = s.scalars(select(Conversation)).one()
-        assert conv.flow_revision == 1
+        assert conv.flow_revision == SHIPPED
         assert s.scalars(select(Answer.value).where(
             Answer.question_key == "worst_pain")).one() == 4
         conv.status = "completed"
-    _say(rt2, "CHECKIN")  # a new conversation starts on revision 2
+    _say(rt2, "CHECKIN")  # a new conversation starts on the next revision
     assert messenger.sent[-1].body == new_text
     rt2.close()
 
@@ -79,7 +82,7 @@ def test_a_flow_edited_without_a_new_revision_number_stops_startup(
     _consented_patient(rt1)
     _say(rt1, "CHECKIN")
     rt1.close()
-    edited = _flows_copy(tmp_path, "edited", 1, "Sneaky edit: pain 0-10?")
+    edited = _flows_copy(tmp_path, "edited", SHIPPED, "Sneaky edit: pain 0-10?")
     with pytest.raises(ConfigError, match="new revision number"):
         _runtime(db_url, edited, clock, messenger)
 

@@ -63,7 +63,7 @@ def test_start_sends_intro_and_first_question_then_waits(library):
     state = result.new_state
     assert state["status"] == WAITING
     assert state["node"] == "pain"
-    assert state["flow"] == "checkin" and state["revision"] == 1
+    assert state["flow"] == "checkin" and state["revision"] == flow.revision
     assert state["wait_deadline"] == (NOW + timedelta(hours=24)).isoformat()
     assert result.recorded == []
     json.dumps(state)  # JSON-serialisable

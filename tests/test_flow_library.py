@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bot.domain.engine import COMPLETED, Inbound, Start, step
 from bot.domain.flows import Flow, FlowError, FlowLibrary, load_flows, parse_duration
@@ -23,10 +24,13 @@ def copy_flows(target: Path) -> Path:
     return target
 
 
+SHIPPED = yaml.safe_load((REPO / "flows" / "checkin.yaml").read_text())["revision"]
+
+
 def test_load_shipped_flows():
     library = load_flows(REPO / "flows")
     assert [flow.id for flow in library.current()] == ["checkin", "reminder", "welcome"]
-    assert library.get("checkin").revision == 1
+    assert library.get("checkin").revision == SHIPPED
     assert "checkin" in library and "nope" not in library
     assert set(library.variables) >= {"name", "clinic_name", "clinic_phone", "hotline",
                                       "emergency_number", "reminder_text"}
@@ -57,39 +61,40 @@ def test_snapshot_round_trip_keeps_the_definition():
 
 
 def test_conversation_finishes_on_the_revision_it_started_on(tmp_path):
-    # Revision 1 is live; a conversation starts and the service stores the snapshot.
+    # The shipped revision (R) is live; a conversation starts and the service stores the snapshot.
     live = load_flows(copy_flows(tmp_path / "v1"))
     rev1 = live.get("checkin")
     snapshot = rev1.to_json()
     state = step(rev1, None, Start(), NOW, CONTEXT).new_state
     state = step(rev1, state, Inbound("0"), NOW, CONTEXT).new_state
-    assert state["revision"] == 1 and state["node"] == "numbness"
+    assert state["revision"] == SHIPPED and state["node"] == "numbness"
 
-    # Revision 2 is deployed: the pain question is reworded and numbness is asked last.
+    # Revision R + 1 is deployed: the pain question is reworded and numbness is asked last.
     v2 = copy_flows(tmp_path / "v2")
     text = (v2 / "checkin.yaml").read_text()
-    text = text.replace("revision: 1", "revision: 2").replace(OLD_QUESTION, NEW_QUESTION)
+    text = text.replace(f"revision: {SHIPPED}", f"revision: {SHIPPED + 1}").replace(
+        OLD_QUESTION, NEW_QUESTION)
     (v2 / "checkin.yaml").write_text(text)
     library = load_flows(v2)
-    assert library.get("checkin").revision == 2
+    assert library.get("checkin").revision == SHIPPED + 1
     library.register(Flow.from_json(snapshot))  # what the service does from its table
 
-    # The running conversation goes on with revision 1's nodes and texts...
+    # The running conversation goes on with revision R's nodes and texts...
     sent = []
     for reply in ["no"] * 7 + ["1", "no"]:
         flow = library.get(state["flow"], state["revision"])
         result = step(flow, state, Inbound(reply), NOW, CONTEXT)
         state = result.new_state
         sent += result.outbound
-    assert state["status"] == COMPLETED and state["revision"] == 1
+    assert state["status"] == COMPLETED and state["revision"] == SHIPPED
     assert sent[-1].startswith("Thank you, Maria. Your answers have gone to your care team.")
 
-    # ... while a new one starts on revision 2, and keywords find revision 2.
-    assert library.by_keyword("CHECKIN").revision == 2
+    # ... while a new one starts on revision R + 1, and keywords find it.
+    assert library.by_keyword("CHECKIN").revision == SHIPPED + 1
     fresh = step(library.get("checkin"), None, Start(), NOW, CONTEXT)
     assert fresh.outbound[1].startswith(NEW_QUESTION)
-    assert fresh.new_state["revision"] == 2
-    assert library.revisions("checkin") == [1, 2]
+    assert fresh.new_state["revision"] == SHIPPED + 1
+    assert library.revisions("checkin")[-2:] == [SHIPPED, SHIPPED + 1]
 
 
 def test_registering_an_older_revision_does_not_change_the_current_one():

@@ -46,3 +46,22 @@ def test_next_occurrence_is_always_in_the_future_and_at_the_local_time(now, zone
     assert nxt > now
     local = nxt.astimezone(ZoneInfo(zone))
     assert (local.hour, local.minute) == (10, 0)
+
+
+def test_a_deferred_run_finds_the_slot_it_serves_and_keeps_the_rhythm():
+    from bot.domain.schedule import previous_occurrence
+
+    deferred = datetime(2026, 3, 3, 0, 20, tzinfo=UTC)  # 23:50 London deferred past midnight
+    slot = previous_occurrence(deferred, "Europe/London", "23:50")
+    assert slot == datetime(2026, 3, 2, 23, 50, tzinfo=UTC)
+    assert next_occurrence(deferred, "Europe/London", "23:50", 7, last=slot) == datetime(
+        2026, 3, 9, 23, 50, tzinfo=UTC)
+
+
+def test_a_schedule_time_inside_quiet_hours_is_recognised():
+    from bot.domain.schedule import time_in_quiet_hours
+
+    assert time_in_quiet_hours("22:30", "21:00", "08:00")
+    assert time_in_quiet_hours("07:59", "21:00", "08:00")
+    assert not time_in_quiet_hours("08:00", "21:00", "08:00")
+    assert not time_in_quiet_hours("10:00", "21:00", "08:00")

@@ -721,3 +721,22 @@ def test_stop_start_help_from_a_number_that_is_not_enrolled(client, rt, fake_htt
     with rt.transaction() as s:
         assert not number_opted_out(s, STRANGER)
         assert not number_opted_out(s, PHONE)
+
+
+def test_a_number_that_said_stop_is_enrolled_opted_out_and_not_welcomed(client, rt, fake_http):
+    texted(client, "STOP", sender=STRANGER, channel="whatsapp")
+    sent = len(sent_to(fake_http, STRANGER))
+    from bot.services.patients import Enrolment, onboard_patient
+
+    with rt.transaction() as s:
+        patient, ids = onboard_patient(s, rt.ctx, Enrolment(STRANGER, "Ana Diaz",
+                                                            "Europe/London", "whatsapp"),
+                                       rt.clock.now(), actor="test")
+        assert (patient.status, ids) == ("opted_out", [])
+    rt.dispatch_soon(ids)
+    assert len(sent_to(fake_http, STRANGER)) == sent  # no welcome
+    texted(client, "START", sender=STRANGER, channel="whatsapp")
+    with rt.transaction() as s:
+        assert s.scalars(select(Patient.status).where(Patient.phone == STRANGER)).one() == \
+            "active"
+    assert sent_to(fake_http, STRANGER)[-1]["Body"].startswith("Welcome back, Ana")

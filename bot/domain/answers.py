@@ -68,7 +68,17 @@ ZERO_WORDS = {"no", "none", "nil", "nada", "ninguno", "ninguna"}
 # A number followed by one of these and another number is a score ("7 out of 10", "7 de 10").
 SCORE_LINKS = {("/",), ("out", "of"), ("of",), ("de",), ("sobre",)}
 MAX_CHOICE_WORDS = 40  # a longer reply is a message, not a pick from a list
-NEGATIONS = {"no", "not", "dont", "didnt", "cant", "cannot", "wont", "never", "nunca", "tampoco"}
+# Leftover words that turn a picked option round ("not done", "I haven't taken them yet").
+# tokens() drops apostrophes (straight or curly), so "haven't", "haven’t" and "havent" are one.
+NEGATIONS = {
+    "no", "not", "never", "nunca", "tampoco", "cannot",
+    "dont", "didnt", "doesnt", "cant", "wont", "aint",
+    "havent", "hasnt", "hadnt", "isnt", "arent", "wasnt", "werent",
+    "couldnt", "wouldnt", "shouldnt", "mustnt", "neednt",
+    "havnt", "didint", "dident", "doesint", "wasent", "isint", "couldent", "wouldent",
+}
+# "haven t" (the apostrophe typed as a space or lost): the word before a lone "t".
+_NT_STEMS = {word[:-1] for word in NEGATIONS if word.endswith("nt")} | {"don", "won"}
 
 
 def _union(table: dict[str, set[str]]) -> frozenset[str]:
@@ -85,7 +95,7 @@ _TOKEN = re.compile(r"\d+|[a-z]+|/", re.ASCII)
 
 def tokens(text: str) -> list[str]:
     """Lower-case ASCII words, digit runs and slashes of `text` (accents and apostrophes gone)."""
-    plain = unidecode(text).lower().replace("'", "")
+    plain = unidecode(text).lower().replace("'", "").replace("`", "")
     return _TOKEN.findall(plain)
 
 
@@ -208,10 +218,22 @@ def parse_choice(text: str, options: Sequence[Sequence[str]]) -> ParseResult:
         return ParseResult.not_understood(AMBIGUOUS)
     if not chosen:
         return ParseResult.not_understood(OUT_OF_RANGE if out_of_range else NOT_A_CHOICE)
-    leftovers = {word for position, word in enumerate(words) if position not in matched}
-    if leftovers & NEGATIONS or out_of_range:
+    if _negated(words, matched) or out_of_range:
         return ParseResult.not_understood(AMBIGUOUS)  # "not done", "2 not 3"
     return ParseResult.understood(chosen.pop())
+
+
+def _negated(words: list[str], matched: set[int]) -> bool:
+    """A negation among the words that did not pick the option ("not", "haven't", "haven t")."""
+    for position, word in enumerate(words):
+        if position in matched:
+            continue
+        if word in NEGATIONS:
+            return True
+        if (word == "t" and position > 0 and position - 1 not in matched
+                and words[position - 1] in _NT_STEMS):
+            return True
+    return False
 
 
 def parse_text(text: str) -> ParseResult:

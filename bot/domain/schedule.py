@@ -54,3 +54,28 @@ def next_occurrence(after: datetime, zone: str, local_time: str, every_days: int
         candidate = datetime.combine(candidate.date() + step, at, tzinfo=tz)
     # Normalise across a DST gap: zoneinfo keeps the wall time, which UTC conversion resolves.
     return candidate.astimezone(UTC)
+
+
+def previous_occurrence(at: datetime, zone: str, local_time: str) -> datetime:
+    """The latest time at or before `at` that is `local_time` in `zone`, in UTC.
+
+    A schedule deferred from its slot (10:00 to 10:30, say) finds the slot it is serving with
+    this, so that its next time keeps the original rhythm.
+    """
+    tz = ZoneInfo(zone)
+    t = parse_hhmm(local_time)
+    day = at.astimezone(tz).date()
+    candidate = datetime.combine(day, t, tzinfo=tz).astimezone(UTC)
+    if candidate > at:
+        candidate = datetime.combine(day - timedelta(days=1), t, tzinfo=tz).astimezone(UTC)
+    return candidate
+
+
+def time_in_quiet_hours(local_time: str, start: str, end: str) -> bool:
+    """True when the wall-clock time `local_time` (HH:MM) falls in [start, end)."""
+    t, s, e = parse_hhmm(local_time), parse_hhmm(start), parse_hhmm(end)
+    if s == e:
+        return False
+    if s < e:
+        return s <= t < e
+    return t >= s or t < e

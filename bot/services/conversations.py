@@ -56,6 +56,17 @@ def interrupt_active(session: Session, patient_id: int, now: datetime, reason: s
         conv.state = {**conv.state, "interrupted": reason}
 
 
+def supersede(session: Session, conv: Conversation, now: datetime, by: str) -> None:
+    """Close a conversation still waiting for a reply that has not come, because something
+    scheduled must start now (see bot.services.schedules). Audited."""
+    conv.status = "superseded"
+    conv.wait_deadline = None
+    conv.updated_at = now
+    conv.state = {**conv.state, "superseded": by}
+    audit(session, now, "system", "conversation.superseded", "conversation", conv.id,
+          patient_id=conv.patient_id, flow=conv.flow_id, node=conv.current_node, by=by)
+
+
 def _snapshot(session: Session, flow: Flow, now: datetime) -> None:
     exists = session.scalars(select(FlowRevision.id).where(
         FlowRevision.flow_id == flow.id, FlowRevision.revision == flow.revision)).first()
@@ -176,6 +187,13 @@ def _apply(session: Session, ctx: ServiceContext, patient: Patient, conv: Conver
                 audit(session, now, f"patient:{patient.id}", "patient.consent", "patient",
                       patient.id, flow_revision=flow.revision)
                 _schedule_first_checkin(session, ctx, patient, now)
+            elif (flow.id == CONSENT_FLOW and record.key == "consent" and record.value == "no"
+                    and patient.consent_at is not None):
+                # "We will not send you check-in messages": scheduled flows skip a patient
+                # without consent, so none follows.
+                patient.consent_at = None
+                audit(session, now, f"patient:{patient.id}", "patient.consent_withdrawn",
+                      "patient", patient.id, flow_revision=flow.revision)
         elif isinstance(record, engine.FlagRaised):
             flags.append(record.name)
         elif isinstance(record, engine.FlowStarted):
@@ -251,6 +269,31 @@ def process_due_timeouts(session: Session, ctx: ServiceContext, now: datetime,
                     limit=limit)
     ids: list[int] = []
     for conv in due:
-        patient = session.get(Patient, conv.patient_id)
-        ids += advance(session, ctx, patient, conv, engine.Timeout(), now, routine=True)
+        conv_id, flow_id = conv.id, conv.flow_id
+        written = set(session.info.get("outbox", {}))
+        try:
+            with session.begin_nested():  # one broken conversation must not stop the others
+                patient = session.get(Patient, conv.patient_id)
+                fired = advance(session, ctx, patient, conv, engine.Timeout(), now,
+                                routine=True)
+        except Exception as exc:
+            outbox = session.info.get("outbox") or {}
+            for key in set(outbox) - written:  # rolled back with the savepoint
+                del outbox[key]
+            _timeout_failed(session, conv_id, flow_id, now, exc)
+            continue
+        ids += fired
     return ids
+
+
+def _timeout_failed(session: Session, conv_id: int, flow_id: str, now: datetime,
+                    exc: Exception) -> None:
+    """Close a conversation whose timeout path raised, so it cannot fail on every tick."""
+    # Ids and the kind of error only: no phone numbers or message bodies in the log.
+    log.error("conversation %s (flow %s): timeout failed with %s; closed as expired",
+              conv_id, flow_id, type(exc).__name__)
+    conv = session.get(Conversation, conv_id)
+    conv.status, conv.wait_deadline, conv.updated_at = "expired", None, now
+    audit(session, now, "system", "conversation.error", "conversation", conv_id,
+          patient_id=conv.patient_id, flow=flow_id, error=type(exc).__name__,
+          reason="timeout failed; closed")

@@ -83,13 +83,19 @@ def enrol_patient(
     e = validate_enrolment(e, languages)
     if find_patient(session, e.phone) is not None:
         raise InvalidField("phone", "a patient with this number is already enrolled")
+    from bot.services.inbound import number_opted_out
+
+    # A number that texted STOP before it was enrolled starts opted out: nothing goes to it
+    # until the patient sends START.
+    opted_out = number_opted_out(session, e.phone)
     patient = Patient(
         phone=e.phone, name=e.name, timezone=e.timezone, channel=e.channel,
-        language=e.language, status="active", created_at=now,
+        language=e.language, status="opted_out" if opted_out else "active", created_at=now,
     )
     session.add(patient)
     session.flush()
-    audit(session, now, actor, "patient.enrol", "patient", patient.id, channel=e.channel)
+    audit(session, now, actor, "patient.enrol", "patient", patient.id, channel=e.channel,
+          **({"opted_out_by_number": True} if opted_out else {}))
     return patient
 
 
@@ -107,6 +113,8 @@ def onboard_patient(session: Session, ctx, e: Enrolment, now: datetime, actor: s
     from bot.services import conversations
 
     patient = enrol_patient(session, e, languages=ctx.settings.languages, now=now, actor=actor)
+    if patient.status == "opted_out":  # the number said STOP: no welcome until START
+        return patient, []
     ids = conversations.start_flow(session, ctx, patient, "welcome", now,
                                    routine=respect_quiet_hours)
     return patient, ids

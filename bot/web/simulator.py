@@ -25,6 +25,24 @@ def _bad(exc: InvalidField):
     return jsonify(error=str(exc), field=exc.field), 400
 
 
+def _body() -> dict:
+    """The JSON object sent; InvalidField("body") for a list, a number or broken JSON."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise InvalidField("body", "expected a JSON object")
+    return data
+
+
+def _text(data: dict, key: str, default: str) -> str:
+    """A string field, `default` when absent or null; 0, false or "" is refused."""
+    value = data.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidField(key, "must be a non-empty string")
+    return value
+
+
 @bp.get("")
 @bp.get("/")
 def page():
@@ -42,19 +60,19 @@ def patients():
 def pick_patient():
     """Select the patient with this number, enrolling (and welcoming) them if new."""
     rt = runtime()
-    data = request.get_json(silent=True) or {}
     try:
-        phone = normalise_phone(str(data.get("phone", "")))
+        data = _body()
+        phone = normalise_phone(_text(data, "phone", ""))
         with rt.transaction() as s:
             patient = find_patient(s, phone)
             ids: list[int] = []
             created = patient is None
             if created:
                 e = Enrolment(
-                    phone=phone, name=str(data.get("name") or "Test Patient"),
-                    timezone=str(data.get("timezone") or rt.settings.defaults.timezone),
-                    channel=str(data.get("channel") or "sms"),
-                    language=str(data.get("language") or rt.settings.defaults.language),
+                    phone=phone, name=_text(data, "name", "Test Patient"),
+                    timezone=_text(data, "timezone", rt.settings.defaults.timezone),
+                    channel=_text(data, "channel", "sms"),
+                    language=_text(data, "language", rt.settings.defaults.language),
                 )
                 patient, ids = onboard_patient(s, rt.ctx, e, rt.clock.now(), actor="simulator",
                                                respect_quiet_hours=False)
@@ -69,12 +87,12 @@ def pick_patient():
 def send():
     """The simulated phone texts the bot."""
     rt = runtime()
-    data = request.get_json(silent=True) or {}
-    body = str(data.get("body", ""))
-    if not body.strip():
-        return jsonify(error="body: empty message", field="body"), 400
     try:
-        phone = normalise_phone(str(data.get("phone", "")))
+        data = _body()
+        body = data.get("body")
+        if not isinstance(body, str) or not body.strip():
+            raise InvalidField("body", "empty message")
+        phone = normalise_phone(_text(data, "phone", ""))
     except InvalidField as exc:
         return _bad(exc)
     with rt.transaction() as s:
