@@ -155,14 +155,30 @@ class Twilio(_Strict):
 
 
 class Outbox(_Strict):
+    # Transient failures (429, 5xx, network) are retried with backoff, doubling from
+    # backoff_seconds up to max_backoff_seconds (longer if Twilio's Retry-After says so):
+    # routine messages and replies max_attempts times in all; emergency instructions, urgent
+    # replies, care-team alerts and staff replies (priority 0) until urgent_retry_minutes
+    # after they were written (and at least max_attempts times).
     max_attempts: int = Field(default=6, ge=1)
     backoff_seconds: float = Field(default=2.0, gt=0)
     max_backoff_seconds: float = Field(default=300, gt=0)
+    urgent_retry_minutes: float = Field(default=120, gt=0)
     claim_seconds: float = Field(default=60, gt=0)
+    # A claimed message is not sent once less than this is left of its claim (a send can take
+    # up to the SDK's 10 s timeout, and a claim that runs out lets the sweep send it again);
+    # the sweep sends it when the claim has run out.
+    send_margin_seconds: float = Field(default=15, gt=0)
     # Threads per web worker that send replies right after the request commits. Sends wait on
     # Twilio's API (about 0.1-0.5 s each), so several run at once; their outcomes are written
     # together (see dispatcher.GroupCommit).
     send_threads: int = Field(default=8, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _claim_outlasts_a_send(self) -> Outbox:
+        if self.claim_seconds <= self.send_margin_seconds:
+            raise ValueError("claim_seconds must be longer than send_margin_seconds")
+        return self
 
 
 class LoopGuard(_Strict):

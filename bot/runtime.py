@@ -158,6 +158,10 @@ class Runtime:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        try:  # sends whose record could not be written yet: a last try before they are lost
+            self.dispatcher.record_unrecorded()
+        except Exception:
+            log.exception("could not record sends kept in memory; they may be sent again")
         self.engine.dispose()
 
 
@@ -250,6 +254,8 @@ def build_runtime(
     ctx = ServiceContext(settings=settings, texts=texts, clock=clock, flows=flows,
                          vocabulary=vocabulary)
     dispatcher = Dispatcher(sessions, messenger, settings, clock, context_for=ctx.patient_values)
+    if dispatch_mode == "background":  # web workers: no sweep here to write kept records
+        dispatcher.unrecorded_retry_seconds = 5.0
     return Runtime(settings=settings, engine=engine, sessions=sessions, clock=clock,
                    messenger=messenger, ctx=ctx, dispatcher=dispatcher,
                    dispatch_mode=dispatch_mode, spool=Spool(settings.spool_dir))

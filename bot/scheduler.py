@@ -34,7 +34,10 @@ def tick(rt: Runtime) -> TickReport:
 
     Each step runs even if another failed (a broken flow must not stop the re-alerts of an
     unacknowledged emergency); re-alerts go first. A failed step is logged and named in the
-    heartbeat, so /healthz shows it.
+    heartbeat, so /healthz shows it. The sending is one pass of the dispatcher, which sends
+    routine messages only as far as the pacer allows within about one dispatch interval, and
+    claims nothing more after tick_seconds (see Dispatcher.dispatch_due): neither a large
+    fan-out nor a slow carrier holds up the tick; the "dispatch" job sends the rest.
     """
     report = TickReport()
     now = rt.clock.now()
@@ -62,8 +65,8 @@ def tick(rt: Runtime) -> TickReport:
         with rt.transaction() as s:
             status.apply_waiting_statuses(s, rt.ctx, now)
 
-    def dispatch():
-        report.sent = rt.dispatcher.dispatch_due()
+    def dispatch():  # bounded: the "dispatch" job, every dispatch_poll_seconds, sends the rest
+        report.sent = rt.dispatcher.dispatch_due(max_seconds=rt.settings.scheduler.tick_seconds)
 
     step("realerts", realerts)
     step("spool", rt.replay_spool)  # inbound messages kept on disk while the database was down

@@ -90,3 +90,48 @@ def test_a_flow_edited_without_a_new_revision_number_stops_startup(
 def test_an_unmigrated_database_stops_startup(tmp_path, clock, messenger):
     with pytest.raises(ConfigError, match="db upgrade"):
         _runtime(f"sqlite:///{tmp_path / 'empty.db'}", REPO_ROOT / "flows", clock, messenger)
+
+
+@pytest.mark.usefixtures("pg_engine")
+def test_a_reply_being_handled_holds_off_the_wait_timeout_on_postgresql(settings):
+    """The web path locks the conversation it moves; the scheduler's timeout sweep skips it
+    (SKIP LOCKED) instead of moving it too, and fires only once the reply is in."""
+    import threading
+    from datetime import UTC, datetime
+
+    from bot.clock import FakeClock
+    from bot.messaging.dev import DevMessenger
+    from bot.services.conversations import (
+        active_conversation,
+        process_due_timeouts,
+        start_flow,
+    )
+
+    if not settings.database_url.startswith("postgres"):
+        pytest.skip("row locks are what is tested: PostgreSQL only")
+    start = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    clock = FakeClock(start)
+    rt = build_runtime(settings, clock=clock, messenger=DevMessenger(echo=False),
+                       dispatch_mode="none")
+    with rt.transaction() as s:
+        p = enrol_patient(s, Enrolment("+447700900123", "Ada", "Europe/London"),
+                          languages=["en"], now=start, actor="test")
+        p.consent_at = start
+        start_flow(s, rt.ctx, p, "checkin", start)
+        pid = p.id
+    clock.advance(hours=25)  # the first question's wait has run out
+    swept: list[list[int]] = []
+
+    def sweep():
+        with rt.transaction() as other:
+            swept.append(process_due_timeouts(other, rt.ctx, clock.now()))
+
+    with rt.transaction() as web:
+        assert active_conversation(web, pid) is not None  # the reply is being handled
+        t = threading.Thread(target=sweep)
+        t.start()
+        t.join(timeout=20)
+    assert swept == [[]]
+    sweep()
+    assert swept[1] != []
+    rt.close()

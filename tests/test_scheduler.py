@@ -21,6 +21,7 @@ from bot.messaging.dev import DevMessenger
 from bot.runtime import build_runtime
 from bot.scheduler import tick
 from bot.services.conversations import start_flow
+from bot.services.dispatcher import Pacer
 from bot.services.escalations import escalate
 from bot.services.patients import Enrolment, enrol_patient
 from bot.services.schedules import add_schedule
@@ -39,6 +40,7 @@ def _patients(rt, n, now):
 
 
 def test_a_checkin_schedule_runs_once_per_week_in_the_patients_zone(rt, clock, messenger):
+    rt.dispatcher.pacer = Pacer(1000)  # a tick sends only the routine messages due in a pass
     clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))  # Monday 09:00 London
     [pid] = _patients(rt, 1, clock.now())
     with rt.transaction() as s:
@@ -114,6 +116,8 @@ def test_two_scheduler_instances_on_postgresql_process_every_due_item_once(setti
     clock = FakeClock(start)
     runtimes = [build_runtime(settings, clock=clock, messenger=DevMessenger(echo=False),
                               dispatch_mode="none") for _ in range(2)]
+    for r in runtimes:  # each tick sends all the routine reminders it finds due
+        r.dispatcher.pacer = Pacer(1000)
     setup = runtimes[0]
     ids = _patients(setup, 60, start)
     with setup.transaction() as s:
@@ -204,3 +208,58 @@ def test_a_failing_step_does_not_stop_the_re_alerts_and_shows_on_healthz(rt, clo
     monkeypatch.undo()
     assert tick(rt).failed == []
     assert create_app(rt).test_client().get("/healthz").get_json()["problems"] == []
+
+
+def test_a_large_routine_fan_out_does_not_hold_up_the_tick(rt, clock, messenger):
+    """At 1 message/s, 20 check-ins due at once used to keep the tick sending for 20 s: no
+    re-alert in the meantime, and /healthz saw the scheduler go stale. Now a tick sends what
+    is due within one dispatch pass, and the dispatch job's passes send the rest."""
+    from bot.services.outbox import PRIORITY_EMERGENCY, PRIORITY_ROUTINE, Draft, enqueue
+
+    ids = _patients(rt, 20, clock.now())
+    with rt.transaction() as s:
+        for pid in ids:
+            p = s.get(Patient, pid)
+            enqueue(s, Draft(to=p.phone, channel="sms", body="Time for your check-in.",
+                             kind="checkin", priority=PRIORITY_ROUTINE, routine=True,
+                             patient_id=pid), clock.now())
+    assert rt.settings.twilio.send_rate_per_second == 1.0
+    started = time.monotonic()
+    tick(rt)
+    assert time.monotonic() - started < 3
+    assert 1 <= len(messenger.sent) <= 3
+    with rt.transaction() as s:  # an alert falls due in the middle of the fan-out
+        enqueue(s, Draft(to="+447700900001", channel="sms", body="ALERT", kind="alert",
+                         priority=PRIORITY_EMERGENCY), clock.now())
+    started = time.monotonic()
+    tick(rt)
+    assert time.monotonic() - started < 3
+    assert "+447700900001" in [m.to for m in messenger.sent]
+
+
+class TestASlowCarrier:
+    @pytest.fixture
+    def settings_overrides(self):
+        return {"scheduler": {"tick_seconds": 1}}
+
+    def test_does_not_hold_up_the_tick(self, rt, clock, messenger, monkeypatch):
+        """Twilio answering slowly (up to its 10 s timeout) with many alerts due: the tick
+        stops taking rows after tick_seconds; the dispatch job sends the rest."""
+        from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
+
+        with rt.transaction() as s:
+            for i in range(12):
+                enqueue(s, Draft(to=f"+4477009{i + 700:05d}", channel="sms", body="ALERT",
+                                 kind="alert", priority=PRIORITY_EMERGENCY), clock.now())
+        real_send = messenger.send
+
+        def slow_send(outgoing):
+            time.sleep(0.25)
+            return real_send(outgoing)
+
+        monkeypatch.setattr(messenger, "send", slow_send)
+        started = time.monotonic()
+        report = tick(rt)
+        assert time.monotonic() - started < 2
+        assert 3 <= report.sent < 12
+        assert rt.dispatcher.dispatch_due() == 12 - report.sent  # the dispatch job's pass

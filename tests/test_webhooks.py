@@ -409,6 +409,24 @@ def test_whatsapp_after_24h_of_silence_opens_with_a_template(client, rt, fake_ht
     assert all("ContentSid" in r.data and "Body" not in r.data for r in fake_http.requests)
 
 
+def test_an_sms_does_not_open_the_whatsapp_window_for_a_scheduled_checkin(client, rt,
+                                                                           fake_http, clock):
+    from bot.services.conversations import start_flow
+
+    pid = enrol(rt, channel="whatsapp")
+    texted(client, "hello", channel="whatsapp")
+    clock.advance(hours=25)
+    texted(client, "hello again", channel="sms")  # an SMS: WhatsApp's window stays shut
+    fake_http.reset()
+    clock.advance(hours=1)
+    with rt.transaction() as s:
+        ids = start_flow(s, rt.ctx, s.get(Patient, pid), "checkin", clock.now(), routine=True)
+    rt.dispatcher.dispatch_ids(ids)
+    # the template alone opens it; the questions come once the patient answers it
+    [req] = fake_http.requests
+    assert "ContentSid" in req.data and "Body" not in req.data
+
+
 def test_database_errors_do_not_leak_numbers_or_bodies(rt):
     from sqlalchemy.exc import IntegrityError
 

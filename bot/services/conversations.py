@@ -22,23 +22,31 @@ from bot.domain.triage import level_for_flags
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
 from bot.services.escalations import escalate
-from bot.services.outbox import PRIORITY_REPLY, PRIORITY_ROUTINE, Draft, enqueue
+from bot.services.outbox import (
+    PRIORITY_REPLY,
+    PRIORITY_ROUTINE,
+    Draft,
+    enqueue,
+    heard_on_whatsapp,
+)
 from bot.services.red_flags import emergency_response
 from bot.store.claims import claim_due
 from bot.store.models import Answer, Conversation, FlowRevision, Patient, Schedule
 
 log = logging.getLogger(__name__)
 OPEN = ("active", "waiting")
-WHATSAPP_WINDOW = timedelta(hours=24)
 TEMPLATE_OPEN_WAIT = timedelta(hours=48)
 CONSENT_FLOW = "welcome"
 
 
-# Built once: this runs on every patient message.
+# Built once: this runs on every patient message. The row is locked (PostgreSQL) so that a
+# wait timeout firing in the scheduler and the patient's reply cannot both move the same
+# conversation: whichever comes second sees what the first did (the timeout sweep skips a
+# locked row and finds it no longer due).
 _ACTIVE_CONVERSATION = (
     select(Conversation)
     .where(Conversation.patient_id == bindparam("patient_id"), Conversation.status.in_(OPEN))
-    .order_by(Conversation.id.desc()).limit(1)
+    .order_by(Conversation.id.desc()).limit(1).with_for_update()
 )
 
 
@@ -108,7 +116,7 @@ def start_flow(session: Session, ctx: ServiceContext, patient: Patient, flow_id:
     session.add(conv)
     session.flush()
     params = dict(params or {})
-    if _needs_template_opening(ctx, patient, flow.id, channel, now):
+    if _needs_template_opening(session, ctx, patient, flow.id, channel, now):
         return _open_with_template(session, ctx, patient, conv, flow, params, now)
     result = engine.step(flow, None, engine.Start(), now, _context(ctx, patient, params))
     if result.new_state is not None:
@@ -117,15 +125,17 @@ def start_flow(session: Session, ctx: ServiceContext, patient: Patient, flow_id:
                   channel=channel)
 
 
-def _needs_template_opening(ctx: ServiceContext, patient: Patient, flow_id: str,
-                            channel: str | None, now: datetime) -> bool:
-    """WhatsApp allows free text only within 24 h of the patient's last message."""
+def _needs_template_opening(session: Session, ctx: ServiceContext, patient: Patient,
+                            flow_id: str, channel: str | None, now: datetime) -> bool:
+    """WhatsApp allows free text only within 24 h of the patient's last WhatsApp message (an
+    SMS from the patient does not open the window)."""
     if (channel or patient.channel) != "whatsapp":
         return False
     if flow_id not in ctx.settings.twilio.whatsapp_templates:
         return False
-    last = patient.last_inbound_at
-    return last is None or now - last >= WHATSAPP_WINDOW
+    if channel == "whatsapp":
+        return False  # started in answer to the WhatsApp message the patient just sent
+    return not heard_on_whatsapp(session, patient.phone, now)
 
 
 def _open_with_template(session: Session, ctx: ServiceContext, patient: Patient,

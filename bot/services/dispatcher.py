@@ -23,13 +23,16 @@ from bot.domain.schedule import in_quiet_hours, quiet_hours_end
 from bot.messaging.base import Messenger, OutgoingMessage, SendError, SendResult
 from bot.services.audit import audit
 from bot.services.escalations import alert_not_delivered
-from bot.services.outbox import PRIORITY_REPLY
+from bot.services.outbox import (
+    PRIORITY_EMERGENCY,
+    PRIORITY_REPLY,
+    heard_on_whatsapp,
+)
 from bot.store.db import transaction
-from bot.store.models import Message, OutboxItem, Patient
+from bot.store.models import Escalation, Message, OutboxItem, Patient
 from bot.store.statuses import advance_status
 
 log = logging.getLogger(__name__)
-WHATSAPP_WINDOW = timedelta(hours=24)
 
 
 class Pacer:
@@ -41,6 +44,15 @@ class Pacer:
         self._lock = threading.Lock()
         self._sleep = sleep
         self._monotonic = monotonic
+
+    def now(self) -> float:
+        return self._monotonic()
+
+    def slot(self, sender: str) -> float:
+        """When (on this pacer's clock) a send from this sender could start, without taking it."""
+        with self._lock:
+            now = self._monotonic()
+            return max(now, self._next.get(sender, now))
 
     def wait(self, sender: str, segments: int = 1) -> float:
         with self._lock:
@@ -61,14 +73,17 @@ class GroupCommit:
     this thread or by the one before it), and concurrent callers share one transaction.
 
     A failed write is tried once more after a short pause (a dropped database connection is
-    replaced by then). If that fails too, the error reaches the caller that wrote the batch; the
-    rows of the batch stay claimed and are sent again when the claim runs out, as after a crash.
+    replaced by then). If that fails too, the whole batch (every caller's entry in it, not only
+    the writer's) goes to `on_failure`; without one, the error reaches the caller that wrote
+    the batch.
     """
 
-    def __init__(self, write, retry_after: float = 0.5, sleep=time.sleep) -> None:
+    def __init__(self, write, retry_after: float = 0.5, sleep=time.sleep,
+                 on_failure=None) -> None:
         self._write = write
         self._retry_after = retry_after
         self._sleep = sleep
+        self._on_failure = on_failure
         self._pending: list = []
         self._pending_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -76,8 +91,11 @@ class GroupCommit:
     def add(self, entry) -> None:
         """`write` must not call `add` (the lock is not re-entrant): follow-up work, such as
         sending more, belongs after `add` returns."""
+        self.add_all([entry])
+
+    def add_all(self, entries: list) -> None:
         with self._pending_lock:
-            self._pending.append(entry)
+            self._pending.extend(entries)
         with self._write_lock:
             with self._pending_lock:
                 batch, self._pending = self._pending, []
@@ -89,7 +107,13 @@ class GroupCommit:
                 log.warning("recording %d sends failed; trying once more", len(batch),
                             exc_info=True)
                 self._sleep(self._retry_after)
-                self._write(batch)
+                try:
+                    self._write(batch)
+                except Exception:
+                    if self._on_failure is None:
+                        raise
+                    log.warning("recording %d sends failed again", len(batch), exc_info=True)
+                    self._on_failure(batch)
 
 
 @dataclass
@@ -100,6 +124,7 @@ class _Job:
     outgoing: OutgoingMessage
     sender: str
     paced: bool
+    claimed_until: datetime  # not sent once too little of the claim is left (see _send)
     patient_id: int | None = None
     extra: dict = field(default_factory=dict)
 
@@ -119,8 +144,17 @@ class Dispatcher:
         self.settings = settings
         self.clock = clock
         self.pacer = Pacer(settings.twilio.send_rate_per_second, sleep=sleep)
-        self._successes = GroupCommit(self._write_successes)
+        self._successes = GroupCommit(self._write_successes, on_failure=self._keep_unrecorded)
         self._context_for = context_for or (lambda patient: {})
+        # Sends the carrier accepted whose record could not be written (the database was
+        # down): outbox id -> (job, result). Written again before the next dispatch claims
+        # anything; until then this process does not claim these rows again.
+        self._unrecorded: dict[int, tuple[_Job, SendResult]] = {}
+        self._unrecorded_lock = threading.Lock()
+        # Where no sweep runs in this process (web workers), also try every so many seconds,
+        # before the claims run out and another process's sweep sends the rows again.
+        self.unrecorded_retry_seconds: float | None = None
+        self._retrier: threading.Thread | None = None
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -130,30 +164,79 @@ class Dispatcher:
         The rows are claimed together in one transaction; each outcome is recorded as soon as
         the carrier answers, so a crash can repeat at most the one send in flight.
         """
+        self.record_unrecorded()
         now = self.clock.now()
         with transaction(self.sessions) as s:
             jobs = [job for i in ids if (job := self._claim_in(s, i, False, now)) is not None]
-        return sum(self._send(job) for job in jobs)
+        return self._send_all(jobs)
 
-    def dispatch_due(self, limit: int = 100) -> int:
-        """Send due rows, most urgent first, paced per sender for routine traffic."""
+    def dispatch_due(self, limit: int = 100, max_seconds: float | None = None) -> int:
+        """One pass of the sweep: every due reply, emergency and alert first (not paced, most
+        urgent first), then routine rows, paced per sender, but only those the pacer lets go
+        within about one dispatch interval. A pass stays short, so an emergency that falls due
+        (or is retried) during a large routine fan-out waits at most about one interval.
+        `max_seconds`: claim nothing more once the pass has taken this long (the scheduler's
+        tick, which must not be held up by a slow carrier; the dispatch job sends the rest)."""
+        self.record_unrecorded()
+        started = self.pacer.now()
+        stop = started + max_seconds if max_seconds is not None else float("inf")
         now = self.clock.now()
         with transaction(self.sessions) as s:
-            ids = list(s.scalars(
-                select(OutboxItem.id).where(_claimable(now))
+            rows = s.execute(
+                select(OutboxItem.id, OutboxItem.priority, OutboxItem.channel)
+                .where(_claimable(now))
                 .order_by(OutboxItem.priority, OutboxItem.id).limit(limit)
-            ))
-        return sum(self._send_one(i, paced=True) for i in ids)
+            ).all()
+        sent = 0
+        for item_id, priority, _ in rows:
+            if priority <= PRIORITY_REPLY and self.pacer.now() < stop:
+                sent += self._send_one(item_id, paced=False)
+        # The pacer keeps each sender's next slot between passes, so the rate holds although
+        # each pass sends only what is due within its budget.
+        deadline = min(self.pacer.now() + self.settings.scheduler.dispatch_poll_seconds, stop)
+        full: set[str] = set()
+        for item_id, priority, channel in rows:
+            if priority <= PRIORITY_REPLY or self.pacer.now() >= stop:
+                continue
+            sender = self._sender(channel)
+            if sender in full or self.pacer.slot(sender) > deadline:
+                full.add(sender)  # this sender's budget for the pass is spent
+                continue
+            sent += self._send_one(item_id, paced=True)
+        return sent
+
+    def send_jobs(self, jobs: list[_Job]) -> int:
+        """Send claimed jobs one by one; one that fails (say its outcome cannot be written)
+        does not stop the others."""
+        self.record_unrecorded()
+        return self._send_all(jobs)
+
+    def _send_all(self, jobs: list[_Job]) -> int:
+        sent = 0
+        for job in jobs:
+            try:
+                sent += self._send(job)
+            except Exception:
+                log.exception("outbox item %s: sending or recording it failed; it is sent "
+                              "again when its claim runs out", job.item_id)
+        return sent
 
     # -- one row ------------------------------------------------------------------------------
 
     def _send_one(self, item_id: int, paced: bool) -> int:
         job = self._claim(item_id, paced)
-        return 0 if job is None else self._send(job)
+        return 0 if job is None else self._send_all([job])
 
     def _send(self, job: _Job) -> int:
         if job.paced:
             self.pacer.wait(job.sender, gsm7.segments(job.outgoing.body or ""))
+        # A job can wait (in the send pool, behind the pacer) until its claim has run out or
+        # nearly: the sweep may then claim the row again and send it too. Leave it to the sweep.
+        margin = timedelta(seconds=self.settings.outbox.send_margin_seconds)
+        if self.clock.now() + margin > job.claimed_until:
+            log.warning("outbox item %s: too little of its claim is left to send it; left to "
+                        "the sweep", job.item_id)
+            return 0
         try:
             result = self.messenger.send(job.outgoing)
         except SendError as err:
@@ -173,6 +256,8 @@ class Dispatcher:
 
     def _claim_in(self, s: Session, item_id: int, paced: bool, now: datetime) -> _Job | None:
         """Claim one committed row in the caller's transaction; None if not ours to send now."""
+        if item_id in self._unrecorded:  # sent by this process; its record is still to write
+            return None
         claimed = s.execute(
             update(OutboxItem)
             .where(OutboxItem.id == item_id, _claimable(now))
@@ -197,6 +282,11 @@ class Dispatcher:
         its claim to run out. Send the jobs after commit.
         """
         now = self.clock.now()
+        claim = timedelta(seconds=self.settings.outbox.claim_seconds)
+        claim_until = s.info.get("claim_until")
+        # When this transaction began writing claimed rows (Runtime.claim_on_write): a patient
+        # whose last_inbound_at is this recent wrote the message this transaction answers.
+        answering_since = claim_until - claim if claim_until is not None else None
         jobs = []
         written = s.info.get("outbox", {})
         # Written claimed by this transaction and not cancelled since (e.g. by the loop guard).
@@ -209,17 +299,15 @@ class Dispatcher:
                 if item.status != "pending" or item.next_attempt_at > now:
                     continue
                 item.status = "sending"
-                item.claimed_until = now + timedelta(seconds=self.settings.outbox.claim_seconds)
+                item.claimed_until = now + claim
                 item.attempts += 1
-            job = self._prepare(s, item, False, now)
+            job = self._prepare(s, item, False, now, answering_since)
             if job is not None:
                 jobs.append(job)
         return jobs
 
-    def send_jobs(self, jobs: list[_Job]) -> int:
-        return sum(self._send(job) for job in jobs)
-
-    def _prepare(self, s: Session, item: OutboxItem, paced: bool, now: datetime) -> _Job | None:
+    def _prepare(self, s: Session, item: OutboxItem, paced: bool, now: datetime,
+                 answering_since: datetime | None = None) -> _Job | None:
         """Apply holds (opted out, quiet hours) to a claimed row, or build what to send."""
         q = self.settings.quiet_hours
         message = s.get(Message, item.message_id)
@@ -240,11 +328,12 @@ class Dispatcher:
             message.updated_at = now
             audit(s, now, "system", "outbox.cancelled", "message", message.id, reason=hold)
             return None
-        outgoing = self._outgoing(item, message, patient, now)
+        outgoing = self._outgoing(s, item, message, patient, now, answering_since)
         return _Job(
             item_id=item.id, message_id=message.id, attempts=item.attempts,
             outgoing=outgoing, sender=self._sender(item.channel),
-            paced=paced and item.priority > PRIORITY_REPLY, patient_id=item.patient_id,
+            paced=paced and item.priority > PRIORITY_REPLY, claimed_until=item.claimed_until,
+            patient_id=item.patient_id,
         )
 
     def _hold_reason(self, item: OutboxItem, patient: Patient | None, now: datetime) -> str | None:
@@ -259,24 +348,57 @@ class Dispatcher:
             return "defer"
         return None
 
-    def _outgoing(self, item: OutboxItem, message: Message, patient: Patient | None,
-                  now: datetime) -> OutgoingMessage:
+    def _outgoing(self, s: Session, item: OutboxItem, message: Message,
+                  patient: Patient | None, now: datetime,
+                  answering_since: datetime | None = None) -> OutgoingMessage:
         public = self.settings.public_url
         callback = f"{public}/webhooks/twilio/status" if public else None
-        if item.channel == "whatsapp":
-            in_window = (
-                patient is not None and patient.last_inbound_at is not None
-                and now - patient.last_inbound_at < WHATSAPP_WINDOW
-            )
-            template = self.settings.twilio.whatsapp_templates.get(item.kind)
-            if (item.variant == "template" or not in_window) and template is not None:
-                values = self._context_for(patient) if patient else {}
-                variables = {k: _fill(v, values) for k, v in template.variables.items()}
+        template = self.settings.twilio.whatsapp_templates.get(item.kind)
+        if item.channel == "whatsapp" and template is not None and (
+                item.variant == "template"
+                or not self._in_whatsapp_window(s, item, patient, now, answering_since)):
+            values = self._template_values(s, message, patient)
+            variables = {k: _fill(v, values) for k, v in template.variables.items()}
+            if None not in variables.values():
                 return OutgoingMessage(to=item.to, channel="whatsapp",
                                        content_sid=template.content_sid,
                                        content_variables=variables, status_callback=callback)
+            # Never a template with a "{placeholder}" left in it.
+            fallback = self.settings.twilio.sms_fallback_for_whatsapp
+            log.warning("outbox item %s: the %s template has a variable with no value here; "
+                        "sending %s instead", item.id, item.kind,
+                        "an SMS" if fallback else "free text")
+            if fallback:
+                _switch_to_sms(s, item, message, now, reason="template variable")
         return OutgoingMessage(to=item.to, channel=item.channel, body=message.body,
                                status_callback=callback)
+
+    def _in_whatsapp_window(self, s: Session, item: OutboxItem, patient: Patient | None,
+                            now: datetime, answering_since: datetime | None) -> bool:
+        """Whether this number wrote to us on WhatsApp within 24 hours (any other channel, an
+        SMS say, does not open the window)."""
+        if (answering_since is not None and patient is not None and item.to == patient.phone
+                and patient.last_inbound_at is not None
+                and patient.last_inbound_at >= answering_since):
+            # The reply path, answering a message from this patient stored in this very
+            # transaction: replies go back on the channel the message came on, so a WhatsApp
+            # reply answers a WhatsApp message. No query on the hot path. (Were that ever
+            # wrong, Twilio's 63016 turns the send into the template, see _record_failure.)
+            return True
+        return heard_on_whatsapp(s, item.to, now)
+
+    def _template_values(self, s: Session, message: Message, patient: Patient | None) -> dict:
+        """What a template's variables may use: the patient's (see ServiceContext
+        .patient_values) and, for a care-team alert, its escalation's ref, level and patient."""
+        if message.escalation_id is None:
+            return dict(self._context_for(patient))
+        esc = s.get(Escalation, message.escalation_id)
+        if esc is None:
+            return dict(self._context_for(patient))
+        subject = esc.patient  # None for a red flag from a number that is not enrolled
+        who = subject.name if subject else getattr(esc, "phone", None) or ""
+        return {**self._context_for(subject), "ref": esc.ref, "level": esc.level.upper(),
+                "patient": who[:30]}
 
     def _sender(self, channel: str) -> str:
         t = self.settings.twilio
@@ -289,13 +411,49 @@ class Dispatcher:
     def _record_success(self, job: _Job, result: SendResult) -> None:
         self._successes.add((job, result))
 
+    def _keep_unrecorded(self, batch: list[tuple[_Job, SendResult]]) -> None:
+        """The carrier took these but their record could not be written: keep them to write
+        before the next dispatch, so this process does not send them again meanwhile."""
+        with self._unrecorded_lock:
+            for job, result in batch:
+                self._unrecorded[job.item_id] = (job, result)
+            if self.unrecorded_retry_seconds is not None and self._retrier is None:
+                self._retrier = threading.Thread(target=self._record_until_done, daemon=True,
+                                                 name="record-retry")
+                self._retrier.start()
+        log.warning("could not record %d accepted send(s) (outbox items %s); kept to record "
+                    "before the next dispatch", len(batch),
+                    ", ".join(str(job.item_id) for job, _ in batch))
+
+    def _record_until_done(self) -> None:
+        while True:
+            time.sleep(self.unrecorded_retry_seconds or 5.0)
+            with self._unrecorded_lock:
+                if not self._unrecorded:
+                    self._retrier = None
+                    return
+            try:
+                self.record_unrecorded()
+            except Exception:
+                log.exception("recording kept sends failed; trying again")
+
+    def record_unrecorded(self) -> None:
+        """Write the sends kept by _keep_unrecorded (no-op when there are none)."""
+        if not self._unrecorded:
+            return
+        with self._unrecorded_lock:
+            entries = list(self._unrecorded.values())
+        if entries:
+            log.warning("recording %d send(s) whose record failed earlier", len(entries))
+            self._successes.add_all(entries)
+
     def _write_successes(self, batch: list[tuple[_Job, SendResult]]) -> None:
         """Record what the carrier accepted: one transaction for every send that finished while
         the previous batch was being written (group commit), so a busy worker pays for one
         commit per batch rather than one per message. A status callback that came before this
         is applied by the scheduler's next tick (status.apply_waiting_statuses)."""
         now = self.clock.now()
-        items = [{"_id": job.item_id, "_now": now,
+        items = [{"_id": job.item_id, "_attempts": job.attempts, "_now": now,
                   "_variant": "template" if job.outgoing.content_sid else None}
                  for job, _ in batch]
         messages = [{"_id": job.message_id, "_sid": result.provider_id,
@@ -304,16 +462,38 @@ class Dispatcher:
                     for job, result in batch]
         with transaction(self.sessions) as s:
             conn = s.connection()
-            conn.execute(_MARK_SENT, items)  # one executemany per table
+            marked = conn.execute(_MARK_SENT, items).rowcount  # one executemany per table
             conn.execute(_SET_PROVIDER_ID, messages)
+            if conn.dialect.supports_sane_multi_rowcount and 0 <= marked < len(items):
+                log.warning("%d of %d sends were recorded after their rows had been claimed "
+                            "again", len(items) - marked, len(items))
+        if self._unrecorded:
+            with self._unrecorded_lock:
+                for job, _ in batch:
+                    self._unrecorded.pop(job.item_id, None)
         for job, result in batch:
             log.info("sent outbox item %s as %s", job.item_id, result.provider_id)
+
+    def _may_retry(self, item: OutboxItem, now: datetime) -> bool:
+        """After a transient failure. Emergency instructions, urgent replies, care-team alerts
+        and staff replies keep being retried until `urgent_retry_minutes` after they were
+        written (a carrier outage of minutes must not drop them); others `max_attempts` times."""
+        o = self.settings.outbox
+        if item.attempts < o.max_attempts:
+            return True
+        return item.priority <= PRIORITY_EMERGENCY and (
+            now < item.created_at + timedelta(minutes=o.urgent_retry_minutes))
 
     def _record_failure(self, job: _Job, err: SendError) -> None:
         now = self.clock.now()
         o = self.settings.outbox
         with transaction(self.sessions) as s:
-            item = s.get(OutboxItem, job.item_id)
+            item = s.get(OutboxItem, job.item_id, with_for_update=True)
+            if item is None or item.status != "sending" or item.attempts != job.attempts:
+                # Claimed again since (this job outlived its claim): the new claim decides.
+                log.warning("outbox item %s: send failed (%s) after the row was claimed again; "
+                            "left to that claim", job.item_id, err.kind)
+                return
             message = s.get(Message, job.message_id)
             patient = s.get(Patient, item.patient_id) if item.patient_id else None
             item.claimed_until = None
@@ -321,8 +501,9 @@ class Dispatcher:
             message.error_code = err.code
             message.updated_at = now
             log.warning("send failed for outbox item %s: %s code=%s", item.id, err.kind, err.code)
-            if err.kind == "transient" and item.attempts < o.max_attempts:
-                delay = min(o.max_backoff_seconds, o.backoff_seconds * 2 ** (item.attempts - 1))
+            if err.kind == "transient" and self._may_retry(item, now):
+                exponent = min(max(item.attempts - 1, 0), 30)
+                delay = min(o.max_backoff_seconds, o.backoff_seconds * 2 ** exponent)
                 delay = max(delay, err.retry_after or 0)
                 item.status = "pending"
                 item.next_attempt_at = now + timedelta(seconds=delay)
@@ -336,13 +517,9 @@ class Dispatcher:
                 return
             if item.channel == "whatsapp" and self.settings.twilio.sms_fallback_for_whatsapp \
                     and err.kind in ("outside_window", "permanent"):
-                item.status, item.channel, item.variant, item.next_attempt_at = (
-                    "pending", "sms", None, now)
-                message.channel = "sms"
-                message.body = gsm7.to_gsm7(message.body or "")
+                _switch_to_sms(s, item, message, now, code=err.code)
+                item.status, item.next_attempt_at = "pending", now
                 message.status = "queued"
-                audit(s, now, "system", "outbox.sms_fallback", "message", message.id,
-                      code=err.code)
                 return
             item.status = "failed"
             message.status = "failed"
@@ -357,14 +534,29 @@ class Dispatcher:
             audit(s, now, "system", "outbox.failed", "message", message.id,
                   kind=err.kind, code=err.code, attempts=item.attempts)
             if message.escalation_id is not None:
-                alert_not_delivered(s, message.escalation_id, now, f"{err.kind} {err.code or ''}")
+                alert_not_delivered(s, message.escalation_id, now, f"{err.kind} {err.code or ''}",
+                                    message_id=message.id,
+                                    chain_length=len(self.settings.care_team.escalation_chain))
+
+
+def _switch_to_sms(s: Session, item: OutboxItem, message: Message, now: datetime,
+                   **details) -> None:
+    """Send this WhatsApp row by SMS instead (sms_fallback_for_whatsapp)."""
+    item.channel, item.variant = "sms", None
+    message.channel = "sms"
+    message.body = gsm7.to_gsm7(message.body or "")
+    message.updated_at = now
+    audit(s, now, "system", "outbox.sms_fallback", "message", message.id, **details)
 
 
 # Statements for recording sends, built once (Core: no ORM bookkeeping on this hot path).
 _outbox = OutboxItem.__table__
 _messages = Message.__table__
+# Only while the row is still under the claim the job was sent on (attempts match): a job
+# that outlived its claim must not overwrite what the new claim does.
 _MARK_SENT = (
-    update(_outbox).where(_outbox.c.id == bindparam("_id"))
+    update(_outbox).where(_outbox.c.id == bindparam("_id"),
+                          _outbox.c.attempts == bindparam("_attempts"))
     .values(status="sent", sent_at=bindparam("_now"), claimed_until=None,
             variant=func.coalesce(bindparam("_variant", type_=String), _outbox.c.variant))
 )
@@ -380,6 +572,7 @@ _SET_PROVIDER_ID = (
 )
 
 
+# Has this number written to us on WhatsApp since :since? (ix_messages_address_created)
 def _claimable(now: datetime):
     return or_(
         and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),
@@ -387,11 +580,12 @@ def _claimable(now: datetime):
     )
 
 
-def _fill(template: str, values: dict) -> str:
+def _fill(template: str, values: dict) -> str | None:
+    """The template variable filled in, or None when it names a value not given."""
     try:
         return template.format(**values)
-    except (KeyError, IndexError):
-        return template
+    except (KeyError, IndexError, AttributeError, ValueError):
+        return None
 
 
 def failed_messages(session: Session, limit: int = 200) -> list[tuple[OutboxItem, Message]]:

@@ -5,12 +5,30 @@ and retries what failed for a passing reason."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from bot.domain import gsm7
 from bot.store.models import Message, OutboxItem
+
+# WhatsApp allows free text only within 24 hours of the person's last WhatsApp message.
+WHATSAPP_WINDOW = timedelta(hours=24)
+_WHATSAPP_INBOUND_SINCE = (
+    select(Message.id)
+    .where(Message.address == bindparam("address"), Message.created_at > bindparam("since"),
+           Message.direction == "in", Message.channel == "whatsapp")
+    .limit(1)
+)
+
+
+def heard_on_whatsapp(session: Session, address: str, now: datetime) -> bool:
+    """Whether this number wrote to us on WhatsApp within the window (an SMS from it does not
+    count). A range scan on ix_messages_address_created."""
+    return session.execute(_WHATSAPP_INBOUND_SINCE, {
+        "address": address, "since": now - WHATSAPP_WINDOW}).first() is not None
+
 
 # Lower sends first.
 PRIORITY_EMERGENCY = 0

@@ -228,7 +228,9 @@ def run_due_schedules(session: Session, ctx: ServiceContext, now: datetime,
 
 
 def _run_one(session: Session, ctx: ServiceContext, sched: Schedule, now: datetime) -> list[int]:
-    patient = session.get(Patient, sched.patient_id)
+    # Locked as the web path locks it: a patient texting CHECKIN as the scheduled check-in
+    # falls due gets one check-in, not two.
+    patient = session.get(Patient, sched.patient_id, with_for_update=True)
     reason = _skip_reason(patient)
     if reason:
         _advance(sched, patient, now)

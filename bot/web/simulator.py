@@ -34,13 +34,14 @@ def _body() -> dict:
 
 
 def _text(data: dict, key: str, default: str) -> str:
-    """A string field, `default` when absent or null; 0, false or "" is refused."""
+    """A string field; `default` when absent, null or blank (the page sends its empty form
+    fields as ""); a number or a boolean is refused."""
     value = data.get(key)
     if value is None:
         return default
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidField(key, "must be a non-empty string")
-    return value
+    if not isinstance(value, str):
+        raise InvalidField(key, "must be a string")
+    return value if value.strip() else default
 
 
 @bp.get("")
