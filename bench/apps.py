@@ -64,7 +64,9 @@ def floor() -> Flask:
     from bot.messaging.fake_twilio_http import FakeTwilioHttpClient
     from bot.store.db import make_engine
 
-    engine = make_engine(os.environ["CHECKIN_DATABASE_URL"])
+    # Room for the request and every send thread at once: no connection opened and closed
+    # per send (the bot's sends share one writer, see dispatcher.GroupCommit).
+    engine = make_engine(os.environ["CHECKIN_DATABASE_URL"], pool_size=10)
     _, inbox, outbox = floor_tables()
     dialect_insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
     store_in = (dialect_insert(inbox).on_conflict_do_nothing(index_elements=["sid"])

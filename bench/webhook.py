@@ -279,26 +279,34 @@ class Figures:
     cpu: dict[str, float]  # ms of CPU per closed-loop request, by process group
 
 
-def _cpu_seconds(processes) -> float:
-    total = 0.0
+def _cpu_by_pid(processes) -> dict[int, float]:
+    out = {}
     for p in processes:
         try:
             t = p.cpu_times()
-            total += t.user + t.system
+            out[p.pid] = t.user + t.system
         except psutil.Error:
             pass
-    return total
+    return out
 
 
-def cpu_snapshot(server_pid: int, url: str) -> dict[str, float]:
-    """CPU seconds so far of the gunicorn tree, the database server, and this load generator."""
+def cpu_snapshot(server_pid: int, url: str) -> dict[str, dict[int, float]]:
+    """CPU seconds so far, per process, of the gunicorn tree, the database server's processes,
+    and this load generator."""
     master = psutil.Process(server_pid)
-    snap = {"web": _cpu_seconds([master, *master.children(recursive=True)]),
-            "load generator": time.process_time()}
+    snap = {"web": _cpu_by_pid([master, *master.children(recursive=True)]),
+            "load generator": {0: time.process_time()}}
     if url.startswith("postgresql"):
-        snap["database"] = _cpu_seconds(
+        snap["database"] = _cpu_by_pid(
             p for p in psutil.process_iter(["name"]) if (p.info["name"] or "") == "postgres")
     return snap
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds between two snapshots, per process: one that started in between counts in
+    full; one that ended in between (a database connection closed) is lost, so this can
+    undercount, never go negative."""
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
 
 
 def _unsent(app: str):
@@ -335,7 +343,7 @@ def measure(app: str, url: str, phones: list[str], args, tag: str) -> Figures:
         after = cpu_snapshot(proc.pid, url)
     finally:
         stop(proc)
-    cpu = {k: (after[k] - before[k]) * 1000 / len(phones) for k in before}
+    cpu = {k: cpu_used(before[k], after[k]) * 1000 / len(phones) for k in before}
     return Figures(pct(lat, 50), pct(lat, 99), tput, cpu)
 
 
