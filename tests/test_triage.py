@@ -525,3 +525,17 @@ def test_a_clinician_can_add_a_flag_and_change_a_tier(tmp_path):
     assert detect("tengo hipo", custom).level == "urgent"
     assert detect("really constipated", custom).level == "routine"
     assert level_for_flags(["hiccups"], custom) == "urgent"
+
+
+@pytest.mark.parametrize("text", ["I keep falling asleep in the afternoons",
+                                  "she keeps falling asleep in front of the telly",
+                                  "I keep falling behind with my tablets"])
+def test_keep_falling_is_not_a_fall_when_it_is_asleep_or_behind(text):
+    assert triage.detect(text).level == "routine"
+
+
+@pytest.mark.parametrize("text", ["I keep falling.", "mum keeps falling and hurting herself",
+                                  "i kept falling when i got up", "I keep falling over"])
+def test_keep_falling_is_a_fall_when_it_says_so(text):
+    result = triage.detect(text)
+    assert result.level == "emergency" and "gait_balance" in result.flags
