@@ -125,6 +125,22 @@ def test_21610_opts_the_patient_out_and_is_not_retried(rt, fake_http, clock):
         assert s.get(Patient, pid).status == "opted_out"
 
 
+def test_our_stop_confirmation_refused_with_21610_is_not_a_failure_to_follow_up(
+        client, rt, fake_http):
+    """With Twilio's opt-out handling, Twilio answers STOP itself and refuses ours."""
+    from bot.services.dispatcher import failed_messages
+    from tests.test_webhooks import enrol, texted
+
+    pid = enrol(rt)
+    fake_http.queue_error(400, 21610, "Attempt to send to unsubscribed recipient")
+    texted(client, "STOP")
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).status == "opted_out"
+        assert failed_messages(s) == []
+        [item] = s.scalars(select(OutboxItem)).all()
+        assert (item.kind, item.status) == ("stopped", "cancelled")
+
+
 def test_21211_marks_the_number_invalid(rt, fake_http):
     pid = _patient(rt)
     _queue(rt, pid)

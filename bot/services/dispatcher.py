@@ -521,6 +521,14 @@ class Dispatcher:
                 item.status, item.next_attempt_at = "pending", now
                 message.status = "queued"
                 return
+            if err.kind == "opted_out" and item.kind == "stopped":
+                # Our answer to STOP, refused because the carrier has already opted the number
+                # out and sent its own confirmation: nothing for the team to follow up.
+                item.status, message.status = "cancelled", "cancelled"
+                item.last_error = "opted out: the carrier confirmed the STOP itself"
+                audit(s, now, "system", "outbox.cancelled", "message", message.id,
+                      reason="carrier opt-out confirmation", code=err.code)
+                return
             item.status = "failed"
             message.status = "failed"
             if patient is not None and err.kind == "opted_out" and patient.status != "opted_out":
