@@ -91,7 +91,7 @@ def health() -> None:
             click.echo(json.dumps({"status": "down", "problems": ["database: unavailable"]}))
             sys.exit(2)
         with rt.transaction() as s:
-            body = checks.report(s, rt.settings, rt.clock.now(), len(rt.spool.pending()))
+            body = checks.report(s, rt.settings, rt.clock.now(), len(rt.spool.pending_inbound()))
     finally:
         rt.close()
     click.echo(json.dumps(body, indent=2))

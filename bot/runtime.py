@@ -19,7 +19,7 @@ from bot.config import ConfigError, Settings
 from bot.messaging.base import Messenger
 from bot.services.context import ServiceContext
 from bot.services.dispatcher import Dispatcher
-from bot.services.spool import Spool
+from bot.services.spool import Spool, SpooledStatus
 from bot.store.db import make_engine, make_session_factory, transaction
 from bot.texts import load_texts
 
@@ -111,7 +111,10 @@ class Runtime:
                 Spool.set_aside(path)
                 continue
             try:
-                store_and_handle(self, msg)
+                if isinstance(msg, SpooledStatus):
+                    self._replay_status(msg)
+                else:
+                    store_and_handle(self, msg)
             except Exception:
                 log.warning("spool replay paused: the database is still unavailable")
                 break
@@ -120,6 +123,14 @@ class Runtime:
         if done:
             log.warning("replayed %d spooled inbound message(s)", done)
         return done
+
+    def _replay_status(self, event: SpooledStatus) -> None:
+        from bot.services.status import record_status
+
+        with self.transaction() as session:
+            ids = record_status(session, self.ctx, event.sid, event.status, event.code,
+                                event.received_at)
+        self.dispatch_soon(ids)
 
     def replay_spool_soon(self) -> None:
         """Cheap, after a message went in fine: look at the spool now and then (every few

@@ -157,3 +157,34 @@ def test_a_web_worker_replays_its_spool_by_itself_once_the_database_is_back(
         assert count(rt, Message, Message.direction == "in") == 1
     finally:
         rt.close()
+
+
+def test_a_status_callback_during_an_outage_is_kept_and_applied_later(client, rt, fake_http,
+                                                                      clock):
+    """Twilio does not retry status callbacks: a failed WhatsApp delivery reported while the
+    database is down must still fall back to SMS once it is back."""
+    from tests.test_webhooks import STATUS
+
+    enrol(rt, channel="whatsapp")
+    texted(client, "hello", channel="whatsapp")
+    with rt.transaction() as s:
+        provider_id = s.scalars(select(Message.provider_id).where(
+            Message.direction == "out")).one()
+    with database_down(rt):
+        res = post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "failed",
+                                    "ErrorCode": "63003"})
+        assert res.status_code == 204
+    [spooled] = rt.spool.pending()
+    assert rt.spool.pending_inbound() == []  # /healthz counts patients' messages only
+    assert stat.S_IMODE(os.stat(spooled).st_mode) == 0o600
+    assert [r.data["To"] for r in fake_http.requests] == [f"whatsapp:{PHONE}"]
+
+    assert rt.replay_spool() == 1
+    assert rt.spool.pending() == []
+    with rt.transaction() as s:
+        statuses = s.scalars(select(Message.status).where(
+            Message.provider_id == provider_id)).all()
+    assert statuses == ["failed"]
+    sms = [r.data for r in fake_http.requests if r.data["To"] == PHONE]
+    assert len(sms) == 1  # the SMS fallback went out after all
+    assert rt.replay_spool() == 0

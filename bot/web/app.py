@@ -38,7 +38,7 @@ def create_app(runtime: Runtime) -> Flask:
         The body says whether the rest of the bot is moving too (the scheduler's last tick, the
         outbox); `?strict=1` turns "degraded" into a 503, for a monitor that pages someone.
         """
-        spooled = len(runtime.spool.pending()) if runtime.spool else 0
+        spooled = len(runtime.spool.pending_inbound()) if runtime.spool else 0
         if not ping(runtime.engine):
             return jsonify(status="down", problems=["database: unavailable"],
                            spooled_inbound=spooled), 503

@@ -14,6 +14,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from bot.services.inbound import InboundMessage
 from bot.services.patients import InvalidField, normalise_phone
+from bot.services.spool import SpooledStatus
 from bot.services.status import record_status
 from bot.web.common import receive_message, runtime
 
@@ -99,8 +100,19 @@ def status_callback():
     if not sid or not status:
         return Response("missing MessageSid or MessageStatus", status=400)
     code = form.get("ErrorCode")
-    with rt.transaction() as session:
-        ids = record_status(session, rt.ctx, sid, status,
-                            int(code) if code and code.isdigit() else None, rt.clock.now())
+    error_code = int(code) if code and code.isdigit() else None
+    try:
+        with rt.transaction() as session:
+            ids = record_status(session, rt.ctx, sid, status, error_code, rt.clock.now())
+    except Exception:
+        # Twilio does not retry a status callback: keep it on disk until the database is back
+        # (a failed WhatsApp message must still fall back to SMS, a failed alert move on).
+        # If the disk refuses too, the 500 at least shows in Twilio's debugger.
+        log.exception("the database could not store a status callback; spooling it")
+        rt.spool.put_status(SpooledStatus(sid=sid, status=status, code=error_code,
+                                          received_at=rt.clock.now()))
+        rt.start_spool_replayer()
+        return Response(status=204)
     rt.dispatch_soon(ids)
+    rt.replay_spool_soon()
     return Response(status=204)
