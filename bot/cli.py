@@ -91,7 +91,8 @@ def health() -> None:
             click.echo(json.dumps({"status": "down", "problems": ["database: unavailable"]}))
             sys.exit(2)
         with rt.transaction() as s:
-            body = checks.report(s, rt.settings, rt.clock.now(), len(rt.spool.pending_inbound()))
+            body = checks.report(s, rt.settings, rt.clock.now(), len(rt.spool.pending_inbound()),
+                                 rt.spool.set_aside_count())
     finally:
         rt.close()
     click.echo(json.dumps(body, indent=2))

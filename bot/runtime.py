@@ -20,10 +20,11 @@ from bot.messaging.base import Messenger
 from bot.services.context import ServiceContext
 from bot.services.dispatcher import Dispatcher
 from bot.services.spool import Spool, SpooledStatus
-from bot.store.db import make_engine, make_session_factory, transaction
+from bot.store.db import make_engine, make_session_factory, ping, transaction
 from bot.texts import load_texts
 
 log = logging.getLogger(__name__)
+SPOOL_TRIES = 3  # a spooled file that fails this often with the database up is set aside
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Runtime:
     _pool_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _replayer: threading.Thread | None = field(default=None, repr=False)
     _last_spool_look: float = field(default=float("-inf"), repr=False)
+    _spool_failures: dict[str, int] = field(default_factory=dict, repr=False)
 
     def transaction(self) -> AbstractContextManager[Session]:
         return transaction(self.sessions)
@@ -116,8 +118,24 @@ class Runtime:
                 else:
                     store_and_handle(self, msg)
             except Exception:
-                log.warning("spool replay paused: the database is still unavailable")
+                if not ping(self.engine):
+                    log.warning("spool replay paused: the database is still unavailable")
+                    break
+                # The database answers but this one file keeps failing: after a few tries,
+                # keep it aside for a person (reported on /healthz) rather than let it hold
+                # up every message behind it.
+                tries = self._spool_failures[path.name] = \
+                    self._spool_failures.get(path.name, 0) + 1
+                log.exception("spooled file %s failed with the database up (try %d of %d)",
+                              path.name, tries, SPOOL_TRIES)
+                if tries >= SPOOL_TRIES:
+                    Spool.set_aside(path)
+                    self._spool_failures.pop(path.name, None)
+                    log.error("spool file %s set aside as .bad for a person to read",
+                              path.name)
+                    continue
                 break
+            self._spool_failures.pop(path.name, None)
             Spool.remove(path)
             done += 1
         if done:

@@ -188,3 +188,31 @@ def test_a_status_callback_during_an_outage_is_kept_and_applied_later(client, rt
     sms = [r.data for r in fake_http.requests if r.data["To"] == PHONE]
     assert len(sms) == 1  # the SMS fallback went out after all
     assert rt.replay_spool() == 0
+
+
+def test_a_spooled_message_that_keeps_failing_with_the_database_up_is_set_aside(
+        client, rt, fake_http, monkeypatch):
+    import bot.services.receiving as receiving
+
+    enrol(rt)
+    with database_down(rt):
+        texted(client, "first, and cursed")
+        texted(client, "second")
+    cursed, second = rt.spool.pending()
+    real = receiving.store_and_handle
+
+    def failing_for_the_first(rt_, msg):
+        if msg.body == "first, and cursed":
+            raise ValueError("something in this message breaks handling")
+        return real(rt_, msg)
+
+    monkeypatch.setattr(receiving, "store_and_handle", failing_for_the_first)
+    assert rt.replay_spool() == 0  # tried, the database answers: try again later
+    assert rt.replay_spool() == 0
+    assert rt.spool.set_aside_count() == 0
+    assert rt.replay_spool() == 1  # third failure: set aside, and the next one goes in
+    assert rt.spool.pending() == [] and rt.spool.set_aside_count() == 1
+    assert count(rt, Message, Message.body == "second") == 1
+    body = client.get("/healthz").get_json()
+    assert body["status"] == "degraded" and body["spool_set_aside"] == 1
+    assert any("set aside" in p for p in body["problems"])

@@ -41,9 +41,11 @@ def stale_after(settings: Settings) -> timedelta:
     return timedelta(seconds=max(60.0, 6 * settings.scheduler.tick_seconds))
 
 
-def report(session: Session, settings: Settings, now: datetime, spooled: int = 0) -> dict:
+def report(session: Session, settings: Settings, now: datetime, spooled: int = 0,
+           set_aside: int = 0) -> dict:
     """Every check with its figures, and `problems`: one short line per check that failed.
-    `spooled`: inbound messages waiting in this host's spool for the database."""
+    `spooled`: inbound messages waiting in this host's spool for the database; `set_aside`:
+    spool files a person must read (unreadable, or failing every replay)."""
     problems: list[str] = []
     if settings.messenger_name == "twilio" and not settings.public_url:
         # Without it no status_callback is passed: failed deliveries would go unnoticed.
@@ -74,6 +76,9 @@ def report(session: Session, settings: Settings, now: datetime, spooled: int = 0
         problems.append(f"outbox: {overdue} message(s) overdue")
     if spooled:
         problems.append(f"spool: {spooled} inbound message(s) waiting for the database")
+    if set_aside:
+        problems.append(f"spool: {set_aside} file(s) set aside for a person to read "
+                        "(.bad in CHECKIN_SPOOL_DIR)")
 
     return {
         "status": "ok" if not problems else "degraded",
@@ -93,5 +98,6 @@ def report(session: Session, settings: Settings, now: datetime, spooled: int = 0
             "failed_last_24h": failed_24h,
         },
         "spooled_inbound": spooled,
+        "spool_set_aside": set_aside,
     }
 

@@ -79,6 +79,12 @@ class Spool:
         return sorted(p for p in self.directory.iterdir()
                       if p.suffix == ".json" and not p.name.startswith("."))
 
+    def set_aside_count(self) -> int:
+        """Files set aside (.bad) for a person to read: unreadable, or failing every replay."""
+        if not self.directory.is_dir():
+            return 0
+        return sum(1 for p in self.directory.iterdir() if p.suffix == ".bad")
+
     def pending_inbound(self) -> list[Path]:
         """Spooled patient messages (not status callbacks), oldest first."""
         return [p for p in self.pending() if _STATUS not in p.name]

@@ -43,7 +43,8 @@ def create_app(runtime: Runtime) -> Flask:
             return jsonify(status="down", problems=["database: unavailable"],
                            spooled_inbound=spooled), 503
         with runtime.transaction() as session:
-            body = health.report(session, runtime.settings, runtime.clock.now(), spooled)
+            body = health.report(session, runtime.settings, runtime.clock.now(), spooled,
+                                 runtime.spool.set_aside_count() if runtime.spool else 0)
         body["messenger"] = runtime.messenger.name
         strict = request.args.get("strict", "") not in ("", "0", "false")
         return jsonify(body), 503 if strict and body["status"] != "ok" else 200
