@@ -566,10 +566,8 @@ def _claimed_on_write(rt, pid):
         return ids, rt.claim_for_sending(s, ids)
 
 
-def test_a_send_whose_record_fails_strands_nothing_and_is_not_sent_twice(
-        rt, fake_http, clock, monkeypatch, caplog):
-    pid = _patient(rt)
-    ids, jobs = _claimed_on_write(rt, pid)
+def _records_fail(rt, monkeypatch) -> dict:
+    """Writing a send's record fails (with no pause before the retry) while database["down"]."""
     real = rt.dispatcher._write_successes
     database = {"down": True}
 
@@ -580,6 +578,14 @@ def test_a_send_whose_record_fails_strands_nothing_and_is_not_sent_twice(
 
     monkeypatch.setattr(rt.dispatcher._successes, "_write", write)
     monkeypatch.setattr(rt.dispatcher._successes, "_sleep", lambda s: None)
+    return database
+
+
+def test_a_send_whose_record_fails_strands_nothing_and_is_not_sent_twice(
+        rt, fake_http, clock, monkeypatch, caplog):
+    pid = _patient(rt)
+    ids, jobs = _claimed_on_write(rt, pid)
+    database = _records_fail(rt, monkeypatch)
     assert rt.dispatcher.send_jobs(jobs) == 2  # the alert went out too
     assert len(sent_to(fake_http, PHONE)) == 1 and len(sent_to(fake_http, ONCALL)) == 1
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -604,16 +610,7 @@ def test_a_web_worker_writes_kept_records_by_itself_before_the_claims_run_out(
     """No sweep runs in a web worker: it tries again by itself (and before its next send)."""
     pid = _patient(rt)
     ids, jobs = _claimed_on_write(rt, pid)
-    real = rt.dispatcher._write_successes
-    database = {"down": True}
-
-    def write(batch):
-        if database["down"]:
-            raise ConnectionError("connection reset")
-        real(batch)
-
-    monkeypatch.setattr(rt.dispatcher._successes, "_write", write)
-    monkeypatch.setattr(rt.dispatcher._successes, "_sleep", lambda s: None)
+    database = _records_fail(rt, monkeypatch)
     rt.dispatcher.unrecorded_retry_seconds = 0.05
     assert rt.dispatcher.send_jobs(jobs) == 2
     assert set(rt.dispatcher._unrecorded) == set(ids)
@@ -632,16 +629,7 @@ def test_a_web_worker_writes_kept_records_by_itself_before_the_claims_run_out(
 def test_the_next_reply_writes_kept_records_first(rt, fake_http, monkeypatch):
     pid = _patient(rt)
     ids, jobs = _claimed_on_write(rt, pid)
-    real = rt.dispatcher._write_successes
-    database = {"down": True}
-
-    def write(batch):
-        if database["down"]:
-            raise ConnectionError("connection reset")
-        real(batch)
-
-    monkeypatch.setattr(rt.dispatcher._successes, "_write", write)
-    monkeypatch.setattr(rt.dispatcher._successes, "_sleep", lambda s: None)
+    database = _records_fail(rt, monkeypatch)
     rt.dispatcher.send_jobs(jobs)
     database["down"] = False
     _, more = _claimed_on_write(rt, pid)

@@ -74,6 +74,16 @@ def keyword_of(text: str) -> str:
     return re.sub(r"^[\W_]+|[\W_]+$", "", text or "").upper()
 
 
+def carrier_keyword(msg: InboundMessage, text: str) -> tuple[str | None, str]:
+    """("STOP" | "START" | "HELP" | None, the word or OptOutType that said so)."""
+    word = keyword_of(text)
+    opt = (msg.opt_out_type or "").upper()
+    for command, words in (("STOP", STOP_WORDS), ("START", START_WORDS), ("HELP", HELP_WORDS)):
+        if word in words or opt == command:
+            return command, word or opt
+    return None, word
+
+
 _INSERT_COLUMNS = ("direction", "channel", "address", "body", "kind", "provider_id", "status",
                    "created_at", "updated_at", "patient_id", "media")
 _insert_if_absent: dict[str, object] = {}
@@ -191,19 +201,19 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
         patient.last_inbound_at = sent_at
     reply = lambda key, **kw: _reply(session, ctx, patient, msg, key, now, **kw)  # noqa: E731
 
-    word = keyword_of(text)
-    opt = (msg.opt_out_type or "").upper()
-    if word in STOP_WORDS or opt == "STOP":
-        _set_status(session, patient, "opted_out", now, "patient.opt_out", word or opt)
+    command, said = carrier_keyword(msg, text)
+    if command is None and said in YES_WORDS and patient.status == "opted_out":
+        command = "START"  # YES while opted out opts back in
+    if command == "STOP":
+        _set_status(session, patient, "opted_out", now, "patient.opt_out", said)
         conversations.interrupt_active(session, patient.id, now, reason="opted out")
         out.outbox_ids.append(reply("stopped"))
         return
-    if word in START_WORDS or opt == "START" or (
-            word in YES_WORDS and patient.status == "opted_out"):
-        _set_status(session, patient, "active", now, "patient.opt_in", word or opt)
+    if command == "START":
+        _set_status(session, patient, "active", now, "patient.opt_in", said)
         out.outbox_ids.append(reply("started"))
         return
-    if word in HELP_WORDS or opt == "HELP":
+    if command == "HELP":
         out.outbox_ids.append(reply("help"))
         return
 
@@ -308,18 +318,17 @@ def _number_keyword(session: Session, ctx: ServiceContext, msg: InboundMessage, 
     """STOP, START and HELP from a number that is not enrolled. The number's choice is kept
     (audited by number), so a patient enrolled on it later starts opted out (see
     number_opted_out); WhatsApp has no carrier-level block to do this for us."""
-    word = keyword_of(text)
-    opt = (msg.opt_out_type or "").upper()
-    if word in STOP_WORDS or opt == "STOP":
+    command, said = carrier_keyword(msg, text)
+    if command == "STOP":
         audit(session, now, "number", "number.opt_out", "number", msg.sender,
-              keyword=word or opt, channel=msg.channel)
+              keyword=said, channel=msg.channel)
         out.outbox_ids.append(_reply(session, ctx, None, msg, "stopped", now))
         return True
-    if word in START_WORDS or opt == "START":
+    if command == "START":
         audit(session, now, "number", "number.opt_in", "number", msg.sender,
-              keyword=word or opt, channel=msg.channel)
+              keyword=said, channel=msg.channel)
         return False  # and the usual answer to a number we don't know
-    if word in HELP_WORDS or opt == "HELP":
+    if command == "HELP":
         out.outbox_ids.append(_reply(session, ctx, None, msg, "help", now))
         return True
     return False

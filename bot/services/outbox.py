@@ -49,6 +49,7 @@ class Draft:
     patient_id: int | None = None
     conversation_id: int | None = None
     escalation_id: int | None = None  # a care-team alert's escalation
+    not_before: datetime | None = None  # send no earlier than this (default: as soon as can be)
 
 
 def enqueue(session: Session, draft: Draft, now: datetime) -> OutboxItem:
@@ -72,7 +73,7 @@ def enqueue(session: Session, draft: Draft, now: datetime) -> OutboxItem:
     # Runtime.claim_on_write) writes non-routine rows already claimed: no UPDATE afterwards.
     # Routine rows stay pending: they may be held (opted out, quiet hours) when claimed.
     claim_until = session.info.get("claim_until")
-    claimed = claim_until is not None and not draft.routine
+    claimed = claim_until is not None and not draft.routine and draft.not_before is None
     item = OutboxItem(
         message=message,
         patient_id=draft.patient_id,
@@ -84,7 +85,7 @@ def enqueue(session: Session, draft: Draft, now: datetime) -> OutboxItem:
         status="sending" if claimed else "pending",
         attempts=1 if claimed else 0,
         claimed_until=claim_until if claimed else None,
-        next_attempt_at=now,
+        next_attempt_at=draft.not_before or now,
         created_at=now,
     )
     session.add(item)

@@ -107,13 +107,7 @@ def after_failure(session: Session, settings: Settings, message: Message, status
                             chain_length=len(settings.care_team.escalation_chain))
     if (message.channel == "whatsapp" and settings.twilio.sms_fallback_for_whatsapp
             and patient is not None and patient.status != "opted_out" and message.body):
-        item = session.scalars(select(OutboxItem).where(
-            OutboxItem.message_id == message.id)).first()
-        fallback = enqueue(session, Draft(
-            to=message.address, channel="sms", body=message.body, kind=message.kind,
-            priority=item.priority if item else 1, routine=item.routine if item else False,
-            patient_id=patient.id, conversation_id=message.conversation_id), now)
-        return [fallback.id]
+        return [_resend(session, message, "sms", now).id]
     if code == UNREACHABLE:
         return _send_again_later(session, message, patient, now)
     return []
@@ -136,14 +130,20 @@ def _send_again_later(session: Session, message: Message, patient: Patient | Non
         audit(session, now, "system", "message.unreachable_gave_up", "message", message.id,
               times=earlier)
         return []
-    item = session.scalars(select(OutboxItem).where(
-        OutboxItem.message_id == message.id)).first()
-    again = enqueue(session, Draft(
-        to=message.address, channel=message.channel, body=message.body, kind=message.kind,
-        priority=item.priority if item else 1, routine=item.routine if item else False,
-        patient_id=message.patient_id, conversation_id=message.conversation_id), now)
-    again.status, again.attempts, again.claimed_until = "pending", 0, None
-    again.next_attempt_at = now + UNREACHABLE_RETRY * earlier
+    again = _resend(session, message, message.channel, now,
+                    not_before=now + UNREACHABLE_RETRY * earlier)
     audit(session, now, "system", "message.unreachable_retry", "message", message.id,
           again=again.message_id, at=again.next_attempt_at.isoformat())
     return []  # not now: the dispatcher sends it when it is due
+
+
+def _resend(session: Session, message: Message, channel: str, now: datetime,
+            not_before: datetime | None = None) -> OutboxItem:
+    """Queue the text of an undelivered message again, as urgent (or routine) as it was."""
+    item = session.scalars(select(OutboxItem).where(
+        OutboxItem.message_id == message.id)).first()
+    return enqueue(session, Draft(
+        to=message.address, channel=channel, body=message.body, kind=message.kind,
+        priority=item.priority if item else 1, routine=item.routine if item else False,
+        patient_id=message.patient_id, conversation_id=message.conversation_id,
+        not_before=not_before), now)
