@@ -34,8 +34,10 @@ def checkin() -> Flask:
     messenger = TwilioMessenger.from_credentials(
         t.account_sid, t.auth_token, http_client=FakeTwilioHttpClient(latency=latency),
         from_number=t.from_number)
-    return create_app(build_runtime(settings, messenger=messenger,
-                                    dispatch_mode="background"))
+    runtime = build_runtime(settings, messenger=messenger, dispatch_mode="background")
+    app = create_app(runtime)
+    runtime.warm_up()  # as bot.wsgi.make_app does
+    return app
 
 
 def floor_tables():

@@ -58,6 +58,7 @@ def serve(host: str, port: int, reload: bool, no_scheduler: bool) -> None:
         build_scheduler(rt, blocking=False).start()
         click.echo(f"scheduler started in process {os.getpid()}")
     if serving_process:
+        rt.warm_up()
         click.echo(f"checkin-bot on http://{host}:{port} (messenger: {rt.messenger.name})")
         if rt.messenger.name == "dev":
             click.echo(f"phone simulator: http://{host}:{port}/simulator")

@@ -11,4 +11,7 @@ from bot.web.app import create_app
 def make_app() -> Flask:
     """Built once per gunicorn worker, after the fork."""
     setup_logging()
-    return create_app(build_runtime(load_settings(), dispatch_mode="background"))
+    runtime = build_runtime(load_settings(), dispatch_mode="background")
+    app = create_app(runtime)
+    runtime.warm_up()
+    return app

@@ -331,6 +331,76 @@ def test_a_failed_whatsapp_message_falls_back_to_sms(client, rt, fake_http, cloc
     assert len(sms) == 1 and sms[0]["Body"] == wa.data["Body"]
 
 
+def _whatsapp_sent(client, rt, fake_http, kind="checkin", priority=5):
+    """A free-text WhatsApp message of `kind` sent to the patient inside the window (the
+    patient wrote a minute ago); returns its SID."""
+    from bot.services.outbox import Draft, enqueue
+
+    pid = enrol(rt, channel="whatsapp")
+    texted(client, "hello", channel="whatsapp")
+    with rt.transaction() as s:
+        item = enqueue(s, Draft(to=PHONE, channel="whatsapp", body="How is your pain today?",
+                                kind=kind, priority=priority, routine=priority > 1,
+                                patient_id=pid), rt.clock.now())
+    rt.dispatcher.dispatch_ids([item.id])
+    assert sent_to(fake_http, PHONE)[-1]["Body"] == "How is your pain today?"
+    with rt.transaction() as s:
+        return s.scalars(select(Message.provider_id).where(
+            Message.body == "How is your pain today?")).one()
+
+
+def test_63016_in_a_callback_resends_the_approved_template(client, rt, fake_http):
+    provider_id = _whatsapp_sent(client, rt, fake_http)
+    before = len(fake_http.requests)
+    post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "failed",
+                          "ErrorCode": "63016"})
+    [again] = [r.data for r in fake_http.requests[before:]]
+    assert again["To"] == f"whatsapp:{PHONE}"
+    assert again["ContentSid"] == rt.settings.twilio.whatsapp_templates["checkin"].content_sid
+    assert "Body" not in again
+    assert count(rt, OutboxItem, OutboxItem.variant == "template",
+                 OutboxItem.status == "sent") == 1
+
+
+def test_a_template_that_fails_too_falls_back_to_sms(client, rt, fake_http):
+    provider_id = _whatsapp_sent(client, rt, fake_http)
+    post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "failed",
+                          "ErrorCode": "63016"})
+    with rt.transaction() as s:
+        template_sid = s.scalars(select(Message.provider_id).join(
+            OutboxItem, OutboxItem.message_id == Message.id).where(
+            OutboxItem.variant == "template")).one()
+    before = len(fake_http.requests)
+    post(client, STATUS, {"MessageSid": template_sid, "MessageStatus": "undelivered",
+                          "ErrorCode": "63024"})
+    [sms] = [r.data for r in fake_http.requests[before:]]
+    assert sms["To"] == PHONE and sms["Body"] == "How is your pain today?"
+    # the same callback again changes nothing
+    post(client, STATUS, {"MessageSid": template_sid, "MessageStatus": "undelivered",
+                          "ErrorCode": "63024"})
+    assert len(fake_http.requests) == before + 1
+
+
+def test_an_emergency_refused_with_63016_goes_by_template_and_sms_at_once(client, rt,
+                                                                         fake_http):
+    provider_id = _whatsapp_sent(client, rt, fake_http, kind="emergency", priority=0)
+    before = len(fake_http.requests)
+    post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "failed",
+                          "ErrorCode": "63016"})
+    sent = [r.data for r in fake_http.requests[before:]]
+    assert sorted(d["To"] for d in sent) == [PHONE, f"whatsapp:{PHONE}"]
+    assert any("ContentSid" in d for d in sent)
+
+
+def test_63016_for_a_kind_with_no_template_falls_back_to_sms(client, rt, fake_http):
+    provider_id = _whatsapp_sent(client, rt, fake_http, kind="received", priority=1)
+    before = len(fake_http.requests)
+    post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "failed",
+                          "ErrorCode": "63016"})
+    [sms] = [r.data for r in fake_http.requests[before:]]
+    assert sms["To"] == PHONE and "ContentSid" not in sms
+
+
 def _callback_before_the_sid_is_recorded(client, rt, monkeypatch, status, code=None):
     """Twilio's status callback arrives after it accepted the send but before the dispatcher
     wrote the SID down (the callback wins the race)."""

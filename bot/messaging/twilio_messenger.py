@@ -148,6 +148,11 @@ class TwilioMessenger:
         http_client = http_client or TwilioHttpClient(timeout=timeout)
         return cls(Client(account_sid, auth_token, http_client=http_client), **kw)
 
+    def warm_up(self) -> None:
+        """Load the SDK's Messages API now. The Client imports it on first use (some 40 ms),
+        which would otherwise land on the first patient's reply."""
+        _ = self._client.messages
+
     def send(self, message: OutgoingMessage) -> SendResult:
         """Hand one message to Twilio; raise SendError if it is refused or can't be delivered."""
         params = self._create_params(message)

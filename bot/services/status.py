@@ -13,11 +13,12 @@ from bot.config import Settings
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
 from bot.services.escalations import alert_not_delivered
-from bot.services.outbox import Draft, enqueue
+from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
 from bot.store.models import Message, OutboxItem, Patient, StatusEvent
 from bot.store.statuses import advance_status
 
 FAILED = ("failed", "undelivered")
+OUTSIDE_WINDOW = 63016  # WhatsApp free text outside the 24 h window: an approved template can go
 UNREACHABLE = 30003  # the phone is off or out of coverage: worth trying again later
 # A message that came back unreachable is sent again after 15, then 30, then 45 minutes; past
 # that many in a day to the same number, it stays undelivered (and shows in failed-messages).
@@ -105,9 +106,29 @@ def after_failure(session: Session, settings: Settings, message: Message, status
         alert_not_delivered(session, message.escalation_id, now, f"{status} {code or ''}".strip(),
                             message_id=message.id,
                             chain_length=len(settings.care_team.escalation_chain))
+    reachable = patient is None or patient.status != "opted_out"
+    ids: list[int] = []
+    item = session.scalars(select(OutboxItem).where(
+        OutboxItem.message_id == message.id)).first()
+    if (code == OUTSIDE_WINDOW and message.channel == "whatsapp" and reachable
+            and message.kind in settings.twilio.whatsapp_templates
+            and (item is None or item.variant != "template")):
+        # Twilio reports 63016 in the callback as often as at send time: the free text came
+        # outside the window, so send the kind's approved template, as the dispatcher does
+        # when 63016 comes back at once. If the template fails too, the SMS fallback follows.
+        again = _resend(session, message, "whatsapp", now, item=item)
+        again.variant = "template"
+        audit(session, now, "system", "outbox.template_retry", "message", message.id,
+              again=again.message_id, code=code)
+        ids.append(again.id)
+        if item is None or item.priority > PRIORITY_EMERGENCY:
+            return ids
+        # An emergency or an alert does not wait to learn whether the template got through.
     if (message.channel == "whatsapp" and settings.twilio.sms_fallback_for_whatsapp
-            and patient is not None and patient.status != "opted_out" and message.body):
-        return [_resend(session, message, "sms", now).id]
+            and patient is not None and reachable and message.body):
+        return [*ids, _resend(session, message, "sms", now, item=item).id]
+    if ids:
+        return ids
     if code == UNREACHABLE:
         return _send_again_later(session, message, patient, now)
     return []
@@ -138,12 +159,12 @@ def _send_again_later(session: Session, message: Message, patient: Patient | Non
 
 
 def _resend(session: Session, message: Message, channel: str, now: datetime,
-            not_before: datetime | None = None) -> OutboxItem:
+            not_before: datetime | None = None, item: OutboxItem | None = None) -> OutboxItem:
     """Queue the text of an undelivered message again, as urgent (or routine) as it was."""
-    item = session.scalars(select(OutboxItem).where(
+    item = item or session.scalars(select(OutboxItem).where(
         OutboxItem.message_id == message.id)).first()
     return enqueue(session, Draft(
         to=message.address, channel=channel, body=message.body, kind=message.kind,
         priority=item.priority if item else 1, routine=item.routine if item else False,
         patient_id=message.patient_id, conversation_id=message.conversation_id,
-        not_before=not_before), now)
+        escalation_id=message.escalation_id, not_before=not_before), now)
