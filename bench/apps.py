@@ -14,6 +14,7 @@ Flask + gunicorn on this machine.
 
 from __future__ import annotations
 
+import gc
 import os
 
 from flask import Flask, Response
@@ -83,6 +84,13 @@ def floor() -> Flask:
     sender = os.environ["TWILIO_FROM"]
     pool = ThreadPoolExecutor(8)
     app = Flask(__name__)
+    # The same start as the bot's (Runtime.warm_up): the SDK loaded, a connection open, and the
+    # long-lived objects frozen out of the garbage collector's full passes.
+    _ = client.messages
+    with engine.connect():
+        pass
+    gc.collect()
+    gc.freeze()
     twiml = '<?xml version="1.0" encoding="UTF-8"?><Response />'
 
     def send(row_id: int, to: str, body: str) -> None:

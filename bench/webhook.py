@@ -115,6 +115,9 @@ def prepare(url: str, patients: int) -> list[str]:
         admin = make_engine(url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(text("VACUUM ANALYZE"))
+            # And write out now what the enrolment dirtied, rather than in a checkpoint that
+            # lands in the middle of a measurement.
+            conn.execute(text("CHECKPOINT"))
         admin.dispose()
     return phones
 
@@ -229,6 +232,26 @@ def closed_loop(base: str, phones: list[str], concurrency: int, tag: str) -> flo
     if failures:
         raise RuntimeError(f"{len(failures)} requests failed: {sorted(set(failures))}")
     return len(phones) / (time.perf_counter() - t0)
+
+
+def fsync_latency(directory: str, count: int = 300) -> str:
+    """How long this disk takes to make 8 KiB durable (write + fdatasync), as each commit
+    asks of PostgreSQL: a slow or stalling disk shows in the bot's p99 on PostgreSQL, and this
+    says how much of it is the machine."""
+    times = []
+    fd, path = tempfile.mkstemp(dir=directory)
+    try:
+        block = os.urandom(8192)
+        for i in range(count):
+            t0 = time.perf_counter()
+            os.pwrite(fd, block, (i % 16) * 8192)
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return (f"disk: write + fdatasync of 8 KiB, {count} times: p50 {pct(times, 50):.1f} ms, "
+            f"p99 {pct(times, 99):.1f} ms, max {max(times) * 1000:.1f} ms")
 
 
 def pct(values: list[float], p: float) -> float:
@@ -359,6 +382,7 @@ def run(label: str, url: str, args) -> None:
     for r in range(args.rounds):
         print(f"{label}, round {r + 1} of {args.rounds}:", flush=True)
         phones = prepare(url, args.patients)  # the same starting point every round
+        print(f"  {fsync_latency(args.disk_probe_dir)}", flush=True)
         bare = measure("bare", url, phones, args, tag=str(r))
         print(_line("bare", bare, args.rate, args.concurrency), flush=True)
         floor = measure("floor", url, phones, args, tag=str(r))
@@ -403,6 +427,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3,
                         help="measure each database this many times; medians are printed")
+    parser.add_argument("--disk-probe-dir", default=tempfile.gettempdir(),
+                        help="a folder on the disk the database writes to (the fsync probe)")
     args = parser.parse_args()
     print(f"bench/webhook.py: {args.patients} patients, gunicorn --workers {args.workers} "
           f"--threads {args.threads}, "
