@@ -83,14 +83,32 @@ def scheduler() -> None:
 @main.command()
 def health() -> None:
     """Print the on-call checks as JSON; exit 0 if all is well, 1 if degraded, 2 if down."""
+    from bot.runtime import build_runtime
     from bot.services import health as checks
+    from bot.services.spool import Spool
     from bot.store.db import ping
 
-    rt = _runtime()
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        _fail(str(exc))
+
+    def down(problem: str) -> None:
+        # Still JSON on stdout, as for ok and degraded: this is when a cron job reads it most.
+        spool = Spool(settings.spool_dir)
+        click.echo(json.dumps({"status": "down", "problems": [problem],
+                               "spooled_inbound": len(spool.pending_inbound())}, indent=2))
+        sys.exit(2)
+
+    try:
+        rt = build_runtime(settings, dispatch_mode="inline")
+    except ConfigError as exc:
+        if str(exc).startswith("database: cannot connect"):
+            down(str(exc))
+        _fail(str(exc))
     try:
         if not ping(rt.engine):
-            click.echo(json.dumps({"status": "down", "problems": ["database: unavailable"]}))
-            sys.exit(2)
+            down("database: unavailable")
         with rt.transaction() as s:
             body = checks.report(s, rt.settings, rt.clock.now(), len(rt.spool.pending_inbound()),
                                  rt.spool.set_aside_count())

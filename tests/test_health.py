@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from datetime import UTC, datetime
 
 from click.testing import CliRunner
@@ -90,6 +91,22 @@ def test_the_health_command_exits_by_status(db_url, monkeypatch, rt):
     result = runner.invoke(main, ["health"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["status"] == "ok"
+
+
+def test_the_health_command_prints_json_when_the_database_is_down(monkeypatch, tmp_path):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("CHECKIN_DATABASE_URL", f"postgresql://postgres@127.0.0.1:{port}/x")
+    monkeypatch.setenv("CHECKIN_SPOOL_DIR", str(tmp_path / "spool"))
+    for var in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "CHECKIN_CONFIG", "CHECKIN_MESSENGER"):
+        monkeypatch.delenv(var, raising=False)
+    result = CliRunner().invoke(main, ["health"])
+    assert result.exit_code == 2
+    body = json.loads(result.stdout)
+    assert body["status"] == "down"
+    assert body["problems"][0].startswith("database: cannot connect")
+    assert body["spooled_inbound"] == 0
 
 
 def test_twilio_without_a_public_url_is_flagged(db_url, clock):
