@@ -274,6 +274,37 @@ def test_an_opted_out_patients_message_already_queued_is_not_sent(client, rt, fa
     assert count(rt, OutboxItem, OutboxItem.status == "cancelled") >= 1
 
 
+@pytest.mark.parametrize("channel", ["sms", "whatsapp"])
+def test_a_reply_waiting_out_a_429_is_not_sent_after_stop(client, rt, fake_http, clock, channel):
+    enrol(rt, channel=channel)
+    for _ in range(2):  # the check-in's opening and first question
+        fake_http.queue_error(429, 20429, "Too Many Requests", headers={"Retry-After": "30"})
+    texted(client, "CHECKIN", channel=channel)
+    assert count(rt, OutboxItem, OutboxItem.status == "pending") == 2
+    texted(client, "STOP", channel=channel)
+    fake_http.reset()
+    clock.advance(seconds=60)
+    rt.dispatcher.dispatch_due()
+    assert fake_http.requests == []
+    assert count(rt, OutboxItem, OutboxItem.status == "cancelled",
+                 OutboxItem.last_error == "patient opted_out") == 2
+
+
+def test_an_opted_out_patient_still_gets_the_emergency_instruction_and_help(client, rt,
+                                                                          fake_http):
+    enrol(rt, status="opted_out")
+    texted(client, "my legs gave way and I wet myself")
+    texted(client, "HELP")
+    kinds = {k for (k,) in _rows(rt, select(OutboxItem.kind).where(
+        OutboxItem.to == PHONE, OutboxItem.status == "sent"))}
+    assert {"emergency", "help"} <= kinds
+
+
+def _rows(rt, stmt):
+    with rt.transaction() as s:
+        return s.execute(stmt).all()
+
+
 # -- status callbacks -------------------------------------------------------------------------
 
 def _sent_message(client, rt, fake_http):
@@ -389,7 +420,16 @@ def test_an_emergency_refused_with_63016_goes_by_template_and_sms_at_once(client
                           "ErrorCode": "63016"})
     sent = [r.data for r in fake_http.requests[before:]]
     assert sorted(d["To"] for d in sent) == [PHONE, f"whatsapp:{PHONE}"]
-    assert any("ContentSid" in d for d in sent)
+    [template] = [d for d in sent if "ContentSid" in d]
+    # The template fails too: the patient already has the SMS, and gets no second one.
+    with rt.transaction() as s:
+        template_sid = s.scalars(select(Message.provider_id).join(
+            OutboxItem, OutboxItem.message_id == Message.id).where(
+            OutboxItem.variant == "template")).one()
+    before = len(fake_http.requests)
+    post(client, STATUS, {"MessageSid": template_sid, "MessageStatus": "undelivered",
+                          "ErrorCode": "63024"})
+    assert fake_http.requests[before:] == []
 
 
 def test_63016_for_a_kind_with_no_template_falls_back_to_sms(client, rt, fake_http):
@@ -428,6 +468,53 @@ def test_a_status_that_beats_the_sid_being_recorded_is_applied_later(client, rt,
     with rt.transaction() as s:
         [reply] = s.scalars(select(Message).where(Message.direction == "out")).all()
         assert reply.provider_id.startswith("SM") and reply.status == "delivered"
+
+
+@pytest.mark.parametrize("live", ["delivered", "undelivered"])
+def test_a_waiting_status_applied_by_the_tick_never_overwrites_a_live_one(client, rt, fake_http,
+                                                                          monkeypatch, live):
+    """PostgreSQL: the tick applies a "sent" that waited for its SID while a live callback for
+    the same message comes in. Whatever the order, the status ends where it should."""
+    from bot.services import status as status_service
+
+    if not rt.settings.database_url.startswith("postgres"):
+        pytest.skip("row locks are what is tested: PostgreSQL only")
+    enrol(rt)
+    _callback_before_the_sid_is_recorded(client, rt, monkeypatch, "sent")
+    texted(client, "hello")
+    monkeypatch.undo()
+    with rt.transaction() as s:
+        sid_out = s.scalars(select(Message.provider_id).where(Message.direction == "out")).one()
+
+    inside, release = threading.Event(), threading.Event()
+    real_advance = status_service.advance_status
+
+    def paused_advance(current, new):
+        if threading.current_thread().name == "tick":
+            inside.set()
+            release.wait(10)
+        return real_advance(current, new)
+
+    monkeypatch.setattr(status_service, "advance_status", paused_advance)
+
+    def tick():
+        with rt.transaction() as s:
+            status_service.apply_waiting_statuses(s, rt.ctx, rt.clock.now())
+
+    ticking = threading.Thread(target=tick, name="tick")
+    ticking.start()
+    assert inside.wait(10)
+    results = []
+    callback = threading.Thread(target=lambda: results.append(post(
+        client, STATUS, {"MessageSid": sid_out, "MessageStatus": live, "ErrorCode": "30007"}
+    ).status_code))
+    callback.start()
+    callback.join(1.0)  # it waits for the tick's lock on the message
+    release.set()
+    ticking.join(10)
+    callback.join(10)
+    assert results == [204]
+    assert _status(rt, sid_out) == live
 
 
 def test_an_early_whatsapp_failure_still_falls_back_to_sms(client, rt, fake_http, monkeypatch):

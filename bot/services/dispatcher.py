@@ -34,6 +34,12 @@ from bot.store.statuses import advance_status
 
 log = logging.getLogger(__name__)
 
+# What still goes to a patient who has opted out: the answers to STOP, START and HELP, and what
+# a red flag calls for (the emergency and urgent instructions, the safety net). Alerts go to
+# the care team, not to the patient's phone, and are never held.
+SENT_WHEN_OPTED_OUT = frozenset({"stopped", "started", "help", "emergency", "urgent",
+                                 "safety_net"})
+
 
 class Pacer:
     """Spaces sends per sender to a configured rate (real time, shared by this process)."""
@@ -311,8 +317,10 @@ class Dispatcher:
         """Apply holds (opted out, quiet hours) to a claimed row, or build what to send."""
         q = self.settings.quiet_hours
         message = s.get(Message, item.message_id)
-        # Only routine holds and the WhatsApp window need the patient row.
-        needs_patient = item.patient_id and (item.routine or item.channel == "whatsapp")
+        # Routine holds, the opt-out hold and the WhatsApp window need the patient row (on the
+        # reply path it is already in the session: no query).
+        needs_patient = item.patient_id and (item.routine or item.channel == "whatsapp"
+                                             or item.kind not in SENT_WHEN_OPTED_OUT)
         patient = s.get(Patient, item.patient_id) if needs_patient else None
         hold = self._hold_reason(item, patient, now)
         if hold == "defer":
@@ -337,7 +345,14 @@ class Dispatcher:
         )
 
     def _hold_reason(self, item: OutboxItem, patient: Patient | None, now: datetime) -> str | None:
-        if patient is None or not item.routine:
+        if patient is None:
+            return None
+        if (patient.status == "opted_out" and item.to == patient.phone
+                and item.kind not in SENT_WHEN_OPTED_OUT):
+            # Said STOP after this was written (a reply waiting out a 429, say): nothing but
+            # what STOP, HELP and a red flag call for goes to them now.
+            return "patient opted_out"
+        if not item.routine:
             return None
         if patient.status in ("opted_out", "paused"):
             return f"patient {patient.status}"

@@ -10,6 +10,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from bot.config import Settings
+from bot.domain import gsm7
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
 from bot.services.escalations import alert_not_delivered
@@ -81,7 +82,11 @@ def apply_waiting_statuses(session: Session, ctx: ServiceContext, now: datetime,
         .join(Message, Message.provider_id == StatusEvent.provider_id)
         .where(StatusEvent.applied.is_(False), StatusEvent.received_at >= now - WAITING_LIMIT)
         .order_by(StatusEvent.id).limit(limit)
-        .with_for_update(of=StatusEvent, skip_locked=True)
+        # The message too: a live callback for the same SID (which locks the message) must not
+        # be overwritten by a status worked out from what this read before it committed. A
+        # locked one is left for the next tick.
+        .with_for_update(of=(StatusEvent, Message), skip_locked=True)
+        .execution_options(populate_existing=True)
     ).all()
     ids: list[int] = []
     for event, message in rows:
@@ -125,13 +130,25 @@ def after_failure(session: Session, settings: Settings, message: Message, status
             return ids
         # An emergency or an alert does not wait to learn whether the template got through.
     if (message.channel == "whatsapp" and settings.twilio.sms_fallback_for_whatsapp
-            and patient is not None and reachable and message.body):
+            and patient is not None and reachable and message.body
+            and not _sms_copy_since(session, message)):
         return [*ids, _resend(session, message, "sms", now, item=item).id]
     if ids:
         return ids
     if code == UNREACHABLE:
         return _send_again_later(session, message, patient, now)
     return []
+
+
+def _sms_copy_since(session: Session, message: Message) -> bool:
+    """Whether this text already went (or waits to go) by SMS to this number since `message`
+    was written: an emergency refused with 63016 gets its SMS beside the template, and the
+    template failing too must not text the patient a second time."""
+    return session.scalar(select(Message.id).where(
+        Message.address == message.address, Message.direction == "out",
+        Message.channel == "sms", Message.kind == message.kind,
+        Message.created_at >= message.created_at,
+        Message.body == gsm7.to_gsm7(message.body or "")).limit(1)) is not None
 
 
 def _send_again_later(session: Session, message: Message, patient: Patient | None,
