@@ -394,6 +394,44 @@ def failed_messages(as_json: bool) -> None:
                        f"attempts={r['attempts']} {r['error']}")
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--read", "read_id", type=int, help="Mark this message read (audited).")
+@click.option("--by", default=None, help="Who read it (with --read).")
+def unprocessed(as_json: bool, read_id: int | None, by: str | None) -> None:
+    """Patients' messages the bot could not handle (only red flags were acted on): read each,
+    follow up with the patient, then mark it read."""
+    from bot.services.audit import audit
+    from bot.services.health import unprocessed_messages
+    from bot.store.models import Message, Patient
+
+    rt = _runtime()
+    with rt.transaction() as s:
+        now = rt.clock.now()
+        if read_id is not None:
+            if not by:
+                _fail("--read needs --by NAME")
+            message = s.get(Message, read_id)
+            if message is None or message.status != "unprocessed":
+                _fail(f"no unprocessed message {read_id}")
+            message.status, message.updated_at = "read", now
+            audit(s, now, _actor(), "inbound.read", "message", message.id, by=by)
+            click.echo(f"message {read_id} marked read by {by}")
+            return
+        rows = []
+        for m in unprocessed_messages(s, now):
+            patient = s.get(Patient, m.patient_id) if m.patient_id else None
+            rows.append({"message_id": m.id, "created_at": m.created_at.isoformat(),
+                         "phone": m.address, "patient": patient.name if patient else None,
+                         "channel": m.channel, "body": m.body})
+    for r in rows:
+        if as_json:
+            click.echo(json.dumps(r))
+        else:
+            click.echo(f"{r['message_id']:>6} {r['created_at']} {r['phone']:<16} "
+                       f"{r['patient'] or '(not enrolled)'}: {r['body']}")
+
+
 def _add_optional_commands() -> None:
     """Commands that live in their own modules."""
     from bot.cli_flows import flows_group, simulate_command

@@ -15,7 +15,7 @@ REQUIRED = (
     "emergency", "urgent", "safety_net", "not_enrolled", "help", "stopped", "started",
     "received", "awaiting_consent", "alert", "staff_ack", "staff_already", "staff_unknown",
     "staff_usage", "alert_unknown", "media_unreadable",
-    "alert_outage",
+    "alert_outage", "template_open",
 )
 # Longest value each variable may take when checking segment counts at start-up.
 VARIABLE_MAX = {

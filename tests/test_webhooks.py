@@ -566,6 +566,62 @@ def test_whatsapp_after_24h_of_silence_opens_with_a_template(client, rt, fake_ht
     assert all("ContentSid" in r.data and "Body" not in r.data for r in fake_http.requests)
 
 
+def _opening_template(client, rt, clock, start=None):
+    """A WhatsApp patient silent for 25 hours; a scheduled check-in opens with the template.
+    Returns the outbox ids start_flow wrote."""
+    from bot.services.conversations import start_flow
+
+    if start is not None:
+        clock.set(start)
+    pid = enrol(rt, channel="whatsapp")
+    texted(client, "hello", channel="whatsapp")
+    clock.advance(hours=25)
+    with rt.transaction() as s:
+        return start_flow(s, rt.ctx, s.get(Patient, pid), "checkin", clock.now(), routine=True)
+
+
+@pytest.mark.parametrize("when", ["callback", "send"])
+def test_a_failed_opening_template_falls_back_to_words_by_sms(client, rt, fake_http, clock,
+                                                              when):
+    ids = _opening_template(client, rt, clock)
+    fake_http.reset()
+    if when == "send":  # refused at once: not a WhatsApp number
+        fake_http.queue_error(400, 63024, "Invalid message recipient")
+    rt.dispatcher.dispatch_ids(ids)
+    if when == "callback":
+        [req] = fake_http.requests
+        with rt.transaction() as s:
+            sid_ = s.scalars(select(Message.provider_id).where(
+                Message.id == select(OutboxItem.message_id).where(
+                    OutboxItem.id == ids[0]).scalar_subquery())).one()
+        post(client, STATUS, {"MessageSid": sid_, "MessageStatus": "failed",
+                              "ErrorCode": "63003"})
+    else:
+        rt.dispatcher.dispatch_due()
+    [sms] = sent_to(fake_http, PHONE)[1:]
+    assert sms["To"] == PHONE
+    assert "has a message for you" in sms["Body"] and "[" not in sms["Body"]
+
+
+def test_a_patient_who_writes_before_the_opening_goes_gets_the_flow_not_the_opening(
+        client, rt, fake_http, clock):
+    from datetime import UTC, datetime
+
+    # 06:00 in London: the opening waits for the end of quiet hours (08:00)
+    ids = _opening_template(client, rt, clock, start=datetime(2026, 3, 2, 5, 0, tzinfo=UTC))
+    rt.dispatcher.dispatch_ids(ids)
+    fake_http.reset()
+    clock.advance(minutes=30)
+    texted(client, "morning, feeling ok", channel="whatsapp")
+    clock.advance(hours=2)
+    rt.dispatcher.dispatch_due()
+    sent = sent_to(fake_http, PHONE)
+    assert sent and all("ContentSid" not in d for d in sent)
+    assert not any("has a message for you" in d.get("Body", "") for d in sent)
+    assert "check-in" in sent[0]["Body"]
+    assert count(rt, OutboxItem, OutboxItem.id == ids[0], OutboxItem.status == "cancelled") == 1
+
+
 def test_an_sms_does_not_open_the_whatsapp_window_for_a_scheduled_checkin(client, rt,
                                                                            fake_http, clock):
     from bot.services.conversations import start_flow

@@ -31,7 +31,15 @@ from bot.services.outbox import (
 )
 from bot.services.red_flags import emergency_response
 from bot.store.claims import claim_due
-from bot.store.models import Answer, Conversation, FlowRevision, Patient, Schedule
+from bot.store.models import (
+    Answer,
+    Conversation,
+    FlowRevision,
+    Message,
+    OutboxItem,
+    Patient,
+    Schedule,
+)
 
 log = logging.getLogger(__name__)
 OPEN = ("active", "waiting")
@@ -141,15 +149,30 @@ def _needs_template_opening(session: Session, ctx: ServiceContext, patient: Pati
 def _open_with_template(session: Session, ctx: ServiceContext, patient: Patient,
                         conv: Conversation, flow: Flow, params: dict[str, Any],
                         now: datetime) -> list[int]:
-    """Send the approved template alone; the flow itself starts when the patient answers it."""
+    """Send the approved template alone; the flow itself starts when the patient answers it.
+
+    The row is a template whatever the window says when it goes. Its text says the same in
+    words: it is what goes if the template fails and the SMS fallback takes over, and what the
+    transcript shows."""
     conv.status = "waiting"
     conv.state = {"awaiting_open": True, "params": params}
     conv.wait_deadline = now + TEMPLATE_OPEN_WAIT
     item = enqueue(session, Draft(
-        to=patient.phone, channel="whatsapp", body=f"[WhatsApp template: {flow.id}]",
+        to=patient.phone, channel="whatsapp", body=ctx.text_for(patient, "template_open"),
         kind=flow.id, priority=PRIORITY_ROUTINE, routine=True, patient_id=patient.id,
         conversation_id=conv.id), now)
+    item.variant = "template"
     return [item.id]
+
+
+def _cancel_unsent_opening(session: Session, conv: Conversation, now: datetime) -> None:
+    for item in session.scalars(select(OutboxItem).where(
+            OutboxItem.message_id.in_(select(Message.id).where(
+                Message.conversation_id == conv.id)),
+            OutboxItem.variant == "template", OutboxItem.status == "pending")):
+        item.status, item.last_error = "cancelled", "the patient wrote first"
+        message = session.get(Message, item.message_id)
+        message.status, message.updated_at = "cancelled", now
 
 
 def advance(session: Session, ctx: ServiceContext, patient: Patient, conv: Conversation,
@@ -162,7 +185,9 @@ def advance(session: Session, ctx: ServiceContext, patient: Patient, conv: Conve
         if isinstance(event, engine.Timeout):
             conv.status, conv.wait_deadline, conv.updated_at = "expired", None, now
             return []
-        # The patient answered the template: the flow starts now, inside the window.
+        # The patient answered the template (or wrote before it went): the flow starts now,
+        # inside the window. An opening not sent yet has nothing left to say.
+        _cancel_unsent_opening(session, conv, now)
         result = engine.step(flow, None, engine.Start(), now, _context(ctx, patient, params))
         if result.new_state is not None:
             result.new_state["params"] = params

@@ -406,7 +406,9 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
     """When handling a message failed: keep it, and still act on any red flag in it.
 
     Runs in a fresh transaction after the failed one rolled back. The message is stored as
-    "unprocessed" (for the care team to read) and only the red-flag path runs.
+    "unprocessed" (for the care team to read: /healthz counts them) and only the red-flag
+    path runs, and STOP or START, which must never be lost: the patient's status changes and
+    the usual answer goes.
     """
     patient = session.scalars(select(Patient).where(Patient.phone == msg.sender)).first()
     message_id = record_inbound(session, msg, now, patient.id if patient else None,
@@ -425,6 +427,13 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
             if msg.told_emergency:
                 _hold_told_emergency(session, msg, out, now)
         return out
+    command, said = carrier_keyword(msg, text)
+    if command == "STOP":
+        _set_status(session, patient, "opted_out", now, "patient.opt_out", said)
+        out.outbox_ids.append(_reply(session, ctx, patient, msg, "stopped", now))
+    elif command == "START":
+        _set_status(session, patient, "active", now, "patient.opt_in", said)
+        out.outbox_ids.append(_reply(session, ctx, patient, msg, "started", now))
     red_flags = [f for f in triage.flags if level_for_flags([f], ctx.vocabulary) != "routine"]
     if triage.level == "emergency" and not triage.hypothetical:
         out.outbox_ids += emergency_response(session, ctx, patient, red_flags, msg.body, now,

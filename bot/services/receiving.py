@@ -14,6 +14,8 @@ import logging
 import uuid
 from dataclasses import replace
 
+from sqlalchemy.exc import OperationalError
+
 from bot.domain.triage import detect
 from bot.services.escalations import alert_details
 from bot.services.inbound import (
@@ -26,13 +28,23 @@ from bot.services.inbound import (
 log = logging.getLogger(__name__)
 
 
+def _handle(rt, msg: InboundMessage):
+    with rt.transaction() as session:
+        rt.claim_on_write(session)
+        outcome = handle_inbound_message(session, rt.ctx, msg, rt.clock.now())
+        return outcome, rt.claim_for_sending(session, outcome.outbox_ids)
+
+
 def store_and_handle(rt, msg: InboundMessage) -> InboundOutcome:
     """Steps 1-2. Raises only if the database could not store the message at all."""
     try:
-        with rt.transaction() as session:
-            rt.claim_on_write(session)
-            outcome = handle_inbound_message(session, rt.ctx, msg, rt.clock.now())
-            jobs = rt.claim_for_sending(session, outcome.outbox_ids)
+        try:
+            outcome, jobs = _handle(rt, msg)
+        except OperationalError:
+            # A deadlock, a serialization failure, a dropped connection: the transaction rolled
+            # back whole, so the message is handled again from the start, once.
+            log.warning("handling an inbound message hit a database error; trying once more")
+            outcome, jobs = _handle(rt, msg)
     except Exception:
         log.exception("handling inbound message failed; storing it unprocessed")
         with rt.transaction() as session:

@@ -1,0 +1,105 @@
+"""A patient's message the bot could not handle is never simply dropped: a passing database
+error is retried, STOP and START are honoured whatever happens, and what stays unhandled is
+shown to the on-call until a person has read it."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from bot.cli import main
+from bot.services import conversations, health
+from bot.store.models import AuditLog, Message, Patient
+from tests.test_webhooks import PHONE, enrol, texted
+from tests.twilio_support import (  # noqa: F401 - fixtures
+    TWILIO_SETTINGS,
+    fake_http,
+    messenger,
+    sent_to,
+    settings_overrides,
+)
+
+
+def _fail_first(monkeypatch, exc, times=1, name="interrupt_active"):
+    real = getattr(conversations, name)
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) <= times:
+            raise exc
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(conversations, name, flaky)
+    return calls
+
+
+def _stored(rt, body):
+    with rt.transaction() as s:
+        return s.scalars(select(Message.status).where(
+            Message.direction == "in", Message.body == body)).one()
+
+
+def _patient_status(rt, pid):
+    with rt.transaction() as s:
+        return s.get(Patient, pid).status
+
+
+def test_a_passing_database_error_is_retried_and_the_stop_applied(client, rt, fake_http,
+                                                                  monkeypatch):
+    pid = enrol(rt)
+    calls = _fail_first(monkeypatch, OperationalError("UPDATE", {}, Exception("deadlock")))
+    assert texted(client, "STOP").status_code == 200
+    assert len(calls) == 2
+    assert _stored(rt, "STOP") == "received"
+    assert _patient_status(rt, pid) == "opted_out"
+    assert "no more messages" in sent_to(fake_http, PHONE)[-1]["Body"]
+
+
+def test_a_stop_that_cannot_be_handled_is_still_honoured(client, rt, fake_http, monkeypatch):
+    pid = enrol(rt)
+    _fail_first(monkeypatch, RuntimeError("a bug"), times=5)
+    assert texted(client, "Stop").status_code == 200
+    assert _stored(rt, "Stop") == "unprocessed"
+    assert _patient_status(rt, pid) == "opted_out"
+    assert "no more messages" in sent_to(fake_http, PHONE)[-1]["Body"]
+    monkeypatch.undo()
+    texted(client, "START")  # and back, through the normal path
+    assert _patient_status(rt, pid) == "active"
+
+
+def test_unhandled_messages_show_on_healthz_until_read(client, rt, fake_http, monkeypatch,
+                                                       db_url):
+    enrol(rt)
+    _fail_first(monkeypatch, RuntimeError("a bug in a flow"), times=5,
+                name="handle_patient_text")
+    texted(client, "my pain is 6 today")
+    monkeypatch.undo()
+    with rt.transaction() as s:
+        report = health.report(s, rt.settings, rt.clock.now())
+    assert report["unprocessed_inbound"] == 1
+    assert any("could not be handled" in p for p in report["problems"])
+    assert PHONE not in json.dumps(report) and "pain" not in json.dumps(report)
+
+    monkeypatch.setenv("CHECKIN_DATABASE_URL", db_url)
+    for var in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "CHECKIN_CONFIG", "CHECKIN_MESSENGER"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr("bot.runtime.SystemClock", lambda: rt.clock)
+    runner = CliRunner()
+    listed = runner.invoke(main, ["unprocessed", "--json"])
+    assert listed.exit_code == 0, listed.output
+    [row] = [json.loads(line) for line in listed.output.splitlines()]
+    assert (row["phone"], row["body"], row["patient"]) == (PHONE, "my pain is 6 today",
+                                                           "Ada Lovelace")
+    assert runner.invoke(main, ["unprocessed", "--read", str(row["message_id"])]).exit_code == 2
+    done = runner.invoke(main, ["unprocessed", "--read", str(row["message_id"]),
+                                "--by", "Nurse Jo"])
+    assert done.exit_code == 0, done.output
+    assert runner.invoke(main, ["unprocessed"]).output == ""
+    with rt.transaction() as s:
+        assert health.report(s, rt.settings, rt.clock.now())["unprocessed_inbound"] == 0
+        assert s.scalar(select(AuditLog.actor).where(AuditLog.action == "inbound.read")) \
+            .startswith("cli:")
