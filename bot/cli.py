@@ -386,12 +386,14 @@ def failed_messages(as_json: bool) -> None:
     rt = _runtime()
     with rt.transaction() as s:
         rows = [failed_json(item, message) for item, message in query(s)]
+    _emit(rows, as_json, lambda r: f"{r['message_id']:>6} {r['created_at']} {r['to']:<16} "
+                                   f"{r['kind']:<10} attempts={r['attempts']} {r['error']}")
+
+
+def _emit(rows: list[dict], as_json: bool, line) -> None:
+    """One JSON object per line, or `line(row)` for people."""
     for r in rows:
-        if as_json:
-            click.echo(json.dumps(r))
-        else:
-            click.echo(f"{r['message_id']:>6} {r['created_at']} {r['to']:<16} {r['kind']:<10} "
-                       f"attempts={r['attempts']} {r['error']}")
+        click.echo(json.dumps(r) if as_json else line(r))
 
 
 @main.command()
@@ -424,12 +426,8 @@ def unprocessed(as_json: bool, read_id: int | None, by: str | None) -> None:
             rows.append({"message_id": m.id, "created_at": m.created_at.isoformat(),
                          "phone": m.address, "patient": patient.name if patient else None,
                          "channel": m.channel, "body": m.body})
-    for r in rows:
-        if as_json:
-            click.echo(json.dumps(r))
-        else:
-            click.echo(f"{r['message_id']:>6} {r['created_at']} {r['phone']:<16} "
-                       f"{r['patient'] or '(not enrolled)'}: {r['body']}")
+    _emit(rows, as_json, lambda r: f"{r['message_id']:>6} {r['created_at']} {r['phone']:<16} "
+                                   f"{r['patient'] or '(not enrolled)'}: {r['body']}")
 
 
 def _add_optional_commands() -> None:
