@@ -166,9 +166,9 @@ class Outbox(_Strict):
     urgent_retry_minutes: float = Field(default=120, gt=0)
     claim_seconds: float = Field(default=60, gt=0)
     # A claimed message is not sent once less than this is left of its claim (a send can take
-    # up to the SDK's 10 s timeout, and a claim that runs out lets the sweep send it again);
-    # the sweep sends it when the claim has run out.
-    send_margin_seconds: float = Field(default=15, gt=0)
+    # the SDK's 10 s timeout twice over, connecting and then reading, and a claim that runs out
+    # lets the sweep send it again); the sweep sends it when the claim has run out.
+    send_margin_seconds: float = Field(default=25, gt=0)
     # Threads per web worker that send replies right after the request commits. Sends wait on
     # Twilio's API (about 0.1-0.5 s each), so several run at once; their outcomes are written
     # together (see dispatcher.GroupCommit).
