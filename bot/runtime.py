@@ -19,7 +19,7 @@ from bot.clock import Clock, SystemClock
 from bot.config import ConfigError, Settings
 from bot.messaging.base import Messenger
 from bot.services.context import ServiceContext
-from bot.services.dispatcher import Dispatcher
+from bot.services.dispatcher import UNRECORDED_RETRY_SECONDS, Dispatcher
 from bot.services.spool import Spool, SpooledStatus
 from bot.store.db import make_engine, make_session_factory, ping, transaction
 from bot.texts import load_texts
@@ -302,7 +302,7 @@ def build_runtime(
                          vocabulary=vocabulary)
     dispatcher = Dispatcher(sessions, messenger, settings, clock, context_for=ctx.patient_values)
     if dispatch_mode == "background":  # web workers: no sweep here to write kept records
-        dispatcher.unrecorded_retry_seconds = 5.0
+        dispatcher.unrecorded_retry_seconds = UNRECORDED_RETRY_SECONDS
     return Runtime(settings=settings, engine=engine, sessions=sessions, clock=clock,
                    messenger=messenger, ctx=ctx, dispatcher=dispatcher,
                    dispatch_mode=dispatch_mode, spool=Spool(settings.spool_dir))

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from bot.messaging.base import SendError, SendResult
 from bot.messaging.dev import DevMessenger
 from bot.runtime import build_runtime
-from bot.services.dispatcher import GroupCommit, Pacer
+from bot.services.dispatcher import RECLAIM_GRACE, GroupCommit, Pacer
 from bot.services.outbox import PRIORITY_EMERGENCY, PRIORITY_ROUTINE, Draft, enqueue
 from bot.services.patients import Enrolment, enrol_patient
 from bot.store.models import AuditLog, Escalation, Message, OutboxItem, Patient, StatusEvent
@@ -27,6 +27,7 @@ from tests.twilio_support import (  # noqa: F401 - fixtures
 )
 
 PHONE = "+447700900123"
+GRACE = RECLAIM_GRACE.total_seconds()
 
 
 def _patient(rt, channel="sms", **kw):
@@ -170,9 +171,21 @@ def test_a_crash_mid_send_is_retried_once_the_claim_expires(rt, fake_http, clock
     item_id = _queue(rt, pid)
     assert rt.dispatcher._claim(item_id, paced=False) is not None  # claimed, then "crash"
     assert rt.dispatcher.dispatch_due() == 0  # another dispatcher leaves a live claim alone
-    clock.advance(seconds=rt.settings.outbox.claim_seconds + 1)
+    clock.advance(seconds=rt.settings.outbox.claim_seconds + GRACE + 1)
     assert rt.dispatcher.dispatch_due() == 1
     assert len(sent_to(fake_http, PHONE)) == 1
+
+
+def test_an_expired_claim_is_taken_over_only_after_a_grace_period(rt, fake_http, clock):
+    """A web worker sent the row while the database was away longer than the claim: it writes
+    its record within a few seconds of the database coming back, before the sweep resends."""
+    pid = _patient(rt)
+    item_id = _queue(rt, pid)
+    assert rt.dispatcher._claim(item_id, paced=False) is not None
+    clock.advance(seconds=rt.settings.outbox.claim_seconds + 1)
+    assert rt.dispatcher.dispatch_due() == 0
+    clock.advance(seconds=GRACE)
+    assert rt.dispatcher.dispatch_due() == 1
 
 
 def test_two_dispatchers_racing_send_each_message_once(rt, fake_http):
@@ -653,7 +666,7 @@ def test_group_commit_hands_a_batch_it_cannot_write_to_on_failure():
 def test_a_reply_whose_claim_ran_out_in_the_send_pool_is_sent_once(rt, fake_http, clock):
     pid = _patient(rt)
     _, jobs = _claimed_on_write(rt, pid)
-    clock.advance(seconds=rt.settings.outbox.claim_seconds + 1)  # the pool was backed up
+    clock.advance(seconds=rt.settings.outbox.claim_seconds + GRACE + 1)  # the pool was backed up
     assert rt.dispatcher.dispatch_due() == 2  # the sweep takes the rows over
     assert rt.dispatcher.send_jobs(jobs) == 0  # the pool's stale jobs are not sent
     assert len(sent_to(fake_http, PHONE)) == 1 and len(sent_to(fake_http, ONCALL)) == 1
@@ -668,7 +681,7 @@ def test_a_job_near_the_end_of_its_claim_is_left_to_the_sweep(rt, fake_http, clo
     assert fake_http.requests == []
     assert _item(rt, ids[0])[0].status == "sending"
     assert rt.dispatcher.dispatch_due() == 0  # the claim still holds
-    clock.advance(seconds=o.send_margin_seconds)
+    clock.advance(seconds=o.send_margin_seconds + GRACE)
     assert rt.dispatcher.dispatch_due() == 2
     assert len(fake_http.requests) == 2
 
@@ -677,7 +690,7 @@ def test_an_outcome_is_not_written_over_a_newer_claim(rt, fake_http, clock):
     pid = _patient(rt)
     item_id = _queue(rt, pid)
     stale = rt.dispatcher._claim(item_id, paced=False)
-    clock.advance(seconds=rt.settings.outbox.claim_seconds + 1)
+    clock.advance(seconds=rt.settings.outbox.claim_seconds + GRACE + 1)
     current = rt.dispatcher._claim(item_id, paced=False)  # the sweep claimed it again
     assert current.attempts == stale.attempts + 1
     rt.dispatcher._record_failure(stale, SendError("transient", "Service Unavailable", code=503))

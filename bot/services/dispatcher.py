@@ -442,7 +442,7 @@ class Dispatcher:
 
     def _record_until_done(self) -> None:
         while True:
-            time.sleep(self.unrecorded_retry_seconds or 5.0)
+            time.sleep(self.unrecorded_retry_seconds or UNRECORDED_RETRY_SECONDS)
             with self._unrecorded_lock:
                 if not self._unrecorded:
                     self._retrier = None
@@ -595,11 +595,17 @@ _SET_PROVIDER_ID = (
 )
 
 
-# Has this number written to us on WhatsApp since :since? (ix_messages_address_created)
+# A claim that ran out is taken over only this long after: a web worker that sent the row
+# while the database was away writes its record within UNRECORDED_RETRY_SECONDS of the
+# database coming back, and the sweep must not send the row again first.
+RECLAIM_GRACE = timedelta(seconds=15)
+UNRECORDED_RETRY_SECONDS = 5.0
+
+
 def _claimable(now: datetime):
     return or_(
         and_(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now),
-        and_(OutboxItem.status == "sending", OutboxItem.claimed_until < now),
+        and_(OutboxItem.status == "sending", OutboxItem.claimed_until < now - RECLAIM_GRACE),
     )
 
 
