@@ -421,7 +421,7 @@ def unprocessed(as_json: bool, read_id: int | None, by: str | None) -> None:
             click.echo(f"message {read_id} marked read by {by}")
             return
         rows = []
-        for m in unprocessed_messages(s, now):
+        for m in unprocessed_messages(s):
             patient = s.get(Patient, m.patient_id) if m.patient_id else None
             rows.append({"message_id": m.id, "created_at": m.created_at.isoformat(),
                          "phone": m.address, "patient": patient.name if patient else None,

@@ -48,15 +48,58 @@ def _patient_status(rt, pid):
         return s.get(Patient, pid).status
 
 
-def test_a_passing_database_error_is_retried_and_the_stop_applied(client, rt, fake_http,
-                                                                  monkeypatch):
+class _Deadlock(Exception):
+    sqlstate = "40P01"  # as psycopg's DeadlockDetected says it
+
+
+def test_a_deadlock_is_retried_and_the_stop_applied(client, rt, fake_http, monkeypatch):
     pid = enrol(rt)
-    calls = _fail_first(monkeypatch, OperationalError("UPDATE", {}, Exception("deadlock")))
+    calls = _fail_first(monkeypatch, OperationalError("UPDATE", {}, _Deadlock("deadlock")))
     assert texted(client, "STOP").status_code == 200
     assert len(calls) == 2
     assert _stored(rt, "STOP") == "received"
     assert _patient_status(rt, pid) == "opted_out"
     assert "no more messages" in sent_to(fake_http, PHONE)[-1]["Body"]
+
+
+def test_a_lost_connection_is_not_retried_but_the_stop_still_applied(client, rt, fake_http,
+                                                                     monkeypatch):
+    """The database may be going away: no second wait before the fallback (and the spool)."""
+    pid = enrol(rt)
+    calls = _fail_first(monkeypatch, OperationalError("UPDATE", {}, Exception("server closed "
+                                                                              "the connection")))
+    assert texted(client, "STOP").status_code == 200
+    assert len(calls) == 1
+    assert _stored(rt, "STOP") == "unprocessed"
+    assert _patient_status(rt, pid) == "opted_out"
+
+
+def test_stop_and_help_from_a_number_not_enrolled_are_honoured_when_handling_fails(
+        client, rt, fake_http, monkeypatch):
+    from bot.services import inbound
+    from bot.services.inbound import number_opted_out
+
+    stranger = "+447700900555"
+    monkeypatch.setattr(inbound, "carrier_keyword", _broken_once(inbound.carrier_keyword))
+    texted(client, "STOP", sender=stranger)
+    with rt.transaction() as s:
+        assert number_opted_out(s, stranger)
+        assert s.scalars(select(Message.status).where(Message.address == stranger,
+                                                      Message.direction == "in")).one() \
+            == "unprocessed"
+    assert "no more messages" in sent_to(fake_http, stranger)[-1]["Body"]
+
+
+def _broken_once(fn):
+    calls = []
+
+    def once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return fn(*args, **kwargs)
+
+    return once
 
 
 def test_a_stop_that_cannot_be_handled_is_still_honoured(client, rt, fake_http, monkeypatch):

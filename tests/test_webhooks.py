@@ -432,6 +432,60 @@ def test_an_emergency_refused_with_63016_goes_by_template_and_sms_at_once(client
     assert fake_http.requests[before:] == []
 
 
+def test_an_emergency_template_refused_at_send_is_not_followed_by_a_second_sms(client, rt,
+                                                                               fake_http):
+    provider_id = _whatsapp_sent(client, rt, fake_http, kind="emergency", priority=0)
+    before = len(fake_http.requests)
+    fake_http.queue_error(400, 21656, "The ContentVariables parameter is invalid")
+    post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "failed",
+                          "ErrorCode": "63016"})
+    rt.dispatcher.dispatch_due()
+    sent = [r.data for r in fake_http.requests[before:]]
+    assert [d["To"] for d in sent if "Body" in d] == [PHONE]  # one SMS, not two
+    assert count(rt, OutboxItem, OutboxItem.variant == "template",
+                 OutboxItem.status == "cancelled") == 1
+
+
+def test_an_opted_out_patients_emergency_refused_with_63016_still_goes(client, rt, fake_http):
+    provider_id = _whatsapp_sent(client, rt, fake_http, kind="emergency", priority=0)
+    with rt.transaction() as s:
+        s.scalars(select(Patient)).one().status = "opted_out"
+    before = len(fake_http.requests)
+    post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "failed",
+                          "ErrorCode": "63016"})
+    sent = [r.data for r in fake_http.requests[before:]]
+    assert sorted(d["To"] for d in sent) == [PHONE, f"whatsapp:{PHONE}"]
+
+
+class TestAWhatsAppOnCall:
+    NURSE = "+447700900001"
+
+    @pytest.fixture
+    def settings_overrides(self):
+        return {**TWILIO_SETTINGS, "care_team": {"contacts": [
+            {"id": "oncall", "name": "On-call nurse", "phone": self.NURSE, "channel": "whatsapp"},
+            {"id": "coordinator", "name": "Coordinator", "phone": "+447700900002"},
+            {"id": "consultant", "name": "Consultant", "phone": "+447700900003"}]}}
+
+    def test_an_alert_refused_with_63016_goes_by_template_and_sms(self, client, rt, fake_http):
+        nurse = self.NURSE
+        enrol(rt)
+        texted(client, "hello", sender=nurse, channel="whatsapp")  # the nurse's window is open
+        texted(client, "my legs gave way and I wet myself")
+        with rt.transaction() as s:
+            alert_sid = s.scalars(select(Message.provider_id).where(
+                Message.kind == "alert", Message.address == nurse)).one()
+        before = len(fake_http.requests)
+        post(client, STATUS, {"MessageSid": alert_sid, "MessageStatus": "undelivered",
+                              "ErrorCode": "63016"})
+        sent = [r.data for r in fake_http.requests[before:]]
+        assert sorted(d["To"] for d in sent) == [nurse, f"whatsapp:{nurse}"]
+        [sms] = [d for d in sent if d["To"] == nurse]
+        with rt.transaction() as s:
+            ref = s.scalars(select(Escalation.ref)).one()
+        assert ref in sms["Body"]
+
+
 def test_63016_for_a_kind_with_no_template_falls_back_to_sms(client, rt, fake_http):
     provider_id = _whatsapp_sent(client, rt, fake_http, kind="received", priority=1)
     before = len(fake_http.requests)
@@ -619,6 +673,16 @@ def test_a_patient_who_writes_before_the_opening_goes_gets_the_flow_not_the_open
     assert sent and all("ContentSid" not in d for d in sent)
     assert not any("has a message for you" in d.get("Body", "") for d in sent)
     assert "check-in" in sent[0]["Body"]
+    assert count(rt, OutboxItem, OutboxItem.id == ids[0], OutboxItem.status == "cancelled") == 1
+
+
+def test_an_emergency_before_the_opening_goes_cancels_the_opening(client, rt, fake_http,
+                                                                    clock):
+    from datetime import UTC, datetime
+
+    ids = _opening_template(client, rt, clock, start=datetime(2026, 3, 2, 5, 0, tzinfo=UTC))
+    rt.dispatcher.dispatch_ids(ids)  # held for quiet hours
+    texted(client, "my legs gave way", channel="whatsapp")
     assert count(rt, OutboxItem, OutboxItem.id == ids[0], OutboxItem.status == "cancelled") == 1
 
 

@@ -70,6 +70,8 @@ def interrupt_active(session: Session, patient_id: int, now: datetime, reason: s
         conv.wait_deadline = None
         conv.updated_at = now
         conv.state = {**conv.state, "interrupted": reason}
+        if conv.state.get("awaiting_open"):  # its WhatsApp opening has nothing left to open
+            _cancel_unsent_opening(session, conv, now)
 
 
 def supersede(session: Session, conv: Conversation, now: datetime, by: str) -> None:

@@ -26,19 +26,15 @@ from bot.services.escalations import alert_not_delivered
 from bot.services.outbox import (
     PRIORITY_EMERGENCY,
     PRIORITY_REPLY,
+    SENT_WHEN_OPTED_OUT,
     heard_on_whatsapp,
+    sms_copy_since,
 )
 from bot.store.db import transaction
 from bot.store.models import Escalation, Message, OutboxItem, Patient
 from bot.store.statuses import advance_status
 
 log = logging.getLogger(__name__)
-
-# What still goes to a patient who has opted out: the answers to STOP, START and HELP, and what
-# a red flag calls for (the emergency and urgent instructions, the safety net). Alerts go to
-# the care team, not to the patient's phone, and are never held.
-SENT_WHEN_OPTED_OUT = frozenset({"stopped", "started", "help", "emergency", "urgent",
-                                 "safety_net"})
 
 
 class Pacer:
@@ -529,6 +525,14 @@ class Dispatcher:
             ):
                 item.status, item.variant, item.next_attempt_at = "pending", "template", now
                 message.status = "queued"
+                return
+            if item.channel == "whatsapp" and item.variant == "template" \
+                    and sms_copy_since(s, message):
+                # The template beside an SMS copy (an emergency refused with 63016): the
+                # person has the words already; a second SMS would only repeat them.
+                item.status, message.status = "cancelled", "cancelled"
+                audit(s, now, "system", "outbox.cancelled", "message", message.id,
+                      reason="template refused; the SMS copy went", code=err.code)
                 return
             if item.channel == "whatsapp" and self.settings.twilio.sms_fallback_for_whatsapp \
                     and err.kind in ("outside_window", "permanent"):

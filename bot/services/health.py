@@ -11,13 +11,13 @@ import os
 import socket
 from datetime import datetime, timedelta
 
-from sqlalchemy import Integer, and_, cast, func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from bot.config import Settings
-from bot.store.models import AuditLog, Heartbeat, Message, OutboxItem
+from bot.store.models import UNPROCESSED, Heartbeat, Message, OutboxItem
 
 SCHEDULER = "scheduler"
 # A row due this long ago and still not sent means no dispatcher is sending.
@@ -36,18 +36,12 @@ def beat(session: Session, component: str, now: datetime, problem: str | None = 
         set_={k: v for k, v in values.items() if k != "component"}))
 
 
-# How far back unread "unprocessed" messages are looked for.
-UNPROCESSED_WINDOW = timedelta(days=7)
-
-
-def unprocessed_messages(session: Session, now: datetime) -> list[Message]:
-    """Patients' messages of the last week that could not be handled (stored and checked for
-    red flags, no more) and that nobody has marked read yet, newest first. Found through the
-    audit trail, which is indexed by time, then by primary key."""
+def unprocessed_messages(session: Session) -> list[Message]:
+    """Patients' messages that could not be handled (stored and checked for red flags, no
+    more) and that nobody has marked read yet, newest first, however old. The condition is
+    written as the partial index's own (ix_messages_unprocessed), so the index serves it."""
     return list(session.scalars(
-        select(Message).join(AuditLog, Message.id == cast(AuditLog.subject_id, Integer))
-        .where(AuditLog.action == "inbound.unprocessed", AuditLog.at >= now - UNPROCESSED_WINDOW,
-               Message.status == "unprocessed")
+        select(Message).where(UNPROCESSED, Message.direction == "in")
         .order_by(Message.id.desc())))
 
 
@@ -87,7 +81,7 @@ def report(session: Session, settings: Settings, now: datetime, spooled: int = 0
         select(func.count(), func.min(OutboxItem.next_attempt_at)).where(overdue_rows)).one()
     failed_24h = session.scalar(select(func.count()).select_from(OutboxItem).where(
         OutboxItem.status == "failed", OutboxItem.created_at >= now - timedelta(hours=24)))
-    unprocessed = len(unprocessed_messages(session, now))
+    unprocessed = len(unprocessed_messages(session))
     if overdue:
         problems.append(f"outbox: {overdue} message(s) overdue")
     if unprocessed:

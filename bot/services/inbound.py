@@ -407,8 +407,8 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
 
     Runs in a fresh transaction after the failed one rolled back. The message is stored as
     "unprocessed" (for the care team to read: /healthz counts them) and only the red-flag
-    path runs, and STOP or START, which must never be lost: the patient's status changes and
-    the usual answer goes.
+    path runs, and STOP, START and HELP, which must never be lost: the status changes (the
+    patient's, or a number's that is not enrolled) and the usual answer goes.
     """
     patient = session.scalars(select(Patient).where(Patient.phone == msg.sender)).first()
     message_id = record_inbound(session, msg, now, patient.id if patient else None,
@@ -421,8 +421,11 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
     triage = detect(text, ctx.vocabulary)
     out.level = triage.level
     if patient is None:
-        if (triage.level == "emergency" and not triage.hypothetical
-                and ctx.settings.care_team.contact_by_phone(msg.sender) is None):
+        if ctx.settings.care_team.contact_by_phone(msg.sender) is not None:
+            return out
+        if _number_keyword(session, ctx, msg, text, now, out):
+            return out  # STOP (remembered for the number) or HELP, answered
+        if triage.level == "emergency" and not triage.hypothetical:
             out.outbox_ids += _unknown_sender(session, ctx, msg, text, now, out)
             if msg.told_emergency:
                 _hold_told_emergency(session, msg, out, now)
@@ -434,6 +437,8 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
     elif command == "START":
         _set_status(session, patient, "active", now, "patient.opt_in", said)
         out.outbox_ids.append(_reply(session, ctx, patient, msg, "started", now))
+    elif command == "HELP":
+        out.outbox_ids.append(_reply(session, ctx, patient, msg, "help", now))
     red_flags = [f for f in triage.flags if level_for_flags([f], ctx.vocabulary) != "routine"]
     if triage.level == "emergency" and not triage.hypothetical:
         out.outbox_ids += emergency_response(session, ctx, patient, red_flags, msg.body, now,

@@ -30,6 +30,24 @@ def heard_on_whatsapp(session: Session, address: str, now: datetime) -> bool:
         "address": address, "since": now - WHATSAPP_WINDOW}).first() is not None
 
 
+# What still goes to a patient who has opted out: the answers to STOP, START and HELP, and what
+# a red flag calls for (the emergency and urgent instructions, the safety net). Alerts go to
+# the care team, not to the patient's phone, and are never held.
+SENT_WHEN_OPTED_OUT = frozenset({"stopped", "started", "help", "emergency", "urgent",
+                                 "safety_net"})
+
+
+def sms_copy_since(session: Session, message: Message) -> bool:
+    """Whether this text already went (or waits to go) by SMS to this number since `message`
+    was written: an emergency refused with 63016 gets its SMS beside the template, and the
+    template failing too must not text the person a second time."""
+    return session.scalar(select(Message.id).where(
+        Message.address == message.address, Message.direction == "out",
+        Message.channel == "sms", Message.kind == message.kind,
+        Message.created_at >= message.created_at,
+        Message.body == gsm7.to_gsm7(message.body or "")).limit(1)) is not None
+
+
 # Lower sends first.
 PRIORITY_EMERGENCY = 0
 PRIORITY_REPLY = 1

@@ -35,15 +35,31 @@ def _handle(rt, msg: InboundMessage):
         return outcome, rt.claim_for_sending(session, outcome.outbox_ids)
 
 
+# PostgreSQL's serialization failure and deadlock; SQLite's busy writer. Not a lost or refused
+# connection: then the database is likely away, and the message must reach the spool (and an
+# emergency its TwiML answer) well within Twilio's 15 s, not after a second wait.
+_RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def _worth_retrying(exc: OperationalError) -> bool:
+    if exc.connection_invalidated:
+        return False
+    if getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES:
+        return True
+    return "database is locked" in str(exc.orig)
+
+
 def store_and_handle(rt, msg: InboundMessage) -> InboundOutcome:
     """Steps 1-2. Raises only if the database could not store the message at all."""
     try:
         try:
             outcome, jobs = _handle(rt, msg)
-        except OperationalError:
-            # A deadlock, a serialization failure, a dropped connection: the transaction rolled
-            # back whole, so the message is handled again from the start, once.
-            log.warning("handling an inbound message hit a database error; trying once more")
+        except OperationalError as exc:
+            if not _worth_retrying(exc):
+                raise
+            # The transaction rolled back whole: handle the message again from the start, once.
+            log.warning("handling an inbound message hit a passing database error; trying "
+                        "once more")
             outcome, jobs = _handle(rt, msg)
     except Exception:
         log.exception("handling inbound message failed; storing it unprocessed")

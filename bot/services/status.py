@@ -10,11 +10,16 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from bot.config import Settings
-from bot.domain import gsm7
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
 from bot.services.escalations import alert_not_delivered
-from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
+from bot.services.outbox import (
+    PRIORITY_EMERGENCY,
+    SENT_WHEN_OPTED_OUT,
+    Draft,
+    enqueue,
+    sms_copy_since,
+)
 from bot.store.models import Message, OutboxItem, Patient, StatusEvent
 from bot.store.statuses import advance_status
 
@@ -111,7 +116,9 @@ def after_failure(session: Session, settings: Settings, message: Message, status
         alert_not_delivered(session, message.escalation_id, now, f"{status} {code or ''}".strip(),
                             message_id=message.id,
                             chain_length=len(settings.care_team.escalation_chain))
-    reachable = patient is None or patient.status != "opted_out"
+    # An opted-out patient still gets what STOP, HELP and a red flag call for.
+    reachable = (patient is None or patient.status != "opted_out"
+                 or message.kind in SENT_WHEN_OPTED_OUT)
     ids: list[int] = []
     item = session.scalars(select(OutboxItem).where(
         OutboxItem.message_id == message.id)).first()
@@ -129,26 +136,17 @@ def after_failure(session: Session, settings: Settings, message: Message, status
         if item is None or item.priority > PRIORITY_EMERGENCY:
             return ids
         # An emergency or an alert does not wait to learn whether the template got through.
+    # To a patient, or a care-team alert (no patient on the row) to its contact.
+    addressee = patient is not None or message.escalation_id is not None
     if (message.channel == "whatsapp" and settings.twilio.sms_fallback_for_whatsapp
-            and patient is not None and reachable and message.body
-            and not _sms_copy_since(session, message)):
+            and addressee and reachable and message.body
+            and not sms_copy_since(session, message)):
         return [*ids, _resend(session, message, "sms", now, item=item).id]
     if ids:
         return ids
     if code == UNREACHABLE:
         return _send_again_later(session, message, patient, now)
     return []
-
-
-def _sms_copy_since(session: Session, message: Message) -> bool:
-    """Whether this text already went (or waits to go) by SMS to this number since `message`
-    was written: an emergency refused with 63016 gets its SMS beside the template, and the
-    template failing too must not text the patient a second time."""
-    return session.scalar(select(Message.id).where(
-        Message.address == message.address, Message.direction == "out",
-        Message.channel == "sms", Message.kind == message.kind,
-        Message.created_at >= message.created_at,
-        Message.body == gsm7.to_gsm7(message.body or "")).limit(1)) is not None
 
 
 def _send_again_later(session: Session, message: Message, patient: Patient | None,

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy import (
     true as sa_true,
@@ -106,9 +107,18 @@ class FlowRevision(Base):
     loaded_at: Mapped[datetime]
 
 
+# Patients' messages the bot could not handle, until a person has read them (a partial index:
+# a handful of rows, found without scanning every message).
+UNPROCESSED = text("status = 'unprocessed'")
+
+
 class Message(Base):
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_address_created", "address", "created_at"),)
+    __table_args__ = (
+        Index("ix_messages_address_created", "address", "created_at"),
+        Index("ix_messages_unprocessed", "id", sqlite_where=UNPROCESSED,
+              postgresql_where=UNPROCESSED),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
