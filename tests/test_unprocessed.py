@@ -146,3 +146,14 @@ def test_unhandled_messages_show_on_healthz_until_read(client, rt, fake_http, mo
         assert health.report(s, rt.settings, rt.clock.now())["unprocessed_inbound"] == 0
         assert s.scalar(select(AuditLog.actor).where(AuditLog.action == "inbound.read")) \
             .startswith("cli:")
+
+
+def test_start_from_a_number_not_enrolled_is_answered_when_handling_fails(client, rt, fake_http,
+                                                                         monkeypatch):
+    from bot.services import inbound
+
+    stranger = "+447700900556"
+    monkeypatch.setattr(inbound, "carrier_keyword", _broken_once(inbound.carrier_keyword))
+    texted(client, "START", sender=stranger)
+    [reply] = sent_to(fake_http, stranger)
+    assert "don't have this number" in reply["Body"]

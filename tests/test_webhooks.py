@@ -486,6 +486,48 @@ class TestAWhatsAppOnCall:
         assert ref in sms["Body"]
 
 
+    def test_a_late_failure_of_an_alert_the_chain_moved_past_makes_no_copies(
+            self, client, rt, fake_http, clock):
+        from bot.scheduler import tick
+
+        nurse, coordinator = self.NURSE, "+447700900002"
+        enrol(rt)
+        texted(client, "hello", sender=nurse, channel="whatsapp")
+        texted(client, "my legs gave way and I wet myself")
+        with rt.transaction() as s:
+            first_sid = s.scalars(select(Message.provider_id).where(
+                Message.kind == "alert", Message.address == nurse)).one()
+        clock.advance(minutes=rt.settings.care_team.ack_timeout_minutes + 1)
+        tick(rt)  # nobody acknowledged: the coordinator is alerted
+        with rt.transaction() as s:
+            second_sid = s.scalars(select(Message.provider_id).where(
+                Message.kind == "alert", Message.address == coordinator)).one()
+            due = s.scalars(select(Escalation.next_alert_at)).one()
+        before = len(fake_http.requests)
+        post(client, STATUS, {"MessageSid": first_sid, "MessageStatus": "undelivered",
+                              "ErrorCode": "63016"})  # the nurse's alert fails, late
+        assert fake_http.requests[before:] == []  # no template, no SMS copy to the nurse
+        with rt.transaction() as s:
+            assert s.scalars(select(Escalation.next_alert_at)).one() == due  # time not cut
+        post(client, STATUS, {"MessageSid": second_sid, "MessageStatus": "undelivered",
+                              "ErrorCode": "30008"})  # the current contact's alert fails
+        with rt.transaction() as s:
+            assert s.scalars(select(Escalation.next_alert_at)).one() == clock.now()
+
+
+def test_an_opted_out_patients_emergency_instruction_unreachable_is_sent_again(client, rt,
+                                                                               fake_http):
+    enrol(rt, status="opted_out")
+    texted(client, "my legs gave way and I wet myself")
+    with rt.transaction() as s:
+        sid_ = s.scalars(select(Message.provider_id).where(
+            Message.kind == "emergency", Message.address == PHONE)).one()
+    post(client, STATUS, {"MessageSid": sid_, "MessageStatus": "undelivered",
+                          "ErrorCode": "30003"})
+    assert count(rt, OutboxItem, OutboxItem.kind == "emergency",
+                 OutboxItem.status == "pending") == 1  # again, in 15 minutes
+
+
 def test_63016_for_a_kind_with_no_template_falls_back_to_sms(client, rt, fake_http):
     provider_id = _whatsapp_sent(client, rt, fake_http, kind="received", priority=1)
     before = len(fake_http.requests)

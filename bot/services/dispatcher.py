@@ -527,6 +527,7 @@ class Dispatcher:
                 message.status = "queued"
                 return
             if item.channel == "whatsapp" and item.variant == "template" \
+                    and err.kind in ("outside_window", "permanent") \
                     and sms_copy_since(s, message):
                 # The template beside an SMS copy (an emergency refused with 63016): the
                 # person has the words already; a second SMS would only repeat them.

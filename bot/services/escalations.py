@@ -174,7 +174,7 @@ def _alert(session: Session, ctx: ServiceContext, esc: Escalation, now: datetime
 
 def alert_not_delivered(session: Session, escalation_id: int, now: datetime,
                         reason: str, message_id: int | None = None,
-                        chain_length: int | None = None) -> None:
+                        chain_length: int | None = None) -> bool:
     """An alert could not reach its contact: if nobody has acknowledged, the next contact is
     due now (the scheduler's next tick), not after the acknowledgement timeout.
 
@@ -182,10 +182,14 @@ def alert_not_delivered(session: Session, escalation_id: int, now: datetime,
     earlier contact must not cut short the time the current one has. And only on the first lap
     of the chain (`chain_length`, when known): if every contact fails, the chain goes on at the
     normal pace rather than every tick.
+
+    Returns whether this was the current alert of an escalation still open: only then is it
+    worth another try to the same contact (a template, an SMS copy). A copy of an alert the
+    chain has moved past would become the escalation's latest alert and blur the rule above.
     """
     esc = session.get(Escalation, escalation_id, with_for_update=True)
     if esc is None or esc.status != "open":
-        return
+        return False
     latest = message_id is None or message_id == session.scalar(
         select(func.max(Message.id)).where(Message.escalation_id == esc.id,
                                            Message.kind == "alert"))
@@ -196,6 +200,7 @@ def alert_not_delivered(session: Session, escalation_id: int, now: datetime,
         esc.updated_at = now
     audit(session, now, "system", "escalation.alert_failed", "escalation", esc.ref,
           reason=reason, chain_position=esc.chain_position, moved_on=moved_on)
+    return latest
 
 
 def realert_due(session: Session, ctx: ServiceContext, now: datetime, limit: int = 50) -> list[int]:

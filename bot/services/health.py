@@ -81,7 +81,8 @@ def report(session: Session, settings: Settings, now: datetime, spooled: int = 0
         select(func.count(), func.min(OutboxItem.next_attempt_at)).where(overdue_rows)).one()
     failed_24h = session.scalar(select(func.count()).select_from(OutboxItem).where(
         OutboxItem.status == "failed", OutboxItem.created_at >= now - timedelta(hours=24)))
-    unprocessed = len(unprocessed_messages(session))
+    unprocessed = session.scalar(select(func.count()).select_from(Message).where(
+        UNPROCESSED, Message.direction == "in"))
     if overdue:
         problems.append(f"outbox: {overdue} message(s) overdue")
     if unprocessed:

@@ -425,6 +425,9 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
             return out
         if _number_keyword(session, ctx, msg, text, now, out):
             return out  # STOP (remembered for the number) or HELP, answered
+        if carrier_keyword(msg, text)[0] == "START":  # remembered; the usual answer
+            out.outbox_ids.append(_reply(session, ctx, None, msg, "not_enrolled", now))
+            return out
         if triage.level == "emergency" and not triage.hypothetical:
             out.outbox_ids += _unknown_sender(session, ctx, msg, text, now, out)
             if msg.told_emergency:

@@ -45,6 +45,7 @@ def sms_copy_since(session: Session, message: Message) -> bool:
         Message.address == message.address, Message.direction == "out",
         Message.channel == "sms", Message.kind == message.kind,
         Message.created_at >= message.created_at,
+        Message.status.not_in(("failed", "undelivered", "cancelled")),
         Message.body == gsm7.to_gsm7(message.body or "")).limit(1)) is not None
 
 

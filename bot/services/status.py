@@ -113,9 +113,11 @@ def after_failure(session: Session, settings: Settings, message: Message, status
     audit(session, now, "system", "message.undelivered", "message", message.id,
           status=status, code=code)
     if message.escalation_id is not None:
-        alert_not_delivered(session, message.escalation_id, now, f"{status} {code or ''}".strip(),
-                            message_id=message.id,
-                            chain_length=len(settings.care_team.escalation_chain))
+        current = alert_not_delivered(
+            session, message.escalation_id, now, f"{status} {code or ''}".strip(),
+            message_id=message.id, chain_length=len(settings.care_team.escalation_chain))
+        if not current:
+            return []  # acknowledged, or the chain has moved past this contact: no copies
     # An opted-out patient still gets what STOP, HELP and a red flag call for.
     reachable = (patient is None or patient.status != "opted_out"
                  or message.kind in SENT_WHEN_OPTED_OUT)
@@ -156,7 +158,8 @@ def _send_again_later(session: Session, message: Message, patient: Patient | Non
     alert is not repeated here: its escalation has moved on to the next contact."""
     if message.escalation_id is not None or not message.body:
         return []
-    if patient is not None and patient.status == "opted_out":
+    if (patient is not None and patient.status == "opted_out"
+            and message.kind not in SENT_WHEN_OPTED_OUT):
         return []
     earlier = session.scalar(
         select(func.count()).select_from(Message).where(
