@@ -216,29 +216,3 @@ def test_a_spooled_message_that_keeps_failing_with_the_database_up_is_set_aside(
     body = client.get("/healthz").get_json()
     assert body["status"] == "degraded" and body["spool_set_aside"] == 1
     assert any("set aside" in p for p in body["problems"])
-
-
-def test_a_message_arriving_before_the_spool_is_replayed_waits_behind_it(client, rt, fake_http,
-                                                                         clock):
-    """The database is back, but what the patient sent during the outage is not in yet: their
-    next answer must not overtake it (it would land on the wrong question)."""
-    from bot.services.conversations import start_flow
-    from bot.store.models import Answer, Patient
-
-    pid = enrol(rt)
-    with rt.transaction() as s:
-        start_flow(s, rt.ctx, s.get(Patient, pid), "checkin", clock.now())
-    with database_down(rt):
-        texted(client, "3")  # the worst pain question
-    clock.advance(seconds=30)
-    res = texted(client, "yes")  # "is the pain new?"; the database is up again
-    assert res.status_code == 200
-    assert count(rt, Message, Message.direction == "in") == 0  # queued behind the "3"
-    assert len(rt.spool.pending_inbound()) == 2
-    assert rt.replay_spool() == 2
-    with rt.transaction() as s:
-        answers = s.execute(select(Answer.question_key, Answer.value).order_by(Answer.id)).all()
-    assert [(k, str(v)) for k, v in answers] == [("worst_pain", "3"), ("pain_new", "yes")]
-    texted(client, "no")  # the spool is empty: straight in again
-    assert count(rt, Message, Message.direction == "in", Message.body == "no") == 1
-    assert rt.spool.pending_inbound() == []

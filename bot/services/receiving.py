@@ -71,12 +71,8 @@ def store_and_handle(rt, msg: InboundMessage) -> InboundOutcome:
     return outcome
 
 
-def spool_inbound(rt, msg: InboundMessage,
-                  reason: str = "database unavailable") -> InboundOutcome:
-    """Step 3. Raises OSError if even the local disk refuses (then the carrier must retry).
-
-    Also for a message that arrives while earlier ones still wait in the spool: it queues
-    behind them, so that a patient's answers reach their conversation in the order sent."""
+def spool_inbound(rt, msg: InboundMessage) -> InboundOutcome:
+    """Step 3. Raises OSError if even the local disk refuses (then the carrier must retry)."""
     now = rt.clock.now()
     text = (msg.button_payload or msg.body or "").strip()
     triage = detect(text, rt.ctx.vocabulary)
@@ -84,9 +80,8 @@ def spool_inbound(rt, msg: InboundMessage,
     msg = replace(msg, provider_id=msg.provider_id or f"SIM{uuid.uuid4().hex}",
                   received_at=msg.received_at or now, told_emergency=told)
     rt.spool.put(msg)
-    log.log(logging.ERROR if reason == "database unavailable" else logging.WARNING,
-            "%s: inbound message kept in the local spool%s", reason,
-            "; emergency instruction sent in TwiML" if told else "")
+    log.error("database unavailable: inbound message kept in the local spool%s",
+              "; emergency instruction sent in TwiML" if told else "")
     rt.start_spool_replayer()
     out = InboundOutcome(spooled=True, level=triage.level)
     if told:

@@ -85,15 +85,6 @@ class Spool:
             return 0
         return sum(1 for p in self.directory.iterdir() if p.suffix == ".bad")
 
-    def has_inbound(self) -> bool:
-        """Whether any patient message waits here (cheap: runs before every inbound message)."""
-        try:
-            with os.scandir(self.directory) as entries:
-                return any(e.name.endswith(".json") and not e.name.startswith(".")
-                           and _STATUS not in e.name for e in entries)
-        except FileNotFoundError:
-            return False
-
     def pending_inbound(self) -> list[Path]:
         """Spooled patient messages (not status callbacks), oldest first."""
         return [p for p in self.pending() if _STATUS not in p.name]

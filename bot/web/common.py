@@ -23,10 +23,6 @@ def receive_message(rt: Runtime, msg) -> object:
     """
     from bot.services.receiving import spool_inbound, store_and_handle
 
-    if rt.spool is not None and rt.spool.has_inbound():
-        # Messages kept while the database was away go first, replayed in the order they came:
-        # this one waits behind them (an emergency is still answered at once, in the TwiML).
-        return spool_inbound(rt, msg, reason="earlier messages still wait in the spool")
     try:
         outcome = store_and_handle(rt, msg)
     except Exception:
