@@ -109,6 +109,8 @@ class Runtime:
         for path in self.spool.pending() if self.spool else []:
             try:
                 msg = Spool.load(path)
+            except FileNotFoundError:
+                continue  # another replayer (a second worker, the scheduler) took it
             except ValueError:
                 log.error("spool file %s is unreadable; set aside as .bad", path.name)
                 Spool.set_aside(path)
@@ -130,7 +132,7 @@ class Runtime:
                 log.exception("spooled file %s failed with the database up (try %d of %d)",
                               path.name, tries, SPOOL_TRIES)
                 if tries >= SPOOL_TRIES:
-                    Spool.set_aside(path)
+                    Spool.set_aside(path, missing_ok=True)
                     self._spool_failures.pop(path.name, None)
                     log.error("spool file %s set aside as .bad for a person to read",
                               path.name)
@@ -182,8 +184,12 @@ class Runtime:
                 self.replay_spool()
             except Exception:
                 log.exception("spool replay failed; trying again")
-            if not self.spool.pending():
-                return
+            # Decided under the lock start_spool_replayer takes: a file spooled just now
+            # either is seen here or finds this thread gone and starts a new one.
+            with self._pool_lock:
+                if not self.spool.pending():
+                    self._replayer = None
+                    return
 
     def warm_up(self) -> None:
         """Ready a serving process before its first request: load what loads lazily (the SDK's

@@ -111,6 +111,28 @@ def test_emergency_through_the_signed_webhook_then_the_chain_then_ack(client, rt
     assert actions.count("escalation.alert") == 4 and "escalation.ack" in actions
 
 
+def test_an_alert_still_waiting_to_go_is_not_sent_after_the_ack(client, rt, fake_http, clock):
+    """A retry of an alert (or a copy of it) that had not gone yet when someone acknowledged:
+    'no one else will be alerted', the acknowledgement said."""
+    from bot.store.models import Message, OutboxItem
+
+    enrol(rt)
+    texted(client, RED_FLAG)
+    oncall = chain_phones(rt)[0]
+    with rt.transaction() as s:  # the alert is waiting out a 503, say
+        item = s.scalars(select(OutboxItem).where(OutboxItem.kind == "alert")).one()
+        item.status, item.next_attempt_at = "pending", clock.now()
+        s.get(Message, item.message_id).status = "queued"
+        item_id = item.id
+    texted(client, f"ACK {escalation(rt).ref}", sender=oncall)
+    before = len(alerts(fake_http, oncall))
+    rt.dispatcher.dispatch_due()
+    assert len(alerts(fake_http, oncall)) == before
+    with rt.transaction() as s:
+        item = s.get(OutboxItem, item_id)
+        assert (item.status, item.last_error) == ("cancelled", "escalation acknowledged")
+
+
 def test_an_unknown_ref_from_staff_gets_a_clear_answer(client, rt, fake_http):
     oncall = chain_phones(rt)[0]
     texted(client, "ACK ZZZZZ", sender=oncall)

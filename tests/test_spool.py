@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from contextlib import contextmanager
 
 from sqlalchemy import select
@@ -216,3 +217,58 @@ def test_a_spooled_message_that_keeps_failing_with_the_database_up_is_set_aside(
     body = client.get("/healthz").get_json()
     assert body["status"] == "degraded" and body["spool_set_aside"] == 1
     assert any("set aside" in p for p in body["problems"])
+
+
+def test_a_file_that_is_not_a_message_is_set_aside_and_holds_up_nothing(client, rt, fake_http):
+    enrol(rt)
+    with database_down(rt):
+        texted(client, "hello")
+    rt.spool.directory.joinpath("00000000T000000000000-junk.json").write_text("null")
+    assert rt.replay_spool() == 1  # the real message went in
+    assert rt.spool.pending() == [] and rt.spool.set_aside_count() == 1
+
+
+def test_a_file_another_replayer_took_is_skipped(client, rt, fake_http, monkeypatch):
+    enrol(rt)
+    with database_down(rt):
+        texted(client, "hello")
+    [real] = rt.spool.pending()
+    gone = real.with_name("00000000T000000000000-gone.json")  # listed, then taken by another
+    monkeypatch.setattr(type(rt.spool), "pending", lambda self: [gone, real])
+    assert rt.replay_spool() == 1
+
+
+def test_a_file_spooled_as_the_replayer_stops_is_not_stranded(client, rt, fake_http,
+                                                              monkeypatch):
+    """The replayer saw an empty spool and is about to stop just as a request spools a message
+    and asks for a replayer: one of them must replay it."""
+    import threading
+
+    from bot.services.inbound import InboundMessage
+    from bot.services.spool import Spool
+
+    enrol(rt)
+    rt.dispatch_mode = "background"
+    rt.spool_retry_seconds = 0.01
+    real_pending = Spool.pending
+    calls = []
+
+    def pending(self):
+        calls.append(1)
+        if len(calls) == 2:  # the replayer's last look: the spool is empty...
+            # ...and meanwhile a request (another thread) spools a message, as spool_inbound
+            # does, and asks for a replayer
+            rt.spool.put(InboundMessage(channel="sms", sender=PHONE, body="hello",
+                                        provider_id=sid(), received_at=rt.clock.now()))
+            starter = threading.Thread(target=rt.start_spool_replayer)
+            starter.start()
+            starter.join(0.5)
+            return []
+        return real_pending(self)
+
+    monkeypatch.setattr(Spool, "pending", pending)
+    rt.start_spool_replayer()
+    deadline = time.monotonic() + 10
+    while count(rt, Message, Message.direction == "in") == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert count(rt, Message, Message.direction == "in") == 1

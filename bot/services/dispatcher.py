@@ -319,6 +319,12 @@ class Dispatcher:
                                              or item.kind not in SENT_WHEN_OPTED_OUT)
         patient = s.get(Patient, item.patient_id) if needs_patient else None
         hold = self._hold_reason(item, patient, now)
+        if hold is None and item.kind == "alert" and message.escalation_id is not None:
+            esc = s.get(Escalation, message.escalation_id)
+            if esc is not None and esc.status != "open":
+                # Someone took it while this alert waited (a retry, a copy): "no one else
+                # will be alerted", the acknowledgement said.
+                hold = f"escalation {esc.status}"
         if hold == "defer":
             item.status = "pending"
             item.claimed_until = None

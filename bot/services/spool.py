@@ -101,16 +101,23 @@ class Spool:
             fields["media"] = tuple(tuple(m) for m in fields.get("media") or ())
             fields["received_at"] = datetime.fromisoformat(fields["received_at"])
             return InboundMessage(**fields)
-        except (KeyError, TypeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"not a spooled message: {exc}") from None
+        except FileNotFoundError:
+            raise  # gone: another replayer took it
+        except Exception as exc:  # anything else in the file (`null`, a list, bad bytes...)
+            raise ValueError(f"not a spooled message: {type(exc).__name__}") from None
 
     @staticmethod
     def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
     @staticmethod
-    def set_aside(path: Path) -> Path:
-        """Keep an unreadable file for a person to look at, out of the replay's way."""
+    def set_aside(path: Path, missing_ok: bool = True) -> Path:
+        """Keep an unreadable file for a person to look at, out of the replay's way (a file
+        another replayer has taken meanwhile is left to it)."""
         bad = path.with_suffix(".bad")
-        os.replace(path, bad)
+        try:
+            os.replace(path, bad)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
         return bad
