@@ -132,7 +132,7 @@ class Runtime:
                 log.exception("spooled file %s failed with the database up (try %d of %d)",
                               path.name, tries, SPOOL_TRIES)
                 if tries >= SPOOL_TRIES:
-                    Spool.set_aside(path, missing_ok=True)
+                    Spool.set_aside(path)
                     self._spool_failures.pop(path.name, None)
                     log.error("spool file %s set aside as .bad for a person to read",
                               path.name)

@@ -71,7 +71,7 @@ def interrupt_active(session: Session, patient_id: int, now: datetime, reason: s
         conv.updated_at = now
         conv.state = {**conv.state, "interrupted": reason}
         if conv.state.get("awaiting_open"):  # its WhatsApp opening has nothing left to open
-            _cancel_unsent_opening(session, conv, now)
+            _cancel_unsent_opening(session, conv, now, reason)
 
 
 def supersede(session: Session, conv: Conversation, now: datetime, by: str) -> None:
@@ -167,12 +167,13 @@ def _open_with_template(session: Session, ctx: ServiceContext, patient: Patient,
     return [item.id]
 
 
-def _cancel_unsent_opening(session: Session, conv: Conversation, now: datetime) -> None:
+def _cancel_unsent_opening(session: Session, conv: Conversation, now: datetime,
+                           reason: str) -> None:
     for item in session.scalars(select(OutboxItem).where(
             OutboxItem.message_id.in_(select(Message.id).where(
                 Message.conversation_id == conv.id)),
             OutboxItem.variant == "template", OutboxItem.status == "pending")):
-        item.status, item.last_error = "cancelled", "the patient wrote first"
+        item.status, item.last_error = "cancelled", reason
         message = session.get(Message, item.message_id)
         message.status, message.updated_at = "cancelled", now
 
@@ -189,7 +190,7 @@ def advance(session: Session, ctx: ServiceContext, patient: Patient, conv: Conve
             return []
         # The patient answered the template (or wrote before it went): the flow starts now,
         # inside the window. An opening not sent yet has nothing left to say.
-        _cancel_unsent_opening(session, conv, now)
+        _cancel_unsent_opening(session, conv, now, "the patient wrote first")
         result = engine.step(flow, None, engine.Start(), now, _context(ctx, patient, params))
         if result.new_state is not None:
             result.new_state["params"] = params

@@ -111,13 +111,12 @@ class Spool:
         path.unlink(missing_ok=True)
 
     @staticmethod
-    def set_aside(path: Path, missing_ok: bool = True) -> Path:
+    def set_aside(path: Path) -> Path:
         """Keep an unreadable file for a person to look at, out of the replay's way (a file
         another replayer has taken meanwhile is left to it)."""
         bad = path.with_suffix(".bad")
         try:
             os.replace(path, bad)
         except FileNotFoundError:
-            if not missing_ok:
-                raise
+            pass
         return bad

@@ -147,12 +147,12 @@ def after_failure(session: Session, settings: Settings, message: Message, status
     if ids:
         return ids
     if code == UNREACHABLE:
-        return _send_again_later(session, message, patient, now)
+        return _send_again_later(session, message, patient, now, item)
     return []
 
 
 def _send_again_later(session: Session, message: Message, patient: Patient | None,
-                      now: datetime) -> list[int]:
+                      now: datetime, item: OutboxItem | None) -> list[int]:
     """Twilio could not reach the phone (30003, reported in the callback, not at send time):
     queue the same text again, a little later each time, up to a daily limit. A care-team
     alert is not repeated here: its escalation has moved on to the next contact."""
@@ -170,7 +170,7 @@ def _send_again_later(session: Session, message: Message, patient: Patient | Non
               times=earlier)
         return []
     again = _resend(session, message, message.channel, now,
-                    not_before=now + UNREACHABLE_RETRY * earlier)
+                    not_before=now + UNREACHABLE_RETRY * earlier, item=item)
     audit(session, now, "system", "message.unreachable_retry", "message", message.id,
           again=again.message_id, at=again.next_attempt_at.isoformat())
     return []  # not now: the dispatcher sends it when it is due
