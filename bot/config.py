@@ -189,6 +189,21 @@ class LoopGuard(_Strict):
     window_minutes: float = Field(default=10, gt=0)
 
 
+class DatabaseLimits(_Strict):
+    """PostgreSQL only: how long a serving process waits before giving up (bot.store.db)."""
+
+    connect_timeout_seconds: float = Field(default=3, ge=2, le=60)
+    lock_timeout_seconds: float = Field(default=3, gt=0, le=600)
+    statement_timeout_seconds: float = Field(default=5, gt=0, le=600)
+
+    def as_limits(self):
+        from bot.store.db import DatabaseLimits as Limits
+
+        return Limits(connect_timeout=self.connect_timeout_seconds,
+                      lock_timeout=self.lock_timeout_seconds,
+                      statement_timeout=self.statement_timeout_seconds)
+
+
 class Scheduler(_Strict):
     tick_seconds: float = Field(default=5, gt=0)
     dispatch_poll_seconds: float = Field(default=0.5, gt=0)
@@ -201,6 +216,7 @@ class Settings(_Strict):
     defaults: Defaults
     languages: list[str] = ["en"]
     database_url: str
+    database_limits: DatabaseLimits = DatabaseLimits()
     messenger: Literal["dev", "twilio"] | None = None
     public_url: str | None = None
     proxy_fix: int = Field(default=0, ge=0, le=5)

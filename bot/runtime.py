@@ -296,7 +296,8 @@ def build_runtime(
         raise ConfigError(problems[0])
     flows = load_flow_library(settings)
     clock = clock or SystemClock()
-    engine = engine or make_engine(settings.database_url)
+    engine = engine or make_engine(settings.database_url,
+                                  limits=settings.database_limits.as_limits())
     sessions = make_session_factory(engine)
     messenger = messenger or build_messenger(settings)
     _check_database(engine, flows)

@@ -6,6 +6,7 @@ import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
@@ -20,8 +21,9 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, **kwargs) -> Engine:
-    """Create an engine; SQLite gets WAL, a busy timeout and foreign keys."""
+def make_engine(url: str, *, limits: DatabaseLimits | None = None, **kwargs) -> Engine:
+    """Create an engine; SQLite gets WAL, a busy timeout and foreign keys; PostgreSQL gets
+    `limits` (see postgres_limits) when given."""
     url = normalise_url(url)
     # Statement parameters hold phone numbers and message bodies: keep them out of error
     # messages and tracebacks that reach the logs.
@@ -72,7 +74,40 @@ def make_engine(url: str, **kwargs) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if limits is not None:
+        kwargs["connect_args"] = {**postgres_limits(limits), **kwargs.get("connect_args", {})}
     return create_engine(url, **kwargs)
+
+
+@dataclass(frozen=True)
+class DatabaseLimits:
+    """How long a serving process waits on PostgreSQL before giving up, in seconds.
+
+    A webhook has 15 s to answer Twilio. A database that does not answer (a host gone from
+    the network, a row lock held by a stuck transaction) must fail well within that, so that the
+    message still reaches the spool or is stored unprocessed, and an emergency is still
+    answered, instead of the request hanging until Twilio gives up on it.
+    """
+
+    connect_timeout: float = 3
+    lock_timeout: float = 3
+    statement_timeout: float = 5
+
+
+def postgres_limits(limits: DatabaseLimits) -> dict[str, object]:
+    """libpq connection parameters for `limits`: the connect timeout; TCP keepalives and a TCP
+    user timeout, so that a server gone silent mid-request is noticed in seconds, not the
+    kernel's minutes; and the server's own lock and statement timeouts for every session."""
+    return {
+        "connect_timeout": max(2, round(limits.connect_timeout)),  # libpq's least is 2 s
+        "keepalives": 1,
+        "keepalives_idle": 4,
+        "keepalives_interval": 1,
+        "keepalives_count": 2,
+        "tcp_user_timeout": int(limits.statement_timeout * 1000),
+        "options": (f"-c lock_timeout={int(limits.lock_timeout * 1000)} "
+                    f"-c statement_timeout={int(limits.statement_timeout * 1000)}"),
+    }
 
 
 class _WriterLock:
