@@ -47,6 +47,7 @@ class Runtime:
     _replayer: threading.Thread | None = field(default=None, repr=False)
     _last_spool_look: float = field(default=float("-inf"), repr=False)
     _spool_failures: dict[str, int] = field(default_factory=dict, repr=False)
+    _spool_senders: dict[str, str] = field(default_factory=dict, repr=False)  # file -> sender
 
     def transaction(self) -> AbstractContextManager[Session]:
         return transaction(self.sessions)
@@ -144,6 +145,46 @@ class Runtime:
         if done:
             log.warning("replayed %d spooled inbound message(s)", done)
         return done
+
+    def replay_spooled_from(self, sender: str) -> None:
+        """A new message from `sender` is about to be handled: first put in that sender's
+        messages still waiting in the spool, oldest first, so that one person's messages are
+        handled in the order they were sent (a STOP texted during an outage is not applied
+        after the START texted just after it). Costs one look at the spool folder when it is
+        empty. Raises, as store_and_handle does, when the database cannot take them: the new
+        message then goes to the spool behind them."""
+        from bot.services.receiving import store_and_handle
+
+        paths = self.spool.pending_inbound() if self.spool else []
+        if not paths:
+            self._spool_senders.clear()
+            return
+        for path in paths:
+            msg = None
+            if path.name not in self._spool_senders:  # each file read once per process
+                try:
+                    msg = Spool.load(path)
+                except (FileNotFoundError, ValueError):
+                    continue  # taken by a replayer, or for the replayer to set aside
+                self._spool_senders[path.name] = msg.sender
+            if self._spool_senders[path.name] != sender:
+                continue
+            try:
+                store_and_handle(self, msg or Spool.load(path))
+            except FileNotFoundError:
+                continue  # a replayer took it meanwhile
+            except ValueError:
+                continue
+            except Exception:
+                if not ping(self.engine):
+                    raise
+                # This one file fails with the database up: the replayer deals with it (and
+                # sets it aside after a few tries); the new message need not wait.
+                log.exception("spooled file %s failed before a newer message from its sender",
+                              path.name)
+                return
+            Spool.remove(path)
+            self._spool_senders.pop(path.name, None)
 
     def _replay_status(self, event: SpooledStatus) -> None:
         from bot.services.status import record_status

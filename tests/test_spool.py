@@ -272,3 +272,53 @@ def test_a_file_spooled_as_the_replayer_stops_is_not_stranded(client, rt, fake_h
     while count(rt, Message, Message.direction == "in") == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert count(rt, Message, Message.direction == "in") == 1
+
+
+def test_a_patients_messages_go_in_in_the_order_sent_across_the_end_of_an_outage(
+        client, rt, fake_http, clock):
+    """STOP texted during the outage, START just after it, before any replay: the patient ends
+    opted in, as they asked last, and the messages are stored in the order sent."""
+    from bot.store.models import Patient
+
+    patient_id = enrol(rt)
+    other = "+447700900555"
+    enrol(rt, phone=other)
+    with database_down(rt):
+        texted(client, "STOP")
+        texted(client, "hello", sender=other)
+    clock.advance(minutes=1)
+    res = texted(client, "START")  # the database is back; no replay has run yet
+    assert res.status_code == 200
+    with rt.transaction() as s:
+        assert s.get(Patient, patient_id).status == "active"
+        assert [m.body for m in s.scalars(select(Message).where(
+            Message.direction == "in", Message.address == PHONE).order_by(Message.id))] == [
+            "STOP", "START"]
+    # The other patient's message still waits for the replayer: not this request's business.
+    [left] = rt.spool.pending()
+    assert count(rt, Message, Message.address == other, Message.direction == "in") == 0
+    assert rt.replay_spool() == 1 and rt.spool.pending() == [] and left.name
+
+
+def test_a_sender_with_nothing_spooled_is_handled_at_once_while_others_wait(
+        client, rt, fake_http):
+    enrol(rt)
+    other = "+447700900555"
+    enrol(rt, phone=other)
+    with database_down(rt):
+        texted(client, "are you there", sender=other)
+    assert texted(client, "hello").status_code == 200
+    assert count(rt, Message, Message.direction == "in") == 1  # only this patient's
+    assert len(rt.spool.pending()) == 1
+
+
+def test_while_the_database_is_still_down_a_newer_message_is_spooled_behind_the_older(
+        client, rt, fake_http):
+    enrol(rt)
+    with database_down(rt):
+        texted(client, "hello")
+        texted(client, "are you there")
+    assert rt.replay_spool() == 2
+    with rt.transaction() as s:
+        assert [m.body for m in s.scalars(select(Message).where(
+            Message.direction == "in").order_by(Message.id))] == ["hello", "are you there"]

@@ -24,6 +24,7 @@ def receive_message(rt: Runtime, msg) -> object:
     from bot.services.receiving import spool_inbound, store_and_handle
 
     try:
+        rt.replay_spooled_from(msg.sender)  # the sender's older messages first, if any wait
         outcome = store_and_handle(rt, msg)
     except Exception:
         log.exception("the database could not store an inbound message")
