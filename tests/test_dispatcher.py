@@ -829,3 +829,60 @@ class TestAnUnfillableTemplate:
         item, message = _item(rt, item_id)
         assert item.status == "sent"
         assert item.channel == message.channel == ("sms" if fallback else "whatsapp")
+
+
+def _held_checkin(rt, clock, fake_http):
+    """A scheduled check-in started at 07:00 in London, its questions held until 08:00."""
+    from bot.services.conversations import start_flow
+
+    clock.set(datetime(2026, 3, 2, 7, 0, tzinfo=UTC))
+    pid = _patient(rt)
+    with rt.transaction() as s:
+        ids = start_flow(s, rt.ctx, s.get(Patient, pid), "checkin", clock.now(), routine=True)
+    rt.dispatcher.dispatch_due()
+    assert ids and sent_to(fake_http, PHONE) == []
+    return pid, ids
+
+
+def test_held_questions_of_a_conversation_closed_by_an_emergency_are_not_sent(
+        rt, fake_http, clock):
+    from bot.services.inbound import InboundMessage, handle_inbound_message
+
+    pid, held = _held_checkin(rt, clock, fake_http)
+    clock.set(datetime(2026, 3, 2, 7, 30, tzinfo=UTC))
+    with rt.transaction() as s:
+        out = handle_inbound_message(s, rt.ctx, InboundMessage(
+            "sms", PHONE, "my legs gave way and I wet myself"), clock.now())
+    rt.dispatch_soon(out.outbox_ids)
+    told = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert len(told) == 1 and "this could be serious" in told[0]
+    clock.set(datetime(2026, 3, 2, 8, 5, tzinfo=UTC))  # quiet hours over
+    rt.dispatcher.dispatch_due()
+    # Nothing more to the patient: not the check-in's greeting and first question after the
+    # emergency instruction, about a conversation that was closed by it.
+    assert [d["Body"] for d in sent_to(fake_http, PHONE)] == told
+    for item_id in held:
+        item, message = _item(rt, item_id)
+        assert (item.status, message.status) == ("cancelled", "cancelled")
+        assert item.last_error == "conversation interrupted: emergency"
+    with rt.transaction() as s:
+        reasons = [a.details["reason"] for a in s.scalars(select(AuditLog).where(
+            AuditLog.action == "outbox.cancelled"))]
+    assert reasons == ["conversation interrupted: emergency"] * len(held)
+
+
+def test_a_row_of_a_conversation_closed_while_it_was_being_claimed_is_not_sent(
+        rt, fake_http, clock):
+    """The dispatcher checks too: a row that escaped the cancelling (claimed at that moment,
+    then put back) is held when its conversation is no longer open."""
+    from bot.store.models import Conversation
+
+    pid, held = _held_checkin(rt, clock, fake_http)
+    with rt.transaction() as s:
+        conv = s.scalars(select(Conversation).where(Conversation.patient_id == pid)).one()
+        conv.status = "superseded"  # as if closed without reaching the held rows
+    clock.set(datetime(2026, 3, 2, 8, 5, tzinfo=UTC))
+    rt.dispatcher.dispatch_due()
+    assert sent_to(fake_http, PHONE) == []
+    item, _ = _item(rt, held[0])
+    assert (item.status, item.last_error) == ("cancelled", "conversation superseded")

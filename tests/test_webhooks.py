@@ -286,8 +286,9 @@ def test_a_reply_waiting_out_a_429_is_not_sent_after_stop(client, rt, fake_http,
     clock.advance(seconds=60)
     rt.dispatcher.dispatch_due()
     assert fake_http.requests == []
+    # Cancelled when STOP closed the check-in they belong to.
     assert count(rt, OutboxItem, OutboxItem.status == "cancelled",
-                 OutboxItem.last_error == "patient opted_out") == 2
+                 OutboxItem.last_error == "conversation interrupted: opted out") == 2
 
 
 def test_an_opted_out_patient_still_gets_the_emergency_instruction_and_help(client, rt,

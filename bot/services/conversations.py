@@ -70,8 +70,7 @@ def interrupt_active(session: Session, patient_id: int, now: datetime, reason: s
         conv.wait_deadline = None
         conv.updated_at = now
         conv.state = {**conv.state, "interrupted": reason}
-        if conv.state.get("awaiting_open"):  # its WhatsApp opening has nothing left to open
-            _cancel_unsent_opening(session, conv, now, reason)
+        _cancel_unsent(session, conv, now, f"conversation interrupted: {reason}")
 
 
 def supersede(session: Session, conv: Conversation, now: datetime, by: str) -> None:
@@ -81,6 +80,7 @@ def supersede(session: Session, conv: Conversation, now: datetime, by: str) -> N
     conv.wait_deadline = None
     conv.updated_at = now
     conv.state = {**conv.state, "superseded": by}
+    _cancel_unsent(session, conv, now, "conversation superseded")
     audit(session, now, "system", "conversation.superseded", "conversation", conv.id,
           patient_id=conv.patient_id, flow=conv.flow_id, node=conv.current_node, by=by)
 
@@ -165,6 +165,21 @@ def _open_with_template(session: Session, ctx: ServiceContext, patient: Patient,
         conversation_id=conv.id), now)
     item.variant = "template"
     return [item.id]
+
+
+def _cancel_unsent(session: Session, conv: Conversation, now: datetime, reason: str) -> None:
+    """The conversation is over: what it wrote and has not sent yet (questions held by quiet
+    hours, a WhatsApp opening, a reply waiting out a retry) would only reach the patient after
+    the emergency instruction or the new flow, about a conversation that no longer listens.
+    Audited per message; a message being sent right now is left to go."""
+    for item in session.scalars(select(OutboxItem).where(
+            OutboxItem.message_id.in_(select(Message.id).where(
+                Message.conversation_id == conv.id)),
+            OutboxItem.status == "pending")):
+        item.status, item.last_error = "cancelled", reason
+        message = session.get(Message, item.message_id)
+        message.status, message.updated_at = "cancelled", now
+        audit(session, now, "system", "outbox.cancelled", "message", message.id, reason=reason)
 
 
 def _cancel_unsent_opening(session: Session, conv: Conversation, now: datetime,

@@ -31,8 +31,11 @@ from bot.services.outbox import (
     sms_copy_since,
 )
 from bot.store.db import transaction
-from bot.store.models import Escalation, Message, OutboxItem, Patient
+from bot.store.models import Conversation, Escalation, Message, OutboxItem, Patient
 from bot.store.statuses import advance_status
+
+# A conversation closed before its end: what it still had to send is not sent.
+CLOSED_EARLY = ("interrupted", "superseded")
 
 log = logging.getLogger(__name__)
 
@@ -325,6 +328,12 @@ class Dispatcher:
                 # Someone took it while this alert waited (a retry, a copy): "no one else
                 # will be alerted", the acknowledgement said.
                 hold = f"escalation {esc.status}"
+        if hold is None and message.conversation_id is not None:
+            conv = s.get(Conversation, message.conversation_id)  # on the reply path: no query
+            if conv is not None and conv.status in CLOSED_EARLY:
+                # Interrupted (an emergency, STOP, a new flow) or superseded while this waited:
+                # its question is about a conversation that no longer listens.
+                hold = f"conversation {conv.status}"
         if hold == "defer":
             item.status = "pending"
             item.claimed_until = None
