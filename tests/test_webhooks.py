@@ -291,6 +291,21 @@ def test_a_reply_waiting_out_a_429_is_not_sent_after_stop(client, rt, fake_http,
                  OutboxItem.last_error == "conversation interrupted: opted out") == 2
 
 
+def test_a_reply_outside_any_conversation_waiting_out_a_429_is_not_sent_after_stop(
+        client, rt, fake_http, clock):
+    enrol(rt)
+    fake_http.queue_error(429, 20429, "Too Many Requests", headers={"Retry-After": "30"})
+    texted(client, "thanks")  # no conversation open: the "saved for your care team" reply
+    assert count(rt, OutboxItem, OutboxItem.status == "pending") == 1
+    texted(client, "STOP")
+    fake_http.reset()
+    clock.advance(seconds=60)
+    rt.dispatcher.dispatch_due()
+    assert fake_http.requests == []
+    assert count(rt, OutboxItem, OutboxItem.status == "cancelled",
+                 OutboxItem.last_error == "patient opted_out") == 1
+
+
 def test_an_opted_out_patient_still_gets_the_emergency_instruction_and_help(client, rt,
                                                                           fake_http):
     enrol(rt, status="opted_out")
