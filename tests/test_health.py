@@ -11,8 +11,10 @@ from click.testing import CliRunner
 from bot.cli import main
 from bot.scheduler import tick
 from bot.services import health
+from bot.services.inbound import InboundMessage, handle_inbound_message
 from bot.services.outbox import Draft, enqueue
-from bot.store.models import OutboxItem
+from bot.services.patients import Enrolment, enrol_patient
+from bot.store.models import Escalation, OutboxItem
 
 
 def test_healthz_says_degraded_until_the_scheduler_has_ticked(client, rt):
@@ -29,7 +31,10 @@ def test_healthz_says_degraded_until_the_scheduler_has_ticked(client, rt):
     assert body["scheduler"]["ok"] is True
     assert body["scheduler"]["seconds_since_tick"] == 0
     assert body["outbox"] == {"overdue": 0, "oldest_overdue_seconds": None,
-                              "failed_last_24h": 0}
+                              "failed_last_24h": 0, "failed_alerts_open": 0,
+                              "failed_instructions_last_24h": 0}
+    assert body["escalations"] == {"emergency_unacknowledged_after_full_round": 0,
+                                   "urgent_unacknowledged_after_full_round": 0}
 
 
 def test_a_scheduler_that_stopped_ticking_is_reported(client, rt, clock):
@@ -128,3 +133,72 @@ def test_twilio_without_a_public_url_is_flagged(db_url, clock):
             "config: CHECKIN_PUBLIC_URL is not set, so Twilio sends no delivery receipts"]
     finally:
         runtime.close()
+
+
+def test_an_emergency_nobody_acknowledges_through_a_full_round_degrades_health(
+        client, rt, clock):
+    _red_flag(rt)
+    tick(rt)
+    team = rt.settings.care_team
+    full_round = int(team.ack_timeout_minutes * len(team.escalation_chain))
+    clock.advance(minutes=full_round - 1)
+    tick(rt)
+    assert client.get("/healthz?strict=1").status_code == 200  # the chain is still going round
+    clock.advance(minutes=1)
+    tick(rt)
+    res = client.get("/healthz?strict=1")
+    assert res.status_code == 503
+    body = res.get_json()
+    assert body["problems"] == [
+        f"escalations: 1 emergency red flag(s) still unacknowledged after every care-team "
+        f"contact was alerted (oldest opened {full_round} min ago)"]
+    assert body["escalations"]["emergency_unacknowledged_after_full_round"] == 1
+    assert "+44" not in json.dumps(body)
+
+
+def test_care_team_alerts_that_cannot_be_sent_degrade_health(client, rt, clock):
+    """Every alert refused (say a typo in a care-team number): the pager must hear of it long
+    before a full round of the chain."""
+    from sqlalchemy import select, update
+
+    _red_flag(rt)
+    tick(rt)
+    with rt.transaction() as s:
+        s.execute(update(OutboxItem).where(OutboxItem.kind == "alert").values(status="failed"))
+    body = client.get("/healthz").get_json()
+    assert body["status"] == "degraded"
+    assert body["problems"] == ["alerts: 1 care-team alert(s) of open red flags could not be "
+                                "sent (a wrong number in care_team?)"]
+    with rt.transaction() as s:  # someone took it by phone: no longer a problem
+        s.scalars(select(Escalation)).one().status = "acknowledged"
+    assert client.get("/healthz").get_json()["problems"] == []
+
+
+def test_an_emergency_instruction_that_cannot_be_sent_degrades_health(client, rt, clock):
+    from sqlalchemy import update
+    _red_flag(rt)
+    tick(rt)
+    with rt.transaction() as s:
+        s.execute(update(OutboxItem).where(OutboxItem.kind == "emergency")
+                  .values(status="failed"))
+        s.execute(update(Escalation).values(status="acknowledged"))
+    assert client.get("/healthz").get_json()["problems"] == [
+        "outbox: 1 emergency or urgent instruction(s) to patients could not be sent in the "
+        "last 24 hours"]
+    clock.advance(hours=25)
+    tick(rt)
+    assert client.get("/healthz").get_json()["problems"] == []
+
+
+
+def _red_flag(rt):
+    """A consented patient texts an emergency red flag; the replies and first alert go."""
+    with rt.transaction() as s:
+        p = enrol_patient(s, Enrolment("+447700900123", "Ada", "Europe/London"),
+                          languages=["en"], now=rt.clock.now(), actor="test")
+        p.consent_at = rt.clock.now()
+    with rt.transaction() as s:
+        out = handle_inbound_message(s, rt.ctx, InboundMessage(
+            "sms", "+447700900123", "my legs gave way and I wet myself"), rt.clock.now())
+    rt.dispatch_soon(out.outbox_ids)
+    assert out.level == "emergency"

@@ -17,11 +17,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from bot.config import Settings
-from bot.store.models import UNPROCESSED, Heartbeat, Message, OutboxItem
+from bot.store.models import UNPROCESSED, Escalation, Heartbeat, Message, OutboxItem
 
 SCHEDULER = "scheduler"
 # A row due this long ago and still not sent means no dispatcher is sending.
 OVERDUE_AFTER = timedelta(minutes=2)
+# What the patient or the care team is sent about a red flag: a failure is never routine.
+RED_FLAG_KINDS = ("alert", "emergency", "urgent")
 
 
 def beat(session: Session, component: str, now: datetime, problem: str | None = None) -> None:
@@ -83,6 +85,26 @@ def report(session: Session, settings: Settings, now: datetime, spooled: int = 0
         OutboxItem.status == "failed", OutboxItem.created_at >= now - timedelta(hours=24)))
     unprocessed = session.scalar(select(func.count()).select_from(Message).where(
         UNPROCESSED, Message.direction == "in"))
+    unanswered = _unacknowledged(session, settings, now)
+    for level, (count, oldest_at) in unanswered.items():
+        if count:
+            problems.append(
+                f"escalations: {count} {level} red flag(s) still unacknowledged after every "
+                f"care-team contact was alerted (oldest opened "
+                f"{int((now - oldest_at).total_seconds() // 60)} min ago)")
+    failed_alerts = session.scalar(select(func.count()).select_from(OutboxItem).join(
+        Message, Message.id == OutboxItem.message_id).join(
+        Escalation, Escalation.id == Message.escalation_id).where(
+        OutboxItem.status == "failed", OutboxItem.kind == "alert", Escalation.status == "open"))
+    failed_instructions = session.scalar(select(func.count()).select_from(OutboxItem).where(
+        OutboxItem.status == "failed", OutboxItem.kind.in_(("emergency", "urgent")),
+        OutboxItem.created_at >= now - timedelta(hours=24)))
+    if failed_alerts:
+        problems.append(f"alerts: {failed_alerts} care-team alert(s) of open red flags could "
+                        "not be sent (a wrong number in care_team?)")
+    if failed_instructions:
+        problems.append(f"outbox: {failed_instructions} emergency or urgent instruction(s) to "
+                        "patients could not be sent in the last 24 hours")
     if overdue:
         problems.append(f"outbox: {overdue} message(s) overdue")
     if unprocessed:
@@ -110,9 +132,34 @@ def report(session: Session, settings: Settings, now: datetime, spooled: int = 0
             "oldest_overdue_seconds": (
                 round((now - oldest).total_seconds()) if oldest else None),
             "failed_last_24h": failed_24h,
+            "failed_alerts_open": failed_alerts,
+            "failed_instructions_last_24h": failed_instructions,
+        },
+        "escalations": {
+            f"{level}_unacknowledged_after_full_round": count
+            for level, (count, _) in unanswered.items()
         },
         "unprocessed_inbound": unprocessed,
         "spooled_inbound": spooled,
         "spool_set_aside": set_aside,
     }
 
+
+
+def _unacknowledged(session: Session, settings: Settings,
+                    now: datetime) -> dict[str, tuple[int, datetime | None]]:
+    """Open red flags that every contact of the escalation chain has had time to acknowledge
+    (one full round: the chain's length times the level's acknowledgement timeout) and nobody
+    has: the alerts are not reaching anyone, or nobody is answering. Per level: (how many, when
+    the oldest was opened)."""
+    team = settings.care_team
+    minutes = {"emergency": team.ack_timeout_minutes,
+               "urgent": team.urgent_ack_timeout_minutes}
+    found = {}
+    for level, each in minutes.items():
+        full_round = timedelta(minutes=each * len(team.escalation_chain))
+        found[level] = session.execute(
+            select(func.count(), func.min(Escalation.created_at)).where(
+                Escalation.status == "open", Escalation.level == level,
+                Escalation.created_at <= now - full_round)).one()
+    return found
