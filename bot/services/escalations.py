@@ -34,9 +34,16 @@ def new_ref(session: Session) -> str:
 def open_escalation_for(session: Session, patient_id: int | None,
                         phone: str | None = None) -> Escalation | None:
     """The newest escalation nobody has acknowledged yet, of the patient (or, for a number
-    that is not enrolled, of that phone)."""
-    who = (Escalation.patient_id == patient_id if patient_id is not None
-           else (Escalation.patient_id.is_(None) & (Escalation.phone == phone)))
+    that is not enrolled, of that phone). With both: the patient's, or one opened for their
+    phone before they were enrolled (a red flag texted just before enrolment is the same
+    person's)."""
+    by_phone = Escalation.patient_id.is_(None) & (Escalation.phone == phone)
+    if patient_id is None:
+        who = by_phone
+    elif phone:
+        who = (Escalation.patient_id == patient_id) | by_phone
+    else:
+        who = Escalation.patient_id == patient_id
     return session.scalars(
         select(Escalation).where(who, Escalation.status == "open")
         .order_by(Escalation.id.desc())
@@ -83,8 +90,15 @@ def escalate(
     assert level in ("urgent", "emergency"), level
     assert patient is not None or phone, "an escalation needs a patient or a phone"
     patient_id = patient.id if patient is not None else None
-    current = open_escalation_for(session, patient_id, phone)
+    current = open_escalation_for(session, patient_id,
+                                  patient.phone if patient is not None else phone)
     if current is not None:
+        if current.patient_id is None and patient_id is not None:
+            # Opened for this number before it was enrolled: it is this patient's now, and
+            # its alerts name them.
+            current.patient_id, current.phone = patient_id, None
+            audit(session, now, "system", "escalation.patient_linked", "escalation",
+                  current.ref, patient_id=patient_id)
         merged = sorted(set(current.flags) | set(flags))
         upgraded = LEVELS.index(level) > LEVELS.index(current.level)
         if words:  # newest first: an alert shows the start of this
@@ -174,14 +188,17 @@ def _alert(session: Session, ctx: ServiceContext, esc: Escalation, now: datetime
 
 def alert_not_delivered(session: Session, escalation_id: int, now: datetime,
                         reason: str, message_id: int | None = None,
-                        chain_length: int | None = None) -> bool:
+                        chain_length: int | None = None, copy_follows: bool = False) -> bool:
     """An alert could not reach its contact: if nobody has acknowledged, the next contact is
     due now (the scheduler's next tick), not after the acknowledgement timeout.
 
     Only for the escalation's latest alert (`message_id`, when known): a late report about an
     earlier contact must not cut short the time the current one has. And only on the first lap
     of the chain (`chain_length`, when known): if every contact fails, the chain goes on at the
-    normal pace rather than every tick.
+    normal pace rather than every tick. Not when another try at the same contact follows
+    (`copy_follows`: a template, an SMS copy): the chain moves on if that fails too, as it does
+    when the dispatcher switches a refused WhatsApp alert to SMS; else two contacts would be
+    paged within seconds for one red flag.
 
     Returns whether this was the current alert of an escalation still open: only then is it
     worth another try to the same contact (a template, an SMS copy). A copy of an alert the
@@ -193,13 +210,16 @@ def alert_not_delivered(session: Session, escalation_id: int, now: datetime,
     latest = message_id is None or message_id == session.scalar(
         select(func.max(Message.id)).where(Message.escalation_id == esc.id,
                                            Message.kind == "alert"))
-    first_lap = chain_length is None or esc.alerts_sent <= chain_length
-    moved_on = latest and first_lap
+    # The first lap of the chain since it (re)started: an upgrade from urgent to emergency
+    # starts it again at the first contact.
+    first_lap = chain_length is None or esc.chain_position < chain_length
+    moved_on = latest and first_lap and not copy_follows
     if moved_on:
         esc.next_alert_at = now
         esc.updated_at = now
     audit(session, now, "system", "escalation.alert_failed", "escalation", esc.ref,
-          reason=reason, chain_position=esc.chain_position, moved_on=moved_on)
+          reason=reason, chain_position=esc.chain_position, moved_on=moved_on,
+          copy_follows=copy_follows)
     return latest
 
 
@@ -240,19 +260,28 @@ def acknowledge(session: Session, ref: str, by: str, now: datetime, actor: str) 
     return esc, True
 
 
-def resolve(session: Session, ref: str, note: str, now: datetime, actor: str) -> Escalation:
+def resolve(session: Session, ref: str, note: str, now: datetime, actor: str,
+            by: str | None = None) -> Escalation:
+    """Close the escalation with a note; one already resolved is returned unchanged (its
+    first note stays: callers that must say so check `status` first, under the row lock).
+
+    Resolving one nobody acknowledged also stops its chain: it counts as acknowledged now,
+    by `by` (a person's name; None when not given: `actor` names a channel such as
+    "api:..." or "cli:...", not who took the alert, and stays in the audit record).
+    """
     esc = find_by_ref(session, ref)
     if esc.status == "resolved":
         return esc
     if esc.acknowledged_at is None:
         esc.acknowledged_at = now
-        esc.acknowledged_by = actor
+        esc.acknowledged_by = by
     esc.status = "resolved"
     esc.resolved_at = now
     esc.resolution_note = note
     esc.next_alert_at = None
     esc.updated_at = now
-    audit(session, now, actor, "escalation.resolve", "escalation", esc.ref, note=note)
+    audit(session, now, actor, "escalation.resolve", "escalation", esc.ref, note=note,
+          **({"by": by} if by else {}))
     return esc
 
 

@@ -112,21 +112,28 @@ def after_failure(session: Session, settings: Settings, message: Message, status
               source="carrier", code=code)
     audit(session, now, "system", "message.undelivered", "message", message.id,
           status=status, code=code)
-    if message.escalation_id is not None:
-        current = alert_not_delivered(
-            session, message.escalation_id, now, f"{status} {code or ''}".strip(),
-            message_id=message.id, chain_length=len(settings.care_team.escalation_chain))
-        if not current:
-            return []  # acknowledged, or the chain has moved past this contact: no copies
     # An opted-out patient still gets what STOP, HELP and a red flag call for.
     reachable = (patient is None or patient.status != "opted_out"
                  or message.kind in SENT_WHEN_OPTED_OUT)
-    ids: list[int] = []
     item = session.scalars(select(OutboxItem).where(
         OutboxItem.message_id == message.id)).first()
-    if (code == OUTSIDE_WINDOW and message.channel == "whatsapp" and reachable
-            and message.kind in settings.twilio.whatsapp_templates
-            and (item is None or item.variant != "template")):
+    as_template = (code == OUTSIDE_WINDOW and message.channel == "whatsapp" and reachable
+                   and message.kind in settings.twilio.whatsapp_templates
+                   and (item is None or item.variant != "template"))
+    # To a patient, or a care-team alert (no patient on the row) to its contact.
+    addressee = patient is not None or message.escalation_id is not None
+    by_sms = (message.channel == "whatsapp" and settings.twilio.sms_fallback_for_whatsapp
+              and addressee and reachable and bool(message.body)
+              and not sms_copy_since(session, message))
+    if message.escalation_id is not None:
+        current = alert_not_delivered(
+            session, message.escalation_id, now, f"{status} {code or ''}".strip(),
+            message_id=message.id, chain_length=len(settings.care_team.escalation_chain),
+            copy_follows=as_template or by_sms)
+        if not current:
+            return []  # acknowledged, or the chain has moved past this contact: no copies
+    ids: list[int] = []
+    if as_template:
         # Twilio reports 63016 in the callback as often as at send time: the free text came
         # outside the window, so send the kind's approved template, as the dispatcher does
         # when 63016 comes back at once. If the template fails too, the SMS fallback follows.
@@ -138,11 +145,7 @@ def after_failure(session: Session, settings: Settings, message: Message, status
         if item is None or item.priority > PRIORITY_EMERGENCY:
             return ids
         # An emergency or an alert does not wait to learn whether the template got through.
-    # To a patient, or a care-team alert (no patient on the row) to its contact.
-    addressee = patient is not None or message.escalation_id is not None
-    if (message.channel == "whatsapp" and settings.twilio.sms_fallback_for_whatsapp
-            and addressee and reachable and message.body
-            and not sms_copy_since(session, message)):
+    if by_sms:
         return [*ids, _resend(session, message, "sms", now, item=item).id]
     if ids:
         return ids

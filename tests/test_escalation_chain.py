@@ -1,0 +1,127 @@
+"""The alert chain in the cases where it used to stall, double-page or split in two."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from bot.scheduler import tick
+from bot.store.models import Escalation, Message
+from tests.test_red_flags_e2e import RED_FLAG, alerts, chain_phones, enrol, texted
+from tests.twilio_signing import sign
+from tests.twilio_support import (  # noqa: F401 - fixtures
+    AUTH_TOKEN,
+    PUBLIC_URL,
+    TWILIO_SETTINGS,
+    fake_http,
+    messenger,
+    sent_to,
+    settings_overrides,
+)
+
+
+def _refuse_next_send_to(fake_http, number, code=21211, text="Invalid 'To' Phone Number"):
+    """The next request the SDK makes to `number` is refused with `code`."""
+    real = fake_http.request
+    pending = {"to": number}
+
+    def request(method, url, params=None, data=None, **kw):
+        if data and pending["to"] and data.get("To") == pending["to"]:
+            pending["to"] = None
+            fake_http.queue_error(400, code, text)
+        return real(method, url, params=params, data=data, **kw)
+
+    fake_http.request = request
+
+
+def test_a_failed_alert_moves_an_upgraded_chain_on_at_once(client, rt, fake_http, clock):
+    """Urgent for hours (its re-alerts went round the chain), then an emergency: the chain
+    starts again at the first contact, and an alert that cannot reach them passes to the next
+    contact at the next tick, as on any first lap, not after 15 minutes."""
+    enrol(rt)
+    oncall, coordinator, _ = chain_phones(rt)
+    texted(client, "back pain is 9/10 and wakes me every night")
+    assert rt.settings.care_team.urgent_ack_timeout_minutes == 120
+    for _ in range(3):  # nobody acknowledges: every contact alerted once
+        clock.advance(minutes=120)
+        tick(rt)
+    before = len(alerts(fake_http, coordinator))
+    _refuse_next_send_to(fake_http, oncall)
+    texted(client, "now my legs gave way")
+    with rt.transaction() as s:
+        esc = s.scalars(select(Escalation)).one()
+        assert (esc.level, esc.chain_position) == ("emergency", 0)
+    clock.advance(seconds=5)
+    tick(rt)
+    [alert] = alerts(fake_http, coordinator)[before:]
+    assert alert.startswith("EMERGENCY")
+
+
+CONTACTS = [
+    {"id": "oncall", "name": "On-call nurse", "phone": "+44 7700 900001", "channel": "whatsapp"},
+    {"id": "coordinator", "name": "Coordinator", "phone": "+44 7700 900002", "channel": "sms"},
+    {"id": "consultant", "name": "Consultant", "phone": "+44 7700 900003", "channel": "sms"},
+]
+
+
+class TestWhatsAppOnCall:
+    @pytest.fixture
+    def settings_overrides(self):
+        return {**TWILIO_SETTINGS, "care_team": {"contacts": CONTACTS}}
+
+    def test_an_alert_undelivered_on_whatsapp_goes_again_by_sms_and_pages_nobody_else(
+            self, client, rt, fake_http, clock):
+        """The callback says the WhatsApp alert did not arrive: the same contact gets it by
+        SMS, and the next contact is not paged 5 s later as well (the chain moves on if the
+        SMS fails too, or after the usual 15 minutes)."""
+        enrol(rt)
+        oncall, coordinator, _ = chain_phones(rt)
+        texted(client, RED_FLAG)
+        with rt.transaction() as s:
+            sid = s.scalars(select(Message.provider_id).where(Message.kind == "alert")).one()
+        params = {"MessageSid": sid, "MessageStatus": "undelivered", "ErrorCode": "63024"}
+        url = PUBLIC_URL + "/webhooks/twilio/status"
+        assert client.post("/webhooks/twilio/status", data=params, headers={
+            "X-Twilio-Signature": sign(AUTH_TOKEN, url, params)}).status_code == 204
+        clock.advance(seconds=5)
+        tick(rt)
+        assert [d["To"] for d in sent_to(fake_http, oncall)] == [f"whatsapp:{oncall}", oncall]
+        assert sent_to(fake_http, coordinator) == []
+        clock.advance(minutes=15)
+        tick(rt)
+        assert len(alerts(fake_http, coordinator)) == 1  # the usual pace goes on
+
+    def test_when_the_sms_copy_fails_too_the_chain_moves_on_at_once(
+            self, client, rt, fake_http, clock):
+        enrol(rt)
+        oncall, coordinator, _ = chain_phones(rt)
+        texted(client, RED_FLAG)
+        with rt.transaction() as s:
+            sid = s.scalars(select(Message.provider_id).where(Message.kind == "alert")).one()
+        _refuse_next_send_to(fake_http, oncall)  # the SMS copy: refused
+        params = {"MessageSid": sid, "MessageStatus": "undelivered", "ErrorCode": "63024"}
+        url = PUBLIC_URL + "/webhooks/twilio/status"
+        client.post("/webhooks/twilio/status", data=params, headers={
+            "X-Twilio-Signature": sign(AUTH_TOKEN, url, params)})
+        clock.advance(seconds=5)
+        tick(rt)
+        assert len(alerts(fake_http, coordinator)) == 1
+
+
+def test_a_red_flag_texted_before_enrolment_and_one_after_share_one_chain(
+        client, rt, fake_http, clock):
+    oncall, coordinator, consultant = chain_phones(rt)
+    texted(client, "I cant feel my legs")  # the number is not enrolled yet
+    enrol(rt)  # then it is, before anyone acknowledged
+    clock.advance(minutes=2)
+    texted(client, "and now I wet myself")
+    with rt.transaction() as s:
+        [esc] = s.scalars(select(Escalation)).all()
+        assert esc.status == "open" and esc.phone is None
+        assert esc.patient_id is not None  # the alerts now name the patient
+        ref = esc.ref
+    texted(client, f"ACK {ref}", sender=oncall)
+    for _ in range(3):
+        clock.advance(minutes=15)
+        tick(rt)
+    assert alerts(fake_http, coordinator) == [] and alerts(fake_http, consultant) == []
