@@ -50,8 +50,11 @@ def tick(rt: Runtime) -> TickReport:
             report.failed.append(name)
 
     def realerts():
+        failures: list[str] = []
         with rt.transaction() as s:
-            report.realerts = len(escalations.realert_due(s, rt.ctx, now))
+            report.realerts = len(escalations.realert_due(s, rt.ctx, now, failures=failures))
+        if failures:  # the others went out; this names the step on /healthz
+            raise RuntimeError(f"re-alert failed for {len(failures)} escalation(s)")
 
     def timeouts():
         with rt.transaction() as s:

@@ -125,3 +125,39 @@ def test_a_red_flag_texted_before_enrolment_and_one_after_share_one_chain(
         clock.advance(minutes=15)
         tick(rt)
     assert alerts(fake_http, coordinator) == [] and alerts(fake_http, consultant) == []
+
+
+def test_one_escalation_whose_alert_cannot_be_written_holds_up_no_other(
+        client, rt, fake_http, clock, monkeypatch):
+    from bot.services import escalations
+    from tests.test_webhooks import enrol as enrol_at
+
+    enrol(rt)
+    other = "+447700900555"
+    enrol_at(rt, phone=other)
+    texted(client, RED_FLAG)
+    texted(client, RED_FLAG, sender=other)
+    with rt.transaction() as s:
+        broken, fine = (e.ref for e in s.scalars(select(Escalation).order_by(Escalation.id)))
+    real = escalations._alert
+
+    def alert(session, ctx, esc, now):
+        if esc.ref == broken:
+            raise RuntimeError("cannot write this one")
+        return real(session, ctx, esc, now)
+
+    monkeypatch.setattr(escalations, "_alert", alert)
+    _, coordinator, _ = chain_phones(rt)
+    clock.advance(minutes=15)
+    report = tick(rt)
+    assert report.failed == ["realerts"] and report.realerts == 1
+    assert len(alerts(fake_http, coordinator)) == 1  # the other escalation's re-alert went
+    body = client.get("/healthz").get_json()
+    assert "scheduler: last tick failed: realerts" in body["problems"]
+    with rt.transaction() as s:
+        esc = s.scalars(select(Escalation).where(Escalation.ref == broken)).one()
+        assert esc.chain_position == 0 and esc.next_alert_at <= clock.now()  # still due
+    monkeypatch.setattr(escalations, "_alert", real)
+    clock.advance(seconds=5)
+    assert tick(rt).failed == []
+    assert len(alerts(fake_http, coordinator)) == 2  # and it goes once it can

@@ -3,6 +3,7 @@ acknowledges, and every change is audited."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 from datetime import datetime, timedelta
 
@@ -16,6 +17,8 @@ from bot.services.context import ServiceContext
 from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
 from bot.store.claims import claim_due
 from bot.store.models import Escalation, Message, Patient
+
+log = logging.getLogger(__name__)
 
 REF_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I: read aloud on a phone
 
@@ -223,16 +226,30 @@ def alert_not_delivered(session: Session, escalation_id: int, now: datetime,
     return latest
 
 
-def realert_due(session: Session, ctx: ServiceContext, now: datetime, limit: int = 50) -> list[int]:
-    """Move every unacknowledged escalation whose wait ran out to the next contact."""
+def realert_due(session: Session, ctx: ServiceContext, now: datetime, limit: int = 50,
+                failures: list[str] | None = None) -> list[int]:
+    """Move every unacknowledged escalation whose wait ran out to the next contact.
+
+    Each in its own savepoint: one escalation whose alert cannot be written (whatever the
+    reason) must not hold up the re-alerts of all the others. It stays due, so the next tick
+    tries it again; its ref goes into `failures` for the caller to report."""
     due = claim_due(session, Escalation, Escalation.status == "open",
                     Escalation.next_alert_at <= now, order_by=Escalation.next_alert_at,
                     limit=limit)
     ids: list[int] = []
     for esc in due:
-        esc.chain_position += 1
-        esc.updated_at = now
-        ids += _alert(session, ctx, esc, now)
+        ref = esc.ref
+        try:
+            with session.begin_nested():
+                esc.chain_position += 1
+                esc.updated_at = now
+                written = _alert(session, ctx, esc, now)
+        except Exception:
+            log.exception("re-alert of escalation %s failed; the others go on", ref)
+            if failures is not None:
+                failures.append(ref)
+            continue
+        ids += written
     return ids
 
 
