@@ -161,3 +161,22 @@ def test_one_escalation_whose_alert_cannot_be_written_holds_up_no_other(
     clock.advance(seconds=5)
     assert tick(rt).failed == []
     assert len(alerts(fake_http, coordinator)) == 2  # and it goes once it can
+
+
+def test_an_ack_from_a_care_team_phone_also_enrolled_as_a_patient_acknowledges(
+        client, rt, fake_http, clock):
+    from tests.test_webhooks import enrol as enrol_at
+
+    enrol(rt)
+    oncall, coordinator, _ = chain_phones(rt)
+    enrol_at(rt, phone=oncall)  # the on-call nurse enrolled their own phone to try the bot
+    texted(client, RED_FLAG)
+    with rt.transaction() as s:
+        ref = s.scalars(select(Escalation.ref)).one()
+    texted(client, f"ACK {ref}", sender=oncall)
+    with rt.transaction() as s:
+        esc = s.scalars(select(Escalation)).one()
+        assert esc.status == "acknowledged"
+    clock.advance(minutes=15)
+    tick(rt)
+    assert alerts(fake_http, coordinator) == []

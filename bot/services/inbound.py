@@ -183,8 +183,14 @@ def _hold_told_emergency(session: Session, msg: InboundMessage, out: InboundOutc
 
 def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient: Patient | None,
             text: str, now: datetime, out: InboundOutcome, looping: bool) -> None:
+    staff = ctx.settings.care_team.contact_by_phone(msg.sender)
+    if staff is not None and patient is not None and ACK_RE.match(text):
+        # A care-team phone that is also enrolled as a patient (a nurse trying the bot, a
+        # shared clinic phone): "ACK <ref>" from it is still an acknowledgement.
+        out.patient_id = patient.id
+        out.outbox_ids += _staff_command(session, ctx, staff, text, msg, now)
+        return
     if patient is None:
-        staff = ctx.settings.care_team.contact_by_phone(msg.sender)
         if staff is not None:
             out.outbox_ids += _staff_command(session, ctx, staff, text, msg, now)
         elif _number_keyword(session, ctx, msg, text, now, out):
