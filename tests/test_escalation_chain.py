@@ -180,3 +180,42 @@ def test_an_ack_from_a_care_team_phone_also_enrolled_as_a_patient_acknowledges(
     clock.advance(minutes=15)
     tick(rt)
     assert alerts(fake_http, coordinator) == []
+
+
+def test_two_red_flags_at_once_from_a_number_not_enrolled_open_one_escalation(
+        rt, fake_http, monkeypatch):
+    import threading
+
+    from bot.services import escalations
+    from bot.services.inbound import InboundMessage, handle_inbound_message
+
+    if not rt.settings.database_url.startswith("postgres"):
+        pytest.skip("concurrent writers: PostgreSQL only (SQLite takes one writer at a time)")
+    inside, release = threading.Event(), threading.Event()
+    real = escalations.open_escalation_for
+
+    def paused(*args, **kw):
+        found = real(*args, **kw)
+        if threading.current_thread().name == "first":
+            inside.set()
+            release.wait(10)
+        return found
+
+    monkeypatch.setattr(escalations, "open_escalation_for", paused)
+
+    def red_flag(sid):
+        with rt.transaction() as s:
+            handle_inbound_message(s, rt.ctx, InboundMessage(
+                "sms", "+447700900777", RED_FLAG, provider_id=sid), rt.clock.now())
+
+    first = threading.Thread(target=red_flag, args=("SM" + "1" * 32,), name="first")
+    first.start()
+    assert inside.wait(10)
+    second = threading.Thread(target=red_flag, args=("SM" + "2" * 32,), name="second")
+    second.start()
+    second.join(1.0)  # it waits for the first to finish
+    release.set()
+    first.join(10)
+    second.join(10)
+    with rt.transaction() as s:
+        assert len(s.scalars(select(Escalation)).all()) == 1

@@ -93,6 +93,11 @@ def escalate(
     assert level in ("urgent", "emergency"), level
     assert patient is not None or phone, "an escalation needs a patient or a phone"
     patient_id = patient.id if patient is not None else None
+    if patient is None and session.get_bind().dialect.name == "postgresql":
+        # No patient row to lock: two red flags from the same number at once must still find
+        # one escalation, not open two chains. (SQLite takes one writer at a time.)
+        session.execute(select(func.pg_advisory_xact_lock(
+            func.hashtext(f"escalation:{phone}"))))
     current = open_escalation_for(session, patient_id,
                                   patient.phone if patient is not None else phone)
     if current is not None:
