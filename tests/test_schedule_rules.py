@@ -65,3 +65,22 @@ def test_a_schedule_time_inside_quiet_hours_is_recognised():
     assert time_in_quiet_hours("07:59", "21:00", "08:00")
     assert not time_in_quiet_hours("08:00", "21:00", "08:00")
     assert not time_in_quiet_hours("10:00", "21:00", "08:00")
+
+
+
+def test_a_replaced_schedule_counts_from_its_last_run_in_the_patients_zone():
+    from bot.domain.schedule import next_occurrence_after_run
+
+    ran = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # Mon 10:00 London
+    now = datetime(2026, 3, 2, 11, 0, tzinfo=UTC)  # moved to 14:00 an hour later
+    assert next_occurrence_after_run(now, "Europe/London", "14:00", 7, ran) == datetime(
+        2026, 3, 9, 14, 0, tzinfo=UTC)
+    assert next_occurrence_after_run(now, "Europe/London", "14:00", 1, ran) == datetime(
+        2026, 3, 3, 14, 0, tzinfo=UTC)  # never the same local day as the last run
+    ran = datetime(2026, 3, 3, 4, 30, tzinfo=UTC)  # Mon 23:30 in New York (Tue in UTC)
+    now = datetime(2026, 3, 3, 5, 0, tzinfo=UTC)
+    assert next_occurrence_after_run(now, "America/New_York", "07:00", 1, ran) == datetime(
+        2026, 3, 3, 12, 0, tzinfo=UTC)  # Tue 07:00 there
+    later = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)  # long after it ran: the next new time
+    assert next_occurrence_after_run(later, "America/New_York", "14:00", 7, ran) == datetime(
+        2026, 3, 20, 18, 0, tzinfo=UTC)

@@ -315,3 +315,272 @@ def test_consent_no_clears_consent_so_no_checkin_follows(rt, clock):
     tick(rt)
     assert [f for f, _, _ in _convs(rt)] == ["welcome", "welcome"]
     assert _audits(rt, "schedule.skip")[0].details["reason"] == "no consent yet"
+
+
+# -- 6. a change of time, a check-in the patient is already doing, downtime, passing errors --
+
+
+def _checkins_started(rt):
+    return [started for flow, started, _ in _convs(rt) if flow == "checkin"]
+
+
+def test_changing_the_checkin_time_after_it_ran_today_waits_for_next_week(rt, clock):
+    clock.set(datetime(2026, 6, 1, 8, 0, tzinfo=UTC))  # Monday, London BST (UTC+1)
+    pid = _patient(rt, clock.now())
+    with rt.transaction() as s:
+        save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 7, clock.now(), "t")
+    _run(rt, clock, datetime(2026, 6, 1, 9, 30, tzinfo=UTC))  # ran at 10:00 local
+    with rt.transaction() as s:  # moved to 14:00, same weekly rhythm
+        result = save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "14:00", 7,
+                               clock.now(), "t")
+        assert result.schedule.next_due_at == datetime(2026, 6, 8, 13, 0, tzinfo=UTC)
+    _run(rt, clock, datetime(2026, 6, 1, 16, 0, tzinfo=UTC))
+    assert _checkins_started(rt) == [datetime(2026, 6, 1, 9, 0, tzinfo=UTC)]
+
+
+def test_saving_the_same_checkin_schedule_again_the_next_day_keeps_its_week(rt, clock):
+    clock.set(datetime(2026, 6, 1, 8, 0, tzinfo=UTC))
+    pid = _patient(rt, clock.now())
+    with rt.transaction() as s:
+        save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 7, clock.now(), "t")
+    _run(rt, clock, datetime(2026, 6, 2, 7, 0, tzinfo=UTC))  # Tuesday 08:00 local
+    with rt.transaction() as s:
+        result = save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 7,
+                               clock.now(), "t")
+        assert result.replaced is not None
+        assert result.schedule.next_due_at == datetime(2026, 6, 8, 9, 0, tzinfo=UTC)
+    _run(rt, clock, datetime(2026, 6, 2, 12, 0, tzinfo=UTC))
+    assert _checkins_started(rt) == [datetime(2026, 6, 1, 9, 0, tzinfo=UTC)]
+
+
+def test_a_changed_schedule_that_last_ran_long_ago_starts_at_the_next_new_time(rt, clock):
+    clock.set(datetime(2026, 6, 1, 8, 0, tzinfo=UTC))
+    pid = _patient(rt, clock.now())
+    with rt.transaction() as s:
+        save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 7, clock.now(), "t")
+    _run(rt, clock, datetime(2026, 6, 1, 9, 30, tzinfo=UTC))
+    clock.set(datetime(2026, 6, 9, 7, 0, tzinfo=UTC))  # Tuesday of the next week, 08:00 local
+    with rt.transaction() as s:
+        result = save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "14:00", 7,
+                               clock.now(), "t")
+        assert result.schedule.next_due_at == datetime(2026, 6, 9, 13, 0, tzinfo=UTC)
+
+
+def test_a_checkin_the_patient_started_just_before_the_slot_serves_the_scheduled_one(rt, clock):
+    clock.set(datetime(2026, 6, 1, 8, 50, tzinfo=UTC))  # Monday 09:50 local
+    pid = _patient(rt, clock.now())
+    with rt.transaction() as s:
+        save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 7, clock.now(), "t")
+    _reply(rt, clock, pid, "CHECKIN")  # the patient starts it themselves
+    for answer in ["0", "no", "no"]:
+        clock.advance(minutes=2)
+        tick(rt)
+        _reply(rt, clock, pid, answer)
+    _run(rt, clock, datetime(2026, 6, 1, 9, 5, tzinfo=UTC), step=timedelta(minutes=1))
+    for answer in ["no", "no", "no", "no", "no", "1", "no"]:
+        clock.advance(minutes=1)
+        tick(rt)
+        _reply(rt, clock, pid, answer)
+    _run(rt, clock, datetime(2026, 6, 1, 12, 0, tzinfo=UTC), step=timedelta(minutes=5))
+    assert [(f, st) for f, _, st in _convs(rt)] == [("checkin", "completed")]
+    [skip] = _audits(rt, "schedule.skip")
+    assert "already" in skip.details["reason"]
+    with rt.transaction() as s:
+        sched = s.scalars(select(Schedule)).one()
+        assert sched.next_due_at == datetime(2026, 6, 8, 9, 0, tzinfo=UTC)
+
+
+def test_a_reminder_with_the_same_text_an_hour_apart_is_still_sent(rt, clock):
+    """Only a check-in is served by the patient's own: each reminder schedule is sent."""
+    clock.set(datetime(2026, 6, 1, 6, 0, tzinfo=UTC))
+    pid = _patient(rt, clock.now())
+    with rt.transaction() as s:
+        p = s.get(Patient, pid)
+        for at in ("09:00", "10:00"):
+            save_schedule(s, rt.ctx, p, "reminder", at, 1, clock.now(), "t",
+                          {"reminder_text": "Take your tablets."})
+    clock.set(datetime(2026, 6, 1, 8, 0, tzinfo=UTC))
+    tick(rt)
+    _reply(rt, clock, pid, "1")
+    clock.set(datetime(2026, 6, 1, 9, 0, tzinfo=UTC))
+    tick(rt)
+    assert [(f, st) for f, _, st in _convs(rt)] == [("reminder", "completed"),
+                                                    ("reminder", "waiting")]
+
+
+def test_after_downtime_a_stale_reminder_is_missed_not_sent_with_the_next(rt, clock, messenger):
+    clock.set(datetime(2026, 6, 1, 6, 0, tzinfo=UTC))  # Monday 07:00 local
+    pid = _patient(rt, clock.now())
+    with rt.transaction() as s:
+        save_schedule(s, rt.ctx, s.get(Patient, pid), "reminder", "09:00", 1, clock.now(), "t",
+                      {"reminder_text": "Take your dexamethasone."})
+    _run(rt, clock, datetime(2026, 6, 1, 7, 0, tzinfo=UTC))
+    clock.set(datetime(2026, 6, 2, 7, 45, tzinfo=UTC))  # down until Tuesday 08:45 local
+    _run(rt, clock, datetime(2026, 6, 2, 10, 0, tzinfo=UTC), step=timedelta(minutes=5))
+    assert [started for _, started, _ in _convs(rt)] == [datetime(2026, 6, 2, 8, 0, tzinfo=UTC)]
+    [missed] = _audits(rt, "schedule.missed")
+    assert missed.details["slot"] == "2026-06-01T08:00:00+00:00"
+    assert len([m for m in messenger.sent if "dexamethasone" in (m.body or "")]) == 1
+
+
+def test_after_downtime_the_morning_reminder_is_not_sent_in_the_evening(rt, clock):
+    clock.set(datetime(2026, 6, 1, 6, 0, tzinfo=UTC))
+    pid = _patient(rt, clock.now())
+    with rt.transaction() as s:
+        p = s.get(Patient, pid)
+        save_schedule(s, rt.ctx, p, "reminder", "08:30", 1, clock.now(), "t",
+                      {"reminder_text": "Take your MORNING tablets."})
+        save_schedule(s, rt.ctx, p, "reminder", "20:00", 1, clock.now(), "t",
+                      {"reminder_text": "Take your EVENING tablets."})
+    _run(rt, clock, datetime(2026, 6, 1, 7, 0, tzinfo=UTC))
+    clock.set(datetime(2026, 6, 1, 18, 55, tzinfo=UTC))  # back at 19:55 local
+    _run(rt, clock, datetime(2026, 6, 1, 19, 45, tzinfo=UTC), step=timedelta(minutes=5))
+    with rt.transaction() as s:
+        texts = [c.state["params"]["reminder_text"] for c in s.scalars(select(Conversation))]
+        morning = s.scalars(select(Schedule).where(Schedule.local_time == "08:30")).one()
+        assert morning.next_due_at == datetime(2026, 6, 2, 7, 30, tzinfo=UTC)
+    assert texts == ["Take your EVENING tablets."]
+    assert len(_audits(rt, "schedule.missed")) == 1
+
+
+def test_after_a_short_downtime_a_reminder_is_still_caught_up(rt, clock):
+    clock.set(datetime(2026, 6, 1, 6, 0, tzinfo=UTC))
+    pid = _patient(rt, clock.now())
+    with rt.transaction() as s:
+        save_schedule(s, rt.ctx, s.get(Patient, pid), "reminder", "09:00", 1, clock.now(), "t",
+                      {"reminder_text": "Take your tablets."})
+    clock.set(datetime(2026, 6, 1, 9, 0, tzinfo=UTC))  # an hour late: 10:00 local
+    tick(rt)
+    assert [started for _, started, _ in _convs(rt)] == [datetime(2026, 6, 1, 9, 0, tzinfo=UTC)]
+    assert not _audits(rt, "schedule.missed")
+
+
+def test_after_downtime_a_checkin_is_caught_up_late_but_not_near_the_next_one(rt, clock):
+    """A week without a check-in is worse than one a day late: a check-in is caught up while
+    less than half its period late (a weekly one: three and a half days), then missed."""
+    clock.set(datetime(2026, 6, 1, 6, 0, tzinfo=UTC))  # Monday 07:00 local
+    a = _patient(rt, clock.now(), "+447700900501")
+    b = _patient(rt, clock.now(), "+447700900502")
+    with rt.transaction() as s:
+        save_schedule(s, rt.ctx, s.get(Patient, a), "checkin", "10:00", 7, clock.now(), "t")
+        save_schedule(s, rt.ctx, s.get(Patient, b), "checkin", "20:30", 7, clock.now(), "t")
+    clock.set(datetime(2026, 6, 2, 6, 30, tzinfo=UTC))  # down until Tuesday 07:30 local
+    tick(rt)
+    with rt.transaction() as s:
+        started = sorted(c.patient_id for c in s.scalars(select(Conversation)))
+    assert started == [a, b]  # both caught up (held until 08:00 by quiet hours)
+    assert _audits(rt, "schedule.missed") == []
+
+    clock.set(datetime(2026, 6, 12, 10, 30, tzinfo=UTC))  # down again until Friday 11:30 local
+    tick(rt)
+    missed = _audits(rt, "schedule.missed")
+    # Monday 8 June's check-ins are over 3.5 days late: missed, not sent just before the next.
+    assert sorted(m.details["slot"] for m in missed) == [
+        "2026-06-08T09:00:00+00:00", "2026-06-08T19:30:00+00:00"]
+    with rt.transaction() as s:
+        assert len(s.scalars(select(Conversation)).all()) == 2
+        by = {x.patient_id: x.next_due_at for x in s.scalars(select(Schedule))}
+    assert by == {a: datetime(2026, 6, 15, 9, 0, tzinfo=UTC),
+                  b: datetime(2026, 6, 15, 19, 30, tzinfo=UTC)}
+
+
+def _lock_timeout():
+    from sqlalchemy.exc import OperationalError
+
+    return OperationalError("SELECT ... FOR UPDATE", {},
+                            Exception("canceling statement due to lock timeout"))
+
+
+def test_a_passing_database_error_leaves_the_schedule_due_for_the_next_tick(rt, clock,
+                                                                           monkeypatch):
+    clock.set(datetime(2026, 6, 1, 8, 0, tzinfo=UTC))
+    pid = _patient(rt, clock.now())
+    with rt.transaction() as s:
+        save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 7, clock.now(), "t")
+    real = conversations.start_flow
+    failures = iter([True])
+
+    def flaky(*args, **kwargs):
+        ids = real(*args, **kwargs)  # writes, then the database gives up
+        if next(failures, False):
+            raise _lock_timeout()
+        return ids
+
+    monkeypatch.setattr(conversations, "start_flow", flaky)
+    clock.set(datetime(2026, 6, 1, 9, 0, 1, tzinfo=UTC))
+    report = tick(rt)
+    assert report.failed == [] and _convs(rt) == []
+    with rt.transaction() as s:
+        sched = s.scalars(select(Schedule)).one()
+        assert sched.next_due_at == datetime(2026, 6, 1, 9, 0, tzinfo=UTC)  # still due
+    assert not _audits(rt, "schedule.error")
+    [retry] = _audits(rt, "schedule.retry")
+    assert retry.details["error"] == "OperationalError"
+    clock.advance(seconds=5)
+    tick(rt)
+    assert [(f, st) for f, _, st in _convs(rt)] == [("checkin", "waiting")]
+    with rt.transaction() as s:
+        assert s.scalars(select(Schedule)).one().next_due_at == datetime(
+            2026, 6, 8, 9, 0, tzinfo=UTC)
+
+
+def test_a_database_error_that_does_not_pass_is_given_up_and_reported(rt, clock, monkeypatch):
+    from bot.services import schedules
+
+    clock.set(datetime(2026, 6, 1, 8, 0, tzinfo=UTC))
+    pid = _patient(rt, clock.now())
+    with rt.transaction() as s:
+        save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 7, clock.now(), "t")
+
+    def broken(*args, **kwargs):
+        raise _lock_timeout()
+
+    monkeypatch.setattr(conversations, "start_flow", broken)
+    clock.set(datetime(2026, 6, 1, 9, 0, tzinfo=UTC))
+    failed = []
+    for _ in range(schedules.TRANSIENT_TRIES):
+        failed.append(tick(rt).failed)  # the scheduler's tick, as it runs in production
+        clock.advance(seconds=5)
+    # Retried quietly, then given up: the tick names the step, so /healthz shows it.
+    assert failed[:-1] == [[]] * (schedules.TRANSIENT_TRIES - 1)
+    assert failed[-1] == ["schedules"]
+    assert len(_audits(rt, "schedule.retry")) == schedules.TRANSIENT_TRIES - 1
+    [err] = _audits(rt, "schedule.error")
+    assert err.details["error"] == "OperationalError" and err.details["gave_up"] is True
+    with rt.transaction() as s:
+        assert s.scalars(select(Schedule)).one().next_due_at == datetime(
+            2026, 6, 8, 9, 0, tzinfo=UTC)
+
+
+class TestAPatientRowLockedOnPostgresql:
+    @pytest.fixture
+    def settings_overrides(self):
+        return {"database_limits": {"lock_timeout_seconds": 0.5}}
+
+    def test_the_due_checkin_is_sent_on_the_next_tick(self, rt, clock):
+        """The scheduler gives up on a row another transaction holds (lock_timeout): this
+        week's check-in is tried again on the next tick, not moved to next week."""
+        from bot.store.db import make_engine
+
+        if rt.engine.dialect.name != "postgresql":
+            pytest.skip("row locks: PostgreSQL only (SQLite takes one writer at a time)")
+        clock.set(datetime(2026, 6, 1, 8, 0, tzinfo=UTC))
+        pid = _patient(rt, clock.now())
+        with rt.transaction() as s:
+            save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 7, clock.now(), "t")
+        clock.set(datetime(2026, 6, 1, 9, 0, 1, tzinfo=UTC))
+        other = make_engine(rt.settings.database_url)
+        with other.connect() as stuck:
+            stuck.begin()
+            stuck.execute(select(Patient.id).where(Patient.id == pid).with_for_update())
+            report = tick(rt)
+            stuck.rollback()
+        other.dispose()
+        assert report.failed == [] and _convs(rt) == []
+        assert _audits(rt, "schedule.retry") and not _audits(rt, "schedule.error")
+        clock.advance(seconds=5)
+        tick(rt)
+        assert [(f, st) for f, _, st in _convs(rt)] == [("checkin", "waiting")]
+        with rt.transaction() as s:
+            assert s.scalars(select(Schedule)).one().next_due_at == datetime(
+                2026, 6, 8, 9, 0, tzinfo=UTC)

@@ -56,6 +56,22 @@ def next_occurrence(after: datetime, zone: str, local_time: str, every_days: int
     return candidate.astimezone(UTC)
 
 
+def next_occurrence_after_run(after: datetime, zone: str, local_time: str, every_days: int,
+                              last_run: datetime) -> datetime:
+    """A schedule replaced (a new time or rhythm) after it has run: the first `local_time`
+    strictly after `after`, on a local day at least `every_days` after the local day of
+    `last_run`. So never the same local day as the last run, and never sooner than the rhythm;
+    if the last run was long ago, simply the next such local time."""
+    tz = ZoneInfo(zone)
+    at = parse_hhmm(local_time)
+    day = max(last_run.astimezone(tz).date() + timedelta(days=every_days),
+              after.astimezone(tz).date())
+    candidate = datetime.combine(day, at, tzinfo=tz)
+    while candidate.astimezone(UTC) <= after:
+        candidate = datetime.combine(candidate.date() + timedelta(days=1), at, tzinfo=tz)
+    return candidate.astimezone(UTC)
+
+
 def previous_occurrence(at: datetime, zone: str, local_time: str) -> datetime:
     """The latest time at or before `at` that is `local_time` in `zone`, in UTC.
 

@@ -15,9 +15,33 @@ When a schedule falls due and the patient still has a conversation open:
 * otherwise the open conversation is waiting for a reply that has not come: it is closed as
   `superseded` (audited) and the due flow starts.
 
-So nothing scheduled is silently dropped. Each due schedule runs in its own savepoint: one that
-fails (say, its flow is no longer in the library) is audited, logged and moved on, and the
-others still run.
+A check-in the patient is already doing, or has just done, serves the occurrence: a
+conversation of the same flow (and the same text, for a reminder) that is open or completed and
+started since the occurrence's slot, or, for a flow without a text of its own (the check-in),
+up to SERVED_WINDOW before it. The occurrence counts as run (`schedule.skip`, with the
+conversation) and no second one follows.
+
+An occurrence is caught up only while it is still timely (after the scheduler was down, or
+after long deferrals). A schedule with a text of its own (a reminder, often medication: "take
+your morning tablets") must reach the patient within REMINDER_GRACE of its slot and on the same
+local day as it would have on time. A check-in is worth more late than not at all: it is
+caught up while less than half its period late (a weekly one: up to three and a half days),
+so never close to the next one. Quiet hours count: a message held until morning arrives then.
+Otherwise it is not sent: `schedule.missed`, logged, and the schedule moves to its next regular
+time.
+
+Replacing a schedule that has run (a new time or rhythm, or the same one saved again) counts
+from its last run: the next occurrence is on a local day at least `every_days` after it, so a
+change never brings a second check-in the same day or week. A new schedule starts at the next
+local time.
+
+So nothing scheduled is silently dropped. Each due schedule runs in its own savepoint. A
+passing database error (lock or statement timeout, deadlock, serialization failure, lost
+connection) leaves the schedule due, to be tried again on the next tick (`schedule.retry`);
+after TRANSIENT_TRIES tries for the same occurrence it counts as failed. A failed schedule
+(say, its flow is no longer in the library) is audited, logged and moved on, and the others
+still run. Schedules that failed after passing errors are listed in
+`session.info[FAILED_INFO_KEY]` for the caller to report.
 """
 
 from __future__ import annotations
@@ -27,9 +51,10 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from bot.domain import gsm7
@@ -37,6 +62,7 @@ from bot.domain.flow_lint import VARIABLE
 from bot.domain.schedule import (
     in_quiet_hours,
     next_occurrence,
+    next_occurrence_after_run,
     parse_hhmm,
     previous_occurrence,
     quiet_hours_end,
@@ -47,7 +73,7 @@ from bot.services.audit import audit
 from bot.services.context import ServiceContext
 from bot.services.patients import InvalidField
 from bot.store.claims import claim_due
-from bot.store.models import Conversation, Message, OutboxItem, Patient, Schedule
+from bot.store.models import AuditLog, Conversation, Message, OutboxItem, Patient, Schedule
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +82,22 @@ log = logging.getLogger(__name__)
 ACTIVE_WINDOW = timedelta(minutes=30)
 DEFER_BY = timedelta(minutes=30)
 UNSENT = ("pending", "sending")
+# How late a reminder (a schedule with a text of its own, often medication: "take your
+# morning tablets" must not arrive in the evening, nor next to the next dose) may still be sent
+# after downtime or deferrals; never more than half its period, never on a later local day. A
+# check-in may be up to half its period late.
+REMINDER_GRACE = timedelta(hours=2)
+# A check-in the patient started themselves this long before its slot serves the occurrence.
+SERVED_WINDOW = timedelta(hours=6)
+SERVING = ("active", "waiting", "completed")
+# A passing database error leaves the schedule due for the next tick, this many tries in all
+# for one occurrence (about a minute at the default 5 s tick); then it counts as failed.
+TRANSIENT_TRIES = 10
+# session.info key: ids of schedules that failed after passing errors, in this transaction.
+FAILED_INFO_KEY = "schedules.failed"
+# Serialization failure, deadlock, lock not available (lock_timeout), query cancelled
+# (statement_timeout); class 08 is a lost connection.
+_TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57014"}
 _HHMM = re.compile(r"^\d{1,2}:\d{2}$")
 
 
@@ -145,6 +187,10 @@ def save_schedule(session: Session, ctx: ServiceContext, patient: Patient, flow_
         Schedule.active.is_(True)).order_by(Schedule.id)) if _same_schedule(s, clean, local_time)]
     if existing:
         sched, *extra = existing
+        runs = [s.last_run_at for s in existing if s.last_run_at is not None]
+        if runs:  # it has run: count on from its last run, not from now
+            next_due = next_occurrence_after_run(now, patient.timezone, local_time, every_days,
+                                                 max(runs))
         before = _describe(sched)
         sched.local_time, sched.every_days, sched.params = local_time, every_days, clean
         sched.next_due_at = next_due
@@ -208,7 +254,8 @@ def run_due_schedules(session: Session, ctx: ServiceContext, now: datetime,
     """Start every due scheduled flow once, and move each schedule to its next time.
 
     Each schedule runs in its own savepoint: one that fails is audited, logged and moved on
-    (deactivated if its flow is gone), and the others still run.
+    (deactivated if its flow is gone), and the others still run. A passing database error
+    leaves it due for the next tick, up to TRANSIENT_TRIES tries (see the module docstring).
     """
     due = claim_due(session, Schedule, Schedule.active.is_(True), Schedule.next_due_at <= now,
                     order_by=Schedule.next_due_at, limit=limit)
@@ -233,8 +280,29 @@ def _run_one(session: Session, ctx: ServiceContext, sched: Schedule, now: dateti
     patient = session.get(Patient, sched.patient_id, with_for_update=True)
     reason = _skip_reason(patient)
     if reason:
-        _advance(sched, patient, now)
+        _advance(sched, patient, now, ran_at=now)
         audit(session, now, "system", "schedule.skip", "schedule", sched.id, reason=reason)
+        return []
+    slot = previous_occurrence(sched.next_due_at, patient.timezone, sched.local_time)
+    late = _missed_by(ctx, sched, patient, slot, now)
+    if late is not None:
+        _advance(sched, patient, now, ran_at=None)
+        log.warning("schedule %s (flow %s): the occurrence of %s was missed (%d min late); "
+                    "next %s", sched.id, sched.flow_id, slot.isoformat(),
+                    late.total_seconds() // 60, sched.next_due_at.isoformat())
+        audit(session, now, "system", "schedule.missed", "schedule", sched.id,
+              patient_id=patient.id, flow=sched.flow_id, slot=slot.isoformat(),
+              late_minutes=int(late.total_seconds() // 60),
+              next_due_at=sched.next_due_at.isoformat(),
+              reason="too late to send: the time for it has passed")
+        return []
+    served = _served_by(session, sched, patient, slot)
+    if served is not None:
+        _advance(sched, patient, now, ran_at=served.started_at)
+        audit(session, now, "system", "schedule.skip", "schedule", sched.id,
+              reason=f"the patient already did this {sched.flow_id} "
+                     f"(conversation {served.id}, started {served.started_at.isoformat()})",
+              conversation_id=served.id, slot=slot.isoformat())
         return []
     conv = conversations.active_conversation(session, patient.id)
     if conv is not None:
@@ -242,7 +310,7 @@ def _run_one(session: Session, ctx: ServiceContext, sched: Schedule, now: dateti
         if busy_until is not None:
             regular = _next_regular(sched, patient, now)
             if busy_until >= regular:
-                _advance(sched, patient, now)
+                _advance(sched, patient, now, ran_at=now)
                 audit(session, now, "system", "schedule.skip", "schedule", sched.id,
                       reason="the patient was still in a conversation at the next occurrence")
                 return []
@@ -254,7 +322,7 @@ def _run_one(session: Session, ctx: ServiceContext, sched: Schedule, now: dateti
         conversations.supersede(session, conv, now, by=f"schedule {sched.id} ({sched.flow_id})")
     ids = conversations.start_flow(session, ctx, patient, sched.flow_id, now, routine=True,
                                    params=sched.params)
-    _advance(sched, patient, now)
+    _advance(sched, patient, now, ran_at=now)
     return ids
 
 
@@ -268,9 +336,53 @@ def _next_regular(sched: Schedule, patient: Patient, now: datetime) -> datetime:
     return next_occurrence(now, patient.timezone, sched.local_time, sched.every_days, last=slot)
 
 
-def _advance(sched: Schedule, patient: Patient, now: datetime) -> None:
+def _advance(sched: Schedule, patient: Patient, now: datetime, ran_at: datetime | None) -> None:
+    """Move the schedule to its next regular time. `ran_at`: when it ran, or None when nothing
+    reached the patient (missed, failed): then last_run_at is left as it was."""
     sched.next_due_at = _next_regular(sched, patient, now)
-    sched.last_run_at = now
+    if ran_at is not None:
+        sched.last_run_at = ran_at
+
+
+def _grace(sched: Schedule) -> timedelta:
+    half_period = timedelta(days=sched.every_days) / 2
+    return min(REMINDER_GRACE, half_period) if sched.params else half_period
+
+
+def _missed_by(ctx: ServiceContext, sched: Schedule, patient: Patient, slot: datetime,
+               now: datetime) -> timedelta | None:
+    """How late the occurrence of `slot` would reach the patient if started now, when that is
+    too late to send it (see _grace; a reminder never on a later local day); otherwise
+    None.
+
+    Quiet hours count: what is started in them goes out when they end, as it would have on
+    time for a slot inside them."""
+    q = ctx.settings.quiet_hours
+    on_time = quiet_hours_end(slot, patient.timezone, q.start, q.end)
+    if_now = quiet_hours_end(now, patient.timezone, q.start, q.end)
+    late = if_now - on_time
+    tz = ZoneInfo(patient.timezone)
+    another_day = if_now.astimezone(tz).date() != on_time.astimezone(tz).date()
+    if late > _grace(sched) or (sched.params and another_day):
+        return late
+    return None
+
+
+def _served_by(session: Session, sched: Schedule, patient: Patient,
+               slot: datetime) -> Conversation | None:
+    """The patient's conversation that stands for this occurrence, if any: the same flow and
+    params, open or completed, started since `slot`, or (a flow without a text of its own,
+    one schedule per patient: the check-in the patient started themselves) within
+    SERVED_WINDOW before it, never more than half the period."""
+    params = dict(sched.params or {})
+    window = timedelta(0) if params else min(SERVED_WINDOW, timedelta(days=sched.every_days) / 2)
+    for conv in session.scalars(select(Conversation).where(
+            Conversation.patient_id == patient.id, Conversation.flow_id == sched.flow_id,
+            Conversation.status.in_(SERVING), Conversation.started_at >= slot - window)
+            .order_by(Conversation.id.desc())):
+        if dict((conv.state or {}).get("params") or {}) == params:
+            return conv
+    return None
 
 
 def _busy_until(session: Session, ctx: ServiceContext, patient: Patient, conv: Conversation,
@@ -317,20 +429,55 @@ def _forget_rolled_back(session: Session, written_before: set[int]) -> None:
             del outbox[key]
 
 
+def is_transient(exc: BaseException) -> bool:
+    """A database error that may pass by itself: lock or statement timeout, deadlock,
+    serialization failure, a lost connection."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated or isinstance(exc, OperationalError):
+        return True
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or ""
+    return code in _TRANSIENT_SQLSTATES or code.startswith("08")
+
+
+def _tries_before(session: Session, sched_id: int, due_at: datetime) -> int:
+    """Passing errors already met by this occurrence (its `schedule.retry` audits)."""
+    rows = session.scalars(select(AuditLog.details).where(
+        AuditLog.action == "schedule.retry", AuditLog.subject_type == "schedule",
+        AuditLog.subject_id == str(sched_id), AuditLog.at >= due_at))
+    return sum(1 for d in rows if (d or {}).get("due_at") == due_at.isoformat())
+
+
 def _after_failure(session: Session, ctx: ServiceContext, sched_id: int, flow_id: str,
                    due_at: datetime, now: datetime, exc: Exception) -> None:
-    """Audit a schedule that failed and move it on, so that it cannot fail on every tick."""
+    """A passing database error: leave the schedule due, for the next tick, up to
+    TRANSIENT_TRIES tries. Otherwise audit the failure and move the schedule on, so that it
+    cannot fail on every tick."""
     sched = session.get(Schedule, sched_id)
-    patient = session.get(Patient, sched.patient_id)
+    error = type(exc).__name__
+    tries = None
+    if is_transient(exc):
+        tries = _tries_before(session, sched_id, due_at) + 1
+        if tries < TRANSIENT_TRIES:
+            sched.next_due_at = due_at
+            log.warning("schedule %s (flow %s) met %s (try %d of %d); tried again next tick",
+                        sched_id, flow_id, error, tries, TRANSIENT_TRIES)
+            audit(session, now, "system", "schedule.retry", "schedule", sched_id,
+                  patient_id=sched.patient_id, flow=flow_id, error=error,
+                  due_at=due_at.isoformat(), tries=tries)
+            return
+        session.info.setdefault(FAILED_INFO_KEY, []).append(sched_id)
     gone = flow_id not in ctx.flows
     # No phone numbers or message bodies: the ids and the kind of error only.
-    log.error("schedule %s (flow %s) failed with %s; %s", sched_id, flow_id,
-              type(exc).__name__, "deactivated: the flow is gone" if gone else "moved on")
+    log.error("schedule %s (flow %s) failed with %s%s; %s", sched_id, flow_id, error,
+              f" after {tries} tries" if tries else "",
+              "deactivated: the flow is gone" if gone else "moved on")
     sched.next_due_at = due_at
-    _advance(sched, patient, now)
+    _advance(sched, session.get(Patient, sched.patient_id), now, ran_at=None)
     if gone:
         sched.active = False
     detail = None if isinstance(exc, DBAPIError) else str(exc)[:200]
     audit(session, now, "system", "schedule.error", "schedule", sched_id,
-          patient_id=sched.patient_id, flow=flow_id, error=type(exc).__name__, detail=detail,
-          deactivated=gone, next_due_at=None if gone else sched.next_due_at.isoformat())
+          patient_id=sched.patient_id, flow=flow_id, error=error, detail=detail,
+          deactivated=gone, next_due_at=None if gone else sched.next_due_at.isoformat(),
+          gave_up=tries is not None, tries=tries)
