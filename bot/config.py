@@ -7,7 +7,6 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 import yaml
@@ -54,11 +53,14 @@ def _e164(value: str) -> str:
 
 
 def _check_zone(value: str) -> str:
+    """An IANA zone name, checked against the zones this host has (not by loading the name:
+    "Europe" is a directory, "localtime" the host's own zone)."""
+    from bot.services.patients import InvalidField, check_timezone
+
     try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown timezone {value!r}") from exc
-    return value
+        return check_timezone(value)
+    except InvalidField as exc:
+        raise ValueError(exc.message) from None
 
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -257,9 +259,27 @@ class Settings(_Strict):
 
     @property
     def messenger_name(self) -> str:
-        if self.messenger:
-            return self.messenger
-        return "twilio" if (self.twilio.account_sid and self.twilio.auth_token) else "dev"
+        """"dev" or "twilio". Without CHECKIN_MESSENGER: twilio when any Twilio credential or
+        sender is set, dev when none is. Twilio settings that are there but incomplete (say the
+        auth token's secret was not mounted) raise ValueError naming what is missing, so the
+        bot does not start on the dev messenger, which sends nothing to real phones."""
+        if self.messenger == "dev":
+            return "dev"
+        t = self.twilio
+        given = [t.account_sid, t.auth_token, t.from_number, t.messaging_service_sid,
+                 t.whatsapp_from]
+        if self.messenger is None and not any(given):
+            return "dev"
+        missing = [name for name, value in (("TWILIO_ACCOUNT_SID", t.account_sid),
+                                            ("TWILIO_AUTH_TOKEN", t.auth_token)) if not value]
+        if not (t.from_number or t.messaging_service_sid):
+            missing.append("TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID")
+        if missing:
+            why = "messenger is twilio" if self.messenger else "Twilio is partly configured"
+            raise ValueError(f"{why} but missing {', '.join(missing)}; set "
+                             f"{'it' if len(missing) == 1 else 'them'}, or set "
+                             "CHECKIN_MESSENGER=dev to run without real phones")
+        return "twilio"
 
 
 def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -169,3 +169,271 @@ def test_bad_schedule_input_is_a_400_naming_the_field(client, rt, body, field):
 def test_schedules_of_an_unknown_patient_are_a_404(client):
     assert client.get("/api/patients/99/schedules").status_code == 404
     assert client.post("/api/patients/99/schedules", json={}).status_code == 404
+
+
+# -- review fixes: authorisation, errors, hostile input ---------------------------------------
+
+AUTH = {"Authorization": "Bearer s3cret-admin"}
+RED_FLAG = "my legs gave way and I wet myself"
+
+
+def _raw(client, method, url, text, headers=None):
+    """A JSON body written by hand, so escapes like \\ud800 reach the server as sent."""
+    return client.open(url, method=method, data=text, content_type="application/json",
+                       headers=headers or {})
+
+
+def _escalation(client, phone="+447700900123", headers=None) -> str:
+    """An open emergency escalation, raised through the simulator; returns its ref."""
+    h = headers or {}
+    client.post("/simulator/api/patients", json={"phone": phone, "name": "Ada"}, headers=h)
+    client.post("/simulator/api/messages", json={"phone": phone, "body": "YES"}, headers=h)
+    client.post("/simulator/api/messages", json={"phone": phone, "body": RED_FLAG}, headers=h)
+    rows = client.get("/api/escalations?open=1", headers=h).get_json()
+    return next(e["ref"] for e in rows if e["status"] == "open")
+
+
+class TestSimulatorWithAnAdminToken:
+    """Dev messenger, CHECKIN_ADMIN_TOKEN set: the simulator's API asks for it like /api."""
+
+    @pytest.fixture
+    def settings_overrides(self):
+        return {"admin_token": "s3cret-admin"}
+
+    def test_the_simulator_api_needs_the_admin_token(self, client, rt):
+        client.post("/api/patients", json={"phone": "+447700900123", "name": "Ada"},
+                    headers=AUTH)
+        for method, url, body in [
+            ("GET", "/simulator/api/patients", None),
+            ("POST", "/simulator/api/patients", {"phone": "+447700900124"}),
+            ("POST", "/simulator/api/messages", {"phone": "+447700900123", "body": "STOP"}),
+            ("GET", "/simulator/api/messages?phone=%2B447700900123", None),
+        ]:
+            for headers in ({}, {"Authorization": "Bearer wrong"}):
+                res = client.open(url, method=method, json=body, headers=headers)
+                assert res.status_code == 401, (method, url, res.status_code)
+                assert res.is_json and "token" in res.get_json()["error"]
+        with rt.transaction() as s:
+            from bot.store.models import Message
+            assert [p.status for p in s.scalars(select(Patient))] == ["active"]
+            assert s.scalars(select(Message).where(Message.direction == "in")).all() == []
+        ok = client.get("/simulator/api/patients", headers=AUTH)
+        assert ok.status_code == 200 and [p["name"] for p in ok.get_json()] == ["Ada"]
+        sent = client.post("/simulator/api/messages", headers=AUTH,
+                           json={"phone": "+447700900123", "body": "hello"})
+        assert sent.status_code == 201
+
+    def test_the_page_is_served_and_asks_for_the_token(self, client):
+        page = client.get("/simulator")
+        assert page.status_code == 200
+        assert "sessionStorage" in page.get_data(as_text=True)
+
+
+class TestErrorsAreJson:
+    @pytest.fixture
+    def settings_overrides(self):
+        return {"admin_token": "s3cret-admin"}
+
+    @pytest.mark.parametrize(("method", "url", "status"), [
+        ("GET", "/api/patients", 401),
+        ("GET", "/api/patients/42/schedules", 404),
+        ("POST", "/api/patients/42/schedules", 404),
+        ("GET", "/api/escalations/ABCDE/ack", 405),
+        ("POST", "/api/escalations/ABCDE/ack", 404),
+        ("GET", "/api/nope", 404),
+        ("GET", "/simulator/api/nope", 404),
+        ("DELETE", "/simulator/api/patients", 405),
+    ])
+    def test_api_errors_are_json(self, client, method, url, status):
+        headers = {} if status == 401 else AUTH
+        res = client.open(url, method=method, headers=headers,
+                          json={"by": "Jo"} if url.endswith("/ack") else {})
+        assert res.status_code == status
+        assert res.is_json, res.get_data(as_text=True)[:200]
+        assert isinstance(res.get_json()["error"], str) and res.get_json()["error"]
+
+
+
+class TestTwilioWithoutAnAdminToken:
+    @pytest.fixture
+    def settings_overrides(self):
+        return TWILIO_SETTINGS
+
+    def test_the_api_is_refused_as_json(self, client):
+        res = client.get("/api/patients")
+        assert res.status_code == 403 and res.is_json
+        assert "CHECKIN_ADMIN_TOKEN" in res.get_json()["error"]
+
+
+@pytest.mark.parametrize("zone", ["Europe", "Etc", "America", "a" * 300, "localtime",
+                                  "posixrules", "../../etc/passwd", "/etc/localtime"])
+def test_a_timezone_that_is_not_an_iana_zone_is_a_400(client, rt, zone):
+    res = client.post("/api/patients", json={"phone": "+447700900123", "name": "Ada",
+                                             "timezone": zone})
+    assert res.status_code == 400 and res.get_json()["field"] == "timezone"
+    res = client.post("/simulator/api/patients", json={"phone": "+447700900123",
+                                                       "timezone": zone})
+    assert res.status_code == 400 and res.get_json()["field"] == "timezone"
+    with rt.transaction() as s:
+        assert s.scalars(select(Patient)).all() == []
+
+
+def test_a_real_zone_is_still_accepted(client):
+    res = client.post("/api/patients", json={"phone": "+447700900123", "name": "Ada",
+                                             "timezone": "America/Argentina/Buenos_Aires"})
+    assert res.status_code == 201 and res.get_json()["timezone"].endswith("Buenos_Aires")
+
+
+@pytest.mark.parametrize("bad", ["\\ud800", "\\udfff", "\\u0000", "\\u0007", "\\u001b"])
+def test_nul_control_characters_and_lone_surrogates_are_a_400_naming_the_field(client, rt,
+                                                                                 bad):
+    res = _raw(client, "POST", "/api/patients",
+               f'{{"phone": "+447700900123", "name": "Ada {bad}"}}')
+    assert res.status_code == 400 and res.get_json()["field"] == "name"
+    res = _raw(client, "POST", "/simulator/api/patients",
+               f'{{"phone": "+447700900123", "name": "Ada {bad}"}}')
+    assert res.status_code == 400 and res.get_json()["field"] == "name"
+    ref = _escalation(client)
+    pid = client.get("/api/patients").get_json()[0]["id"]
+    for url, text, field in [
+        (f"/api/escalations/{ref}/ack", f'{{"by": "Nurse {bad}"}}', "by"),
+        (f"/api/escalations/{ref}/resolve", f'{{"note": "seen {bad}"}}', "note"),
+        (f"/api/escalations/{ref}/resolve", f'{{"note": "seen", "by": "Jo {bad}"}}', "by"),
+        (f"/api/patients/{pid}/schedules",
+         f'{{"flow": "reminder", "reminder_text": "pill {bad}"}}', "reminder_text"),
+        (f"/api/patients/{pid}/schedules", f'{{"flow": "checkin{bad}"}}', "flow"),
+        ("/simulator/api/messages", f'{{"phone": "+447700900123", "body": "hi {bad}"}}',
+         "body"),
+    ]:
+        res = _raw(client, "POST", url, text)
+        assert res.status_code == 400, (url, res.status_code, res.get_data(as_text=True))
+        assert res.get_json()["field"] == field, (url, res.get_json())
+    with rt.transaction() as s:
+        from bot.store.models import Escalation, Message, Schedule
+        assert s.scalars(select(Escalation.status)).all() == ["open"]
+        assert [sc.flow_id for sc in s.scalars(select(Schedule))] == ["checkin"]
+        assert not any("hi " in (m.body or "") for m in s.scalars(select(Message)))
+
+
+def test_newlines_in_a_reminder_and_a_note_are_fine(client):
+    ref = _escalation(client)
+    pid = client.get("/api/patients").get_json()[0]["id"]
+    res = client.post(f"/api/patients/{pid}/schedules",
+                      json={"flow": "reminder", "reminder_text": "Tablets:\nthe white one"})
+    assert res.status_code == 201, res.get_json()
+    res = client.post(f"/api/escalations/{ref}/resolve",
+                      json={"note": "Called back.\nSeen in ED.", "by": "Nurse Jo"})
+    assert res.status_code == 200, res.get_json()
+
+
+@pytest.mark.parametrize("url", [
+    "/api/patients", "/api/patients/1/schedules", "/api/escalations/ABCDE/ack",
+    "/api/escalations/ABCDE/resolve", "/simulator/api/patients", "/simulator/api/messages"])
+def test_deeply_nested_json_is_a_400(client, url):
+    client.post("/api/patients", json={"phone": "+447700900123", "name": "Ada"})
+    res = client.post(url, data="[" * 100_000, content_type="application/json")
+    assert res.status_code == 400 and res.get_json()["field"] == "body"
+
+
+def test_a_body_over_the_size_limit_is_a_413_in_json(client, app):
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    assert limit and limit <= 1024 * 1024
+    big = '{"phone": "+447700900123", "name": "' + "x" * limit + '"}'
+    for url in ("/api/patients", "/simulator/api/messages"):
+        res = client.post(url, data=big, content_type="application/json")
+        assert res.status_code == 413 and res.is_json
+
+
+@pytest.mark.parametrize("big", ["2147483648", "99999999999999999999"])
+def test_ids_beyond_the_database_range_are_a_404(client, big):
+    for method, url in [("GET", f"/api/patients/{big}/schedules"),
+                        ("POST", f"/api/patients/{big}/schedules"),
+                        ("DELETE", f"/api/schedules/{big}")]:
+        res = client.open(url, method=method, json={} if method == "POST" else None)
+        assert res.status_code == 404 and res.is_json
+
+
+@pytest.mark.parametrize("after", ["2147483648", "99999999999999999999", "-1", "abc"])
+def test_a_bad_after_in_the_simulator_is_a_400_naming_it(client, after):
+    res = client.get(f"/simulator/api/messages?phone=%2B447700900123&after={after}")
+    assert res.status_code == 400 and res.get_json()["field"] == "after"
+    ok = client.get("/simulator/api/messages?phone=%2B447700900123&after=2147483647")
+    assert ok.status_code == 200 and ok.get_json() == []
+
+
+def test_a_phone_number_with_an_extension_is_a_400(client, rt):
+    for phone in ("+447700900124 ext. 99", "+447700900124;ext=99", "+1 650 253 0000 x123"):
+        res = client.post("/api/patients", json={"phone": phone, "name": "Ext"})
+        assert res.status_code == 400 and res.get_json()["field"] == "phone", phone
+        assert "extension" in res.get_json()["error"]
+        res = client.post("/simulator/api/patients", json={"phone": phone})
+        assert res.status_code == 400 and res.get_json()["field"] == "phone"
+    with rt.transaction() as s:
+        assert s.scalars(select(Patient)).all() == []
+
+
+def _audits(rt, *actions):
+    with rt.transaction() as s:
+        return [(a.action, a.actor, a.details) for a in s.scalars(
+            select(AuditLog).where(AuditLog.action.in_(actions)).order_by(AuditLog.id))]
+
+
+def test_a_second_ack_is_a_409_saying_who_took_it(client, rt):
+    ref = _escalation(client)
+    first = client.post(f"/api/escalations/{ref}/ack", json={"by": "Nurse Jo"},
+                        headers={"X-Actor": "jo"})
+    assert first.status_code == 200 and first.get_json()["acknowledged_by"] == "Nurse Jo"
+    again = client.post(f"/api/escalations/{ref}/ack", json={"by": "Dr Sam"},
+                        headers={"X-Actor": "sam"})
+    assert again.status_code == 409
+    body = again.get_json()
+    assert "already acknowledged by Nurse Jo" in body["error"]
+    assert first.get_json()["acknowledged_at"] in body["error"]
+    assert body["escalation"]["acknowledged_by"] == "Nurse Jo"
+    assert body["escalation"]["status"] == "acknowledged"
+    assert _audits(rt, "escalation.ack", "escalation.ack_refused") == [
+        ("escalation.ack", "api:jo", {"by": "Nurse Jo"}),
+        ("escalation.ack_refused", "api:sam",
+         {"by": "Dr Sam", "status": "acknowledged", "acknowledged_by": "Nurse Jo"}),
+    ]
+
+
+def test_resolving_twice_is_a_409_and_keeps_the_first_note(client, rt):
+    ref = _escalation(client)
+    client.post(f"/api/escalations/{ref}/ack", json={"by": "Nurse Jo"})
+    ok = client.post(f"/api/escalations/{ref}/resolve", json={"note": "seen in ED"},
+                     headers={"X-Actor": "jo"})
+    assert ok.status_code == 200 and ok.get_json()["status"] == "resolved"
+    again = client.post(f"/api/escalations/{ref}/resolve", json={"note": "different note"},
+                        headers={"X-Actor": "sam"})
+    assert again.status_code == 409
+    body = again.get_json()
+    assert "already resolved" in body["error"] and ok.get_json()["resolved_at"] in body["error"]
+    assert body["escalation"]["status"] == "resolved"
+    assert body["escalation"]["resolution_note"] == "seen in ED"
+    late_ack = client.post(f"/api/escalations/{ref}/ack", json={"by": "Dr Sam"})
+    assert late_ack.status_code == 409 and "already resolved" in late_ack.get_json()["error"]
+    with rt.transaction() as s:
+        from bot.store.models import Escalation
+        esc = s.scalars(select(Escalation)).one()
+        assert (esc.resolution_note, esc.acknowledged_by) == ("seen in ED", "Nurse Jo")
+    assert [a for a, _, _ in _audits(rt, "escalation.resolve", "escalation.resolve_refused",
+                                     "escalation.ack_refused")] == [
+        "escalation.resolve", "escalation.resolve_refused", "escalation.ack_refused"]
+
+
+@pytest.mark.parametrize(("body", "headers", "expected"), [
+    ({"note": "duplicate", "by": "Nurse Jo"}, {"X-Actor": "coordinator-sam"}, "Nurse Jo"),
+    ({"note": "duplicate"}, {"X-Actor": "Nurse Jo"}, "Nurse Jo"),
+    ({"note": "duplicate"}, {}, None),
+])
+def test_resolving_an_unacknowledged_escalation_records_a_person_not_the_api(
+        client, rt, body, headers, expected):
+    ref = _escalation(client)
+    res = client.post(f"/api/escalations/{ref}/resolve", json=body, headers=headers)
+    assert res.status_code == 200
+    assert res.get_json()["acknowledged_by"] == expected
+    assert res.get_json()["acknowledged_at"] is not None
+    [(action, actor, details)] = _audits(rt, "escalation.resolve")
+    assert actor == "api:" + headers.get("X-Actor", "coordinator")
+    assert details["note"] == "duplicate"

@@ -85,3 +85,30 @@ def test_a_red_flag_typed_in_the_simulator_gets_the_emergency_instruction(page, 
     _bot_says(page, readable_phone(rt.settings.clinic.acute_oncology_hotline))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "simulator-emergency.png"), full_page=True)
+
+
+class TestWithAnAdminToken:
+    @pytest.fixture
+    def settings_overrides(self):
+        return {"admin_token": "s3cret-admin"}
+
+    def test_the_page_asks_for_the_token_once_and_then_works(self, page, server, rt):
+        asked: list[str] = []
+
+        def answer(dialog):
+            asked.append(dialog.message)
+            dialog.accept("wrong" if len(asked) == 1 else "s3cret-admin")
+
+        page.on("dialog", answer)
+        page.goto(server + "/simulator")
+        page.fill("#phone", "+44 7700 900125")
+        page.click("#use")
+        _bot_says(page, "Reply YES to agree")
+        assert len(asked) == 2 and "token" in asked[0].lower()  # a wrong one is asked again
+        page.fill("#text", "yes")
+        page.click("#send")
+        _bot_says(page, "Thank you")
+        assert len(asked) == 2
+        assert page.evaluate("sessionStorage.getItem('checkin-admin-token')") == "s3cret-admin"
+        with rt.transaction() as s:
+            assert s.scalars(select(Patient.phone)).all() == ["+447700900125"]

@@ -133,3 +133,28 @@ def test_schedules_add_refuses_bad_flow_input(cli, args, message):
     res = cli("schedules", "add", "--phone", "+447700900123", *args)
     assert res.exit_code == 2 and message in res.output
     assert cli("schedules", "list").output.strip() == ""
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--timezone", "Europe"], "timezone: unknown timezone 'Europe'"),
+    (["--timezone", "x" * 300], "timezone: unknown timezone"),
+    (["--timezone", "localtime"], "timezone: unknown timezone 'localtime'"),
+    (["--phone", "+447700900123 ext. 99"], "phone: '+447700900123 ext. 99' has an extension"),
+])
+def test_patients_add_refuses_a_zone_that_is_not_iana_and_an_extension(cli, args, message):
+    base = {"--phone": "+447700900123", "--name": "Ada"}
+    for i in range(0, len(args), 2):
+        base[args[i]] = args[i + 1]
+    res = cli("patients", "add", *[x for kv in base.items() for x in kv])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
+    assert cli("patients", "list").output.strip() == ""
+
+
+def test_a_config_zone_naming_a_tzdata_directory_stops_with_one_line(cli, monkeypatch, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("defaults:\n  timezone: Europe\n")
+    monkeypatch.setenv("CHECKIN_CONFIG", str(bad))
+    res = cli("patients", "list")
+    assert res.exit_code == 2
+    assert res.output.strip() == "error: config: defaults.timezone: unknown timezone 'Europe'"

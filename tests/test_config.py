@@ -61,3 +61,54 @@ def test_secrets_are_refused_in_a_settings_file(tmp_path):
     f.write_text("twilio:\n  auth_token: oops\n")
     with pytest.raises(ConfigError, match="only from the environment"):
         load_settings(env={"CHECKIN_CONFIG": str(f)})
+
+
+SID = "AC" + "1" * 32
+
+
+@pytest.mark.parametrize(("env", "missing"), [
+    ({"TWILIO_ACCOUNT_SID": SID, "TWILIO_FROM": "+447700900999"}, "TWILIO_AUTH_TOKEN"),
+    ({"TWILIO_AUTH_TOKEN": "t", "TWILIO_FROM": "+447700900999"}, "TWILIO_ACCOUNT_SID"),
+    ({"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": "t"},
+     "TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID"),
+    ({"TWILIO_MESSAGING_SERVICE_SID": "MG" + "1" * 32},
+     "TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN"),
+    ({"TWILIO_WHATSAPP_FROM": "+447700900998"},
+     "TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID"),
+])
+def test_partial_twilio_settings_stop_startup_naming_what_is_missing(env, missing):
+    """Not a silent fall back to the dev messenger, which sends nothing to real phones."""
+    with pytest.raises(ConfigError) as err:
+        load_settings(env=env)
+    message = str(err.value)
+    assert f"missing {missing};" in message, message
+    assert "CHECKIN_MESSENGER=dev" in message and "\n" not in message
+    with pytest.raises(ConfigError, match=missing):  # the same when twilio is asked for
+        load_settings(env={**env, "CHECKIN_MESSENGER": "twilio"})
+
+
+def test_partial_twilio_settings_in_a_file_stop_startup_too(tmp_path):
+    f = tmp_path / "site.yaml"
+    f.write_text("twilio:\n  from_number: '+447700900999'\n")
+    with pytest.raises(ConfigError, match="TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN;"):
+        load_settings(env={"CHECKIN_CONFIG": str(f)})
+
+
+def test_the_dev_messenger_asked_for_by_name_ignores_partial_twilio_settings():
+    s = load_settings(env={"CHECKIN_MESSENGER": "dev", "TWILIO_ACCOUNT_SID": SID,
+                           "TWILIO_FROM": "+447700900999"})
+    assert s.messenger_name == "dev"
+
+
+def test_complete_twilio_settings_with_a_messaging_service_select_twilio():
+    s = load_settings(env={"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": "t",
+                           "TWILIO_MESSAGING_SERVICE_SID": "MG" + "1" * 32})
+    assert s.messenger_name == "twilio"
+
+
+@pytest.mark.parametrize("zone", ["Europe", "Etc", "a" * 300, "localtime", "../etc/passwd"])
+def test_a_zone_that_is_not_an_iana_name_is_a_config_error(zone):
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={}, overrides={"defaults": {"timezone": zone}})
+    assert str(err.value).startswith(
+        f"config: defaults.timezone: unknown timezone {zone!r}"[:60])

@@ -225,3 +225,42 @@ def test_when_handling_fails_an_emergency_from_an_unknown_number_still_escalates
     [esc] = escalations(rt)
     assert (esc.phone, esc.status) == (CARER, "open")
     assert len(alerts(fake_http, chain_phones(rt)[0])) == 1
+
+
+def test_an_sms_ack_after_an_api_ack_is_told_who_took_it_and_changes_nothing(client, rt,
+                                                                             fake_http):
+    """The care team's ACK by text keeps its behaviour: a second one is answered, not applied."""
+    enrol(rt)
+    oncall = chain_phones(rt)[0]
+    texted(client, "my legs gave way")
+    [esc] = escalations(rt)
+    res = client.post(f"/api/escalations/{esc.ref}/ack", json={"by": "Nurse Jo"},
+                      headers={"X-Actor": "jo"})
+    assert res.status_code == 403  # Twilio messenger, no admin token: the API is off
+    from bot.services.escalations import acknowledge
+    with rt.transaction() as s:
+        acknowledge(s, esc.ref, "Nurse Jo", rt.clock.now(), actor="api:jo")
+    texted(client, f"ACK {esc.ref}", sender=oncall)
+    assert alerts(fake_http, oncall)[-1] == f"Alert {esc.ref} was already acknowledged by Nurse Jo."
+    assert escalations(rt)[0].acknowledged_by == "Nurse Jo"
+
+
+def test_resolving_an_unacknowledged_escalation_does_not_record_the_channel_as_a_person(
+        client, rt, fake_http):
+    from bot.services.escalations import resolve
+    from bot.store.models import AuditLog
+
+    enrol(rt)
+    texted(client, "my legs gave way")
+    [esc] = escalations(rt)
+    with rt.transaction() as s:
+        resolve(s, esc.ref, "seen in clinic", rt.clock.now(), actor="cli:jo")
+    with rt.transaction() as s:
+        stored = s.get(Escalation, esc.id)
+        assert (stored.status, stored.acknowledged_by) == ("resolved", None)
+        assert stored.acknowledged_at is not None  # the chain stopped
+        audit = s.scalars(select(AuditLog).where(AuditLog.action == "escalation.resolve")).one()
+        assert audit.actor == "cli:jo"
+    with rt.transaction() as s:
+        again = resolve(s, esc.ref, "a second note", rt.clock.now(), actor="cli:sam", by="Sam")
+        assert (again.resolution_note, again.acknowledged_by) == ("seen in clinic", None)

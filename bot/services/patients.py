@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from functools import cache
+from zoneinfo import available_timezones
 
 import phonenumbers
 from sqlalchemy import select
@@ -39,14 +40,32 @@ def normalise_phone(raw: str, default_region: str | None = None) -> str:
     reason = phonenumbers.is_possible_number_with_reason(parsed)
     if reason != phonenumbers.ValidationResult.IS_POSSIBLE:  # local-only numbers can't be texted
         raise InvalidField("phone", f"{raw!r} has the wrong number of digits for its country")
+    if parsed.extension:  # E.164 has no room for it: texts would go to the switchboard
+        raise InvalidField("phone", f"{raw!r} has an extension; a text can only go to a "
+                                    "number without one")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
+# Files in the zone database that are not zones a person lives in: the host's own zone
+# (a symlink to /etc/localtime on Debian), the POSIX rules template, and tzdata's "Factory".
+_NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+
+
+@cache
+def known_timezones() -> frozenset[str]:
+    """The IANA zone names this host can load (read once per process: it walks the disk)."""
+    return frozenset(available_timezones()) - _NOT_ZONES
+
+
 def check_timezone(zone: str) -> str:
-    try:
-        ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidField("timezone", f"unknown timezone {zone!r}") from None
+    """`zone` if it is an IANA zone name (e.g. Europe/London), else InvalidField("timezone").
+
+    Checked against the list of zones rather than by loading it: ZoneInfo("Europe") raises
+    IsADirectoryError, an over-long name OSError, and "localtime" loads the host's own zone.
+    """
+    if not isinstance(zone, str) or zone not in known_timezones():
+        shown = zone if not isinstance(zone, str) or len(zone) <= 60 else zone[:57] + "..."
+        raise InvalidField("timezone", f"unknown timezone {shown!r}")
     return zone
 
 

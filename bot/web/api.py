@@ -4,37 +4,85 @@ escalations."""
 from __future__ import annotations
 
 import hmac
+import re
+import unicodedata
 from typing import Any
 
 from flask import Blueprint, abort, jsonify, request
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+from sqlalchemy import select
+from werkzeug.exceptions import HTTPException, Unauthorized
 
 from bot.services import escalations as esc_service
 from bot.services import schedules as sched_service
+from bot.services.audit import audit
 from bot.services.patients import Enrolment, InvalidField, list_patients, onboard_patient
-from bot.store.models import Patient, Schedule
+from bot.store.models import AuditLog, Escalation, Patient, Schedule
 from bot.web.common import runtime
 from bot.web.serialize import escalation_json, iso, patient_json
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
+# Ids in URLs: the tables' INTEGER keys (32-bit on PostgreSQL). A larger id cannot exist, and
+# the database drivers refuse to compare with one (500), so such a URL is a 404.
+MAX_ID = 2**31 - 1
+# A request body larger than this is a 413 (set on the app: see bot.web.app).
+MAX_CONTENT_LENGTH = 256 * 1024
+REF_RE = re.compile(r"^[A-Za-z0-9]{1,12}$")
 
-@bp.before_request
-def _authorise():
-    """Bearer CHECKIN_ADMIN_TOKEN; without a token the API is open only with the dev messenger."""
+
+def require_admin_token() -> None:
+    """Bearer CHECKIN_ADMIN_TOKEN; without a token, open only with the dev messenger.
+
+    Aborts with 401 (no or wrong token) or 403 (no token configured, real phones). Shared
+    by /api and the simulator's JSON endpoints.
+    """
     settings = runtime().settings
     token = settings.admin_token
     if token is None:
         if settings.messenger_name != "dev":
-            abort(403)
+            abort(403, description="the API is off: set CHECKIN_ADMIN_TOKEN to use it with the "
+                                   "Twilio messenger")
         return
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), token.encode()):
-        abort(401)
+    if not hmac.compare_digest(given.encode("utf-8", "replace"), token.encode()):
+        raise Unauthorized(description="the admin token (Authorization: Bearer "
+                                       "CHECKIN_ADMIN_TOKEN) is missing or wrong",
+                           www_authenticate="Bearer")
+
+
+def _ids_in_range() -> None:
+    """An id in the URL larger than any key can be is a 404 (the drivers would fail on it)."""
+    for key, value in (request.view_args or {}).items():
+        if isinstance(value, int) and value > MAX_ID:
+            abort(404, description=f"no {key.removesuffix('_id')} {value}")
+
+
+bp.before_request(require_admin_token)
+bp.before_request(_ids_in_range)  # after the token: a caller without it learns nothing
+
+
+def json_error(exc: HTTPException):
+    """An HTTP error as {"error": ...} with its status (registered for /api and
+    /simulator/api in bot.web.app). A 500 says no more than that."""
+    code = exc.code or 500
+    res = jsonify(error=exc.description if code != 500 else "internal server error")
+    res.status_code = code
+    for key, value in exc.get_headers():  # WWW-Authenticate (401), Allow (405)
+        if key.lower() != "content-type":
+            res.headers[key] = value
+    return res
 
 
 def _actor() -> str:
-    return "api:" + (request.headers.get("X-Actor") or "coordinator")[:60]
+    name = "".join(ch for ch in (request.headers.get("X-Actor") or "") if ch.isprintable())
+    return "api:" + (name.strip() or "coordinator")[:60]
+
+
+def _person() -> str | None:
+    """The coordinator X-Actor names, for a field that records a person; None without it."""
+    name = "".join(ch for ch in (request.headers.get("X-Actor") or "") if ch.isprintable())
+    return name.strip()[:80] or None
 
 
 def _bad(field: str, message: str):
@@ -43,8 +91,11 @@ def _bad(field: str, message: str):
 
 def _body(required: bool = True) -> dict[str, Any]:
     """The request's JSON object; raises InvalidField("body") for anything else (a list, a
-    number, broken JSON). A missing body is {} unless `required`."""
-    data = request.get_json(silent=True)
+    number, broken or too deeply nested JSON). A missing body is {} unless `required`."""
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:
+        raise InvalidField("body", "JSON nested too deeply") from None
     if data is None and not required and not request.get_data():
         return {}
     if not isinstance(data, dict):
@@ -52,7 +103,22 @@ def _body(required: bool = True) -> dict[str, Any]:
     return data
 
 
-def _text(data: dict[str, Any], key: str, default: str | None = None) -> str:
+def check_text(key: str, value: str, multiline: bool = False) -> str:
+    """Refuse what no database should store: lone surrogates (which cannot be encoded),
+    NUL (which PostgreSQL refuses) and other control characters; newlines and tabs only in a
+    `multiline` field (a note, a reminder, a text message)."""
+    allowed = "\n\r\t" if multiline else ""
+    for ch in value:
+        category = unicodedata.category(ch)
+        if category == "Cs":
+            raise InvalidField(key, "contains a lone surrogate (not valid Unicode text)")
+        if category == "Cc" and ch not in allowed:
+            raise InvalidField(key, f"contains a control character (U+{ord(ch):04X})")
+    return value
+
+
+def _text(data: dict[str, Any], key: str, default: str | None = None,
+          multiline: bool = False) -> str:
     """A string field: absent (or null) gives `default`; anything else must be a non-empty
     string, so 0, false and "" are refused rather than read as the default."""
     value = data.get(key)
@@ -62,7 +128,7 @@ def _text(data: dict[str, Any], key: str, default: str | None = None) -> str:
         return default
     if not isinstance(value, str) or not value.strip():
         raise InvalidField(key, "must be a non-empty string")
-    return value
+    return check_text(key, value, multiline)
 
 
 @bp.errorhandler(InvalidField)
@@ -105,16 +171,44 @@ def escalations():
         return jsonify([escalation_json(e) for e in esc_service.list_escalations(s, open_only)])
 
 
+def _conflict(s, esc: Escalation):
+    """409: someone else already took (or closed) this escalation; says who and when."""
+    if esc.status == "resolved":
+        last = s.scalars(select(AuditLog).where(
+            AuditLog.action == "escalation.resolve", AuditLog.subject_type == "escalation",
+            AuditLog.subject_id == esc.ref).order_by(AuditLog.id.desc())).first()
+        who = (last.details.get("by") or last.actor) if last else None
+        message = f"{esc.ref} was already resolved at {iso(esc.resolved_at)}" + (
+            f" by {who}" if who else "")
+    else:
+        message = (f"{esc.ref} was already acknowledged by {esc.acknowledged_by or 'someone'} "
+                   f"at {iso(esc.acknowledged_at)}")
+    return jsonify(error=message, escalation=escalation_json(esc)), 409
+
+
+def _ref_or_404(ref: str) -> str:
+    if not REF_RE.match(ref.strip()):
+        abort(404, description=f"no escalation {ref[:20]!r}")
+    return ref
+
+
 @bp.post("/escalations/<ref>/ack")
 def ack(ref: str):
+    """Acknowledge: the alert chain stops. 409 if someone already did (or it is resolved)."""
     rt = runtime()
-    by = _body(required=False).get("by")
-    if not isinstance(by, str) or not by.strip():
+    data = _body(required=False)
+    if not isinstance(data.get("by"), str) or not data["by"].strip():
         return _bad("by", "required: who is taking this alert")
-    by = by.strip()[:80]
+    by = check_text("by", data["by"]).strip()[:80]
+    _ref_or_404(ref)
+    now = rt.clock.now()
     try:
         with rt.transaction() as s:
-            esc, _ = esc_service.acknowledge(s, ref, by, rt.clock.now(), actor=_actor())
+            esc, changed = esc_service.acknowledge(s, ref, by, now, actor=_actor())
+            if not changed:
+                audit(s, now, _actor(), "escalation.ack_refused", "escalation", esc.ref,
+                      by=by, status=esc.status, acknowledged_by=esc.acknowledged_by)
+                return _conflict(s, esc)
             return jsonify(escalation_json(esc))
     except esc_service.EscalationNotFound:
         return jsonify(error=f"no escalation {ref}"), 404
@@ -122,13 +216,22 @@ def ack(ref: str):
 
 @bp.post("/escalations/<ref>/resolve")
 def resolve(ref: str):
+    """Close an escalation with a note. `by` (optional; else X-Actor) is recorded as who
+    acknowledged it if nobody had. 409 if it is already resolved (the first note stays)."""
     rt = runtime()
-    note = _body(required=False).get("note")
-    if not isinstance(note, str) or not note.strip():
-        return _bad("note", "required")
+    data = _body(required=False)
+    note = _text(data, "note", multiline=True)
+    by = _text(data, "by", "").strip()[:80] or _person()
+    _ref_or_404(ref)
+    now = rt.clock.now()
     try:
         with rt.transaction() as s:
-            esc = esc_service.resolve(s, ref, note, rt.clock.now(), actor=_actor())
+            esc = esc_service.find_by_ref(s, ref)  # locks the row until the commit
+            if esc.status == "resolved":
+                audit(s, now, _actor(), "escalation.resolve_refused", "escalation", esc.ref,
+                      note=note)
+                return _conflict(s, esc)
+            esc = esc_service.resolve(s, ref, note, now, actor=_actor(), by=by)
             return jsonify(escalation_json(esc))
     except esc_service.EscalationNotFound:
         return jsonify(error=f"no escalation {ref}"), 404
@@ -196,6 +299,10 @@ def set_schedule(patient_id: int):
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "body"
         return _bad(field, err["msg"])
+    check_text("flow", body.flow)
+    check_text("at", body.at)
+    if body.reminder_text is not None:
+        check_text("reminder_text", body.reminder_text, multiline=True)
     params = {"reminder_text": body.reminder_text} if body.reminder_text is not None else {}
     with rt.transaction() as s:
         patient = _patient_or_404(s, patient_id)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bot.runtime import Runtime
 from bot.services import health
 from bot.store.db import ping
+
+log = logging.getLogger(__name__)
+JSON_PREFIXES = ("/api/", "/simulator/api/")
 
 
 def create_app(runtime: Runtime) -> Flask:
@@ -15,6 +21,18 @@ def create_app(runtime: Runtime) -> Flask:
     app = Flask(__name__)
     app.extensions["checkin"] = runtime
     app.json.sort_keys = False  # keep "status" first, as written
+    from bot.web.api import MAX_CONTENT_LENGTH, json_error
+
+    app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH  # larger: 413
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        """JSON for the JSON endpoints (routing's 404 and 405 too, which no blueprint sees);
+        Flask's own page elsewhere."""
+        if (request.path + "/").startswith(JSON_PREFIXES):
+            return json_error(exc)
+        return exc
+
     if runtime.settings.proxy_fix:
         n = runtime.settings.proxy_fix
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
@@ -28,6 +46,8 @@ def create_app(runtime: Runtime) -> Flask:
         from bot.web.simulator import bp as simulator_bp
 
         app.register_blueprint(simulator_bp)
+        if runtime.settings.admin_token:
+            log.info("phone simulator at /simulator: its page asks for CHECKIN_ADMIN_TOKEN")
 
     runtime.replay_spool_soon()  # anything a previous run kept on disk
 

@@ -35,7 +35,8 @@ def escalation_json(e: Escalation) -> dict:
         "level": e.level,
         "flags": list(e.flags), "status": e.status, "created_at": iso(e.created_at),
         "acknowledged_by": e.acknowledged_by, "acknowledged_at": iso(e.acknowledged_at),
-        "resolved_at": iso(e.resolved_at), "alerts_sent": e.alerts_sent,
+        "resolved_at": iso(e.resolved_at), "resolution_note": e.resolution_note,
+        "alerts_sent": e.alerts_sent,
     }
 
 

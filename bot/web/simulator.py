@@ -1,4 +1,9 @@
-"""The phone simulator (dev messenger only): text the bot from a browser as any patient."""
+"""The phone simulator (dev messenger only): text the bot from a browser as any patient.
+
+Its JSON endpoints are guarded like /api: with CHECKIN_ADMIN_TOKEN set they need it as a
+bearer token (the page asks for it once and keeps it in the tab's sessionStorage); without
+one (`make run`) they are open. The page itself holds no patient data and is always served.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,17 @@ from bot.services.patients import (
     onboard_patient,
 )
 from bot.store.models import Message
+from bot.web.api import MAX_ID, check_text, require_admin_token
 from bot.web.common import receive_message, runtime
 from bot.web.serialize import message_json, patient_json
 
 bp = Blueprint("simulator", __name__, url_prefix="/simulator")
+
+
+@bp.before_request
+def _authorise():
+    if request.endpoint != "simulator.page":
+        require_admin_token()
 
 
 def _bad(exc: InvalidField):
@@ -26,8 +38,12 @@ def _bad(exc: InvalidField):
 
 
 def _body() -> dict:
-    """The JSON object sent; InvalidField("body") for a list, a number or broken JSON."""
-    data = request.get_json(silent=True)
+    """The JSON object sent; InvalidField("body") for a list, a number, broken or too deeply
+    nested JSON."""
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:
+        raise InvalidField("body", "JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidField("body", "expected a JSON object")
     return data
@@ -35,13 +51,14 @@ def _body() -> dict:
 
 def _text(data: dict, key: str, default: str) -> str:
     """A string field; `default` when absent, null or blank (the page sends its empty form
-    fields as ""); a number or a boolean is refused."""
+    fields as ""); a number or a boolean is refused, and so are NUL, control characters and
+    lone surrogates."""
     value = data.get(key)
     if value is None:
         return default
     if not isinstance(value, str):
         raise InvalidField(key, "must be a string")
-    return value if value.strip() else default
+    return check_text(key, value) if value.strip() else default
 
 
 @bp.get("")
@@ -93,6 +110,7 @@ def send():
         body = data.get("body")
         if not isinstance(body, str) or not body.strip():
             raise InvalidField("body", "empty message")
+        check_text("body", body, multiline=True)
         phone = normalise_phone(_text(data, "phone", ""))
     except InvalidField as exc:
         return _bad(exc)
@@ -111,7 +129,10 @@ def messages():
         phone = normalise_phone(request.args.get("phone", ""))
     except InvalidField as exc:
         return _bad(exc)
-    after = request.args.get("after", type=int) or 0
+    after = request.args.get("after", "0").strip() or "0"
+    if not (after.isascii() and after.isdigit()) or len(after) > 10 or int(after) > MAX_ID:
+        return _bad(InvalidField("after", f"expected a message id from 0 to {MAX_ID}"))
+    after = int(after)
     with rt.transaction() as s:
         rows = s.scalars(
             select(Message)
