@@ -292,6 +292,29 @@ def test_escalations_cli_lists_acks_and_resolves(rt, client, fake_http, monkeypa
         actors = s.scalars(select(AuditLog.actor).where(
             AuditLog.action.in_(["escalation.ack", "escalation.resolve"]))).all()
     assert len(actors) == 2 and all(a.startswith("cli:") for a in actors)
+    # Resolving it again is refused, saying so; the first note stays; the attempt is audited.
+    again = runner.invoke(main, ["escalations", "resolve", ref, "--note", "second thoughts"])
+    assert again.exit_code == 1
+    assert f"{ref} was already resolved" in again.output and "MRI booked" in again.output
+    assert escalation(rt).resolution_note == "MRI booked"
+    with rt.transaction() as s:
+        assert s.scalars(select(AuditLog.details).where(
+            AuditLog.action == "escalation.resolve_refused")).one()["note"] == "second thoughts"
+
+
+def test_resolving_by_cli_an_escalation_nobody_acknowledged_records_the_person(
+        rt, client, fake_http, monkeypatch, settings):
+    from bot.cli import main
+
+    enrol(rt)
+    texted(client, RED_FLAG)
+    ref = escalation(rt).ref
+    monkeypatch.setenv("CHECKIN_DATABASE_URL", settings.database_url)
+    done = CliRunner().invoke(main, ["escalations", "resolve", ref, "--note", "seen in clinic",
+                                     "--by", "Dr Patel"])
+    assert done.exit_code == 0, done.output
+    esc = escalation(rt)
+    assert (esc.status, esc.acknowledged_by) == ("resolved", "Dr Patel")
 
 
 def test_a_fault_while_handling_still_stores_the_message_and_escalates(
