@@ -219,3 +219,17 @@ def test_two_red_flags_at_once_from_a_number_not_enrolled_open_one_escalation(
     second.join(10)
     with rt.transaction() as s:
         assert len(s.scalars(select(Escalation)).all()) == 1
+
+
+def test_the_ack_receipt_names_who_the_alert_was_about(client, rt, fake_http):
+    """A typo in the ref that happens to hit another open alert must show at once."""
+    enrol(rt)
+    oncall, _, _ = chain_phones(rt)
+    texted(client, RED_FLAG)
+    with rt.transaction() as s:
+        esc = s.scalars(select(Escalation)).one()
+        ref, name, phone = esc.ref, esc.patient.name, esc.patient.phone
+    texted(client, f"ack {ref}", sender=oncall)
+    receipt = alerts(fake_http, oncall)[-1]
+    assert receipt.startswith("Thank you") and ref in receipt
+    assert name in receipt and phone in receipt

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from bot.domain import gsm7
 from bot.domain.triage import detect, level_for_flags
 from bot.services import conversations
 from bot.services.audit import audit
@@ -404,7 +405,11 @@ def _staff_command(session: Session, ctx: ServiceContext, staff, text: str,
         return say("staff_unknown", ref=ref)
     if not changed:
         return say("staff_already", ref=ref, by=esc.acknowledged_by or "someone")
-    return say("staff_ack", ref=ref, by=staff.name)
+    # Who the alert was about: a typo in the ref that hits another open alert shows at once.
+    patient = session.get(Patient, esc.patient_id) if esc.patient_id else None
+    return say("staff_ack", ref=ref, by=staff.name,
+               patient=gsm7.to_gsm7(patient.name)[:30] if patient else "not enrolled",
+               patient_phone=patient.phone if patient else esc.phone)
 
 
 def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMessage,
