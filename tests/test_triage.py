@@ -539,3 +539,178 @@ def test_keep_falling_is_not_a_fall_when_it_is_asleep_or_behind(text):
 def test_keep_falling_is_a_fall_when_it_says_so(text):
     result = triage.detect(text)
     assert result.level == "emergency" and "gait_balance" in result.flags
+
+
+# ------------------------------------------------------------------------------ review fixes
+# Rule 5 with rule 1: a mention is hypothetical only when it really is. Past or perfect tense,
+# a time (since / for N days / yesterday / last night / this morning / today), still / again /
+# keep, and "sorry if" say the symptom is real; so does a bare unaccented Spanish "si" that is
+# not part of a question ("hola si tengo ..." may be "hola, yes, tengo ..." without the accent).
+@pytest.mark.parametrize("text", [
+    "what should i do if my legs have been numb since yesterday?",
+    "what do i do if my feet have been tingling for 2 days?",
+    "What do I do if I wet myself last night?",
+    "what do I do if my legs gave way yesterday?",
+    "what do i do if my legs went numb this morning?",
+    "what do i do if my legs keep giving way?",
+    "what do i do if i keep falling over?",
+    "what do i do if my legs are still numb?",
+    "what do i do if i cant feel my feet today?",
+    "should I call someone if my feet have been numb since yesterday?",
+    "what should i do if my legs are numb again?",
+    "who do i call if my legs have gone numb?",
+    "sorry if i wet myself what do i do",
+    "excuse me if i wet myself what should i do",
+    "hola si tengo las piernas dormidas que hago?",
+    "Buenas, si tengo hormigueo en las piernas que debo hacer?",
+    "pues si se me duermen las piernas, que hago?",
+])
+def test_real_symptoms_phrased_with_if_are_not_hypothetical(text):
+    result = detect(text)
+    assert result.level == "emergency" and result.hypothetical is False, result
+
+
+@pytest.mark.parametrize("text", [
+    "If my legs go numb, what do I do?",
+    "que hago si se me duermen las piernas?",
+    "what should I do if I wet myself",
+    "what do I do if my legs give way?",
+])
+def test_conditionals_without_a_time_or_tense_cue_stay_hypothetical(text):
+    result = detect(text)
+    assert result.level == "emergency" and result.hypothetical is True, result
+
+
+# "never had X like this before", "no X until today": the symptom is new, not denied
+@pytest.mark.parametrize("text", [
+    "never had numbness like this before",
+    "ive never felt numbness like this",
+    "I've never had tingling in my feet before",
+    "never had pins and needles like this",
+    "havent had numbness like this before",
+    "I've not had numbness like this before",
+    "never wet myself before today",
+    "never had my legs give way before",
+    "never fallen over before today",
+    "never had problems with my bladder until now",
+    "never had trouble walking till this week",
+    "no numbness until today",
+    "didnt have numbness until yesterday",
+    "never used to be wobbly",
+    "didn't used to have tingling in my feet",
+])
+def test_never_before_is_a_new_symptom_not_a_negation(text):
+    assert level(text) == "emergency", detect(text)
+
+
+@pytest.mark.parametrize("text", [
+    "never had numbness", "haven't had any numbness since the operation",
+    "no numbness since last week", "no balance problems", "no balance issues at all",
+    "numbness no", "no numbness thanks", "no tingling, yes I am fine",
+])
+def test_negations_without_a_new_onset_or_yes_still_negate(text):
+    assert level(text) == "routine", detect(text)
+
+
+# an adverb or "become" between the limb and "weak"; grip
+@pytest.mark.parametrize("text", [
+    "my legs are still weak", "legs still weak", "legs suddenly weak", "legs suddenly went weak",
+    "legs are now weak", "my legs have become weak", "legs becoming weak", "weak grip",
+    "my grip is weak", "no news, legs still weak", "legs v weak",
+])
+def test_weakness_with_an_adverb_between(text):
+    result = detect(text)
+    assert "limb_weakness" in result.flags and result.level == "emergency", result
+
+
+# red-flag phrases that contain a negation word (rule 2); "X no Y yes" checklists
+@pytest.mark.parametrize("text", [
+    "no balance", "no balance at all", "i have no balance", "no control down below",
+    "no control of my bum", "my legs don't feel right", "feet dont feel right",
+    "legs not very strong", "not very steady on my feet", "can't trust my legs",
+    "i dont trust my legs", "legs dont want to work", "fever no numbness yes",
+    "pain no numb yes", "numbness no weakness yes",
+])
+def test_more_phrases_that_contain_a_negation_word(text):
+    assert level(text) == "emergency", detect(text)
+
+
+@pytest.mark.parametrize("text, flag", [
+    ("no siento nada ahí abajo", "saddle_anaesthesia"),
+    ("no siento mis partes intimas", "saddle_anaesthesia"),
+    ("no siento el culo", "saddle_anaesthesia"),
+    ("se me duerme la zona intima", "saddle_anaesthesia"),
+    ("no me siento las piernas", "sensory_loss"),
+    ("me hice pis", "bladder_dysfunction"),
+    ("me he meado", "bladder_dysfunction"),
+])
+def test_spanish_saddle_and_limb_numbness(text, flag):
+    result = detect(text)
+    assert flag in result.flags and result.level == "emergency", result
+
+
+@pytest.mark.parametrize("text", [
+    "legs givin way", "legs keep goin", "walkin funny", "wet meself", "cant feel ma legs",
+    "legs v weak", "p&n in my feet", "had a poo accident", "accidents with my bladder",
+    "wee just trickles out", "i didnt know i needed a poo until it was too late",
+    "bowels just went", "no sleep due to tingling feet", "I collapsed", "i collapsed today",
+])
+def test_texting_spellings_dialect_and_continence_wording(text):
+    assert level(text) == "emergency", detect(text)
+
+
+# the stable-pain downgrade: not when the stable word is negated or compared
+@pytest.mark.parametrize("text", [
+    "back pain is not stable", "back pain not bearable", "back pain, not controlled",
+    "back pain different from usual", "this back pain isnt my usual pain",
+    "back pain isnt normal for me", "back pain stronger than usual", "back hurts more than usual",
+    "neck pain, not the usual kind", "back pain is new, chest pain same as usual",
+    "back pain no longer bearable", "my back pain is not the same",
+])
+def test_negated_or_compared_stable_words_do_not_downgrade(text):
+    result = detect(text)
+    assert result.level == "urgent" and "new_back_pain" in result.flags, result
+
+
+@pytest.mark.parametrize("text", [
+    "back pain same as usual", "back pain no worse than usual", "back pain isnt any worse",
+    "back pain not as bad as usual", "back pain better than yesterday",
+    "back pain same as usual, chest pain no worse", "usual back pain, nothing new",
+])
+def test_stable_pain_still_downgrades(text):
+    assert level(text) == "routine", detect(text)
+
+
+# a scale's anchors ("1 to 10", "0-10", "out of 10") are not the score
+@pytest.mark.parametrize("text, expected", [
+    ("pain on a scale of 1 to 10 is 8", "urgent"),
+    ("back pain on a scale of 1 to 10 is a 9", "urgent"),
+    ("pain on a scale of 0-10: 9", "urgent"),
+    ("pain 0-10: 8", "urgent"),
+    ("back pain 1-10? 8", "urgent"),
+    ("my pain out of 10 is 9", "urgent"),
+    ("pain on a scale of 1 to 10 is 3", "routine"),
+    ("pain 0-10: 2", "routine"),
+    ("my pain out of 10 is 4", "routine"),
+])
+def test_scale_anchors_are_not_the_score(text, expected):
+    result = detect(text)
+    assert result.level == expected, result
+    assert ("severe_pain" in result.flags) == (expected == "urgent"), result
+
+
+@pytest.mark.parametrize("text", [
+    "i nearly fell asleep", "almost fell asleep in my chair", "I fell off my diet",
+    "my bank balance is bad", "chocolate is my weakness", "my lip is numb from the dentist",
+    "mouth numb after dentist",
+])
+def test_everyday_phrases_near_red_flags_are_routine(text):
+    assert level(text) == "routine", detect(text)
+
+
+@pytest.mark.parametrize("text", [
+    "nearly fell over", "I fell off the bed", "balance is bad", "my weakness is getting worse",
+    "my legs are numb, been to the dentist", "i nearly fell asleep then my legs gave way",
+])
+def test_red_flags_next_to_those_everyday_phrases_still_alert(text):
+    assert level(text) == "emergency", detect(text)

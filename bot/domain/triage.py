@@ -13,14 +13,22 @@ How a message is read (clinical brief, shared/clinical/red-flags.md):
      legs numb") or at a body part that starts a new phrase ("not feeling great my legs are
      weak"), unless a list connector joins them ("no numbness or weakness", "no pain or
      weakness in my legs") or a carrier word takes the body part as its object ("haven't noticed
-     my legs going numb").
+     my legs going numb"). A negation does not deny a symptom the patient calls new ("never had
+     numbness like this before", "no numbness until today"), nor one answered "yes" right
+     after it ("fever no numbness yes"). Everyday phrases that only look like symptoms ("fell
+     asleep", "bank balance") are blanked out before phrases are matched.
   4. Conditional mentions ("if my legs go numb, what do I do?") keep their flags and level; the
      result says hypothetical=True when every red-flag mention is conditional. The service
      answers those with the safety net instead of the emergency alert, so this is conservative:
      the condition must come right before the symptom, the message must ask for advice, and
      nothing after the condition may say it is happening now ("what if my legs feel numb like
-     now?").
-  5. Pain scores >= 7/10 and temperatures >= 38.0 C / 100.4 F are read as numbers.
+     now?"), has happened or goes on: a time, past or perfect tense, still / again / keep
+     ("what do I do if my legs have been numb since yesterday?"). "sorry if" is no condition,
+     and an unaccented Spanish "si" is one only right after an advice question ("que hago si").
+  5. Stable / usual pain is recorded as routine, unless that word is negated or compared ("not
+     stable", "stronger than usual"); only the part of the clause about that pain counts.
+  6. Pain scores >= 7/10 and temperatures >= 38.0 C / 100.4 F are read as numbers; a scale's
+     anchors ("on a scale of 1 to 10", "0-10", "out of 10") are not the score.
 Safety first: any internal error yields an emergency result rather than silence.
 """
 
@@ -156,7 +164,7 @@ class _Message:
 
 
 def _detect(text: str, vocab: Vocabulary) -> TriageResult:
-    msg = _Message(vocab, vocab.normalise(text))
+    msg = _Message(vocab, _blank_not_symptoms(vocab, vocab.normalise(text)))
     hits = sorted({*_phrase_hits(msg), *_number_hits(msg)}, key=lambda h: (h[1], h[2], h[0]))
     found: dict[str, bool] = {}  # flag -> every mention so far was hypothetical
     matches: dict[str, None] = {}
@@ -170,7 +178,7 @@ def _detect(text: str, vocab: Vocabulary) -> TriageResult:
         accepted[flag] = (start, end)
         hypothetical = _hypothetical(msg, start)
         down = vocab.flags[flag].downgrade_to
-        if down is not None and _stable(msg, start):
+        if down is not None and _stable(msg, start, end, hits):
             flag = down
         found[flag] = found.get(flag, True) and hypothetical
         note = " (hypothetical)" if hypothetical else ""
@@ -179,6 +187,14 @@ def _detect(text: str, vocab: Vocabulary) -> TriageResult:
     red = [f for f in flags if vocab.flags[f].level != "routine"]
     hypothetical = bool(red) and all(found[f] for f in red)
     return TriageResult(level_for_flags(flags, vocab), flags, hypothetical, tuple(matches))
+
+
+def _blank_not_symptoms(vocab: Vocabulary, norm: str) -> str:
+    """Blank everyday phrases that only look like symptoms ("fell asleep", "bank balance")."""
+    rx = vocab.rx["not_symptoms"]
+    if rx.search(norm) is None:
+        return norm
+    return rx.sub(lambda m: " " + re.sub(r"[^ ]", "q", m.group()[1:]), norm)
 
 
 def _phrase_hits(msg: _Message) -> list[tuple[str, int, int]]:
@@ -253,6 +269,8 @@ def _negated(msg: _Message, start: int, end: int, hits: list[tuple[str, int, int
         return False  # the phrase itself carries the negation: "can't feel my feet"
     masked, rx = msg.masked, vocab.rx
     clause_start, clause_end = msg.clause(start)
+    if _affirmed(msg, end, clause_end, hits):
+        return False  # a checklist answer: "fever no numbness yes"
     window_start = clause_start
     comma = masked.rfind(",", clause_start, start)
     if comma != -1:  # a negation crosses a comma only along a plain list: "no X, Y or Z"
@@ -264,7 +282,8 @@ def _negated(msg: _Message, start: int, end: int, hits: list[tuple[str, int, int
         while later := rx["neg_before"].search(masked, cue.start() + 1, start):
             cue = later  # the nearest cue is the one that governs: "no pain and no numbness"
         cue_end = rx["neg_cue"].match(masked, cue.start()).end()
-        if _in_scope(msg, cue_end, start, clause_end, hits):
+        if _in_scope(msg, cue_end, start, clause_end, hits) and not _new_onset(
+                msg, cue.start(), end, clause_end):
             return True
     return bool(rx["neg_after"].match(masked, end))
 
@@ -311,6 +330,26 @@ def _in_scope(msg: _Message, cue_end: int, start: int, clause_end: int,
     return True
 
 
+def _affirmed(msg: _Message, end: int, clause_end: int,
+              hits: list[tuple[str, int, int]]) -> bool:
+    """Is the mention answered "yes" right after it, the answer ending the clause or followed
+    by another symptom ("fever no numbness yes", "pain no numb yes weakness no")?"""
+    m = msg.vocab.rx["affirm"].match(msg.masked, end)
+    if m is None:
+        return False
+    after = m.end()
+    return (not msg.masked[after:clause_end].strip(" ,:")
+            or any(h_start == after for _f, h_start, _e in hits))
+
+
+def _new_onset(msg: _Message, cue_start: int, end: int, clause_end: int) -> bool:
+    """Does the negated mention say the symptom is new ("never had numbness like this before",
+    "no numbness until today")? Looked for from the cue up to the next comma after the mention."""
+    comma = msg.masked.find(",", end, clause_end)
+    stop = clause_end if comma == -1 else comma
+    return bool(msg.vocab.rx["new_onset"].search(msg.masked, cue_start, stop))
+
+
 def _plain_list_follows(msg: _Message, start: int, clause_end: int) -> bool:
     """Two symptoms side by side stay one negated list only when the rest of the clause is a
     plain list ("no numbness tingling or weakness"), not "no weakness numbness yes"."""
@@ -328,18 +367,41 @@ def _hypothetical(msg: _Message, start: int) -> bool:
     clause_start, _ = msg.clause(start)
     window_start = max(clause_start, masked.rfind(",", clause_start, start) + 1)
     m = rx["hypothetical"].search(masked, window_start, start)
-    if m is None or (m.start() == 0 and masked.startswith(" si ")):
+    if m is None:
         return False
+    if masked.startswith(" si ", m.start()) and not rx["advice_end"].search(masked, 0, m.start()):
+        return False  # "si" without its accent may be yes: "hola si tengo ...", "si tengo ..."
     _, clause_end = msg.clause(start)  # "what if my legs feel numb like now?" is happening
     return not rx["now"].search(masked, m.end(), clause_end)
 
 
-def _stable(msg: _Message, start: int) -> bool:
-    """Does the clause describe the pain as stable / usual / better, or score it low?"""
-    clause_start, clause_end = msg.clause(start)
-    if any(clause_start <= p < clause_end for p in msg.low_scores):
+def _stable(msg: _Message, start: int, end: int, hits: list[tuple[str, int, int]]) -> bool:
+    """Does the clause describe this pain as stable / usual / better, or score it low?
+
+    Only the part of the clause about this pain counts: from the clause start, the last comma
+    before the mention or the end of the previous pain mention (whichever is latest) to the next
+    pain mention ("back pain is new, chest pain same as usual"). A stable word with a negation
+    or a comparison among the three words before it (after any comma) does not count ("not
+    stable", "isnt my usual pain", "stronger than usual").
+    """
+    vocab, masked = msg.vocab, msg.masked
+    seg_start, seg_end = msg.clause(start)
+    seg_start = max(seg_start, masked.rfind(",", seg_start, start) + 1)
+    for flag, h_start, h_end in hits:
+        if flag in vocab.pain_flags:
+            if h_end <= start:
+                seg_start = max(seg_start, h_end)
+            elif h_start >= end:
+                seg_end = min(seg_end, h_start)
+    if any(seg_start <= p < seg_end for p in msg.low_scores):
         return True
-    return bool(msg.vocab.rx["stable"].search(msg.masked, clause_start, clause_end))
+    rx = vocab.rx
+    for m in rx["stable"].finditer(masked, seg_start, seg_end):
+        lead = max(seg_start, masked.rfind(",", seg_start, m.start()) + 1)
+        before = " " + " ".join(masked[lead:m.start()].split()[-3:])
+        if not rx["stable_cancel"].search(before):
+            return True
+    return False
 
 
 def warm_up(vocabulary: Vocabulary | None = None) -> None:

@@ -39,6 +39,8 @@ _CONTEXT_KEYS = {
     "list_connectors", "clause_words", "stable", "hypothetical_fillers", "advice_questions",
     "body_parts", "negation_carriers", "happening_now",
 }
+# context lists a vocabulary file may leave out (added later; empty when absent)
+_OPTIONAL_CONTEXT_KEYS = {"stable_cancellers", "new_onset", "affirm_after", "not_symptoms"}
 _NUMERIC_KEYS = {
     "pain_score_flag", "pain_score_severe_at", "pain_words", "non_pain_topics", "fever_flag",
     "fever_celsius_at", "fever_fahrenheit_at", "temperature_words",
@@ -371,6 +373,9 @@ class Vocabulary:
     raw_flags: tuple[FlagSpec, ...]
     rx: dict[str, re.Pattern[str]]  # context regexes, see _context_regexes
     immune_words: frozenset[str]
+    # flags that downgrade when stable and the flags they downgrade to: the "pain" mentions
+    # that delimit what a stable word is said of (see triage._stable)
+    pain_flags: frozenset[str] = frozenset()
 
     @property
     def flag_names(self) -> frozenset[str]:
@@ -444,11 +449,13 @@ def compile_vocabulary(data: Any, where: str = "<vocabulary>") -> Vocabulary:
             raise ValueError(f"{where}: word_classes: bad class name {name!r}")
         classes[name] = _strings(entries, f"{where}: word_classes.{name}")
     comp = _Compiler(classes, where)
-    ctx = _mapping(data["context"], f"{where}: context", _CONTEXT_KEYS)
+    ctx = _mapping(data["context"], f"{where}: context", _CONTEXT_KEYS | _OPTIONAL_CONTEXT_KEYS)
     if missing := _CONTEXT_KEYS - set(ctx):
         raise ValueError(f"{where}: context: missing list(s) {sorted(missing)}")
     lists = {k: _strings(v, f"{where}: context.{k}", allow_empty=k != "negation_before")
              for k, v in ctx.items()}
+    for key in _OPTIONAL_CONTEXT_KEYS:
+        lists.setdefault(key, [])
     brk = comp.words_rx(lists["clause_breakers"], "context.clause_breakers")
     neg = comp.words_rx(lists["negation_before"], "context.negation_before")
     # "..." skips up to gap_words words, never a clause breaker nor a negation;
@@ -483,6 +490,8 @@ def compile_vocabulary(data: Any, where: str = "<vocabulary>") -> Vocabulary:
         raw_flags=tuple(s for s in flags.values() if s.raw is not None),
         rx=_context_regexes(comp, lists, settings, brk, neg),
         immune_words=frozenset(" ".join(_pattern_text(w) for w in lists["immune_words"]).split()),
+        pain_flags=frozenset(name for spec in flags.values() if spec.downgrade_to is not None
+                             for name in (spec.name, spec.downgrade_to)),
     )
 
 
@@ -544,11 +553,19 @@ def _compile_numeric(comp: _Compiler, num: dict, flags: dict[str, FlagSpec], whe
         out[key] = _number(num[key], f"{where}: numeric.{key}", lo, hi)
     for key in ("pain_words", "non_pain_topics", "temperature_words"):
         out[key] = comp.words_rx(_strings(num[key], f"{where}: numeric.{key}"), f"numeric.{key}")
+    # a scale's anchors are not the score: "pain on a scale of 1 to 10 is 8", "pain 0-10: 8",
+    # "my pain out of 10 is 9" (hyphens are spaces once normalised)
+    anchor = (r"(?:(?:on |in |using )?(?:a |the |your )?(?:scale|rating|score) "
+              r"(?:of |from |between |del |de )?)?(?:0|1|zero|one|cero|uno) "
+              r"(?:to |or |and |a |al |through )?(?:10|ten|diez)"
+              r"|(?:out of|over|de|sobre) (?:10|ten|diez)")
     out["pain_word_score"] = re.compile(
-        out["pain_words"] + r"(?: (?:is|was|s|at|about|around|of|today|now|currently|score|level|"
-        r"scale|rating|like|a|an|es|de|un|una|esta|en|:|=|still|maybe|probably|prob|approx|"
-        r"roughly|honestly|already|back|up|to)){0,3} (\d{1,2}(?:[.,]\d)?)(?![0-9]|[.,][0-9]"
-        r"| ?/| out of| de| sobre)(?! (?:days?|weeks?|hours?|hrs?|h|am|pm|mg|mcg|ml|mins?|"
+        out["pain_words"] + r"(?: (?:" + anchor + r"|is|was|s|at|about|around|of|today|now|"
+        r"currently|score|level|scale|rating|like|a|an|es|de|un|una|esta|en|:|=|\?|still|"
+        r"maybe|probably|prob|approx|roughly|honestly|already|back|up|to)(?![a-z0-9])){0,3} "
+        r"(?!(?:0|1) (?:to |or |and |a |al |through )?10(?![0-9]))"
+        r"(\d{1,2}(?:[.,]\d)?)(?![0-9]|[.,][0-9]| ?/| out of| de| sobre)"
+        r"(?! (?:days?|weeks?|hours?|hrs?|h|am|pm|mg|mcg|ml|mins?|"
         r"minutes|times|x|dias|semanas|horas|years?|months?|tablets?|pills?|doses?|oclock)"
         + NB + ")")
     for key in ("pain_words", "non_pain_topics", "temperature_words"):
@@ -603,6 +620,12 @@ def _context_regexes(comp: _Compiler, lists: dict, settings: dict, brk: str, neg
         "carries": re.compile(f"(?:{words('negation_carriers')}|{words('list_connectors')}"
                               r"| ,)$"),
         "now": re.compile(words("happening_now")),
+        # a bare Spanish "si" is a condition only right after an advice question ("que hago si")
+        "advice_end": re.compile(f"{words('advice_questions')}(?: ,)?$"),
         "clause_words": re.compile(words("clause_words")),
         "stable": re.compile(words("stable")),
+        "stable_cancel": re.compile(f"(?:{neg}|{words('stable_cancellers')})"),
+        "new_onset": re.compile(words("new_onset")),
+        "affirm": re.compile(f"(?: [?:=])?{words('affirm_after')}"),
+        "not_symptoms": re.compile(words("not_symptoms")),
     }
