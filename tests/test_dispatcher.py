@@ -886,3 +886,29 @@ def test_a_row_of_a_conversation_closed_while_it_was_being_claimed_is_not_sent(
     assert sent_to(fake_http, PHONE) == []
     item, _ = _item(rt, held[0])
     assert (item.status, item.last_error) == ("cancelled", "conversation superseded")
+
+
+def test_the_reply_path_reads_the_patient_and_conversation_once(rt, clock):
+    """Sending a reply right after its transaction wrote it needs the patient (holds, the
+    WhatsApp window) and the conversation (closed meanwhile?): the objects the transaction
+    loaded are kept, so no second SELECT of either (two round trips a message on PostgreSQL)."""
+    from sqlalchemy import event
+
+    from bot.services.conversations import start_flow
+    from bot.services.inbound import InboundMessage
+    from bot.services.receiving import store_and_handle
+
+    pid = _patient(rt)
+    with rt.transaction() as s:
+        start_flow(s, rt.ctx, s.get(Patient, pid), "checkin", clock.now())
+    statements = []
+    listener = lambda *a: statements.append(a[2].split()[0:4])  # noqa: E731
+    event.listen(rt.engine, "before_cursor_execute", listener)
+    try:
+        out = store_and_handle(rt, InboundMessage("sms", PHONE, "3", provider_id="SM" + "7" * 32))
+    finally:
+        event.remove(rt.engine, "before_cursor_execute", listener)
+    assert out.outbox_ids
+    reads = [" ".join(s) for s in statements if s[0] == "SELECT"]
+    assert sum("patients.id," in r for r in reads) == 1, reads
+    assert sum("conversations.id," in r for r in reads) == 1, reads

@@ -9,9 +9,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from bot.domain import gsm7
-from bot.store.models import Message, OutboxItem
+from bot.store.models import Conversation, Message, OutboxItem, Patient
 
 # WhatsApp allows free text only within 24 hours of the person's last WhatsApp message.
 WHATSAPP_WINDOW = timedelta(hours=24)
@@ -112,4 +113,13 @@ def enqueue(session: Session, draft: Draft, now: datetime) -> OutboxItem:
     # The session's identity map holds objects weakly; keep these alive until commit so the
     # dispatcher can claim them without reading them back (see Dispatcher.claim_new).
     session.info.setdefault("outbox", {})[item.id] = (item, message)
+    # And the patient and conversation the dispatcher reads to send it (holds, the WhatsApp
+    # window, a conversation closed meanwhile), if this transaction has them: kept alive too,
+    # they are read without a query (two round trips a reply).
+    kept = session.info.setdefault("outbox_context", [])
+    for model, ident in ((Patient, draft.patient_id), (Conversation, draft.conversation_id)):
+        if ident is not None:
+            loaded = session.identity_map.get(identity_key(model, ident))
+            if loaded is not None:
+                kept.append(loaded)
     return item
