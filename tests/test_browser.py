@@ -112,3 +112,55 @@ class TestWithAnAdminToken:
         assert page.evaluate("sessionStorage.getItem('checkin-admin-token')") == "s3cret-admin"
         with rt.transaction() as s:
             assert s.scalars(select(Patient.phone)).all() == ["+447700900125"]
+
+
+class TestDashboard:
+    """The care coordinators' dashboard in a real browser: sign in, see, acknowledge."""
+
+    @pytest.fixture
+    def settings_overrides(self):
+        return {"admin_token": "s3cret-admin"}
+
+    def test_a_coordinator_signs_in_and_acknowledges_the_emergency_at_the_top(self, page,
+                                                                             server, rt, clock):
+        from bot.services.escalations import escalate
+        from bot.services.patients import Enrolment, enrol_patient
+        from bot.store.models import Escalation
+
+        refs = {}
+        for phone, name, level, flags, words in (
+                ("+447700900131", "Urgent Uma", "urgent", ["severe_pain"], "pain is 8 today"),
+                ("+447700900132", "Emma Emergency", "emergency",
+                 ["limb_weakness", "bladder_dysfunction"], "my legs gave way and I wet myself"),
+        ):
+            with rt.transaction() as s:
+                patient = enrol_patient(s, Enrolment(phone, name, "Europe/London"),
+                                        languages=["en", "es"], now=clock.now(), actor="test")
+                refs[level] = escalate(s, rt.ctx, patient, level, flags, words,
+                                       clock.now())[0].ref
+            clock.advance(minutes=5)  # the urgent one is older, and still comes second
+
+        page.goto(server + "/dashboard/")
+        page.fill("#token", "s3cret-admin")
+        page.fill("#name", "Nurse Jo")
+        page.click("#sign-in")
+        cards = page.locator("#open .card")
+        cards.first.wait_for()
+        assert cards.count() == 2
+        assert cards.first.get_attribute("data-ref") == refs["emergency"]
+        assert "Emma Emergency" in cards.first.inner_text()
+        assert page.locator("#acknowledged .empty").inner_text() == "Nothing here."
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-needs-attention.png"), full_page=True)
+
+        cards.first.locator("button.ack").click()
+        taken = page.locator(f'#acknowledged .card[data-ref="{refs["emergency"]}"]')
+        taken.wait_for()
+        assert "Nurse Jo" in taken.locator(".taken-by").inner_text()
+        assert "acknowledged by you (Nurse Jo)" in page.locator("#flash").inner_text()
+        assert [c.get_attribute("data-ref") for c in page.locator("#open .card").all()] == [
+            refs["urgent"]]
+        page.screenshot(path=str(ARTIFACTS / "dashboard-acknowledged.png"), full_page=True)
+        with rt.transaction() as s:
+            esc = s.scalars(select(Escalation).where(Escalation.ref == refs["emergency"])).one()
+            assert (esc.status, esc.acknowledged_by) == ("acknowledged", "Nurse Jo")

@@ -38,10 +38,12 @@ def create_app(runtime: Runtime) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
 
     from bot.web.api import bp as api_bp
+    from bot.web.dashboard import bp as dashboard_bp
     from bot.web.webhooks import bp as webhooks_bp
 
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(dashboard_bp)
     if runtime.settings.messenger_name == "dev":
         from bot.web.simulator import bp as simulator_bp
 

@@ -1,0 +1,585 @@
+"""The care coordinators' dashboard: who needs attention now, the patients, their transcripts.
+
+Server-rendered HTML (templates in bot/web/templates/dashboard/), no JavaScript. Every action
+goes through the services (bot.services.escalations) and leaves an audit record with the
+actor "dashboard:<name>", the name the coordinator gave when signing in.
+
+Access, like /api:
+- CHECKIN_ADMIN_TOKEN set: /dashboard/login asks for the token and the coordinator's name.
+- no token, dev messenger (`make run`): open, but the name is still asked for once.
+- no token, Twilio messenger: refused (403), as the API is.
+
+The session is a signed cookie of the dashboard's own (path /dashboard, HttpOnly,
+SameSite=Strict, Secure on https), signed with a key derived from the admin token, so every
+gunicorn worker agrees without a new secret, and changing the token signs everyone out. It
+holds the name, whether the token was given, a random CSRF token that every POST form must
+carry, and a one-shot message for the next page. Nothing in it is patient data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, abort, g, redirect, render_template, request, url_for
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session, selectinload
+from werkzeug.exceptions import HTTPException
+
+from bot.services import escalations as esc_service
+from bot.services import health
+from bot.services.audit import audit
+from bot.services.schedules import list_schedules
+from bot.store.models import (
+    AuditLog,
+    Conversation,
+    Escalation,
+    Message,
+    OutboxItem,
+    Patient,
+    Schedule,
+)
+from bot.web.api import MAX_ID, REF_RE
+from bot.web.common import runtime
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
+
+COOKIE = "checkin_dashboard"
+COOKIE_PATH = "/dashboard"
+SESSION_SECONDS = 12 * 3600  # one long shift; then sign in again
+REFRESH_SECONDS = 30
+NAME_CHARS = 60  # "dashboard:" + name fits AuditLog.actor (80)
+NOTE_CHARS = 2000
+TRANSCRIPT_MESSAGES = 1000  # the newest ones, shown oldest first
+FAILED_HOURS = 24
+RECENT_DAYS = 7
+# The check-in flow's node for "we have not heard back, this check-in is now closed".
+NO_REPLY_END = "no_reply_end"
+
+
+# -- the session cookie ----------------------------------------------------------------------
+
+
+def _serializer() -> URLSafeTimedSerializer:
+    """Signs the cookie with HMAC-SHA256(admin token, "checkin-dashboard-session").
+
+    Without a token (dev messenger only) the key comes from the database URL: stable across
+    processes, and the dashboard is open anyway (the cookie then only carries the name).
+    """
+    settings = runtime().settings
+    if settings.admin_token:
+        key = hmac.new(settings.admin_token.encode(), b"checkin-dashboard-session",
+                       hashlib.sha256).digest()
+    else:
+        key = hmac.new(f"dev:{settings.database_url}".encode(),
+                       b"checkin-dashboard-session", hashlib.sha256).digest()
+    return URLSafeTimedSerializer(key, salt="checkin-dashboard",
+                                  signer_kwargs={"digest_method": hashlib.sha256})
+
+
+def _load_session() -> None:
+    g.dash = {}
+    g.dash_modified = False
+    raw = request.cookies.get(COOKIE)
+    if raw:
+        try:
+            data = _serializer().loads(raw, max_age=SESSION_SECONDS)
+        except BadSignature:  # expired, tampered with, or signed with an older token
+            data = None
+        if isinstance(data, dict):
+            g.dash = data
+
+
+def _session_set(**values: Any) -> None:
+    g.dash.update(values)
+    g.dash_modified = True
+
+
+def _csrf_token() -> str:
+    if not isinstance(g.dash.get("csrf"), str):
+        _session_set(csrf=secrets.token_urlsafe(32))
+    return g.dash["csrf"]
+
+
+def _flash(text: str, kind: str = "ok") -> None:
+    _session_set(flash={"text": text, "kind": kind})
+
+
+def _take_flash() -> dict | None:
+    message = g.dash.pop("flash", None)
+    if message is not None:
+        g.dash_modified = True
+    return message if isinstance(message, dict) else None
+
+
+def _signed_in() -> bool:
+    if not isinstance(g.dash.get("name"), str) or not g.dash["name"]:
+        return False
+    return not runtime().settings.admin_token or g.dash.get("auth") is True
+
+
+def _name() -> str:
+    return g.dash["name"]
+
+
+def _actor() -> str:
+    return f"dashboard:{_name()}"
+
+
+def clean_name(raw: str | None) -> str:
+    """A person's name for the audit log: printable characters, spaces collapsed, short."""
+    text = "".join(ch if ch.isprintable() else " " for ch in (raw or ""))
+    return " ".join(text.split())[:NAME_CHARS]
+
+
+def _safe_next(target: str | None) -> str:
+    """A path inside the dashboard to go back to (never another site)."""
+    if target and target.startswith("/dashboard") and not target.startswith("//") \
+            and "\\" not in target and all(ch.isprintable() for ch in target):
+        return target
+    return url_for("dashboard.index")
+
+
+# -- every request ---------------------------------------------------------------------------
+
+
+@bp.before_request
+def _guard():
+    settings = runtime().settings
+    if not settings.admin_token and settings.messenger_name != "dev":
+        return render_template(
+            "dashboard/error.html", code=403, title="Dashboard off",
+            message="The dashboard is off: set CHECKIN_ADMIN_TOKEN to use it with the Twilio "
+                    "messenger (real phones).", signed_in=False), 403
+    _load_session()
+    if request.method == "POST":
+        given = request.form.get("csrf", "")
+        expected = g.dash.get("csrf")
+        if not isinstance(expected, str) or not hmac.compare_digest(
+                given.encode("utf-8", "replace"), expected.encode()):
+            abort(400, description="This form has expired or did not come from the "
+                                   "dashboard. Nothing was changed. Go back, reload the page "
+                                   "and try again.")
+    if request.endpoint == "dashboard.login":
+        return None
+    if not _signed_in():
+        if request.method == "POST":
+            return redirect(url_for("dashboard.login"), 303)
+        return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")), 303)
+    for key, value in (request.view_args or {}).items():
+        if isinstance(value, int) and value > MAX_ID:
+            abort(404, description=f"No {key.removesuffix('_id')} {value}.")
+    return None
+
+
+@bp.after_request
+def _finish(response):
+    if getattr(g, "dash_modified", False):
+        response.set_cookie(
+            COOKIE, _serializer().dumps(g.dash), max_age=SESSION_SECONDS, path=COOKIE_PATH,
+            httponly=True, samesite="Strict", secure=request.is_secure)
+    # Patient data: never cached, never framed; no script runs on these pages.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'")
+    return response
+
+
+@bp.errorhandler(HTTPException)
+def _error(exc: HTTPException):
+    code = exc.code or 500
+    message = exc.description if code != 500 else "Something went wrong on the server."
+    res = render_template("dashboard/error.html", code=code, title=exc.name, message=message,
+                          signed_in="dash" in g and _signed_in())
+    headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+    return res, code, headers
+
+
+# -- rendering helpers -----------------------------------------------------------------------
+
+
+def _render(template: str, status: int = 200, **context: Any):
+    rt = runtime()
+    now = rt.clock.now()
+    zone = ZoneInfo(rt.settings.defaults.timezone)
+
+    def when(value: datetime | None) -> str:
+        if value is None:
+            return "-"
+        local = value.astimezone(zone)
+        return local.strftime("%a %d %b %H:%M ") + (local.tzname() or "")
+
+    def ago(value: datetime | None) -> str:
+        if value is None:
+            return "-"
+        seconds = (now - value).total_seconds()
+        future = seconds < 0
+        seconds = abs(seconds)
+        if seconds < 60:
+            span = "under a minute"
+        elif seconds < 3600:
+            span = f"{int(seconds // 60)} min"
+        elif seconds < 48 * 3600:
+            span = f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+        else:
+            span = f"{int(seconds // 86400)} days"
+        return f"in {span}" if future else f"{span} ago"
+
+    signed_in = _signed_in()
+    body = render_template(
+        template, when=when, ago=ago, csrf=_csrf_token(), flash=_take_flash(),
+        signed_in=signed_in, me=_name() if signed_in else None, now=now,
+        clinic=rt.settings.clinic.name, zone=rt.settings.defaults.timezone, **context)
+    return body, status
+
+
+def _back(default: str | None = None):
+    return redirect(_safe_next(request.form.get("next") or default), 303)
+
+
+# -- sign in and out -------------------------------------------------------------------------
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    rt = runtime()
+    needs_token = bool(rt.settings.admin_token)
+    target = _safe_next(request.values.get("next"))
+    if request.method == "GET":
+        return _render("dashboard/login.html", needs_token=needs_token, next=target,
+                       error=None, name=g.dash.get("name") or "")
+    name = clean_name(request.form.get("name"))
+    if needs_token:
+        given = request.form.get("token", "")
+        if not hmac.compare_digest(given.encode("utf-8", "replace"),
+                                   rt.settings.admin_token.encode()):
+            with rt.transaction() as s:
+                audit(s, rt.clock.now(), f"dashboard:{name or 'unknown'}",
+                      "dashboard.login_failed", "dashboard", None, reason="wrong token")
+            log.warning("dashboard: failed sign-in (wrong admin token)")
+            return _render("dashboard/login.html", 403, needs_token=True, next=target,
+                           name=name, error="That admin token is wrong. Nothing was opened; "
+                                            "the attempt has been recorded.")
+    if not name:
+        return _render("dashboard/login.html", 400, needs_token=needs_token, next=target,
+                       name="", error="Enter your name: every action is recorded with it.")
+    # A fresh session (and CSRF token) on every sign-in.
+    g.dash = {"name": name, "auth": needs_token, "csrf": secrets.token_urlsafe(32)}
+    g.dash_modified = True
+    with rt.transaction() as s:
+        audit(s, rt.clock.now(), _actor(), "dashboard.login", "dashboard", None,
+              with_token=needs_token)
+    log.info("dashboard: %s signed in", name)
+    return redirect(target, 303)
+
+
+@bp.post("/logout")
+def logout():
+    g.dash = {"csrf": secrets.token_urlsafe(32)}
+    g.dash_modified = True
+    return redirect(url_for("dashboard.login"), 303)
+
+
+# -- needs attention -------------------------------------------------------------------------
+
+
+@dataclass
+class Who:
+    """A patient, or a number that is not enrolled."""
+
+    name: str | None
+    phone: str
+    patient_id: int | None
+
+
+def _who(patient: Patient | None, phone: str | None) -> Who:
+    if patient is not None:
+        return Who(patient.name, patient.phone, patient.id)
+    return Who(None, phone or "?", None)
+
+
+def _urgency_order():
+    return (case((Escalation.level == "emergency", 0), else_=1), Escalation.created_at,
+            Escalation.id)
+
+
+def _escalation_rows(s: Session, status: str) -> list[dict]:
+    settings = runtime().settings
+    team = settings.care_team
+    rows = []
+    for esc in s.scalars(select(Escalation).options(selectinload(Escalation.patient))
+                         .where(Escalation.status == status).order_by(*_urgency_order())):
+        current = team.contact(team.escalation_chain[esc.chain_position
+                                                     % len(team.escalation_chain)])
+        rows.append({"esc": esc, "who": _who(esc.patient, esc.phone),
+                     "flags": [f.replace("_", " ") for f in esc.flags],
+                     "alerting": current.name if esc.alerts_sent else None})
+    return rows
+
+
+def _taken_message(s: Session, esc: Escalation) -> str:
+    """Who already took (or closed) this red flag, and when."""
+    now = runtime().clock.now()
+    if esc.status == "resolved":
+        last = s.scalars(select(AuditLog).where(
+            AuditLog.action == "escalation.resolve", AuditLog.subject_type == "escalation",
+            AuditLog.subject_id == esc.ref).order_by(AuditLog.id.desc())).first()
+        who = (last.details.get("by") or last.actor) if last else None
+        return (f"{esc.ref} was already resolved{f' by {who}' if who else ''} "
+                f"{_ago(now, esc.resolved_at)}. Nothing was changed.")
+    return (f"{esc.ref} was already acknowledged by {esc.acknowledged_by or 'someone'} "
+            f"{_ago(now, esc.acknowledged_at)}. Nothing was changed.")
+
+
+def _ago(now: datetime, at: datetime | None) -> str:
+    if at is None:
+        return ""
+    zone = ZoneInfo(runtime().settings.defaults.timezone)
+    minutes = int((now - at).total_seconds() // 60)
+    return f"at {at.astimezone(zone).strftime('%H:%M on %d %b')} ({minutes} min ago)"
+
+
+def _unprocessed_rows(s: Session) -> list[dict]:
+    rows = []
+    for m in health.unprocessed_messages(s):
+        patient = s.get(Patient, m.patient_id) if m.patient_id else None
+        rows.append({"message": m, "who": _who(patient, m.address)})
+    return rows
+
+
+def _failed_rows(s: Session, now: datetime) -> list[dict]:
+    team = runtime().settings.care_team
+    rows = []
+    for item, m in s.execute(
+            select(OutboxItem, Message).join(Message, Message.id == OutboxItem.message_id)
+            .where(OutboxItem.status == "failed",
+                   OutboxItem.created_at >= now - timedelta(hours=FAILED_HOURS))
+            .order_by(OutboxItem.id.desc()).limit(200)):
+        patient = s.get(Patient, item.patient_id) if item.patient_id else None
+        contact = None if patient else team.contact_by_phone(item.to)
+        rows.append({"item": item, "message": m, "who": _who(patient, item.to),
+                     "contact": contact.name if contact else None})
+    return rows
+
+
+def _opted_out_rows(s: Session, now: datetime) -> list[dict]:
+    """Patients opted out now who did so (STOP, or the carrier said so) in the last 7 days."""
+    since = now - timedelta(days=RECENT_DAYS)
+    latest: dict[int, AuditLog] = {}
+    for row in s.scalars(select(AuditLog).where(
+            AuditLog.action.in_(("patient.opt_out", "patient.opted_out")),
+            AuditLog.subject_type == "patient", AuditLog.at >= since)
+            .order_by(AuditLog.id)):
+        if row.subject_id and row.subject_id.isdigit():
+            latest[int(row.subject_id)] = row
+    rows = []
+    for pid, row in latest.items():
+        patient = s.get(Patient, pid)
+        if patient is not None and patient.status == "opted_out":
+            how = "replied STOP" if row.action == "patient.opt_out" else "carrier: opted out"
+            rows.append({"patient": patient, "at": row.at, "how": how})
+    return sorted(rows, key=lambda r: r["at"], reverse=True)
+
+
+def _expired_rows(s: Session, now: datetime) -> list[dict]:
+    """Check-ins of the last 7 days that ended without the patient finishing them."""
+    rows = []
+    for conv, patient in s.execute(
+            select(Conversation, Patient).join(Patient, Patient.id == Conversation.patient_id)
+            .where(Conversation.flow_id == "checkin",
+                   Conversation.updated_at >= now - timedelta(days=RECENT_DAYS),
+                   Conversation.status.in_(("expired", "superseded", "completed")))
+            .order_by(Conversation.updated_at.desc())):
+        if conv.status == "completed" and conv.current_node != NO_REPLY_END:
+            continue
+        how = {"expired": "closed unanswered", "superseded": "replaced by the next one"}.get(
+            conv.status, "no reply: closed")
+        answers = len((conv.state or {}).get("answers") or {})
+        rows.append({"conv": conv, "patient": patient, "how": how, "answers": answers})
+    return rows
+
+
+@bp.get("")
+@bp.get("/")
+def index():
+    rt = runtime()
+    now = rt.clock.now()
+    spooled = len(rt.spool.pending_inbound()) if rt.spool else 0
+    set_aside = rt.spool.set_aside_count() if rt.spool else 0
+    with rt.transaction() as s:
+        report = health.report(s, rt.settings, now, spooled, set_aside)
+        context = {
+            "problems": report["problems"],
+            "open": _escalation_rows(s, "open"),
+            "acknowledged": _escalation_rows(s, "acknowledged"),
+            "unprocessed": _unprocessed_rows(s),
+            "failed": _failed_rows(s, now),
+            "invalid": list(s.scalars(select(Patient).where(
+                Patient.number_invalid_at.is_not(None)).order_by(
+                Patient.number_invalid_at.desc()))),
+            "opted_out": _opted_out_rows(s, now),
+            "expired": _expired_rows(s, now),
+        }
+        return _render("dashboard/index.html", refresh=REFRESH_SECONDS, **context)
+
+
+def _ref_or_404(ref: str) -> str:
+    if not REF_RE.match(ref.strip()):
+        abort(404, description="No such red flag.")
+    return ref.strip().upper()
+
+
+@bp.post("/escalations/<ref>/ack")
+def acknowledge(ref: str):
+    rt = runtime()
+    ref = _ref_or_404(ref)
+    now = rt.clock.now()
+    try:
+        with rt.transaction() as s:
+            esc, changed = esc_service.acknowledge(s, ref, _name(), now, actor=_actor())
+            if not changed:
+                audit(s, now, _actor(), "escalation.ack_refused", "escalation", esc.ref,
+                      by=_name(), status=esc.status, acknowledged_by=esc.acknowledged_by)
+                _flash(_taken_message(s, esc), "error")
+                return _back()
+    except esc_service.EscalationNotFound:
+        abort(404, description=f"No red flag {ref}.")
+    log.info("dashboard: %s acknowledged %s", _name(), ref)
+    _flash(f"{ref} acknowledged by you ({_name()}). The alert chain has stopped.")
+    return _back()
+
+
+@bp.get("/escalations/<ref>")
+def escalation(ref: str):
+    """One red flag, with the form to resolve it (a page of its own: the main page reloads
+    every 30 s and would wipe a note being typed)."""
+    rt = runtime()
+    ref = _ref_or_404(ref)
+    with rt.transaction() as s:
+        esc = s.scalars(select(Escalation).options(selectinload(Escalation.patient))
+                        .where(Escalation.ref == ref)).first()
+        if esc is None:
+            abort(404, description=f"No red flag {ref}.")
+        return _render("dashboard/escalation.html", esc=esc, who=_who(esc.patient, esc.phone),
+                       flags=[f.replace("_", " ") for f in esc.flags], error=None, note="")
+
+
+@bp.post("/escalations/<ref>/resolve")
+def resolve(ref: str):
+    rt = runtime()
+    ref = _ref_or_404(ref)
+    note = request.form.get("note", "")
+    note = "".join(ch for ch in note if ch.isprintable() or ch in "\n\t").strip()[:NOTE_CHARS]
+    now = rt.clock.now()
+    try:
+        with rt.transaction() as s:
+            esc = esc_service.find_by_ref(s, ref)  # locks the row until the commit
+            if esc.status == "resolved":
+                audit(s, now, _actor(), "escalation.resolve_refused", "escalation", esc.ref,
+                      note=note)
+                _flash(_taken_message(s, esc), "error")
+                return redirect(url_for("dashboard.index"), 303)
+            if not note:
+                return _render("dashboard/escalation.html", 400, esc=esc,
+                               who=_who(esc.patient, esc.phone),
+                               flags=[f.replace("_", " ") for f in esc.flags], note="",
+                               error="Write a note: what was done, and by whom.")
+            esc_service.resolve(s, ref, note, now, actor=_actor(), by=_name())
+    except esc_service.EscalationNotFound:
+        abort(404, description=f"No red flag {ref}.")
+    log.info("dashboard: %s resolved %s", _name(), ref)
+    _flash(f"{ref} resolved by you ({_name()}).")
+    return _back(url_for("dashboard.index"))
+
+
+def mark_read(s: Session, message_id: int, by: str, now: datetime,
+              actor: str) -> tuple[Message | None, bool]:
+    """Mark a patient's unhandled message read, as `checkin-bot unprocessed --read ID --by
+    NAME` does (status "read", audited as inbound.read). Returns (message, changed); a
+    message that is not waiting to be read is left as it is.
+
+    Here rather than in bot.services: the CLI does this inline, and has no service for it."""
+    message = s.get(Message, message_id, with_for_update=True)
+    if message is None or message.direction != "in":
+        return None, False
+    if message.status != "unprocessed":
+        return message, False
+    message.status, message.updated_at = "read", now
+    audit(s, now, actor, "inbound.read", "message", message.id, by=by)
+    return message, True
+
+
+@bp.post("/messages/<int:message_id>/read")
+def read_message(message_id: int):
+    rt = runtime()
+    now = rt.clock.now()
+    with rt.transaction() as s:
+        message, changed = mark_read(s, message_id, _name(), now, _actor())
+        if message is None:
+            abort(404, description=f"No message {message_id} from a patient.")
+        if not changed:
+            last = s.scalars(select(AuditLog).where(
+                AuditLog.action == "inbound.read", AuditLog.subject_type == "message",
+                AuditLog.subject_id == str(message_id)).order_by(AuditLog.id.desc())).first()
+            who = f" by {last.details.get('by') or last.actor}" if last else ""
+            _flash(f"Message {message_id} was already marked read{who}"
+                   f"{' ' + _ago(now, last.at) if last else ''}. Nothing was changed.",
+                   "error")
+            return _back()
+    log.info("dashboard: %s marked message %s read", _name(), message_id)
+    _flash(f"Message {message_id} marked read by you ({_name()}).")
+    return _back()
+
+
+# -- patients --------------------------------------------------------------------------------
+
+
+@bp.get("/patients")
+def patients():
+    rt = runtime()
+    with rt.transaction() as s:
+        next_checkin = dict(s.execute(
+            select(Schedule.patient_id, func.min(Schedule.next_due_at))
+            .where(Schedule.active.is_(True), Schedule.flow_id == "checkin")
+            .group_by(Schedule.patient_id)).all())
+        last_in = dict(s.execute(
+            select(Message.patient_id, func.max(Message.created_at))
+            .where(Message.direction == "in", Message.patient_id.is_not(None))
+            .group_by(Message.patient_id)).all())
+        rows = [{"patient": p, "next_checkin": next_checkin.get(p.id),
+                 "last_in": last_in.get(p.id)}
+                for p in s.scalars(select(Patient).order_by(Patient.name, Patient.id))]
+        return _render("dashboard/patients.html", rows=rows)
+
+
+@bp.get("/patients/<int:patient_id>")
+def patient(patient_id: int):
+    rt = runtime()
+    with rt.transaction() as s:
+        p = s.get(Patient, patient_id)
+        if p is None:
+            abort(404, description=f"No patient {patient_id}.")
+        total = s.scalar(select(func.count()).select_from(Message).where(
+            Message.patient_id == p.id))
+        newest = list(s.scalars(select(Message).where(Message.patient_id == p.id)
+                                .order_by(Message.created_at.desc(), Message.id.desc())
+                                .limit(TRANSCRIPT_MESSAGES)))
+        escalations = list(s.scalars(select(Escalation).where(Escalation.patient_id == p.id)
+                                     .order_by(Escalation.created_at.desc(),
+                                               Escalation.id.desc())))
+        schedules = list_schedules(s, p.id)
+        return _render("dashboard/patient.html", p=p, messages=newest[::-1], total=total,
+                       escalations=escalations, schedules=schedules)

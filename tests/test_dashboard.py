@@ -1,0 +1,426 @@
+"""The care coordinators' dashboard (/dashboard), through Flask's test client."""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from bot.services import escalations as esc_service
+from bot.services.audit import audit
+from bot.services.patients import Enrolment, enrol_patient
+from bot.services.schedules import save_schedule
+from bot.store.models import (
+    AuditLog,
+    Conversation,
+    Escalation,
+    Message,
+    OutboxItem,
+    Patient,
+)
+from tests.twilio_support import TWILIO_SETTINGS, fake_http  # noqa: F401 - fixture
+
+TOKEN = "s3cret-admin"
+CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def csrf_of(client, path: str = "/dashboard/login") -> str:
+    res = client.get(path)
+    match = CSRF_RE.search(res.get_data(as_text=True))
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def sign_in(client, name: str = "Jo", token: str | None = TOKEN):
+    form = {"csrf": csrf_of(client), "name": name}
+    if token is not None:
+        form["token"] = token
+    return client.post("/dashboard/login", data=form)
+
+
+def post(client, path: str, **form):
+    """A dashboard form, as the page sends it (with the CSRF token)."""
+    return client.post(path, data={"csrf": csrf_of(client, "/dashboard/"), **form},
+                       follow_redirects=True)
+
+
+def page(client, path: str = "/dashboard/") -> str:
+    res = client.get(path)
+    assert res.status_code == 200, res.status_code
+    return res.get_data(as_text=True)
+
+
+def section(text: str, section_id: str) -> str:
+    start = text.index(f'<section id="{section_id}"')
+    return text[start:text.index("</section>", start)]
+
+
+def enrol(rt, phone: str, name: str = "Ada Lovelace") -> int:
+    with rt.transaction() as s:
+        p = enrol_patient(s, Enrolment(phone, name, "Europe/London"), languages=["en", "es"],
+                          now=rt.clock.now(), actor="test")
+        p.consent_at = rt.clock.now()
+        return p.id
+
+
+def red_flag(rt, patient_id: int | None, level: str, words: str = "my legs gave way",
+             phone: str | None = None) -> str:
+    flags = ["limb_weakness"] if level == "emergency" else ["severe_pain"]
+    with rt.transaction() as s:
+        patient = s.get(Patient, patient_id) if patient_id else None
+        esc, _ = esc_service.escalate(s, rt.ctx, patient, level, flags, words, rt.clock.now(),
+                                      phone=phone)
+        return esc.ref
+
+
+def escalation(rt, ref: str) -> Escalation:
+    with rt.transaction() as s:
+        return s.scalars(select(Escalation).where(Escalation.ref == ref)).one()
+
+
+def audits(rt, action: str) -> list[AuditLog]:
+    with rt.transaction() as s:
+        return list(s.scalars(select(AuditLog).where(AuditLog.action == action)
+                              .order_by(AuditLog.id)))
+
+
+def add_message(rt, patient_id: int | None, direction: str, body: str | None,
+                status: str | None = None, phone: str = "+447700900123", **extra) -> int:
+    now = rt.clock.now()
+    with rt.transaction() as s:
+        m = Message(patient_id=patient_id, direction=direction, channel="sms", address=phone,
+                    body=body, kind="reply", status=status or (
+                        "received" if direction == "in" else "delivered"),
+                    created_at=now, updated_at=now, **extra)
+        s.add(m)
+        s.flush()
+        return m.id
+
+
+# -- access ----------------------------------------------------------------------------------
+
+
+class TestWithAToken:
+    @pytest.fixture
+    def settings_overrides(self):
+        return {"admin_token": TOKEN}
+
+    def test_every_page_needs_a_sign_in(self, client):
+        for path in ("/dashboard/", "/dashboard", "/dashboard/patients", "/dashboard/patients/1"):
+            res = client.get(path)
+            assert res.status_code == 303 and "/dashboard/login" in res.headers["Location"]
+        assert 'name="token"' in page(client, "/dashboard/login")
+
+    def test_a_wrong_token_is_refused_and_audited_without_the_token(self, client, rt, caplog):
+        caplog.set_level(logging.INFO)
+        res = sign_in(client, name="Mallory", token="not-the-token")
+        assert res.status_code == 403
+        assert "admin token is wrong" in res.get_data(as_text=True)
+        assert client.get("/dashboard/").status_code == 303  # still not signed in
+        [failed] = audits(rt, "dashboard.login_failed")
+        assert failed.actor == "dashboard:Mallory"
+        assert "not-the-token" not in repr(failed.details) + failed.actor
+        assert "not-the-token" not in caplog.text
+        assert audits(rt, "dashboard.login") == []
+
+    def test_the_right_token_signs_in_with_a_strict_http_only_cookie(self, client, rt):
+        res = sign_in(client, name="Nurse Jo")
+        assert res.status_code == 303 and res.headers["Location"].endswith("/dashboard/")
+        cookie = res.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert "Path=/dashboard" in cookie and "Secure" not in cookie  # plain http here
+        text = page(client)
+        assert "Needs attention" in text and "Signed in as Nurse Jo" in text
+        [login] = audits(rt, "dashboard.login")
+        assert login.actor == "dashboard:Nurse Jo"
+
+    def test_over_https_the_cookie_is_secure(self, app):
+        client = app.test_client()
+        res = client.get("/dashboard/login", base_url="https://bot.example.org")
+        assert "Secure" in res.headers["Set-Cookie"]
+
+    def test_a_cookie_that_is_not_ours_is_ignored(self, client):
+        client.set_cookie("checkin_dashboard", "eyJuYW1lIjoiRXZlIn0.forged.sig",
+                          path="/dashboard")
+        assert client.get("/dashboard/").status_code == 303
+
+    def test_a_cookie_signed_with_another_token_is_ignored(self, client, rt):
+        sign_in(client)
+        assert client.get("/dashboard/").status_code == 200
+        object.__setattr__(rt.settings, "admin_token", "a-new-token")  # the token was rotated
+        assert client.get("/dashboard/").status_code == 303
+
+    def test_log_out(self, client):
+        sign_in(client)
+        res = post(client, "/dashboard/logout")
+        assert "Sign in" in res.get_data(as_text=True)
+        assert client.get("/dashboard/").status_code == 303
+
+    def test_after_sign_in_it_goes_back_to_the_page_asked_for_never_elsewhere(self, client):
+        res = client.get("/dashboard/patients")
+        assert "next=/dashboard/patients" in res.headers["Location"]
+        form = {"csrf": csrf_of(client), "name": "Jo", "token": TOKEN,
+                "next": "/dashboard/patients"}
+        assert client.post("/dashboard/login", data=form).headers["Location"].endswith(
+            "/dashboard/patients")
+        form.update(next="https://evil.example.org/", csrf=csrf_of(client))  # a new one
+        assert client.post("/dashboard/login", data=form).headers["Location"].endswith(
+            "/dashboard/")
+
+
+class TestTwilioWithoutAToken:
+    @pytest.fixture
+    def settings_overrides(self):
+        return TWILIO_SETTINGS
+
+    @pytest.fixture
+    def messenger(self, fake_http):
+        from bot.messaging.twilio_messenger import TwilioMessenger
+        from tests.twilio_support import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
+
+        return TwilioMessenger.from_credentials(ACCOUNT_SID, AUTH_TOKEN, http_client=fake_http,
+                                                from_number=FROM_NUMBER)
+
+    def test_the_dashboard_is_off(self, client):
+        for path in ("/dashboard/", "/dashboard/login", "/dashboard/patients"):
+            res = client.get(path)
+            assert res.status_code == 403
+            assert "set CHECKIN_ADMIN_TOKEN" in res.get_data(as_text=True)
+        assert client.post("/dashboard/login", data={"name": "Jo"}).status_code == 403
+
+
+def test_without_a_token_on_the_dev_messenger_it_asks_only_for_a_name(client, rt):
+    assert client.get("/dashboard/").status_code == 303
+    login = page(client, "/dashboard/login")
+    assert 'name="token"' not in login and 'name="name"' in login
+    res = sign_in(client, name="   ", token=None)
+    assert res.status_code == 400 and "Enter your name" in res.get_data(as_text=True)
+    assert sign_in(client, name="Dev Dee", token=None).status_code == 303
+    assert "Signed in as Dev Dee" in page(client)
+    assert audits(rt, "dashboard.login")[0].actor == "dashboard:Dev Dee"
+
+
+# -- needs attention -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def signed_in(client, settings_overrides):
+    sign_in(client, token=settings_overrides.get("admin_token"))
+    return client
+
+
+def test_an_empty_page_says_nothing_here_in_every_section(signed_in):
+    text = page(signed_in)
+    for sid in ("open", "acknowledged", "unprocessed", "failed", "invalid", "opted-out",
+                "expired"):
+        assert "Nothing here." in section(text, sid), sid
+    assert "reloads itself every 30 seconds" in text
+    assert '<meta http-equiv="refresh" content="30' in text
+
+
+def test_the_health_reports_problems_come_first(signed_in):
+    text = page(signed_in)  # no scheduler has ever run in a test
+    assert "scheduler: has never run" in section(text, "problems")
+    assert text.index('id="problems"') < text.index('id="open"')
+
+
+def test_emergencies_come_first_oldest_first_then_urgent(signed_in, rt, clock):
+    urgent = red_flag(rt, enrol(rt, "+447700900101", "Urgent Uma"), "urgent", "pain 8")
+    clock.advance(minutes=10)
+    first = red_flag(rt, enrol(rt, "+447700900102", "Em One"), "emergency")
+    clock.advance(minutes=10)
+    second = red_flag(rt, None, "emergency", phone="+447700900103")  # not enrolled
+    clock.advance(minutes=5)
+    text = section(page(signed_in), "open")
+    assert text.index(first) < text.index(second) < text.index(urgent)
+    card = text[text.index(second):text.index(urgent)]
+    assert "not enrolled" in card and "+447700900103" in card
+    first_card = text[text.index(first):text.index(second)]
+    assert "Em One" in first_card and "+447700900102" in first_card
+    assert "limb weakness" in first_card and "my legs gave way" in first_card
+    assert "15 min ago" in first_card and "Alerts sent: 1" in first_card
+    assert "Now alerting: On-call oncology nurse" in first_card
+
+
+def test_acknowledge_then_resolve_are_audited_with_the_signed_in_name(signed_in, rt, app,
+                                                                     caplog):
+    caplog.set_level(logging.DEBUG)
+    ref = red_flag(rt, enrol(rt, "+447700900123"), "emergency", "I wet myself")
+    text = post(signed_in, f"/dashboard/escalations/{ref}/ack").get_data(as_text=True)
+    assert f"{ref} acknowledged by you (Jo)" in text
+    assert ref in section(text, "acknowledged") and ref not in section(text, "open")
+    esc = escalation(rt, ref)
+    assert (esc.status, esc.acknowledged_by, esc.next_alert_at) == ("acknowledged", "Jo", None)
+    [ack] = audits(rt, "escalation.ack")
+    assert ack.actor == "dashboard:Jo" and ack.details == {"by": "Jo"}
+
+    # Sam, in another browser, acknowledges the same one a moment later: nothing changes.
+    sam = app.test_client()
+    sign_in(sam, name="Sam")
+    text = post(sam, f"/dashboard/escalations/{ref}/ack").get_data(as_text=True)
+    assert f"{ref} was already acknowledged by Jo" in text and "Nothing was changed" in text
+    esc = escalation(rt, ref)
+    assert (esc.status, esc.acknowledged_by) == ("acknowledged", "Jo")
+    [refused] = audits(rt, "escalation.ack_refused")
+    assert refused.actor == "dashboard:Sam" and refused.details["acknowledged_by"] == "Jo"
+
+    # Resolving needs a note.
+    res = sam.post(f"/dashboard/escalations/{ref}/resolve",
+                   data={"csrf": csrf_of(sam, "/dashboard/"), "note": "   "})
+    assert res.status_code == 400 and "Write a note" in res.get_data(as_text=True)
+    assert escalation(rt, ref).status == "acknowledged"
+    assert ref in page(sam, f"/dashboard/escalations/{ref}")
+    text = post(sam, f"/dashboard/escalations/{ref}/resolve",
+                note="Called her; 999 sent.").get_data(as_text=True)
+    assert f"{ref} resolved by you (Sam)" in text
+    esc = escalation(rt, ref)
+    assert (esc.status, esc.resolution_note, esc.acknowledged_by) == (
+        "resolved", "Called her; 999 sent.", "Jo")
+    [resolved] = audits(rt, "escalation.resolve")
+    assert resolved.actor == "dashboard:Sam" and resolved.details["by"] == "Sam"
+    assert ref not in section(text, "acknowledged")
+
+    # Resolving it again: refused, says who and when; the first note stays.
+    text = post(signed_in, f"/dashboard/escalations/{ref}/resolve",
+                note="again").get_data(as_text=True)
+    assert f"{ref} was already resolved by Sam" in text
+    assert escalation(rt, ref).resolution_note == "Called her; 999 sent."
+    assert audits(rt, "escalation.resolve_refused")[0].actor == "dashboard:Jo"
+    # Names and refs only in the log: no phone numbers, no patients' words.
+    assert "+447700900123" not in caplog.text and "wet myself" not in caplog.text
+
+
+def test_resolving_one_nobody_acknowledged_records_who_took_it(signed_in, rt):
+    ref = red_flag(rt, enrol(rt, "+447700900123"), "urgent", "pain 9")
+    post(signed_in, f"/dashboard/escalations/{ref}/resolve", note="Seen in clinic")
+    esc = escalation(rt, ref)
+    assert (esc.status, esc.acknowledged_by) == ("resolved", "Jo")
+
+
+def test_a_post_without_the_csrf_token_is_400_and_changes_nothing(signed_in, rt):
+    ref = red_flag(rt, enrol(rt, "+447700900123"), "emergency")
+    message_id = add_message(rt, None, "in", "hello?", status="unprocessed")
+    for form in ({}, {"csrf": "forged"}):
+        res = signed_in.post(f"/dashboard/escalations/{ref}/ack", data=form)
+        assert res.status_code == 400 and "Nothing was changed" in res.get_data(as_text=True)
+        assert signed_in.post(f"/dashboard/escalations/{ref}/resolve",
+                              data={**form, "note": "x"}).status_code == 400
+        assert signed_in.post(f"/dashboard/messages/{message_id}/read",
+                              data=form).status_code == 400
+        assert signed_in.post("/dashboard/logout", data=form).status_code == 400
+        assert signed_in.post("/dashboard/login",
+                              data={**form, "name": "Eve"}).status_code == 400
+    assert escalation(rt, ref).status == "open"
+    with rt.transaction() as s:
+        assert s.get(Message, message_id).status == "unprocessed"
+    assert audits(rt, "escalation.ack") == [] and audits(rt, "inbound.read") == []
+    assert "Signed in as Jo" in page(signed_in)
+
+
+def test_mark_read_as_the_cli_does(signed_in, rt, app, caplog):
+    caplog.set_level(logging.DEBUG)
+    pid = enrol(rt, "+447700900123")
+    message_id = add_message(rt, pid, "in", "can I change my appointment to Friday",
+                             status="unprocessed")
+    stranger = add_message(rt, None, "in", "who is this", status="unprocessed",
+                           phone="+447700900555")
+    text = section(page(signed_in), "unprocessed")
+    assert "can I change my appointment to Friday" in text and "Ada Lovelace" in text
+    assert "not enrolled" in text and "+447700900555" in text
+    text = post(signed_in, f"/dashboard/messages/{message_id}/read").get_data(as_text=True)
+    assert f"Message {message_id} marked read by you (Jo)" in text
+    assert "appointment to Friday" not in section(text, "unprocessed")
+    assert "who is this" in section(text, "unprocessed")
+    with rt.transaction() as s:
+        assert s.get(Message, message_id).status == "read"
+        assert s.get(Message, stranger).status == "unprocessed"
+    [read] = audits(rt, "inbound.read")
+    assert (read.actor, read.subject_id, read.details) == (
+        "dashboard:Jo", str(message_id), {"by": "Jo"})
+    other = app.test_client()
+    sign_in(other, name="Sam")
+    text = post(other, f"/dashboard/messages/{message_id}/read").get_data(as_text=True)
+    assert f"Message {message_id} was already marked read by Jo" in text
+    assert len(audits(rt, "inbound.read")) == 1
+    assert "appointment" not in caplog.text and "+447700900123" not in caplog.text
+
+
+def test_patient_text_and_names_are_escaped(signed_in, rt):
+    evil_name = "<script>alert(1)</script>"
+    evil_body = '<img src=x onerror="alert(2)"><b>bold</b>'
+    pid = enrol(rt, "+447700900123", evil_name)
+    red_flag(rt, pid, "emergency", evil_body)
+    add_message(rt, pid, "in", evil_body, status="unprocessed")
+    for path in ("/dashboard/", "/dashboard/patients", f"/dashboard/patients/{pid}"):
+        text = page(signed_in, path)
+        assert evil_name not in text and "<img src=x" not in text and "<b>bold" not in text
+        assert html.escape(evil_name, quote=False) in text
+        if path != "/dashboard/patients":
+            assert "&lt;img src=x onerror=" in text
+    res = signed_in.get("/dashboard/")
+    assert "script-src" not in res.headers["Content-Security-Policy"]  # no script at all
+    assert res.headers["Cache-Control"] == "no-store"
+
+
+def test_the_patient_page_shows_the_transcript_oldest_first(signed_in, rt, clock):
+    pid = enrol(rt, "+447700900123")
+    add_message(rt, pid, "out", "Welcome to the check-ins", status="delivered")
+    clock.advance(minutes=1)
+    add_message(rt, pid, "in", "YES please")
+    clock.advance(minutes=1)
+    add_message(rt, pid, "out", "Thank you, Ada", status="failed", error_code=30003)
+    with rt.transaction() as s:
+        save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 7, clock.now(),
+                      "test")
+    ref = red_flag(rt, pid, "urgent", "pain 8")
+    text = page(signed_in, f"/dashboard/patients/{pid}")
+    transcript = text[text.index('id="transcript"'):]
+    assert (transcript.index("Welcome to the check-ins") < transcript.index("YES please")
+            < transcript.index("Thank you, Ada"))
+    assert "delivered" in transcript and "error 30003" in transcript
+    assert "10:00 Europe/London, every 7 day(s)" in text
+    assert ref in text
+    listing = page(signed_in, "/dashboard/patients")
+    assert "Ada Lovelace" in listing and "+447700900123" in listing
+    assert "1 min ago" in listing  # her last message, "YES please"
+    assert "none" not in listing.split("Ada Lovelace")[1]  # a next check-in is shown
+    assert signed_in.get("/dashboard/patients/999").status_code == 404
+    assert signed_in.get(f"/dashboard/patients/{2**40}").status_code == 404
+
+
+def test_failures_invalid_numbers_opt_outs_and_unanswered_checkins(signed_in, rt, clock):
+    now = clock.now()
+    bad = enrol(rt, "+447700900201", "Bad Number")
+    gone = enrol(rt, "+447700900202", "Gone Quiet")
+    silent = enrol(rt, "+447700900203", "Silent Sid")
+    old = enrol(rt, "+447700900204", "Old Stopper")
+    message_id = add_message(rt, bad, "out", "Your weekly check-in", status="failed",
+                             phone="+447700900201", error_code=21211)
+    with rt.transaction() as s:
+        s.add(OutboxItem(message_id=message_id, patient_id=bad, to="+447700900201",
+                         channel="sms", kind="checkin", status="failed", attempts=1,
+                         next_attempt_at=now, last_error="invalid number", created_at=now))
+        s.get(Patient, bad).number_invalid_at = now
+        for pid, at in ((gone, now - timedelta(days=2)), (old, now - timedelta(days=30))):
+            s.get(Patient, pid).status = "opted_out"
+            audit(s, at, f"patient:{pid}", "patient.opt_out", "patient", pid, keyword="stop")
+        for node, status in (("no_reply_end", "completed"), ("thanks", "completed")):
+            s.add(Conversation(patient_id=silent, flow_id="checkin", flow_revision=1,
+                               current_node=node, state={"answers": {}}, status=status,
+                               started_at=now - timedelta(days=2),
+                               updated_at=now - timedelta(days=1)))
+    text = page(signed_in)
+    failed = section(text, "failed")
+    assert "Bad Number" in failed and "21211" in failed and "checkin" in failed
+    assert "Bad Number" in section(text, "invalid")
+    opted = section(text, "opted-out")
+    assert "Gone Quiet" in opted and "replied STOP" in opted and "Old Stopper" not in opted
+    expired = section(text, "expired")
+    assert "Silent Sid" in expired and expired.count("Silent Sid") == 1
