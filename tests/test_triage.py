@@ -673,12 +673,23 @@ def test_negated_or_compared_stable_words_do_not_downgrade(text):
 
 
 @pytest.mark.parametrize("text", [
-    "back pain same as usual", "back pain no worse than usual", "back pain isnt any worse",
+    "back pain same as usual", "back pain no worse than usual", "back pain isnt any worse than usual",
     "back pain not as bad as usual", "back pain better than yesterday",
     "back pain same as usual, chest pain no worse", "usual back pain, nothing new",
 ])
 def test_stable_pain_still_downgrades(text):
     assert level(text) == "routine", detect(text)
+
+
+# A comparison with another pain, or with a recent time, is not "stable": the pain may be new.
+@pytest.mark.parametrize("text", [
+    "back pain isnt any worse", "back ache is not as bad as the pain in my neck",
+    "my back pain is new, not as bad as this morning",
+    "the back pain started yesterday, it is easier than yesterday",
+])
+def test_comparisons_that_do_not_say_the_pain_is_usual_stay_urgent(text):
+    result = detect(text)
+    assert result.level == "urgent" and "new_back_pain" in result.flags, result
 
 
 # a scale's anchors ("1 to 10", "0-10", "out of 10") are not the score
@@ -700,12 +711,28 @@ def test_scale_anchors_are_not_the_score(text, expected):
 
 
 @pytest.mark.parametrize("text", [
-    "i nearly fell asleep", "almost fell asleep in my chair", "I fell off my diet",
+    "i nearly fell asleep", "I keep falling asleep in the afternoon", "I fell off my diet",
     "my bank balance is bad", "chocolate is my weakness", "my lip is numb from the dentist",
     "mouth numb after dentist",
 ])
 def test_everyday_phrases_near_red_flags_are_routine(text):
     assert level(text) == "routine", detect(text)
+
+
+# The everyday phrases above must not hide a red flag said with the same words ("fallen
+# asleep" of a limb is numbness; a leg named with the lip; "my weakness in my legs").
+@pytest.mark.parametrize("text, flag", [
+    ("my legs have fallen asleep and I can't feel them", "sensory_loss"),
+    ("both legs have fallen asleep since this morning", "sensory_loss"),
+    ("my legs fell asleep", "sensory_loss"),
+    ("my foot keeps falling asleep", "sensory_loss"),
+    ("my feet are asleep", "sensory_loss"),
+    ("my lip and leg are numb after the dentist", "sensory_loss"),
+    ("that is my weakness in my legs", "limb_weakness"),
+])
+def test_everyday_words_said_of_a_limb_still_alert(text, flag):
+    result = detect(text)
+    assert result.level == "emergency" and flag in result.flags, result
 
 
 @pytest.mark.parametrize("text", [
