@@ -141,8 +141,9 @@ def test_an_emergency_nobody_acknowledges_through_a_full_round_degrades_health(
     tick(rt)
     team = rt.settings.care_team
     full_round = int(team.ack_timeout_minutes * len(team.escalation_chain))
-    clock.advance(minutes=full_round - 1)
-    tick(rt)
+    for _ in range(full_round - 1):  # the scheduler ticks on; every contact is alerted in turn
+        clock.advance(minutes=1)
+        tick(rt)
     assert client.get("/healthz?strict=1").status_code == 200  # the chain is still going round
     clock.advance(minutes=1)
     tick(rt)
@@ -202,3 +203,28 @@ def _red_flag(rt):
             "sms", "+447700900123", "my legs gave way and I wet myself"), rt.clock.now())
     rt.dispatch_soon(out.outbox_ids)
     assert out.level == "emergency"
+
+
+def test_an_urgent_red_flag_upgraded_to_emergency_is_not_reported_before_its_new_round(
+        client, rt, clock):
+    """Urgent for hours (its chain went round), then an emergency: the chain starts again at
+    the first contact, and the page waits for that round, not for the first one's age."""
+    with rt.transaction() as s:
+        p = enrol_patient(s, Enrolment("+447700900123", "Ada", "Europe/London"),
+                          languages=["en"], now=rt.clock.now(), actor="test")
+        p.consent_at = rt.clock.now()
+
+    def say(text):
+        with rt.transaction() as s:
+            out = handle_inbound_message(s, rt.ctx, InboundMessage(
+                "sms", "+447700900123", text), rt.clock.now())
+        rt.dispatch_soon(out.outbox_ids)
+
+    say("back pain is 9/10 and wakes me every night")
+    for _ in range(len(rt.settings.care_team.escalation_chain)):
+        clock.advance(minutes=rt.settings.care_team.urgent_ack_timeout_minutes)
+        tick(rt)
+    assert "urgent red flag" in " ".join(client.get("/healthz").get_json()["problems"])
+    say("now my legs gave way")
+    tick(rt)
+    assert client.get("/healthz").get_json()["problems"] == []

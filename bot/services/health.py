@@ -149,17 +149,16 @@ def report(session: Session, settings: Settings, now: datetime, spooled: int = 0
 def _unacknowledged(session: Session, settings: Settings,
                     now: datetime) -> dict[str, tuple[int, datetime | None]]:
     """Open red flags that every contact of the escalation chain has had time to acknowledge
-    (one full round: the chain's length times the level's acknowledgement timeout) and nobody
-    has: the alerts are not reaching anyone, or nobody is answering. Per level: (how many, when
+    and nobody has: the chain has gone all the way round (each contact alerted and their time
+    run out, or their alert failed) since it last started. The alerts are not reaching anyone,
+    or nobody is answering. Counted from the chain's position, which an upgrade from urgent to
+    emergency resets, not from when the red flag was first opened. Per level: (how many, when
     the oldest was opened)."""
-    team = settings.care_team
-    minutes = {"emergency": team.ack_timeout_minutes,
-               "urgent": team.urgent_ack_timeout_minutes}
+    chain = len(settings.care_team.escalation_chain)
     found = {}
-    for level, each in minutes.items():
-        full_round = timedelta(minutes=each * len(team.escalation_chain))
+    for level in ("emergency", "urgent"):
         found[level] = session.execute(
             select(func.count(), func.min(Escalation.created_at)).where(
                 Escalation.status == "open", Escalation.level == level,
-                Escalation.created_at <= now - full_round)).one()
+                Escalation.chain_position >= chain)).one()
     return found
