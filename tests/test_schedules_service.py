@@ -584,3 +584,25 @@ class TestAPatientRowLockedOnPostgresql:
         with rt.transaction() as s:
             assert s.scalars(select(Schedule)).one().next_due_at == datetime(
                 2026, 6, 8, 9, 0, tzinfo=UTC)
+
+
+def test_a_skipped_occurrence_is_not_a_run_to_count_from(rt, clock):
+    """Paused at the time of the check-in, so nothing was sent: a coordinator who resumes the
+    patient and saves the schedule again gets the next check-in at the next local time, not a
+    week after a run that never happened."""
+    clock.set(datetime(2026, 6, 1, 8, 0, tzinfo=UTC))  # Monday 09:00 London
+    pid = _patient(rt, clock.now())
+    with rt.transaction() as s:
+        save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 7, clock.now(), "t")
+        s.get(Patient, pid).status = "paused"
+    clock.set(datetime(2026, 6, 1, 9, 0, tzinfo=UTC))  # 10:00: skipped, the patient is paused
+    tick(rt)
+    [skip] = _audits(rt, "schedule.skip")
+    with rt.transaction() as s:
+        assert s.scalars(select(Schedule)).one().last_run_at is None
+        s.get(Patient, pid).status = "active"
+        save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "12:00", 7, clock.now(), "t")
+    with rt.transaction() as s:
+        assert s.scalars(select(Schedule).where(Schedule.active)).one().next_due_at == datetime(
+            2026, 6, 1, 11, 0, tzinfo=UTC)  # today at 12:00
+    assert skip.details["reason"]

@@ -279,8 +279,8 @@ def _run_one(session: Session, ctx: ServiceContext, sched: Schedule, now: dateti
     # falls due gets one check-in, not two.
     patient = session.get(Patient, sched.patient_id, with_for_update=True)
     reason = _skip_reason(patient)
-    if reason:
-        _advance(sched, patient, now, ran_at=now)
+    if reason:  # nothing reaches the patient: not a run to count the next one from
+        _advance(sched, patient, now, ran_at=None)
         audit(session, now, "system", "schedule.skip", "schedule", sched.id, reason=reason)
         return []
     slot = previous_occurrence(sched.next_due_at, patient.timezone, sched.local_time)
@@ -310,7 +310,7 @@ def _run_one(session: Session, ctx: ServiceContext, sched: Schedule, now: dateti
         if busy_until is not None:
             regular = _next_regular(sched, patient, now)
             if busy_until >= regular:
-                _advance(sched, patient, now, ran_at=now)
+                _advance(sched, patient, now, ran_at=None)
                 audit(session, now, "system", "schedule.skip", "schedule", sched.id,
                       reason="the patient was still in a conversation at the next occurrence")
                 return []
