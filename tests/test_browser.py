@@ -164,3 +164,40 @@ class TestDashboard:
         with rt.transaction() as s:
             esc = s.scalars(select(Escalation).where(Escalation.ref == refs["emergency"])).one()
             assert (esc.status, esc.acknowledged_by) == ("acknowledged", "Nurse Jo")
+
+    def test_a_coordinator_enrols_a_patient_and_sets_their_checkin(self, page, server, rt,
+                                                                  clock):
+        from bot.domain.schedule import next_occurrence
+        from bot.store.models import AuditLog, Schedule
+
+        page.goto(server + "/dashboard/patients")
+        page.fill("#token", "s3cret-admin")
+        page.fill("#name", "Nurse Jo")
+        page.click("#sign-in")
+        page.click("#enrol")
+        assert page.input_value("#timezone") == "Europe/London"  # the default, filled in
+        page.fill("#phone", "+44 7700 900140")
+        page.fill("#name", "Grace Hopper")
+        page.click("#enrol-submit")
+        page.locator("h1", has_text="Grace Hopper").wait_for()
+        assert "enrolled by you (Nurse Jo)" in page.locator("#flash").inner_text()
+        _bot_says(page, "Reply YES to agree")  # the welcome, in the transcript
+        with rt.transaction() as s:
+            patient = s.scalars(select(Patient)).one()
+            assert (patient.phone, patient.name) == ("+447700900140", "Grace Hopper")
+
+        page.fill("#checkin-at", "14:30")
+        page.fill("#checkin-every", "7")
+        page.click("#save-checkin")
+        page.locator("#flash", has_text="Check-in set by you (Nurse Jo)").wait_for()
+        row = page.locator('#schedules tr[data-flow="checkin"]')
+        assert "14:30 Europe/London, every 7 day(s)" in row.inner_text()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-enrol-checkin.png"), full_page=True)
+        with rt.transaction() as s:
+            sc = s.scalars(select(Schedule).where(Schedule.active.is_(True))).one()
+            assert (sc.patient_id, sc.flow_id, sc.local_time, sc.every_days) == (
+                patient.id, "checkin", "14:30", 7)
+            assert sc.next_due_at == next_occurrence(clock.now(), "Europe/London", "14:30", 7)
+            actors = {a.action: a.actor for a in s.scalars(select(AuditLog))}
+        assert actors["patient.enrol"] == actors["schedule.add"] == "dashboard:Nurse Jo"

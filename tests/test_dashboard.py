@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from bot.domain.schedule import next_occurrence
 from bot.services import escalations as esc_service
 from bot.services.audit import audit
 from bot.services.patients import Enrolment, enrol_patient
@@ -21,6 +22,7 @@ from bot.store.models import (
     Message,
     OutboxItem,
     Patient,
+    Schedule,
 )
 from tests.twilio_support import TWILIO_SETTINGS, fake_http  # noqa: F401 - fixture
 
@@ -424,3 +426,273 @@ def test_failures_invalid_numbers_opt_outs_and_unanswered_checkins(signed_in, rt
     assert "Gone Quiet" in opted and "replied STOP" in opted and "Old Stopper" not in opted
     expired = section(text, "expired")
     assert "Silent Sid" in expired and expired.count("Silent Sid") == 1
+
+
+# -- enrolling patients and setting schedules ------------------------------------------------
+
+ADA = {"phone": "+44 7700 900123", "name": "Ada Lovelace", "timezone": "Europe/London",
+       "channel": "sms", "language": "en"}
+
+
+def patients_stored(rt) -> list[Patient]:
+    with rt.transaction() as s:
+        return list(s.scalars(select(Patient).order_by(Patient.id)))
+
+
+def schedules_of(rt, patient_id: int, active: bool = True) -> list[Schedule]:
+    with rt.transaction() as s:
+        return list(s.scalars(select(Schedule).where(
+            Schedule.patient_id == patient_id, Schedule.active.is_(active))
+            .order_by(Schedule.id)))
+
+
+def error_of(text: str) -> tuple[str, str]:
+    """The form's error: (the field it names, its text)."""
+    match = re.search(r'role="alert" id="[a-z-]+-error" data-field="([a-z_]+)">([^<]*)<', text)
+    assert match, "no form error on the page"
+    return match.group(1), html.unescape(match.group(2))
+
+
+def test_enrolling_a_patient_does_what_the_api_does(signed_in, rt, client, messenger, caplog):
+    caplog.set_level(logging.DEBUG)
+    assert 'href="/dashboard/patients/new"' in page(signed_in, "/dashboard/patients")
+    form = page(signed_in, "/dashboard/patients/new")
+    assert 'name="timezone" value="Europe/London"' in form  # the default, filled in
+    assert '<option value="whatsapp">' in form and '<option value="es">' in form
+    res = post(signed_in, "/dashboard/patients/new", **ADA)
+    text = res.get_data(as_text=True)
+    [patient] = patients_stored(rt)
+    assert res.request.path == f"/dashboard/patients/{patient.id}"
+    assert f"Patient {patient.id} enrolled by you (Jo)" in text and "<h1>Ada Lovelace</h1>" in text
+    assert (patient.phone, patient.name, patient.timezone, patient.channel, patient.language,
+            patient.status, patient.consent_at) == (
+        "+447700900123", "Ada Lovelace", "Europe/London", "sms", "en", "active", None)
+    [enrolled] = audits(rt, "patient.enrol")
+    assert enrolled.actor == "dashboard:Jo" and enrolled.subject_id == str(patient.id)
+    # The welcome went out (dispatched as the API does), and is in the transcript.
+    welcome = [m.body for m in messenger.sent if m.to == "+447700900123"]
+    assert welcome and "Reply YES to agree" in welcome[-1]
+    assert "Reply YES to agree" in section_of_transcript(text)
+
+    # The same enrolment through the API: the same patient, the same welcome, the same audit.
+    res = client.post("/api/patients", json={**ADA, "phone": "+44 7700 900124"},
+                      headers={"X-Actor": "sam"})
+    assert res.status_code == 201
+    assert [m.body for m in messenger.sent if m.to == "+447700900124"] == welcome
+    by_api = audits(rt, "patient.enrol")[1]
+    assert by_api.actor == "api:sam" and by_api.details == enrolled.details
+    with rt.transaction() as s:
+        statuses = s.scalars(select(OutboxItem.status)).all()
+    assert statuses == ["sent"] * 2 * len(welcome)
+    assert "+447700900123" not in caplog.text and "Ada Lovelace" not in caplog.text
+
+
+def section_of_transcript(text: str) -> str:
+    return text[text.index('id="transcript"'):]
+
+
+@pytest.mark.parametrize(("changes", "field", "says"), [
+    ({"phone": "12345"}, "phone", "Phone: '12345' is not a phone number"),
+    ({"phone": "+44 20 7946 0958 ext. 12"}, "phone", "has an extension"),
+    ({"phone": "   "}, "phone", "Phone: required"),
+    ({"timezone": "Mars/Olympus"}, "timezone", "Timezone: unknown timezone 'Mars/Olympus'"),
+    ({"timezone": "Europe"}, "timezone", "unknown timezone"),
+    ({"channel": "pigeon"}, "channel", "Channel: must be one of sms, whatsapp"),
+    ({"language": "fr"}, "language", "Language: must be one of en, es"),
+    ({"name": "Ada\x00Lovelace"}, "name", "Name: contains a control character (U+0000)"),
+    ({"name": "A" * 81}, "name", "Name: must be 1 to 80 characters"),
+])
+def test_bad_enrolment_input_shows_the_form_again_naming_the_field(signed_in, rt, changes,
+                                                                   field, says):
+    res = signed_in.post("/dashboard/patients/new",
+                         data={"csrf": csrf_of(signed_in, "/dashboard/"), **ADA, **changes})
+    text = res.get_data(as_text=True)
+    assert res.status_code == 400
+    named, message = error_of(text)
+    assert named == field and says in message and "Nothing was stored" in message
+    assert f'name="{field}"' in text and 'aria-invalid="true"' in text
+    for key, value in {**ADA, **changes}.items():  # what was typed is kept
+        if key not in ("channel", "language") and value.strip() and "\x00" not in value:
+            assert f'value="{html.escape(value)}"' in text, key
+    assert patients_stored(rt) == [] and audits(rt, "patient.enrol") == []
+
+
+def test_a_number_already_enrolled_is_refused(signed_in, rt, messenger):
+    enrol(rt, "+447700900123", "Ada Lovelace")
+    for phone in ("+44 7700 900123", "+447700900123", " +44 (0)7700-900-123 "):
+        res = signed_in.post("/dashboard/patients/new", data={
+            "csrf": csrf_of(signed_in, "/dashboard/"), **ADA, "phone": phone,
+            "name": "Someone Else"})
+        assert res.status_code == 400
+        text = res.get_data(as_text=True)
+        assert error_of(text) == (
+            "phone", "Phone: a patient with this number is already enrolled. Nothing was stored.")
+        assert 'value="Someone Else"' in text and f'value="{phone}"' in text
+    assert [p.name for p in patients_stored(rt)] == ["Ada Lovelace"]
+    assert len(audits(rt, "patient.enrol")) == 1 and messenger.sent == []
+
+
+def test_a_number_enrolled_at_the_same_moment_elsewhere_is_refused_not_a_500(signed_in, rt,
+                                                                             monkeypatch):
+    # Another coordinator's enrolment commits between the service's check and the insert:
+    # the unique index refuses it, and the form says so.
+    import bot.services.patients as patients_service
+
+    enrol(rt, "+447700900123", "Ada Lovelace")
+    monkeypatch.setattr(patients_service, "find_patient", lambda session, phone: None)
+    res = signed_in.post("/dashboard/patients/new",
+                         data={"csrf": csrf_of(signed_in, "/dashboard/"), **ADA})
+    assert res.status_code == 400
+    assert error_of(res.get_data(as_text=True))[0] == "phone"
+    assert "already enrolled" in error_of(res.get_data(as_text=True))[1]
+    assert len(patients_stored(rt)) == 1 and len(audits(rt, "patient.enrol")) == 1
+
+
+def test_dashboard_posts_need_the_csrf_token_and_a_sign_in(signed_in, rt, app):
+    pid = enrol(rt, "+447700900123")
+    with rt.transaction() as s:
+        schedule_id = save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 7,
+                                    rt.clock.now(), "test").schedule.id
+    for form in ({}, {"csrf": "forged"}):
+        res = signed_in.post("/dashboard/patients/new",
+                             data={**form, **ADA, "phone": "+447700900124"})
+        assert res.status_code == 400 and "Nothing was changed" in res.get_data(as_text=True)
+        assert signed_in.post(f"/dashboard/patients/{pid}/schedules", data={
+            **form, "flow": "checkin", "at": "14:00", "every_days": "7"}).status_code == 400
+        assert signed_in.post(f"/dashboard/patients/{pid}/schedules", data={
+            **form, "flow": "reminder", "reminder_text": "tablets", "at": "09:00",
+            "every_days": "1"}).status_code == 400
+        assert signed_in.post(f"/dashboard/schedules/{schedule_id}/remove",
+                              data=form).status_code == 400
+    # A browser that never signed in (its CSRF token from the sign-in page) is sent there.
+    stranger = app.test_client()
+    csrf = csrf_of(stranger)
+    res = stranger.post("/dashboard/patients/new",
+                        data={"csrf": csrf, **ADA, "phone": "+447700900124"})
+    assert res.status_code == 303 and res.headers["Location"].endswith("/dashboard/login")
+    res = stranger.post(f"/dashboard/schedules/{schedule_id}/remove", data={"csrf": csrf})
+    assert res.status_code == 303
+    assert stranger.get("/dashboard/patients/new").status_code == 303
+    assert [p.id for p in patients_stored(rt)] == [pid]
+    [sc] = schedules_of(rt, pid)
+    assert (sc.id, sc.local_time, sc.every_days) == (schedule_id, "10:00", 7)
+    assert [a.action for a in audits(rt, "schedule.change") + audits(rt, "schedule.remove")
+            ] == []
+
+
+def test_set_and_change_the_checkin_as_the_service_does(signed_in, rt, clock, caplog):
+    caplog.set_level(logging.DEBUG)
+    pid = enrol(rt, "+447700900123")
+    text = page(signed_in, f"/dashboard/patients/{pid}")
+    assert 'id="checkin-at" name="at" value="10:00"' in text  # the default, filled in
+    assert "Set check-in" in text
+    res = post(signed_in, f"/dashboard/patients/{pid}/schedules", flow="checkin", at="14:00",
+               every_days="7")
+    text = res.get_data(as_text=True)
+    assert res.request.path == f"/dashboard/patients/{pid}"
+    [sc] = schedules_of(rt, pid)
+    assert (sc.flow_id, sc.local_time, sc.every_days, sc.params) == ("checkin", "14:00", 7, {})
+    due = next_occurrence(clock.now(), "Europe/London", "14:00", 7)
+    assert sc.next_due_at == due
+    assert 'class="flash ok"' in text
+    assert "Check-in set by you (Jo): 14:00 in the patient&#39;s zone, every 7 day(s). " \
+           "Next: Mon 02 Mar 14:00 GMT." in text
+    assert "14:00 Europe/London, every 7 day(s)" in text
+    assert 'id="checkin-at" name="at" value="14:00"' in text and "Change check-in" in text
+    [added] = audits(rt, "schedule.add")
+    assert added.actor == "dashboard:Jo" and added.subject_id == str(sc.id)
+    assert added.details == {"patient_id": pid, "flow": "checkin", "at": "14:00",
+                             "every_days": 7}
+
+    # A time in quiet hours: saved, replacing the check-in, with the service's warning shown.
+    text = post(signed_in, f"/dashboard/patients/{pid}/schedules", flow="checkin", at="22:30",
+                every_days="14").get_data(as_text=True)
+    [changed] = schedules_of(rt, pid)
+    assert (changed.id, changed.local_time, changed.every_days) == (sc.id, "22:30", 14)
+    assert changed.next_due_at == next_occurrence(clock.now(), "Europe/London", "22:30", 14)
+    assert 'class="flash warn"' in text
+    flash = html.unescape(text[text.index('id="flash"'):text.index("</p>",
+                                                                    text.index('id="flash"'))])
+    assert "Check-in changed by you (Jo): 22:30" in flash
+    assert "It replaced 14:00 every 7 day(s)." in flash
+    assert ("Warning: 22:30 is inside quiet hours (21:00 to 08:00): the messages will wait "
+            "until 08:00 in the patient's zone.") in flash
+    [change] = audits(rt, "schedule.change")
+    assert change.actor == "dashboard:Jo"
+    assert change.details["before"]["at"] == "14:00" and change.details["after"]["at"] == "22:30"
+    assert "+447700900123" not in caplog.text
+
+
+@pytest.mark.parametrize(("form", "field", "says"), [
+    ({"at": "25:00"}, "at", "Time: expected HH:MM, got '25:00'"),
+    ({"at": "noon"}, "at", "Time: expected HH:MM"),
+    ({"at": ""}, "at", "Time: required"),
+    ({"every_days": "0"}, "every_days", "Every N days: must be a whole number from 1 to 366"),
+    ({"every_days": "1.5"}, "every_days", "Every N days: must be a whole number"),
+    ({"every_days": "999"}, "every_days", "Every N days: must be a whole number"),
+    ({"flow": "welcome"}, "flow", "cannot be scheduled"),
+    ({"flow": "reminder", "reminder_text": "  "}, "reminder_text",
+     "Reminder text: required for the reminder flow"),
+    ({"flow": "reminder", "reminder_text": "x" * 101}, "reminder_text", "at most 100"),
+    ({"flow": "reminder", "reminder_text": "tablets\x07"}, "reminder_text",
+     "control character (U+0007)"),
+])
+def test_bad_schedule_input_shows_the_form_again_and_changes_nothing(signed_in, rt, form,
+                                                                    field, says):
+    pid = enrol(rt, "+447700900123")
+    values = {"flow": "checkin", "at": "14:00", "every_days": "7", **form}
+    res = signed_in.post(f"/dashboard/patients/{pid}/schedules",
+                         data={"csrf": csrf_of(signed_in, "/dashboard/"), **values})
+    text = res.get_data(as_text=True)
+    assert res.status_code == 400
+    named, message = error_of(text)
+    assert named == field and says in message and "Nothing was changed" in message
+    box = "reminder-form" if values["flow"] == "reminder" else "checkin-form"
+    assert f'id="{box.replace("form", "error")}"' in text
+    if field in ("at", "every_days"):
+        assert 'aria-invalid="true"' in text and f'value="{values[field]}"' in text
+    assert schedules_of(rt, pid) == [] and audits(rt, "schedule.add") == []
+
+
+def test_add_a_reminder_and_remove_schedules(signed_in, rt, clock, app):
+    pid = enrol(rt, "+447700900123")
+    with rt.transaction() as s:
+        checkin = save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 7,
+                                clock.now(), "test").schedule.id
+    text = post(signed_in, f"/dashboard/patients/{pid}/schedules", flow="reminder",
+                reminder_text="Take your morning tablets", at="08:30",
+                every_days="1").get_data(as_text=True)
+    assert "Reminder added by you (Jo): 08:30" in text and "Warning" not in text
+    reminder = next(sc for sc in schedules_of(rt, pid) if sc.flow_id == "reminder")
+    assert (reminder.local_time, reminder.every_days, reminder.params) == (
+        "08:30", 1, {"reminder_text": "Take your morning tablets"})
+    assert reminder.next_due_at == next_occurrence(clock.now(), "Europe/London", "08:30", 1)
+    assert '"Take your morning tablets"' in text and "08:30 Europe/London, every 1 day(s)" in text
+    assert audits(rt, "schedule.add")[-1].actor == "dashboard:Jo"
+    # A second reminder at another time is another schedule; the check-in stays.
+    post(signed_in, f"/dashboard/patients/{pid}/schedules", flow="reminder",
+         reminder_text="Take your evening tablets", at="20:00", every_days="1")
+    assert [sc.flow_id for sc in schedules_of(rt, pid)] == ["checkin", "reminder", "reminder"]
+
+    text = post(signed_in, f"/dashboard/schedules/{reminder.id}/remove").get_data(as_text=True)
+    assert f"Schedule {reminder.id} (reminder) removed by you (Jo)" in text
+    assert "morning tablets" not in text and "evening tablets" in text
+    assert [sc.id for sc in schedules_of(rt, pid, active=False)] == [reminder.id]
+    [removed] = audits(rt, "schedule.remove")
+    assert (removed.actor, removed.subject_id) == ("dashboard:Jo", str(reminder.id))
+    # Removing it again (another coordinator, a second click): nothing changes, says who.
+    sam = app.test_client()
+    sign_in(sam, name="Sam", token=None)
+    text = post(sam, f"/dashboard/schedules/{reminder.id}/remove").get_data(as_text=True)
+    assert f"Schedule {reminder.id} was already removed by Jo" in text
+    assert "Nothing was changed" in text and len(audits(rt, "schedule.remove")) == 1
+    post(signed_in, f"/dashboard/schedules/{checkin}/remove")
+    assert [sc.flow_id for sc in schedules_of(rt, pid)] == ["reminder"]
+    assert "none" in page(signed_in, "/dashboard/patients").split("Ada Lovelace")[1]
+    res = signed_in.post("/dashboard/schedules/999/remove",
+                         data={"csrf": csrf_of(signed_in, "/dashboard/")})
+    assert res.status_code == 404
+    res = signed_in.post("/dashboard/patients/999/schedules",
+                         data={"csrf": csrf_of(signed_in, "/dashboard/"), "at": "10:00",
+                               "every_days": "7"})
+    assert res.status_code == 404

@@ -1,8 +1,10 @@
-"""The care coordinators' dashboard: who needs attention now, the patients, their transcripts.
+"""The care coordinators' dashboard: who needs attention now, the patients, their transcripts;
+enrolling patients and setting their schedules.
 
 Server-rendered HTML (templates in bot/web/templates/dashboard/), no JavaScript. Every action
-goes through the services (bot.services.escalations) and leaves an audit record with the
-actor "dashboard:<name>", the name the coordinator gave when signing in.
+goes through the services the API uses (bot.services.escalations, patients, schedules) and
+leaves an audit record with the actor "dashboard:<name>", the name the coordinator gave when
+signing in.
 
 Access, like /api:
 - CHECKIN_ADMIN_TOKEN set: /dashboard/login asks for the token and the coordinator's name.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,12 +33,22 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, abort, g, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import case, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 from werkzeug.exceptions import HTTPException
 
 from bot.services import escalations as esc_service
 from bot.services import health
+from bot.services import schedules as sched_service
 from bot.services.audit import audit
+from bot.services.patients import (
+    CHANNELS,
+    Enrolment,
+    InvalidField,
+    find_patient,
+    normalise_phone,
+    onboard_patient,
+)
 from bot.services.schedules import list_schedules
 from bot.store.models import (
     AuditLog,
@@ -46,7 +59,7 @@ from bot.store.models import (
     Patient,
     Schedule,
 )
-from bot.web.api import MAX_ID, REF_RE
+from bot.web.api import MAX_ID, REF_RE, check_text
 from bot.web.common import runtime
 
 log = logging.getLogger(__name__)
@@ -211,16 +224,17 @@ def _error(exc: HTTPException):
 # -- rendering helpers -----------------------------------------------------------------------
 
 
+def _when(value: datetime | None) -> str:
+    """A time as the dashboard shows it: in the clinic's zone, with the zone's abbreviation."""
+    if value is None:
+        return "-"
+    local = value.astimezone(ZoneInfo(runtime().settings.defaults.timezone))
+    return local.strftime("%a %d %b %H:%M ") + (local.tzname() or "")
+
+
 def _render(template: str, status: int = 200, **context: Any):
     rt = runtime()
     now = rt.clock.now()
-    zone = ZoneInfo(rt.settings.defaults.timezone)
-
-    def when(value: datetime | None) -> str:
-        if value is None:
-            return "-"
-        local = value.astimezone(zone)
-        return local.strftime("%a %d %b %H:%M ") + (local.tzname() or "")
 
     def ago(value: datetime | None) -> str:
         if value is None:
@@ -240,7 +254,7 @@ def _render(template: str, status: int = 200, **context: Any):
 
     signed_in = _signed_in()
     body = render_template(
-        template, when=when, ago=ago, csrf=_csrf_token(), flash=_take_flash(),
+        template, when=_when, ago=ago, csrf=_csrf_token(), flash=_take_flash(),
         signed_in=signed_in, me=_name() if signed_in else None, now=now,
         clinic=rt.settings.clinic.name, zone=rt.settings.defaults.timezone, **context)
     return body, status
@@ -569,17 +583,187 @@ def patients():
 def patient(patient_id: int):
     rt = runtime()
     with rt.transaction() as s:
-        p = s.get(Patient, patient_id)
-        if p is None:
-            abort(404, description=f"No patient {patient_id}.")
-        total = s.scalar(select(func.count()).select_from(Message).where(
-            Message.patient_id == p.id))
-        newest = list(s.scalars(select(Message).where(Message.patient_id == p.id)
-                                .order_by(Message.created_at.desc(), Message.id.desc())
-                                .limit(TRANSCRIPT_MESSAGES)))
-        escalations = list(s.scalars(select(Escalation).where(Escalation.patient_id == p.id)
-                                     .order_by(Escalation.created_at.desc(),
-                                               Escalation.id.desc())))
-        schedules = list_schedules(s, p.id)
-        return _render("dashboard/patient.html", p=p, messages=newest[::-1], total=total,
-                       escalations=escalations, schedules=schedules)
+        return _patient_page(s, _patient_or_404(s, patient_id))
+
+
+def _patient_or_404(s: Session, patient_id: int) -> Patient:
+    p = s.get(Patient, patient_id)
+    if p is None:
+        abort(404, description=f"No patient {patient_id}.")
+    return p
+
+
+def _patient_page(s: Session, p: Patient, status: int = 200, checkin: dict | None = None,
+                  reminder: dict | None = None):
+    """A patient's page; `checkin` / `reminder`: a schedule form posted back with an error
+    (the values typed and the error), shown again as it was."""
+    settings = runtime().settings
+    total = s.scalar(select(func.count()).select_from(Message).where(
+        Message.patient_id == p.id))
+    newest = list(s.scalars(select(Message).where(Message.patient_id == p.id)
+                            .order_by(Message.created_at.desc(), Message.id.desc())
+                            .limit(TRANSCRIPT_MESSAGES)))
+    escalations = list(s.scalars(select(Escalation).where(Escalation.patient_id == p.id)
+                                 .order_by(Escalation.created_at.desc(),
+                                           Escalation.id.desc())))
+    schedules = list_schedules(s, p.id)
+    current = next((sc for sc in schedules if sc.flow_id == CHECKIN_FLOW), None)
+    if current is not None:
+        checkin_values = {"at": current.local_time, "every_days": str(current.every_days)}
+    else:
+        checkin_values = {"at": settings.defaults.checkin_at,
+                          "every_days": str(settings.defaults.checkin_every_days or 7)}
+    return _render("dashboard/patient.html", status, p=p, messages=newest[::-1], total=total,
+                   escalations=escalations, schedules=schedules, has_checkin=current is not None,
+                   checkin={**checkin_values, "error": None, **(checkin or {})},
+                   reminder={"reminder_text": "", "at": "09:00", "every_days": "1",
+                             "error": None, **(reminder or {})},
+                   quiet=settings.quiet_hours)
+
+
+# -- enrolling patients and setting their schedules ------------------------------------------
+# The same services as POST /api/patients and /api/patients/<id>/schedules, with the same
+# rules and audit (actor "dashboard:<name>"). A bad field shows the form again, with the
+# values typed and a message naming the field.
+
+CHECKIN_FLOW = "checkin"
+ENROL_FIELDS = ("phone", "name", "timezone", "channel", "language")
+SCHEDULE_FIELDS = ("at", "every_days", "reminder_text")
+FIELD_LABELS = {"phone": "Phone", "name": "Name", "timezone": "Timezone", "channel": "Channel",
+                "language": "Language", "flow": "Schedule", "at": "Time",
+                "every_days": "Every N days", "reminder_text": "Reminder text"}
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,6}")
+
+
+def _form_text(key: str, multiline: bool = False) -> str:
+    """A text field of the posted form, as the API takes its string fields: a blank one is
+    refused (never read as a default), and so is one with a control character
+    (bot.web.api.check_text). Spaces around it are dropped."""
+    value = request.form.get(key, "")
+    if not value.strip():
+        raise InvalidField(key, "required")
+    return check_text(key, value, multiline).strip()
+
+
+def _form_days(key: str = "every_days") -> int:
+    value = request.form.get(key, "").strip()
+    if not _WHOLE_NUMBER.fullmatch(value):
+        raise InvalidField(key, "must be a whole number from 1 to 366")
+    return int(value)
+
+
+def _field_error(exc: InvalidField) -> dict[str, str]:
+    return {"field": exc.field, "text": f"{FIELD_LABELS.get(exc.field, exc.field)}: "
+                                        f"{exc.message}"}
+
+
+def _enrol_page(values: dict[str, str] | None = None, error: dict | None = None,
+                status: int = 200):
+    settings = runtime().settings
+    form = {"phone": "", "name": "", "timezone": settings.defaults.timezone, "channel": "sms",
+            "language": settings.defaults.language, **(values or {})}
+    return _render("dashboard/enrol.html", status, form=form, error=error, channels=CHANNELS,
+                   languages=settings.languages)
+
+
+@bp.get("/patients/new")
+def enrol_form():
+    return _enrol_page()
+
+
+@bp.post("/patients/new")
+def enrol():
+    """Enrol and welcome a patient, as POST /api/patients does (onboard_patient)."""
+    rt = runtime()
+    values = {key: request.form.get(key, "") for key in ENROL_FIELDS}
+    try:
+        e = Enrolment(phone=_form_text("phone"), name=_form_text("name"),
+                      timezone=_form_text("timezone"), channel=_form_text("channel"),
+                      language=_form_text("language"))
+        try:
+            with rt.transaction() as s:
+                patient, ids = onboard_patient(s, rt.ctx, e, rt.clock.now(), actor=_actor())
+                patient_id, opted_out = patient.id, patient.status == "opted_out"
+        except IntegrityError:
+            # Someone enrolled the same number between the service's check and the insert.
+            with rt.transaction() as s:
+                if find_patient(s, normalise_phone(e.phone)) is None:
+                    raise
+            raise InvalidField("phone", "a patient with this number is already "
+                                        "enrolled") from None
+    except InvalidField as exc:
+        return _enrol_page(values, _field_error(exc), 400)
+    rt.dispatch_soon(ids)
+    log.info("dashboard: %s enrolled patient %s", _name(), patient_id)
+    if opted_out:
+        _flash(f"Patient {patient_id} enrolled by you ({_name()}). This number had texted "
+               "STOP: nothing is sent to it until the patient texts START.", "warn")
+    else:
+        _flash(f"Patient {patient_id} enrolled by you ({_name()}). The welcome, asking for "
+               "their consent, is on its way (after quiet hours, in their zone).")
+    return redirect(url_for("dashboard.patient", patient_id=patient_id), 303)
+
+
+@bp.post("/patients/<int:patient_id>/schedules")
+def set_schedule(patient_id: int):
+    """Set the check-in (replacing the current one) or add a reminder, as POST
+    /api/patients/<id>/schedules does (save_schedule); its warnings are shown."""
+    rt = runtime()
+    flow = request.form.get("flow", CHECKIN_FLOW)
+    values = {key: request.form.get(key, "") for key in SCHEDULE_FIELDS}
+    try:
+        with rt.transaction() as s:
+            p = _patient_or_404(s, patient_id)
+            check_text("flow", flow)
+            at, every_days = _form_text("at"), _form_days()
+            params = {}
+            if "reminder_text" in request.form:
+                params["reminder_text"] = check_text(
+                    "reminder_text", request.form["reminder_text"], multiline=True)
+            result = sched_service.save_schedule(s, rt.ctx, p, flow, at, every_days,
+                                                 rt.clock.now(), _actor(), params)
+            sc = result.schedule
+            what = "Check-in" if flow == CHECKIN_FLOW else flow.capitalize()
+            done = "changed" if result.replaced else "set" if flow == CHECKIN_FLOW else "added"
+            text = (f"{what} {done} by you ({_name()}): {sc.local_time} in the patient's zone, "
+                    f"every {sc.every_days} day(s). Next: {_when(sc.next_due_at)}.")
+            if result.replaced:
+                text += (f" It replaced {result.replaced['at']} every "
+                         f"{result.replaced['every_days']} day(s).")
+            text += "".join(f" Warning: {w}." for w in result.warnings)
+            schedule_id = sc.id
+    except InvalidField as exc:
+        form = "reminder" if "reminder_text" in request.form else "checkin"
+        with rt.transaction() as s:
+            return _patient_page(s, _patient_or_404(s, patient_id), 400,
+                                 **{form: {**values, "error": _field_error(exc)}})
+    log.info("dashboard: %s saved schedule %s (%s) of patient %s", _name(), schedule_id, flow,
+             patient_id)
+    _flash(text, "warn" if result.warnings else "ok")
+    return redirect(url_for("dashboard.patient", patient_id=patient_id), 303)
+
+
+@bp.post("/schedules/<int:schedule_id>/remove")
+def remove_schedule(schedule_id: int):
+    """Stop a schedule, as DELETE /api/schedules/<id> does (remove_schedule)."""
+    rt = runtime()
+    now = rt.clock.now()
+    try:
+        with rt.transaction() as s:
+            sc = sched_service.remove_schedule(s, schedule_id, now, _actor())
+            patient_id, flow = sc.patient_id, sc.flow_id
+    except sched_service.ScheduleNotFound:
+        with rt.transaction() as s:
+            sc = s.get(Schedule, schedule_id)
+            if sc is None:
+                abort(404, description=f"No schedule {schedule_id}.")
+            last = s.scalars(select(AuditLog).where(
+                AuditLog.action == "schedule.remove", AuditLog.subject_type == "schedule",
+                AuditLog.subject_id == str(schedule_id)).order_by(AuditLog.id.desc())).first()
+            who = f" by {last.actor.removeprefix('dashboard:')}" if last else ""
+            _flash(f"Schedule {schedule_id} was already removed{who}"
+                   f"{' ' + _ago(now, last.at) if last else ''}. Nothing was changed.", "error")
+            return redirect(url_for("dashboard.patient", patient_id=sc.patient_id), 303)
+    log.info("dashboard: %s removed schedule %s of patient %s", _name(), schedule_id, patient_id)
+    _flash(f"Schedule {schedule_id} ({flow}) removed by you ({_name()}).")
+    return redirect(url_for("dashboard.patient", patient_id=patient_id), 303)
