@@ -437,3 +437,18 @@ def test_resolving_an_unacknowledged_escalation_records_a_person_not_the_api(
     [(action, actor, details)] = _audits(rt, "escalation.resolve")
     assert actor == "api:" + headers.get("X-Actor", "coordinator")
     assert details["note"] == "duplicate"
+
+
+def test_a_number_enrolled_at_the_same_moment_elsewhere_is_a_400_not_a_500(client, rt,
+                                                                          monkeypatch):
+    """Another enrolment of the number commits between the service's check and the insert:
+    the unique index refuses it, and the API says so as the check would have."""
+    import bot.services.patients as patients_service
+
+    first = client.post("/api/patients", json={"phone": "+447700900123", "name": "Ada"})
+    assert first.status_code == 201
+    monkeypatch.setattr(patients_service, "find_patient", lambda session, phone: None)
+    res = client.post("/api/patients", json={"phone": "+44 7700 900123", "name": "Ada again"})
+    assert res.status_code == 400
+    assert res.get_json()["field"] == "phone" and "already enrolled" in res.get_json()["error"]
+    assert len(client.get("/api/patients").get_json()) == 1

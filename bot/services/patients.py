@@ -9,6 +9,7 @@ from zoneinfo import available_timezones
 
 import phonenumbers
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.services.audit import audit
@@ -111,8 +112,16 @@ def enrol_patient(
         phone=e.phone, name=e.name, timezone=e.timezone, channel=e.channel,
         language=e.language, status="opted_out" if opted_out else "active", created_at=now,
     )
-    session.add(patient)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(patient)
+            session.flush()
+    except IntegrityError:
+        # Enrolled elsewhere (another coordinator, the API) between the check above and this
+        # insert: the unique index refused it. Say so, as the check would have.
+        if session.scalar(select(Patient.id).where(Patient.phone == e.phone)) is None:
+            raise
+        raise InvalidField("phone", "a patient with this number is already enrolled") from None
     audit(session, now, actor, "patient.enrol", "patient", patient.id, channel=e.channel,
           **({"opted_out_by_number": True} if opted_out else {}))
     return patient

@@ -33,7 +33,6 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, abort, g, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import case, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 from werkzeug.exceptions import HTTPException
 
@@ -45,8 +44,6 @@ from bot.services.patients import (
     CHANNELS,
     Enrolment,
     InvalidField,
-    find_patient,
-    normalise_phone,
     onboard_patient,
 )
 from bot.services.schedules import list_schedules
@@ -680,17 +677,9 @@ def enrol():
         e = Enrolment(phone=_form_text("phone"), name=_form_text("name"),
                       timezone=_form_text("timezone"), channel=_form_text("channel"),
                       language=_form_text("language"))
-        try:
-            with rt.transaction() as s:
-                patient, ids = onboard_patient(s, rt.ctx, e, rt.clock.now(), actor=_actor())
-                patient_id, opted_out = patient.id, patient.status == "opted_out"
-        except IntegrityError:
-            # Someone enrolled the same number between the service's check and the insert.
-            with rt.transaction() as s:
-                if find_patient(s, normalise_phone(e.phone)) is None:
-                    raise
-            raise InvalidField("phone", "a patient with this number is already "
-                                        "enrolled") from None
+        with rt.transaction() as s:  # a number enrolled meanwhile elsewhere: InvalidField
+            patient, ids = onboard_patient(s, rt.ctx, e, rt.clock.now(), actor=_actor())
+            patient_id, opted_out = patient.id, patient.status == "opted_out"
     except InvalidField as exc:
         return _enrol_page(values, _field_error(exc), 400)
     rt.dispatch_soon(ids)
