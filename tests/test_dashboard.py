@@ -165,6 +165,47 @@ class TestWithAToken:
         assert "Sign in" in res.get_data(as_text=True)
         assert client.get("/dashboard/").status_code == 303
 
+    def test_a_copy_of_the_cookie_opens_nothing_after_log_out(self, app, client, rt):
+        sign_in(client)
+        copied = client.get_cookie("checkin_dashboard", path="/dashboard").value
+        post(client, "/dashboard/logout")
+        thief = app.test_client()
+        thief.set_cookie("checkin_dashboard", copied, path="/dashboard")
+        assert thief.get("/dashboard/").status_code == 303  # to the sign-in page
+        with rt.transaction() as s:
+            assert s.scalars(select(AuditLog.actor).where(
+                AuditLog.action == "dashboard.logout")).all() == ["dashboard:Jo"]
+
+    def test_a_session_ends_a_fixed_time_after_sign_in_however_busy(self, client, clock):
+        from bot.web.dashboard import SESSION_SECONDS
+
+        sign_in(client)
+        for _ in range(3):  # in use all along: every page re-signs the cookie
+            clock.advance(seconds=SESSION_SECONDS // 3 - 60)
+            page(client)
+        clock.advance(seconds=200)
+        assert client.get("/dashboard/").status_code == 303
+
+    def test_wrong_tokens_from_one_address_are_stopped_for_a_while(self, client, rt, clock):
+        from bot.web import dashboard
+
+        for _ in range(dashboard.LOGIN_FAILURES):
+            assert sign_in(client, token="guess").status_code == 403
+        res = sign_in(client)  # even the right token, for now
+        assert res.status_code == 429 and "Too many wrong tokens" in res.get_data(as_text=True)
+        with rt.transaction() as s:
+            assert len(s.scalars(select(AuditLog).where(
+                AuditLog.action == "dashboard.login_failed")).all()) == dashboard.LOGIN_FAILURES
+        clock.advance(seconds=dashboard.LOGIN_WINDOW.total_seconds())
+        assert sign_in(client).status_code == 303
+
+    @pytest.mark.parametrize("target", ["/dashboard/../simulator", "/dashboard/../api/patients",
+                                        "/dashboard/%2e%2e/simulator"])
+    def test_after_sign_in_it_never_goes_outside_the_dashboard(self, client, target):
+        form = {"csrf": csrf_of(client), "name": "Jo", "token": TOKEN, "next": target}
+        assert client.post("/dashboard/login", data=form).headers["Location"].endswith(
+            "/dashboard/")
+
     def test_after_sign_in_it_goes_back_to_the_page_asked_for_never_elsewhere(self, client):
         res = client.get("/dashboard/patients")
         assert "next=/dashboard/patients" in res.headers["Location"]

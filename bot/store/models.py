@@ -256,6 +256,19 @@ class AuditLog(Base):
     details: Mapped[dict[str, Any]]
 
 
+class DashboardSession(Base):
+    """A signed-in dashboard session. The cookie carries a random id; this row, keyed by the
+    id's SHA-256 (a copy of the table opens no session), says whether it still holds: signing
+    out ends it at once, and it lasts a fixed time from sign-in however busy it is."""
+
+    __tablename__ = "dashboard_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(80))
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+
+
 class Heartbeat(Base):
     """When each background component last finished a round of its work (read by /healthz)."""
 

@@ -23,14 +23,25 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import posixpath
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask import Blueprint, abort, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, selectinload
@@ -50,6 +61,7 @@ from bot.services.schedules import list_schedules
 from bot.store.models import (
     AuditLog,
     Conversation,
+    DashboardSession,
     Escalation,
     Message,
     OutboxItem,
@@ -131,10 +143,55 @@ def _take_flash() -> dict | None:
     return message if isinstance(message, dict) else None
 
 
+def _session_hash(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
+
+
 def _signed_in() -> bool:
+    """Checked once a request, first thing (see _guard), before any transaction of the page's
+    own: the check reads the database."""
+    cached = g.get("dash_signed_in")
+    if cached is None:
+        cached = g.dash_signed_in = _session_holds()
+    return cached
+
+
+def _session_holds() -> bool:
+    """A name, signed in with the token when one is set, and a session that still holds: not
+    signed out, and less than SESSION_SECONDS since sign-in (however busy: not sliding)."""
     if not isinstance(g.dash.get("name"), str) or not g.dash["name"]:
         return False
-    return not runtime().settings.admin_token or g.dash.get("auth") is True
+    if runtime().settings.admin_token and g.dash.get("auth") is not True:
+        return False
+    sid = g.dash.get("sid")
+    if not isinstance(sid, str):
+        return False
+    rt = runtime()
+    with rt.transaction() as s:
+        row = s.get(DashboardSession, _session_hash(sid))
+        return (row is not None and row.ended_at is None
+                and rt.clock.now() - row.started_at < timedelta(seconds=SESSION_SECONDS))
+
+
+# Wrong tokens from one address: after this many within the window, that address is refused
+# without a check until the window has passed (per web worker).
+LOGIN_FAILURES = 5
+LOGIN_WINDOW = timedelta(minutes=10)
+
+
+def _recent_failures(address: str, now: datetime, add: bool = False) -> int:
+    """Wrong tokens from `address` within LOGIN_WINDOW (this app's own count)."""
+    lock, failures = current_app.extensions.setdefault(
+        "dashboard_login_failures", (threading.Lock(), {}))
+    with lock:
+        times = [t for t in failures.get(address, []) if now - t < LOGIN_WINDOW]
+        if add:
+            times.append(now)
+        if times:
+            failures[address] = times
+        else:
+            failures.pop(address, None)
+        return len(times)
 
 
 def _name() -> str:
@@ -152,10 +209,14 @@ def clean_name(raw: str | None) -> str:
 
 
 def _safe_next(target: str | None) -> str:
-    """A path inside the dashboard to go back to (never another site)."""
+    """A path inside the dashboard to go back to (never another site, nor another part of
+    this one: no "..", no encoded slashes)."""
     if target and target.startswith("/dashboard") and not target.startswith("//") \
             and "\\" not in target and all(ch.isprintable() for ch in target):
-        return target
+        path = target.split("?", 1)[0]
+        if ".." not in path and "%" not in path and \
+                posixpath.normpath(path).startswith("/dashboard"):
+            return target
     return url_for("dashboard.index")
 
 
@@ -171,6 +232,7 @@ def _guard():
             message="The dashboard is off: set CHECKIN_ADMIN_TOKEN to use it with the Twilio "
                     "messenger (real phones).", signed_in=False), 403
     _load_session()
+    _signed_in()  # now, outside any transaction of the page's own
     if request.method == "POST":
         given = request.form.get("csrf", "")
         expected = g.dash.get("csrf")
@@ -274,12 +336,23 @@ def login():
                        error=None, name=g.dash.get("name") or "")
     name = clean_name(request.form.get("name"))
     if needs_token:
+        address = request.remote_addr or "unknown"
+        now = rt.clock.now()
+        if _recent_failures(address, now) >= LOGIN_FAILURES:
+            log.warning("dashboard: sign-in refused: too many wrong tokens from one address")
+            return _render("dashboard/login.html", 429, needs_token=True, next=target,
+                           name=name, error="Too many wrong tokens from here. Try again in "
+                                            f"{int(LOGIN_WINDOW.total_seconds() // 60)} "
+                                            "minutes.")
         given = request.form.get("token", "")
         if not hmac.compare_digest(given.encode("utf-8", "replace"),
                                    rt.settings.admin_token.encode()):
-            with rt.transaction() as s:
-                audit(s, rt.clock.now(), f"dashboard:{name or 'unknown'}",
-                      "dashboard.login_failed", "dashboard", None, reason="wrong token")
+            failures = _recent_failures(address, now, add=True)
+            if failures <= LOGIN_FAILURES:  # one record per failure up to the limit, no flood
+                with rt.transaction() as s:
+                    audit(s, now, f"dashboard:{name or 'unknown'}",
+                          "dashboard.login_failed", "dashboard", None, reason="wrong token",
+                          name_unverified=True, failures=failures)
             log.warning("dashboard: failed sign-in (wrong admin token)")
             return _render("dashboard/login.html", 403, needs_token=True, next=target,
                            name=name, error="That admin token is wrong. Nothing was opened; "
@@ -287,20 +360,33 @@ def login():
     if not name:
         return _render("dashboard/login.html", 400, needs_token=needs_token, next=target,
                        name="", error="Enter your name: every action is recorded with it.")
-    # A fresh session (and CSRF token) on every sign-in.
-    g.dash = {"name": name, "auth": needs_token, "csrf": secrets.token_urlsafe(32)}
+    g.dash_signed_in = None  # a new session: checked again if this request renders a page
+    # A fresh session (and CSRF token) on every sign-in, held server-side too.
+    sid = secrets.token_urlsafe(32)
+    g.dash = {"name": name, "auth": needs_token, "csrf": secrets.token_urlsafe(32), "sid": sid}
     g.dash_modified = True
     with rt.transaction() as s:
-        audit(s, rt.clock.now(), _actor(), "dashboard.login", "dashboard", None,
-              with_token=needs_token)
+        now = rt.clock.now()
+        s.add(DashboardSession(id_hash=_session_hash(sid), name=name, started_at=now))
+        audit(s, now, _actor(), "dashboard.login", "dashboard", None, with_token=needs_token)
     log.info("dashboard: %s signed in", name)
     return redirect(target, 303)
 
 
 @bp.post("/logout")
 def logout():
+    """End the session here and on the server: a copy of the cookie opens nothing after."""
+    rt = runtime()
+    sid = g.dash.get("sid")
+    with rt.transaction() as s:
+        now = rt.clock.now()
+        row = s.get(DashboardSession, _session_hash(sid)) if isinstance(sid, str) else None
+        if row is not None and row.ended_at is None:
+            row.ended_at = now
+        audit(s, now, _actor(), "dashboard.logout", "dashboard", None)
     g.dash = {"csrf": secrets.token_urlsafe(32)}
     g.dash_modified = True
+    g.dash_signed_in = False
     return redirect(url_for("dashboard.login"), 303)
 
 
