@@ -176,6 +176,16 @@ class TestWithAToken:
             assert s.scalars(select(AuditLog.actor).where(
                 AuditLog.action == "dashboard.logout")).all() == ["dashboard:Jo"]
 
+    def test_rows_of_sessions_long_over_are_pruned_at_sign_in(self, app, client, rt, clock):
+        from bot.store.models import DashboardSession
+        from bot.web.dashboard import SESSION_SECONDS, SESSIONS_KEPT
+
+        sign_in(client)
+        clock.advance(seconds=SESSION_SECONDS + SESSIONS_KEPT.total_seconds() + 1)
+        sign_in(app.test_client())
+        with rt.transaction() as s:
+            assert len(s.scalars(select(DashboardSession)).all()) == 1  # only the new one
+
     def test_a_session_ends_a_fixed_time_after_sign_in_however_busy(self, client, clock):
         from bot.web.dashboard import SESSION_SECONDS
 

@@ -43,7 +43,7 @@ from flask import (
     url_for,
 )
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import case, func, select
+from sqlalchemy import case, delete, func, select
 from sqlalchemy.orm import Session, selectinload
 from werkzeug.exceptions import HTTPException
 
@@ -78,6 +78,7 @@ bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 COOKIE = "checkin_dashboard"
 COOKIE_PATH = "/dashboard"
 SESSION_SECONDS = 12 * 3600  # one long shift; then sign in again
+SESSIONS_KEPT = timedelta(days=1)  # ended sessions' rows go this long after they ran out
 REFRESH_SECONDS = 30
 NAME_CHARS = 60  # "dashboard:" + name fits AuditLog.actor (80)
 NOTE_CHARS = 2000
@@ -367,6 +368,9 @@ def login():
     g.dash_modified = True
     with rt.transaction() as s:
         now = rt.clock.now()
+        # Sessions long over are of no more use (the audit log keeps every sign-in).
+        s.execute(delete(DashboardSession).where(
+            DashboardSession.started_at < now - timedelta(seconds=SESSION_SECONDS) - SESSIONS_KEPT))
         s.add(DashboardSession(id_hash=_session_hash(sid), name=name, started_at=now))
         audit(s, now, _actor(), "dashboard.login", "dashboard", None, with_token=needs_token)
     log.info("dashboard: %s signed in", name)
