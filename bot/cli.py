@@ -264,24 +264,19 @@ def escalations_ack(ref: str, by: str) -> None:
               help="Who dealt with it (recorded as acknowledging it if nobody had).")
 def escalations_resolve(ref: str, note: str, by: str | None) -> None:
     """Close an escalation with a note: what was done."""
-    from bot.services.audit import audit
-    from bot.services.escalations import EscalationNotFound, find_by_ref, resolve
+    from bot.services.escalations import EscalationNotFound, resolve
 
     rt = _runtime()
     already = None
     try:
         with rt.transaction() as s:
-            now = rt.clock.now()
-            esc = find_by_ref(s, ref)  # locked: a concurrent resolve waits for this one
-            if esc.status == "resolved":
+            esc, changed = resolve(s, ref, note, rt.clock.now(), actor=_actor(), by=by)
+            if changed:
+                msg = f"{esc.ref} resolved"
+            else:  # audited by the service
                 already = (f"{esc.ref} was already resolved at "
                            f"{esc.resolved_at:%Y-%m-%d %H:%M} UTC; its note is kept: "
                            f"{esc.resolution_note}")
-                audit(s, now, _actor(), "escalation.resolve_refused", "escalation", esc.ref,
-                      note=note, **({"by": by} if by else {}))
-            else:
-                resolve(s, ref, note, now, actor=_actor(), by=by)
-                msg = f"{esc.ref} resolved"
     except EscalationNotFound:
         _fail(f"no escalation {ref}", 1)
     if already:

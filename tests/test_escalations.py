@@ -254,7 +254,7 @@ def test_resolving_an_unacknowledged_escalation_does_not_record_the_channel_as_a
     texted(client, "my legs gave way")
     [esc] = escalations(rt)
     with rt.transaction() as s:
-        resolve(s, esc.ref, "seen in clinic", rt.clock.now(), actor="cli:jo")
+        assert resolve(s, esc.ref, "seen in clinic", rt.clock.now(), actor="cli:jo")[1]
     with rt.transaction() as s:
         stored = s.get(Escalation, esc.id)
         assert (stored.status, stored.acknowledged_by) == ("resolved", None)
@@ -262,5 +262,7 @@ def test_resolving_an_unacknowledged_escalation_does_not_record_the_channel_as_a
         audit = s.scalars(select(AuditLog).where(AuditLog.action == "escalation.resolve")).one()
         assert audit.actor == "cli:jo"
     with rt.transaction() as s:
-        again = resolve(s, esc.ref, "a second note", rt.clock.now(), actor="cli:sam", by="Sam")
+        again, changed = resolve(s, esc.ref, "a second note", rt.clock.now(), actor="cli:sam",
+                                 by="Sam")
+        assert not changed
         assert (again.resolution_note, again.acknowledged_by) == ("seen in clinic", None)

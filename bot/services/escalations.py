@@ -269,9 +269,12 @@ def find_by_ref(session: Session, ref: str) -> Escalation:
 
 def acknowledge(session: Session, ref: str, by: str, now: datetime, actor: str) -> tuple[
         Escalation, bool]:
-    """Mark acknowledged and stop the chain. Returns (escalation, changed)."""
+    """Mark acknowledged and stop the chain. Returns (escalation, changed); one someone already
+    took is left as it is, and the attempt audited (`escalation.ack_refused`)."""
     esc = find_by_ref(session, ref)
     if esc.status != "open":
+        audit(session, now, actor, "escalation.ack_refused", "escalation", esc.ref, by=by,
+              status=esc.status, acknowledged_by=esc.acknowledged_by)
         return esc, False
     esc.status = "acknowledged"
     esc.acknowledged_by = by
@@ -283,9 +286,10 @@ def acknowledge(session: Session, ref: str, by: str, now: datetime, actor: str) 
 
 
 def resolve(session: Session, ref: str, note: str, now: datetime, actor: str,
-            by: str | None = None) -> Escalation:
-    """Close the escalation with a note; one already resolved is returned unchanged (its
-    first note stays: callers that must say so check `status` first, under the row lock).
+            by: str | None = None) -> tuple[Escalation, bool]:
+    """Close the escalation with a note. Returns (escalation, changed); one already resolved
+    is left as it is (its first note stays) and the attempt audited
+    (`escalation.resolve_refused`).
 
     Resolving one nobody acknowledged also stops its chain: it counts as acknowledged now,
     by `by` (a person's name; None when not given: `actor` names a channel such as
@@ -293,7 +297,9 @@ def resolve(session: Session, ref: str, note: str, now: datetime, actor: str,
     """
     esc = find_by_ref(session, ref)
     if esc.status == "resolved":
-        return esc
+        audit(session, now, actor, "escalation.resolve_refused", "escalation", esc.ref,
+              note=note, **({"by": by} if by else {}))
+        return esc, False
     if esc.acknowledged_at is None:
         esc.acknowledged_at = now
         esc.acknowledged_by = by
@@ -304,7 +310,7 @@ def resolve(session: Session, ref: str, note: str, now: datetime, actor: str,
     esc.updated_at = now
     audit(session, now, actor, "escalation.resolve", "escalation", esc.ref, note=note,
           **({"by": by} if by else {}))
-    return esc
+    return esc, True
 
 
 def list_escalations(session: Session, open_only: bool = False) -> list[Escalation]:

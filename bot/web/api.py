@@ -15,7 +15,6 @@ from werkzeug.exceptions import HTTPException, Unauthorized
 
 from bot.services import escalations as esc_service
 from bot.services import schedules as sched_service
-from bot.services.audit import audit
 from bot.services.patients import Enrolment, InvalidField, list_patients, onboard_patient
 from bot.store.models import AuditLog, Escalation, Patient, Schedule
 from bot.web.common import runtime
@@ -205,9 +204,7 @@ def ack(ref: str):
     try:
         with rt.transaction() as s:
             esc, changed = esc_service.acknowledge(s, ref, by, now, actor=_actor())
-            if not changed:
-                audit(s, now, _actor(), "escalation.ack_refused", "escalation", esc.ref,
-                      by=by, status=esc.status, acknowledged_by=esc.acknowledged_by)
+            if not changed:  # audited by the service
                 return _conflict(s, esc)
             return jsonify(escalation_json(esc))
     except esc_service.EscalationNotFound:
@@ -226,12 +223,9 @@ def resolve(ref: str):
     now = rt.clock.now()
     try:
         with rt.transaction() as s:
-            esc = esc_service.find_by_ref(s, ref)  # locks the row until the commit
-            if esc.status == "resolved":
-                audit(s, now, _actor(), "escalation.resolve_refused", "escalation", esc.ref,
-                      note=note)
+            esc, changed = esc_service.resolve(s, ref, note, now, actor=_actor(), by=by)
+            if not changed:  # audited by the service
                 return _conflict(s, esc)
-            esc = esc_service.resolve(s, ref, note, now, actor=_actor(), by=by)
             return jsonify(escalation_json(esc))
     except esc_service.EscalationNotFound:
         return jsonify(error=f"no escalation {ref}"), 404

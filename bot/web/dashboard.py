@@ -551,9 +551,7 @@ def acknowledge(ref: str):
     try:
         with rt.transaction() as s:
             esc, changed = esc_service.acknowledge(s, ref, _name(), now, actor=_actor())
-            if not changed:
-                audit(s, now, _actor(), "escalation.ack_refused", "escalation", esc.ref,
-                      by=_name(), status=esc.status, acknowledged_by=esc.acknowledged_by)
+            if not changed:  # audited by the service
                 _flash(_taken_message(s, esc), "error")
                 return _back()
     except esc_service.EscalationNotFound:
@@ -588,17 +586,15 @@ def resolve(ref: str):
     try:
         with rt.transaction() as s:
             esc = esc_service.find_by_ref(s, ref)  # locks the row until the commit
-            if esc.status == "resolved":
-                audit(s, now, _actor(), "escalation.resolve_refused", "escalation", esc.ref,
-                      note=note)
-                _flash(_taken_message(s, esc), "error")
-                return redirect(url_for("dashboard.index"), 303)
-            if not note:
+            if not note and esc.status != "resolved":
                 return _render("dashboard/escalation.html", 400, esc=esc,
                                who=_who(esc.patient, esc.phone),
                                flags=[f.replace("_", " ") for f in esc.flags], note="",
                                error="Write a note: what was done, and by whom.")
-            esc_service.resolve(s, ref, note, now, actor=_actor(), by=_name())
+            esc, changed = esc_service.resolve(s, ref, note, now, actor=_actor(), by=_name())
+            if not changed:  # already resolved: the service audited the attempt
+                _flash(_taken_message(s, esc), "error")
+                return redirect(url_for("dashboard.index"), 303)
     except esc_service.EscalationNotFound:
         abort(404, description=f"No red flag {ref}.")
     log.info("dashboard: %s resolved %s", _name(), ref)
