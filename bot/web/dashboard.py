@@ -292,25 +292,30 @@ def _when(value: datetime | None) -> str:
     return local.strftime("%a %d %b %H:%M ") + (local.tzname() or "")
 
 
+def _relative(now: datetime, value: datetime | None) -> str:
+    """How long ago (or in how long) `value` is: "5 min ago", "in 1 h 50 min"."""
+    if value is None:
+        return "-"
+    seconds = (now - value).total_seconds()
+    future = seconds < 0
+    seconds = abs(seconds)
+    if seconds < 60:
+        span = "under a minute"
+    elif seconds < 3600:
+        span = f"{int(seconds // 60)} min"
+    elif seconds < 48 * 3600:
+        span = f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+    else:
+        span = f"{int(seconds // 86400)} days"
+    return f"in {span}" if future else f"{span} ago"
+
+
 def _render(template: str, status: int = 200, **context: Any):
     rt = runtime()
     now = rt.clock.now()
 
     def ago(value: datetime | None) -> str:
-        if value is None:
-            return "-"
-        seconds = (now - value).total_seconds()
-        future = seconds < 0
-        seconds = abs(seconds)
-        if seconds < 60:
-            span = "under a minute"
-        elif seconds < 3600:
-            span = f"{int(seconds // 60)} min"
-        elif seconds < 48 * 3600:
-            span = f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
-        else:
-            span = f"{int(seconds // 86400)} days"
-        return f"in {span}" if future else f"{span} ago"
+        return _relative(now, value)
 
     signed_in = _signed_in()
     body = render_template(
@@ -449,8 +454,7 @@ def _ago(now: datetime, at: datetime | None) -> str:
     if at is None:
         return ""
     zone = ZoneInfo(runtime().settings.defaults.timezone)
-    minutes = int((now - at).total_seconds() // 60)
-    return f"at {at.astimezone(zone).strftime('%H:%M on %d %b')} ({minutes} min ago)"
+    return f"at {at.astimezone(zone).strftime('%H:%M on %d %b')} ({_relative(now, at)})"
 
 
 def _unprocessed_rows(s: Session) -> list[dict]:
