@@ -414,9 +414,8 @@ def _emit(rows: list[dict], as_json: bool, line) -> None:
 def unprocessed(as_json: bool, read_id: int | None, by: str | None) -> None:
     """Patients' messages the bot could not handle (only red flags were acted on): read each,
     follow up with the patient, then mark it read."""
-    from bot.services.audit import audit
-    from bot.services.health import unprocessed_messages
-    from bot.store.models import Message, Patient
+    from bot.services.health import mark_read, unprocessed_messages
+    from bot.store.models import Patient
 
     rt = _runtime()
     with rt.transaction() as s:
@@ -424,11 +423,9 @@ def unprocessed(as_json: bool, read_id: int | None, by: str | None) -> None:
         if read_id is not None:
             if not by:
                 _fail("--read needs --by NAME")
-            message = s.get(Message, read_id)
-            if message is None or message.status != "unprocessed":
+            _, changed = mark_read(s, read_id, by, now, actor=_actor())
+            if not changed:
                 _fail(f"no unprocessed message {read_id}")
-            message.status, message.updated_at = "read", now
-            audit(s, now, _actor(), "inbound.read", "message", message.id, by=by)
             click.echo(f"message {read_id} marked read by {by}")
             return
         rows = []

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from bot.config import Settings
+from bot.services.audit import audit
 from bot.store.models import UNPROCESSED, Escalation, Heartbeat, Message, OutboxItem
 
 SCHEDULER = "scheduler"
@@ -45,6 +46,21 @@ def unprocessed_messages(session: Session) -> list[Message]:
     return list(session.scalars(
         select(Message).where(UNPROCESSED, Message.direction == "in")
         .order_by(Message.id.desc())))
+
+
+def mark_read(session: Session, message_id: int, by: str, now: datetime,
+              actor: str) -> tuple[Message | None, bool]:
+    """A person has read a patient's message the bot could not handle (and followed it up):
+    status "read", audited as inbound.read with who. Returns (message, changed): None for no
+    such inbound message; a message not waiting to be read is left as it is."""
+    message = session.get(Message, message_id, with_for_update=True)
+    if message is None or message.direction != "in":
+        return None, False
+    if message.status != "unprocessed":
+        return message, False
+    message.status, message.updated_at = "read", now
+    audit(session, now, actor, "inbound.read", "message", message.id, by=by)
+    return message, True
 
 
 def stale_after(settings: Settings) -> timedelta:

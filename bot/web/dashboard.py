@@ -606,29 +606,12 @@ def resolve(ref: str):
     return _back(url_for("dashboard.index"))
 
 
-def mark_read(s: Session, message_id: int, by: str, now: datetime,
-              actor: str) -> tuple[Message | None, bool]:
-    """Mark a patient's unhandled message read, as `checkin-bot unprocessed --read ID --by
-    NAME` does (status "read", audited as inbound.read). Returns (message, changed); a
-    message that is not waiting to be read is left as it is.
-
-    Here rather than in bot.services: the CLI does this inline, and has no service for it."""
-    message = s.get(Message, message_id, with_for_update=True)
-    if message is None or message.direction != "in":
-        return None, False
-    if message.status != "unprocessed":
-        return message, False
-    message.status, message.updated_at = "read", now
-    audit(s, now, actor, "inbound.read", "message", message.id, by=by)
-    return message, True
-
-
 @bp.post("/messages/<int:message_id>/read")
 def read_message(message_id: int):
     rt = runtime()
     now = rt.clock.now()
     with rt.transaction() as s:
-        message, changed = mark_read(s, message_id, _name(), now, _actor())
+        message, changed = health.mark_read(s, message_id, _name(), now, _actor())
         if message is None:
             abort(404, description=f"No message {message_id} from a patient.")
         if not changed:
