@@ -167,30 +167,25 @@ def _open_with_template(session: Session, ctx: ServiceContext, patient: Patient,
     return [item.id]
 
 
-def _cancel_unsent(session: Session, conv: Conversation, now: datetime, reason: str) -> None:
-    """The conversation is over: what it wrote and has not sent yet (questions held by quiet
-    hours, a WhatsApp opening, a reply waiting out a retry) would only reach the patient after
-    the emergency instruction or the new flow, about a conversation that no longer listens.
-    Audited per message; a message being sent right now is left to go."""
-    for item in session.scalars(select(OutboxItem).where(
-            OutboxItem.message_id.in_(select(Message.id).where(
-                Message.conversation_id == conv.id)),
-            OutboxItem.status == "pending")):
+def _cancel_unsent(session: Session, conv: Conversation, now: datetime, reason: str,
+                   opening_only: bool = False) -> None:
+    """Cancel what the conversation wrote and has not sent yet, audited per message; a message
+    being sent right now is left to go.
+
+    The conversation is over (an emergency, STOP, a new flow): its held questions, WhatsApp
+    opening or a reply waiting out a retry would only reach the patient after the emergency
+    instruction or the new flow, about a conversation that no longer listens. Or, with
+    `opening_only`, the patient wrote first: only the WhatsApp opening template is moot."""
+    rows = select(OutboxItem).where(
+        OutboxItem.message_id.in_(select(Message.id).where(Message.conversation_id == conv.id)),
+        OutboxItem.status == "pending")
+    if opening_only:
+        rows = rows.where(OutboxItem.variant == "template")
+    for item in session.scalars(rows):
         item.status, item.last_error = "cancelled", reason
         message = session.get(Message, item.message_id)
         message.status, message.updated_at = "cancelled", now
         audit(session, now, "system", "outbox.cancelled", "message", message.id, reason=reason)
-
-
-def _cancel_unsent_opening(session: Session, conv: Conversation, now: datetime,
-                           reason: str) -> None:
-    for item in session.scalars(select(OutboxItem).where(
-            OutboxItem.message_id.in_(select(Message.id).where(
-                Message.conversation_id == conv.id)),
-            OutboxItem.variant == "template", OutboxItem.status == "pending")):
-        item.status, item.last_error = "cancelled", reason
-        message = session.get(Message, item.message_id)
-        message.status, message.updated_at = "cancelled", now
 
 
 def advance(session: Session, ctx: ServiceContext, patient: Patient, conv: Conversation,
@@ -205,7 +200,7 @@ def advance(session: Session, ctx: ServiceContext, patient: Patient, conv: Conve
             return []
         # The patient answered the template (or wrote before it went): the flow starts now,
         # inside the window. An opening not sent yet has nothing left to say.
-        _cancel_unsent_opening(session, conv, now, "the patient wrote first")
+        _cancel_unsent(session, conv, now, "the patient wrote first", opening_only=True)
         result = engine.step(flow, None, engine.Start(), now, _context(ctx, patient, params))
         if result.new_state is not None:
             result.new_state["params"] = params
