@@ -170,11 +170,11 @@ class Runtime:
             if self._spool_senders[path.name] != sender:
                 continue
             try:
-                store_and_handle(self, msg or Spool.load(path))
-            except FileNotFoundError:
+                msg = msg or Spool.load(path)
+            except (FileNotFoundError, ValueError):
                 continue  # a replayer took it meanwhile
-            except ValueError:
-                continue
+            try:
+                store_and_handle(self, msg)
             except Exception:
                 if not ping(self.engine):
                     raise
