@@ -88,7 +88,7 @@ def _bad(field: str, message: str):
     return jsonify(error=f"{field}: {message}", field=field), 400
 
 
-def _body(required: bool = True) -> dict[str, Any]:
+def json_body(required: bool = True) -> dict[str, Any]:
     """The request's JSON object; raises InvalidField("body") for anything else (a list, a
     number, broken or too deeply nested JSON). A missing body is {} unless `required`."""
     try:
@@ -138,7 +138,7 @@ def _invalid(exc: InvalidField):
 @bp.post("/patients")
 def enrol():
     rt = runtime()
-    data = _body()
+    data = json_body()
     e = Enrolment(
         phone=_text(data, "phone"), name=_text(data, "name"),
         timezone=_text(data, "timezone", rt.settings.defaults.timezone),
@@ -195,7 +195,7 @@ def _ref_or_404(ref: str) -> str:
 def ack(ref: str):
     """Acknowledge: the alert chain stops. 409 if someone already did (or it is resolved)."""
     rt = runtime()
-    data = _body(required=False)
+    data = json_body(required=False)
     if not isinstance(data.get("by"), str) or not data["by"].strip():
         return _bad("by", "required: who is taking this alert")
     by = check_text("by", data["by"]).strip()[:80]
@@ -216,7 +216,7 @@ def resolve(ref: str):
     """Close an escalation with a note. `by` (optional; else X-Actor) is recorded as who
     acknowledged it if nobody had. 409 if it is already resolved (the first note stays)."""
     rt = runtime()
-    data = _body(required=False)
+    data = json_body(required=False)
     note = _text(data, "note", multiline=True)
     by = _text(data, "by", "").strip()[:80] or _person()
     _ref_or_404(ref)
@@ -288,7 +288,7 @@ def set_schedule(patient_id: int):
     `replaced`), a new one is 201. `warnings` says, e.g., that the time is in quiet hours."""
     rt = runtime()
     try:
-        body = ScheduleBody.model_validate(_body())
+        body = ScheduleBody.model_validate(json_body())
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "body"

@@ -20,7 +20,7 @@ from bot.services.patients import (
     onboard_patient,
 )
 from bot.store.models import Message
-from bot.web.api import MAX_ID, check_text, require_admin_token
+from bot.web.api import MAX_ID, check_text, json_body, require_admin_token
 from bot.web.common import receive_message, runtime
 from bot.web.serialize import message_json, patient_json
 
@@ -35,18 +35,6 @@ def _authorise():
 
 def _bad(exc: InvalidField):
     return jsonify(error=str(exc), field=exc.field), 400
-
-
-def _body() -> dict:
-    """The JSON object sent; InvalidField("body") for a list, a number, broken or too deeply
-    nested JSON."""
-    try:
-        data = request.get_json(silent=True)
-    except RecursionError:
-        raise InvalidField("body", "JSON nested too deeply") from None
-    if not isinstance(data, dict):
-        raise InvalidField("body", "expected a JSON object")
-    return data
 
 
 def _text(data: dict, key: str, default: str) -> str:
@@ -79,7 +67,7 @@ def pick_patient():
     """Select the patient with this number, enrolling (and welcoming) them if new."""
     rt = runtime()
     try:
-        data = _body()
+        data = json_body()
         phone = normalise_phone(_text(data, "phone", ""))
         with rt.transaction() as s:
             patient = find_patient(s, phone)
@@ -106,7 +94,7 @@ def send():
     """The simulated phone texts the bot."""
     rt = runtime()
     try:
-        data = _body()
+        data = json_body()
         body = data.get("body")
         if not isinstance(body, str) or not body.strip():
             raise InvalidField("body", "empty message")
