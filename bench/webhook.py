@@ -125,11 +125,14 @@ def prepare(url: str, patients: int) -> list[str]:
 def start_gunicorn(app: str, url: str, workers: int, threads: int,
                    boot_wait: float = 5.0) -> tuple[subprocess.Popen, str]:
     port = free_port()
+    # The app logs each send at INFO, as in production (the cost counts); the lines go to a
+    # file, not between the figures.
+    log_path = Path(tempfile.gettempdir()) / f"bench-gunicorn-{app}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", str(threads),
          "--bind",
          f"127.0.0.1:{port}", "--log-level", "warning", f"bench.apps:{app}()"],
-        env=env_for(url), cwd=ROOT)
+        env=env_for(url), cwd=ROOT, stderr=log_path.open("ab"))
     base = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:
@@ -138,7 +141,8 @@ def start_gunicorn(app: str, url: str, workers: int, threads: int,
             return proc, base
         except requests.RequestException:
             if proc.poll() is not None:
-                raise RuntimeError(f"gunicorn ({app}) exited with {proc.returncode}") from None
+                raise RuntimeError(f"gunicorn ({app}) exited with {proc.returncode}; "
+                                   f"see {log_path}") from None
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"gunicorn ({app}) did not start")
@@ -300,6 +304,9 @@ class Figures:
     p99: float  # ms, open loop
     throughput: float  # req/s, closed loop
     cpu: dict[str, float]  # ms of CPU per closed-loop request, by process group
+    # ms from the bot writing a reply (with the inbound message) to its send being recorded,
+    # open loop: p50, p99, max (the bot only)
+    reply: tuple[float, float, float] | None = None
 
 
 def _cpu_by_pid(processes) -> dict[int, float]:
@@ -339,6 +346,20 @@ def _unsent(app: str):
     return select(func.count()).select_from(OutboxItem).where(OutboxItem.status != "sent")
 
 
+def reply_delays(url: str) -> tuple[float, float, float]:
+    """Of the replies written since the enrolment, how long each waited to be sent (ms)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as c:
+            enrolled = c.scalar(select(func.max(Patient.created_at)))
+            rows = c.execute(select(OutboxItem.created_at, OutboxItem.sent_at).where(
+                OutboxItem.created_at > enrolled, OutboxItem.sent_at.is_not(None))).all()
+    finally:
+        engine.dispose()
+    delays = [(sent - created).total_seconds() for created, sent in rows]
+    return pct(delays, 50), pct(delays, 99), max(delays) * 1000
+
+
 def wait_until_sent(url: str, app: str, timeout: float = 60) -> None:
     """Until the outbox is empty of unsent rows, so the CPU counted covers the sends too."""
     engine = make_engine(url)
@@ -359,6 +380,7 @@ def measure(app: str, url: str, phones: list[str], args, tag: str) -> Figures:
         lat = open_loop(base, phones, args.rate, tag=f"{app[0]}o{tag}")
         if app != "bare":
             wait_until_sent(url, app)
+        reply = reply_delays(url) if app == "checkin" else None
         before = cpu_snapshot(proc.pid, url)
         tput = closed_loop(base, phones, args.concurrency, tag=f"{app[0]}c{tag}")
         if app != "bare":
@@ -367,7 +389,7 @@ def measure(app: str, url: str, phones: list[str], args, tag: str) -> Figures:
     finally:
         stop(proc)
     cpu = {k: cpu_used(before[k], after[k]) * 1000 / len(phones) for k in before}
-    return Figures(pct(lat, 50), pct(lat, 99), tput, cpu)
+    return Figures(pct(lat, 50), pct(lat, 99), tput, cpu, reply)
 
 
 def _line(app: str, f: Figures, rate: float, concurrency: int) -> str:
@@ -390,6 +412,8 @@ def run(label: str, url: str, args) -> None:
         print(f"  floor database check: {check_floor(url, 2 * len(phones))}", flush=True)
         checkin = measure("checkin", url, phones, args, tag=str(r))
         print(_line("checkin", checkin, args.rate, args.concurrency), flush=True)
+        print("  checkin reply sent after (open loop): p50 {:.1f} ms  p99 {:.1f} ms  "
+              "max {:.1f} ms".format(*checkin.reply), flush=True)
         print(f"  ratio checkin/bare throughput: {checkin.throughput / bare.throughput:.2f}"
               f"  (floor/bare {floor.throughput / bare.throughput:.2f})")
         print(f"  database check: {check_database(url, 2 * len(phones))}", flush=True)
@@ -411,6 +435,8 @@ def run(label: str, url: str, args) -> None:
               f"p99 {med(c.p99 for c in checkins)} ms; "
               f"throughput {med(c.throughput for c in checkins)} req/s")
         print(f"  ratio {med(c.throughput / b.throughput for b, _, c in rounds)}")
+        print(f"  checkin reply sent after: p99 {med(c.reply[1] for c in checkins)} ms; "
+              f"max {med(c.reply[2] for c in checkins)} ms")
         for key in checkins[0].cpu:
             print(f"  checkin CPU ms per request, {key}: {med(c.cpu[key] for c in checkins)}")
 
