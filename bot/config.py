@@ -175,6 +175,11 @@ class Outbox(_Strict):
     # Twilio's API (about 0.1-0.5 s each), so several run at once; their outcomes are written
     # together (see dispatcher.GroupCommit).
     send_threads: int = Field(default=8, ge=1, le=64)
+    # A routine message whose send had an unclear outcome (a read timeout: Twilio may have
+    # taken it) is sent again only after this long without a status callback naming it (each
+    # send's callback URL names its outbox row), so a check-in is not sent twice. Replies,
+    # emergencies and alerts are retried at once: a duplicate is better than a delay.
+    unclear_wait_seconds: float = Field(default=600, gt=0)
 
     @model_validator(mode="after")
     def _claim_outlasts_a_send(self) -> Outbox:

@@ -10,6 +10,7 @@ from email.utils import format_datetime
 
 import pytest
 import requests
+import urllib3.exceptions
 from twilio.rest import Client
 
 from bot.messaging.base import OutgoingMessage, SendError
@@ -218,6 +219,37 @@ def test_network_errors_are_transient(fake, exc):
     fake.queue_exception(exc)
     err = send_error(messenger(fake))
     assert err.kind == "transient" and err.retry_after is None
+
+
+def _wrapped(reason):
+    """A requests ConnectionError as requests raises it: around urllib3's MaxRetryError."""
+    return requests.exceptions.ConnectionError(
+        urllib3.exceptions.MaxRetryError(None, "/2010-04-01/Accounts", reason))
+
+
+@pytest.mark.parametrize(
+    ("exc", "unclear"),
+    [
+        # the request may have reached Twilio: it may have taken the message
+        (requests.exceptions.ReadTimeout("read timed out"), True),
+        (requests.exceptions.ConnectionError(urllib3.exceptions.ProtocolError(
+            "Connection aborted.", ConnectionResetError())), True),
+        (requests.exceptions.ChunkedEncodingError("response ended early"), True),
+        (ConnectionResetError(), True),
+        (TimeoutError(), True),
+        # no connection was made: nothing can have been sent
+        (requests.exceptions.ConnectTimeout("connect timed out"), False),
+        (_wrapped(urllib3.exceptions.NewConnectionError(None, "Connection refused")), False),
+        (_wrapped(urllib3.exceptions.NameResolutionError("api.twilio.com", None, "no DNS")),
+         False),
+        (requests.exceptions.SSLError("handshake failed"), False),
+        (ConnectionRefusedError(), False),
+    ],
+)
+def test_a_network_error_says_whether_twilio_may_have_taken_the_message(fake, exc, unclear):
+    fake.queue_exception(exc)
+    err = send_error(messenger(fake))
+    assert err.kind == "transient" and err.unclear is unclear
 
 
 def test_retry_after_is_not_taken_from_an_earlier_response(fake):

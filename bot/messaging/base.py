@@ -36,6 +36,9 @@ class SendError(Exception):
       "invalid_number"  21211 (and similar): the To number is invalid; never retry
       "outside_window"  63016: WhatsApp free text outside the 24 h window; resend as template
       "permanent"       anything else that must not be retried blindly
+
+    unclear: the request may have reached the carrier and been taken (a read timeout, a
+    connection dropped while waiting for the answer): sending again may send it twice.
     """
 
     def __init__(
@@ -46,12 +49,14 @@ class SendError(Exception):
         code: int | None = None,
         http_status: int | None = None,
         retry_after: float | None = None,
+        unclear: bool = False,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.code = code
         self.http_status = http_status
         self.retry_after = retry_after
+        self.unclear = unclear
 
     @property
     def retryable(self) -> bool:

@@ -11,6 +11,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
+import urllib3.exceptions
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http import HttpClient
 from twilio.http.http_client import TwilioHttpClient
@@ -45,6 +46,21 @@ _NETWORK_ERRORS = (
     ConnectionError,
     TimeoutError,
 )
+
+
+def _may_have_been_taken(exc: BaseException) -> bool:
+    """Whether a network failure may have come after Twilio received the request: a read
+    timeout, or the connection dropped while waiting for the answer. Not when no connection
+    was made (refused, DNS, connect timeout, TLS handshake, proxy), so the request never left."""
+    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError,
+                        requests.exceptions.ProxyError, ConnectionRefusedError)):
+        return False
+    if isinstance(exc, requests.exceptions.ConnectionError) and exc.args:
+        reason = getattr(exc.args[0], "reason", exc.args[0])
+        # NewConnectionError and NameResolutionError are ConnectTimeoutErrors in urllib3 2.
+        if isinstance(reason, urllib3.exceptions.ConnectTimeoutError):
+            return False
+    return True
 
 
 class _ResponseRecorder(HttpClient):
@@ -162,10 +178,14 @@ class TwilioMessenger:
         except (TwilioRestException, TwilioServiceException) as exc:
             raise self._api_error(exc) from exc
         except _NETWORK_ERRORS as exc:
-            # A read timeout is ambiguous (Twilio may have accepted the message); we still call
-            # it transient, so a retry can duplicate a check-in: annoying but not harmful.
-            log.warning("twilio send failed kind=transient network=%s", type(exc).__name__)
-            raise SendError("transient", f"network error: {type(exc).__name__}") from exc
+            # A read timeout is ambiguous: Twilio may have taken the message. Still transient,
+            # but marked unclear: the dispatcher holds a routine message back until Twilio's
+            # status callback (whose URL names the outbox row) says whether it went.
+            unclear = _may_have_been_taken(exc)
+            log.warning("twilio send failed kind=transient network=%s unclear=%s",
+                        type(exc).__name__, unclear)
+            raise SendError("transient", f"network error: {type(exc).__name__}",
+                            unclear=unclear) from exc
         except (TwilioException, requests.exceptions.RequestException) as exc:
             # Sync SDK raises plain TwilioException only for misconfiguration (abstract client,
             # credential provider), and these requests errors are bad URLs/redirects: not network.

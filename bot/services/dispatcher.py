@@ -30,6 +30,7 @@ from bot.services.outbox import (
     heard_on_whatsapp,
     sms_copy_since,
 )
+from bot.services.status import confirm_earlier_send
 from bot.store.db import transaction
 from bot.store.models import Conversation, Escalation, Message, OutboxItem, Patient
 from bot.store.statuses import advance_status
@@ -316,6 +317,10 @@ class Dispatcher:
         """Apply holds (opted out, quiet hours) to a claimed row, or build what to send."""
         q = self.settings.quiet_hours
         message = s.get(Message, item.message_id)
+        if item.attempts > 1 and confirm_earlier_send(s, self.settings, item, message, now):
+            log.info("outbox item %s: Twilio took an earlier attempt (its status callback "
+                     "came); not sent again", item.id)
+            return None
         # Routine holds, the opt-out hold and the WhatsApp window need the patient row (on the
         # reply path it is already in the session: no query).
         needs_patient = item.patient_id and (item.routine or item.channel == "whatsapp"
@@ -378,7 +383,9 @@ class Dispatcher:
                   patient: Patient | None, now: datetime,
                   answering_since: datetime | None = None) -> OutgoingMessage:
         public = self.settings.public_url
-        callback = f"{public}/webhooks/twilio/status" if public else None
+        # The row's id in the URL: a callback then tells which row it is about even when the
+        # send's answer (its SID) never reached us. Twilio signs the URL with it.
+        callback = f"{public}/webhooks/twilio/status?outbox={item.id}" if public else None
         template = self.settings.twilio.whatsapp_templates.get(item.kind)
         if item.channel == "whatsapp" and template is not None and (
                 item.variant == "template"
@@ -531,6 +538,11 @@ class Dispatcher:
                 exponent = min(max(item.attempts - 1, 0), 30)
                 delay = min(o.max_backoff_seconds, o.backoff_seconds * 2 ** exponent)
                 delay = max(delay, err.retry_after or 0)
+                if err.unclear and item.priority > PRIORITY_REPLY and self.settings.public_url:
+                    # Twilio may have taken it: give its status callback time to say so
+                    # (see confirm_earlier_send) rather than send a check-in twice.
+                    delay = max(delay, o.unclear_wait_seconds)
+                    item.last_error = f"unclear:{err.code or ''} {str(err)[:150]}"
                 item.status = "pending"
                 item.next_attempt_at = now + timedelta(seconds=delay)
                 message.status = "queued"

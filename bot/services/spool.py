@@ -33,6 +33,7 @@ class SpooledStatus:
     status: str
     code: int | None
     received_at: datetime
+    outbox_id: int | None = None  # the outbox row the callback's URL named
 
 
 class Spool:

@@ -33,28 +33,32 @@ UNREACHABLE_RETRIES_PER_DAY = 3
 
 
 def _insert_once(session: Session, sid: str, status: str, code: int | None, now: datetime,
-                 applied: bool) -> bool:
+                 applied: bool, outbox_id: int | None = None) -> bool:
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = (insert(StatusEvent)
             .values(provider_id=sid, status=status, error_code=code, received_at=now,
-                    applied=applied)
+                    applied=applied, outbox_id=outbox_id)
             .on_conflict_do_nothing(index_elements=["provider_id", "status"])
             .returning(StatusEvent.id))
     return session.execute(stmt).scalar() is not None
 
 
 def record_status(session: Session, ctx: ServiceContext, sid: str, status: str,
-                  code: int | None, now: datetime) -> list[int]:
+                  code: int | None, now: datetime, outbox_id: int | None = None) -> list[int]:
     """Store one callback once and apply it to its message. Returns outbox ids of any SMS
     fallback it queued.
 
     A callback can come before the dispatcher has written the message's SID down (the carrier
     answered, our record is not committed yet). Then the event is stored as not applied, and
-    `apply_waiting_statuses` (each scheduler tick) applies it once the SID is there.
+    `apply_waiting_statuses` (each scheduler tick) applies it once the SID is there. Or the SID
+    is never written: the answer to the send was lost (a read timeout, a crash). Then the
+    outbox row named in the callback's URL (`outbox_id`) is how the dispatcher learns, before
+    sending that row again, that Twilio took it (see `confirm_earlier_send`).
     """
     message = session.scalars(
         select(Message).where(Message.provider_id == sid).with_for_update()).first()
-    if not _insert_once(session, sid, status, code, now, applied=message is not None):
+    if not _insert_once(session, sid, status, code, now, applied=message is not None,
+                        outbox_id=outbox_id):
         return []
     if message is None:
         return []
@@ -71,6 +75,40 @@ def _apply(session: Session, settings: Settings, message: Message, status: str,
     if status not in FAILED or before in FAILED:
         return []
     return after_failure(session, settings, message, status, code, now)
+
+
+def confirm_earlier_send(session: Session, settings: Settings, item: OutboxItem,
+                         message: Message, now: datetime) -> bool:
+    """Before an outbox row is sent again: if Twilio's status callbacks named it (their URL
+    carries the row's id) with a SID we never recorded, an earlier attempt was taken and its
+    answer lost. Record that SID and the callbacks' statuses instead of sending a second copy.
+    Returns whether it did (the row is then "sent").
+
+    Call with the row claimed (status "sending"), so no other dispatcher is sending it."""
+    events = session.scalars(
+        select(StatusEvent)
+        .where(StatusEvent.outbox_id == item.id, StatusEvent.applied.is_(False))
+        .order_by(StatusEvent.id)
+    ).all()
+    if not events or message.provider_id is not None:
+        return False
+    sid = events[0].provider_id  # two attempts both taken: the first is the one recorded
+    if session.scalars(select(Message.id).where(Message.provider_id == sid)).first():
+        return False  # that SID is another message's (a callback URL naming the wrong row)
+    item.status, item.sent_at, item.claimed_until = "sent", now, None
+    item.last_error = None
+    message.provider_id = sid
+    message.status = "queued"
+    message.updated_at = now
+    audit(session, now, "system", "outbox.sent_confirmed", "message", message.id,
+          reason="a status callback named an attempt whose answer was lost",
+          attempts=item.attempts - 1)
+    for event in events:
+        if event.provider_id == sid:
+            event.applied = True
+            # Any SMS fallback this queues is sent by the dispatcher's next pass.
+            _apply(session, settings, message, event.status, event.error_code, now)
+    return True
 
 
 # Callbacks wait at most this long for their SID to be recorded; older ones are left alone

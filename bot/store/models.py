@@ -189,6 +189,9 @@ class StatusEvent(Base):
         UniqueConstraint("provider_id", "status"),
         # The scheduler looks for callbacks that came before their message's SID was recorded.
         Index("ix_status_events_waiting", "applied", "received_at"),
+        # Before sending a row again, the dispatcher asks whether Twilio reported taking an
+        # earlier attempt of it (a send whose answer we never read).
+        Index("ix_status_events_outbox_id", "outbox_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -196,6 +199,9 @@ class StatusEvent(Base):
     status: Mapped[str] = mapped_column(String(24))
     error_code: Mapped[int | None]
     received_at: Mapped[datetime]
+    # The outbox row named in the callback's URL (each send asks for ?outbox=<id>): no foreign
+    # key, a callback naming a row that is gone is still stored.
+    outbox_id: Mapped[int | None]
     # False while no stored message carries this SID yet (the callback beat the dispatcher).
     applied: Mapped[bool] = mapped_column(default=True, server_default=sa_true())
 
