@@ -191,7 +191,7 @@ class Runtime:
 
         with self.transaction() as session:
             ids = record_status(session, self.ctx, event.sid, event.status, event.code,
-                                event.received_at, outbox_id=event.outbox_id)
+                                event.received_at, outbox_ref=event.outbox_ref)
         self.dispatch_soon(ids)
 
     def replay_spool_soon(self) -> None:

@@ -70,7 +70,8 @@ def test_sends_with_the_right_request_and_records_sid_and_segments(rt, fake_http
     assert data["To"] == PHONE
     assert data["From"] == FROM_NUMBER
     # the row named in the URL: a callback tells which row it is about even with no SID known
-    assert data["StatusCallback"] == f"{PUBLIC_URL}/webhooks/twilio/status?outbox={item_id}"
+    assert data["StatusCallback"] == (f"{PUBLIC_URL}/webhooks/twilio/status"
+                                      f"?outbox={item_id}&via=sms")
     assert data["Body"] == 'Hello "Ada" - time for your check-in...'  # made plain GSM-7
     item, message = _item(rt, item_id)
     assert item.status == "sent"

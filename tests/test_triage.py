@@ -254,6 +254,39 @@ def test_true_negations_still_negate(text):
     assert level(text) == "routine", detect(text)
 
 
+# A negation about a past time, or a comparison with before, says the symptom is new (rule 1).
+@pytest.mark.parametrize("text, flag", [
+    ("my legs wasnt numb yesterday", "sensory_loss"),
+    ("legs weren't numb yesterday but they are now", "sensory_loss"),
+    ("my feet weren't tingling yesterday", "sensory_loss"),
+    ("didnt have pins and needles last week", "sensory_loss"),
+    ("no numbness a few days ago", "sensory_loss"),
+    ("no tenia hormigueo ayer", "sensory_loss"),
+    ("legs werent this weak yesterday", "limb_weakness"),
+    ("my legs have never been this weak", "limb_weakness"),
+    ("my feet werent this numb last week", "sensory_loss"),
+    ("i could walk fine yesterday", "gait_balance"),
+    ("i could walk yesterday but not today", "gait_balance"),
+])
+def test_a_symptom_denied_only_for_the_past_is_new(text, flag):
+    result = detect(text)
+    assert result.level == "emergency" and flag in result.flags, result
+
+
+@pytest.mark.parametrize("text", [
+    "no numbness since yesterday",  # none from then up to now
+    "no numbness since last week, feeling ok",
+    "i had no numbness all day yesterday",
+    "no numbness yesterday or today",  # now named too
+    "not numb yesterday either",
+    "no tingling this morning",  # today: not a contrast with now
+    "I can walk fine",
+    "i could walk fine today",
+])
+def test_a_past_time_that_reaches_now_still_negates(text):
+    assert level(text) == "routine", detect(text)
+
+
 def test_the_nearest_negation_cue_governs():
     assert level("no pain and no numbness") == "routine"
     assert level("no pain no fever legs numb") == "emergency"

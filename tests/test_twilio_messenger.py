@@ -252,6 +252,14 @@ def test_a_network_error_says_whether_twilio_may_have_taken_the_message(fake, ex
     assert err.kind == "transient" and err.unclear is unclear
 
 
+@pytest.mark.parametrize(("status", "unclear"), [(502, True), (504, True), (500, False),
+                                                 (503, False)])
+def test_a_gateway_error_may_hide_a_message_twilio_took(fake, status, unclear):
+    fake.queue_error(status, status, "gateway")
+    err = send_error(messenger(fake))
+    assert err.kind == "transient" and err.unclear is unclear
+
+
 def test_retry_after_is_not_taken_from_an_earlier_response(fake):
     m = messenger(fake)
     fake.queue_error(429, 20429, "Too Many Requests", headers={"Retry-After": "9"})

@@ -344,10 +344,21 @@ def _affirmed(msg: _Message, end: int, clause_end: int,
 
 def _new_onset(msg: _Message, cue_start: int, end: int, clause_end: int) -> bool:
     """Does the negated mention say the symptom is new ("never had numbness like this before",
-    "no numbness until today")? Looked for from the cue up to the next comma after the mention."""
-    comma = msg.masked.find(",", end, clause_end)
+    "no numbness until today")? Looked for from the cue up to the next comma after the mention.
+
+    A past time after the mention says so too: "my legs werent numb yesterday" (so they are
+    now), unless the negation reaches up to now ("no numbness since yesterday") or names now
+    as well ("no numbness yesterday or today")."""
+    masked, rx = msg.masked, msg.vocab.rx
+    comma = masked.find(",", end, clause_end)
     stop = clause_end if comma == -1 else comma
-    return bool(msg.vocab.rx["new_onset"].search(msg.masked, cue_start, stop))
+    if rx["new_onset"].search(masked, cue_start, stop):
+        return True
+    for m in rx["new_onset_past"].finditer(masked, end, stop):
+        if not rx["past_span"].search(masked, cue_start, m.start()) \
+                and not rx["other_times"].match(masked, m.end()):
+            return True
+    return False
 
 
 def _plain_list_follows(msg: _Message, start: int, clause_end: int) -> bool:

@@ -40,7 +40,8 @@ _CONTEXT_KEYS = {
     "body_parts", "negation_carriers", "happening_now",
 }
 # context lists a vocabulary file may leave out (added later; empty when absent)
-_OPTIONAL_CONTEXT_KEYS = {"stable_cancellers", "new_onset", "affirm_after", "not_symptoms"}
+_OPTIONAL_CONTEXT_KEYS = {"stable_cancellers", "new_onset", "affirm_after", "not_symptoms",
+                          "new_onset_past", "past_spans", "other_times"}
 _NUMERIC_KEYS = {
     "pain_score_flag", "pain_score_severe_at", "pain_words", "non_pain_topics", "fever_flag",
     "fever_celsius_at", "fever_fahrenheit_at", "temperature_words",
@@ -626,6 +627,12 @@ def _context_regexes(comp: _Compiler, lists: dict, settings: dict, brk: str, neg
         "stable": re.compile(words("stable")),
         "stable_cancel": re.compile(f"(?:{neg}|{words('stable_cancellers')})"),
         "new_onset": re.compile(words("new_onset")),
+        "new_onset_past": re.compile(words("new_onset_past")),
+        # "since yesterday", "all day yesterday": the negation covers up to now
+        "past_span": re.compile(f"{words('past_spans')}$"),
+        # "yesterday or today", "yesterday either": the negation covers now too
+        "other_times": re.compile(f"(?:{words('list_connectors')}| and| y| e)?"
+                                  f"{words('other_times')}"),
         "affirm": re.compile(f"(?: [?:=])?{words('affirm_after')}"),
         "not_symptoms": re.compile(words("not_symptoms")),
     }

@@ -244,8 +244,12 @@ class TwilioMessenger:
         retry_after = None
         if kind == "transient" and response is not None:
             retry_after = _retry_after_seconds(response.headers)
+        # A gateway's 502/504 (Twilio's edge gave up waiting on the API behind it): the API may
+        # have taken the message all the same.
+        unclear = kind == "transient" and status in (502, 504)
         log.warning("twilio send failed kind=%s code=%s http_status=%s", kind, code, status)
-        return SendError(kind, text, code=code, http_status=status, retry_after=retry_after)
+        return SendError(kind, text, code=code, http_status=status, retry_after=retry_after,
+                         unclear=unclear)
 
 
 def _classify(status: int | None, code: int | None) -> str:

@@ -317,7 +317,9 @@ class Dispatcher:
         """Apply holds (opted out, quiet hours) to a claimed row, or build what to send."""
         q = self.settings.quiet_hours
         message = s.get(Message, item.message_id)
-        if item.attempts > 1 and confirm_earlier_send(s, self.settings, item, message, now):
+        if item.attempts > 1 and confirm_earlier_send(
+                s, self.settings, item, message, now) is not None:
+            # (Any SMS fallback its callbacks queued is sent by the next pass.)
             log.info("outbox item %s: Twilio took an earlier attempt (its status callback "
                      "came); not sent again", item.id)
             return None
@@ -383,9 +385,13 @@ class Dispatcher:
                   patient: Patient | None, now: datetime,
                   answering_since: datetime | None = None) -> OutgoingMessage:
         public = self.settings.public_url
-        # The row's id in the URL: a callback then tells which row it is about even when the
-        # send's answer (its SID) never reached us. Twilio signs the URL with it.
-        callback = f"{public}/webhooks/twilio/status?outbox={item.id}" if public else None
+
+        def callback(route: str) -> str | None:
+            # The row and route in the URL: a callback then tells which row it is about even
+            # when the send's answer (its SID) never reached us. Twilio signs the URL with it.
+            return (f"{public}/webhooks/twilio/status?outbox={item.id}&via={route}"
+                    if public else None)
+
         template = self.settings.twilio.whatsapp_templates.get(item.kind)
         if item.channel == "whatsapp" and template is not None and (
                 item.variant == "template"
@@ -395,7 +401,8 @@ class Dispatcher:
             if None not in variables.values():
                 return OutgoingMessage(to=item.to, channel="whatsapp",
                                        content_sid=template.content_sid,
-                                       content_variables=variables, status_callback=callback)
+                                       content_variables=variables,
+                                       status_callback=callback("template"))
             # Never a template with a "{placeholder}" left in it.
             fallback = self.settings.twilio.sms_fallback_for_whatsapp
             log.warning("outbox item %s: the %s template has a variable with no value here; "
@@ -404,7 +411,7 @@ class Dispatcher:
             if fallback:
                 _switch_to_sms(s, item, message, now, reason="template variable")
         return OutgoingMessage(to=item.to, channel=item.channel, body=message.body,
-                               status_callback=callback)
+                               status_callback=callback(item.channel))
 
     def _in_whatsapp_window(self, s: Session, item: OutboxItem, patient: Patient | None,
                             now: datetime, answering_since: datetime | None) -> bool:

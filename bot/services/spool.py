@@ -33,7 +33,7 @@ class SpooledStatus:
     status: str
     code: int | None
     received_at: datetime
-    outbox_id: int | None = None  # the outbox row the callback's URL named
+    outbox_ref: str | None = None  # the outbox row and route the callback's URL named
 
 
 class Spool:

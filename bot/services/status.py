@@ -33,18 +33,18 @@ UNREACHABLE_RETRIES_PER_DAY = 3
 
 
 def _insert_once(session: Session, sid: str, status: str, code: int | None, now: datetime,
-                 applied: bool, outbox_id: int | None = None) -> bool:
+                 applied: bool, outbox_ref: str | None = None) -> bool:
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = (insert(StatusEvent)
             .values(provider_id=sid, status=status, error_code=code, received_at=now,
-                    applied=applied, outbox_id=outbox_id)
+                    applied=applied, outbox_ref=outbox_ref)
             .on_conflict_do_nothing(index_elements=["provider_id", "status"])
             .returning(StatusEvent.id))
     return session.execute(stmt).scalar() is not None
 
 
 def record_status(session: Session, ctx: ServiceContext, sid: str, status: str,
-                  code: int | None, now: datetime, outbox_id: int | None = None) -> list[int]:
+                  code: int | None, now: datetime, outbox_ref: str | None = None) -> list[int]:
     """Store one callback once and apply it to its message. Returns outbox ids of any SMS
     fallback it queued.
 
@@ -52,17 +52,28 @@ def record_status(session: Session, ctx: ServiceContext, sid: str, status: str,
     answered, our record is not committed yet). Then the event is stored as not applied, and
     `apply_waiting_statuses` (each scheduler tick) applies it once the SID is there. Or the SID
     is never written: the answer to the send was lost (a read timeout, a crash). Then the
-    outbox row named in the callback's URL (`outbox_id`) is how the dispatcher learns, before
-    sending that row again, that Twilio took it (see `confirm_earlier_send`).
+    outbox row and route named in the callback's URL (`outbox_ref`, see `callback_ref`) say
+    which row Twilio took: one waiting to be sent again (or given up) is marked sent now, and
+    one being sent is checked by the dispatcher before it sends (`confirm_earlier_send`).
     """
     message = session.scalars(
         select(Message).where(Message.provider_id == sid).with_for_update()).first()
     if not _insert_once(session, sid, status, code, now, applied=message is not None,
-                        outbox_id=outbox_id):
+                        outbox_ref=outbox_ref):
         return []
-    if message is None:
+    if message is not None:
+        return _apply(session, ctx.settings, message, status, code, now)
+    if outbox_ref is None:
         return []
-    return _apply(session, ctx.settings, message, status, code, now)
+    # Locked, so no dispatcher claims it meanwhile; one claimed already ("sending") is left to
+    # its dispatcher, which looks for this event before it sends.
+    item = session.get(OutboxItem, int(outbox_ref.split(":")[0]), with_for_update=True)
+    if item is None or item.attempts == 0 or item.status not in ("pending", "failed",
+                                                                  "cancelled"):
+        return []
+    ids = confirm_earlier_send(session, ctx.settings, item, session.get(Message, item.message_id),
+                               now)
+    return ids or []
 
 
 def _apply(session: Session, settings: Settings, message: Message, status: str,
@@ -77,38 +88,59 @@ def _apply(session: Session, settings: Settings, message: Message, status: str,
     return after_failure(session, settings, message, status, code, now)
 
 
-def confirm_earlier_send(session: Session, settings: Settings, item: OutboxItem,
-                         message: Message, now: datetime) -> bool:
-    """Before an outbox row is sent again: if Twilio's status callbacks named it (their URL
-    carries the row's id) with a SID we never recorded, an earlier attempt was taken and its
-    answer lost. Record that SID and the callbacks' statuses instead of sending a second copy.
-    Returns whether it did (the row is then "sent").
+def callback_ref(item_id: int, route: str) -> str:
+    """How a status callback names the row and route a send took ("sms", "whatsapp" for free
+    text, "template"): the dispatcher puts both in the callback's URL."""
+    return f"{item_id}:{route}"
 
-    Call with the row claimed (status "sending"), so no other dispatcher is sending it."""
+
+def _routes(item: OutboxItem) -> list[str]:
+    """The routes an earlier attempt of this row, as it stands, may have taken. A row switched
+    to SMS, or to its template after 63016, is no longer the message those attempts sent."""
+    if item.channel != "whatsapp":
+        return [item.channel]
+    if item.variant == "template":
+        return ["template"]
+    return ["whatsapp", "template"]  # free text, or its template outside the 24 h window
+
+
+def confirm_earlier_send(session: Session, settings: Settings, item: OutboxItem,
+                         message: Message, now: datetime) -> list[int] | None:
+    """Before an outbox row is sent again, or when a callback names a row waiting to be: if
+    Twilio's status callbacks named it (their URL carries the row and route) with a SID we
+    never recorded, an earlier attempt was taken and its answer lost. Record that SID and the
+    callbacks' statuses instead of sending a second copy.
+
+    Returns None when there is no such callback, else the outbox ids of any SMS fallback the
+    callbacks' statuses queued (the row is then "sent"). Call with the row claimed or locked,
+    so that nobody sends it meanwhile."""
+    if message.provider_id is not None:
+        return None
     events = session.scalars(
         select(StatusEvent)
-        .where(StatusEvent.outbox_id == item.id, StatusEvent.applied.is_(False))
+        .where(StatusEvent.outbox_ref.in_([callback_ref(item.id, r) for r in _routes(item)]),
+               StatusEvent.applied.is_(False))
         .order_by(StatusEvent.id)
     ).all()
-    if not events or message.provider_id is not None:
-        return False
-    sid = events[0].provider_id  # two attempts both taken: the first is the one recorded
+    if not events:
+        return None
+    sid = events[0].provider_id  # two attempts both taken: the first one reported is recorded
     if session.scalars(select(Message.id).where(Message.provider_id == sid)).first():
-        return False  # that SID is another message's (a callback URL naming the wrong row)
+        return None  # that SID is another message's
+    was = item.status
     item.status, item.sent_at, item.claimed_until = "sent", now, None
     item.last_error = None
     message.provider_id = sid
     message.status = "queued"
     message.updated_at = now
     audit(session, now, "system", "outbox.sent_confirmed", "message", message.id,
-          reason="a status callback named an attempt whose answer was lost",
-          attempts=item.attempts - 1)
+          reason="a status callback named an attempt whose answer was lost", was=was)
+    ids: list[int] = []
     for event in events:
         if event.provider_id == sid:
             event.applied = True
-            # Any SMS fallback this queues is sent by the dispatcher's next pass.
-            _apply(session, settings, message, event.status, event.error_code, now)
-    return True
+            ids += _apply(session, settings, message, event.status, event.error_code, now)
+    return ids
 
 
 # Callbacks wait at most this long for their SID to be recorded; older ones are left alone

@@ -191,7 +191,7 @@ class StatusEvent(Base):
         Index("ix_status_events_waiting", "applied", "received_at"),
         # Before sending a row again, the dispatcher asks whether Twilio reported taking an
         # earlier attempt of it (a send whose answer we never read).
-        Index("ix_status_events_outbox_id", "outbox_id"),
+        Index("ix_status_events_outbox_ref", "outbox_ref"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -199,9 +199,11 @@ class StatusEvent(Base):
     status: Mapped[str] = mapped_column(String(24))
     error_code: Mapped[int | None]
     received_at: Mapped[datetime]
-    # The outbox row named in the callback's URL (each send asks for ?outbox=<id>): no foreign
-    # key, a callback naming a row that is gone is still stored.
-    outbox_id: Mapped[int | None]
+    # The outbox row and route named in the callback's URL (each send asks for
+    # ?outbox=<id>&via=<sms|whatsapp|template>), as "<id>:<via>": a callback about a WhatsApp
+    # attempt never speaks for the same row sent again by SMS. No foreign key: a callback
+    # naming a row that is gone is still stored.
+    outbox_ref: Mapped[str | None] = mapped_column(String(32))
     # False while no stored message carries this SID yet (the callback beat the dispatcher).
     applied: Mapped[bool] = mapped_column(default=True, server_default=sa_true())
 

@@ -15,7 +15,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from bot.services.inbound import InboundMessage
 from bot.services.patients import InvalidField, normalise_phone
 from bot.services.spool import SpooledStatus
-from bot.services.status import record_status
+from bot.services.status import callback_ref, record_status
 from bot.web.common import receive_message, runtime
 
 log = logging.getLogger(__name__)
@@ -101,20 +101,21 @@ def status_callback():
         return Response("missing MessageSid or MessageStatus", status=400)
     code = form.get("ErrorCode")
     error_code = int(code) if code and code.isdigit() else None
-    # The outbox row our callback URL named (signed with the rest of the URL).
-    named = request.args.get("outbox", "")
-    outbox_id = int(named) if named.isdigit() and len(named) <= 9 else None  # fits the column
+    # The outbox row and route our callback URL named (signed with the rest of the URL).
+    named, via = request.args.get("outbox", ""), request.args.get("via", "")
+    outbox_ref = (callback_ref(int(named), via) if named.isdigit() and len(named) <= 9
+                  and via in ("sms", "whatsapp", "template") else None)  # fits the column
     try:
         with rt.transaction() as session:
             ids = record_status(session, rt.ctx, sid, status, error_code, rt.clock.now(),
-                                outbox_id=outbox_id)
+                                outbox_ref=outbox_ref)
     except Exception:
         # Twilio does not retry a status callback: keep it on disk until the database is back
         # (a failed WhatsApp message must still fall back to SMS, a failed alert move on).
         # If the disk refuses too, the 500 at least shows in Twilio's debugger.
         log.exception("the database could not store a status callback; spooling it")
         rt.spool.put_status(SpooledStatus(sid=sid, status=status, code=error_code,
-                                          received_at=rt.clock.now(), outbox_id=outbox_id))
+                                          received_at=rt.clock.now(), outbox_ref=outbox_ref))
         rt.start_spool_replayer()
         return Response(status=204)
     rt.dispatch_soon(ids)
