@@ -273,6 +273,39 @@ def test_a_symptom_denied_only_for_the_past_is_new(text, flag):
     assert result.level == "emergency" and flag in result.flags, result
 
 
+@pytest.mark.parametrize("text, flag", [
+    ("peeing is harder than it was, have to really push", "bladder_dysfunction"),
+    ("have to strain to pass water", "bladder_dysfunction"),
+    ("had a little accident in my pants", "bladder_dysfunction"),
+    ("feels like im sitting on a ball of cotton wool", "saddle_anaesthesia"),
+    ("cant stop my bowels", "bowel_dysfunction"),
+    ("my toes feel like theyre wrapped in cling film", "sensory_loss"),
+    ("feels like im wearing thick gloves", "sensory_loss"),
+    ("something wrong with my legs", "limb_weakness"),
+])
+def test_more_ways_patients_put_an_emergency(text, flag):
+    result = detect(text)
+    assert result.level == "emergency" and flag in result.flags, result
+
+
+@pytest.mark.parametrize("text", ["peeing fine", "no accidents", "nothing wrong with my legs"])
+def test_and_their_denials(text):
+    assert level(text) == "routine", detect(text)
+
+
+# Less than before, or less than a lot, is still some (rule 1).
+@pytest.mark.parametrize("text, flag", [
+    ("legs are not that weak", "limb_weakness"),
+    ("my legs arent as weak as yesterday", "limb_weakness"),
+    ("legs are not too weak", "limb_weakness"),
+    ("not so much tingling today", "sensory_loss"),
+    ("not very numb", "sensory_loss"),
+])
+def test_a_symptom_said_to_be_milder_is_still_there(text, flag):
+    result = detect(text)
+    assert result.level == "emergency" and flag in result.flags, result
+
+
 @pytest.mark.parametrize("text", [
     "no numbness since yesterday",  # none from then up to now
     "no numbness since last week, feeling ok",
@@ -282,6 +315,7 @@ def test_a_symptom_denied_only_for_the_past_is_new(text, flag):
     "no tingling this morning",  # today: not a contrast with now
     "I can walk fine",
     "i could walk fine today",
+    "not numb", "legs not weak", "not too bad, no numbness", "not really numb",
 ])
 def test_a_past_time_that_reaches_now_still_negates(text):
     assert level(text) == "routine", detect(text)
