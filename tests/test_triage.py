@@ -282,13 +282,17 @@ def test_a_symptom_denied_only_for_the_past_is_new(text, flag):
     ("my toes feel like theyre wrapped in cling film", "sensory_loss"),
     ("feels like im wearing thick gloves", "sensory_loss"),
     ("something wrong with my legs", "limb_weakness"),
+    ("dad is walking like he is drunk", "gait_balance"),
+    ("cant feel below my belly button", "sensory_loss"),
+    ("pain across my chest like a belt", "radicular_pain"),
 ])
 def test_more_ways_patients_put_an_emergency(text, flag):
     result = detect(text)
     assert result.level == "emergency" and flag in result.flags, result
 
 
-@pytest.mark.parametrize("text", ["peeing fine", "no accidents", "nothing wrong with my legs"])
+@pytest.mark.parametrize("text", ["peeing fine", "no accidents", "nothing wrong with my legs",
+                                  "i can feel everything below my waist"])
 def test_and_their_denials(text):
     assert level(text) == "routine", detect(text)
 
