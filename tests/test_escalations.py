@@ -200,6 +200,44 @@ def test_an_emergency_from_a_number_that_is_not_enrolled_goes_round_the_chain(cl
     assert counts(fake_http, chain) == [1, 2, 0]  # the ACK receipt, and no more alerts
 
 
+def test_an_urgent_red_flag_from_a_number_that_is_not_enrolled_is_alerted_and_answered(
+        client, rt, fake_http, clock):
+    """A fever on chemotherapy texted from a new phone: the team hears of it, the sender is
+    told the team will call today (with the hotline if it gets worse)."""
+    chain = chain_phones(rt)
+    texted(client, "on chemo and my temperature is 38.6", sender=CARER)
+    [esc] = escalations(rt)
+    assert (esc.patient_id, esc.phone, esc.level, esc.status) == (None, CARER, "urgent", "open")
+    [alert] = alerts(fake_http, chain[0])
+    assert alert.startswith("URGENT") and CARER in alert and f"ACK {esc.ref}" in alert
+    [told] = alerts(fake_http, CARER)
+    assert told == rt.ctx.text_for(None, "urgent", name="Hello")
+    assert gsm7.segments(told) <= 2
+    clock.advance(minutes=rt.settings.care_team.urgent_ack_timeout_minutes)
+    tick(rt)
+    assert counts(fake_http, chain) == [1, 1, 0]  # round the chain until acknowledged
+
+    # more of the same joins the open escalation: no second alert, and a polite reply
+    texted(client, "still 38.6", sender=CARER)
+    assert len(escalations(rt)) == 1 and counts(fake_http, chain) == [1, 1, 0]
+    assert alerts(fake_http, CARER)[-1] == rt.ctx.text_for(None, "not_enrolled")
+
+
+def test_an_urgent_flag_after_an_emergency_from_the_same_number_does_not_undercut_it(
+        client, rt, fake_http):
+    """Told to call the hotline now, the carer must not then read "the team will call you
+    today"."""
+    chain = chain_phones(rt)
+    texted(client, "he cant feel his legs", sender=CARER)
+    [esc] = escalations(rt)
+    texted(client, f"ACK {esc.ref}", sender=chain[0])
+    texted(client, "and now a temperature of 38.5", sender=CARER)
+    assert [e.level for e in escalations(rt)] == ["emergency", "urgent"]  # the team hears
+    urgent_text = rt.ctx.text_for(None, "urgent", name="Hello")
+    assert urgent_text not in alerts(fake_http, CARER)
+    assert alerts(fake_http, CARER)[-1] == rt.ctx.text_for(None, "not_enrolled")
+
+
 def test_the_cli_lists_an_escalation_from_a_number_that_is_not_enrolled(client, rt, fake_http,
                                                                         monkeypatch, settings):
     from click.testing import CliRunner

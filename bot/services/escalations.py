@@ -53,11 +53,14 @@ def open_escalation_for(session: Session, patient_id: int | None,
     ).first()
 
 
-def has_unresolved_emergency(session: Session, patient_id: int) -> bool:
-    """An emergency for this patient that is still open or acknowledged (not resolved)."""
+def has_unresolved_emergency(session: Session, patient_id: int | None,
+                             phone: str | None = None) -> bool:
+    """An emergency for this patient (or, with no patient, from this number that is not
+    enrolled) that is still open or acknowledged (not resolved)."""
+    whose = (Escalation.patient_id == patient_id if patient_id is not None
+             else (Escalation.patient_id.is_(None) & (Escalation.phone == phone)))
     return session.scalars(
-        select(Escalation.id).where(Escalation.patient_id == patient_id,
-                                    Escalation.status != "resolved",
+        select(Escalation.id).where(whose, Escalation.status != "resolved",
                                     Escalation.level == "emergency")
     ).first() is not None
 

@@ -26,6 +26,7 @@ from bot.services.escalations import (
     EscalationNotFound,
     acknowledge,
     escalate,
+    has_unresolved_emergency,
 )
 from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
 from bot.services.red_flags import emergency_response, urgent_response
@@ -353,22 +354,34 @@ def number_opted_out(session: Session, phone: str) -> bool:
 
 def _unknown_sender(session: Session, ctx: ServiceContext, msg: InboundMessage, text: str,
                     now: datetime, out: InboundOutcome) -> list[int]:
-    """A number we don't know. An emergency from it (a patient's new phone, a carer) still gets
-    the urgent-care instruction, and opens an escalation like a patient's: the team is alerted
-    round the chain, asked to call the number, until someone acknowledges."""
+    """A number we don't know. A red flag from it (a patient's new phone, a carer) still gets
+    the instruction for its tier (an emergency's, or the urgent one: the team will call today),
+    and opens an escalation like a patient's: the team is alerted round the chain, asked to
+    call the number, until someone acknowledges. A fever on chemotherapy texted from a new
+    phone must not get only "we don't have this number"."""
     triage = detect(text, ctx.vocabulary)
     out.level = triage.level
-    if triage.level != "emergency" or triage.hypothetical:
+    if triage.level == "routine" or triage.hypothetical:
         return [_reply(session, ctx, None, msg, "not_enrolled", now)]
-    ids = [enqueue(session, Draft(
-        to=msg.sender, channel=msg.channel, body=ctx.text_for(None, "emergency", name="Hello"),
-        kind="emergency", priority=PRIORITY_EMERGENCY), now).id]
+    level = triage.level
     red_flags = [f for f in triage.flags if level_for_flags([f], ctx.vocabulary) != "routine"]
-    esc, alert_ids = escalate(session, ctx, None, "emergency", red_flags, text, now,
-                              phone=msg.sender)
+    # As for a patient: "the team will call you today" only with a new urgent alert, never
+    # while an emergency from this number is unresolved (it would undercut the instruction).
+    urgent_told = level == "urgent" and not has_unresolved_emergency(session, None, msg.sender)
+    esc, alert_ids = escalate(session, ctx, None, level, red_flags, text, now, phone=msg.sender)
+    ids = []
+    if level == "emergency" or (urgent_told and esc.level == "urgent" and alert_ids):
+        ids.append(enqueue(session, Draft(
+            to=msg.sender, channel=msg.channel, body=ctx.text_for(None, level, name="Hello"),
+            kind=level, priority=PRIORITY_EMERGENCY), now).id)
+    else:
+        # Added to an open escalation about this number, or one for an emergency: they were
+        # told what to do; the polite reply names the clinic's phone.
+        ids.append(_reply(session, ctx, None, msg, "not_enrolled", now))
     audit(session, now, "system", "alert.unknown_sender", "message", out.message_id,
-          flags=list(triage.flags), escalation=esc.ref)
-    log.warning("emergency from a number that is not enrolled: message %s", out.message_id)
+          flags=list(triage.flags), escalation=esc.ref, level=level)
+    log.warning("%s red flag from a number that is not enrolled: message %s", level,
+                out.message_id)
     return ids + alert_ids
 
 
