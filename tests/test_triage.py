@@ -262,6 +262,8 @@ def test_true_negations_still_negate(text):
     ("didnt have pins and needles last week", "sensory_loss"),
     ("no numbness a few days ago", "sensory_loss"),
     ("no tenia hormigueo ayer", "sensory_loss"),
+    ("ayer no tenia las piernas dormidas", "sensory_loss"),
+    ("yesterday my legs werent numb", "sensory_loss"),
     ("legs werent this weak yesterday", "limb_weakness"),
     ("my legs have never been this weak", "limb_weakness"),
     ("my feet werent this numb last week", "sensory_loss"),
@@ -285,6 +287,10 @@ def test_a_symptom_denied_only_for_the_past_is_new(text, flag):
     ("dad is walking like he is drunk", "gait_balance"),
     ("cant feel below my belly button", "sensory_loss"),
     ("pain across my chest like a belt", "radicular_pain"),
+    ("camino como un pato", "gait_balance"),
+    ("me cuesta mucho orinar", "bladder_dysfunction"),
+    ("tengo que hacer fuerza para orinar", "bladder_dysfunction"),
+    ("se me duerme la zona genital", "saddle_anaesthesia"),
 ])
 def test_more_ways_patients_put_an_emergency(text, flag):
     result = detect(text)
@@ -295,6 +301,11 @@ def test_more_ways_patients_put_an_emergency(text, flag):
                                   "i can feel everything below my waist"])
 def test_and_their_denials(text):
     assert level(text) == "routine", detect(text)
+
+
+def test_pain_the_tablets_do_not_take_away_is_uncontrolled():
+    result = detect("el dolor no se me quita con las pastillas")
+    assert result.level == "urgent" and "uncontrolled_pain" in result.flags, result
 
 
 # Less than before, or less than a lot, is still some (rule 1).
@@ -317,6 +328,8 @@ def test_a_symptom_said_to_be_milder_is_still_there(text, flag):
     "no numbness yesterday or today",  # now named too
     "not numb yesterday either",
     "no tingling this morning",  # today: not a contrast with now
+    "yesterday and today no numbness",
+    "went to the shops yesterday, no numbness",  # the day is another sentence's
     "I can walk fine",
     "i could walk fine today",
     "not numb", "legs not weak", "not too bad, no numbness", "not really numb",

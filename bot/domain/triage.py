@@ -346,16 +346,18 @@ def _new_onset(msg: _Message, cue_start: int, end: int, clause_end: int) -> bool
     """Does the negated mention say the symptom is new ("never had numbness like this before",
     "no numbness until today")? Looked for from the cue up to the next comma after the mention.
 
-    A past time after the mention says so too: "my legs werent numb yesterday" (so they are
-    now), unless the negation reaches up to now ("no numbness since yesterday") or names now
-    as well ("no numbness yesterday or today")."""
+    A past time in the clause says so too: "my legs werent numb yesterday", "ayer no tenia las
+    piernas dormidas" (so they are now), unless the negation reaches up to now ("no numbness
+    since yesterday") or names now as well ("no numbness yesterday or today")."""
     masked, rx = msg.masked, msg.vocab.rx
     comma = masked.find(",", end, clause_end)
     stop = clause_end if comma == -1 else comma
     if rx["new_onset"].search(masked, cue_start, stop):
         return True
-    for m in rx["new_onset_past"].finditer(masked, end, stop):
-        if not rx["past_span"].search(masked, cue_start, m.start()) \
+    clause_start, _ = msg.clause(cue_start)
+    start = max(clause_start, masked.rfind(",", clause_start, cue_start) + 1)  # not "..., no X"
+    for m in rx["new_onset_past"].finditer(masked, start, stop):
+        if not rx["past_span"].search(masked, start, m.start()) \
                 and not rx["other_times"].match(masked, m.end()):
             return True
     return False
