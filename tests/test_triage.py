@@ -291,6 +291,19 @@ def test_a_symptom_denied_only_for_the_past_is_new(text, flag):
     ("me cuesta mucho orinar", "bladder_dysfunction"),
     ("tengo que hacer fuerza para orinar", "bladder_dysfunction"),
     ("se me duerme la zona genital", "saddle_anaesthesia"),
+    # found in a walk-through of the simulator (British ways of saying it)
+    ("my legs have just gone", "limb_weakness"),
+    ("now my legs have gone completely", "limb_weakness"),
+    ("I'm off my legs", "limb_weakness"),
+    ("the swelling in my legs has gone but now theyre weak", "limb_weakness"),
+    ("can't control my waterworks", "bladder_dysfunction"),
+    ("leaking when I cough", "bladder_dysfunction"),
+    ("I keep dribbling", "bladder_dysfunction"),
+    ("I'm leaking a bit", "bladder_dysfunction"),
+    ("my pads are soaked every morning", "bladder_dysfunction"),
+    ("desperate for the loo all the time but nothing comes", "bladder_dysfunction"),
+    ("weeing a lot less than usual", "bladder_dysfunction"),
+    ("I went down on the kitchen floor", "gait_balance"),
 ])
 def test_more_ways_patients_put_an_emergency(text, flag):
     result = detect(text)
@@ -298,7 +311,10 @@ def test_more_ways_patients_put_an_emergency(text, flag):
 
 
 @pytest.mark.parametrize("text", ["peeing fine", "no accidents", "nothing wrong with my legs",
-                                  "i can feel everything below my waist"])
+                                  "i can feel everything below my waist",
+                                  "the roof keeps leaking", "the swelling in my legs has gone",
+                                  "not leaking when i cough", "i went down to the kitchen",
+                                  "my legs have gone to the physio"])
 def test_and_their_denials(text):
     assert level(text) == "routine", detect(text)
 
