@@ -181,7 +181,11 @@ def _cancel_unsent(session: Session, conv: Conversation, now: datetime, reason: 
         OutboxItem.status == "pending")
     if opening_only:
         rows = rows.where(OutboxItem.variant == "template")
-    for item in session.scalars(rows):
+    _cancel_rows(session, list(session.scalars(rows)), now, reason)
+
+
+def _cancel_rows(session: Session, items: list[OutboxItem], now: datetime, reason: str) -> None:
+    for item in items:
         item.status, item.last_error = "cancelled", reason
         message = session.get(Message, item.message_id)
         message.status, message.updated_at = "cancelled", now
@@ -206,11 +210,37 @@ def advance(session: Session, ctx: ServiceContext, patient: Patient, conv: Conve
             result.new_state["params"] = params
         return _apply(session, ctx, patient, conv, flow, result, now, routine=routine,
                       channel=channel)
+    unsent = _unsent_rows(session, patient, conv) if isinstance(event, engine.Inbound) else []
     result = engine.step(flow, conv.state, event, now, _context(ctx, patient, params))
     if result.new_state is not None:
         result.new_state["params"] = params
-    return _apply(session, ctx, patient, conv, flow, result, now, routine=routine,
-                  channel=channel, words=words)
+    released: list[int] = []
+    if unsent:
+        # The patient wrote while messages of this conversation were still unsent (held by
+        # quiet hours, say: a welcome written at night). Answered: they are moot, and would
+        # ask again what was just answered. Not understood: the patient may never have seen
+        # the question; it goes now, ahead of the re-prompt (they are awake and writing).
+        if any(isinstance(r, engine.NotUnderstood) for r in result.recorded):
+            for item in unsent:
+                item.next_attempt_at, item.priority, item.routine = now, PRIORITY_REPLY, False
+                released.append(item.id)
+            audit(session, now, "system", "outbox.released", "conversation", conv.id,
+                  messages=len(released), reason="the patient wrote before it was sent")
+        else:
+            _cancel_rows(session, unsent, now, "the patient answered before it was sent")
+    return released + _apply(session, ctx, patient, conv, flow, result, now, routine=routine,
+                             channel=channel, words=words)
+
+
+def _unsent_rows(session: Session, patient: Patient, conv: Conversation) -> list[OutboxItem]:
+    """This conversation's messages that are written but not sent (nor being sent: a row a
+    dispatcher is claiming right now is skipped, and goes)."""
+    return list(session.scalars(
+        select(OutboxItem).join(Message, Message.id == OutboxItem.message_id)
+        .where(OutboxItem.status == "pending", OutboxItem.patient_id == patient.id,
+               Message.conversation_id == conv.id)
+        .order_by(OutboxItem.id)
+        .with_for_update(of=OutboxItem, skip_locked=True)))
 
 
 def _apply(session: Session, ctx: ServiceContext, patient: Patient, conv: Conversation,

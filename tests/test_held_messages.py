@@ -1,0 +1,88 @@
+"""A patient enrolled at night: the welcome waits for the end of quiet hours. If the patient
+writes first (told about the service in clinic), what was held must not ask again what they
+just answered, nor be missing from the re-prompt that refers to it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from bot.services.patients import Enrolment, onboard_patient
+from bot.store.models import AuditLog, OutboxItem, Patient
+from tests.test_webhooks import PHONE, texted
+from tests.twilio_support import (  # noqa: F401 - fixtures
+    TWILIO_SETTINGS,
+    fake_http,
+    messenger,
+    sent_to,
+    settings_overrides,
+)
+
+NIGHT = datetime(2026, 3, 2, 23, 30, tzinfo=UTC)  # 23:30 in London: quiet hours
+MORNING = datetime(2026, 3, 3, 8, 0, tzinfo=UTC)
+
+
+def _enrol_at_night(rt, clock):
+    clock.set(NIGHT)
+    with rt.transaction() as s:
+        patient, ids = onboard_patient(s, rt.ctx, Enrolment(PHONE, "Ada Lovelace",
+                                                            "Europe/London"),
+                                       clock.now(), actor="test")
+        pid = patient.id
+    rt.dispatch_soon(ids)
+    return pid, ids
+
+
+def _statuses(rt, ids):
+    with rt.transaction() as s:
+        return [s.get(OutboxItem, i).status for i in ids]
+
+
+def test_the_welcome_is_held_until_morning(rt, fake_http, clock):
+    _, ids = _enrol_at_night(rt, clock)
+    assert ids and sent_to(fake_http, PHONE) == []
+    assert set(_statuses(rt, ids)) == {"pending"}
+    clock.set(MORNING)
+    assert rt.dispatcher.dispatch_due() == len(ids)
+
+
+def test_a_yes_before_the_held_welcome_went_cancels_it(client, rt, fake_http, clock):
+    pid, ids = _enrol_at_night(rt, clock)
+    texted(client, "YES")
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).consent_at is not None
+    [thanks] = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert "Thank you" in thanks
+    assert set(_statuses(rt, ids)) == {"cancelled"}
+    clock.set(MORNING)
+    rt.dispatcher.dispatch_due()
+    bodies = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert len(bodies) == 1, bodies  # no "Do you agree...?" after they agreed
+    with rt.transaction() as s:
+        reasons = s.scalars(select(AuditLog.details).where(
+            AuditLog.action == "outbox.cancelled")).all()
+    assert len(reasons) == len(ids)
+    assert all("answered before it was sent" in r["reason"] for r in reasons)
+
+
+def test_a_patient_who_writes_first_gets_the_held_question_before_the_re_prompt(
+        client, rt, fake_http, clock):
+    _, ids = _enrol_at_night(rt, clock)
+    welcome = _bodies_of(rt, ids)
+    texted(client, "Hi, the nurse said you would text me")
+    bodies = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert bodies[:len(welcome)] == welcome  # the question itself, now
+    assert len(bodies) == len(welcome) + 1 and "YES" in bodies[-1]  # then the re-prompt
+    assert set(_statuses(rt, ids)) == {"sent"}
+    clock.set(MORNING)
+    assert rt.dispatcher.dispatch_due() == 0  # nothing left for the morning
+    texted(client, "yes")
+    assert "Thank you" in sent_to(fake_http, PHONE)[-1]["Body"]
+
+
+def _bodies_of(rt, ids):
+    from bot.store.models import Message
+
+    with rt.transaction() as s:
+        return [s.get(Message, s.get(OutboxItem, i).message_id).body for i in ids]
