@@ -271,8 +271,8 @@ def signed_in(client, settings_overrides):
 
 def test_an_empty_page_says_nothing_here_in_every_section(signed_in):
     text = page(signed_in)
-    for sid in ("open", "acknowledged", "unprocessed", "failed", "invalid", "opted-out",
-                "expired"):
+    for sid in ("open", "acknowledged", "unprocessed", "to-read", "failed", "invalid",
+                "opted-out", "expired"):
         assert "Nothing here." in section(text, sid), sid
     assert "reloads itself every 30 seconds" in text
     assert '<meta http-equiv="refresh" content="30' in text
@@ -375,6 +375,57 @@ def test_a_post_without_the_csrf_token_is_400_and_changes_nothing(signed_in, rt)
         assert s.get(Message, message_id).status == "unprocessed"
     assert audits(rt, "escalation.ack") == [] and audits(rt, "inbound.read") == []
     assert "Signed in as Jo" in page(signed_in)
+
+
+def _texted(rt, phone: str, body: str) -> None:
+    """A patient's text through the bot's own inbound handling."""
+    import uuid
+
+    from bot.services.inbound import InboundMessage, handle_inbound_message
+
+    with rt.transaction() as s:
+        handle_inbound_message(s, rt.ctx, InboundMessage(
+            "sms", phone, body, provider_id="SM" + uuid.uuid4().hex), rt.clock.now())
+
+
+def test_free_text_the_patient_was_told_is_saved_for_the_team_is_listed_to_read(signed_in, rt):
+    """"Your message has been saved for your care team" must mean someone sees it."""
+    pid = enrol(rt, "+447700900123")
+    _texted(rt, "+447700900123", "can you ring me please, I'm worried about my tablets")
+    _texted(rt, "+447700900123", "CHECKIN")  # a keyword starts a flow: nothing to read
+    with rt.transaction() as s:
+        told = s.scalars(select(Message.kind).where(Message.direction == "out",
+                                                    Message.patient_id == pid)).all()
+    assert "received" in told
+    text = section(page(signed_in), "to-read")
+    assert "worried about my tablets" in text and "Ada Lovelace" in text
+    assert "CHECKIN" not in text
+    with rt.transaction() as s:
+        message_id = s.scalars(select(Message.id).where(
+            Message.body.like("%worried about my tablets%"))).one()
+    text = post(signed_in, f"/dashboard/messages/{message_id}/read").get_data(as_text=True)
+    assert f"Message {message_id} marked read by you (Jo)" in text
+    assert "worried about my tablets" not in section(text, "to-read")
+    [read] = audits(rt, "inbound.read")
+    assert read.subject_id == str(message_id)
+
+
+def test_a_late_answer_to_a_closed_check_in_is_listed_to_read(client, rt, clock,
+                                                              settings_overrides):
+    from bot.scheduler import tick
+    from bot.services.conversations import start_flow
+
+    pid = enrol(rt, "+447700900123")
+    with rt.transaction() as s:
+        start_flow(s, rt.ctx, s.get(Patient, pid), "checkin", clock.now())
+    for _ in range(3):  # the reminder, then the check-in closes unanswered
+        clock.advance(hours=25)
+        tick(rt)
+    with rt.transaction() as s:
+        assert s.scalars(select(Conversation.status)).all() == ["completed"]
+    _texted(rt, "+447700900123", "Sorry was asleep. Pain about 6")
+    sign_in(client, token=settings_overrides.get("admin_token"))
+    assert "Sorry was asleep" in section(page(client), "to-read")
 
 
 def test_mark_read_as_the_cli_does(signed_in, rt, app, caplog):

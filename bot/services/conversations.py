@@ -317,8 +317,11 @@ def _schedule_first_checkin(session: Session, ctx: ServiceContext, patient: Pati
 
 
 def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient, text: str,
-                        now: datetime, *, channel: str, already_answered: bool) -> list[int]:
-    """A patient's text that is not a carrier keyword or an emergency: route it."""
+                        now: datetime, *, channel: str, already_answered: bool,
+                        message_id: int | None = None) -> list[int]:
+    """A patient's text that is not a carrier keyword or an emergency: route it. Free text
+    outside any conversation is passed on to the team (listed to read: `message_id`, the
+    stored inbound message)."""
     conv = active_conversation(session, patient.id)
     if conv is not None:
         return advance(session, ctx, patient, conv, engine.Inbound(text), now, channel=channel,
@@ -332,6 +335,11 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
         return ids
     if triggered is not None:
         return start_flow(session, ctx, patient, triggered.id, now, channel=channel)
+    if text.strip():
+        # Told (or, after a red-flag reply, shown) that the team has it: so list it for them.
+        from bot.services.health import mark_to_read
+
+        mark_to_read(session, message_id)
     if already_answered:
         return []
     body = ctx.text_for(patient, "received")

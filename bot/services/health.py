@@ -11,14 +11,14 @@ import os
 import socket
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from bot.config import Settings
 from bot.services.audit import audit
-from bot.store.models import UNPROCESSED, Escalation, Heartbeat, Message, OutboxItem
+from bot.store.models import TO_READ, UNPROCESSED, Escalation, Heartbeat, Message, OutboxItem
 
 SCHEDULER = "scheduler"
 # A row due this long ago and still not sent means no dispatcher is sending.
@@ -48,15 +48,33 @@ def unprocessed_messages(session: Session) -> list[Message]:
         .order_by(Message.id.desc())))
 
 
+def messages_to_read(session: Session, limit: int = 200) -> list[Message]:
+    """Patients' free-text messages the bot told them it had "saved for your care team" (a
+    question, "please ring me", a late answer to a closed check-in) that nobody has marked
+    read yet, newest first. Written as the partial index's condition (ix_messages_to_read)."""
+    return list(session.scalars(
+        select(Message).where(TO_READ, Message.direction == "in")
+        .order_by(Message.id.desc()).limit(limit)))
+
+
+def mark_to_read(session: Session, message_id: int | None) -> None:
+    """The bot has told the patient this message was passed on to the team: list it for them."""
+    if message_id is not None:
+        session.execute(update(Message).where(Message.id == message_id,
+                                              Message.status == "received")
+                        .values(status="to_read"))
+
+
 def mark_read(session: Session, message_id: int, by: str, now: datetime,
               actor: str) -> tuple[Message | None, bool]:
-    """A person has read a patient's message the bot could not handle (and followed it up):
-    status "read", audited as inbound.read with who. Returns (message, changed): None for no
-    such inbound message; a message not waiting to be read is left as it is."""
+    """A person has read a patient's message the bot could not handle, or one it passed on to
+    the team (and followed it up): status "read", audited as inbound.read with who. Returns
+    (message, changed): None for no such inbound message; a message not waiting to be read is
+    left as it is."""
     message = session.get(Message, message_id, with_for_update=True)
     if message is None or message.direction != "in":
         return None, False
-    if message.status != "unprocessed":
+    if message.status not in ("unprocessed", "to_read"):
         return message, False
     message.status, message.updated_at = "read", now
     audit(session, now, actor, "inbound.read", "message", message.id, by=by)

@@ -254,7 +254,7 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
 
     out.outbox_ids += conversations.handle_patient_text(
         session, ctx, patient, text, now, channel=msg.channel,
-        already_answered=bool(out.outbox_ids),
+        already_answered=bool(out.outbox_ids), message_id=out.message_id,
     )
 
 

@@ -110,6 +110,8 @@ class FlowRevision(Base):
 # Patients' messages the bot could not handle, until a person has read them (a partial index:
 # a handful of rows, found without scanning every message).
 UNPROCESSED = text("status = 'unprocessed'")
+# A patient's free text the bot passed on to the team ("saved for your care team"), unread.
+TO_READ = text("status = 'to_read'")
 
 
 class Message(Base):
@@ -118,6 +120,7 @@ class Message(Base):
         Index("ix_messages_address_created", "address", "created_at"),
         Index("ix_messages_unprocessed", "id", sqlite_where=UNPROCESSED,
               postgresql_where=UNPROCESSED),
+        Index("ix_messages_to_read", "id", sqlite_where=TO_READ, postgresql_where=TO_READ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

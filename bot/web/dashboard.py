@@ -465,6 +465,14 @@ def _unprocessed_rows(s: Session) -> list[dict]:
     return rows
 
 
+def _to_read_rows(s: Session) -> list[dict]:
+    rows = []
+    for m in health.messages_to_read(s):
+        patient = s.get(Patient, m.patient_id) if m.patient_id else None
+        rows.append({"message": m, "who": _who(patient, m.address)})
+    return rows
+
+
 def _failed_rows(s: Session, now: datetime) -> list[dict]:
     team = runtime().settings.care_team
     rows = []
@@ -531,6 +539,7 @@ def index():
             "open": _escalation_rows(s, "open"),
             "acknowledged": _escalation_rows(s, "acknowledged"),
             "unprocessed": _unprocessed_rows(s),
+            "to_read": _to_read_rows(s),
             "failed": _failed_rows(s, now),
             "invalid": list(s.scalars(select(Patient).where(
                 Patient.number_invalid_at.is_not(None)).order_by(
