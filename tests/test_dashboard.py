@@ -410,6 +410,22 @@ def test_free_text_the_patient_was_told_is_saved_for_the_team_is_listed_to_read(
     assert read.subject_id == str(message_id)
 
 
+def test_the_patients_list_shows_their_last_message_and_whether_it_waits_to_be_read(
+        signed_in, rt):
+    enrol(rt, "+447700900123")
+    with rt.transaction() as s:  # not consented yet
+        enrol_patient(s, Enrolment("+447700900124", "Bea Quiet", "Europe/London"),
+                      languages=["en", "es"], now=rt.clock.now(), actor="test")
+    _texted(rt, "+447700900123", "first message")
+    _texted(rt, "+447700900123", "please ring me about my tablets")
+    text = page(signed_in, "/dashboard/patients")
+    row = text[text.index("Ada Lovelace"):text.index("</tr>", text.index("Ada Lovelace"))]
+    assert "please ring me about my tablets" in row and "(to read)" in row
+    assert "first message" not in row
+    quiet_row = text[text.index("Bea Quiet"):text.index("</tr>", text.index("Bea Quiet"))]
+    assert "never" in quiet_row and "after consent" in quiet_row  # no check-in before YES
+
+
 def test_a_late_answer_to_a_closed_check_in_is_listed_to_read(client, rt, clock,
                                                               settings_overrides):
     from bot.scheduler import tick

@@ -648,10 +648,11 @@ def patients():
             select(Schedule.patient_id, func.min(Schedule.next_due_at))
             .where(Schedule.active.is_(True), Schedule.flow_id == "checkin")
             .group_by(Schedule.patient_id)).all())
-        last_in = dict(s.execute(
-            select(Message.patient_id, func.max(Message.created_at))
-            .where(Message.direction == "in", Message.patient_id.is_not(None))
-            .group_by(Message.patient_id)).all())
+        latest = (select(func.max(Message.id))
+                  .where(Message.direction == "in", Message.patient_id.is_not(None))
+                  .group_by(Message.patient_id))
+        last_in = {m.patient_id: m for m in s.scalars(
+            select(Message).where(Message.id.in_(latest)))}
         rows = [{"patient": p, "next_checkin": next_checkin.get(p.id),
                  "last_in": last_in.get(p.id)}
                 for p in s.scalars(select(Patient).order_by(Patient.name, Patient.id))]
