@@ -426,6 +426,26 @@ def test_the_patients_list_shows_their_last_message_and_whether_it_waits_to_be_r
     assert "never" in quiet_row and "after consent" in quiet_row  # no check-in before YES
 
 
+@pytest.mark.parametrize("path", ["/dashboard/patients/99999", "/dashboard/nonexistent",
+                                  "/dashboard/escalations/ZZZZZ"])
+def test_an_error_page_is_the_dashboards_own_with_who_is_signed_in(signed_in, path):
+    res = signed_in.get(path)
+    assert res.status_code == 404
+    text = res.get_data(as_text=True)
+    assert "Signed in as Jo" in text
+    assert "Spine Oncology Clinic check-ins" in text  # the clinic's name in the title
+    assert 'name="csrf" value=""' not in text  # Log out works from here too
+    assert "Back to Needs attention" in text
+    assert res.headers["Cache-Control"] == "no-store"
+    assert "frame-ancestors 'none'" in res.headers["Content-Security-Policy"]
+
+
+def test_an_error_page_for_someone_not_signed_in_shows_no_name(client):
+    res = client.get("/dashboard/nonexistent")
+    assert res.status_code == 404
+    assert "Signed in as" not in res.get_data(as_text=True)
+
+
 def test_a_late_answer_to_a_closed_check_in_is_listed_to_read(client, rt, clock,
                                                               settings_overrides):
     from bot.scheduler import tick

@@ -31,6 +31,10 @@ def create_app(runtime: Runtime) -> Flask:
         Flask's own page elsewhere."""
         if (request.path + "/").startswith(JSON_PREFIXES):
             return json_error(exc)
+        if request.path.startswith("/dashboard/"):
+            from bot.web.dashboard import error_page
+
+            return error_page(exc)
         return exc
 
     if runtime.settings.proxy_fix:

@@ -37,6 +37,7 @@ from flask import (
     abort,
     current_app,
     g,
+    make_response,
     redirect,
     render_template,
     request,
@@ -260,6 +261,10 @@ def _finish(response):
         response.set_cookie(
             COOKIE, _serializer().dumps(g.dash), max_age=SESSION_SECONDS, path=COOKIE_PATH,
             httponly=True, samesite="Strict", secure=request.is_secure)
+    return _protect(response)
+
+
+def _protect(response):
     # Patient data: never cached, never framed; no script runs on these pages.
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Frame-Options"] = "DENY"
@@ -275,10 +280,22 @@ def _finish(response):
 def _error(exc: HTTPException):
     code = exc.code or 500
     message = exc.description if code != 500 else "Something went wrong on the server."
+    signed_in = "dash" in g and _signed_in()
     res = render_template("dashboard/error.html", code=code, title=exc.name, message=message,
-                          signed_in="dash" in g and _signed_in())
+                          signed_in=signed_in, me=_name() if signed_in else None,
+                          csrf=_csrf_token() if "dash" in g else "",
+                          clinic=runtime().settings.clinic.name)
     headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
     return res, code, headers
+
+
+def error_page(exc: HTTPException):
+    """The dashboard's error page for a URL under /dashboard/ that matches no page (routing's
+    404 and 405, which the blueprint's own handler never sees)."""
+    _load_session()
+    body, code, headers = _error(exc)
+    response = make_response(body, code, headers)
+    return _protect(response)
 
 
 # -- rendering helpers -----------------------------------------------------------------------
