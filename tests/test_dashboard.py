@@ -461,7 +461,9 @@ def test_a_late_answer_to_a_closed_check_in_is_listed_to_read(client, rt, clock,
         assert s.scalars(select(Conversation.status)).all() == ["completed"]
     _texted(rt, "+447700900123", "Sorry was asleep. Pain about 6")
     sign_in(client, token=settings_overrides.get("admin_token"))
-    assert "Sorry was asleep" in section(page(client), "to-read")
+    text = page(client)
+    assert "Sorry was asleep" in section(text, "to-read")
+    assert "wrote to us under a minute ago" in section(text, "expired")
 
 
 def test_mark_read_as_the_cli_does(signed_in, rt, app, caplog):

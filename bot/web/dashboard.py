@@ -538,7 +538,13 @@ def _expired_rows(s: Session, now: datetime) -> list[dict]:
         how = {"expired": "closed unanswered", "superseded": "replaced by the next one"}.get(
             conv.status, "no reply: closed")
         answers = len((conv.state or {}).get("answers") or {})
-        rows.append({"conv": conv, "patient": patient, "how": how, "answers": answers})
+        # Wrote to us after it closed ("sorry, was asleep"): their words are among the
+        # messages to read, not lost.
+        wrote_since = s.scalars(select(func.max(Message.created_at)).where(
+            Message.patient_id == patient.id, Message.direction == "in",
+            Message.created_at > conv.updated_at)).first()
+        rows.append({"conv": conv, "patient": patient, "how": how, "answers": answers,
+                     "wrote_since": wrote_since})
     return rows
 
 
