@@ -426,6 +426,25 @@ def test_the_patients_list_shows_their_last_message_and_whether_it_waits_to_be_r
     assert "never" in quiet_row and "after consent" in quiet_row  # no check-in before YES
 
 
+def test_the_transcript_says_when_a_held_message_was_sent(signed_in, rt, clock):
+    from datetime import UTC, datetime
+
+    from bot.services.outbox import PRIORITY_ROUTINE, Draft, enqueue
+
+    pid = enrol(rt, "+447700900123")
+    clock.set(datetime(2026, 3, 2, 23, 0, tzinfo=UTC))  # quiet hours in London
+    with rt.transaction() as s:
+        enqueue(s, Draft(to="+447700900123", channel="sms", body="Time for your check-in",
+                         kind="checkin", routine=True, patient_id=pid,
+                         priority=PRIORITY_ROUTINE), clock.now())
+    rt.dispatcher.dispatch_due()
+    clock.set(datetime(2026, 3, 3, 8, 0, tzinfo=UTC))
+    assert rt.dispatcher.dispatch_due() == 1
+    sign_in(signed_in, token=TOKEN)
+    text = page(signed_in, f"/dashboard/patients/{pid}")
+    assert "written then, sent Tue 03 Mar 08:00 GMT" in text
+
+
 @pytest.mark.parametrize("path", ["/dashboard/patients/99999", "/dashboard/nonexistent",
                                   "/dashboard/escalations/ZZZZZ"])
 def test_an_error_page_is_the_dashboards_own_with_who_is_signed_in(signed_in, path):

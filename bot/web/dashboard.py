@@ -706,6 +706,12 @@ def _patient_page(s: Session, p: Patient, status: int = 200, checkin: dict | Non
     newest = list(s.scalars(select(Message).where(Message.patient_id == p.id)
                             .order_by(Message.created_at.desc(), Message.id.desc())
                             .limit(TRANSCRIPT_MESSAGES)))
+    # A message held back (quiet hours, a retry) went out later than it was written: say when.
+    sent_late = {mid: sent for mid, created, sent in s.execute(
+        select(OutboxItem.message_id, OutboxItem.created_at, OutboxItem.sent_at)
+        .where(OutboxItem.message_id.in_([m.id for m in newest if m.direction == "out"]),
+               OutboxItem.sent_at.is_not(None)))
+        if (sent - created).total_seconds() > 60}
     escalations = list(s.scalars(select(Escalation).where(Escalation.patient_id == p.id)
                                  .order_by(Escalation.created_at.desc(),
                                            Escalation.id.desc())))
@@ -717,6 +723,7 @@ def _patient_page(s: Session, p: Patient, status: int = 200, checkin: dict | Non
         checkin_values = {"at": settings.defaults.checkin_at,
                           "every_days": str(settings.defaults.checkin_every_days or 7)}
     return _render("dashboard/patient.html", status, p=p, messages=newest[::-1], total=total,
+                   sent_late=sent_late,
                    escalations=escalations, schedules=schedules, has_checkin=current is not None,
                    checkin={**checkin_values, "error": None, **(checkin or {})},
                    reminder={"reminder_text": "", "at": "09:00", "every_days": "1",
