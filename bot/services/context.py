@@ -10,6 +10,7 @@ import phonenumbers
 
 from bot.clock import Clock
 from bot.config import Settings
+from bot.domain.names import greeting_name
 from bot.texts import Texts
 
 
@@ -35,7 +36,7 @@ class ServiceContext:
         """Variables every patient-facing text may use."""
         c = self.settings.clinic
         return {
-            "name": (patient.name.split()[0] if patient and patient.name else "")[:20],
+            "name": greeting_name(patient.name, patient.language) if patient else "",
             "clinic_name": c.name,
             "clinic_phone": readable_phone(c.phone),
             "hotline": readable_phone(c.acute_oncology_hotline),
