@@ -1,7 +1,10 @@
 """Parsing patients' replies: yes/no, integers, numbered choices, free text."""
 
+import functools
+
 import pytest
 
+from bot.config import REPO_ROOT
 from bot.domain.answers import (
     AMBIGUOUS,
     EMPTY,
@@ -15,6 +18,7 @@ from bot.domain.answers import (
     parse_text,
     parse_yesno,
 )
+from bot.domain.flows import load_flows
 
 YES = ["y", "Y", "Yes.", "yes", "yeah", "YES!!", "yep", "yes please", "si", "sí", "Sí", "SI",
        "yup", "Yesss", "yes, thank you", "yes I do", "sí, por favor", "  yes  "]
@@ -151,3 +155,97 @@ def test_a_contracted_negation_makes_a_choice_ambiguous(text):
 def test_the_option_words_themselves_still_count(text, value):
     options = [["done", "taken", "did it", "yes"], ["can't make it", "cannot", "no"]]
     assert parse_choice(text, options) == ParseResult.understood(value)
+
+
+# ---- everyday replies ----------------------------------------------------------------------
+# The shipped flows' own words, so these tests follow the YAML (flows/welcome.yaml, checkin.yaml).
+@functools.cache
+def _shipped():
+    return load_flows(REPO_ROOT / "flows")
+
+
+def _consent_words():
+    spec = _shipped().get("welcome").node("consent").answer
+    return spec.all_yes_words(), spec.all_no_words()
+
+
+def _fatigue_options():
+    spec = _shipped().get("checkin").node("fatigue").answer
+    return [option.all_words() for option in spec.options]
+
+
+@pytest.mark.parametrize("text", ["Yes x", "Yes ok", "yes please", "ok", "okay", "OK!", "yep",
+                                  "Ok thanks x", "Yes xxx", "vale", "de acuerdo", "I agree",
+                                  "Yes, I agree to that"])
+def test_everyday_yes_to_the_consent_question(text):
+    yes, no = _consent_words()
+    assert parse_yesno(text, yes, no) == ParseResult(ok=True, value="yes")
+
+
+@pytest.mark.parametrize("text", ["no thanks", "Please stop texting me", "stop please",
+                                  "not interested", "no quiero", "deje de escribirme",
+                                  "No thanks x"])
+def test_everyday_no_to_the_consent_question(text):
+    yes, no = _consent_words()
+    assert parse_yesno(text, yes, no) == ParseResult(ok=True, value="no")
+
+
+@pytest.mark.parametrize("text", ["ok no", "yes stop", "ok, stop texting me", "I'm fine"])
+def test_consent_replies_that_say_both_or_neither_are_not_understood(text):
+    yes, no = _consent_words()
+    assert not parse_yesno(text, yes, no).ok
+
+
+@pytest.mark.parametrize("text", ["ok", "okay", "I'm ok", "ok x", "stop texting me"])
+def test_ok_is_yes_to_the_consent_question_only(text):
+    # "I'm ok" to "any new weakness?" means no; "ok" may mean yes: neither is guessed there.
+    yes, no = _consent_words()
+    assert parse_yesno(text, yes, no).ok
+    assert parse_yesno(text) == ParseResult(ok=False, reason=NOT_YES_NO)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("Not really, the tablets help x", "no"), ("Not really. The tablets help", "no"),
+    ("No, the tablets help x", "no"), ("Nope - all good", "no"),
+    ("No, las pastillas me ayudan", "no"), ("Yes x", "yes"), ("No x", "no"),
+    ("yes ok", "yes"), ("Yes, a little", "yes"), ("Yes, but only a bit", "yes"),
+    ("si, un poco", "yes"),
+])
+def test_a_clear_answer_then_a_reason(text, value):
+    assert parse_yesno(text) == ParseResult(ok=True, value=value)
+
+
+@pytest.mark.parametrize(("text", "taken_back"), [
+    # A red flag or a "but" after the no: never a plain no (triage reads the whole message).
+    ("No, the tablets help", "no but my legs are weak"),
+    ("No, the tablets help", "No, but my legs are weak"),
+    ("No, the tablets help", "No, my legs are weak"),
+    ("No, the tablets help", "No, I keep tripping over"),
+    ("no, all good", "no, just a little tingling"),
+    ("no, all good", "no, only when I cough"),
+    ("No, the tablets help", "No, I cant feel my feet"),
+    ("No, the tablets help", "No, I can't feel my feet"),
+    ("no, las pastillas me ayudan", "no, pero me cuesta andar"),
+    ("no, las pastillas me ayudan", "No, me cuesta andar"),
+    ("Not really, all good", "Not really, sometimes"),
+    ("no, all good", "no, not sure"),
+    # A reason that takes the answer back.
+    ("yes, a little", "yes, no"), ("yes, a little", "Yes, I don't think so"),
+    ("No, all good", "No, yes"),
+])
+def test_only_a_reason_that_cannot_take_the_answer_back_is_understood(text, taken_back):
+    assert parse_yesno(text).ok
+    assert not parse_yesno(taken_back).ok
+
+
+@pytest.mark.parametrize("text", ["no", "No.", "none", "None x", "nope", "para nada"])
+def test_a_plain_no_on_the_tiredness_scale_is_its_lowest_option(text):
+    assert parse_choice(text, _fatigue_options()) == ParseResult(ok=True, value=1)
+
+
+@pytest.mark.parametrize("text", ["no, a little", "no 4", "not very much", "no mucho",
+                                  "not much", "none, 3"])
+def test_a_no_with_another_option_on_the_scale_is_not_understood(text):
+    options = _fatigue_options()
+    assert parse_choice("no", options).ok  # the lowest option, alone
+    assert not parse_choice(text, options).ok

@@ -100,13 +100,14 @@ def test_conversation_finishes_on_the_revision_it_started_on(tmp_path):
 def test_registering_an_older_revision_does_not_change_the_current_one():
     rev1 = load_flows(REPO / "flows").get("welcome")
     data = rev1.model_dump(by_alias=True, exclude_none=True)
-    rev2 = Flow.model_validate({**data, "revision": 2, "title": "Welcome, reworded"})
+    older = rev1.revision
+    rev2 = Flow.model_validate({**data, "revision": older + 1, "title": "Welcome, reworded"})
     library = FlowLibrary([rev2])
     library.register(rev1)
     assert library.get("welcome") is rev2
-    assert library.get("welcome", 1) is rev1
+    assert library.get("welcome", older) is rev1
     library.register(Flow.from_json(rev1.to_json()))  # the same snapshot again is fine
-    assert library.get("welcome", 1) is rev1
+    assert library.get("welcome", older) is rev1
 
 
 def test_same_revision_with_different_content_is_refused():

@@ -43,6 +43,8 @@ EXPECTED = {
     "branch_unknown_key": "node check: branches on 'pain_score', which no node saves",
     "reserved_trigger": "trigger 'STOP' is reserved (carrier keywords, YES and NO)",
     "unknown_start_flow": "node handover: starts flow 'followup', which is not loaded",
+    "yes_words_not_yesno": "node question: answer: yes_words and no_words are only for yesno "
+    "answers",
 }
 # These break only next to the shipped flows, so they are linted together with flows/.
 EXPECTED_WITH_SHIPPED = {

@@ -52,8 +52,22 @@ NO_WORDS = {
 FILLER_WORDS = {
     "en": {"please", "pls", "plz", "thanks", "thank", "thankyou", "thx", "ty", "you", "ta",
            "cheers", "i", "im", "am", "do", "did", "have", "it", "its", "is", "really", "at",
-           "all", "and", "a", "the", "indeed", "definitely", "absolutely", "of", "course", "oh"},
-    "es": {"por", "favor", "gracias", "muchas", "yo", "lo", "es", "de", "verdad", "mucho"},
+           "all", "and", "a", "the", "indeed", "definitely", "absolutely", "of", "course", "oh",
+           # "Yes x" (a kiss), "yes ok": beside a yes or a no only. "ok" alone is no answer
+           # ("I'm ok" to "any new weakness?"); a question may make it one (`yes_words`).
+           "x", "ok", "okay", "okey", "k"},
+    "es": {"por", "favor", "gracias", "muchas", "yo", "lo", "es", "de", "verdad", "mucho",
+           "vale"},
+}
+# After a clear yes or no and a break ("Not really, the tablets help"), words that make the
+# rest more than a reason for it: "no, but...", "no, only when I cough", "no, just a little".
+QUALIFIERS = {
+    "en": {"but", "except", "although", "though", "apart", "only", "just", "bit", "little",
+           "slight", "slightly", "sometimes", "occasionally", "mild", "mildly", "some", "still",
+           "more", "worse", "new", "maybe", "unsure", "know", "if", "or"},
+    "es": {"pero", "aunque", "excepto", "salvo", "menos", "solo", "poco", "algo", "veces",
+           "todavia", "aun", "sigue", "mas", "peor", "nuevo", "nueva", "quizas", "quiza", "tal",
+           "sabe", "se", "si", "o"},
 }
 NUMBER_WORDS = {
     "en": ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
@@ -88,6 +102,7 @@ def _union(table: dict[str, set[str]]) -> frozenset[str]:
 _YES = _union(YES_WORDS)
 _NO = _union(NO_WORDS)
 _FILLER = _union(FILLER_WORDS)
+_QUALIFIERS = _union(QUALIFIERS)
 _NUMBERS = {word: value for words in NUMBER_WORDS.values() for value, word in enumerate(words)}
 _NUMBERS.update({word: 0 for word in ZERO_WORDS})
 _TOKEN = re.compile(r"\d+|[a-z]+|/", re.ASCII)
@@ -104,18 +119,28 @@ def _squeeze(word: str) -> str:
     return re.sub(r"(.)\1+", r"\1", word)
 
 
-def parse_yesno(text: str) -> ParseResult:
-    """"yes"/"no" from a reply made only of yes (or only of no) words and polite filler."""
-    words = tokens(text)
+def _in(word: str, words: frozenset[str]) -> bool:
+    return word in words or _squeeze(word) in words
+
+
+def _phrase_positions(words: list[str], phrases: Sequence[str]) -> set[int]:
+    """Positions of `words` inside any of `phrases` ("stop texting me")."""
+    return {i for phrase in phrases for span in _phrase_spans(words, tokens(phrase)) for i in span}
+
+
+def _yesno_words(words: list[str], yes: Sequence[str], no: Sequence[str]) -> ParseResult:
     if not words:
         return ParseResult.not_understood(EMPTY)
-    saw_yes = saw_no = False
-    for word in words:
-        if word in _YES or _squeeze(word) in _YES:
+    yes_at, no_at = _phrase_positions(words, yes), _phrase_positions(words, no)
+    saw_yes, saw_no = bool(yes_at), bool(no_at)
+    for position, word in enumerate(words):
+        if position in yes_at or position in no_at:
+            continue
+        if _in(word, _YES):
             saw_yes = True
-        elif word in _NO or _squeeze(word) in _NO:
+        elif _in(word, _NO):
             saw_no = True
-        elif word not in _FILLER:
+        elif not _in(word, _FILLER):
             return ParseResult.not_understood(NOT_YES_NO)
     if saw_yes and saw_no:
         return ParseResult.not_understood(AMBIGUOUS)
@@ -124,6 +149,51 @@ def parse_yesno(text: str) -> ParseResult:
     if saw_no:
         return ParseResult.understood("no")
     return ParseResult.not_understood(NOT_YES_NO)
+
+
+_CLAUSE_BREAK = re.compile(r"[,.;:!?()\n]|\s-+\s")
+
+
+def _answer_then_reason(text: str, yes: Sequence[str], no: Sequence[str]) -> ParseResult | None:
+    """ "Not really, the tablets help": a clear yes or no, a break, then a reason that does not
+    take it back. None when the reply is not of that shape or the reason may take it back."""
+    match = _CLAUSE_BREAK.search(text)
+    while match is not None and not tokens(text[: match.start()]):
+        match = _CLAUSE_BREAK.search(text, match.end())  # "...no, thanks": skip leading marks
+    if match is None:
+        return None
+    lead = _yesno_words(tokens(text[: match.start()]), yes, no)
+    reason_text = text[match.end():]
+    reason = tokens(reason_text)
+    if not lead.ok or not reason:
+        return None
+    other = yes if lead.value == "no" else no
+    if _phrase_positions(reason, other) or any(
+            _in(w, _YES) or _in(w, _NO) or w in NEGATIONS or w == "t" for w in reason):
+        return None  # "no, yes", "yes, I don't think so", "no, I can't feel my feet"
+    if lead.value == "no":
+        if any(w in _QUALIFIERS for w in reason):
+            return None  # "no, but...", "no, only when I cough"
+        # A red flag in the reason is not a no, whatever triage made of the whole message
+        # (it has run already, on every message, before the conversation sees it).
+        from bot.domain.triage import detect
+
+        if detect(reason_text).level != "routine":
+            return None  # "no, my legs are weak"
+    return lead
+
+
+def parse_yesno(text: str, yes_words: Sequence[str] = (), no_words: Sequence[str] = ()) -> ParseResult:
+    """"yes"/"no" from a reply made only of yes (or only of no) words and polite filler, or
+    from a clear yes or no followed by a reason ("Not really, the tablets help x").
+
+    `yes_words` and `no_words` are a question's own phrases ("ok" to agree; "stop texting me").
+    """
+    words = tokens(text)
+    result = _yesno_words(words, yes_words, no_words)
+    if result.ok or result.reason != NOT_YES_NO:
+        return result
+    return _answer_then_reason(text, yes_words, no_words) or result
 
 
 def _number(word: str) -> int | None:
@@ -250,10 +320,13 @@ def parse_answer(
     minimum: int | None = None,
     maximum: int | None = None,
     options: Sequence[Sequence[str]] = (),
+    yes_words: Sequence[str] = (),
+    no_words: Sequence[str] = (),
 ) -> ParseResult:
-    """Parse by answer type: "yesno", "integer" (min/max), "choice" (1-based number), "text"."""
+    """Parse by answer type: "yesno" (a question's own yes and no phrases), "integer"
+    (min/max), "choice" (1-based number), "text"."""
     if answer_type == "yesno":
-        return parse_yesno(text)
+        return parse_yesno(text, yes_words, no_words)
     if answer_type == "integer":
         return parse_integer(text, minimum, maximum)
     if answer_type == "choice":

@@ -233,7 +233,8 @@ class _Run:
             return
         spec = node.answer
         words = [option.all_words() for option in spec.options or []]
-        result = answers.parse_answer(spec.type, text, spec.min, spec.max, words)
+        result = answers.parse_answer(spec.type, text, spec.min, spec.max, words,
+                                      spec.all_yes_words(), spec.all_no_words())
         if not result.ok:
             self.recorded.append(NotUnderstood(node.id, result.reason or "not_understood"))
             tries = self.state["tries"] + 1

@@ -110,14 +110,23 @@ class Case(_Model):
     flags: list[str] = []
 
 
+Words = list[str] | dict[str, list[str]]
+
+
+def _all_words(words: Words | None) -> list[str]:
+    if words is None:
+        return []
+    if isinstance(words, list):
+        return list(words)
+    return [word for by_language in words.values() for word in by_language]
+
+
 class Option(_Model):
     value: Identifier
-    words: list[str] | dict[str, list[str]] = []
+    words: Words = []
 
     def all_words(self) -> list[str]:
-        if isinstance(self.words, list):
-            return list(self.words)
-        return [word for words in self.words.values() for word in words]
+        return _all_words(self.words)
 
 
 class AnswerSpec(_Model):
@@ -125,9 +134,20 @@ class AnswerSpec(_Model):
     min: int | None = None
     max: int | None = None
     options: list[Option] | None = None
+    # A yes/no question's own ways of saying yes or no ("ok" to agree, "stop texting me").
+    yes_words: Words | None = None
+    no_words: Words | None = None
+
+    def all_yes_words(self) -> list[str]:
+        return _all_words(self.yes_words)
+
+    def all_no_words(self) -> list[str]:
+        return _all_words(self.no_words)
 
     @model_validator(mode="after")
     def _fits_type(self) -> AnswerSpec:
+        if self.type != "yesno" and (self.yes_words is not None or self.no_words is not None):
+            raise ValueError("yes_words and no_words are only for yesno answers")
         if self.type != "integer" and (self.min is not None or self.max is not None):
             raise ValueError("min and max are only for integer answers")
         if self.min is not None and self.max is not None and self.min > self.max:

@@ -1,0 +1,103 @@
+"""Everyday replies through the real inbound path: carrier keywords and red-flag triage come
+first, then the conversation parses what is left (see bot/services/inbound.py)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from bot.services.conversations import active_conversation, start_flow
+from bot.services.patients import Enrolment, onboard_patient
+from bot.store.models import Answer, Escalation, Patient
+from tests.twilio_signing import sign
+from tests.twilio_support import (  # noqa: F401 - fixtures
+    AUTH_TOKEN,
+    PUBLIC_URL,
+    fake_http,
+    messenger,
+    sent_to,
+    settings_overrides,
+)
+
+PHONE = "+447700900123"
+INBOUND = "/webhooks/twilio/message"
+_n = iter(range(10**6))
+
+
+def texted(client, body):
+    params = {"MessageSid": f"SM{next(_n):032d}", "From": PHONE, "To": "+447700900999",
+              "Body": body}
+    res = client.post(INBOUND, data=params, headers={
+        "X-Twilio-Signature": sign(AUTH_TOKEN, PUBLIC_URL + INBOUND, params)})
+    assert res.status_code == 200
+
+
+def welcomed(rt) -> int:
+    with rt.transaction() as s:
+        patient, _ = onboard_patient(s, rt.ctx, Enrolment(PHONE, "Joan Baker", "Europe/London"),
+                                     rt.clock.now(), "test", respect_quiet_hours=False)
+        return patient.id
+
+
+def answers(rt, pid) -> dict:
+    with rt.transaction() as s:
+        return {a.question_key: a.value
+                for a in s.scalars(select(Answer).where(Answer.patient_id == pid)
+                                   .order_by(Answer.id))}
+
+
+def patient(rt, pid):
+    with rt.transaction() as s:
+        p = s.get(Patient, pid)
+        return p.status, p.consent_at
+
+
+@pytest.mark.parametrize("reply", ["Yes x", "Yes ok", "ok", "okay"])
+def test_an_everyday_yes_gives_consent(client, rt, fake_http, reply):
+    pid = welcomed(rt)
+    texted(client, reply)
+    assert answers(rt, pid) == {"consent": "yes"}
+    assert patient(rt, pid)[1] is not None
+
+
+def test_please_stop_texting_me_declines_and_a_whole_message_stop_still_opts_out(
+        client, rt, fake_http):
+    pid = welcomed(rt)
+    texted(client, "Please stop texting me")
+    assert answers(rt, pid) == {"consent": "no"}
+    assert patient(rt, pid) == ("active", None)
+    texted(client, "STOP")
+    assert patient(rt, pid)[0] == "opted_out"
+    assert answers(rt, pid) == {"consent": "no"}  # the carrier keyword, not an answer
+
+
+def _at_painkillers_question(rt, pid, client):
+    with rt.transaction() as s:
+        p = s.get(Patient, pid)
+        p.consent_at = rt.clock.now()
+        start_flow(s, rt.ctx, p, "checkin", rt.clock.now())
+    for reply in ("3", "no", "no", "no", "no"):  # pain 3, not new, night, cough, spread
+        texted(client, reply)
+
+
+def test_not_really_with_a_reason_is_a_no_and_the_check_in_goes_on(client, rt, fake_http):
+    pid = welcomed(rt)
+    _at_painkillers_question(rt, pid, client)
+    fake_http.reset()
+    texted(client, "Not really, the tablets help x")
+    assert answers(rt, pid)["pain_uncontrolled"] == "no"
+    [question] = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert "numbness, tingling or pins and needles" in question
+
+
+def test_no_with_a_red_flag_runs_the_emergency_path_and_records_no_answer(client, rt, fake_http):
+    pid = welcomed(rt)
+    _at_painkillers_question(rt, pid, client)
+    texted(client, "Not really, the tablets help x")
+    assert answers(rt, pid)["pain_uncontrolled"] == "no"  # now at the numbness question
+    texted(client, "No, but my legs are weak")
+    assert "numbness" not in answers(rt, pid)
+    with rt.transaction() as s:
+        esc = s.scalars(select(Escalation)).one()
+        assert esc.level == "emergency" and "limb_weakness" in esc.flags
+        assert active_conversation(s, pid) is None  # the emergency stopped the check-in
