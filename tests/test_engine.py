@@ -58,8 +58,8 @@ def run(flow, replies, context=CONTEXT, now=NOW):
 def test_start_sends_intro_and_first_question_then_waits(library):
     flow = library.get("checkin")
     result = step(flow, None, Start(), NOW, CONTEXT)
-    assert result.outbound[0].startswith("Hi Maria, this is your weekly check-in from Spine Clinic")
-    assert result.outbound[1].startswith("In the last 7 days, what was your worst pain?")
+    assert result.outbound[0].startswith("Hi Maria, this is your check-in from Spine Clinic")
+    assert result.outbound[1].startswith("Since your last check-in, what was your worst pain?")
     state = result.new_state
     assert state["status"] == WAITING
     assert state["node"] == "pain"
@@ -102,7 +102,7 @@ def test_spanish_and_language_fallback(library):
 
 def test_variables_are_made_gsm7_and_missing_ones_are_blank(library):
     result = step(library.get("welcome"), None, Start(), NOW, {"name": "Zoë ’Ann’ 😀"})
-    assert result.outbound[0].startswith("Hi Zoe 'Ann' , this is . Once a week")
+    assert result.outbound[0].startswith("Hi Zoe 'Ann' , this is . We will text you")
 
 
 def test_not_understood_reprompts_then_takes_the_fallback(library):
@@ -130,7 +130,7 @@ def test_timeout_before_deadline_is_ignored(library):
     assert (early.new_state, early.outbound, early.recorded) == (state, [], [])
     due = step(flow, state, Timeout(), NOW + timedelta(hours=24), CONTEXT)
     assert due.recorded == [TimedOut("pain")]
-    assert due.outbound[0].startswith("Reminder: your weekly check-in is waiting.")
+    assert due.outbound[0].startswith("Reminder: your check-in is waiting.")
     assert due.new_state["node"] == "pain_reminder"
     assert due.new_state["wait_deadline"] == (NOW + timedelta(hours=48)).isoformat()
 

@@ -50,7 +50,7 @@ def test_simulate_a_whole_checkin_from_piped_lines():
     result = CliRunner().invoke(simulate_command, ["checkin"], input=replies)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].startswith("bot: Hi Maria, this is your weekly check-in from Spine Oncology")
+    assert lines[0].startswith("bot: Hi Maria, this is your check-in from Spine Oncology")
     assert "patient: 8" in lines
     assert "  [saved worst_pain = 8]" in lines
     assert "  [flag raised: severe_pain]" in lines

@@ -13,7 +13,7 @@ from bot.domain.flows import Flow, FlowError, FlowLibrary, load_flows, parse_dur
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 CONTEXT = {"name": "Maria", "language": "en"}
-OLD_QUESTION = "In the last 7 days, what was your worst pain?"
+OLD_QUESTION = "Since your last check-in, what was your worst pain?"
 NEW_QUESTION = "Since your last check-in, how bad was your pain at its worst?"
 
 
