@@ -4,6 +4,7 @@ acknowledges, and every change is audited."""
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from datetime import datetime, timedelta
 
@@ -11,7 +12,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bot.domain import gsm7
-from bot.domain.triage import LEVELS, Vocabulary, level_for_flags, max_level
+from bot.domain.triage import (
+    LEVELS,
+    Vocabulary,
+    _default_vocabulary,
+    detect,
+    level_for_flags,
+    max_level,
+)
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
 from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
@@ -141,6 +149,23 @@ def escalate(
 
 FLAGS_CHARS = 60
 WORDS_CHARS = 60
+NAME_CHARS = 30
+_ELLIPSIS = "..."
+# Where each message of an escalation's words ends (newest first, see escalate).
+_MESSAGE_SEPARATOR = " | "
+
+
+def short_name(name: str | None, limit: int = NAME_CHARS) -> str:
+    """A patient's name for a care-team text: plain GSM-7, at most `limit` characters, cut
+    between words ("Maximilian-Alexander Worthington" -> "Maximilian-Alexander"), never
+    inside one; a first word longer than that is cut with "..."."""
+    name = " ".join(gsm7.to_gsm7(name or "").split())
+    if len(name) <= limit:
+        return name
+    cut = name[:limit + 1].rsplit(" ", 1)[0]
+    if " " in name[:limit + 1] and cut:
+        return cut
+    return name[:limit - len(_ELLIPSIS)] + _ELLIPSIS
 
 
 def alert_details(flags, words: str | None,
@@ -149,7 +174,9 @@ def alert_details(flags, words: str | None,
 
     Flags of the highest tier come first and are never cut mid-name ("+2 more" says what was
     left out); the words are made GSM-7 before they are shortened, as a transliterated
-    character can become several letters.
+    character can become several letters. Words too long to quote whole are quoted around
+    the phrases the red-flag detector matched (the highest tier first), not from their start:
+    "Hello, hope you are well..." tells the nurse nothing.
     """
     order = {level: i for i, level in enumerate(reversed(LEVELS))}
     ranked = sorted(set(flags), key=lambda f: (order[_level_of(f, vocabulary)], f))
@@ -163,8 +190,126 @@ def alert_details(flags, words: str | None,
             break
         shown.append(name)
     said = " ".join(gsm7.to_gsm7(words or "").split())
-    return {"flags": ", ".join(shown),
-            "words": said if len(said) <= WORDS_CHARS else said[:WORDS_CHARS - 3] + "..."}
+    if len(said) > WORDS_CHARS:
+        said = quote_around_flags(said, set(flags), vocabulary, WORDS_CHARS)
+    return {"flags": ", ".join(shown), "words": said}
+
+
+def quote_around_flags(said: str, flags: set[str], vocabulary: Vocabulary | None,
+                       budget: int) -> str:
+    """At most `budget` characters of `said` (one line of words, single spaces): the words the
+    detector matched as red flags, with as much of their surroundings as fits, "..." where
+    words were left out. Without a match, the start of the words, cut between words."""
+    words = [(m.start(), m.end()) for m in re.finditer(r"\S+", said)]
+    if not words:
+        return ""
+
+    def fits(ranges: list[list[int]]) -> bool:
+        return len(_render(said, words, ranges)) <= budget
+
+    chosen: list[list[int]] = []
+    # Whole phrases, the most important first; each kept only if it still fits.
+    for first, last in _flag_spans(said, words, flags, vocabulary) or [(0, 0)]:
+        trial = _merge([*chosen, [first, last]])
+        if fits(trial):
+            chosen = trial
+        elif not chosen:  # even the first phrase alone is too long: as much of it as fits
+            while last > first and not fits([[first, last]]):
+                last -= 1
+            chosen = [[first, last]]
+    # Then the words around them: one more after each, one more before each, in turn.
+    grown = True
+    while grown:
+        grown = False
+        for side, step in ((1, 1), (0, -1)):
+            for i in range(len(chosen)):
+                if i >= len(chosen):
+                    break
+                edge = chosen[i][side] + step
+                if not 0 <= edge < len(words):
+                    continue
+                trial = [list(r) for r in chosen]
+                trial[i][side] = edge
+                trial = _merge(trial)
+                if fits(trial):
+                    chosen, grown = trial, True
+    text = _render(said, words, chosen)
+    return text if len(text) <= budget else text[:budget - len(_ELLIPSIS)] + _ELLIPSIS
+
+
+def _merge(ranges: list[list[int]]) -> list[list[int]]:
+    """Word ranges [first, last] in order, touching or overlapping ones joined."""
+    out: list[list[int]] = []
+    for first, last in sorted(ranges):
+        if out and first <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], last)
+        else:
+            out.append([first, last])
+    return out
+
+
+def _render(said: str, words: list[tuple[int, int]], ranges: list[list[int]]) -> str:
+    text = f" {_ELLIPSIS} ".join(said[words[first][0]:words[last][1]] for first, last in ranges)
+    if ranges[0][0] > 0:
+        text = f"{_ELLIPSIS}{text}"
+    if ranges[-1][1] < len(words) - 1:
+        text = f"{text}{_ELLIPSIS}"
+    return text
+
+
+def _flag_spans(said: str, words: list[tuple[int, int]], flags: set[str],
+                vocabulary: Vocabulary | None) -> list[tuple[int, int]]:
+    """(first word, last word) of each red-flag phrase the detector finds in `said`, the
+    highest tier first, then in the order they were written (the newest message first).
+
+    Each message of the escalation (see escalate) is read on its own, as it was when it came.
+    The detector reports a match in its normalised form ("cant feel my legs"); it is found
+    again among the words by normalising them one at a time."""
+    vocab = vocabulary if vocabulary is not None else _default_vocabulary()
+    tokens: list[tuple[str, int]] = []  # (normalised token, index of the word it came from)
+    parts: list[tuple[int, int, int, int]] = []  # (first word, last word, first token, end)
+    part_start, token_start = 0, 0
+    for i, (start, end) in enumerate(words + [(len(said), len(said))]):
+        separator = i == len(words) or said[start:end] == _MESSAGE_SEPARATOR.strip()
+        if separator:
+            if i > part_start:
+                parts.append((part_start, i - 1, token_start, len(tokens)))
+            part_start = i + 1
+        else:
+            tokens += [(t, i) for t in vocab.normalise(said[start:end]).split()]
+        if separator:
+            token_start = len(tokens)
+    stream = [t for t, _ in tokens]
+    order = {level: i for i, level in enumerate(reversed(LEVELS))}
+    found: list[tuple[int, int, int]] = []  # (tier, first word, last word)
+    for first_word, last_word, lo, hi in parts:
+        result = detect(said[words[first_word][0]:words[last_word][1]], vocab)
+        for match in result.matches:
+            flag, _, phrase = match.partition(": ")
+            if flags and flag not in flags:
+                continue
+            at = _find(stream[lo:hi], phrase.removesuffix(" (hypothetical)").split())
+            if at is not None:
+                found.append((order[_level_of(flag, vocab)], tokens[lo + at[0]][1],
+                              tokens[lo + at[1]][1]))
+    found.sort()
+    return [(first, last) for _, first, last in found]
+
+
+def _find(stream: list[str], phrase: list[str]) -> tuple[int, int] | None:
+    """Token positions (first, last) of `phrase` in `stream`: the whole phrase if it is there
+    as it is, else from its first word to its last word soon after."""
+    if not phrase:
+        return None
+    n = len(phrase)
+    for i in range(len(stream) - n + 1):
+        if stream[i:i + n] == phrase:
+            return i, i + n - 1
+    for i, token in enumerate(stream):
+        if token == phrase[0]:
+            ends = [j for j in range(i, min(len(stream), i + n + 8)) if stream[j] == phrase[-1]]
+            return i, ends[0] if ends else i
+    return None
 
 
 def _level_of(flag: str, vocabulary: Vocabulary | None) -> str:
@@ -186,7 +331,7 @@ def _alert(session: Session, ctx: ServiceContext, esc: Escalation, now: datetime
         patient = session.get(Patient, esc.patient_id)
         body = ctx.texts.render(
             "alert", "en", level=esc.level.upper(), ref=esc.ref,
-            patient=gsm7.to_gsm7(patient.name)[:30], patient_phone=patient.phone, **details)
+            patient=short_name(patient.name), patient_phone=patient.phone, **details)
     item = enqueue(session, Draft(to=contact.phone, channel=contact.channel, body=body,
                                   kind="alert", priority=PRIORITY_EMERGENCY,
                                   escalation_id=esc.id), now)

@@ -17,7 +17,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from bot.domain import gsm7
 from bot.domain.triage import detect, level_for_flags
 from bot.services import conversations
 from bot.services.audit import audit
@@ -27,6 +26,7 @@ from bot.services.escalations import (
     acknowledge,
     escalate,
     has_unresolved_emergency,
+    short_name,
 )
 from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
 from bot.services.red_flags import emergency_response, urgent_response
@@ -421,7 +421,7 @@ def _staff_command(session: Session, ctx: ServiceContext, staff, text: str,
     # Who the alert was about: a typo in the ref that hits another open alert shows at once.
     patient = session.get(Patient, esc.patient_id) if esc.patient_id else None
     return say("staff_ack", ref=ref, by=staff.name,
-               patient=gsm7.to_gsm7(patient.name)[:30] if patient else "not enrolled",
+               patient=short_name(patient.name) if patient else "not enrolled",
                patient_phone=patient.phone if patient else esc.phone)
 
 
