@@ -14,13 +14,14 @@ MESSAGES_FILE = REPO_ROOT / "config" / "messages.yaml"
 REQUIRED = (
     "emergency", "urgent", "safety_net", "not_enrolled", "help", "stopped", "started",
     "received", "awaiting_consent", "alert", "staff_ack", "staff_already", "staff_unknown",
-    "staff_usage", "alert_unknown", "media_unreadable",
+    "staff_usage", "staff_which", "staff_none", "alert_unknown", "media_unreadable",
     "alert_outage", "template_open",
 )
 # Longest value each variable may take when checking segment counts at start-up.
 VARIABLE_MAX = {
     "name": 20, "clinic_name": 40, "clinic_phone": 16, "hotline": 16, "emergency_number": 16,
     "ref": 6, "patient": 30, "patient_phone": 16, "flags": 60, "words": 60, "level": 9, "by": 30,
+    "refs": 100,
 }
 
 

@@ -304,3 +304,108 @@ def test_resolving_an_unacknowledged_escalation_does_not_record_the_channel_as_a
                                  by="Sam")
         assert not changed
         assert (again.resolution_note, again.acknowledged_by) == ("seen in clinic", None)
+
+
+# ACK by text as nurses type it in a hurry: no ref, a ref after the words, a ref mistyped.
+
+def _enrol_another(rt, phone, name):
+    from bot.services.patients import Enrolment, enrol_patient
+
+    with rt.transaction() as s:
+        p = enrol_patient(s, Enrolment(phone, name, "Europe/London"), languages=["en", "es"],
+                          now=rt.clock.now(), actor="test")
+        p.consent_at = rt.clock.now()
+
+
+def _status(rt, ref) -> str:
+    return next(e.status for e in escalations(rt) if e.ref == ref)
+
+
+@pytest.mark.parametrize("reply", ["Ack, calling him now", "Ack, calling now", "Ack - on it",
+                                   "ack", "OK ACK", "Acknowledged, ringing her",
+                                   "{ref} ack", "Thanks. {ref} ack, calling", "ACK {typo}"])
+def test_an_ack_without_the_ref_takes_the_one_open_alert_sent_to_that_contact(
+        client, rt, fake_http, clock, reply):
+    enrol(rt)
+    chain = chain_phones(rt)
+    texted(client, "my legs gave way")
+    [esc] = escalations(rt)
+    typo = next(c for c in "ABCDEFGHJK" if c != esc.ref[-1])
+    texted(client, reply.format(ref=esc.ref, typo=esc.ref[:-1] + typo), sender=chain[0])
+    assert escalations(rt)[0].status == "acknowledged"
+    receipt = alerts(fake_http, chain[0])[-1]
+    # the receipt names the ref and the patient, so a wrong guess would show at once
+    assert f"Alert {esc.ref} (Ada Lovelace, " in receipt and "acknowledged" in receipt
+    clock.advance(hours=2)
+    tick(rt)
+    assert counts(fake_http, chain)[1:] == [0, 0]  # the chain stopped
+
+
+def test_texts_that_do_not_say_ack_never_acknowledge_and_the_chain_goes_on(client, rt,
+                                                                           fake_http, clock):
+    enrol(rt)
+    chain = chain_phones(rt)
+    texted(client, "my legs gave way")
+    [esc] = escalations(rt)
+    for text in ["calling him now", "on it", f"{esc.ref} on my way", "backup needed",
+                 f"can't ack {esc.ref}, in theatre", "Cannot ack - in theatre", "not ack",
+                 "acknowledgement later", f"Re {esc.ref}: who is on call?", "ok",
+                 "haven't ack'd it, pass to Sam"]:
+        texted(client, text, sender=chain[0])
+        assert escalations(rt)[0].status == "open", text
+        assert "Reply ACK" in alerts(fake_http, chain[0])[-1], text
+    clock.advance(minutes=rt.settings.care_team.ack_timeout_minutes)
+    tick(rt)
+    assert counts(fake_http, chain)[1] == 1  # nobody acknowledged: the next contact
+    texted(client, "Ack, calling him now", sender=chain[1])
+    assert escalations(rt)[0].status == "acknowledged"
+    assert escalations(rt)[0].acknowledged_by == rt.settings.care_team.contact(
+        rt.settings.care_team.escalation_chain[1]).name
+
+
+def test_an_ack_without_a_ref_with_several_open_alerts_lists_them_and_takes_none(
+        client, rt, fake_http):
+    enrol(rt)
+    _enrol_another(rt, "+447700900124", "Grace Hopper")
+    oncall = chain_phones(rt)[0]
+    texted(client, "my legs gave way")
+    texted(client, "I can't feel my feet and I wet myself", sender="+447700900124")
+    texted(client, "this is his wife, he cant feel his legs", sender=CARER)
+    ada, grace, carer = escalations(rt)
+    texted(client, "Ack, calling now", sender=oncall)
+    assert [e.status for e in escalations(rt)] == ["open", "open", "open"]
+    listing = alerts(fake_http, oncall)[-1]
+    assert f"{ada.ref} (Ada)" in listing and f"{grace.ref} (Grace)" in listing
+    assert f"{carer.ref} (not enrolled)" in listing
+    assert "Nothing was acknowledged" in listing and gsm7.segments(listing) <= 2
+    texted(client, f"ACK {grace.ref}", sender=oncall)
+    assert [e.status for e in escalations(rt)] == ["open", "acknowledged", "open"]
+    assert "Grace Hopper" in alerts(fake_http, oncall)[-1]
+    # a named ref already taken is answered as such, never guessed onto another alert
+    texted(client, f"{grace.ref} ack", sender=oncall)
+    assert alerts(fake_http, oncall)[-1].startswith(f"Alert {grace.ref} was already")
+    assert [e.status for e in escalations(rt)] == ["open", "acknowledged", "open"]
+
+
+def test_an_ack_without_a_ref_when_no_open_alert_went_to_that_contact_says_so(client, rt,
+                                                                              fake_http):
+    enrol(rt)
+    oncall, coordinator, _ = chain_phones(rt)
+    texted(client, "Ack, calling him now", sender=oncall)
+    assert alerts(fake_http, oncall)[-1].startswith("No open alert was sent to this number")
+    texted(client, "my legs gave way")
+    # the coordinator has not been alerted yet: nothing of theirs to guess
+    texted(client, "Ack - on it", sender=coordinator)
+    assert escalations(rt)[0].status == "open"
+    assert alerts(fake_http, coordinator)[-1].startswith("No open alert was sent to this")
+
+
+def test_a_care_team_phone_enrolled_as_a_patient_can_ack_without_the_ref(client, rt,
+                                                                         fake_http):
+    enrol(rt)
+    oncall = chain_phones(rt)[0]
+    _enrol_another(rt, oncall, "Nurse Jo")  # a nurse trying the bot on her own phone
+    texted(client, "my legs gave way")
+    texted(client, "Ack, calling him now", sender=oncall)
+    assert escalations(rt)[0].status == "acknowledged"
+    assert "Ada Lovelace" in alerts(fake_http, oncall)[-1]

@@ -73,6 +73,16 @@ def has_unresolved_emergency(session: Session, patient_id: int | None,
     ).first() is not None
 
 
+def open_alerted_to(session: Session, phone: str) -> list[Escalation]:
+    """The escalations nobody has acknowledged yet that alerted this care-team phone, oldest
+    first."""
+    alerted = select(Message.escalation_id).where(
+        Message.direction == "out", Message.kind == "alert", Message.address == phone)
+    return list(session.scalars(
+        select(Escalation).where(Escalation.status == "open", Escalation.id.in_(alerted))
+        .order_by(Escalation.id)))
+
+
 def _timeout(ctx: ServiceContext, level: str) -> timedelta:
     t = ctx.settings.care_team
     minutes = t.ack_timeout_minutes if level == "emergency" else t.urgent_ack_timeout_minutes
@@ -415,10 +425,11 @@ def find_by_ref(session: Session, ref: str) -> Escalation:
     return esc
 
 
-def acknowledge(session: Session, ref: str, by: str, now: datetime, actor: str) -> tuple[
-        Escalation, bool]:
+def acknowledge(session: Session, ref: str, by: str, now: datetime, actor: str,
+                how: str | None = None) -> tuple[Escalation, bool]:
     """Mark acknowledged and stop the chain. Returns (escalation, changed); one someone already
-    took is left as it is, and the attempt audited (`escalation.ack_refused`)."""
+    took is left as it is, and the attempt audited (`escalation.ack_refused`). `how`, when
+    given, goes into the audit record (an ACK by text that named no ref)."""
     esc = find_by_ref(session, ref)
     if esc.status != "open":
         audit(session, now, actor, "escalation.ack_refused", "escalation", esc.ref, by=by,
@@ -429,7 +440,8 @@ def acknowledge(session: Session, ref: str, by: str, now: datetime, actor: str) 
     esc.acknowledged_at = now
     esc.next_alert_at = None
     esc.updated_at = now
-    audit(session, now, actor, "escalation.ack", "escalation", esc.ref, by=by)
+    audit(session, now, actor, "escalation.ack", "escalation", esc.ref, by=by,
+          **({"how": how} if how else {}))
     return esc, True
 
 

@@ -22,15 +22,17 @@ from bot.services import conversations
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
 from bot.services.escalations import (
+    REF_ALPHABET,
     EscalationNotFound,
     acknowledge,
     escalate,
     has_unresolved_emergency,
+    open_alerted_to,
     short_name,
 )
 from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
 from bot.services.red_flags import emergency_response, urgent_response
-from bot.store.models import AuditLog, Message, OutboxItem, Patient
+from bot.store.models import AuditLog, Escalation, Message, OutboxItem, Patient
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +40,17 @@ STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE
 START_WORDS = {"START", "UNSTOP"}
 HELP_WORDS = {"HELP", "INFO"}
 YES_WORDS = {"YES", "Y", "SI"}
-# "ACK ABCDE", and as people type it on a phone: "Ack: abcde.", "ACK #ABCDE thanks",
-# "acknowledged ABCDE".
-ACK_RE = re.compile(r"^\s*ACK(?:NOWLEDGED?)?[\s:#.,-]*([A-Za-z0-9]{4,8})\b", re.IGNORECASE)
+# How the care team acknowledges an alert by text: "ACK ABCDE", and as people type it on a
+# phone: "Ack: abcde.", "ACK #ABCDE thanks", "acknowledged ABCDE", "OK ack", "ABCDE ack",
+# "Ack, calling him now" (no ref: the one open alert sent to them). See ack_request.
+ACK_WORDS = frozenset({"ACK", "ACKD", "ACKED", "ACKNOWLEDGE", "ACKNOWLEDGED"})
+ACK_LEADS = frozenset({"OK", "OKAY", "OKE", "YES", "YEP", "YEAH"})  # "OK ACK", "yes, ack"
+# "can't ack", "not ack": whatever follows, no acknowledgement.
+ACK_NEGATIONS = frozenset({"NOT", "NO", "CANT", "CANNOT", "DONT", "WONT", "DIDNT", "COULDNT",
+                           "HAVENT", "HASNT", "ISNT", "WASNT", "UNABLE", "NEVER", "NT"})
+_ACK_TOKEN = re.compile(r"[A-Za-z0-9]+")
+REF_SHAPE = re.compile(f"[{REF_ALPHABET}]{{5}}")
+STAFF_REFS_CHARS = 100  # the refs listed when several open alerts went to one contact
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,39 @@ def carrier_keyword(msg: InboundMessage, text: str) -> tuple[str | None, str]:
             return command, word or opt
     return None, word
 
+
+@dataclass(frozen=True)
+class AckRequest:
+    """A care-team text that says ACK. `refs`: the words that may be the alert's ref, the
+    likeliest first; `leading`: ACK (or OK ACK...) opens the message, so it is an
+    acknowledgement even with no ref ("Ack, calling him now"); otherwise (a ref next to ACK:
+    "ABCDE ack") only if that ref is an alert's."""
+    refs: tuple[str, ...]
+    leading: bool
+    word: str | None = None  # the word right after a leading ACK, if any
+
+
+def ack_request(text: str) -> AckRequest | None:
+    """Whether a care-team text acknowledges an alert, and which. None for a text that does
+    not say ACK (ACKNOWLEDGE, ACKNOWLEDGED...) at the start or next to a ref, or says it
+    negated ("can't ack"): such a text never acknowledges anything."""
+    words = [w.upper() for w in _ACK_TOKEN.findall((text or "").replace("'", "")
+                                                   .replace("\u2019", ""))]
+    lead = 0
+    while lead < min(2, len(words)) and words[lead] in ACK_LEADS:
+        lead += 1
+    if lead < len(words) and words[lead] in ACK_WORDS:
+        after = words[lead + 1] if lead + 1 < len(words) else None
+        refs = [after] if after and 4 <= len(after) <= 8 else []
+        refs += [w for w in words if REF_SHAPE.fullmatch(w) and w not in refs]
+        return AckRequest(tuple(refs), leading=True, word=after)
+    beside: list[str] = []
+    for i, word in enumerate(words):
+        if word not in ACK_WORDS or ACK_NEGATIONS & set(words[max(0, i - 2):i]):
+            continue
+        beside += [w for w in (words[i - 1] if i else "", words[i + 1] if i + 1 < len(words)
+                               else "") if REF_SHAPE.fullmatch(w) and w not in beside]
+    return AckRequest(tuple(beside), leading=False) if beside else None
 
 _INSERT_COLUMNS = ("direction", "channel", "address", "body", "kind", "provider_id", "status",
                    "created_at", "updated_at", "patient_id", "media")
@@ -186,7 +229,7 @@ def _hold_told_emergency(session: Session, msg: InboundMessage, out: InboundOutc
 def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient: Patient | None,
             text: str, now: datetime, out: InboundOutcome, looping: bool) -> None:
     staff = ctx.settings.care_team.contact_by_phone(msg.sender)
-    if staff is not None and patient is not None and ACK_RE.match(text):
+    if staff is not None and patient is not None and ack_request(text) is not None:
         # A care-team phone that is also enrolled as a patient (a nurse trying the bot, a
         # shared clinic phone): "ACK <ref>" from it is still an acknowledgement.
         out.patient_id = patient.id
@@ -402,19 +445,39 @@ def _set_status(session: Session, patient: Patient, status: str, now: datetime, 
 
 def _staff_command(session: Session, ctx: ServiceContext, staff, text: str,
                    msg: InboundMessage, now: datetime) -> list[int]:
-    """A care-team phone texting the bot: `ACK <ref>` acknowledges an alert."""
+    """A care-team phone texting the bot: `ACK <ref>` acknowledges an alert.
+
+    A ref named in the text (after ACK, or next to it) is the one acknowledged. ACK at the
+    start with no ref of any alert ("Ack, calling him now", "ACK - on it", a ref mistyped)
+    acknowledges the one open alert sent to this contact; the receipt names the patient, so a
+    wrong guess shows at once. With several open, the reply lists them to choose from and
+    nothing is acknowledged."""
     def say(key: str, **kw) -> list[int]:
         body = ctx.texts.render(key, "en", **kw)
         return [enqueue(session, Draft(to=msg.sender, channel=msg.channel, body=body,
                                        kind="staff", priority=PRIORITY_EMERGENCY), now).id]
 
-    match = ACK_RE.match(text)
-    if not match:
+    request = ack_request(text)
+    if request is None:
         return say("staff_usage")
-    ref = match.group(1).upper()
+    ref = next((r for r in request.refs if session.scalar(
+        select(Escalation.id).where(Escalation.ref == r)) is not None), None)
+    how = None
+    if ref is None:
+        if not request.leading:
+            return say("staff_usage")
+        mine = open_alerted_to(session, staff.phone)
+        if len(mine) > 1:
+            return say("staff_which", refs=_refs_list(session, mine))
+        if not mine:
+            if request.word and REF_SHAPE.fullmatch(request.word):
+                return say("staff_unknown", ref=request.word)
+            return say("staff_none")
+        ref, how = mine[0].ref, "the one open alert sent to this contact"
     try:
-        esc, changed = acknowledge(session, ref, staff.name, now, actor=f"staff:{staff.id}")
-    except EscalationNotFound:
+        esc, changed = acknowledge(session, ref, staff.name, now, actor=f"staff:{staff.id}",
+                                   how=how)
+    except EscalationNotFound:  # pragma: no cover - found just above, in this transaction
         return say("staff_unknown", ref=ref)
     if not changed:
         return say("staff_already", ref=ref, by=esc.acknowledged_by or "someone")
@@ -423,6 +486,24 @@ def _staff_command(session: Session, ctx: ServiceContext, staff, text: str,
     return say("staff_ack", ref=ref, by=staff.name,
                patient=short_name(patient.name) if patient else "not enrolled",
                patient_phone=patient.phone if patient else esc.phone)
+
+
+def _refs_list(session: Session, escalations: list[Escalation]) -> str:
+    """"ABCDE (Ada), FGHJK (not enrolled)", cut between entries ("+2 more") to fit."""
+    entries = []
+    for esc in escalations:
+        patient = session.get(Patient, esc.patient_id) if esc.patient_id else None
+        first = short_name(patient.name.split()[0], 20) if patient and patient.name else ""
+        entries.append(f"{esc.ref} ({first or 'not enrolled'})")
+    shown: list[str] = []
+    for i, entry in enumerate(entries):
+        left = len(entries) - i - 1
+        line = ", ".join([*shown, entry, *([f"+{left} more"] if left else [])])
+        if shown and len(line) > STAFF_REFS_CHARS:
+            shown.append(f"+{left + 1} more")
+            break
+        shown.append(entry)
+    return ", ".join(shown)
 
 
 def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMessage,
