@@ -1,10 +1,14 @@
-"""What the care team reads in an alert: the patient's words around the red flag, their name."""
+"""What a patient hears after a red flag, and what the care team reads in an alert: follow-up
+texts while it is unresolved, the alert's quote and name."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from bot.domain import gsm7
+from bot.services.context import readable_phone
+from bot.services.escalations import resolve
 from bot.services.patients import Enrolment, enrol_patient
 from bot.store.models import Escalation
 from tests.test_red_flags_e2e import PHONE, alerts, chain_phones, enrol, texted
@@ -25,9 +29,69 @@ def _enrol(rt, name="Ada Lovelace", language="en", consented=True, status="activ
             p.consent_at = rt.clock.now()
 
 
+def _told(fake_http) -> list[str]:
+    return [d["Body"] for d in sent_to(fake_http, PHONE)]
+
+
 def _only_escalation(rt) -> Escalation:
     with rt.transaction() as s:
         return s.scalars(select(Escalation)).one()
+
+
+def _expected(rt, key, language="en", name="Ada"):
+    values = {**rt.ctx.patient_values(None), "name": name}
+    return rt.ctx.texts.render(key, language, **values)
+
+
+@pytest.mark.parametrize("language", ["en", "es"])
+def test_after_an_emergency_the_patients_replies_get_the_hotline_not_a_checkin_invite(
+        client, rt, fake_http, language):
+    _enrol(rt, language=language)
+    texted(client, "my legs gave way")
+    after = _expected(rt, "after_emergency", language)
+    assert readable_phone(rt.settings.clinic.acute_oncology_hotline) in after
+    assert "CHECKIN" not in after and gsm7.is_gsm7(after) and gsm7.segments(after) <= 2
+
+    for text in ["ok I've called them", "ok ambulance is coming",
+                 "called them, and I have a temperature of 38.5 too"]:  # urgent: joins it
+        told = len(_told(fake_http))
+        texted(client, text)
+        assert _told(fake_http)[told:] == [after], text
+
+    # acknowledged is not resolved: the same
+    esc = _only_escalation(rt)
+    texted(client, f"ACK {esc.ref}", sender=chain_phones(rt)[0])
+    texted(client, "they are here now")
+    assert _told(fake_http)[-1] == after
+    # a new urgent flag now opens its own escalation (the team is alerted); the patient
+    # hears the hotline again, not "we will call you today"
+    told = len(_told(fake_http))
+    texted(client, "and now a temperature of 38.9")
+    assert _told(fake_http)[told:] == [after]
+    # a keyword still starts what it starts
+    texted(client, "CHECKIN")
+    assert _told(fake_http)[-1] != after
+
+    with rt.transaction() as s:
+        for open_one in s.scalars(select(Escalation)):
+            resolve(s, open_one.ref, "admitted", rt.clock.now(), actor="test", by="Nurse Jo")
+    texted(client, "STOP")
+    texted(client, "START")
+    texted(client, "thanks for everything")
+    assert _told(fake_http)[-1] == _expected(rt, "received", language)
+
+
+@pytest.mark.parametrize("language", ["en", "es"])
+def test_while_an_urgent_red_flag_is_open_a_reply_says_the_team_will_call(client, rt,
+                                                                          fake_http, language):
+    _enrol(rt, language=language)
+    texted(client, "back pain is 9/10 and wakes me every night")
+    assert _only_escalation(rt).level == "urgent"
+    told = len(_told(fake_http))
+    texted(client, "ok thank you")
+    after = _expected(rt, "after_urgent", language)
+    assert _told(fake_http)[told:] == [after]
+    assert "CHECKIN" not in after and gsm7.segments(after) <= 2
 
 
 def test_an_alert_quotes_the_words_around_the_red_flag_not_the_greeting(client, rt,

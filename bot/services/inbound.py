@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import bindparam, case, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -176,11 +176,18 @@ def _sent_to_since(address):
 _SENT_TO_SINCE = _sent_to_since(bindparam("address"))
 _SENT_KINDS_TO_SINCE = _SENT_TO_SINCE.where(Message.kind.in_(bindparam("kinds", expanding=True)))
 
+# The highest level of the patient's red flags not resolved yet: 2 emergency, 1 urgent.
+_UNRESOLVED = (select(func.max(case((Escalation.level == "emergency", 2), else_=1)))
+               .where(Escalation.patient_id == Patient.id, Escalation.status != "resolved")
+               .correlate(Patient).scalar_subquery())
+_UNRESOLVED_LEVELS = {2: "emergency", 1: "urgent"}
+
 # Built once: runs on every inbound message. Locks the patient's row (PostgreSQL) so two
-# messages from one phone are handled one after the other, and counts, in the same round trip,
-# what the bot sent the number lately (for the loop guard).
+# messages from one phone are handled one after the other, and finds, in the same round trip,
+# what the bot sent the number lately (for the loop guard) and whether a red flag of theirs
+# is unresolved (see _after_red_flag).
 _PATIENT_BY_PHONE = (
-    select(Patient, _sent_to_since(Patient.phone).scalar_subquery())
+    select(Patient, _sent_to_since(Patient.phone).scalar_subquery(), _UNRESOLVED)
     .where(Patient.phone == bindparam("phone")).with_for_update(of=Patient)
 )
 
@@ -191,7 +198,7 @@ def handle_inbound_message(
     """Record, then act on, one message from a phone. Safe to call twice with the same id."""
     since = now - timedelta(minutes=ctx.settings.loop_guard.window_minutes)
     row = session.execute(_PATIENT_BY_PHONE, {"phone": msg.sender, "since": since}).first()
-    patient, sent = (row[0], row[1]) if row else (None, None)
+    patient, sent, unresolved = (row[0], row[1], row[2]) if row else (None, None, None)
     message_id = record_inbound(session, msg, now, patient.id if patient else None)
     if message_id is None:
         log.info("duplicate inbound %s ignored", msg.provider_id)
@@ -199,7 +206,8 @@ def handle_inbound_message(
     out = InboundOutcome(message_id=message_id)
     text = (msg.button_payload or msg.body or "").strip()
     looping = _looks_like_a_loop(session, ctx, msg, text, message_id, now, sent)
-    _act_on(session, ctx, msg, patient, text, now, out, looping)
+    _act_on(session, ctx, msg, patient, text, now, out, looping,
+            _UNRESOLVED_LEVELS.get(unresolved))
     if looping:
         _hold_replies(session, ctx, msg, out, now)
     elif msg.told_emergency:
@@ -227,7 +235,8 @@ def _hold_told_emergency(session: Session, msg: InboundMessage, out: InboundOutc
 
 
 def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient: Patient | None,
-            text: str, now: datetime, out: InboundOutcome, looping: bool) -> None:
+            text: str, now: datetime, out: InboundOutcome, looping: bool,
+            unresolved: str | None = None) -> None:
     staff = ctx.settings.care_team.contact_by_phone(msg.sender)
     if staff is not None and patient is not None and ack_request(text) is not None:
         # A care-team phone that is also enrolled as a patient (a nurse trying the bot, a
@@ -295,10 +304,28 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
         out.outbox_ids.append(reply("media_unreadable"))
         return
 
+    if unresolved and not _written_to_sender(session, msg, out) and (
+            key := _after_red_flag(session, ctx, patient, text, unresolved)):
+        out.outbox_ids.append(reply(key))
+        return
     out.outbox_ids += conversations.handle_patient_text(
         session, ctx, patient, text, now, channel=msg.channel,
         already_answered=bool(out.outbox_ids), message_id=out.message_id,
     )
+
+
+def _after_red_flag(session: Session, ctx: ServiceContext, patient: Patient, text: str,
+                    unresolved: str) -> str | None:
+    """The reply to a patient's text while a red flag of theirs is unresolved (`unresolved`:
+    its level), when it would otherwise get the routine "saved for your care team, reply
+    CHECKIN..." ("ok I've called them"): `after_emergency` (the hotline again) or
+    `after_urgent` (the team will call). None when the text goes to a conversation or starts
+    a flow, or before consent (the consent conversation answers)."""
+    if patient.consent_at is None or ctx.flows.by_keyword(text) is not None:
+        return None
+    if conversations.active_conversation(session, patient.id) is not None:
+        return None
+    return f"after_{unresolved}"
 
 
 def _replies_within_window(session: Session, ctx: ServiceContext, address: str,
