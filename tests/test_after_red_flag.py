@@ -1,5 +1,5 @@
 """What a patient hears after a red flag, and what the care team reads in an alert: follow-up
-texts while it is unresolved, the alert's quote and name."""
+texts while it is unresolved, START before consent, the alert's quote and name."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from bot.domain import gsm7
 from bot.services.context import readable_phone
 from bot.services.escalations import resolve
 from bot.services.patients import Enrolment, enrol_patient
-from bot.store.models import Escalation
+from bot.store.models import Escalation, Patient
 from tests.test_red_flags_e2e import PHONE, alerts, chain_phones, enrol, texted
 from tests.twilio_support import (  # noqa: F401 - fixtures
     fake_http,
@@ -92,6 +92,37 @@ def test_while_an_urgent_red_flag_is_open_a_reply_says_the_team_will_call(client
     after = _expected(rt, "after_urgent", language)
     assert _told(fake_http)[told:] == [after]
     assert "CHECKIN" not in after and gsm7.segments(after) <= 2
+
+
+def test_start_from_a_patient_who_never_consented_asks_for_consent_and_yes_records_it(
+        client, rt, fake_http):
+    _enrol(rt, consented=False, status="opted_out")
+    texted(client, "START")
+    with rt.transaction() as s:
+        assert s.scalars(select(Patient.status)).one() == "active"
+    told = _told(fake_http)
+    assert not any(t.startswith("Welcome back") for t in told)
+    assert told[0].startswith("Hi Ada") and told[-1].startswith("Do you agree")
+
+    texted(client, "YES")
+    with rt.transaction() as s:
+        assert s.scalars(select(Patient.consent_at)).one() is not None
+    assert _told(fake_http)[-1].startswith("Thank you, Ada. Your first check-in")
+
+    # a patient who had consented and opted out is welcomed back as before
+    texted(client, "STOP")
+    texted(client, "START")
+    assert _told(fake_http)[-1].startswith("Welcome back, Ada")
+
+
+def test_start_from_an_active_patient_who_never_consented_asks_for_consent(client, rt,
+                                                                           fake_http):
+    _enrol(rt, consented=False)
+    texted(client, "start")
+    assert _told(fake_http)[-1].startswith("Do you agree")
+    texted(client, "yes")
+    with rt.transaction() as s:
+        assert s.scalars(select(Patient.consent_at)).one() is not None
 
 
 def test_an_alert_quotes_the_words_around_the_red_flag_not_the_greeting(client, rt,

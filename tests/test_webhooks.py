@@ -1094,4 +1094,6 @@ def test_a_number_that_said_stop_is_enrolled_opted_out_and_not_welcomed(client, 
     with rt.transaction() as s:
         assert s.scalars(select(Patient.status).where(Patient.phone == STRANGER)).one() == \
             "active"
-    assert sent_to(fake_http, STRANGER)[-1]["Body"].startswith("Welcome back, Ana")
+    # never consented: not "welcome back", but the welcome and its consent question
+    bodies = [d["Body"] for d in sent_to(fake_http, STRANGER)[sent:]]
+    assert bodies[0].startswith("Hi Ana") and bodies[-1].startswith("Do you agree")

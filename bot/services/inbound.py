@@ -271,7 +271,14 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
         return
     if command == "START":
         _set_status(session, patient, "active", now, "patient.opt_in", said)
-        out.outbox_ids.append(reply("started"))
+        if patient.consent_at is None:
+            # Never agreed to check-ins: "they will start again" would be untrue, and their
+            # next YES must answer the consent question, so ask it (the welcome, as at
+            # enrolment).
+            out.outbox_ids += conversations.start_flow(
+                session, ctx, patient, conversations.CONSENT_FLOW, now, channel=msg.channel)
+        else:
+            out.outbox_ids.append(reply("started"))
         return
     if command == "HELP":
         out.outbox_ids.append(reply("help"))
