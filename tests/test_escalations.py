@@ -350,7 +350,8 @@ def test_texts_that_do_not_say_ack_never_acknowledge_and_the_chain_goes_on(clien
     for text in ["calling him now", "on it", f"{esc.ref} on my way", "backup needed",
                  f"can't ack {esc.ref}, in theatre", "Cannot ack - in theatre", "not ack",
                  "acknowledgement later", f"Re {esc.ref}: who is on call?", "ok",
-                 "haven't ack'd it, pass to Sam"]:
+                 "haven't ack'd it, pass to Sam", "Ack? No, can't - in theatre",
+                 f"ack not me, {esc.ref} is Sam's"]:
         texted(client, text, sender=chain[0])
         assert escalations(rt)[0].status == "open", text
         assert "Reply ACK" in alerts(fake_http, chain[0])[-1], text

@@ -110,13 +110,15 @@ class AckRequest:
 def ack_request(text: str) -> AckRequest | None:
     """Whether a care-team text acknowledges an alert, and which. None for a text that does
     not say ACK (ACKNOWLEDGE, ACKNOWLEDGED...) at the start or next to a ref, or says it
-    negated ("can't ack"): such a text never acknowledges anything."""
+    negated ("can't ack", "ack? no, can't"): such a text never acknowledges anything."""
     words = [w.upper() for w in _ACK_TOKEN.findall((text or "").replace("'", "")
                                                    .replace("\u2019", ""))]
     lead = 0
     while lead < min(2, len(words)) and words[lead] in ACK_LEADS:
         lead += 1
     if lead < len(words) and words[lead] in ACK_WORDS:
+        if ACK_NEGATIONS & set(words[lead + 1:lead + 4]):
+            return None  # "Ack? No, can't - in theatre", "ack not me"
         after = words[lead + 1] if lead + 1 < len(words) else None
         refs = [after] if after and 4 <= len(after) <= 8 else []
         refs += [w for w in words if REF_SHAPE.fullmatch(w) and w not in refs]
