@@ -10,7 +10,7 @@ from bot.domain import gsm7
 from bot.services.context import readable_phone
 from bot.services.escalations import resolve
 from bot.services.patients import Enrolment, enrol_patient
-from bot.store.models import Escalation, Patient
+from bot.store.models import Escalation, Message, Patient
 from tests.test_red_flags_e2e import PHONE, alerts, chain_phones, enrol, texted
 from tests.twilio_support import (  # noqa: F401 - fixtures
     fake_http,
@@ -57,6 +57,11 @@ def test_after_an_emergency_the_patients_replies_get_the_hotline_not_a_checkin_i
         told = len(_told(fake_http))
         texted(client, text)
         assert _told(fake_http)[told:] == [after], text
+
+    # "your care team has your message": so it waits for them to read
+    with rt.transaction() as s:
+        to_read = s.scalars(select(Message.body).where(Message.status == "to_read")).all()
+    assert "ok ambulance is coming" in to_read
 
     # acknowledged is not resolved: the same
     esc = _only_escalation(rt)

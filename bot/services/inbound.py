@@ -30,6 +30,7 @@ from bot.services.escalations import (
     open_alerted_to,
     short_name,
 )
+from bot.services.health import mark_to_read
 from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
 from bot.services.red_flags import emergency_response, urgent_response
 from bot.store.models import AuditLog, Escalation, Message, OutboxItem, Patient
@@ -315,6 +316,8 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
 
     if unresolved and not _written_to_sender(session, msg, out) and (
             key := _after_red_flag(session, ctx, patient, text, unresolved)):
+        # "Your care team has your message": so it is listed for them to read.
+        mark_to_read(session, out.message_id)
         out.outbox_ids.append(reply(key))
         return
     out.outbox_ids += conversations.handle_patient_text(
