@@ -144,9 +144,9 @@ def patients() -> None:
 @patients.command("add")
 @click.option("--phone", required=True)
 @click.option("--name", required=True)
-@click.option("--timezone", "zone", default=None, help="IANA zone, e.g. Europe/London.")
-@click.option("--channel", type=click.Choice(["sms", "whatsapp"]), default="sms",
-              show_default=True)
+@click.option("--timezone", "zone", default=None,
+              help="IANA Area/Location zone, e.g. Europe/London (not GMT or UTC).")
+@click.option("--channel", default="sms", show_default=True, help="sms or whatsapp.")
 @click.option("--language", default=None)
 def patients_add(phone, name, zone, channel, language) -> None:
     """Enrol a patient and send the welcome (consent) message."""
@@ -164,6 +164,61 @@ def patients_add(phone, name, zone, channel, language) -> None:
         _fail(str(exc))
     rt.dispatch_soon(ids)
     click.echo(line)
+
+
+@patients.command("update")
+@click.option("--phone", required=True, help="The patient's number (finds the patient).")
+@click.option("--name", default=None)
+@click.option("--timezone", "zone", default=None,
+              help="IANA Area/Location zone, e.g. Europe/London (not GMT or UTC).")
+@click.option("--channel", default=None, help="sms or whatsapp.")
+@click.option("--language", default=None)
+@click.option("--pause/--resume", "pause", default=None,
+              help="Withhold routine messages (check-ins, reminders), or send them again.")
+def patients_update(phone, name, zone, channel, language, pause) -> None:
+    """Correct a patient's details, or pause or resume their routine messages (audited).
+
+    A patient who opted out (texted STOP) cannot be paused or resumed: only they can opt
+    back in, by texting START."""
+    from bot.services.patients import (
+        InvalidField,
+        PatientChanges,
+        StatusRefused,
+        find_patient,
+        normalise_phone,
+        update_patient,
+    )
+
+    status = None if pause is None else ("paused" if pause else "active")
+    changes = PatientChanges(name=name, timezone=zone, channel=channel, language=language,
+                             status=status)
+    if changes.empty():
+        _fail("nothing to change: give --name, --timezone, --channel, --language, --pause or "
+              "--resume")
+    try:
+        number = normalise_phone(phone)
+    except InvalidField as exc:
+        _fail(str(exc))
+    rt = _runtime()
+    try:
+        with rt.transaction() as s:
+            patient = find_patient(s, number)
+            if patient is None:
+                _fail(f"no patient with number {number}", 1)
+            result = update_patient(s, patient, changes, settings=rt.settings,
+                                    now=rt.clock.now(), actor=_actor())
+            lines = [f"{key}: {old} -> {new}" for key, (old, new) in result.changes.items()]
+            lines += [f"schedule {i}: next {old.isoformat()} -> {new.isoformat()}"
+                      for i, old, new in result.moved]
+            head = (f"updated {patient.phone} (id {patient.id})" if result.changes
+                    else f"nothing changed for {patient.phone} (id {patient.id})")
+    except InvalidField as exc:
+        _fail(str(exc))
+    except StatusRefused as exc:
+        _fail(str(exc), 1)
+    click.echo(head)
+    for line in lines:
+        click.echo(f"  {line}")
 
 
 @patients.command("list")

@@ -452,3 +452,49 @@ def test_a_number_enrolled_at_the_same_moment_elsewhere_is_a_400_not_a_500(clien
     assert res.status_code == 400
     assert res.get_json()["field"] == "phone" and "already enrolled" in res.get_json()["error"]
     assert len(client.get("/api/patients").get_json()) == 1
+
+
+@pytest.mark.parametrize(("zone", "words"), [
+    ("GMT", "did you mean Europe/London?"), ("EST", "did you mean America/New_York?"),
+    ("UTC", "did you mean Europe/London?"), ("Etc/GMT+1", "Area/Location"),
+    ("gmt", "did you mean Europe/London?"),
+])
+def test_a_fixed_offset_zone_is_a_400_suggesting_the_place(client, rt, zone, words):
+    res = client.post("/api/patients", json={"phone": "+447700900123", "name": "Ada",
+                                             "timezone": zone})
+    assert res.status_code == 400 and res.get_json()["field"] == "timezone"
+    assert "fixed offset" in res.get_json()["error"] and words in res.get_json()["error"]
+    with rt.transaction() as s:
+        assert s.scalars(select(Patient)).all() == []
+
+
+class TestAClinicInParis:
+    @pytest.fixture
+    def settings_overrides(self):
+        return {"defaults": {"timezone": "Europe/Paris"}}
+
+    def test_gmt_is_refused_suggesting_london_not_the_clinics_zone(self, client):
+        res = client.post("/api/patients", json={"phone": "+447700900123", "name": "Ada",
+                                                 "timezone": "GMT"})
+        assert res.status_code == 400 and "did you mean Europe/London?" in res.get_json()["error"]
+
+
+def test_zone_and_channel_are_matched_whatever_their_case(client):
+    res = client.post("/api/patients", json={"phone": "+447700900123", "name": "Ada",
+                                             "timezone": "Europe/london", "channel": "WhatsApp"})
+    assert res.status_code == 201, res.get_json()
+    assert (res.get_json()["timezone"], res.get_json()["channel"]) == ("Europe/London",
+                                                                       "whatsapp")
+
+
+@pytest.mark.parametrize(("phone", "words"), [
+    ("+44 7700 900002", "care-team contact's number"),
+    ("+44 20 7946 0123", "is a landline"),
+    ("+33 1 23 45 67 89", "is a landline"),
+])
+def test_a_care_team_number_or_a_landline_is_a_400_naming_the_phone(client, rt, phone, words):
+    res = client.post("/api/patients", json={"phone": phone, "name": "Ada"})
+    assert res.status_code == 400 and res.get_json()["field"] == "phone"
+    assert words in res.get_json()["error"]
+    with rt.transaction() as s:
+        assert s.scalars(select(Patient)).all() == []

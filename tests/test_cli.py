@@ -158,3 +158,43 @@ def test_a_config_zone_naming_a_tzdata_directory_stops_with_one_line(cli, monkey
     res = cli("patients", "list")
     assert res.exit_code == 2
     assert res.output.strip() == "error: config: defaults.timezone: unknown timezone 'Europe'"
+
+
+@pytest.mark.parametrize(("zone", "suggestion"), [
+    ("GMT", "did you mean Europe/London?"),
+    ("UTC", "did you mean Europe/London?"),
+    ("BST", "did you mean Europe/London?"),
+    ("Etc/GMT", "did you mean Europe/London?"),
+    ("EST", "did you mean America/New_York?"),
+    ("Etc/GMT+1", "Area/Location"),
+    ("GB", "did you mean Europe/London?"),
+    ("CET", "Area/Location"),
+])
+def test_fixed_offset_and_abbreviated_zones_are_refused_with_the_likely_place(cli, zone,
+                                                                              suggestion):
+    res = cli("patients", "add", "--phone", "+447700900123", "--name", "Ada",
+              "--timezone", zone)
+    assert res.exit_code == 2, res.output
+    assert f"timezone: '{zone}' is a fixed offset" in res.output and suggestion in res.output
+    assert cli("patients", "list").output.strip() == ""
+
+
+def test_zone_and_channel_names_are_matched_whatever_their_case(cli):
+    res = cli("patients", "add", "--phone", "+447700900123", "--name", "Ada",
+              "--timezone", "europe/LONDON", "--channel", "WhatsApp")
+    assert res.exit_code == 0, res.output
+    [p] = [json.loads(line) for line in cli("patients", "list", "--json").output.splitlines()]
+    assert (p["timezone"], p["channel"]) == ("Europe/London", "whatsapp")
+
+
+def test_a_care_team_number_and_a_landline_cannot_be_enrolled(cli):
+    res = cli("patients", "add", "--phone", "+44 7700 900001", "--name", "Nurse")
+    assert res.exit_code == 2
+    assert "phone: +447700900001 is a care-team contact's number" in res.output
+    res = cli("patients", "add", "--phone", "+44 20 7946 0123", "--name", "Ada")
+    assert res.exit_code == 2
+    assert "phone: +442079460123 is a landline" in res.output
+    assert cli("patients", "list").output.strip() == ""
+    # A number that may be a mobile (the US cannot tell) is enrolled
+    ok = cli("patients", "add", "--phone", "+1 415 555 2671", "--name", "Ada")
+    assert ok.exit_code == 0, ok.output

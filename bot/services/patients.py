@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import cache
-from zoneinfo import available_timezones
+from zoneinfo import ZoneInfo, available_timezones
 
 import phonenumbers
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bot.domain.schedule import next_occurrence, parse_hhmm, previous_occurrence
 from bot.services.audit import audit
-from bot.store.models import Patient
+from bot.store.models import Patient, Schedule
 
 CHANNELS = ("sms", "whatsapp")
+# What a coordinator may set a patient's status to. "opted_out" is the patient's own choice
+# (STOP); only the patient can undo it, by texting START.
+SETTABLE_STATUSES = ("active", "paused")
 
 
 class InvalidField(ValueError):
@@ -50,6 +55,22 @@ def normalise_phone(raw: str, default_region: str | None = None) -> str:
 # Files in the zone database that are not zones a person lives in: the host's own zone
 # (a symlink to /etc/localtime on Debian), the POSIX rules template, and tzdata's "Factory".
 _NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+# Names of UTC itself and of the UK's clock (BST is no zone at all): a patient given one of
+# these is most likely where the clinic is.
+_UTC_NAMES = frozenset({"gmt", "utc", "uct", "bst", "z", "zulu", "greenwich", "universal", "gmt0",
+                        "gmt+0", "gmt-0", "wet", "west"})
+_FALLBACK_ZONE = "Europe/London"
+# Abbreviations and old single-word names whose place is obvious.
+_LIKELY_ZONE = {
+    "gb": "Europe/London", "gb-eire": "Europe/London", "eire": "Europe/Dublin",
+    "portugal": "Europe/Lisbon", "poland": "Europe/Warsaw",
+    "est": "America/New_York", "edt": "America/New_York", "est5edt": "America/New_York",
+    "cst": "America/Chicago", "cdt": "America/Chicago", "cst6cdt": "America/Chicago",
+    "mst": "America/Denver", "mdt": "America/Denver", "mst7mdt": "America/Denver",
+    "pst": "America/Los_Angeles", "pdt": "America/Los_Angeles",
+    "pst8pdt": "America/Los_Angeles", "hst": "Pacific/Honolulu", "japan": "Asia/Tokyo",
+    "singapore": "Asia/Singapore", "hongkong": "Asia/Hong_Kong", "nz": "Pacific/Auckland",
+}
 
 
 @cache
@@ -58,16 +79,96 @@ def known_timezones() -> frozenset[str]:
     return frozenset(available_timezones()) - _NOT_ZONES
 
 
-def check_timezone(zone: str) -> str:
-    """`zone` if it is an IANA zone name (e.g. Europe/London), else InvalidField("timezone").
+def _is_place(zone: str) -> bool:
+    """An Area/Location name (Europe/London, America/Argentina/Salta): a place, whose clock
+    follows its summer time. Not a fixed offset or an abbreviation (GMT, UTC, EST, Etc/GMT+1,
+    CET), whose clock never changes, nor an old single-word alias (GB, Japan)."""
+    return "/" in zone and not zone.startswith("Etc/")
+
+
+@cache
+def _lower_names() -> frozenset[str]:
+    return frozenset(z.lower() for z in known_timezones())
+
+
+@cache
+def _places_by_lower_name() -> dict[str, str]:
+    return {z.lower(): z for z in known_timezones() if _is_place(z)}
+
+
+def _likely_zone(zone: str, default_zone: str | None) -> str | None:
+    """The place a fixed-offset or abbreviated zone name most likely stands for, if obvious."""
+    key = zone.strip().lower().removeprefix("etc/")
+    if key in _UTC_NAMES:
+        # The clinic's own zone when its clock is on UTC in winter (as the UK's is).
+        if default_zone in known_timezones() and _is_place(default_zone):
+            winter = datetime(2026, 1, 15, 12, tzinfo=UTC).astimezone(ZoneInfo(default_zone))
+            if winter.utcoffset() == timedelta(0):
+                return default_zone
+        return _FALLBACK_ZONE
+    return _LIKELY_ZONE.get(key)
+
+
+def check_timezone(zone: str, default_zone: str | None = None) -> str:
+    """The IANA Area/Location zone `zone` names (case aside: "europe/london" gives
+    Europe/London), else InvalidField("timezone").
 
     Checked against the list of zones rather than by loading it: ZoneInfo("Europe") raises
     IsADirectoryError, an over-long name OSError, and "localtime" loads the host's own zone.
+    A fixed offset or abbreviation (GMT, UTC, EST, Etc/GMT+1) loads, but never changes for
+    summer time: a UK patient on GMT would get every message an hour off all summer. It is
+    refused with the likely place (`default_zone`, the clinic's, for GMT, UTC and BST).
     """
-    if not isinstance(zone, str) or zone not in known_timezones():
-        shown = zone if not isinstance(zone, str) or len(zone) <= 60 else zone[:57] + "..."
-        raise InvalidField("timezone", f"unknown timezone {shown!r}")
-    return zone
+    if isinstance(zone, str):
+        place = _places_by_lower_name().get(zone.strip().lower())
+        if place is not None:
+            return place
+        likely = _likely_zone(zone, default_zone)
+        is_zone = zone.strip().lower() in _lower_names()
+        if likely is not None or is_zone:
+            hint = (f": did you mean {likely}?" if likely else
+                    f", e.g. {default_zone or _FALLBACK_ZONE}")
+            raise InvalidField("timezone", f"{zone.strip()!r} is a fixed offset or an "
+                               "abbreviation, not a place: its clock does not change for "
+                               "summer time. Use the Area/Location zone where the patient "
+                               f"lives{hint}")
+    shown = zone if not isinstance(zone, str) or len(zone) <= 60 else zone[:57] + "..."
+    raise InvalidField("timezone", f"unknown timezone {shown!r}")
+
+
+def check_channel(channel: str) -> str:
+    value = channel.strip().lower() if isinstance(channel, str) else channel
+    if value not in CHANNELS:
+        raise InvalidField("channel", f"must be one of {', '.join(CHANNELS)}")
+    return value
+
+
+def check_language(language: str, languages: list[str]) -> str:
+    by_lower = {lang.lower(): lang for lang in languages}
+    value = by_lower.get(language.strip().lower()) if isinstance(language, str) else None
+    if value is None:
+        raise InvalidField("language", f"must be one of {', '.join(languages)}")
+    return value
+
+
+def check_name(name: str) -> str:
+    value = (name or "").strip()
+    if not value or len(value) > 80:
+        raise InvalidField("name", "must be 1 to 80 characters")
+    return value
+
+
+def check_patient_number(phone: str, care_team_phones: Collection[str] = ()) -> str:
+    """`phone` (E.164) if a patient can be texted on it: not a care-team contact's number
+    (their texts are alerts and ACKs, never a patient's) and not a landline."""
+    if phone in care_team_phones:
+        raise InvalidField("phone", f"{phone} is a care-team contact's number "
+                                    "(care_team.contacts): it cannot be a patient's")
+    # FIXED_LINE only: FIXED_LINE_OR_MOBILE (the US, Canada, ...) may well take texts.
+    if phonenumbers.number_type(phonenumbers.parse(phone)) == phonenumbers.PhoneNumberType.FIXED_LINE:
+        raise InvalidField("phone", f"{phone} is a landline (fixed line): it cannot receive "
+                                    "text messages; enrol the patient's mobile number")
+    return phone
 
 
 @dataclass(frozen=True)
@@ -79,17 +180,14 @@ class Enrolment:
     language: str = "en"
 
 
-def validate_enrolment(e: Enrolment, languages: list[str]) -> Enrolment:
+def validate_enrolment(e: Enrolment, languages: list[str], *, default_zone: str | None = None,
+                       care_team_phones: Collection[str] = ()) -> Enrolment:
     """Normalise and check every field; raise InvalidField naming the first bad one."""
-    phone = normalise_phone(e.phone)
-    name = (e.name or "").strip()
-    if not name or len(name) > 80:
-        raise InvalidField("name", "must be 1 to 80 characters")
-    if e.channel not in CHANNELS:
-        raise InvalidField("channel", f"must be one of {', '.join(CHANNELS)}")
-    if e.language not in languages:
-        raise InvalidField("language", f"must be one of {', '.join(languages)}")
-    return Enrolment(phone, name, check_timezone(e.timezone), e.channel, e.language)
+    phone = check_patient_number(normalise_phone(e.phone), care_team_phones)
+    name = check_name(e.name)
+    channel = check_channel(e.channel)
+    language = check_language(e.language, languages)
+    return Enrolment(phone, name, check_timezone(e.timezone, default_zone), channel, language)
 
 
 def find_patient(session: Session, phone: str) -> Patient | None:
@@ -97,10 +195,12 @@ def find_patient(session: Session, phone: str) -> Patient | None:
 
 
 def enrol_patient(
-    session: Session, e: Enrolment, *, languages: list[str], now: datetime, actor: str
+    session: Session, e: Enrolment, *, languages: list[str], now: datetime, actor: str,
+    default_zone: str | None = None, care_team_phones: Collection[str] = (),
 ) -> Patient:
     """Create a patient (status active, not yet consented). Raises InvalidField."""
-    e = validate_enrolment(e, languages)
+    e = validate_enrolment(e, languages, default_zone=default_zone,
+                           care_team_phones=care_team_phones)
     if find_patient(session, e.phone) is not None:
         raise InvalidField("phone", "a patient with this number is already enrolled")
     from bot.services.inbound import number_opted_out
@@ -140,9 +240,118 @@ def onboard_patient(session: Session, ctx, e: Enrolment, now: datetime, actor: s
     """
     from bot.services import conversations
 
-    patient = enrol_patient(session, e, languages=ctx.settings.languages, now=now, actor=actor)
+    settings = ctx.settings
+    patient = enrol_patient(session, e, languages=settings.languages, now=now, actor=actor,
+                            default_zone=settings.defaults.timezone,
+                            care_team_phones=care_team_phones(settings))
     if patient.status == "opted_out":  # the number said STOP: no welcome until START
         return patient, []
     ids = conversations.start_flow(session, ctx, patient, "welcome", now,
                                    routine=respect_quiet_hours)
     return patient, ids
+
+
+def care_team_phones(settings) -> frozenset[str]:
+    """The care-team contacts' numbers (E.164, as the config stores them)."""
+    return frozenset(c.phone for c in settings.care_team.contacts)
+
+
+# -- correcting a patient's details ----------------------------------------------------------
+
+
+class StatusRefused(Exception):
+    """A status change the coordinator may not make (the patient opted out)."""
+
+
+@dataclass(frozen=True)
+class PatientChanges:
+    """What to change; None leaves a field as it is."""
+
+    name: str | None = None
+    timezone: str | None = None
+    channel: str | None = None
+    language: str | None = None
+    status: str | None = None  # "paused" or "active" (SETTABLE_STATUSES)
+
+    def empty(self) -> bool:
+        return all(v is None for v in (self.name, self.timezone, self.channel, self.language,
+                                       self.status))
+
+
+@dataclass
+class PatientUpdate:
+    """What update_patient did: each changed field as (old, new), and the schedules whose next
+    time moved with a new zone as (schedule id, old next time, new next time)."""
+
+    patient: Patient
+    changes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    moved: list[tuple[int, datetime, datetime]] = field(default_factory=list)
+
+
+def update_patient(session: Session, patient: Patient, changes: PatientChanges, *,
+                   settings, now: datetime, actor: str) -> PatientUpdate:
+    """Correct a patient's details, checked as at enrolment. Raises InvalidField (a bad field,
+    or nothing to change) and StatusRefused (pausing or resuming a patient who opted out).
+
+    Audited as `patient.update` with each field's old and new value. A new zone moves the
+    patient's active schedules' next times (stored in UTC) to the same local day and time in
+    the new zone."""
+    if changes.empty():
+        raise InvalidField("body", "nothing to change: give name, timezone, channel, language "
+                                   "or a status (pause, resume)")
+    wanted: dict[str, str] = {}
+    if changes.name is not None:
+        wanted["name"] = check_name(changes.name)
+    if changes.timezone is not None:
+        wanted["timezone"] = check_timezone(changes.timezone, settings.defaults.timezone)
+    if changes.channel is not None:
+        wanted["channel"] = check_channel(changes.channel)
+    if changes.language is not None:
+        wanted["language"] = check_language(changes.language, settings.languages)
+    if changes.status is not None:
+        if changes.status not in SETTABLE_STATUSES:
+            raise InvalidField("status", f"must be one of {', '.join(SETTABLE_STATUSES)}")
+        if patient.status == "opted_out":
+            raise StatusRefused(
+                f"{patient.phone} opted out (texted STOP): their status stays opted_out; only "
+                "the patient can opt back in, by texting START")
+        wanted["status"] = changes.status
+    result = PatientUpdate(patient)
+    for key, new in wanted.items():
+        old = getattr(patient, key)
+        if old != new:
+            result.changes[key] = (old, new)
+            setattr(patient, key, new)
+    if "timezone" in result.changes:
+        old_zone, new_zone = result.changes["timezone"]
+        result.moved = _move_schedules(session, patient, old_zone, new_zone, now)
+    if result.changes:
+        details = {key: {"from": old, "to": new} for key, (old, new) in result.changes.items()}
+        audit(session, now, actor, "patient.update", "patient", patient.id, changes=details,
+              **({"schedules": [{"id": i, "from": a.isoformat(), "to": b.isoformat()}
+                                for i, a, b in result.moved]} if result.moved else {}))
+        session.flush()
+    return result
+
+
+def _move_schedules(session: Session, patient: Patient, old_zone: str, new_zone: str,
+                    now: datetime) -> list[tuple[int, datetime, datetime]]:
+    """Next times are stored in UTC, computed from the patient's zone: keep each active
+    schedule's next occurrence on the same local day at its local time, in the new zone. One
+    that would then already have passed comes at its local time on the next day instead (a
+    zone change is not a reason to send at another hour)."""
+    moved = []
+    for sched in session.scalars(select(Schedule).where(
+            Schedule.patient_id == patient.id, Schedule.active.is_(True))
+            .order_by(Schedule.id)):
+        # The slot the next time stands for (a deferred one is after its slot).
+        slot = previous_occurrence(sched.next_due_at, old_zone, sched.local_time)
+        day = slot.astimezone(ZoneInfo(old_zone)).date()
+        tz = ZoneInfo(new_zone)
+        new = datetime.combine(day, parse_hhmm(sched.local_time), tzinfo=tz).astimezone(UTC)
+        if new <= now:
+            new = next_occurrence(now, new_zone, sched.local_time, 1)
+        if new != sched.next_due_at:
+            moved.append((sched.id, sched.next_due_at, new))
+            sched.next_due_at = new
+    return moved

@@ -15,7 +15,15 @@ from werkzeug.exceptions import HTTPException, Unauthorized
 
 from bot.services import escalations as esc_service
 from bot.services import schedules as sched_service
-from bot.services.patients import Enrolment, InvalidField, list_patients, onboard_patient
+from bot.services.patients import (
+    Enrolment,
+    InvalidField,
+    PatientChanges,
+    StatusRefused,
+    list_patients,
+    onboard_patient,
+    update_patient,
+)
 from bot.store.models import AuditLog, Escalation, Patient, Schedule
 from bot.web.common import runtime
 from bot.web.serialize import escalation_json, iso, patient_json
@@ -153,6 +161,39 @@ def enrol():
         return _bad(exc.field, exc.message)
     rt.dispatch_soon(ids)
     return jsonify(body), 201
+
+
+# PATCH /api/patients/<id>: the fields a coordinator may correct.
+PATIENT_FIELDS = ("name", "timezone", "channel", "language", "status")
+
+
+@bp.patch("/patients/<int:patient_id>")
+def update(patient_id: int):
+    """Correct a patient's details, or pause (`"status": "paused"`) or resume (`"active"`)
+    their routine messages. 409 for a status change of a patient who opted out."""
+    rt = runtime()
+    data = json_body()
+    given: dict[str, str] = {}
+    for key, value in data.items():
+        if key not in PATIENT_FIELDS:
+            raise InvalidField(key[:40], "cannot be changed here (fields: "
+                                         f"{', '.join(PATIENT_FIELDS)})")
+        if value is None:  # null is not "leave it": say so rather than guess
+            raise InvalidField(key, "must be a non-empty string")
+        given[key] = _text(data, key)
+    with rt.transaction() as s:
+        patient = _patient_or_404(s, patient_id)
+        try:
+            result = update_patient(s, patient, PatientChanges(**given), settings=rt.settings,
+                                    now=rt.clock.now(), actor=_actor())
+        except StatusRefused as exc:
+            return jsonify(error=f"status: {exc}", field="status"), 409
+        body = {**patient_json(patient),
+                "changed": {k: {"from": old, "to": new}
+                            for k, (old, new) in result.changes.items()},
+                "schedules_moved": [{"id": i, "from": iso(a), "to": iso(b)}
+                                    for i, a, b in result.moved]}
+    return jsonify(body)
 
 
 @bp.get("/patients")
