@@ -31,6 +31,19 @@ def _actor() -> str:
     return "cli:" + (os.environ.get("USER") or "operator")
 
 
+def _person(option: str, value: str) -> str:
+    """A name given on the command line for the record: not blank, no control characters."""
+    from bot.services.patients import InvalidField
+    from bot.web.api import check_text
+
+    if not value.strip():
+        _fail(f"{option}: required: who is taking it")
+    try:
+        return check_text(option, value).strip()[:80]
+    except InvalidField as exc:
+        _fail(str(exc))
+
+
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def main(verbose: bool) -> None:
@@ -247,7 +260,7 @@ def transcript(phone: str, as_json: bool) -> None:
     """Every message to and from a number, oldest first."""
     from sqlalchemy import select
 
-    from bot.services.patients import InvalidField, normalise_phone
+    from bot.services.patients import InvalidField, find_patient, normalise_phone
     from bot.store.models import Message
     from bot.web.serialize import message_json
 
@@ -259,9 +272,14 @@ def transcript(phone: str, as_json: bool) -> None:
     with rt.transaction() as s:
         rows = [message_json(m) for m in s.scalars(
             select(Message).where(Message.address == number).order_by(Message.id))]
+        enrolled = find_patient(s, number) is not None
+    if not rows and not enrolled:  # a typo, or the wrong database: not "no messages"
+        _fail(f"no patient with number {number}, and no messages to or from it", 1)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    if not rows:
+        click.echo(f"no messages to or from {number}")
     for m in rows:
         arrow = "<-" if m["direction"] == "in" else "->"
         media = "".join(f" [{a['content_type'] or 'attachment'}: {a['url']}]" for a in m["media"])
@@ -301,6 +319,7 @@ def escalations_ack(ref: str, by: str) -> None:
     """Acknowledge: the alert chain stops."""
     from bot.services.escalations import EscalationNotFound, acknowledge
 
+    by = _person("by", by)
     rt = _runtime()
     try:
         with rt.transaction() as s:
@@ -314,13 +333,23 @@ def escalations_ack(ref: str, by: str) -> None:
 
 @escalations.command("resolve")
 @click.argument("ref")
-@click.option("--note", required=True)
+@click.option("--note", required=True, help="What was done (required, not blank).")
 @click.option("--by", default=None,
-              help="Who dealt with it (recorded as acknowledging it if nobody had).")
+              help="Who dealt with it (recorded as acknowledging it if nobody had; "
+                   "default: cli:$USER).")
 def escalations_resolve(ref: str, note: str, by: str | None) -> None:
     """Close an escalation with a note: what was done."""
     from bot.services.escalations import EscalationNotFound, resolve
+    from bot.services.patients import InvalidField
+    from bot.web.api import check_text
 
+    if not note.strip():
+        _fail("note: required: say what was done")
+    try:
+        check_text("note", note, multiline=True)
+    except InvalidField as exc:
+        _fail(str(exc))
+    by = _actor() if by is None else _person("by", by)
     rt = _runtime()
     already = None
     try:
@@ -357,6 +386,7 @@ def schedules_add(phone, flow_id, local_time, every_days, reminder_text) -> None
     reminder replaces one only with the same text and time."""
     from bot.services.patients import InvalidField, find_patient, normalise_phone
     from bot.services.schedules import save_schedule
+    from bot.web.api import check_flow
 
     rt = _runtime()
     try:
@@ -365,6 +395,7 @@ def schedules_add(phone, flow_id, local_time, every_days, reminder_text) -> None
             patient = find_patient(s, number)
             if patient is None:
                 raise InvalidField("phone", f"no patient with number {number}")
+            check_flow(rt.ctx, flow_id)
             params = {"reminder_text": reminder_text} if reminder_text is not None else {}
             result = save_schedule(s, rt.ctx, patient, flow_id, local_time, every_days,
                                    rt.clock.now(), _actor(), params)
@@ -452,12 +483,15 @@ def failed_messages(as_json: bool) -> None:
     rt = _runtime()
     with rt.transaction() as s:
         rows = [failed_json(item, message) for item, message in query(s)]
-    _emit(rows, as_json, lambda r: f"{r['message_id']:>6} {r['created_at']} {r['to']:<16} "
+    _emit(rows, as_json, "no failed messages", lambda r: f"{r['message_id']:>6} {r['created_at']} {r['to']:<16} "
                                    f"{r['kind']:<10} attempts={r['attempts']} {r['error']}")
 
 
-def _emit(rows: list[dict], as_json: bool, line) -> None:
-    """One JSON object per line, or `line(row)` for people."""
+def _emit(rows: list[dict], as_json: bool, none: str, line) -> None:
+    """One JSON object per line, or `line(row)` for people. No rows: `none` for people (on
+    stderr with --json, which then prints nothing), so that "none" is not silence."""
+    if not rows:
+        click.echo(none, err=as_json)
     for r in rows:
         click.echo(json.dumps(r) if as_json else line(r))
 
@@ -489,8 +523,9 @@ def unprocessed(as_json: bool, read_id: int | None, by: str | None) -> None:
             rows.append({"message_id": m.id, "created_at": m.created_at.isoformat(),
                          "phone": m.address, "patient": patient.name if patient else None,
                          "channel": m.channel, "body": m.body})
-    _emit(rows, as_json, lambda r: f"{r['message_id']:>6} {r['created_at']} {r['phone']:<16} "
-                                   f"{r['patient'] or '(not enrolled)'}: {r['body']}")
+    _emit(rows, as_json, "no unprocessed messages",
+          lambda r: f"{r['message_id']:>6} {r['created_at']} {r['phone']:<16} "
+                    f"{r['patient'] or '(not enrolled)'}: {r['body']}")
 
 
 def _add_optional_commands() -> None:

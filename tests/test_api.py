@@ -498,3 +498,11 @@ def test_a_care_team_number_or_a_landline_is_a_400_naming_the_phone(client, rt, 
     assert words in res.get_json()["error"]
     with rt.transaction() as s:
         assert s.scalars(select(Patient)).all() == []
+
+
+def test_an_unknown_flow_is_a_400_naming_the_known_ones(client):
+    pid = client.post("/api/patients", json={"phone": "+447700900123", "name": "Ada"}
+                      ).get_json()["id"]
+    res = client.post(f"/api/patients/{pid}/schedules", json={"flow": "medication"})
+    assert res.status_code == 400 and res.get_json() == {
+        "error": "flow: unknown flow 'medication' (flows: checkin, reminder)", "field": "flow"}

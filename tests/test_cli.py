@@ -160,6 +160,70 @@ def test_a_config_zone_naming_a_tzdata_directory_stops_with_one_line(cli, monkey
     assert res.output.strip() == "error: config: defaults.timezone: unknown timezone 'Europe'"
 
 
+def _escalation_ref(cli, client):
+    client.post("/simulator/api/patients", json={"phone": "+447700900123", "name": "Ada"})
+    client.post("/simulator/api/messages", json={"phone": "+447700900123",
+                                                 "body": "my legs gave way and I wet myself"})
+    [esc] = [json.loads(line) for line in cli("escalations", "list", "--json").output.split("\n")
+             if line.strip()]
+    return esc["ref"]
+
+
+@pytest.mark.parametrize("note", ["", "   ", "\t\n"])
+def test_resolving_with_a_blank_note_is_refused(cli, client, note):
+    ref = _escalation_ref(cli, client)
+    res = cli("escalations", "resolve", ref, "--note", note, "--by", "Nurse Jo")
+    assert res.exit_code == 2 and "note: required" in res.output
+    [esc] = [json.loads(line) for line in cli("escalations", "list", "--json").output.split("\n")
+             if line.strip()]
+    assert esc["status"] == "open" and esc["acknowledged_by"] is None
+
+
+def test_resolving_without_by_records_the_cli_actor_as_who_took_it(cli, client, monkeypatch):
+    monkeypatch.setenv("USER", "nurse-jo")
+    ref = _escalation_ref(cli, client)
+    res = cli("escalations", "resolve", ref, "--note", "Called her; ambulance on its way")
+    assert res.exit_code == 0, res.output
+    [esc] = [json.loads(line) for line in cli("escalations", "list", "--json").output.split("\n")
+             if line.strip()]
+    assert esc["status"] == "resolved" and esc["acknowledged_by"] == "cli:nurse-jo"
+
+
+def test_a_blank_by_is_refused_on_ack_and_resolve(cli, client):
+    ref = _escalation_ref(cli, client)
+    assert cli("escalations", "ack", ref, "--by", "  ").exit_code == 2
+    res = cli("escalations", "resolve", ref, "--note", "done", "--by", " ")
+    assert res.exit_code == 2 and "by: required" in res.output
+    [esc] = [json.loads(line) for line in cli("escalations", "list", "--json").output.split("\n")
+             if line.strip()]
+    assert esc["status"] == "open" and esc["acknowledged_by"] is None
+
+
+def test_empty_lists_say_so(cli):
+    res = cli("failed-messages")
+    assert res.exit_code == 0 and res.output.strip() == "no failed messages"
+    res = cli("unprocessed")
+    assert res.exit_code == 0 and res.output.strip() == "no unprocessed messages"
+    res = cli("failed-messages", "--json")  # JSON on stdout stays parseable: the line is on stderr
+    assert res.exit_code == 0 and res.stdout == "" and "no failed messages" in res.stderr
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"]])
+def test_the_transcript_of_an_unknown_number_says_so_and_exits_1(cli, extra):
+    cli("patients", "add", "--phone", "+447700900123", "--name", "Ada")
+    res = cli("transcript", "--phone", "+44 7700 900124", *extra)
+    assert res.exit_code == 1
+    assert "error: no patient with number +447700900124" in res.output
+
+
+def test_schedules_add_with_an_unknown_flow_names_the_known_ones(cli):
+    cli("patients", "add", "--phone", "+447700900123", "--name", "Ada")
+    res = cli("schedules", "add", "--phone", "+447700900123", "--flow", "medication")
+    assert res.exit_code == 2
+    assert res.output.strip() == \
+        "error: flow: unknown flow 'medication' (flows: checkin, reminder)"
+
+
 @pytest.mark.parametrize(("zone", "suggestion"), [
     ("GMT", "did you mean Europe/London?"),
     ("UTC", "did you mean Europe/London?"),

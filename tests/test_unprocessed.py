@@ -141,7 +141,7 @@ def test_unhandled_messages_show_on_healthz_until_read(client, rt, fake_http, mo
     done = runner.invoke(main, ["unprocessed", "--read", str(row["message_id"]),
                                 "--by", "Nurse Jo"])
     assert done.exit_code == 0, done.output
-    assert runner.invoke(main, ["unprocessed"]).output == ""
+    assert runner.invoke(main, ["unprocessed"]).output == "no unprocessed messages\n"
     with rt.transaction() as s:
         assert health.report(s, rt.settings, rt.clock.now())["unprocessed_inbound"] == 0
         assert s.scalar(select(AuditLog.actor).where(AuditLog.action == "inbound.read")) \

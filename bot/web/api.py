@@ -272,6 +272,18 @@ def resolve(ref: str):
         return jsonify(error=f"no escalation {ref}"), 404
 
 
+def check_flow(ctx, flow_id: str) -> str:
+    """`flow_id` if the flow library has it, else InvalidField("flow") naming the flows that
+    can be scheduled (shared with `checkin-bot schedules add`)."""
+    from bot.services.conversations import CONSENT_FLOW
+
+    if flow_id not in ctx.flows:
+        known = ", ".join(sorted(f.id for f in ctx.flows.current() if f.id != CONSENT_FLOW))
+        shown = flow_id if len(flow_id) <= 40 else flow_id[:37] + "..."
+        raise InvalidField("flow", f"unknown flow {shown!r} (flows: {known})")
+    return flow_id
+
+
 @bp.get("/messages/failed")
 def failed_messages():
     """Messages that could not be delivered, for the care team to follow up."""
@@ -335,6 +347,7 @@ def set_schedule(patient_id: int):
         field = str(err["loc"][0]) if err["loc"] else "body"
         return _bad(field, err["msg"])
     check_text("flow", body.flow)
+    check_flow(rt.ctx, body.flow)
     check_text("at", body.at)
     if body.reminder_text is not None:
         check_text("reminder_text", body.reminder_text, multiline=True)
