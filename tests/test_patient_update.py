@@ -236,7 +236,7 @@ def test_cli_refuses_to_resume_a_patient_who_opted_out(cli, client, rt):
 
 @pytest.mark.parametrize(("args", "code", "message"), [
     ([], 2, "nothing to change"),
-    (["--timezone", "GMT"], 2, "timezone: 'GMT' is a fixed offset"),
+    (["--timezone", "GMT"], 2, "timezone: 'GMT' is not an Area/Location zone name"),
     (["--channel", "pigeon"], 2, "channel: must be one of sms, whatsapp"),
     (["--name", " "], 2, "name: must be 1 to 80 characters"),
 ])

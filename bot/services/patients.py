@@ -58,12 +58,13 @@ _NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
 # Names of UTC itself and of the UK's clock (BST is no zone at all): a patient given one of
 # these is most likely where the clinic is.
 _UTC_NAMES = frozenset({"gmt", "utc", "uct", "bst", "z", "zulu", "greenwich", "universal", "gmt0",
-                        "gmt+0", "gmt-0", "wet", "west"})
+                        "gmt+0", "gmt-0"})
 _FALLBACK_ZONE = "Europe/London"
 # Abbreviations and old single-word names whose place is obvious.
 _LIKELY_ZONE = {
     "gb": "Europe/London", "gb-eire": "Europe/London", "eire": "Europe/Dublin",
-    "portugal": "Europe/Lisbon", "poland": "Europe/Warsaw",
+    "portugal": "Europe/Lisbon", "wet": "Europe/Lisbon", "west": "Europe/Lisbon",
+    "poland": "Europe/Warsaw",
     "est": "America/New_York", "edt": "America/New_York", "est5edt": "America/New_York",
     "cst": "America/Chicago", "cdt": "America/Chicago", "cst6cdt": "America/Chicago",
     "mst": "America/Denver", "mdt": "America/Denver", "mst7mdt": "America/Denver",
@@ -128,9 +129,9 @@ def check_timezone(zone: str, default_zone: str | None = None) -> str:
         if likely is not None or is_zone:
             hint = (f": did you mean {likely}?" if likely else
                     f", e.g. {default_zone or _FALLBACK_ZONE}")
-            raise InvalidField("timezone", f"{zone.strip()!r} is a fixed offset or an "
-                               "abbreviation, not a place: its clock does not change for "
-                               "summer time. Use the Area/Location zone where the patient "
+            raise InvalidField("timezone", f"{zone.strip()!r} is not an Area/Location zone "
+                               "name: a fixed offset or abbreviation (GMT, UTC, EST) does not "
+                               "change for summer time. Use the zone where the patient "
                                f"lives{hint}")
     shown = zone if not isinstance(zone, str) or len(zone) <= 60 else zone[:57] + "..."
     raise InvalidField("timezone", f"unknown timezone {shown!r}")
