@@ -528,6 +528,38 @@ def unprocessed(as_json: bool, read_id: int | None, by: str | None) -> None:
                     f"{r['patient'] or '(not enrolled)'}: {r['body']}")
 
 
+@main.command("to-read")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--read", "read_id", type=int, help="Mark this message read (audited).")
+@click.option("--by", default=None, help="Who read it (with --read).")
+def to_read(as_json: bool, read_id: int | None, by: str | None) -> None:
+    """Patients' free text the bot told them was saved for the care team (a question, "please
+    ring me", a late answer), as the dashboard lists it: read each, follow up, mark it read."""
+    from bot.services.health import mark_read, messages_to_read
+    from bot.store.models import Patient
+
+    rt = _runtime()
+    with rt.transaction() as s:
+        now = rt.clock.now()
+        if read_id is not None:
+            if not by or not by.strip():
+                _fail("--read needs --by NAME")
+            _, changed = mark_read(s, read_id, by.strip(), now, actor=_actor())
+            if not changed:
+                _fail(f"no message {read_id} waiting to be read")
+            click.echo(f"message {read_id} marked read by {by.strip()}")
+            return
+        rows = []
+        for m in messages_to_read(s):
+            patient = s.get(Patient, m.patient_id) if m.patient_id else None
+            rows.append({"message_id": m.id, "created_at": m.created_at.isoformat(),
+                         "phone": m.address, "patient": patient.name if patient else None,
+                         "channel": m.channel, "body": m.body})
+    _emit(rows, as_json, "no messages to read",
+          lambda r: f"{r['message_id']:>6} {r['created_at']} {r['phone']:<16} "
+                    f"{r['patient'] or '(not enrolled)'}: {r['body']}")
+
+
 def _add_optional_commands() -> None:
     """Commands that live in their own modules."""
     from bot.cli_flows import flows_group, simulate_command

@@ -121,7 +121,9 @@ def simulate_command(flow_id: str, language: str, name: str | None, flows_dir: P
     flow = library.get(flow_id)
     context = default_context(library.variables, language)
     if name:
-        context["name"] = name
+        from bot.domain.names import greeting_name
+
+        context["name"] = greeting_name(name, language)  # as texts call a patient: no title
     stdin = sys.stdin
     interactive = stdin.isatty()
     now = datetime.now(UTC)  # the CLI owns the clock; the engine is given it

@@ -264,3 +264,43 @@ def test_a_care_team_number_and_a_landline_cannot_be_enrolled(cli):
     # A number that may be a mobile (the US cannot tell) is enrolled
     ok = cli("patients", "add", "--phone", "+1 415 555 2671", "--name", "Ada")
     assert ok.exit_code == 0, ok.output
+
+
+def test_to_read_lists_what_patients_were_told_is_saved_for_the_team_and_marks_it_read(
+        cli, db_url):
+    from bot.config import load_settings
+    from bot.messaging.dev import DevMessenger
+    from bot.runtime import build_runtime
+    from bot.services.inbound import InboundMessage, handle_inbound_message
+    from bot.store.models import Message, Patient
+
+    assert cli("patients", "add", "--phone", "+447700900123", "--name", "Ada Lovelace").exit_code == 0
+    assert cli("to-read").output.strip() == "no messages to read"
+    rt = build_runtime(load_settings(env={"CHECKIN_DATABASE_URL": db_url}),
+                       messenger=DevMessenger(echo=False), dispatch_mode="none")
+    try:
+        for i, text in enumerate(["YES", "please ring me about my tablets"]):
+            with rt.transaction() as s:  # consent (the welcome's question), then free text
+                handle_inbound_message(s, rt.ctx, InboundMessage(
+                    "sms", "+447700900123", text, provider_id=f"SM{i:032d}"), rt.clock.now())
+        with rt.transaction() as s:
+            assert s.query(Patient).one().consent_at is not None
+            message_id = s.query(Message.id).filter(
+                Message.body == "please ring me about my tablets").scalar()
+    finally:
+        rt.close()
+    listed = cli("to-read")
+    assert listed.exit_code == 0
+    assert "Ada Lovelace: please ring me about my tablets" in listed.output
+    assert cli("to-read", "--read", str(message_id)).exit_code == 2  # who read it?
+    done = cli("to-read", "--read", str(message_id), "--by", "Nurse Jo")
+    assert done.exit_code == 0 and "marked read by Nurse Jo" in done.output
+    assert cli("to-read").output.strip() == "no messages to read"
+    again = cli("to-read", "--read", str(message_id), "--by", "Nurse Jo")
+    assert again.exit_code == 2 and "no message" in again.output
+
+
+def test_simulate_calls_the_patient_as_the_bot_does(cli):
+    res = CliRunner().invoke(main, ["simulate", "welcome", "--name", "Mrs Joan Baker"],
+                             input="/quit\n")
+    assert "Hi Joan," in res.output and "Mrs" not in res.output
