@@ -855,3 +855,44 @@ def test_add_a_reminder_and_remove_schedules(signed_in, rt, clock, app):
                          data={"csrf": csrf_of(signed_in, "/dashboard/"), "at": "10:00",
                                "every_days": "7"})
     assert res.status_code == 404
+
+
+def test_a_coordinator_corrects_a_patients_details_and_pauses_them(signed_in, rt):
+    pid = enrol(rt, "+447700900123", name="Mrs Ada Lovelace")
+    text = post(signed_in, f"/dashboard/patients/{pid}/details", name="Ada Lovelace",
+                timezone="america/new_york", channel="sms", language="en").get_data(as_text=True)
+    assert "Changed by you (Jo): name Mrs Ada Lovelace -&gt; Ada Lovelace" in text
+    assert "timezone Europe/London -&gt; America/New_York" in text
+    with rt.transaction() as s:
+        p = s.get(Patient, pid)
+        assert (p.name, p.timezone) == ("Ada Lovelace", "America/New_York")
+    [update] = audits(rt, "patient.update")
+    assert update.actor == "dashboard:Jo"
+
+    bad = signed_in.post(f"/dashboard/patients/{pid}/details", data={
+        "csrf": csrf_of(signed_in, "/dashboard/"), "name": "Ada", "timezone": "GMT",
+        "channel": "sms", "language": "en"})
+    assert bad.status_code == 400
+    body = bad.get_data(as_text=True)
+    assert 'id="details-error"' in body and "Nothing was changed" in body
+    assert 'value="GMT"' in body  # the form as typed, to fix
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).timezone == "America/New_York"
+
+    text = post(signed_in, f"/dashboard/patients/{pid}/details", action="pause").get_data(
+        as_text=True)
+    assert "status active -&gt; paused" in text and 'id="resume"' in text
+    text = post(signed_in, f"/dashboard/patients/{pid}/details", action="resume").get_data(
+        as_text=True)
+    assert "status paused -&gt; active" in text
+
+
+def test_a_patient_who_opted_out_cannot_be_resumed_from_the_dashboard(signed_in, rt):
+    pid = enrol(rt, "+447700900123")
+    with rt.transaction() as s:
+        s.get(Patient, pid).status = "opted_out"
+    text = post(signed_in, f"/dashboard/patients/{pid}/details", action="resume").get_data(
+        as_text=True)
+    assert "only the patient can opt back in" in text and "Nothing was changed" in text
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).status == "opted_out"

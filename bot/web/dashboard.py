@@ -56,7 +56,10 @@ from bot.services.patients import (
     CHANNELS,
     Enrolment,
     InvalidField,
+    PatientChanges,
+    StatusRefused,
     onboard_patient,
+    update_patient,
 )
 from bot.services.schedules import list_schedules
 from bot.store.models import (
@@ -697,7 +700,7 @@ def _patient_or_404(s: Session, patient_id: int) -> Patient:
 
 
 def _patient_page(s: Session, p: Patient, status: int = 200, checkin: dict | None = None,
-                  reminder: dict | None = None):
+                  reminder: dict | None = None, details: dict | None = None):
     """A patient's page; `checkin` / `reminder`: a schedule form posted back with an error
     (the values typed and the error), shown again as it was."""
     settings = runtime().settings
@@ -728,6 +731,9 @@ def _patient_page(s: Session, p: Patient, status: int = 200, checkin: dict | Non
                    checkin={**checkin_values, "error": None, **(checkin or {})},
                    reminder={"reminder_text": "", "at": "09:00", "every_days": "1",
                              "error": None, **(reminder or {})},
+                   details={"name": p.name, "timezone": p.timezone, "channel": p.channel,
+                            "language": p.language, "error": None, **(details or {})},
+                   languages=settings.languages,
                    quiet=settings.quiet_hours)
 
 
@@ -842,6 +848,44 @@ def set_schedule(patient_id: int):
     log.info("dashboard: %s saved schedule %s (%s) of patient %s", _name(), schedule_id, flow,
              patient_id)
     _flash(text, "warn" if result.warnings else "ok")
+    return redirect(url_for("dashboard.patient", patient_id=patient_id), 303)
+
+
+DETAIL_FIELDS = ("name", "timezone", "channel", "language")
+
+
+@bp.post("/patients/<int:patient_id>/details")
+def update_details(patient_id: int):
+    """Correct a patient's details, or pause / resume their routine messages, as PATCH
+    /api/patients/<id> does (update_patient: the same checks and audit)."""
+    rt = runtime()
+    values = {key: request.form.get(key, "") for key in DETAIL_FIELDS}
+    status = {"pause": "paused", "resume": "active"}.get(request.form.get("action", ""))
+    try:
+        with rt.transaction() as s:
+            p = _patient_or_404(s, patient_id)
+            if status is not None:
+                changes = PatientChanges(status=status)
+            else:
+                changes = PatientChanges(**{key: _form_text(key) for key in DETAIL_FIELDS})
+            result = update_patient(s, p, changes, settings=rt.settings, now=rt.clock.now(),
+                                    actor=_actor())
+            changed = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in
+                                result.changes.items())
+            moved = len(result.moved)
+    except InvalidField as exc:
+        with rt.transaction() as s:
+            return _patient_page(s, _patient_or_404(s, patient_id), 400,
+                                 details={**values, "error": _field_error(exc)})
+    except StatusRefused as exc:
+        _flash(f"{exc}. Nothing was changed.", "error")
+        return redirect(url_for("dashboard.patient", patient_id=patient_id), 303)
+    log.info("dashboard: %s updated patient %s", _name(), patient_id)
+    if not changed:
+        _flash("Nothing was changed: the details were already so.")
+    else:
+        _flash(f"Changed by you ({_name()}): {changed}."
+               + (f" {moved} schedule(s) moved to the new zone." if moved else ""))
     return redirect(url_for("dashboard.patient", patient_id=patient_id), 303)
 
 
