@@ -503,29 +503,10 @@ def _emit(rows: list[dict], as_json: bool, none: str, line) -> None:
 def unprocessed(as_json: bool, read_id: int | None, by: str | None) -> None:
     """Patients' messages the bot could not handle (only red flags were acted on): read each,
     follow up with the patient, then mark it read."""
-    from bot.services.health import mark_read, unprocessed_messages
-    from bot.store.models import Patient
+    from bot.services.health import unprocessed_messages
 
-    rt = _runtime()
-    with rt.transaction() as s:
-        now = rt.clock.now()
-        if read_id is not None:
-            if not by:
-                _fail("--read needs --by NAME")
-            _, changed = mark_read(s, read_id, by, now, actor=_actor())
-            if not changed:
-                _fail(f"no unprocessed message {read_id}")
-            click.echo(f"message {read_id} marked read by {by}")
-            return
-        rows = []
-        for m in unprocessed_messages(s):
-            patient = s.get(Patient, m.patient_id) if m.patient_id else None
-            rows.append({"message_id": m.id, "created_at": m.created_at.isoformat(),
-                         "phone": m.address, "patient": patient.name if patient else None,
-                         "channel": m.channel, "body": m.body})
-    _emit(rows, as_json, "no unprocessed messages",
-          lambda r: f"{r['message_id']:>6} {r['created_at']} {r['phone']:<16} "
-                    f"{r['patient'] or '(not enrolled)'}: {r['body']}")
+    _inbound_to_read(unprocessed_messages, as_json, read_id, by, "no unprocessed messages",
+                     "no unprocessed message {id}")
 
 
 @main.command("to-read")
@@ -535,27 +516,35 @@ def unprocessed(as_json: bool, read_id: int | None, by: str | None) -> None:
 def to_read(as_json: bool, read_id: int | None, by: str | None) -> None:
     """Patients' free text the bot told them was saved for the care team (a question, "please
     ring me", a late answer), as the dashboard lists it: read each, follow up, mark it read."""
-    from bot.services.health import mark_read, messages_to_read
+    from bot.services.health import messages_to_read
+
+    _inbound_to_read(messages_to_read, as_json, read_id, by, "no messages to read",
+                     "no message {id} waiting to be read")
+
+
+def _inbound_to_read(listing, as_json: bool, read_id: int | None, by: str | None, none: str,
+                     not_waiting: str) -> None:
+    """List patients' messages waiting for a person (`listing(session)`), or mark one read."""
+    from bot.services.health import mark_read
     from bot.store.models import Patient
 
     rt = _runtime()
     with rt.transaction() as s:
-        now = rt.clock.now()
         if read_id is not None:
             if not by or not by.strip():
                 _fail("--read needs --by NAME")
-            _, changed = mark_read(s, read_id, by.strip(), now, actor=_actor())
+            _, changed = mark_read(s, read_id, by.strip(), rt.clock.now(), actor=_actor())
             if not changed:
-                _fail(f"no message {read_id} waiting to be read")
+                _fail(not_waiting.format(id=read_id))
             click.echo(f"message {read_id} marked read by {by.strip()}")
             return
         rows = []
-        for m in messages_to_read(s):
+        for m in listing(s):
             patient = s.get(Patient, m.patient_id) if m.patient_id else None
             rows.append({"message_id": m.id, "created_at": m.created_at.isoformat(),
                          "phone": m.address, "patient": patient.name if patient else None,
                          "channel": m.channel, "body": m.body})
-    _emit(rows, as_json, "no messages to read",
+    _emit(rows, as_json, none,
           lambda r: f"{r['message_id']:>6} {r['created_at']} {r['phone']:<16} "
                     f"{r['patient'] or '(not enrolled)'}: {r['body']}")
 

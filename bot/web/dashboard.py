@@ -477,17 +477,10 @@ def _ago(now: datetime, at: datetime | None) -> str:
     return f"at {at.astimezone(zone).strftime('%H:%M on %d %b')} ({_relative(now, at)})"
 
 
-def _unprocessed_rows(s: Session) -> list[dict]:
+def _message_rows(s: Session, messages: list[Message]) -> list[dict]:
+    """Patients' messages waiting for a person, each with who sent it."""
     rows = []
-    for m in health.unprocessed_messages(s):
-        patient = s.get(Patient, m.patient_id) if m.patient_id else None
-        rows.append({"message": m, "who": _who(patient, m.address)})
-    return rows
-
-
-def _to_read_rows(s: Session) -> list[dict]:
-    rows = []
-    for m in health.messages_to_read(s):
+    for m in messages:
         patient = s.get(Patient, m.patient_id) if m.patient_id else None
         rows.append({"message": m, "who": _who(patient, m.address)})
     return rows
@@ -564,8 +557,8 @@ def index():
             "problems": report["problems"],
             "open": _escalation_rows(s, "open"),
             "acknowledged": _escalation_rows(s, "acknowledged"),
-            "unprocessed": _unprocessed_rows(s),
-            "to_read": _to_read_rows(s),
+            "unprocessed": _message_rows(s, health.unprocessed_messages(s)),
+            "to_read": _message_rows(s, health.messages_to_read(s)),
             "failed": _failed_rows(s, now),
             "invalid": list(s.scalars(select(Patient).where(
                 Patient.number_invalid_at.is_not(None)).order_by(
