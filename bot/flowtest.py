@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from bot.domain.engine import Inbound, Start, Timeout, step
+from bot.domain.engine import Inbound, Start, Timeout, step, with_sentences
 from bot.domain.flows import FlowLibrary, Variable, parse_duration
 
 DEFAULT_START = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)  # a Monday morning
@@ -122,6 +122,7 @@ def run_script(path: Path, library: FlowLibrary, update: bool = False) -> Script
         raise ScriptError(f"{path}: no flow {raw['flow']!r} is loaded") from None
     context = default_context(library.variables)
     context.update({k: str(v) for k, v in _plain(raw.get("context") or {}).items()})
+    context = with_sentences(context, library.variables)  # as the service passes them
     now = raw.get("start_at", DEFAULT_START)
     now = datetime.fromisoformat(now) if isinstance(now, str) else now
     now = now if now.tzinfo else now.replace(tzinfo=UTC)

@@ -13,8 +13,8 @@ from bot.config import REPO_ROOT
 MESSAGES_FILE = REPO_ROOT / "config" / "messages.yaml"
 REQUIRED = (
     "emergency", "urgent", "safety_net", "not_enrolled", "help", "stopped", "started",
-    "received", "awaiting_consent", "alert", "staff_ack", "staff_already", "staff_unknown",
-    "staff_usage", "staff_which", "staff_none", "alert_unknown", "media_unreadable",
+    "received", "awaiting_consent", "alert", "alert_answer", "staff_ack", "staff_already",
+    "staff_unknown", "staff_usage", "staff_which", "staff_none", "alert_unknown", "media_unreadable",
     "after_emergency", "after_urgent",
     "alert_outage", "template_open",
 )
@@ -22,7 +22,7 @@ REQUIRED = (
 VARIABLE_MAX = {
     "name": 20, "clinic_name": 40, "clinic_phone": 16, "hotline": 16, "emergency_number": 16,
     "ref": 6, "patient": 30, "patient_phone": 16, "flags": 60, "words": 60, "level": 9, "by": 30,
-    "refs": 100,
+    "refs": 100, "answer": 110,  # answer: escalations.ANSWER_CHARS
 }
 
 

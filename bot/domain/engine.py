@@ -20,6 +20,7 @@ from bot.domain.flows import (
     Flow,
     SendNode,
     StartFlowNode,
+    Variable,
     WaitNode,
 )
 from bot.domain.gsm7 import to_gsm7
@@ -231,10 +232,7 @@ class _Run:
         if not isinstance(node, AskNode):
             self.fail("missing_node", self.state["node"])
             return
-        spec = node.answer
-        words = [option.all_words() for option in spec.options or []]
-        result = answers.parse_answer(spec.type, text, spec.min, spec.max, words,
-                                      spec.all_yes_words(), spec.all_no_words())
+        result = parse_reply(node, text)
         if not result.ok:
             self.recorded.append(NotUnderstood(node.id, result.reason or "not_understood"))
             tries = self.state["tries"] + 1
@@ -245,11 +243,65 @@ class _Run:
             self.wait_at(node)
             self.state["tries"] = tries
             return
-        value = result.value
-        if spec.type == "choice" and spec.options and isinstance(value, int):
-            value = spec.options[value - 1].value  # the option's own value, not its number
-        self.save(node.save, value)
-        self.go(self.choose(node.cases, value, node.next))
+        self.save(node.save, result.value)
+        self.go(self.choose(node.cases, result.value, node.next))
+
+
+def parse_reply(node: AskNode, text: str) -> answers.ParseResult:
+    """A reply to a question, parsed as the flow reads it: a choice as its option's own value
+    ("quite_a_bit"), not its number."""
+    spec = node.answer
+    words = [option.all_words() for option in spec.options or []]
+    result = answers.parse_answer(spec.type, text, spec.min, spec.max, words,
+                                  spec.all_yes_words(), spec.all_no_words())
+    if result.ok and spec.type == "choice" and spec.options and isinstance(result.value, int):
+        return answers.ParseResult.understood(spec.options[result.value - 1].value)
+    return result
+
+
+_INSTRUCTION_AFTER = re.compile(r"^(.*\?)[^?]*$", re.DOTALL)
+
+
+def question_and_meaning(flow: Flow, node_id: str | None, text: str,
+                         context: Mapping[str, Any]) -> tuple[str, str] | None:
+    """A reply to the question at `node_id` as the care team needs to read it: the question
+    (in the flow's default language, the team's, without what follows its last "?": "Reply
+    YES or NO.") and what the reply meant: "Yes", "quite a bit", "8 on a scale of 0 to 10",
+    "not understood", or "" for a free-text answer. None when `node_id` is not a question."""
+    node = flow.node(node_id) if node_id else None
+    if not isinstance(node, AskNode):
+        return None
+    question = " ".join(render(node.text, flow, flow.language, context).split())
+    asked = _INSTRUCTION_AFTER.match(question)
+    if asked:
+        question = asked.group(1)
+    spec = node.answer
+    result = parse_reply(node, text)
+    if not result.ok:
+        return question, "not understood"
+    if spec.type == "yesno":
+        return question, str(result.value).capitalize()
+    if spec.type == "choice":
+        return question, str(result.value).replace("_", " ")
+    if spec.type == "integer" and spec.min is not None and spec.max is not None:
+        return question, f"{result.value} on a scale of {spec.min} to {spec.max}"
+    if spec.type == "integer":
+        return question, str(result.value)
+    return question, ""
+
+
+def end_sentence(text: str) -> str:
+    """`text` with a full stop added when it ends with a letter or a digit, so that what
+    follows it reads as a new sentence ("Take your tablets" -> "Take your tablets.");
+    unchanged after other punctuation ("Done?", "(at 9)", "Now!")."""
+    return f"{text}." if text and text[-1].isalnum() else text
+
+
+def with_sentences(values: Mapping[str, Any], variables: Mapping[str, Variable]) -> dict[str, Any]:
+    """`values` (a context) with each value of a variable declared a sentence (`sentence:
+    true` in variables.yaml) ended as one (end_sentence)."""
+    return {key: end_sentence(value) if isinstance(value, str) and key in variables
+            and variables[key].sentence else value for key, value in values.items()}
 
 
 def _matches(case: Case, value: Any, flags: list[str]) -> bool:

@@ -174,6 +174,13 @@ def _texts(node: Any) -> list[tuple[str, Any]]:
     return found
 
 
+def _longest(variable: Variable | None) -> str:
+    """A variable's longest value: max_length letters, and the full stop of a sentence."""
+    if variable is None:
+        return ""
+    return "X" * variable.max_length + ("." if variable.sentence else "")
+
+
 def _text_problems(flow: Flow, label: str, text: Any, variables: dict[str, Variable]) -> list[str]:
     versions = text if isinstance(text, dict) else {flow.language: text}
     problems = [
@@ -190,10 +197,7 @@ def _text_problems(flow: Flow, label: str, text: Any, variables: dict[str, Varia
             shown = ", ".join(f"{char!r} (U+{ord(char):04X})" for char in bad)
             problems.append(f"{label} ({lang}) has characters that are not plain GSM-7: {shown}")
             continue
-        longest = VARIABLE.sub(
-            lambda m: "X" * variables[m.group(1)].max_length if m.group(1) in variables else "",
-            body,
-        )
+        longest = VARIABLE.sub(lambda m: _longest(variables.get(m.group(1))), body)
         count = segments(longest)
         if count > MAX_SEGMENTS:
             problems.append(

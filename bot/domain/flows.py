@@ -287,6 +287,9 @@ class Variable(_Model):
     max_length: int = Field(ge=1, le=500)
     example: str = ""
     description: str = ""
+    # A sentence of its own inside a text ("{reminder_text} Reply 1 if done"): the service
+    # adds a full stop when the value ends with a letter or a digit (engine.end_sentence).
+    sentence: bool = False
 
 
 class VariablesFile(_Model):

@@ -21,7 +21,7 @@ from bot.domain.flows import Flow
 from bot.domain.triage import level_for_flags
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
-from bot.services.escalations import escalate
+from bot.services.escalations import answer_words, escalate
 from bot.services.outbox import (
     PRIORITY_REPLY,
     PRIORITY_ROUTINE,
@@ -111,6 +111,10 @@ def flow_for(session: Session, ctx: ServiceContext, conv: Conversation) -> Flow:
 
 
 def _context(ctx: ServiceContext, patient: Patient, params: dict[str, Any]) -> dict[str, Any]:
+    """The engine's context: the patient's values and the conversation's `params`, a value
+    declared a sentence (flows/variables.yaml) ending with a full stop: "Take your
+    dexamethasone" reads "... dexamethasone. Reply 1 if done", not "... dexamethasone Reply"."""
+    params = engine.with_sentences(params, ctx.flows.variables)
     return {**ctx.patient_values(patient), **params, "language": patient.language}
 
 
@@ -211,6 +215,7 @@ def advance(session: Session, ctx: ServiceContext, patient: Patient, conv: Conve
         return _apply(session, ctx, patient, conv, flow, result, now, routine=routine,
                       channel=channel)
     unsent = _unsent_rows(session, patient, conv) if isinstance(event, engine.Inbound) else []
+    asked = conv.state.get("node") if isinstance(event, engine.Inbound) else None
     result = engine.step(flow, conv.state, event, now, _context(ctx, patient, params))
     if result.new_state is not None:
         result.new_state["params"] = params
@@ -229,7 +234,7 @@ def advance(session: Session, ctx: ServiceContext, patient: Patient, conv: Conve
         else:
             _cancel_rows(session, unsent, now, "the patient answered before it was sent")
     return released + _apply(session, ctx, patient, conv, flow, result, now, routine=routine,
-                             channel=channel, words=words)
+                             channel=channel, words=words, asked=asked)
 
 
 def _unsent_rows(session: Session, patient: Patient, conv: Conversation) -> list[OutboxItem]:
@@ -245,7 +250,10 @@ def _unsent_rows(session: Session, patient: Patient, conv: Conversation) -> list
 
 def _apply(session: Session, ctx: ServiceContext, patient: Patient, conv: Conversation,
            flow: Flow, result: engine.StepResult, now: datetime, *, routine: bool,
-           channel: str | None, words: str | None = None) -> list[int]:
+           channel: str | None, words: str | None = None,
+           asked: str | None = None) -> list[int]:
+    """Store what a step did. `words`: the patient's reply that caused it, to the question
+    at node `asked`."""
     state = result.new_state or {}
     conv.state = state
     conv.current_node = state.get("node")
@@ -284,7 +292,8 @@ def _apply(session: Session, ctx: ServiceContext, patient: Patient, conv: Conver
     ids: list[int] = []
     if flags:
         level = level_for_flags(flags, ctx.vocabulary)
-        said = words or f"answered in {flow.id}: {', '.join(flags)}"
+        said = (_in_context(ctx, patient, flow, state, asked, words)
+                or f"answered in {flow.id}: {', '.join(flags)}")
         if level == "emergency":
             ids += emergency_response(session, ctx, patient, flags, said, now, channel=channel)
         elif level == "urgent":
@@ -299,6 +308,21 @@ def _apply(session: Session, ctx: ServiceContext, patient: Patient, conv: Conver
         ids += start_flow(session, ctx, patient, follow_on, now, routine=routine,
                           channel=channel)
     return ids
+
+
+def _in_context(ctx: ServiceContext, patient: Patient, flow: Flow, state: dict[str, Any],
+                asked: str | None, words: str | None) -> str | None:
+    """The words an escalation keeps for a reply that raised a flag: a reply to a question
+    with the question and what it meant ("Q: ...? A: y (Yes)": a bare "y" tells the care team
+    nothing), any other reply as it came."""
+    if not words:
+        return words
+    described = engine.question_and_meaning(
+        flow, asked, words, _context(ctx, patient, dict(state.get("params") or {})))
+    if described is None:
+        return words
+    question, meaning = described
+    return answer_words(question, words, meaning)
 
 
 def _schedule_first_checkin(session: Session, ctx: ServiceContext, patient: Patient,

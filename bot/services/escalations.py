@@ -159,6 +159,11 @@ def escalate(
 
 FLAGS_CHARS = 60
 WORDS_CHARS = 60
+# A reply to a check-in question in an alert: "Q: <question> A: <reply> (<meaning>)", the
+# question shortened to fit, the reply to ANSWER_REPLY_CHARS.
+ANSWER_CHARS = 110
+ANSWER_REPLY_CHARS = 40
+MEANING_CHARS = 30
 NAME_CHARS = 30
 _ELLIPSIS = "..."
 # Where each message of an escalation's words ends (newest first, see escalate).
@@ -178,9 +183,77 @@ def short_name(name: str | None, limit: int = NAME_CHARS) -> str:
     return name[:limit - len(_ELLIPSIS)] + _ELLIPSIS
 
 
-def alert_details(flags, words: str | None,
-                  vocabulary: Vocabulary | None = None) -> dict[str, str]:
+# How an escalation keeps a reply to a question of a flow (see answer_words).
+_ANSWER = re.compile(r"^Q: (?P<question>.+?) A: (?P<reply>.*?)(?: \((?P<meaning>[^()]*)\))?$",
+                     re.DOTALL)
+
+
+def answer_words(question: str, reply: str, meaning: str) -> str:
+    """The words an escalation keeps for a reply to a question that raised a red flag, so
+    that the care team reads it with its question: "Q: Any new numbness...? A: y (Yes)".
+    The meaning is left out when the reply says it already ("yes"); "8 (on a scale of 0 to
+    10)", not "8 (8 on a scale...)"."""
+    reply = " ".join(reply.split())
+    shown = f"Q: {' '.join(question.split())} A: {reply}"
+    if meaning.casefold().startswith(f"{reply.casefold()} "):
+        meaning = meaning[len(reply) + 1:]
+    if meaning and meaning.casefold() != reply.casefold():
+        shown += f" ({meaning})"
+    return shown
+
+
+def words_to_read(words: str | None) -> str:
+    """An escalation's words for a person to read (the dashboard): as kept, except that when
+    some are replies to questions, each message is on a line of its own and each reply under
+    its question ("Q: ..." then "A: ...")."""
+    parts = (words or "").split(_MESSAGE_SEPARATOR)
+    if not any(_ANSWER.match(part) for part in parts):
+        return words or ""
+    lines: list[str] = []
+    for part in parts:
+        found = _ANSWER.match(part)
+        if found is None:
+            lines.append(part)
+        else:
+            lines += [f"Q: {found['question']}", f"A: {part[found.start('reply'):]}"]
+    return "\n".join(lines)
+
+
+def _plain(text: str) -> str:
+    return " ".join(gsm7.to_gsm7(text).split())
+
+
+def _cut(text: str, limit: int) -> str:
+    """At most `limit` characters of `text`, cut between words with "..." when too long."""
+    if len(text) <= limit:
+        return text
+    cut = text[:max(limit - len(_ELLIPSIS), 0) + 1]
+    cut = cut.rsplit(" ", 1)[0] if " " in cut else cut[:-1]
+    return cut.rstrip(" ,;:") + _ELLIPSIS
+
+
+def answer_for_alert(part: str, limit: int = ANSWER_CHARS) -> str | None:
+    """One message of an escalation's words, when it is a reply to a question (see
+    answer_words), as an alert shows it: at most `limit` characters of plain GSM-7, the
+    question cut short before the reply or its meaning, ending with a full stop. None for
+    words the patient wrote."""
+    found = _ANSWER.match(part)
+    if found is None:
+        return None
+    meaning = _cut(_plain(found["meaning"] or ""), MEANING_CHARS)
+    tail = f" A: {_cut(_plain(found['reply']), ANSWER_REPLY_CHARS)}"
+    if meaning:
+        tail += f" ({meaning})"
+    room = limit - len("Q: ") - len(tail) - 1  # 1: the full stop
+    shown = f"Q: {_cut(_plain(found['question']), room)}{tail}"
+    return shown if shown.endswith((".", "!", "?")) else f"{shown}."
+
+
+def alert_details(flags, words: str | None, vocabulary: Vocabulary | None = None,
+                  answer_chars: int = ANSWER_CHARS) -> dict[str, str]:
     """The {flags} and {words} of a care-team alert, short enough for its 2 SMS segments.
+    Or, when the newest of the words is a reply to a check-in question (see answer_words),
+    {flags} and {answer}: the question and the reply (see answer_for_alert).
 
     Flags of the highest tier come first and are never cut mid-name ("+2 more" says what was
     left out); the words are made GSM-7 before they are shortened, as a transliterated
@@ -199,7 +272,13 @@ def alert_details(flags, words: str | None,
             shown.append(f"+{left + 1} more")
             break
         shown.append(name)
-    said = " ".join(gsm7.to_gsm7(words or "").split())
+    parts = (words or "").split(_MESSAGE_SEPARATOR)
+    answer = answer_for_alert(parts[0], answer_chars)
+    if answer is not None:
+        return {"flags": ", ".join(shown), "answer": answer}
+    # What the patient wrote, without replies to questions: those are not what they "said".
+    free = _MESSAGE_SEPARATOR.join(part for part in parts if _ANSWER.match(part) is None)
+    said = " ".join(gsm7.to_gsm7(free).split())
     if len(said) > WORDS_CHARS:
         said = quote_around_flags(said, set(flags), vocabulary, WORDS_CHARS)
     return {"flags": ", ".join(shown), "words": said}
@@ -339,9 +418,20 @@ def _alert(session: Session, ctx: ServiceContext, esc: Escalation, now: datetime
                                 patient_phone=esc.phone, **details)
     else:
         patient = session.get(Patient, esc.patient_id)
-        body = ctx.texts.render(
-            "alert", "en", level=esc.level.upper(), ref=esc.ref,
-            patient=short_name(patient.name), patient_phone=patient.phone, **details)
+        values = {"level": esc.level.upper(), "ref": esc.ref, "patient": short_name(patient.name),
+                  "patient_phone": patient.phone}
+        if "answer" in details:
+            # A question is read best whole: the room the rest of the alert leaves in its 2
+            # segments, at least ANSWER_CHARS (checked at start-up).
+            room = 2 * gsm7.GSM7_PART - len(ctx.texts.render(
+                "alert_answer", "en", **values, **{**details, "answer": ""}))
+            if room > ANSWER_CHARS:
+                roomy = alert_details(esc.flags, esc.words, ctx.vocabulary, room)
+                body = ctx.texts.render("alert_answer", "en", **values, **roomy)
+                if gsm7.segments(body) <= 2:
+                    details = roomy
+        body = ctx.texts.render("alert_answer" if "answer" in details else "alert", "en",
+                                **values, **details)
     item = enqueue(session, Draft(to=contact.phone, channel=contact.channel, body=body,
                                   kind="alert", priority=PRIORITY_EMERGENCY,
                                   escalation_id=esc.id), now)

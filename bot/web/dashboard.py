@@ -339,8 +339,8 @@ def _render(template: str, status: int = 200, **context: Any):
 
     signed_in = _signed_in()
     body = render_template(
-        template, when=_when, ago=ago, csrf=_csrf_token(), flash=_take_flash(),
-        signed_in=signed_in, me=_name() if signed_in else None, now=now,
+        template, when=_when, ago=ago, said=esc_service.words_to_read, csrf=_csrf_token(),
+        flash=_take_flash(), signed_in=signed_in, me=_name() if signed_in else None, now=now,
         clinic=rt.settings.clinic.name, zone=rt.settings.defaults.timezone, **context)
     return body, status
 
