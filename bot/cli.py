@@ -181,6 +181,8 @@ def patients_add(phone, name, zone, channel, language) -> None:
 
 @patients.command("update")
 @click.option("--phone", required=True, help="The patient's number (finds the patient).")
+@click.option("--new-phone", default=None,
+              help="The patient's new number; messages not sent yet go to it.")
 @click.option("--name", default=None)
 @click.option("--timezone", "zone", default=None,
               help="IANA Area/Location zone, e.g. Europe/London (not GMT or UTC).")
@@ -188,8 +190,9 @@ def patients_add(phone, name, zone, channel, language) -> None:
 @click.option("--language", default=None)
 @click.option("--pause/--resume", "pause", default=None,
               help="Withhold routine messages (check-ins, reminders), or send them again.")
-def patients_update(phone, name, zone, channel, language, pause) -> None:
-    """Correct a patient's details, or pause or resume their routine messages (audited).
+def patients_update(phone, new_phone, name, zone, channel, language, pause) -> None:
+    """Correct a patient's details or number, or pause or resume their routine messages
+    (audited).
 
     A patient who opted out (texted STOP) cannot be paused or resumed: only they can opt
     back in, by texting START."""
@@ -203,11 +206,11 @@ def patients_update(phone, name, zone, channel, language, pause) -> None:
     )
 
     status = None if pause is None else ("paused" if pause else "active")
-    changes = PatientChanges(name=name, timezone=zone, channel=channel, language=language,
-                             status=status)
+    changes = PatientChanges(phone=new_phone, name=name, timezone=zone, channel=channel,
+                             language=language, status=status)
     if changes.empty():
-        _fail("nothing to change: give --name, --timezone, --channel, --language, --pause or "
-              "--resume")
+        _fail("nothing to change: give --new-phone, --name, --timezone, --channel, --language, "
+              "--pause or --resume")
     try:
         number = normalise_phone(phone)
     except InvalidField as exc:
@@ -223,6 +226,11 @@ def patients_update(phone, name, zone, channel, language, pause) -> None:
             lines = [f"{key}: {old} -> {new}" for key, (old, new) in result.changes.items()]
             lines += [f"schedule {i}: next {old.isoformat()} -> {new.isoformat()}"
                       for i, old, new in result.moved]
+            lines += [f"message {i} held for quiet hours: {old.isoformat()} -> "
+                      f"{new.isoformat()}" for i, old, new in result.retimed]
+            if result.readdressed:
+                lines.append(f"{len(result.readdressed)} message(s) not sent yet now go to "
+                             "the new number")
             head = (f"updated {patient.phone} (id {patient.id})" if result.changes
                     else f"nothing changed for {patient.phone} (id {patient.id})")
     except InvalidField as exc:

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from bot.domain.schedule import next_occurrence
 from bot.services import escalations as esc_service
 from bot.services.audit import audit
+from bot.services.outbox import Draft, enqueue
 from bot.services.patients import Enrolment, enrol_patient
 from bot.services.schedules import save_schedule
 from bot.store.models import (
@@ -885,6 +886,42 @@ def test_a_coordinator_corrects_a_patients_details_and_pauses_them(signed_in, rt
     text = post(signed_in, f"/dashboard/patients/{pid}/details", action="resume").get_data(
         as_text=True)
     assert "status paused -&gt; active" in text
+
+
+def test_a_coordinator_changes_a_patients_phone_number(signed_in, rt):
+    pid = enrol(rt, "+447700900123")
+    other = enrol(rt, "+447700900456", name="Bob Byron")
+    with rt.transaction() as s:  # written, not sent yet: goes to the new number
+        item = enqueue(s, Draft(to="+447700900123", channel="sms", body="How are you?",
+                                kind="checkin", routine=True, patient_id=pid), rt.clock.now())
+        item_id = item.id
+    assert 'id="details-phone"' in page(signed_in, f"/dashboard/patients/{pid}")
+    form = {"name": "Ada Lovelace", "timezone": "Europe/London", "channel": "sms",
+            "language": "en"}
+    for number, words in (("+44 7700 900456", "already enrolled"),
+                          ("+44 20 7946 0123", "is a landline"),
+                          ("", "required")):
+        bad = signed_in.post(f"/dashboard/patients/{pid}/details", data={
+            "csrf": csrf_of(signed_in, "/dashboard/"), "phone": number, **form})
+        assert bad.status_code == 400
+        body = html.unescape(bad.get_data(as_text=True))
+        assert 'data-field="phone"' in body and words in body and "Nothing was changed" in body
+        assert f'value="{number}"' in body  # the form as typed, to fix
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).phone == "+447700900123"
+        assert s.get(Patient, other).phone == "+447700900456"
+    assert audits(rt, "patient.update") == []
+
+    text = post(signed_in, f"/dashboard/patients/{pid}/details", phone="+44 7700 900789",
+                **form).get_data(as_text=True)
+    assert "Changed by you (Jo): phone +447700900123 -&gt; +447700900789." in text
+    assert "1 message(s) not sent yet now go to the new number" in text
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).phone == "+447700900789"
+        assert s.get(OutboxItem, item_id).to == "+447700900789"
+    [update] = audits(rt, "patient.update")
+    assert update.actor == "dashboard:Jo" and update.details["changes"] == {
+        "phone": {"from": "+447700900123", "to": "+447700900789"}}
 
 
 def test_a_patient_who_opted_out_cannot_be_resumed_from_the_dashboard(signed_in, rt):

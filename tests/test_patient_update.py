@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 import pytest
@@ -38,7 +39,7 @@ def _patient(rt, patient_id):
     with rt.transaction() as s:
         p = s.get(Patient, patient_id)
         return {"name": p.name, "timezone": p.timezone, "channel": p.channel,
-                "language": p.language, "status": p.status}
+                "language": p.language, "status": p.status, "phone": p.phone}
 
 
 def _updates(rt):
@@ -60,7 +61,8 @@ def test_patch_corrects_the_details_and_audits_old_and_new(client, rt):
         "Ada Byron", "Europe/Paris", "whatsapp", "es")
     assert body["changed"]["timezone"] == {"from": "Europe/London", "to": "Europe/Paris"}
     assert _patient(rt, pid) == {"name": "Ada Byron", "timezone": "Europe/Paris",
-                                 "channel": "whatsapp", "language": "es", "status": "active"}
+                                 "channel": "whatsapp", "language": "es", "status": "active",
+                                 "phone": PHONE}
     [(actor, subject, details)] = _updates(rt)
     assert actor == "api:coordinator-sam" and subject == str(pid)
     assert details["changes"] == {
@@ -86,7 +88,14 @@ def test_patch_with_the_same_values_changes_nothing_and_audits_nothing(client, r
     ({"name": "x" * 81}, "name", "1 to 80"),
     ({"status": "opted_out"}, "status", "active, paused"),
     ({"name": None}, "name", "non-empty"),
-    ({"phone": "+447700900124"}, "phone", "cannot be changed"),
+    ({"consent_at": "2026-01-01"}, "consent_at", "cannot be changed"),
+    ({"phone": "+44 20 7946 0123"}, "phone", "is a landline"),
+    ({"phone": "+33 1 23 45 67 89"}, "phone", "is a landline"),
+    ({"phone": "+44 7700 900002"}, "phone", "care-team contact's number"),
+    ({"phone": "07700 900456"}, "phone", "international form"),
+    ({"phone": "+44 7700 9001"}, "phone", "wrong number of digits"),
+    ({"phone": "+44 7700 900456 ext. 12"}, "phone", "extension"),
+    ({"phone": "+447700900456", "name": " "}, "name", "non-empty"),
     ({}, "body", "nothing to change"),
 ])
 def test_a_bad_patch_is_a_400_naming_the_field_and_changes_nothing(client, rt, body, field,
@@ -102,6 +111,62 @@ def test_a_bad_patch_is_a_400_naming_the_field_and_changes_nothing(client, rt, b
 def test_patching_an_unknown_patient_is_a_404(client):
     res = client.patch("/api/patients/999", json={"name": "Bob"})
     assert res.status_code == 404 and "no patient 999" in res.get_json()["error"]
+
+
+NEW_PHONE = "+447700900456"
+
+
+def test_patch_changes_the_number_and_audits_old_and_new(client, rt):
+    pid = _enrol(client, consent=False)
+    res = client.patch(f"/api/patients/{pid}", headers={"X-Actor": "coordinator-sam"},
+                       json={"phone": "+44 7700 900456"})
+    assert res.status_code == 200, res.get_json()
+    assert res.get_json()["phone"] == NEW_PHONE
+    assert res.get_json()["changed"] == {"phone": {"from": PHONE, "to": NEW_PHONE}}
+    assert _patient(rt, pid)["phone"] == NEW_PHONE
+    [(actor, subject, details)] = _updates(rt)
+    assert actor == "api:coordinator-sam" and subject == str(pid)
+    assert details["changes"] == {"phone": {"from": PHONE, "to": NEW_PHONE}}
+    # The same number written another way is no change.
+    res = client.patch(f"/api/patients/{pid}", json={"phone": "+44 (0)7700 900456"})
+    assert res.status_code == 200 and res.get_json()["changed"] == {}
+    assert len(_updates(rt)) == 1
+
+
+def test_another_patients_number_is_refused_as_at_enrolment(client, rt):
+    pid = _enrol(client, consent=False)
+    _enrol(client, phone=NEW_PHONE, consent=False)
+    at_enrolment = client.post("/api/patients", json={"phone": NEW_PHONE, "name": "Eve"})
+    res = client.patch(f"/api/patients/{pid}", json={"phone": "+44 7700 900456",
+                                                     "name": "Ada B"})
+    assert res.status_code == at_enrolment.status_code == 400
+    assert res.get_json() == at_enrolment.get_json() == {
+        "error": "phone: a patient with this number is already enrolled", "field": "phone"}
+    assert _patient(rt, pid)["phone"] == PHONE and _patient(rt, pid)["name"] == "Ada"
+    assert _updates(rt) == []
+
+
+def test_a_number_enrolled_meanwhile_is_refused_by_the_unique_index(client, rt, monkeypatch):
+    from bot.services import patients as patients_service
+
+    pid = _enrol(client, consent=False)
+    _enrol(client, phone=NEW_PHONE, consent=False)
+    # Enrolled elsewhere between the check and the write: the check does not see it.
+    monkeypatch.setattr(patients_service, "find_patient", lambda session, phone: None)
+    res = client.patch(f"/api/patients/{pid}", json={"phone": NEW_PHONE, "name": "Ada B"})
+    assert res.status_code == 400
+    assert res.get_json()["field"] == "phone" and "already enrolled" in res.get_json()["error"]
+    assert _patient(rt, pid)["phone"] == PHONE and _patient(rt, pid)["name"] == "Ada"
+    assert _updates(rt) == []
+
+
+def test_a_new_number_is_not_written_to_the_log_at_info(client, rt, caplog):
+    pid = _enrol(client, consent=False)
+    with caplog.at_level(logging.INFO):
+        res = client.patch(f"/api/patients/{pid}", json={"phone": NEW_PHONE})
+    assert res.status_code == 200
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "7700900456" not in logged and "7700900123" not in logged
 
 
 class TestWithToken:
@@ -207,7 +272,8 @@ def test_cli_update_corrects_details_and_audits_with_the_cli_actor(cli, client, 
     assert res.exit_code == 0, res.output
     assert "updated +447700900123" in res.output and "channel: sms -> whatsapp" in res.output
     assert _patient(rt, pid) == {"name": "Ada Byron", "timezone": "Europe/London",
-                                 "channel": "whatsapp", "language": "es", "status": "active"}
+                                 "channel": "whatsapp", "language": "es", "status": "active",
+                                 "phone": PHONE}
     [(actor, _, details)] = _updates(rt)
     assert actor == "cli:night-nurse"
     assert set(details["changes"]) == {"name", "channel", "language"}  # the zone was the same
@@ -234,8 +300,33 @@ def test_cli_refuses_to_resume_a_patient_who_opted_out(cli, client, rt):
     assert _updates(rt) == []
 
 
+def test_cli_update_changes_the_number(cli, client, rt):
+    pid = _enrol(client, consent=False)
+    res = cli("patients", "update", "--phone", PHONE, "--new-phone", "+44 7700 900456")
+    assert res.exit_code == 0, res.output
+    assert f"updated {NEW_PHONE}" in res.output
+    assert f"phone: {PHONE} -> {NEW_PHONE}" in res.output
+    assert _patient(rt, pid)["phone"] == NEW_PHONE
+    [(actor, _, details)] = _updates(rt)
+    assert actor == "cli:night-nurse" and details["changes"]["phone"]["to"] == NEW_PHONE
+    res = cli("patients", "update", "--phone", PHONE, "--name", "Eve")  # the old one is gone
+    assert res.exit_code == 1 and f"no patient with number {PHONE}" in res.output
+
+
+def test_cli_refuses_another_patients_number(cli, client, rt):
+    pid = _enrol(client, consent=False)
+    _enrol(client, phone=NEW_PHONE, consent=False)
+    res = cli("patients", "update", "--phone", PHONE, "--new-phone", NEW_PHONE)
+    assert res.exit_code == 2
+    assert "phone: a patient with this number is already enrolled" in res.output
+    assert _patient(rt, pid)["phone"] == PHONE and _updates(rt) == []
+
+
 @pytest.mark.parametrize(("args", "code", "message"), [
     ([], 2, "nothing to change"),
+    (["--new-phone", "+44 20 7946 0123"], 2, "phone: +442079460123 is a landline"),
+    (["--new-phone", "+44 7700 900001"], 2, "is a care-team contact's number"),
+    (["--new-phone", "hello"], 2, "phone: 'hello' is not a phone number"),
     (["--timezone", "GMT"], 2, "timezone: 'GMT' is not an Area/Location zone name"),
     (["--channel", "pigeon"], 2, "channel: must be one of sms, whatsapp"),
     (["--name", " "], 2, "name: must be 1 to 80 characters"),

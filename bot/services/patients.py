@@ -13,9 +13,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bot.domain.schedule import next_occurrence, parse_hhmm, previous_occurrence
+from bot.domain import gsm7
+from bot.domain.schedule import (
+    next_occurrence,
+    parse_hhmm,
+    previous_occurrence,
+    quiet_hours_end,
+)
 from bot.services.audit import audit
-from bot.store.models import Patient, Schedule
+from bot.store.models import Escalation, Message, OutboxItem, Patient, Schedule
 
 CHANNELS = ("sms", "whatsapp")
 # What a coordinator may set a patient's status to. "opted_out" is the patient's own choice
@@ -268,6 +274,7 @@ class StatusRefused(Exception):
 class PatientChanges:
     """What to change; None leaves a field as it is."""
 
+    phone: str | None = None
     name: str | None = None
     timezone: str | None = None
     channel: str | None = None
@@ -275,32 +282,45 @@ class PatientChanges:
     status: str | None = None  # "paused" or "active" (SETTABLE_STATUSES)
 
     def empty(self) -> bool:
-        return all(v is None for v in (self.name, self.timezone, self.channel, self.language,
-                                       self.status))
+        return all(v is None for v in (self.phone, self.name, self.timezone, self.channel,
+                                       self.language, self.status))
 
 
 @dataclass
 class PatientUpdate:
-    """What update_patient did: each changed field as (old, new), and the schedules whose next
-    time moved with a new zone as (schedule id, old next time, new next time)."""
+    """What update_patient did: each changed field as (old, new); the schedules whose next
+    time moved with a new zone, and the messages held for quiet hours re-timed to it, as (id,
+    old time, new time); the outbox ids of unsent messages re-addressed to a new number."""
 
     patient: Patient
     changes: dict[str, tuple[str, str]] = field(default_factory=dict)
     moved: list[tuple[int, datetime, datetime]] = field(default_factory=list)
+    retimed: list[tuple[int, datetime, datetime]] = field(default_factory=list)
+    readdressed: list[int] = field(default_factory=list)
 
 
 def update_patient(session: Session, patient: Patient, changes: PatientChanges, *,
                    settings, now: datetime, actor: str) -> PatientUpdate:
     """Correct a patient's details, checked as at enrolment. Raises InvalidField (a bad field,
-    or nothing to change) and StatusRefused (pausing or resuming a patient who opted out).
+    a number another patient has, or nothing to change) and StatusRefused (pausing or resuming
+    a patient who opted out).
 
     Audited as `patient.update` with each field's old and new value. A new zone moves the
     patient's active schedules' next times (stored in UTC) to the same local day and time in
-    the new zone."""
+    the new zone, and re-times routine messages held for quiet hours to the new zone's.
+
+    A new number (see _change_number): unsent messages go to it, and a "number invalid" mark
+    (Twilio 21211, about the old number) is cleared. The patient's status otherwise stays: a
+    STOP was the patient's wish, whatever their number."""
     if changes.empty():
-        raise InvalidField("body", "nothing to change: give name, timezone, channel, language "
-                                   "or a status (pause, resume)")
+        raise InvalidField("body", "nothing to change: give phone, name, timezone, channel, "
+                                   "language or a status (pause, resume)")
     wanted: dict[str, str] = {}
+    if changes.phone is not None:
+        wanted["phone"] = check_patient_number(normalise_phone(changes.phone),
+                                               care_team_phones(settings))
+        if wanted["phone"] != patient.phone and find_patient(session, wanted["phone"]):
+            raise InvalidField("phone", "a patient with this number is already enrolled")
     if changes.name is not None:
         wanted["name"] = check_name(changes.name)
     if changes.timezone is not None:
@@ -318,6 +338,12 @@ def update_patient(session: Session, patient: Patient, changes: PatientChanges, 
                 "the patient can opt back in, by texting START")
         wanted["status"] = changes.status
     result = PatientUpdate(patient)
+    extra: dict = {}
+    if wanted.get("phone", patient.phone) != patient.phone:
+        extra = _change_number(session, patient, wanted["phone"], result, now)
+        if extra.get("opted_out_by_number"):
+            wanted.pop("status", None)  # the new number's STOP stands: no pause or resume
+    wanted.pop("phone", None)
     for key, new in wanted.items():
         old = getattr(patient, key)
         if old != new:
@@ -326,13 +352,119 @@ def update_patient(session: Session, patient: Patient, changes: PatientChanges, 
     if "timezone" in result.changes:
         old_zone, new_zone = result.changes["timezone"]
         result.moved = _move_schedules(session, patient, old_zone, new_zone, now)
+        result.retimed = _retime_held(session, patient, old_zone, new_zone,
+                                      settings.quiet_hours, now)
     if result.changes:
         details = {key: {"from": old, "to": new} for key, (old, new) in result.changes.items()}
+        if result.moved:
+            extra["schedules"] = [{"id": i, "from": a.isoformat(), "to": b.isoformat()}
+                                  for i, a, b in result.moved]
+        if result.retimed:
+            extra["held_retimed"] = [{"id": i, "from": a.isoformat(), "to": b.isoformat()}
+                                     for i, a, b in result.retimed]
         audit(session, now, actor, "patient.update", "patient", patient.id, changes=details,
-              **({"schedules": [{"id": i, "from": a.isoformat(), "to": b.isoformat()}
-                                for i, a, b in result.moved]} if result.moved else {}))
+              **extra)
         session.flush()
     return result
+
+
+def _change_number(session: Session, patient: Patient, new: str, result: PatientUpdate,
+                   now: datetime) -> dict:
+    """What a new number changes beyond the patient row; returns the audit details to add.
+
+    - The number is written first, in a savepoint: another patient enrolled with it meanwhile
+      (the unique index) is refused as the check before would have.
+    - Messages written but not sent (outbox rows pending) go to the new number; a row being
+      sent ("sending") is left to its send. The rows are locked (PostgreSQL), so a dispatcher
+      claiming one at the same moment either sends it before this (not re-addressed) or after,
+      to the new number.
+    - Alerts not yet sent about the patient's open escalations name the new number for the
+      team to call back (later alerts of the chain are written with it).
+    - A number marked invalid (Twilio 21211 at a send, dispatcher._record_failure) was the old
+      number: the mark is cleared, so routine messages and schedules go to the new one.
+    - A new number that texted STOP before (while not enrolled) opts the patient out, as it
+      would at enrolment. A patient who opted out stays so: that was their own wish.
+    - The WhatsApp 24-hour window needs nothing here: the dispatcher decides it from messages
+      received from the address it sends to (outbox.heard_on_whatsapp), so the old number's
+      messages do not open it for the new one.
+    """
+    old = patient.phone
+    try:
+        with session.begin_nested():  # (which first flushes what was pending before)
+            patient.phone = new
+            session.flush()
+    except IntegrityError:
+        if session.scalar(select(Patient.id).where(Patient.phone == new)) is None:
+            raise
+        raise InvalidField("phone", "a patient with this number is already enrolled") from None
+    result.changes["phone"] = (old, new)
+    extra: dict = {}
+    for item in session.scalars(
+            select(OutboxItem).where(OutboxItem.patient_id == patient.id,
+                                     OutboxItem.status == "pending", OutboxItem.to == old)
+            .order_by(OutboxItem.id).with_for_update()):
+        item.to = new
+        message = session.get(Message, item.message_id)
+        message.address, message.updated_at = new, now
+        result.readdressed.append(item.id)
+    if result.readdressed:
+        extra["outbox_readdressed"] = result.readdressed
+    alerts = session.scalars(
+        select(Message).join(OutboxItem, OutboxItem.message_id == Message.id)
+        .join(Escalation, Escalation.id == Message.escalation_id)
+        .where(Escalation.patient_id == patient.id, Escalation.status == "open",
+               Message.kind == "alert", OutboxItem.status == "pending")
+        .with_for_update(of=OutboxItem)).all()
+    for message in alerts:
+        if message.body and old in message.body:
+            message.body, message.updated_at = message.body.replace(old, new), now
+            if message.channel == "sms":
+                message.segments = gsm7.segments(message.body)
+    if patient.number_invalid_at is not None:
+        extra["number_invalid_cleared"] = patient.number_invalid_at.isoformat()
+        patient.number_invalid_at = None
+    from bot.services.inbound import number_opted_out
+
+    if patient.status != "opted_out" and number_opted_out(session, new):
+        from bot.services.conversations import interrupt_active
+
+        result.changes["status"] = (patient.status, "opted_out")
+        patient.status = "opted_out"
+        interrupt_active(session, patient.id, now, reason="opted out")
+        extra["opted_out_by_number"] = True
+    return extra
+
+
+def _retime_held(session: Session, patient: Patient, old_zone: str, new_zone: str, quiet,
+                 now: datetime) -> list[tuple[int, datetime, datetime]]:
+    """Routine messages of the patient held for quiet hours in the old zone wait for the new
+    zone's end of quiet hours instead (now, if it is not quiet there now).
+
+    A hold is what the dispatcher writes when it claims a routine row in quiet hours: pending,
+    with next_attempt_at at the end of quiet hours in the patient's zone (its `end` time to
+    the second). The dispatcher checks quiet hours again when it claims the row, so a hold
+    that would end too early is only deferred again; but one that ends later than the new
+    zone's would send the message hours late. Replies, emergencies and alerts are never held
+    (not routine); a routine row waiting out a retry (another time) is left alone."""
+    end = parse_hhmm(quiet.end)
+    if parse_hhmm(quiet.start) == end:  # no quiet hours
+        return []
+    old_tz = ZoneInfo(old_zone)
+    new_time = quiet_hours_end(now, new_zone, quiet.start, quiet.end)
+    retimed = []
+    for item in session.scalars(
+            select(OutboxItem).where(OutboxItem.patient_id == patient.id,
+                                     OutboxItem.status == "pending",
+                                     OutboxItem.routine.is_(True),
+                                     OutboxItem.next_attempt_at > now)
+            .order_by(OutboxItem.id).with_for_update()):
+        held_until = item.next_attempt_at
+        if held_until.astimezone(old_tz).time() != end:
+            continue
+        if new_time != held_until:
+            retimed.append((item.id, held_until, new_time))
+            item.next_attempt_at = new_time
+    return retimed
 
 
 def _move_schedules(session: Session, patient: Patient, old_zone: str, new_zone: str,

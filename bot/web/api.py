@@ -164,13 +164,15 @@ def enrol():
 
 
 # PATCH /api/patients/<id>: the fields a coordinator may correct.
-PATIENT_FIELDS = ("name", "timezone", "channel", "language", "status")
+PATIENT_FIELDS = ("phone", "name", "timezone", "channel", "language", "status")
 
 
 @bp.patch("/patients/<int:patient_id>")
 def update(patient_id: int):
-    """Correct a patient's details, or pause (`"status": "paused"`) or resume (`"active"`)
-    their routine messages. 409 for a status change of a patient who opted out."""
+    """Correct a patient's details (a new phone number too: what is not sent yet goes to it),
+    or pause (`"status": "paused"`) or resume (`"active"`) their routine messages. 400 for a
+    number another patient has, as at enrolment; 409 for a status change of a patient who
+    opted out."""
     rt = runtime()
     data = json_body()
     given: dict[str, str] = {}
@@ -192,7 +194,10 @@ def update(patient_id: int):
                 "changed": {k: {"from": old, "to": new}
                             for k, (old, new) in result.changes.items()},
                 "schedules_moved": [{"id": i, "from": iso(a), "to": iso(b)}
-                                    for i, a, b in result.moved]}
+                                    for i, a, b in result.moved],
+                "held_retimed": [{"id": i, "from": iso(a), "to": iso(b)}
+                                 for i, a, b in result.retimed],
+                "messages_readdressed": len(result.readdressed)}
     return jsonify(body)
 
 

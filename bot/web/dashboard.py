@@ -724,7 +724,8 @@ def _patient_page(s: Session, p: Patient, status: int = 200, checkin: dict | Non
                    checkin={**checkin_values, "error": None, **(checkin or {})},
                    reminder={"reminder_text": "", "at": "09:00", "every_days": "1",
                              "error": None, **(reminder or {})},
-                   details={"name": p.name, "timezone": p.timezone, "channel": p.channel,
+                   details={"phone": p.phone, "name": p.name, "timezone": p.timezone,
+                            "channel": p.channel,
                             "language": p.language, "error": None, **(details or {})},
                    languages=settings.languages,
                    quiet=settings.quiet_hours)
@@ -844,7 +845,7 @@ def set_schedule(patient_id: int):
     return redirect(url_for("dashboard.patient", patient_id=patient_id), 303)
 
 
-DETAIL_FIELDS = ("name", "timezone", "channel", "language")
+DETAIL_FIELDS = ("phone", "name", "timezone", "channel", "language")
 
 
 @bp.post("/patients/<int:patient_id>/details")
@@ -860,12 +861,15 @@ def update_details(patient_id: int):
             if status is not None:
                 changes = PatientChanges(status=status)
             else:
-                changes = PatientChanges(**{key: _form_text(key) for key in DETAIL_FIELDS})
+                # A form without the phone field (a page loaded before it had one) leaves it.
+                changes = PatientChanges(**{key: _form_text(key) for key in DETAIL_FIELDS
+                                            if key != "phone" or key in request.form})
             result = update_patient(s, p, changes, settings=rt.settings, now=rt.clock.now(),
                                     actor=_actor())
             changed = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in
                                 result.changes.items())
-            moved = len(result.moved)
+            moved, retimed = len(result.moved), len(result.retimed)
+            readdressed = len(result.readdressed)
     except InvalidField as exc:
         with rt.transaction() as s:
             return _patient_page(s, _patient_or_404(s, patient_id), 400,
@@ -878,7 +882,11 @@ def update_details(patient_id: int):
         _flash("Nothing was changed: the details were already so.")
     else:
         _flash(f"Changed by you ({_name()}): {changed}."
-               + (f" {moved} schedule(s) moved to the new zone." if moved else ""))
+               + (f" {moved} schedule(s) moved to the new zone." if moved else "")
+               + (f" {retimed} message(s) held for quiet hours re-timed to the new zone."
+                  if retimed else "")
+               + (f" {readdressed} message(s) not sent yet now go to the new number."
+                  if readdressed else ""))
     return redirect(url_for("dashboard.patient", patient_id=patient_id), 303)
 
 
