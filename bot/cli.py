@@ -63,7 +63,10 @@ def serve(host: str, port: int, reload: bool, no_scheduler: bool) -> None:
     from bot.web.app import create_app
 
     rt = _runtime(dispatch_mode="background")
-    app = create_app(rt)
+    try:
+        app = create_app(rt)
+    except ConfigError as exc:
+        _fail(str(exc))
     # Under the reloader the parent only watches files; the child (WERKZEUG_RUN_MAIN=true)
     # serves. Start the scheduler in exactly one of them.
     serving_process = not reload or os.environ.get("WERKZEUG_RUN_MAIN") == "true"
@@ -259,6 +262,128 @@ def patients_list(as_json: bool) -> None:
             consent = "consented" if p["consent_at"] else "no-consent"
             click.echo(f"{p['id']:>5}  {p['phone']:<16} {p['status']:<10} {consent:<10} "
                        f"{p['channel']:<8} {p['name']}")
+
+
+@main.group()
+def staff() -> None:
+    """Dashboard accounts: each coordinator signs in as themselves."""
+
+
+def _new_password(from_stdin: bool) -> str:
+    """The password, from a prompt (twice, not shown) or one line of standard input; checked
+    here so that nothing is stored if it is refused."""
+    from bot.services.patients import InvalidField
+    from bot.services.staff import check_password
+
+    if from_stdin:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True,
+                                err=True)
+    try:
+        return check_password(password)
+    except InvalidField as exc:
+        _fail(str(exc))
+
+
+def _warn_without_a_key(rt) -> None:
+    settings = rt.settings
+    if settings.messenger_name != "dev" and not (settings.admin_token or settings.secret_key):
+        click.echo("warning: with the Twilio messenger, the web app will not start while staff "
+                   "accounts exist and neither CHECKIN_SECRET_KEY nor CHECKIN_ADMIN_TOKEN is "
+                   "set", err=True)
+
+
+@staff.command("add")
+@click.option("--username", required=True, help="3-32 lower-case letters, digits, . _ -")
+@click.option("--name", required=True, help="The name the dashboard shows and records.")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from one line of standard input (for scripts).")
+def staff_add(username: str, name: str, password_stdin: bool) -> None:
+    """Add an account (audited). The password is asked for twice, or read from stdin."""
+    from bot.services.patients import InvalidField
+    from bot.services.staff import add_staff, check_display_name, check_username
+
+    try:  # before asking for a password that would be thrown away
+        check_username(username)
+        check_display_name(name)
+    except InvalidField as exc:
+        _fail(str(exc))
+    password = _new_password(password_stdin)
+    rt = _runtime()
+    try:
+        with rt.transaction() as s:
+            account = add_staff(s, username, name, password, rt.clock.now(), actor=_actor())
+            line = f"added {account.username} ({account.display_name})"
+    except InvalidField as exc:
+        _fail(str(exc))
+    click.echo(line)
+    _warn_without_a_key(rt)
+
+
+@staff.command("list")
+def staff_list() -> None:
+    """One line per account: username, name, active or disabled, last sign-in."""
+    from bot.services.staff import list_staff
+
+    rt = _runtime()
+    with rt.transaction() as s:
+        rows = [(a.username, a.display_name, a.active, a.last_login_at) for a in list_staff(s)]
+    if not rows:
+        click.echo("none: no staff accounts")
+    for username, name, active, last in rows:
+        when = last.strftime("%Y-%m-%d %H:%M UTC") if last else "never signed in"
+        click.echo(f"{username:<32} {'active' if active else 'disabled':<8} {when:<20} {name}")
+
+
+def _set_active(username: str, active: bool) -> None:
+    from bot.services.staff import StaffNotFound, set_active
+
+    rt = _runtime()
+    try:
+        with rt.transaction() as s:
+            account, changed = set_active(s, username, active, rt.clock.now(), actor=_actor())
+            state = "enabled" if active else "disabled"
+            line = f"{account.username} {state}" if changed else \
+                f"{account.username} was already {state}: nothing changed"
+    except StaffNotFound:
+        _fail(f"no staff account {username!r}", 1)
+    click.echo(line)
+
+
+@staff.command("disable")
+@click.argument("username")
+def staff_disable(username: str) -> None:
+    """Disable an account: it cannot sign in, and its open sessions end (audited)."""
+    _set_active(username, False)
+
+
+@staff.command("enable")
+@click.argument("username")
+def staff_enable(username: str) -> None:
+    """Enable an account again (audited)."""
+    _set_active(username, True)
+
+
+@staff.command("password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the new password from one line of standard input (for scripts).")
+def staff_password(username: str, password_stdin: bool) -> None:
+    """Reset an account's password; its open sessions end (audited)."""
+    from bot.services.staff import StaffNotFound, find_staff, set_password
+
+    rt = _runtime()
+    with rt.transaction() as s:  # say so before asking for a password
+        if find_staff(s, username) is None:
+            _fail(f"no staff account {username!r}", 1)
+    password = _new_password(password_stdin)
+    try:
+        with rt.transaction() as s:
+            set_password(s, username, password, rt.clock.now(), actor=_actor())
+    except StaffNotFound:
+        _fail(f"no staff account {username!r}", 1)
+    click.echo(f"password of {username} changed; its dashboard sessions have ended")
 
 
 @main.command()

@@ -25,13 +25,14 @@ ENV_KEYS = {
     "CHECKIN_FLOWS_DIR": "flows_dir",
     "CHECKIN_SPOOL_DIR": "spool_dir",
     "CHECKIN_ADMIN_TOKEN": "admin_token",
+    "CHECKIN_SECRET_KEY": "secret_key",
     "TWILIO_ACCOUNT_SID": "twilio.account_sid",
     "TWILIO_AUTH_TOKEN": "twilio.auth_token",
     "TWILIO_FROM": "twilio.from_number",
     "TWILIO_MESSAGING_SERVICE_SID": "twilio.messaging_service_sid",
     "TWILIO_WHATSAPP_FROM": "twilio.whatsapp_from",
 }
-SECRET_KEYS = {"twilio.auth_token", "admin_token"}
+SECRET_KEYS = {"twilio.auth_token", "admin_token", "secret_key"}
 
 
 class ConfigError(Exception):
@@ -231,10 +232,23 @@ class Settings(_Strict):
     # Inbound messages the database could not take wait here (per host) until it is back.
     spool_dir: str = "var/spool"
     admin_token: str | None = None  # bearer token for /api; only from CHECKIN_ADMIN_TOKEN
+    # Signs the dashboard's session cookie when set (only from CHECKIN_SECRET_KEY); needed
+    # with staff accounts on the Twilio messenger when there is no admin token.
+    secret_key: str | None = None
     twilio: Twilio = Twilio()
     outbox: Outbox = Outbox()
     loop_guard: LoopGuard = LoopGuard()
     scheduler: Scheduler = Scheduler()
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_enough(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        if len(v) < 16:
+            raise ValueError("CHECKIN_SECRET_KEY is too short: use at least 16 random "
+                             "characters")
+        return v
 
     @field_validator("public_url")
     @classmethod

@@ -260,7 +260,8 @@ class AuditLog(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(index=True)
-    actor: Mapped[str] = mapped_column(String(80))  # "system", "cli:<user>", "staff:<id>", ...
+    # "system", "cli:<user>", "staff:<username>", "dashboard:<claimed name>", ...
+    actor: Mapped[str] = mapped_column(String(80))
     action: Mapped[str] = mapped_column(String(40))
     subject_type: Mapped[str] = mapped_column(String(20))
     subject_id: Mapped[str | None] = mapped_column(String(40))
@@ -278,6 +279,24 @@ class DashboardSession(Base):
     name: Mapped[str] = mapped_column(String(80))
     started_at: Mapped[datetime]
     ended_at: Mapped[datetime | None]
+    # The staff account signed in (None: a session of the shared admin token, or of the dev
+    # messenger's open dashboard, with a claimed name).
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"), index=True)
+
+
+class Staff(Base):
+    """A coordinator's own dashboard account (`checkin-bot staff ...`). While at least one is
+    active, the dashboard asks for a username and password instead of the shared token."""
+
+    __tablename__ = "staff"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(32), unique=True)
+    display_name: Mapped[str] = mapped_column(String(80))
+    password_hash: Mapped[str] = mapped_column(String(255))  # werkzeug.security's format
+    active: Mapped[bool] = mapped_column(default=True, server_default=sa_true())
+    created_at: Mapped[datetime]
+    last_login_at: Mapped[datetime | None]
 
 
 class Heartbeat(Base):

@@ -17,7 +17,9 @@ JSON_PREFIXES = ("/api/", "/simulator/api/")
 
 
 def create_app(runtime: Runtime) -> Flask:
-    """Build the web app around an already wired runtime (see bot.runtime.build_runtime)."""
+    """Build the web app around an already wired runtime (see bot.runtime.build_runtime).
+    Raises ConfigError when the dashboard's staff accounts would have no secret to sign their
+    sessions with (bot.web.dashboard.check_signing_key)."""
     app = Flask(__name__)
     app.extensions["checkin"] = runtime
     app.json.sort_keys = False  # keep "status" first, as written
@@ -43,6 +45,9 @@ def create_app(runtime: Runtime) -> Flask:
 
     from bot.web.api import bp as api_bp
     from bot.web.dashboard import bp as dashboard_bp
+    from bot.web.dashboard import check_signing_key
+
+    check_signing_key(runtime)  # ConfigError: staff accounts, Twilio, nothing to sign with
     from bot.web.webhooks import bp as webhooks_bp
 
     app.register_blueprint(webhooks_bp)

@@ -3,19 +3,24 @@ enrolling patients and setting their schedules.
 
 Server-rendered HTML (templates in bot/web/templates/dashboard/), no JavaScript. Every action
 goes through the services the API uses (bot.services.escalations, patients, schedules) and
-leaves an audit record with the actor "dashboard:<name>", the name the coordinator gave when
-signing in.
+leaves an audit record with the signed-in person as its actor.
 
-Access, like /api:
-- CHECKIN_ADMIN_TOKEN set: /dashboard/login asks for the token and the coordinator's name.
-- no token, dev messenger (`make run`): open, but the name is still asked for once.
-- no token, Twilio messenger: refused (403), as the API is.
+Access:
+- at least one active staff account (`checkin-bot staff add`): /dashboard/login asks for a
+  username and password; the actor is "staff:<username>" (verified). The account is checked
+  on every request, so disabling it ends its sessions at once.
+- otherwise, as before and like /api: with CHECKIN_ADMIN_TOKEN, the token and a name the
+  coordinator types (actor "dashboard:<name>", claimed, not verified); no token on the dev
+  messenger (`make run`): open, but the name is still asked for once; no token on the Twilio
+  messenger: refused (403), as the API is.
 
 The session is a signed cookie of the dashboard's own (path /dashboard, HttpOnly,
-SameSite=Strict, Secure on https), signed with a key derived from the admin token, so every
-gunicorn worker agrees without a new secret, and changing the token signs everyone out. It
-holds the name, whether the token was given, a random CSRF token that every POST form must
-carry, and a one-shot message for the next page. Nothing in it is patient data.
+SameSite=Strict, Secure on https), signed with a key derived from CHECKIN_SECRET_KEY if set,
+else from the admin token, so every gunicorn worker agrees, and changing the key signs
+everyone out. It holds the name (or the staff account's id and username), whether the token
+was given, a random session id (held server-side too, see DashboardSession), a random CSRF
+token that every POST form must carry, and a one-shot message for the next page. Nothing in it
+is patient data.
 """
 
 from __future__ import annotations
@@ -45,12 +50,14 @@ from flask import (
 )
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import case, delete, func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 from werkzeug.exceptions import HTTPException
 
 from bot.services import escalations as esc_service
 from bot.services import health
 from bot.services import schedules as sched_service
+from bot.services import staff as staff_service
 from bot.services.audit import audit
 from bot.services.patients import (
     CHANNELS,
@@ -71,6 +78,7 @@ from bot.store.models import (
     OutboxItem,
     Patient,
     Schedule,
+    Staff,
 )
 from bot.web.api import MAX_ID, REF_RE, check_text
 from bot.web.common import runtime
@@ -97,13 +105,17 @@ NO_REPLY_END = "no_reply_end"
 
 
 def _serializer() -> URLSafeTimedSerializer:
-    """Signs the cookie with HMAC-SHA256(admin token, "checkin-dashboard-session").
+    """Signs the cookie with HMAC-SHA256(CHECKIN_SECRET_KEY, "checkin-dashboard-session"), or,
+    without that, HMAC-SHA256(admin token, the same).
 
-    Without a token (dev messenger only) the key comes from the database URL: stable across
-    processes, and the dashboard is open anyway (the cookie then only carries the name).
+    Without either (dev messenger only: see _guard and check_signing_key) the key comes from
+    the database URL: stable across processes, and the dashboard is a development one then.
     """
     settings = runtime().settings
-    if settings.admin_token:
+    if settings.secret_key:
+        key = hmac.new(settings.secret_key.encode(), b"checkin-dashboard-session",
+                       hashlib.sha256).digest()
+    elif settings.admin_token:
         key = hmac.new(settings.admin_token.encode(), b"checkin-dashboard-session",
                        hashlib.sha256).digest()
     else:
@@ -152,30 +164,60 @@ def _session_hash(sid: str) -> str:
     return hashlib.sha256(sid.encode()).hexdigest()
 
 
-def _signed_in() -> bool:
+@dataclass(frozen=True)
+class Access:
+    """Who is signed in on this request, and how the dashboard signs people in."""
+
+    staff_mode: bool  # at least one active staff account: username and password
+    signed_in: bool
+    name: str | None = None  # shown and recorded as who did it (the account's display name)
+    username: str | None = None  # a staff account's, verified
+
+
+def _access() -> Access:
     """Checked once a request, first thing (see _guard), before any transaction of the page's
     own: the check reads the database."""
-    cached = g.get("dash_signed_in")
+    cached = g.get("dash_access")
     if cached is None:
-        cached = g.dash_signed_in = _session_holds()
+        cached = g.dash_access = _read_access()
     return cached
 
 
-def _session_holds() -> bool:
-    """A name, signed in with the token when one is set, and a session that still holds: not
-    signed out, and less than SESSION_SECONDS since sign-in (however busy: not sliding)."""
-    if not isinstance(g.dash.get("name"), str) or not g.dash["name"]:
-        return False
-    if runtime().settings.admin_token and g.dash.get("auth") is not True:
-        return False
-    sid = g.dash.get("sid")
-    if not isinstance(sid, str):
-        return False
+def _signed_in() -> bool:
+    return _access().signed_in
+
+
+def _read_access() -> Access:
+    """A session that still holds: not signed out, less than SESSION_SECONDS since sign-in
+    (however busy: not sliding), and
+    - with staff accounts in use: signed in with one that is still active;
+    - else: a name, signed in with the token when one is set."""
     rt = runtime()
+    sid = g.dash.get("sid")
     with rt.transaction() as s:
+        staff_mode = staff_service.any_active(s)
+        refused = Access(staff_mode, False)
+        if not isinstance(sid, str):
+            return refused
+        staff_id = g.dash.get("staff_id")
+        if staff_mode:
+            if not isinstance(staff_id, int):  # a token session from before the accounts
+                return refused
+        else:
+            if not isinstance(g.dash.get("name"), str) or not g.dash["name"]:
+                return refused
+            if rt.settings.admin_token and g.dash.get("auth") is not True:
+                return refused
         row = s.get(DashboardSession, _session_hash(sid))
-        return (row is not None and row.ended_at is None
-                and rt.clock.now() - row.started_at < timedelta(seconds=SESSION_SECONDS))
+        if (row is None or row.ended_at is not None
+                or rt.clock.now() - row.started_at >= timedelta(seconds=SESSION_SECONDS)):
+            return refused
+        if not staff_mode:
+            return Access(False, True, name=g.dash["name"])
+        account = s.get(Staff, staff_id)
+        if account is None or not account.active or row.staff_id != account.id:
+            return refused
+        return Access(True, True, name=account.display_name, username=account.username)
 
 
 # Wrong tokens from one address: after this many within the window, that address is refused
@@ -200,11 +242,14 @@ def _recent_failures(address: str, now: datetime, add: bool = False) -> int:
 
 
 def _name() -> str:
-    return g.dash["name"]
+    return _access().name
 
 
 def _actor() -> str:
-    return f"dashboard:{_name()}"
+    access = _access()
+    if access.username:
+        return f"staff:{access.username}"
+    return f"dashboard:{access.name}"
 
 
 def clean_name(raw: str | None) -> str:
@@ -231,13 +276,15 @@ def _safe_next(target: str | None) -> str:
 @bp.before_request
 def _guard():
     settings = runtime().settings
-    if not settings.admin_token and settings.messenger_name != "dev":
-        return render_template(
-            "dashboard/error.html", code=403, title="Dashboard off",
-            message="The dashboard is off: set CHECKIN_ADMIN_TOKEN to use it with the Twilio "
-                    "messenger (real phones).", signed_in=False), 403
+    keyless = settings.messenger_name != "dev" and not settings.admin_token
+    if keyless and not settings.secret_key:
+        return _off("The dashboard is off: set CHECKIN_ADMIN_TOKEN to use it with the Twilio "
+                    "messenger (real phones), or, with staff accounts, CHECKIN_SECRET_KEY.")
     _load_session()
-    _signed_in()  # now, outside any transaction of the page's own
+    access = _access()  # now, outside any transaction of the page's own
+    if keyless and not access.staff_mode:
+        return _off("The dashboard is off: set CHECKIN_ADMIN_TOKEN to use it with the Twilio "
+                    "messenger (real phones), or add staff accounts (checkin-bot staff add).")
     if request.method == "POST":
         given = request.form.get("csrf", "")
         expected = g.dash.get("csrf")
@@ -256,6 +303,33 @@ def _guard():
         if isinstance(value, int) and value > MAX_ID:
             abort(404, description=f"No {key.removesuffix('_id')} {value}.")
     return None
+
+
+def _off(message: str):
+    return render_template("dashboard/error.html", code=403, title="Dashboard off",
+                           message=message, signed_in=False), 403
+
+
+def check_signing_key(rt) -> None:
+    """At start-up: refuse to run the web app with staff accounts on the Twilio messenger and
+    nothing to sign their sessions with but the database URL (CHECKIN_SECRET_KEY or
+    CHECKIN_ADMIN_TOKEN is needed). An account added later is met by _guard, which keeps the
+    dashboard off then. A database that does not answer (or is not migrated yet) is left to
+    the rest of the start-up: the dashboard stays off without a key anyway."""
+    from bot.config import ConfigError
+
+    settings = rt.settings
+    if settings.messenger_name == "dev" or settings.admin_token or settings.secret_key:
+        return
+    try:
+        with rt.transaction() as s:
+            in_use = staff_service.any_active(s)
+    except SQLAlchemyError:
+        return
+    if in_use:
+        raise ConfigError("config: secret_key: staff accounts exist and the messenger is "
+                          "twilio: set CHECKIN_SECRET_KEY (or CHECKIN_ADMIN_TOKEN) to sign "
+                          "dashboard sessions")
 
 
 @bp.after_request
@@ -283,7 +357,10 @@ def _protect(response):
 def _error(exc: HTTPException):
     code = exc.code or 500
     message = exc.description if code != 500 else "Something went wrong on the server."
-    signed_in = "dash" in g and _signed_in()
+    try:
+        signed_in = "dash" in g and _signed_in()
+    except SQLAlchemyError:  # the database is what failed: say so without a name
+        signed_in = False
     res = render_template("dashboard/error.html", code=code, title=exc.name, message=message,
                           signed_in=signed_in, me=_name() if signed_in else None,
                           csrf=_csrf_token() if "dash" in g else "",
@@ -355,8 +432,10 @@ def _back(default: str | None = None):
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     rt = runtime()
-    needs_token = bool(rt.settings.admin_token)
     target = _safe_next(request.values.get("next"))
+    if _access().staff_mode:
+        return _staff_login(rt, target)
+    needs_token = bool(rt.settings.admin_token)
     if request.method == "GET":
         return _render("dashboard/login.html", needs_token=needs_token, next=target,
                        error=None, name=g.dash.get("name") or "")
@@ -386,19 +465,74 @@ def login():
     if not name:
         return _render("dashboard/login.html", 400, needs_token=needs_token, next=target,
                        name="", error="Enter your name: every action is recorded with it.")
-    g.dash_signed_in = None  # a new session: checked again if this request renders a page
-    # A fresh session (and CSRF token) on every sign-in, held server-side too.
-    sid = secrets.token_urlsafe(32)
-    g.dash = {"name": name, "auth": needs_token, "csrf": secrets.token_urlsafe(32), "sid": sid}
-    g.dash_modified = True
     with rt.transaction() as s:
         now = rt.clock.now()
-        # Sessions long over are of no more use (the audit log keeps every sign-in).
-        s.execute(delete(DashboardSession).where(
-            DashboardSession.started_at < now - timedelta(seconds=SESSION_SECONDS) - SESSIONS_KEPT))
-        s.add(DashboardSession(id_hash=_session_hash(sid), name=name, started_at=now))
-        audit(s, now, _actor(), "dashboard.login", "dashboard", None, with_token=needs_token)
+        sid = _start_session(s, now, name)
+        audit(s, now, f"dashboard:{name}", "dashboard.login", "dashboard", None,
+              with_token=needs_token)
+    _signed_in_now({"name": name, "auth": needs_token, "sid": sid})
     log.info("dashboard: %s signed in", name)
+    return redirect(target, 303)
+
+
+def _start_session(s: Session, now: datetime, name: str, staff_id: int | None = None) -> str:
+    """A fresh session on every sign-in, held server-side too; returns its id (for the
+    cookie only: the row keeps its hash)."""
+    sid = secrets.token_urlsafe(32)
+    # Sessions long over are of no more use (the audit log keeps every sign-in).
+    s.execute(delete(DashboardSession).where(
+        DashboardSession.started_at < now - timedelta(seconds=SESSION_SECONDS) - SESSIONS_KEPT))
+    s.add(DashboardSession(id_hash=_session_hash(sid), name=name, started_at=now,
+                           staff_id=staff_id))
+    return sid
+
+
+def _signed_in_now(values: dict[str, Any]) -> None:
+    """The new session's cookie, with a new CSRF token; who is signed in is checked again if
+    this request renders a page."""
+    g.dash = {**values, "csrf": secrets.token_urlsafe(32)}
+    g.dash_modified = True
+    g.dash_access = None
+
+
+def _staff_login(rt, target: str):
+    """Username and password, while staff accounts are in use. A wrong username, a wrong
+    password and a disabled account get the same answer; the audit log says which."""
+    username = clean_name(request.form.get("username")).lower()
+    form = {"staff_mode": True, "needs_token": False, "next": target, "username": username}
+    if request.method == "GET":
+        return _render("dashboard/login.html", error=None, **form)
+    password = request.form.get("password", "")
+    if not username or not password:
+        return _render("dashboard/login.html", 400, error="Enter your username and password.",
+                       **form)
+    address = request.remote_addr or "unknown"
+    now = rt.clock.now()
+    if _recent_failures(address, now) >= LOGIN_FAILURES:
+        log.warning("dashboard: sign-in refused: too many failed sign-ins from one address")
+        return _render("dashboard/login.html", 429, error="Too many failed sign-ins from here. "
+                       f"Try again in {int(LOGIN_WINDOW.total_seconds() // 60)} minutes.",
+                       **form)
+    with rt.transaction() as s:
+        account, reason = staff_service.authenticate(s, username, password)
+        if account is None:
+            failures = _recent_failures(address, now, add=True)
+            if failures <= LOGIN_FAILURES:  # one record per failure up to the limit, no flood
+                audit(s, now, f"dashboard:{username}", "dashboard.login_failed", "dashboard",
+                      None, username=username, username_unverified=True, reason=reason,
+                      failures=failures)
+        else:
+            account.last_login_at = now
+            staff_id, username = account.id, account.username
+            sid = _start_session(s, now, username, staff_id)
+            audit(s, now, f"staff:{username}", "dashboard.login", "dashboard", None,
+                  staff_id=staff_id)
+    if account is None:
+        log.warning("dashboard: failed sign-in (wrong username or password)")
+        return _render("dashboard/login.html", 403, error="Wrong username or password. Nothing "
+                       "was opened; the attempt has been recorded.", **form)
+    _signed_in_now({"staff_id": staff_id, "username": username, "sid": sid})
+    log.info("dashboard: staff:%s signed in", username)
     return redirect(target, 303)
 
 
@@ -415,7 +549,7 @@ def logout():
         audit(s, now, _actor(), "dashboard.logout", "dashboard", None)
     g.dash = {"csrf": secrets.token_urlsafe(32)}
     g.dash_modified = True
-    g.dash_signed_in = False
+    g.dash_access = Access(_access().staff_mode, False)
     return redirect(url_for("dashboard.login"), 303)
 
 
