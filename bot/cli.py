@@ -266,7 +266,8 @@ def patients_list(as_json: bool) -> None:
 
 @main.group()
 def staff() -> None:
-    """Dashboard accounts: each coordinator signs in as themselves."""
+    """Staff accounts: each coordinator signs in to the dashboard, and uses the API, as
+    themselves."""
 
 
 def _new_password(from_stdin: bool) -> str:
@@ -384,6 +385,80 @@ def staff_password(username: str, password_stdin: bool) -> None:
     except StaffNotFound:
         _fail(f"no staff account {username!r}", 1)
     click.echo(f"password of {username} changed; its dashboard sessions have ended")
+
+
+@staff.group("token")
+def staff_token() -> None:
+    """API tokens: a staff account's own bearer tokens for the JSON API."""
+
+
+def _utc(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+@staff_token.command("add")
+@click.argument("username")
+@click.option("--label", default=None, help='Where it is used, e.g. "laptop" (at most 60 '
+                                            'characters).')
+def staff_token_add(username: str, label: str | None) -> None:
+    """Make an API token for an account (audited). The token is printed once, alone on
+    standard output; only its hash is kept."""
+    from bot.services.patients import InvalidField
+    from bot.services.staff import StaffNotFound, add_token
+
+    rt = _runtime()
+    try:
+        with rt.transaction() as s:
+            row, token = add_token(s, username, label, rt.clock.now(), actor=_actor())
+            token_id, label = row.id, row.label
+    except StaffNotFound:
+        _fail(f"no staff account {username!r}", 1)
+    except InvalidField as exc:
+        _fail(str(exc))
+    click.echo(f"API token {token_id} for {username}" + (f" ({label})" if label else "")
+               + ": shown this once, keep it now (Authorization: Bearer <token>)", err=True)
+    click.echo(token)
+
+
+@staff_token.command("list")
+@click.argument("username")
+def staff_token_list(username: str) -> None:
+    """The account's API tokens: id, live or revoked, created, last used, label (never the
+    token)."""
+    from bot.services.staff import StaffNotFound, list_tokens
+
+    rt = _runtime()
+    try:
+        with rt.transaction() as s:
+            rows = [(t.id, t.label, t.created_at, t.last_used_at, t.revoked_at)
+                    for t in list_tokens(s, username)]
+    except StaffNotFound:
+        _fail(f"no staff account {username!r}", 1)
+    if not rows:
+        click.echo(f"none: {username} has no API tokens")
+    for token_id, label, created, used, revoked in rows:
+        state = f"revoked {_utc(revoked)}" if revoked else "live"
+        click.echo(f"{token_id:>5}  {state:<28} created {_utc(created)}  last used "
+                   f"{_utc(used) if used else 'never':<20}  {label or '-'}")
+
+
+@staff_token.command("revoke")
+@click.argument("username")
+@click.argument("token_id", metavar="ID", type=int)
+def staff_token_revoke(username: str, token_id: int) -> None:
+    """Revoke one of the account's API tokens: it stops working at once (audited)."""
+    from bot.services.staff import StaffNotFound, TokenNotFound, revoke_token
+
+    rt = _runtime()
+    try:
+        with rt.transaction() as s:
+            _, changed = revoke_token(s, username, token_id, rt.clock.now(), actor=_actor())
+    except StaffNotFound:
+        _fail(f"no staff account {username!r}", 1)
+    except TokenNotFound:
+        _fail(f"{username} has no API token {token_id}", 1)
+    click.echo(f"API token {token_id} of {username} revoked" if changed else
+               f"API token {token_id} of {username} was already revoked: nothing changed")
 
 
 @main.command()

@@ -165,6 +165,46 @@ class TestDashboard:
             esc = s.scalars(select(Escalation).where(Escalation.ref == refs["emergency"])).one()
             assert (esc.status, esc.acknowledged_by) == ("acknowledged", "Nurse Jo")
 
+    def test_a_staff_account_signs_in_with_its_password_and_acknowledges(self, page, server,
+                                                                         rt, clock):
+        from bot.services.escalations import escalate
+        from bot.services.patients import Enrolment, enrol_patient
+        from bot.services.staff import add_staff
+        from bot.store.models import AuditLog, Escalation
+
+        with rt.transaction() as s:
+            add_staff(s, "alice", "Alice Nurse", "correct horse battery", clock.now(),
+                      actor="test")
+            patient = enrol_patient(s, Enrolment("+447700900133", "Emma Emergency",
+                                                 "Europe/London"),
+                                    languages=["en", "es"], now=clock.now(), actor="test")
+            ref = escalate(s, rt.ctx, patient, "emergency", ["limb_weakness"],
+                           "my legs gave way", clock.now())[0].ref
+
+        page.goto(server + "/dashboard/")
+        assert page.locator("#token").count() == 0  # the shared token no longer opens it
+        page.fill("#username", "alice")
+        page.fill("#password", "a wrong password")
+        page.click("#sign-in")
+        page.locator("#login-error", has_text="Wrong username or password").wait_for()
+        page.fill("#username", "alice")
+        page.fill("#password", "correct horse battery")
+        page.click("#sign-in")
+        card = page.locator(f'#open .card[data-ref="{ref}"]')
+        card.wait_for()
+        card.locator("button.ack").click()
+        taken = page.locator(f'#acknowledged .card[data-ref="{ref}"]')
+        taken.wait_for()
+        assert "acknowledged by you (Alice Nurse)" in page.locator("#flash").inner_text()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-staff-acknowledged.png"),
+                        full_page=True)
+        with rt.transaction() as s:
+            esc = s.scalars(select(Escalation).where(Escalation.ref == ref)).one()
+            assert (esc.status, esc.acknowledged_by) == ("acknowledged", "Alice Nurse")
+            actors = {a.action: a.actor for a in s.scalars(select(AuditLog))}
+        assert actors["dashboard.login"] == actors["escalation.ack"] == "staff:alice"
+
     def test_a_coordinator_enrols_a_patient_and_sets_their_checkin(self, page, server, rt,
                                                                   clock):
         from bot.domain.schedule import next_occurrence

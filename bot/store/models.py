@@ -299,6 +299,22 @@ class Staff(Base):
     last_login_at: Mapped[datetime | None]
 
 
+class StaffToken(Base):
+    """A staff account's own API token (`checkin-bot staff token add`). Only the SHA-256 of the
+    token is kept (it is random, so a copy of the table opens nothing); the API records its
+    holder as "staff:<username>". It works while not revoked and while the account is active."""
+
+    __tablename__ = "staff_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str | None] = mapped_column(String(60))
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]  # written at most once a minute
+    revoked_at: Mapped[datetime | None]
+
+
 class Heartbeat(Base):
     """When each background component last finished a round of its work (read by /healthz)."""
 

@@ -4,17 +4,20 @@ escalations."""
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, abort, jsonify, request
+from flask import Blueprint, abort, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException, Unauthorized
 
 from bot.services import escalations as esc_service
 from bot.services import schedules as sched_service
+from bot.services import staff as staff_service
 from bot.services.patients import (
     Enrolment,
     InvalidField,
@@ -29,6 +32,7 @@ from bot.web.common import runtime
 from bot.web.serialize import escalation_json, iso, patient_json
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+log = logging.getLogger(__name__)
 
 # Ids in URLs: the tables' INTEGER keys (32-bit on PostgreSQL). A larger id cannot exist, and
 # the database drivers refuse to compare with one (500), so such a URL is a 404.
@@ -38,24 +42,61 @@ MAX_CONTENT_LENGTH = 256 * 1024
 REF_RE = re.compile(r"^[A-Za-z0-9]{1,12}$")
 
 
-def require_admin_token() -> None:
-    """Bearer CHECKIN_ADMIN_TOKEN; without a token, open only with the dev messenger.
+# One answer for every token that does not open the API: missing, wrong, revoked, or a disabled
+# account's (a caller learns nothing about which).
+UNAUTHORIZED = ("the API token (Authorization: Bearer <a staff API token or "
+                "CHECKIN_ADMIN_TOKEN>) is missing or wrong")
 
-    Aborts with 401 (no or wrong token) or 403 (no token configured, real phones). Shared
-    by /api and the simulator's JSON endpoints.
+
+@dataclass(frozen=True)
+class ApiStaff:
+    """The staff account a request's API token belongs to (verified)."""
+
+    username: str
+    name: str
+
+
+def _unauthorized() -> Unauthorized:
+    return Unauthorized(description=UNAUTHORIZED, www_authenticate="Bearer")
+
+
+def require_admin_token() -> None:
+    """A staff API token or CHECKIN_ADMIN_TOKEN as the bearer token; without the admin token
+    set, open only with the dev messenger.
+
+    A live staff token (not revoked, its account active) puts the account on `g.api_staff`:
+    the actor is then "staff:<username>", whatever X-Actor claims. A revoked token, or a
+    disabled account's, is a 401 like a wrong one. Otherwise as before: the shared admin token
+    (X-Actor names the coordinator, claimed), a 401 without it, or, with no admin token set, a
+    403 with real phones (unless some other token was tried: 401). Shared by /api and the
+    simulator's JSON endpoints.
     """
-    settings = runtime().settings
+    rt = runtime()
+    settings = rt.settings
+    g.api_staff = None
     token = settings.admin_token
-    if token is None:
-        if settings.messenger_name != "dev":
-            abort(403, description="the API is off: set CHECKIN_ADMIN_TOKEN to use it with the "
-                                   "Twilio messenger")
-        return
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode("utf-8", "replace"), token.encode()):
-        raise Unauthorized(description="the admin token (Authorization: Bearer "
-                                       "CHECKIN_ADMIN_TOKEN) is missing or wrong",
-                           www_authenticate="Bearer")
+    if token is not None and hmac.compare_digest(given.encode("utf-8", "replace"),
+                                                 token.encode()):
+        return
+    if given:
+        with rt.transaction() as s:
+            found = staff_service.check_token(s, given, rt.clock.now())
+            if found.staff is not None:
+                g.api_staff = ApiStaff(found.staff.username, found.staff.display_name)
+                return
+        if found.known:
+            log.warning("api: refused staff API token %s (%s)", found.token_id, found.reason)
+            raise _unauthorized()
+    if token is None:
+        if settings.messenger_name == "dev":
+            return
+        if given:
+            raise _unauthorized()
+        abort(403, description="the API is off: set CHECKIN_ADMIN_TOKEN, or use a staff API "
+                               "token (checkin-bot staff token add), to use it with the "
+                               "Twilio messenger")
+    raise _unauthorized()
 
 
 def _ids_in_range() -> None:
@@ -82,12 +123,20 @@ def json_error(exc: HTTPException):
 
 
 def _actor() -> str:
+    """"staff:<username>" with a staff API token; else "api:" and the X-Actor name (claimed)."""
+    staff = g.get("api_staff")
+    if staff is not None:
+        return f"staff:{staff.username}"
     name = "".join(ch for ch in (request.headers.get("X-Actor") or "") if ch.isprintable())
     return "api:" + (name.strip() or "coordinator")[:60]
 
 
 def _person() -> str | None:
-    """The coordinator X-Actor names, for a field that records a person; None without it."""
+    """The person to record in a field such as `by` when the body names none: the staff
+    account's name with its API token, else the coordinator X-Actor names; None without."""
+    staff = g.get("api_staff")
+    if staff is not None:
+        return staff.name
     name = "".join(ch for ch in (request.headers.get("X-Actor") or "") if ch.isprintable())
     return name.strip()[:80] or None
 
@@ -239,12 +288,17 @@ def _ref_or_404(ref: str) -> str:
 
 @bp.post("/escalations/<ref>/ack")
 def ack(ref: str):
-    """Acknowledge: the alert chain stops. 409 if someone already did (or it is resolved)."""
+    """Acknowledge: the alert chain stops. 409 if someone already did (or it is resolved).
+    `by` names who takes it; with a staff API token it defaults to the account's name."""
     rt = runtime()
     data = json_body(required=False)
-    if not isinstance(data.get("by"), str) or not data["by"].strip():
+    staff = g.get("api_staff")
+    if staff is not None and data.get("by") is None:  # the account's own name
+        by = staff.name
+    elif not isinstance(data.get("by"), str) or not data["by"].strip():
         return _bad("by", "required: who is taking this alert")
-    by = check_text("by", data["by"]).strip()[:80]
+    else:
+        by = check_text("by", data["by"]).strip()[:80]
     _ref_or_404(ref)
     now = rt.clock.now()
     try:
@@ -259,8 +313,8 @@ def ack(ref: str):
 
 @bp.post("/escalations/<ref>/resolve")
 def resolve(ref: str):
-    """Close an escalation with a note. `by` (optional; else X-Actor) is recorded as who
-    acknowledged it if nobody had. 409 if it is already resolved (the first note stays)."""
+    """Close an escalation with a note. `by` (optional; else the staff token's account name, or
+    X-Actor) is recorded as who acknowledged it if nobody had. 409 if it is already resolved (the first note stays)."""
     rt = runtime()
     data = json_body(required=False)
     note = _text(data, "note", multiline=True)

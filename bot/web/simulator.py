@@ -1,8 +1,8 @@
 """The phone simulator (dev messenger only): text the bot from a browser as any patient.
 
-Its JSON endpoints are guarded like /api: with CHECKIN_ADMIN_TOKEN set they need it as a
-bearer token (the page asks for it once and keeps it in the tab's sessionStorage); without
-one (`make run`) they are open. The page itself holds no patient data and is always served.
+Its JSON endpoints are guarded like /api (the same require_admin_token): with
+CHECKIN_ADMIN_TOKEN set they need it, or a staff API token, as a bearer token (the page asks
+for it once and keeps it in the tab's sessionStorage); without one (`make run`) they are open. The page itself holds no patient data and is always served.
 """
 
 from __future__ import annotations
