@@ -193,27 +193,35 @@ def patients_add(phone, name, zone, channel, language) -> None:
 @click.option("--language", default=None)
 @click.option("--pause/--resume", "pause", default=None,
               help="Withhold routine messages (check-ins, reminders), or send them again.")
-def patients_update(phone, new_phone, name, zone, channel, language, pause) -> None:
+@click.option("--readmit", is_flag=True,
+              help="Re-admit a discharged patient (status active; set new schedules after).")
+def patients_update(phone, new_phone, name, zone, channel, language, pause, readmit) -> None:
     """Correct a patient's details or number, or pause or resume their routine messages
     (audited).
 
     A patient who opted out (texted STOP) cannot be paused or resumed: only they can opt
-    back in, by texting START."""
+    back in, by texting START. A discharged patient cannot be paused or resumed either:
+    --readmit makes them active again (their old schedules stay stopped)."""
     from bot.services.patients import (
+        DISCHARGED,
         InvalidField,
         PatientChanges,
         StatusRefused,
         find_patient,
         normalise_phone,
+        refuse_resume,
         update_patient,
     )
 
-    status = None if pause is None else ("paused" if pause else "active")
+    if readmit and pause is not None:
+        _fail("--readmit cannot go with --pause or --resume")
+    status = "active" if readmit else None if pause is None else (
+        "paused" if pause else "active")
     changes = PatientChanges(phone=new_phone, name=name, timezone=zone, channel=channel,
                              language=language, status=status)
     if changes.empty():
         _fail("nothing to change: give --new-phone, --name, --timezone, --channel, --language, "
-              "--pause or --resume")
+              "--pause, --resume or --readmit")
     try:
         number = normalise_phone(phone)
     except InvalidField as exc:
@@ -224,6 +232,11 @@ def patients_update(phone, new_phone, name, zone, channel, language, pause) -> N
             patient = find_patient(s, number)
             if patient is None:
                 _fail(f"no patient with number {number}", 1)
+            if pause is False:
+                refuse_resume(patient)
+            if readmit and patient.status != DISCHARGED:
+                raise StatusRefused(f"{patient.phone} is not discharged (status "
+                                    f"{patient.status}): there is nothing to re-admit")
             result = update_patient(s, patient, changes, settings=rt.settings,
                                     now=rt.clock.now(), actor=_actor())
             lines = [f"{key}: {old} -> {new}" for key, (old, new) in result.changes.items()]
@@ -243,6 +256,52 @@ def patients_update(phone, new_phone, name, zone, channel, language, pause) -> N
     click.echo(head)
     for line in lines:
         click.echo(f"  {line}")
+
+
+@patients.command("discharge")
+@click.option("--phone", required=True, help="The patient's number (finds the patient).")
+@click.option("--reason", required=True,
+              help="Why the check-ins end: discharged, transferred, hospice care, died "
+                   "(1 to 200 characters; kept in the audit record).")
+def patients_discharge(phone: str, reason: str) -> None:
+    """End a patient's check-ins for good (audited with the reason): their schedules stop,
+    open conversations end and routine messages not sent yet are cancelled.
+
+    A red flag they text still gets its instruction and alerts the care team; any other
+    text is listed to read and answered once with the clinic's number. Re-admit with
+    `patients update --readmit`."""
+    from bot.services.patients import (
+        AlreadyDischarged,
+        InvalidField,
+        check_reason,
+        discharge_patient,
+        find_patient,
+        normalise_phone,
+    )
+
+    try:
+        number = normalise_phone(phone)
+        check_reason(reason)
+    except InvalidField as exc:
+        _fail(str(exc))
+    rt = _runtime()
+    try:
+        with rt.transaction() as s:
+            patient = find_patient(s, number)
+            if patient is None:
+                raise InvalidField("phone", f"no patient with number {number}")
+            result = discharge_patient(s, patient, reason, now=rt.clock.now(), actor=_actor())
+            line = (f"discharged {patient.phone} (id {patient.id}): "
+                    f"{len(result.schedules)} schedule(s) stopped, "
+                    f"{len(result.conversations)} conversation(s) ended, "
+                    f"{len(result.cancelled)} message(s) not sent cancelled")
+            if patient.status == "opted_out":
+                line += "; they opted out (STOP) and stay so"
+    except InvalidField as exc:
+        _fail(str(exc))
+    except AlreadyDischarged as exc:
+        _fail(str(exc), 1)
+    click.echo(line)
 
 
 @patients.command("list")

@@ -372,7 +372,7 @@ class Dispatcher:
             return "patient opted_out"
         if not item.routine:
             return None
-        if patient.status in ("opted_out", "paused"):
+        if patient.status in ("opted_out", "paused", "discharged"):
             return f"patient {patient.status}"
         if patient.number_invalid_at is not None:
             return "number invalid"

@@ -32,6 +32,7 @@ from bot.services.escalations import (
 )
 from bot.services.health import mark_to_read
 from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
+from bot.services.patients import DISCHARGED, current_discharge
 from bot.services.red_flags import emergency_response, urgent_response
 from bot.store.models import AuditLog, Escalation, Message, OutboxItem, Patient
 
@@ -272,6 +273,13 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
         conversations.interrupt_active(session, patient.id, now, reason="opted out")
         out.outbox_ids.append(reply("stopped"))
         return
+    if command == "START" and _discharged(session, patient):
+        # Opting back in to messages is not a re-admission: a discharged patient's START
+        # (or YES) leaves them discharged, told so, and is listed for the team to read.
+        _set_status(session, patient, DISCHARGED, now, "patient.opt_in", said)
+        mark_to_read(session, out.message_id)
+        out.outbox_ids.append(reply("discharged"))
+        return
     if command == "START":
         _set_status(session, patient, "active", now, "patient.opt_in", said)
         if patient.consent_at is None:
@@ -307,6 +315,9 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
         return  # recorded; nothing routine goes to an opted-out patient
     if looping:
         return  # no reply will go out: don't move a conversation the patient can't see
+    if patient.status == DISCHARGED:
+        _from_discharged(session, ctx, patient, msg, now, out, unresolved)
+        return
 
     if not text and msg.media:
         # A photo or a voice note: stored for the care team, but nobody reads it now. Say so,
@@ -324,6 +335,27 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
         session, ctx, patient, text, now, channel=msg.channel,
         already_answered=bool(out.outbox_ids), message_id=out.message_id,
     )
+
+
+def _discharged(session: Session, patient: Patient) -> bool:
+    """Discharged, or opted out (STOP) since being discharged."""
+    return patient.status == DISCHARGED or (
+        patient.status == "opted_out" and current_discharge(session, patient.id) is not None)
+
+
+def _from_discharged(session: Session, ctx: ServiceContext, patient: Patient,
+                     msg: InboundMessage, now: datetime, out: InboundOutcome,
+                     unresolved: str | None) -> None:
+    """A discharged patient's text that is no keyword and no emergency (red flags were dealt
+    with as for anyone). Listed for the team to read, with one reply unless one was already
+    written (the urgent instruction, the safety net): while a red flag of theirs is unresolved,
+    the hotline again (after_emergency / after_urgent); otherwise that they no longer get
+    check-ins, and whom to call. No conversation starts: CHECKIN and the like do nothing."""
+    mark_to_read(session, out.message_id)
+    if _written_to_sender(session, msg, out):
+        return
+    key = f"after_{unresolved}" if unresolved else "discharged"
+    out.outbox_ids.append(_reply(session, ctx, patient, msg, key, now))
 
 
 def _after_red_flag(session: Session, ctx: ServiceContext, patient: Patient, text: str,
@@ -581,6 +613,9 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
     if command == "STOP":
         _set_status(session, patient, "opted_out", now, "patient.opt_out", said)
         out.outbox_ids.append(_reply(session, ctx, patient, msg, "stopped", now))
+    elif command == "START" and _discharged(session, patient):
+        _set_status(session, patient, DISCHARGED, now, "patient.opt_in", said)
+        out.outbox_ids.append(_reply(session, ctx, patient, msg, "discharged", now))
     elif command == "START":
         _set_status(session, patient, "active", now, "patient.opt_in", said)
         out.outbox_ids.append(_reply(session, ctx, patient, msg, "started", now))

@@ -21,12 +21,23 @@ from bot.domain.schedule import (
     quiet_hours_end,
 )
 from bot.services.audit import audit
-from bot.store.models import Escalation, Message, OutboxItem, Patient, Schedule
+from bot.store.models import (
+    AuditLog,
+    Conversation,
+    Escalation,
+    Message,
+    OutboxItem,
+    Patient,
+    Schedule,
+)
 
 CHANNELS = ("sms", "whatsapp")
 # What a coordinator may set a patient's status to. "opted_out" is the patient's own choice
-# (STOP); only the patient can undo it, by texting START.
+# (STOP); only the patient can undo it, by texting START. "discharged" is set by
+# discharge_patient (with a reason) and ended by setting "active" (a re-admission).
 SETTABLE_STATUSES = ("active", "paused")
+DISCHARGED = "discharged"
+REASON_CHARS = 200
 
 
 class InvalidField(ValueError):
@@ -267,7 +278,8 @@ def care_team_phones(settings) -> frozenset[str]:
 
 
 class StatusRefused(Exception):
-    """A status change the coordinator may not make (the patient opted out)."""
+    """A status change the coordinator may not make (the patient opted out, or was
+    discharged)."""
 
 
 @dataclass(frozen=True)
@@ -305,6 +317,10 @@ def update_patient(session: Session, patient: Patient, changes: PatientChanges, 
     a number another patient has, or nothing to change) and StatusRefused (pausing or resuming
     a patient who opted out).
 
+    Status "active" on a discharged patient re-admits them, audited as `patient.readmit`
+    (with any other change made with it); their schedules stay stopped: the coordinator sets
+    new ones. "paused" on a discharged patient is refused (StatusRefused).
+
     Audited as `patient.update` with each field's old and new value. A new zone moves the
     patient's active schedules' next times (stored in UTC) to the same local day and time in
     the new zone, and re-times routine messages held for quiet hours to the new zone's.
@@ -336,6 +352,8 @@ def update_patient(session: Session, patient: Patient, changes: PatientChanges, 
             raise StatusRefused(
                 f"{patient.phone} opted out (texted STOP): their status stays opted_out; only "
                 "the patient can opt back in, by texting START")
+        if patient.status == DISCHARGED and changes.status == "paused":
+            raise StatusRefused(_DISCHARGED_REFUSAL.format(phone=patient.phone))
         wanted["status"] = changes.status
     result = PatientUpdate(patient)
     extra: dict = {}
@@ -362,8 +380,11 @@ def update_patient(session: Session, patient: Patient, changes: PatientChanges, 
         if result.retimed:
             extra["held_retimed"] = [{"id": i, "from": a.isoformat(), "to": b.isoformat()}
                                      for i, a, b in result.retimed]
-        audit(session, now, actor, "patient.update", "patient", patient.id, changes=details,
-              **extra)
+        # Discharged -> active is a re-admission: its own action, so that the discharge it
+        # ends can be found (current_discharge). The schedules stay stopped.
+        readmitted = result.changes.get("status") == (DISCHARGED, "active")
+        audit(session, now, actor, "patient.readmit" if readmitted else "patient.update",
+              "patient", patient.id, changes=details, **extra)
         session.flush()
     return result
 
@@ -488,3 +509,110 @@ def _move_schedules(session: Session, patient: Patient, old_zone: str, new_zone:
             moved.append((sched.id, sched.next_due_at, new))
             sched.next_due_at = new
     return moved
+
+
+# -- discharge: the end of a patient's check-ins ---------------------------------------------
+
+_DISCHARGED_REFUSAL = (
+    "{phone} was discharged: their check-ins have ended, so they cannot be paused or "
+    "resumed. Re-admit them instead (their old schedules stay stopped: set new ones)")
+
+
+class AlreadyDischarged(Exception):
+    """The patient was discharged before (and not re-admitted since)."""
+
+
+def check_reason(reason: object) -> str:
+    """Why a patient's check-ins end (discharged, transferred, hospice care, died): 1 to
+    REASON_CHARS printable characters, spaces and line breaks folded into single spaces."""
+    value = " ".join(reason.split()) if isinstance(reason, str) else ""
+    if not value or len(value) > REASON_CHARS:
+        raise InvalidField("reason", f"must be 1 to {REASON_CHARS} characters: why the "
+                                     "check-ins end (e.g. discharged, transferred, hospice)")
+    if not value.isprintable():
+        raise InvalidField("reason", "must not contain control characters")
+    return value
+
+
+def current_discharge(session: Session, patient_id: int) -> AuditLog | None:
+    """The `patient.discharge` record of a patient discharged and not re-admitted since, else
+    None. A discharged patient who texted STOP is opted_out (their wish wins) and still
+    discharged: START brings them back to discharged, not active."""
+    last = session.scalars(
+        select(AuditLog).where(AuditLog.subject_type == "patient",
+                               AuditLog.subject_id == str(patient_id),
+                               AuditLog.action.in_(("patient.discharge", "patient.readmit")))
+        .order_by(AuditLog.id.desc()).limit(1)).first()
+    return last if last is not None and last.action == "patient.discharge" else None
+
+
+def refuse_resume(patient: Patient) -> None:
+    """A "resume" (CLI --resume, the dashboard's button) is no re-admission: StatusRefused for
+    a discharged patient. (update_patient's status "active" re-admits: the API's and the
+    explicit re-admit actions.)"""
+    if patient.status == DISCHARGED:
+        raise StatusRefused(_DISCHARGED_REFUSAL.format(phone=patient.phone))
+
+
+@dataclass
+class DischargeResult:
+    patient: Patient
+    reason: str
+    previous: str
+    schedules: list[int] = field(default_factory=list)
+    conversations: list[int] = field(default_factory=list)
+    cancelled: list[int] = field(default_factory=list)  # message ids
+
+
+def discharge_patient(session: Session, patient: Patient, reason: str, *, now: datetime,
+                      actor: str) -> DischargeResult:
+    """End a patient's check-ins (discharged, transferred, hospice care, died), in the caller's
+    transaction. Raises InvalidField("reason") and AlreadyDischarged.
+
+    - status "discharged"; a patient who opted out stays opted_out (they asked for nothing)
+      and is discharged all the same (START later brings them back to discharged);
+    - every active schedule stopped (`schedule.remove`, as a coordinator removing it);
+    - open conversations interrupted, and what they wrote and has not gone cancelled;
+    - every other routine message not sent yet cancelled (one being sent is left to go);
+    - audited `patient.discharge` with the reason and what was stopped.
+
+    What stays: texts from them are recorded, a red flag gets its instruction and alerts the
+    care team as for anyone, and open escalations stay open (bot.services.inbound)."""
+    from bot.services.conversations import OPEN, _cancel_rows, interrupt_active
+
+    reason = check_reason(reason)
+    # Locked (PostgreSQL): a STOP or a second discharge at the same moment waits for this.
+    patient = session.get(Patient, patient.id, with_for_update=True, populate_existing=True)
+    if patient.status == DISCHARGED or (
+            patient.status == "opted_out" and current_discharge(session, patient.id)):
+        raise AlreadyDischarged(f"{patient.phone} (id {patient.id}) is already discharged")
+    result = DischargeResult(patient, reason, patient.status)
+    if patient.status != "opted_out":
+        patient.status = DISCHARGED
+    for sched in session.scalars(select(Schedule).where(
+            Schedule.patient_id == patient.id, Schedule.active.is_(True))
+            .order_by(Schedule.id).with_for_update()):
+        sched.active = False
+        result.schedules.append(sched.id)
+        audit(session, now, actor, "schedule.remove", "schedule", sched.id,
+              patient_id=patient.id, flow=sched.flow_id, reason="patient discharged")
+    result.conversations = list(session.scalars(select(Conversation.id).where(
+        Conversation.patient_id == patient.id, Conversation.status.in_(OPEN))
+        .order_by(Conversation.id)))
+    # What those conversations wrote and has not gone: interrupt_active cancels it.
+    unsent = list(session.scalars(select(Message.id).join(
+        OutboxItem, OutboxItem.message_id == Message.id).where(
+        Message.conversation_id.in_(result.conversations), OutboxItem.status == "pending")))
+    interrupt_active(session, patient.id, now, reason="discharged")
+    session.flush()
+    routine = list(session.scalars(select(OutboxItem).where(
+        OutboxItem.patient_id == patient.id, OutboxItem.status == "pending",
+        OutboxItem.routine.is_(True)).order_by(OutboxItem.id).with_for_update()))
+    _cancel_rows(session, routine, now, "patient discharged")
+    result.cancelled = sorted(set(unsent) | {item.message_id for item in routine})
+    audit(session, now, actor, "patient.discharge", "patient", patient.id, reason=reason,
+          previous=result.previous, schedules_stopped=len(result.schedules),
+          schedule_ids=result.schedules, conversations_interrupted=len(result.conversations),
+          messages_cancelled=len(result.cancelled))
+    session.flush()
+    return result

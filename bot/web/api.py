@@ -19,10 +19,13 @@ from bot.services import escalations as esc_service
 from bot.services import schedules as sched_service
 from bot.services import staff as staff_service
 from bot.services.patients import (
+    AlreadyDischarged,
     Enrolment,
     InvalidField,
     PatientChanges,
     StatusRefused,
+    check_reason,
+    discharge_patient,
     list_patients,
     onboard_patient,
     update_patient,
@@ -219,9 +222,9 @@ PATIENT_FIELDS = ("phone", "name", "timezone", "channel", "language", "status")
 @bp.patch("/patients/<int:patient_id>")
 def update(patient_id: int):
     """Correct a patient's details (a new phone number too: what is not sent yet goes to it),
-    or pause (`"status": "paused"`) or resume (`"active"`) their routine messages. 400 for a
-    number another patient has, as at enrolment; 409 for a status change of a patient who
-    opted out."""
+    or pause (`"status": "paused"`) or resume (`"active"`) their routine messages; "active"
+    re-admits a discharged patient. 400 for a number another patient has, as at enrolment;
+    409 for a status change of a patient who opted out, and for pausing a discharged one."""
     rt = runtime()
     data = json_body()
     given: dict[str, str] = {}
@@ -247,6 +250,32 @@ def update(patient_id: int):
                 "held_retimed": [{"id": i, "from": iso(a), "to": iso(b)}
                                  for i, a, b in result.retimed],
                 "messages_readdressed": len(result.readdressed)}
+    return jsonify(body)
+
+
+@bp.post("/patients/<int:patient_id>/discharge")
+def discharge(patient_id: int):
+    """End a patient's check-ins: {"reason": "..."} (1 to 200 characters, kept in the audit
+    record). 400 naming `reason`; 404 for no such patient; 409 if already discharged.
+    Re-admit with PATCH {"status": "active"}."""
+    rt = runtime()
+    data = json_body()
+    for key in data:
+        if key != "reason":
+            raise InvalidField(key[:40], "not a field of a discharge (fields: reason)")
+    if not isinstance(data.get("reason"), str):
+        raise InvalidField("reason", "required: why the check-ins end (1 to 200 characters)")
+    reason = check_reason(data["reason"])
+    with rt.transaction() as s:
+        patient = _patient_or_404(s, patient_id)
+        try:
+            result = discharge_patient(s, patient, reason, now=rt.clock.now(), actor=_actor())
+        except AlreadyDischarged as exc:
+            return jsonify(error=f"status: {exc}", field="status"), 409
+        body = {**patient_json(result.patient), "reason": result.reason,
+                "schedules_stopped": result.schedules,
+                "conversations_interrupted": len(result.conversations),
+                "messages_cancelled": len(result.cancelled)}
     return jsonify(body)
 
 

@@ -61,11 +61,17 @@ from bot.services import staff as staff_service
 from bot.services.audit import audit
 from bot.services.patients import (
     CHANNELS,
+    DISCHARGED,
+    REASON_CHARS,
+    AlreadyDischarged,
     Enrolment,
     InvalidField,
     PatientChanges,
     StatusRefused,
+    current_discharge,
+    discharge_patient,
     onboard_patient,
+    refuse_resume,
     update_patient,
 )
 from bot.services.schedules import list_schedules
@@ -655,11 +661,13 @@ def _opted_out_rows(s: Session, now: datetime) -> list[dict]:
 
 
 def _expired_rows(s: Session, now: datetime) -> list[dict]:
-    """Check-ins of the last 7 days that ended without the patient finishing them."""
+    """Check-ins of the last 7 days that ended without the patient finishing them (not a
+    discharged patient's)."""
     rows = []
     for conv, patient in s.execute(
             select(Conversation, Patient).join(Patient, Patient.id == Conversation.patient_id)
-            .where(Conversation.flow_id == "checkin",
+            # A discharged patient's missed check-ins are no longer anyone's to chase.
+            .where(Conversation.flow_id == "checkin", Patient.status != DISCHARGED,
                    Conversation.updated_at >= now - timedelta(days=RECENT_DAYS),
                    Conversation.status.in_(("expired", "superseded", "completed")))
             .order_by(Conversation.updated_at.desc())):
@@ -695,7 +703,7 @@ def index():
             "to_read": _message_rows(s, health.messages_to_read(s)),
             "failed": _failed_rows(s, now),
             "invalid": list(s.scalars(select(Patient).where(
-                Patient.number_invalid_at.is_not(None)).order_by(
+                Patient.number_invalid_at.is_not(None), Patient.status != DISCHARGED).order_by(
                 Patient.number_invalid_at.desc()))),
             "opted_out": _opted_out_rows(s, now),
             "expired": _expired_rows(s, now),
@@ -808,7 +816,10 @@ def patients():
             select(Message).where(Message.id.in_(latest)))}
         rows = [{"patient": p, "next_checkin": next_checkin.get(p.id),
                  "last_in": last_in.get(p.id)}
-                for p in s.scalars(select(Patient).order_by(Patient.name, Patient.id))]
+                # Discharged patients last: the list is for those still in the service.
+                for p in s.scalars(select(Patient).order_by(
+                    case((Patient.status == DISCHARGED, 1), else_=0), Patient.name,
+                    Patient.id))]
         return _render("dashboard/patients.html", rows=rows)
 
 
@@ -827,7 +838,8 @@ def _patient_or_404(s: Session, patient_id: int) -> Patient:
 
 
 def _patient_page(s: Session, p: Patient, status: int = 200, checkin: dict | None = None,
-                  reminder: dict | None = None, details: dict | None = None):
+                  reminder: dict | None = None, details: dict | None = None,
+                  discharge: dict | None = None):
     """A patient's page; `checkin` / `reminder`: a schedule form posted back with an error
     (the values typed and the error), shown again as it was."""
     settings = runtime().settings
@@ -862,7 +874,11 @@ def _patient_page(s: Session, p: Patient, status: int = 200, checkin: dict | Non
                             "channel": p.channel,
                             "language": p.language, "error": None, **(details or {})},
                    languages=settings.languages,
-                   quiet=settings.quiet_hours)
+                   quiet=settings.quiet_hours,
+                   discharged=(current_discharge(s, p.id)
+                               if p.status in (DISCHARGED, "opted_out") else None),
+                   discharge={"reason": "", "error": None, **(discharge or {})},
+                   reason_chars=REASON_CHARS)
 
 
 # -- enrolling patients and setting their schedules ------------------------------------------
@@ -875,7 +891,8 @@ ENROL_FIELDS = ("phone", "name", "timezone", "channel", "language")
 SCHEDULE_FIELDS = ("at", "every_days", "reminder_text")
 FIELD_LABELS = {"phone": "Phone", "name": "Name", "timezone": "Timezone", "channel": "Channel",
                 "language": "Language", "flow": "Schedule", "at": "Time",
-                "every_days": "Every N days", "reminder_text": "Reminder text"}
+                "every_days": "Every N days", "reminder_text": "Reminder text",
+                "reason": "Reason"}
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,6}")
 
 
@@ -988,10 +1005,16 @@ def update_details(patient_id: int):
     /api/patients/<id> does (update_patient: the same checks and audit)."""
     rt = runtime()
     values = {key: request.form.get(key, "") for key in DETAIL_FIELDS}
-    status = {"pause": "paused", "resume": "active"}.get(request.form.get("action", ""))
+    action = request.form.get("action", "")
+    status = {"pause": "paused", "resume": "active", "readmit": "active"}.get(action)
     try:
         with rt.transaction() as s:
             p = _patient_or_404(s, patient_id)
+            if action == "resume":
+                refuse_resume(p)  # a discharged patient is re-admitted, not resumed
+            if action == "readmit" and p.status != DISCHARGED:
+                raise StatusRefused(f"{p.phone} is not discharged (status {p.status}): there "
+                                    "is nothing to re-admit")
             if status is not None:
                 changes = PatientChanges(status=status)
             else:
@@ -1021,6 +1044,34 @@ def update_details(patient_id: int):
                   if retimed else "")
                + (f" {readdressed} message(s) not sent yet now go to the new number."
                   if readdressed else ""))
+    return redirect(url_for("dashboard.patient", patient_id=patient_id), 303)
+
+
+@bp.post("/patients/<int:patient_id>/discharge")
+def discharge(patient_id: int):
+    """End a patient's check-ins with a reason, as POST /api/patients/<id>/discharge does
+    (discharge_patient: the same checks and audit)."""
+    rt = runtime()
+    reason = request.form.get("reason", "")
+    try:
+        with rt.transaction() as s:
+            p = _patient_or_404(s, patient_id)
+            result = discharge_patient(s, p, reason, now=rt.clock.now(), actor=_actor())
+            opted_out = result.patient.status == "opted_out"
+            text = (f"Discharged by you ({_name()}): {len(result.schedules)} schedule(s) "
+                    f"stopped, {len(result.conversations)} conversation(s) ended, "
+                    f"{len(result.cancelled)} message(s) not sent cancelled.")
+            if opted_out:
+                text += " They had opted out (STOP) and stay so."
+    except InvalidField as exc:
+        with rt.transaction() as s:
+            return _patient_page(s, _patient_or_404(s, patient_id), 400,
+                                 discharge={"reason": reason, "error": _field_error(exc)})
+    except AlreadyDischarged as exc:
+        _flash(f"{exc}. Nothing was changed.", "error")
+        return redirect(url_for("dashboard.patient", patient_id=patient_id), 303)
+    log.info("dashboard: %s discharged patient %s", _name(), patient_id)
+    _flash(text)
     return redirect(url_for("dashboard.patient", patient_id=patient_id), 303)
 
 
