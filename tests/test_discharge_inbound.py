@@ -142,3 +142,30 @@ def test_start_kept_after_a_failure_also_comes_back_to_discharged(rt):
         [reply] = [s.get(Message, s.get(OutboxItem, i).message_id).body for i in out.outbox_ids]
     assert reply == text_of(rt, "discharged")
     assert status_of(rt, pid) == "discharged"
+
+
+def test_discharge_is_kept_on_the_patient_not_read_back_from_the_audit_log(client, rt,
+                                                                            fake_http):
+    """The audit log records what happened; it is not where the bot keeps state. With the
+    discharge's audit record gone, STOP then START still return the patient to discharged, and
+    a re-admission clears the mark."""
+    from sqlalchemy import delete
+
+    from bot.services.patients import PatientChanges, update_patient
+    from bot.store.models import AuditLog
+
+    pid = discharged(rt)
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).discharged_at == rt.clock.now()
+        s.execute(delete(AuditLog).where(AuditLog.action == "patient.discharge"))
+    texted(client, "STOP")
+    texted(client, "START")
+    assert status_of(rt, pid) == "discharged"
+    with rt.transaction() as s:
+        update_patient(s, s.get(Patient, pid), PatientChanges(status="active"),
+                       settings=rt.settings, now=rt.clock.now(), actor="test")
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).discharged_at is None
+    texted(client, "STOP")
+    texted(client, "START")
+    assert status_of(rt, pid) == "active"

@@ -32,7 +32,7 @@ from bot.services.escalations import (
 )
 from bot.services.health import mark_to_read
 from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
-from bot.services.patients import DISCHARGED, current_discharge
+from bot.services.patients import DISCHARGED, is_discharged
 from bot.services.red_flags import emergency_response, urgent_response
 from bot.store.models import AuditLog, Escalation, Message, OutboxItem, Patient
 
@@ -273,7 +273,7 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
         conversations.interrupt_active(session, patient.id, now, reason="opted out")
         out.outbox_ids.append(reply("stopped"))
         return
-    if command == "START" and _discharged(session, patient):
+    if command == "START" and is_discharged(patient):
         # Opting back in to messages is not a re-admission: a discharged patient's START
         # (or YES) leaves them discharged, told so, and is listed for the team to read.
         _set_status(session, patient, DISCHARGED, now, "patient.opt_in", said)
@@ -335,12 +335,6 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
         session, ctx, patient, text, now, channel=msg.channel,
         already_answered=bool(out.outbox_ids), message_id=out.message_id,
     )
-
-
-def _discharged(session: Session, patient: Patient) -> bool:
-    """Discharged, or opted out (STOP) since being discharged."""
-    return patient.status == DISCHARGED or (
-        patient.status == "opted_out" and current_discharge(session, patient.id) is not None)
 
 
 def _from_discharged(session: Session, ctx: ServiceContext, patient: Patient,
@@ -613,7 +607,7 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
     if command == "STOP":
         _set_status(session, patient, "opted_out", now, "patient.opt_out", said)
         out.outbox_ids.append(_reply(session, ctx, patient, msg, "stopped", now))
-    elif command == "START" and _discharged(session, patient):
+    elif command == "START" and is_discharged(patient):
         _set_status(session, patient, DISCHARGED, now, "patient.opt_in", said)
         out.outbox_ids.append(_reply(session, ctx, patient, msg, "discharged", now))
     elif command == "START":

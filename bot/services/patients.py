@@ -383,6 +383,8 @@ def update_patient(session: Session, patient: Patient, changes: PatientChanges, 
         # Discharged -> active is a re-admission: its own action, so that the discharge it
         # ends can be found (current_discharge). The schedules stay stopped.
         readmitted = result.changes.get("status") == (DISCHARGED, "active")
+        if readmitted:
+            patient.discharged_at = None
         audit(session, now, actor, "patient.readmit" if readmitted else "patient.update",
               "patient", patient.id, changes=details, **extra)
         session.flush()
@@ -534,10 +536,15 @@ def check_reason(reason: object) -> str:
     return value
 
 
+def is_discharged(patient: Patient) -> bool:
+    """Discharged and not re-admitted since: status discharged, or opted out (STOP) since
+    being discharged (their wish wins; START brings them back to discharged, not active)."""
+    return patient.status == DISCHARGED or patient.discharged_at is not None
+
+
 def current_discharge(session: Session, patient_id: int) -> AuditLog | None:
-    """The `patient.discharge` record of a patient discharged and not re-admitted since, else
-    None. A discharged patient who texted STOP is opted_out (their wish wins) and still
-    discharged: START brings them back to discharged, not active."""
+    """The `patient.discharge` record (reason, who, when: for the dashboard) of a patient
+    discharged and not re-admitted since, else None."""
     last = session.scalars(
         select(AuditLog).where(AuditLog.subject_type == "patient",
                                AuditLog.subject_id == str(patient_id),
@@ -583,12 +590,12 @@ def discharge_patient(session: Session, patient: Patient, reason: str, *, now: d
     reason = check_reason(reason)
     # Locked (PostgreSQL): a STOP or a second discharge at the same moment waits for this.
     patient = session.get(Patient, patient.id, with_for_update=True, populate_existing=True)
-    if patient.status == DISCHARGED or (
-            patient.status == "opted_out" and current_discharge(session, patient.id)):
+    if is_discharged(patient):
         raise AlreadyDischarged(f"{patient.phone} (id {patient.id}) is already discharged")
     result = DischargeResult(patient, reason, patient.status)
     if patient.status != "opted_out":
         patient.status = DISCHARGED
+    patient.discharged_at = now
     for sched in session.scalars(select(Schedule).where(
             Schedule.patient_id == patient.id, Schedule.active.is_(True))
             .order_by(Schedule.id).with_for_update()):

@@ -66,8 +66,12 @@ class Patient(Base):
     name: Mapped[str] = mapped_column(String(80))
     timezone: Mapped[str] = mapped_column(String(64))
     language: Mapped[str] = mapped_column(String(8))
-    status: Mapped[str] = mapped_column(String(12), default="active")  # active|paused|opted_out
+    # active | paused | opted_out | discharged
+    status: Mapped[str] = mapped_column(String(12), default="active")
     consent_at: Mapped[datetime | None]
+    # When the coordinator ended the patient's check-ins (patients.discharge_patient); kept
+    # while they are opted out, cleared at re-admission.
+    discharged_at: Mapped[datetime | None]
     number_invalid_at: Mapped[datetime | None]
     last_inbound_at: Mapped[datetime | None]
     created_at: Mapped[datetime]

@@ -70,6 +70,7 @@ from bot.services.patients import (
     StatusRefused,
     current_discharge,
     discharge_patient,
+    is_discharged,
     onboard_patient,
     refuse_resume,
     update_patient,
@@ -875,8 +876,7 @@ def _patient_page(s: Session, p: Patient, status: int = 200, checkin: dict | Non
                             "language": p.language, "error": None, **(details or {})},
                    languages=settings.languages,
                    quiet=settings.quiet_hours,
-                   discharged=(current_discharge(s, p.id)
-                               if p.status in (DISCHARGED, "opted_out") else None),
+                   discharged=current_discharge(s, p.id) if is_discharged(p) else None,
                    discharge={"reason": "", "error": None, **(discharge or {})},
                    reason_chars=REASON_CHARS)
 

@@ -3,7 +3,7 @@ password (hashed by werkzeug.security); a dashboard session records whose accoun
 
 Revision ID: 0008
 Revises: 0007
-Create Date: 2026-12-09 09:30:00
+Create Date: 2026-12-07 03:50:00
 """
 
 from alembic import op

@@ -3,7 +3,7 @@ their SHA-256 is stored), so API actions are audited as the account
 
 Revision ID: 0009
 Revises: 0008
-Create Date: 2026-12-10 09:30:00
+Create Date: 2026-12-07 04:10:00
 """
 
 from alembic import op
