@@ -278,6 +278,27 @@ def test_api_patch_pauses_no_discharged_patient_but_readmits_one(client, rt):
     assert res.status_code == 200 and res.get_json()["status"] == "active"
 
 
+def test_no_schedule_is_set_for_a_discharged_patient_until_readmitted(client, cli, rt):
+    """The scheduler skips a discharged patient, so a schedule set now would never run:
+    refused, naming the patient, through the API and the CLI; after a re-admission it is
+    taken."""
+    pid = enrol(rt)
+    discharge(rt, pid)
+    res = client.post(f"/api/patients/{pid}/schedules",
+                      json={"flow": "checkin", "at": "10:00", "every_days": 7})
+    assert res.status_code == 400 and res.get_json()["field"] == "patient"
+    assert "discharged" in res.get_json()["error"]
+    res = cli("schedules", "add", "--phone", PHONE, "--flow", "checkin", "--at", "10:00",
+              "--every-days", "7")
+    assert res.exit_code == 2 and "discharged" in res.output
+    with rt.transaction() as s:
+        assert s.scalars(select(Schedule)).all() == []
+    assert client.patch(f"/api/patients/{pid}", json={"status": "active"}).status_code == 200
+    res = client.post(f"/api/patients/{pid}/schedules",
+                      json={"flow": "checkin", "at": "10:00", "every_days": 7})
+    assert res.status_code == 201, res.get_json()
+
+
 # -- the CLI ----------------------------------------------------------------------------------
 
 

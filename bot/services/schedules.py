@@ -71,7 +71,7 @@ from bot.domain.schedule import (
 from bot.services import conversations
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
-from bot.services.patients import InvalidField
+from bot.services.patients import InvalidField, is_discharged
 from bot.store.claims import claim_due
 from bot.store.models import AuditLog, Conversation, Message, OutboxItem, Patient, Schedule
 
@@ -170,6 +170,10 @@ def save_schedule(session: Session, ctx: ServiceContext, patient: Patient, flow_
                   params: dict[str, Any] | None = None) -> ScheduleResult:
     """Schedule `flow_id` for the patient every `every_days` at `local_time` in their zone,
     replacing the patient's active schedule of that flow (see the module docstring)."""
+    if is_discharged(patient):
+        # The scheduler would skip it: say so now rather than keep a schedule that never runs.
+        raise InvalidField("patient", "this patient was discharged: re-admit them before "
+                                      "setting a schedule")
     if not isinstance(flow_id, str) or flow_id not in ctx.flows:
         raise InvalidField("flow", f"unknown flow {flow_id!r}")
     if flow_id == conversations.CONSENT_FLOW:
