@@ -237,7 +237,7 @@ def patients_update(phone, new_phone, name, zone, channel, language, pause, read
             if readmit and patient.status != DISCHARGED:
                 raise StatusRefused(f"{patient.phone} is not discharged (status "
                                     f"{patient.status}): there is nothing to re-admit")
-            result = update_patient(s, patient, changes, settings=rt.settings,
+            result = update_patient(s, patient, changes, ctx=rt.ctx,
                                     now=rt.clock.now(), actor=_actor())
             lines = [f"{key}: {old} -> {new}" for key, (old, new) in result.changes.items()]
             lines += [f"schedule {i}: next {old.isoformat()} -> {new.isoformat()}"

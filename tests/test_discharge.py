@@ -215,7 +215,7 @@ def test_setting_active_readmits_and_leaves_the_schedules_stopped(rt):
     discharge(rt, pid)
     with rt.transaction() as s:
         result = update_patient(s, s.get(Patient, pid), PatientChanges(status="active"),
-                                settings=rt.settings, now=rt.clock.now(), actor="api:sam")
+                                ctx=rt.ctx, now=rt.clock.now(), actor="api:sam")
         assert result.changes == {"status": ("discharged", "active")}
     assert status_of(rt, pid) == "active"
     with rt.transaction() as s:
@@ -232,7 +232,7 @@ def test_a_discharged_patient_cannot_be_paused(rt):
     discharge(rt, pid)
     with rt.transaction() as s, pytest.raises(StatusRefused, match="discharged"):
         update_patient(s, s.get(Patient, pid), PatientChanges(status="paused"),
-                       settings=rt.settings, now=rt.clock.now(), actor="t")
+                       ctx=rt.ctx, now=rt.clock.now(), actor="t")
     assert status_of(rt, pid) == "discharged"
 
 

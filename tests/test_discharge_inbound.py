@@ -163,7 +163,7 @@ def test_discharge_is_kept_on_the_patient_not_read_back_from_the_audit_log(clien
     assert status_of(rt, pid) == "discharged"
     with rt.transaction() as s:
         update_patient(s, s.get(Patient, pid), PatientChanges(status="active"),
-                       settings=rt.settings, now=rt.clock.now(), actor="test")
+                       ctx=rt.ctx, now=rt.clock.now(), actor="test")
     with rt.transaction() as s:
         assert s.get(Patient, pid).discharged_at is None
     texted(client, "STOP")

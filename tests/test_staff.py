@@ -227,6 +227,18 @@ def test_wrong_credentials_get_one_answer_and_are_audited_unverified(client, rt,
     assert account(rt, "alice").last_login_at is None
 
 
+def test_a_password_typed_as_the_username_is_not_recorded(client, rt, caplog):
+    """People type their password into the username field: what could not be a username is
+    not written to the audit log."""
+    caplog.set_level(logging.DEBUG)
+    add_account(rt)
+    res = staff_sign_in(client, "Tr0ub4dor&3 horse", "whatever it is")
+    assert res.status_code == 403
+    [failed] = audits(rt, "dashboard.login_failed")
+    assert failed.actor == "dashboard:unknown" and failed.details["username"] is None
+    assert "tr0ub4dor" not in (all_audit_text(rt) + caplog.text).lower()
+
+
 def test_failed_sign_ins_from_one_address_are_stopped_for_a_while(client, rt, clock):
     from bot.web import dashboard
 

@@ -325,9 +325,18 @@ class Dispatcher:
             return None
         # Routine holds, the opt-out hold and the WhatsApp window need the patient row (on the
         # reply path it is already in the session: no query).
+        # A row tried before may predate a change of the patient's number (it was being sent
+        # then): its patient is read to send it to the number they have now.
         needs_patient = item.patient_id and (item.routine or item.channel == "whatsapp"
-                                             or item.kind not in SENT_WHEN_OPTED_OUT)
+                                             or item.kind not in SENT_WHEN_OPTED_OUT
+                                             or item.attempts > 1)
         patient = s.get(Patient, item.patient_id) if needs_patient else None
+        if patient is not None and item.to != patient.phone:
+            log.info("outbox item %s: the patient's number changed since it was written; "
+                     "sent to the new one", item.id)
+            audit(s, now, "system", "outbox.readdressed", "message", message.id,
+                  reason="the patient's number changed")
+            item.to = message.address = patient.phone
         hold = self._hold_reason(item, patient, now)
         if hold is None and item.kind == "alert" and message.escalation_id is not None:
             esc = s.get(Escalation, message.escalation_id)
@@ -585,11 +594,14 @@ class Dispatcher:
                 return
             item.status = "failed"
             message.status = "failed"
-            if patient is not None and err.kind == "opted_out" and patient.status != "opted_out":
+            # What the carrier says of a number the patient no longer has (changed while this
+            # was being sent) is not about the patient's number now.
+            current = patient is not None and item.to == patient.phone
+            if current and err.kind == "opted_out" and patient.status != "opted_out":
                 patient.status = "opted_out"
                 audit(s, now, "system", "patient.opted_out", "patient", patient.id,
                       source="carrier", code=err.code)
-            if patient is not None and err.kind == "invalid_number":
+            if current and err.kind == "invalid_number":
                 patient.number_invalid_at = now
                 audit(s, now, "system", "patient.number_invalid", "patient", patient.id,
                       code=err.code)

@@ -412,6 +412,20 @@ def _alert(session: Session, ctx: ServiceContext, esc: Escalation, now: datetime
     """Alert the contact at the escalation's chain position and set the next re-alert."""
     team = ctx.settings.care_team
     contact = team.contact(team.escalation_chain[esc.chain_position % len(team.escalation_chain)])
+    body = alert_body(session, ctx, esc)
+    item = enqueue(session, Draft(to=contact.phone, channel=contact.channel, body=body,
+                                  kind="alert", priority=PRIORITY_EMERGENCY,
+                                  escalation_id=esc.id), now)
+    esc.alerts_sent += 1
+    esc.next_alert_at = now + _timeout(ctx, esc.level)
+    audit(session, now, "system", "escalation.alert", "escalation", esc.ref,
+          contact=contact.id, attempt=esc.alerts_sent)
+    return [item.id]
+
+
+def alert_body(session: Session, ctx: ServiceContext, esc: Escalation) -> str:
+    """The text of a care-team alert about `esc`, within 2 SMS segments, naming the patient's
+    number as it is now."""
     details = alert_details(esc.flags, esc.words, ctx.vocabulary)
     if esc.patient_id is None:
         body = ctx.texts.render("alert_unknown", "en", level=esc.level.upper(), ref=esc.ref,
@@ -432,14 +446,7 @@ def _alert(session: Session, ctx: ServiceContext, esc: Escalation, now: datetime
                     details = roomy
         body = ctx.texts.render("alert_answer" if "answer" in details else "alert", "en",
                                 **values, **details)
-    item = enqueue(session, Draft(to=contact.phone, channel=contact.channel, body=body,
-                                  kind="alert", priority=PRIORITY_EMERGENCY,
-                                  escalation_id=esc.id), now)
-    esc.alerts_sent += 1
-    esc.next_alert_at = now + _timeout(ctx, esc.level)
-    audit(session, now, "system", "escalation.alert", "escalation", esc.ref,
-          contact=contact.id, attempt=esc.alerts_sent)
-    return [item.id]
+    return body
 
 
 def alert_not_delivered(session: Session, escalation_id: int, now: datetime,

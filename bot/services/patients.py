@@ -312,7 +312,7 @@ class PatientUpdate:
 
 
 def update_patient(session: Session, patient: Patient, changes: PatientChanges, *,
-                   settings, now: datetime, actor: str) -> PatientUpdate:
+                   ctx, now: datetime, actor: str) -> PatientUpdate:
     """Correct a patient's details, checked as at enrolment. Raises InvalidField (a bad field,
     a number another patient has, or nothing to change) and StatusRefused (pausing or resuming
     a patient who opted out).
@@ -331,6 +331,10 @@ def update_patient(session: Session, patient: Patient, changes: PatientChanges, 
     if changes.empty():
         raise InvalidField("body", "nothing to change: give phone, name, timezone, channel, "
                                    "language or a status (pause, resume)")
+    settings = ctx.settings
+    # Locked and read afresh (PostgreSQL): a STOP committed since the caller loaded the row
+    # must be seen here, not overwritten with a status worked out from the stale copy.
+    patient = session.get(Patient, patient.id, with_for_update=True, populate_existing=True)
     wanted: dict[str, str] = {}
     if changes.phone is not None:
         wanted["phone"] = check_patient_number(normalise_phone(changes.phone),
@@ -358,7 +362,7 @@ def update_patient(session: Session, patient: Patient, changes: PatientChanges, 
     result = PatientUpdate(patient)
     extra: dict = {}
     if wanted.get("phone", patient.phone) != patient.phone:
-        extra = _change_number(session, patient, wanted["phone"], result, now)
+        extra = _change_number(session, ctx, patient, wanted["phone"], result, now)
         if extra.get("opted_out_by_number"):
             wanted.pop("status", None)  # the new number's STOP stands: no pause or resume
     wanted.pop("phone", None)
@@ -391,7 +395,7 @@ def update_patient(session: Session, patient: Patient, changes: PatientChanges, 
     return result
 
 
-def _change_number(session: Session, patient: Patient, new: str, result: PatientUpdate,
+def _change_number(session: Session, ctx, patient: Patient, new: str, result: PatientUpdate,
                    now: datetime) -> dict:
     """What a new number changes beyond the patient row; returns the audit details to add.
 
@@ -432,15 +436,18 @@ def _change_number(session: Session, patient: Patient, new: str, result: Patient
         result.readdressed.append(item.id)
     if result.readdressed:
         extra["outbox_readdressed"] = result.readdressed
-    alerts = session.scalars(
-        select(Message).join(OutboxItem, OutboxItem.message_id == Message.id)
+    from bot.services.escalations import alert_body
+
+    alerts = session.execute(
+        select(Message, Escalation).join(OutboxItem, OutboxItem.message_id == Message.id)
         .join(Escalation, Escalation.id == Message.escalation_id)
         .where(Escalation.patient_id == patient.id, Escalation.status == "open",
                Message.kind == "alert", OutboxItem.status == "pending")
         .with_for_update(of=OutboxItem)).all()
-    for message in alerts:
+    for message, esc in alerts:
         if message.body and old in message.body:
-            message.body, message.updated_at = message.body.replace(old, new), now
+            # Written again, not edited: a longer number must not push it past 2 segments.
+            message.body, message.updated_at = alert_body(session, ctx, esc), now
             if message.channel == "sms":
                 message.segments = gsm7.segments(message.body)
     if patient.number_invalid_at is not None:

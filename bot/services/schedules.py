@@ -280,8 +280,16 @@ def run_due_schedules(session: Session, ctx: ServiceContext, now: datetime,
 
 def _run_one(session: Session, ctx: ServiceContext, sched: Schedule, now: datetime) -> list[int]:
     # Locked as the web path locks it: a patient texting CHECKIN as the scheduled check-in
-    # falls due gets one check-in, not two.
-    patient = session.get(Patient, sched.patient_id, with_for_update=True)
+    # falls due gets one check-in, not two. The schedule is locked already (claim_due), and a
+    # coordinator's action locks the patient first, then their schedules (discharge, a new
+    # zone): a patient locked now is left for the next tick rather than waited for, which
+    # could deadlock.
+    patient = session.scalars(
+        select(Patient).where(Patient.id == sched.patient_id)
+        .with_for_update(skip_locked=True).execution_options(populate_existing=True)).first()
+    if patient is None:
+        log.info("schedule %s: its patient is being changed; left for the next tick", sched.id)
+        return []
     reason = _skip_reason(patient)
     if reason:  # nothing reaches the patient: not a run to count the next one from
         _advance(sched, patient, now, ran_at=None)

@@ -176,7 +176,10 @@ def after_failure(session: Session, settings: Settings, message: Message, status
     for WhatsApp. Runs once per message, whether the callback came before or after the
     dispatcher recorded the SID. Returns outbox ids of any SMS fallback it queued."""
     patient = session.get(Patient, message.patient_id) if message.patient_id else None
-    if code == 21610 and patient is not None and patient.status != "opted_out":
+    # Sent to a number the patient has since given up (a coordinator changed it): what its
+    # carrier says about that number (an opt-out) is not about the patient's number now.
+    current = patient is not None and message.address == patient.phone
+    if code == 21610 and current and patient.status != "opted_out":
         patient.status = "opted_out"
         audit(session, now, "system", "patient.opted_out", "patient", patient.id,
               source="carrier", code=code)
@@ -251,11 +254,15 @@ def _send_again_later(session: Session, message: Message, patient: Patient | Non
 
 def _resend(session: Session, message: Message, channel: str, now: datetime,
             not_before: datetime | None = None, item: OutboxItem | None = None) -> OutboxItem:
-    """Queue the text of an undelivered message again, as urgent (or routine) as it was."""
+    """Queue the text of an undelivered message again, as urgent (or routine) as it was: to
+    the patient's number as it is now (a coordinator may have changed it since: never again
+    to the old one), else to where it went."""
     item = item or session.scalars(select(OutboxItem).where(
         OutboxItem.message_id == message.id)).first()
+    patient = session.get(Patient, message.patient_id) if message.patient_id else None
     return enqueue(session, Draft(
-        to=message.address, channel=channel, body=message.body, kind=message.kind,
+        to=patient.phone if patient is not None else message.address, channel=channel,
+        body=message.body, kind=message.kind,
         priority=item.priority if item else 1, routine=item.routine if item else False,
         patient_id=message.patient_id, conversation_id=message.conversation_id,
         escalation_id=message.escalation_id, not_before=not_before), now)

@@ -238,7 +238,7 @@ def update(patient_id: int):
     with rt.transaction() as s:
         patient = _patient_or_404(s, patient_id)
         try:
-            result = update_patient(s, patient, PatientChanges(**given), settings=rt.settings,
+            result = update_patient(s, patient, PatientChanges(**given), ctx=rt.ctx,
                                     now=rt.clock.now(), actor=_actor())
         except StatusRefused as exc:
             return jsonify(error=f"status: {exc}", field="status"), 409

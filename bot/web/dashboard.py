@@ -525,9 +525,12 @@ def _staff_login(rt, target: str):
         if account is None:
             failures = _recent_failures(address, now, add=True)
             if failures <= LOGIN_FAILURES:  # one record per failure up to the limit, no flood
-                audit(s, now, f"dashboard:{username}", "dashboard.login_failed", "dashboard",
-                      None, username=username, username_unverified=True, reason=reason,
-                      failures=failures)
+                # What was typed is recorded only when it could be a username: people type
+                # their password into the wrong field.
+                typed = username if staff_service.USERNAME_RE.fullmatch(username) else None
+                audit(s, now, f"dashboard:{typed or 'unknown'}", "dashboard.login_failed",
+                      "dashboard", None, username=typed, username_unverified=True,
+                      reason=reason, failures=failures)
         else:
             account.last_login_at = now
             staff_id, username = account.id, account.username
@@ -1021,7 +1024,7 @@ def update_details(patient_id: int):
                 # A form without the phone field (a page loaded before it had one) leaves it.
                 changes = PatientChanges(**{key: _form_text(key) for key in DETAIL_FIELDS
                                             if key != "phone" or key in request.form})
-            result = update_patient(s, p, changes, settings=rt.settings, now=rt.clock.now(),
+            result = update_patient(s, p, changes, ctx=rt.ctx, now=rt.clock.now(),
                                     actor=_actor())
             changed = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in
                                 result.changes.items())

@@ -19,6 +19,9 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('patients') as batch:
         batch.add_column(sa.Column('discharged_at', sa.DateTime(timezone=True), nullable=True))
+    # Patients discharged before this column existed.
+    op.execute("UPDATE patients SET discharged_at = CURRENT_TIMESTAMP "
+               "WHERE status = 'discharged'")
 
 
 def downgrade() -> None:
