@@ -10,7 +10,15 @@ from typing import Any, Literal
 
 import phonenumbers
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "config" / "default.yaml"
@@ -81,6 +89,8 @@ class Contact(_Strict):
     name: str
     phone: str
     channel: Literal["sms", "whatsapp"] = "sms"
+    # Also phone them (a voice call, press 1 to acknowledge) with each emergency alert.
+    call: StrictBool = False
 
     _phone = field_validator("phone")(_e164)
 
@@ -273,6 +283,17 @@ class Settings(_Strict):
                 raise ValueError(
                     "messenger is twilio but neither TWILIO_FROM nor "
                     "TWILIO_MESSAGING_SERVICE_SID is set"
+                )
+            calling = [c.id for c in self.care_team.contacts if c.call]
+            if calling and not t.from_number:
+                raise ValueError(
+                    f"care_team contact {calling[0]!r} has call: true but TWILIO_FROM is not "
+                    "set (a call needs a number to call from; a Messaging Service cannot call)"
+                )
+            if calling and not self.public_url:
+                raise ValueError(
+                    f"care_team contact {calling[0]!r} has call: true but CHECKIN_PUBLIC_URL "
+                    "is not set (pressing 1 on the call reaches the bot there)"
                 )
         return self
 

@@ -11,7 +11,7 @@ class OutgoingMessage:
     """One message to send. Either `body` (free text) or `content_sid` (WhatsApp template)."""
 
     to: str  # E.164, e.g. "+447700900123" (no "whatsapp:" prefix: the adapter adds it)
-    channel: str  # "sms" | "whatsapp"
+    channel: str  # "sms" | "whatsapp" | "voice" (body: the call's TwiML, see Messenger.call)
     body: str | None = None
     content_sid: str | None = None
     content_variables: dict[str, str] = field(default_factory=dict)
@@ -64,8 +64,13 @@ class SendError(Exception):
 
 
 class Messenger(Protocol):
-    """Anything that can send an OutgoingMessage."""
+    """Anything that can send an OutgoingMessage, and place a phone call."""
 
     name: str
 
     def send(self, message: OutgoingMessage) -> SendResult: ...
+
+    def call(self, to: str, twiml: str, status_callback: str | None = None) -> SendResult:
+        """Phone `to` (E.164) and play `twiml`; raise SendError as `send` does. The result's
+        provider_id is the call's SID."""
+        ...

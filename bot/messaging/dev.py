@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 import uuid
+from xml.etree import ElementTree
 
 from bot.domain import gsm7
 from bot.messaging.base import OutgoingMessage, SendResult
@@ -18,6 +19,7 @@ class DevMessenger:
     def __init__(self, echo: bool = True) -> None:
         self.echo = echo
         self.sent: list[OutgoingMessage] = []
+        self.calls: list[tuple[str, str, str | None]] = []  # (to, twiml, status_callback)
         self._lock = threading.Lock()
         self._counter = itertools.count(1)
 
@@ -30,3 +32,20 @@ class DevMessenger:
         segments = gsm7.segments(message.body) if message.body else 1
         return SendResult(provider_id="DEV" + uuid.uuid4().hex, status="delivered",
                           segments=segments)
+
+    def call(self, to: str, twiml: str, status_callback: str | None = None) -> SendResult:
+        """Records the call (in `calls`) and prints what it says."""
+        with self._lock:
+            self.calls.append((to, twiml, status_callback))
+        if self.echo:
+            print(f"[dev voice -> {to}] {_spoken(twiml)}", flush=True)
+        return SendResult(provider_id="DEVCA" + uuid.uuid4().hex, status="sent")
+
+
+def _spoken(twiml: str) -> str:
+    """The words of a call's first <Say>, for the console."""
+    try:
+        said = ElementTree.fromstring(twiml).find(".//Say")
+    except ElementTree.ParseError:
+        return twiml
+    return (said.text or "") if said is not None else twiml

@@ -24,6 +24,7 @@ from twilio.http import HttpClient
 from twilio.http.response import Response
 
 _MESSAGES_URL = re.compile(r"/2010-04-01/Accounts/(?P<account>[^/]+)/Messages\.json$")
+_CALLS_URL = re.compile(r"/2010-04-01/Accounts/(?P<account>[^/]+)/Calls\.json$")
 # GSM-7 basic set (ASCII part and common Latin-1 letters) and the escape-table characters that
 # cost two septets. Anything else makes the whole message UCS-2. Good enough for segment counts.
 _GSM7_BASIC = set(
@@ -47,13 +48,15 @@ class RecordedRequest:
 
 
 class FakeTwilioHttpClient(HttpClient):
-    """Records requests; answers like Twilio's Messages API unless told otherwise. Thread-safe."""
+    """Records requests; answers like Twilio's Messages and Calls APIs unless told otherwise.
+    Thread-safe."""
 
     def __init__(self, *, latency: float = 0.0) -> None:
         super().__init__(logging.getLogger(__name__), is_async=False, timeout=None)
         self.latency = latency  # seconds slept per request, outside the lock (benchmarks)
         self.requests: list[RecordedRequest] = []
-        self.created: list[tuple[RecordedRequest, str]] = []  # each message made, with its SID
+        # Each message (SM...) and call (CA...) made, with its SID.
+        self.created: list[tuple[RecordedRequest, str]] = []
         self._scripted: deque[Response | BaseException] = deque()
         self._lock = threading.Lock()
 
@@ -130,11 +133,15 @@ class FakeTwilioHttpClient(HttpClient):
         if scripted is not None:
             return scripted
         match = _MESSAGES_URL.search(recorded.url)
-        if recorded.method != "POST" or not match:
+        call = _CALLS_URL.search(recorded.url)
+        if recorded.method != "POST" or not (match or call):
             body = {"code": 20404, "message": "The requested resource was not found",
                     "status": 404}
             return Response(404, json.dumps(body), _headers(None))
-        created = _message_json(match["account"], recorded.data)
+        if call:
+            created = _call_json(call["account"], recorded.data)
+        else:
+            created = _message_json(match["account"], recorded.data)
         with self._lock:
             self.created.append((recorded, created["sid"]))
         return Response(201, json.dumps(created), _headers(None))
@@ -169,6 +176,43 @@ def _message_json(account_sid: str, data: dict[str, Any]) -> dict[str, Any]:
         },
         "to": data.get("To"),
         "uri": f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json",
+    }
+
+
+def _call_json(account_sid: str, data: dict[str, Any]) -> dict[str, Any]:
+    """What Twilio answers to a Calls.create: 201 with a CA... SID, queued."""
+    sid = "CA" + uuid.uuid4().hex
+    now = format_datetime(datetime.now(UTC))
+    return {
+        "account_sid": account_sid,
+        "answered_by": None,
+        "api_version": "2010-04-01",
+        "caller_name": None,
+        "date_created": now,
+        "date_updated": now,
+        "direction": "outbound-api",
+        "duration": None,
+        "end_time": None,
+        "forwarded_from": None,
+        "from": data.get("From"),
+        "from_formatted": data.get("From"),
+        "group_sid": None,
+        "parent_call_sid": None,
+        "phone_number_sid": None,
+        "price": None,
+        "price_unit": "USD",
+        "queue_time": "0",
+        "sid": sid,
+        "start_time": None,
+        "status": "queued",
+        "subresource_uris": {
+            "notifications": f"/2010-04-01/Accounts/{account_sid}/Calls/{sid}/Notifications.json",
+            "recordings": f"/2010-04-01/Accounts/{account_sid}/Calls/{sid}/Recordings.json",
+        },
+        "to": data.get("To"),
+        "to_formatted": data.get("To"),
+        "trunk_sid": None,
+        "uri": f"/2010-04-01/Accounts/{account_sid}/Calls/{sid}.json",
     }
 
 

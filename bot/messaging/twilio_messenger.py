@@ -1,4 +1,5 @@
-"""Messenger adapter for Twilio Programmable Messaging (SMS and WhatsApp), on the real SDK."""
+"""Messenger adapter for Twilio Programmable Messaging (SMS and WhatsApp) and Programmable
+Voice (alert calls), on the real SDK."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -172,9 +175,37 @@ class TwilioMessenger:
     def send(self, message: OutgoingMessage) -> SendResult:
         """Hand one message to Twilio; raise SendError if it is refused or can't be delivered."""
         params = self._create_params(message)
+        with self._refusals_as_send_errors():
+            created = self._client.messages.create(**params)
+        segments = _segments(created.num_segments)
+        log.debug("twilio send accepted sid=%s status=%s", created.sid, created.status)
+        return SendResult(provider_id=created.sid, status=str(created.status), segments=segments)
+
+    def call(self, to: str, twiml: str, status_callback: str | None = None) -> SendResult:
+        """Phone `to` from the configured number (a Messaging Service cannot place calls) and
+        play `twiml`; raise SendError as `send` does."""
+        to = _strip_whatsapp(to)
+        if not _E164.match(to):
+            raise SendError("invalid_number", "recipient is not an E.164 number")
+        if not self._from_number:
+            raise SendError("permanent", "no number to call from (TWILIO_FROM)")
+        if not twiml:
+            raise SendError("permanent", "a call needs TwiML")
+        params: dict[str, Any] = {"to": to, "from_": self._from_number, "twiml": twiml}
+        if status_callback:
+            params["status_callback"] = status_callback
+        with self._refusals_as_send_errors():
+            created = self._client.calls.create(**params)
+        log.debug("twilio call accepted sid=%s status=%s", created.sid, created.status)
+        # Twilio's call statuses start at "queued" too; what follows comes by status callback.
+        return SendResult(provider_id=created.sid, status=str(created.status or "queued"))
+
+    @contextmanager
+    def _refusals_as_send_errors(self) -> Iterator[None]:
+        """Turn what the SDK raises for one request into SendError kinds."""
         self._recorder.forget()
         try:
-            created = self._client.messages.create(**params)
+            yield
         except (TwilioRestException, TwilioServiceException) as exc:
             raise self._api_error(exc) from exc
         except _NETWORK_ERRORS as exc:
@@ -191,10 +222,6 @@ class TwilioMessenger:
             # credential provider), and these requests errors are bad URLs/redirects: not network.
             log.warning("twilio send failed kind=permanent error=%s", type(exc).__name__)
             raise SendError("permanent", f"twilio client error: {type(exc).__name__}") from exc
-
-        segments = _segments(created.num_segments)
-        log.debug("twilio send accepted sid=%s status=%s", created.sid, created.status)
-        return SendResult(provider_id=created.sid, status=str(created.status), segments=segments)
 
     def _create_params(self, message: OutgoingMessage) -> dict[str, Any]:
         if message.channel not in ("sms", "whatsapp"):

@@ -21,8 +21,9 @@ from bot.config import Settings
 from bot.domain import gsm7
 from bot.domain.schedule import in_quiet_hours, quiet_hours_end
 from bot.messaging.base import Messenger, OutgoingMessage, SendError, SendResult
+from bot.services import voice
 from bot.services.audit import audit
-from bot.services.escalations import alert_not_delivered
+from bot.services.escalations import ALERT_CALL, alert_not_delivered
 from bot.services.outbox import (
     PRIORITY_EMERGENCY,
     PRIORITY_REPLY,
@@ -244,7 +245,11 @@ class Dispatcher:
                         "the sweep", job.item_id)
             return 0
         try:
-            result = self.messenger.send(job.outgoing)
+            if job.outgoing.channel == "voice":  # an alert call: its body is the TwiML
+                result = self.messenger.call(job.outgoing.to, job.outgoing.body or "",
+                                             job.outgoing.status_callback)
+            else:
+                result = self.messenger.send(job.outgoing)
         except SendError as err:
             self._record_failure(job, err)
             return 0
@@ -338,11 +343,12 @@ class Dispatcher:
                   reason="the patient's number changed")
             item.to = message.address = patient.phone
         hold = self._hold_reason(item, patient, now)
-        if hold is None and item.kind == "alert" and message.escalation_id is not None:
+        if hold is None and item.kind in ("alert", ALERT_CALL) \
+                and message.escalation_id is not None:
             esc = s.get(Escalation, message.escalation_id)
             if esc is not None and esc.status != "open":
-                # Someone took it while this alert waited (a retry, a copy): "no one else
-                # will be alerted", the acknowledgement said.
+                # Someone took it while this alert (or its call) waited (a retry, a copy): "no
+                # one else will be alerted", the acknowledgement said.
                 hold = f"escalation {esc.status}"
         if hold is None and message.conversation_id is not None:
             conv = s.get(Conversation, message.conversation_id)  # on the reply path: no query
@@ -401,6 +407,9 @@ class Dispatcher:
             return (f"{public}/webhooks/twilio/status?outbox={item.id}&via={route}"
                     if public else None)
 
+        if item.channel == "voice":
+            return OutgoingMessage(to=item.to, channel="voice", body=message.body,
+                                   status_callback=voice.status_url(public, item.id))
         template = self.settings.twilio.whatsapp_templates.get(item.kind)
         if item.channel == "whatsapp" and template is not None and (
                 item.variant == "template"

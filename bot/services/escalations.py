@@ -20,6 +20,7 @@ from bot.domain.triage import (
     level_for_flags,
     max_level,
 )
+from bot.services import voice
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
 from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
@@ -29,6 +30,8 @@ from bot.store.models import Escalation, Message, Patient
 log = logging.getLogger(__name__)
 
 REF_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I: read aloud on a phone
+# The outbox kind of the phone call that goes with an emergency alert (see _alert).
+ALERT_CALL = "alert_call"
 
 
 class EscalationNotFound(LookupError):
@@ -109,7 +112,7 @@ def escalate(
     `patient` is None for a number that is not enrolled; `phone` is then that number, and the
     escalation runs the same chain (its alert asks the team to call the number).
 
-    Returns the escalation and the outbox ids of the alerts written.
+    Returns the escalation and the outbox ids of the alerts (and alert calls) written.
     """
     assert level in ("urgent", "emergency"), level
     assert patient is not None or phone, "an escalation needs a patient or a phone"
@@ -416,11 +419,23 @@ def _alert(session: Session, ctx: ServiceContext, esc: Escalation, now: datetime
     item = enqueue(session, Draft(to=contact.phone, channel=contact.channel, body=body,
                                   kind="alert", priority=PRIORITY_EMERGENCY,
                                   escalation_id=esc.id), now)
+    ids = [item.id]
+    calls = contact.call and esc.level == "emergency"
+    if calls:
+        # A text at 3 a.m. on a silenced phone is easy to miss: phone them too (after the
+        # text, which has the details the call leaves out). Cancelled like the alert when
+        # someone acknowledges first (see Dispatcher._prepare).
+        twiml = voice.alert_call_twiml(
+            ctx.settings.clinic.name, esc.ref,
+            voice.ack_url(ctx.settings.public_url, esc.ref, contact.id))
+        ids.append(enqueue(session, Draft(to=contact.phone, channel="voice", body=twiml,
+                                          kind=ALERT_CALL, priority=PRIORITY_EMERGENCY,
+                                          escalation_id=esc.id), now).id)
     esc.alerts_sent += 1
     esc.next_alert_at = now + _timeout(ctx, esc.level)
     audit(session, now, "system", "escalation.alert", "escalation", esc.ref,
-          contact=contact.id, attempt=esc.alerts_sent)
-    return [item.id]
+          contact=contact.id, attempt=esc.alerts_sent, **({"call": True} if calls else {}))
+    return ids
 
 
 def alert_body(session: Session, ctx: ServiceContext, esc: Escalation) -> str:

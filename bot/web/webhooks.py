@@ -1,4 +1,5 @@
-"""Twilio webhooks: inbound messages (SMS and WhatsApp) and delivery status callbacks.
+"""Twilio webhooks: inbound messages (SMS and WhatsApp), delivery status callbacks, and the
+key pressed on an emergency alert call (and how that call ended).
 
 Every request must carry a valid X-Twilio-Signature for the URL Twilio called; anything else is
 refused with 403 before a single row is written.
@@ -12,6 +13,8 @@ from flask import Blueprint, Response, abort, request
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
+from bot.services import voice
+from bot.services.escalations import EscalationNotFound, acknowledge
 from bot.services.inbound import InboundMessage
 from bot.services.patients import InvalidField, normalise_phone
 from bot.services.spool import SpooledStatus
@@ -120,4 +123,55 @@ def status_callback():
         return Response(status=204)
     rt.dispatch_soon(ids)
     rt.replay_spool_soon()
+    return Response(status=204)
+
+
+@bp.post("/voice/ack")
+def voice_ack():
+    """A key pressed on an emergency alert call (see bot.services.voice). 1 acknowledges the
+    escalation as the contact called, as their ACK by text would; the answer is said to them."""
+    _require_signature()
+    rt = runtime()
+    ref, contact_id = request.args.get("esc", ""), request.args.get("contact", "")
+    contact = next((c for c in rt.settings.care_team.contacts if c.id == contact_id), None)
+    if request.form.get("Digits", "") != voice.ACK_DIGIT or contact is None or not ref:
+        return _voice("Not acknowledged.")
+    try:
+        with rt.transaction() as session:
+            esc, changed = acknowledge(session, ref, contact.name, rt.clock.now(),
+                                       actor=f"staff:{contact.id}", how="pressed 1 on the call")
+            taken_by = esc.acknowledged_by
+    except EscalationNotFound:
+        return _voice("Not acknowledged.")
+    except Exception:
+        log.exception("the database could not store an acknowledgement by phone")
+        return _voice("Not acknowledged. Please text A C K and the reference.")
+    if not changed:
+        return _voice(f"Already acknowledged by {taken_by or 'someone'}.")
+    return _voice("Acknowledged. Thank you.")
+
+
+def _voice(words: str) -> Response:
+    return Response(voice.say_twiml(words), mimetype="application/xml")
+
+
+@bp.post("/voice/status")
+def voice_status_callback():
+    """How an alert call ended (Twilio's status callback for a call): kept on its message as a
+    delivery status (see voice.CALL_STATUSES), as a text's callback is."""
+    _require_signature()
+    rt = runtime()
+    form = request.form
+    sid = form.get("CallSid", "")
+    call_status = (form.get("CallStatus") or "").lower()
+    if not sid or not call_status:
+        return Response("missing CallSid or CallStatus", status=400)
+    status = voice.CALL_STATUSES.get(call_status, call_status[:24])
+    named = request.args.get("outbox", "")
+    outbox_ref = (callback_ref(int(named), "voice") if named.isdigit() and len(named) <= 9
+                  and request.args.get("via") == "voice" else None)
+    with rt.transaction() as session:
+        ids = record_status(session, rt.ctx, sid, status, None, rt.clock.now(),
+                            outbox_ref=outbox_ref)
+    rt.dispatch_soon(ids)
     return Response(status=204)
