@@ -289,6 +289,9 @@ def _run_one(session: Session, ctx: ServiceContext, sched: Schedule, now: dateti
         .with_for_update(skip_locked=True).execution_options(populate_existing=True)).first()
     if patient is None:
         log.info("schedule %s: its patient is being changed; left for the next tick", sched.id)
+        audit(session, now, "system", "schedule.wait", "schedule", sched.id,
+              patient_id=sched.patient_id, flow=sched.flow_id,
+              reason="the patient's row is locked by another change; tried again next tick")
         return []
     reason = _skip_reason(patient)
     if reason:  # nothing reaches the patient: not a run to count the next one from
