@@ -156,7 +156,7 @@ class TestTheApiWithStaffTokens:
                           headers=bearer(token, **{"X-Actor": "Dr Somebody Else"}))
         assert res.status_code == 201, res.get_json()
         [enrolled] = audits(rt, "patient.enrol")
-        assert enrolled.actor == "staff:alice"
+        assert enrolled.actor == "user:alice"
 
     def test_ack_by_defaults_to_the_accounts_name(self, client, rt):
         add_account(rt)
@@ -167,7 +167,7 @@ class TestTheApiWithStaffTokens:
         assert res.status_code == 200, res.get_json()
         assert res.get_json()["acknowledged_by"] == "Alice Nurse"
         [ack] = audits(rt, "escalation.ack")
-        assert ack.actor == "staff:alice" and ack.details == {"by": "Alice Nurse"}
+        assert ack.actor == "user:alice" and ack.details == {"by": "Alice Nurse"}
         # A blank `by` is still refused, token or not.
         other = red_flag(rt, None, "urgent", phone="+447700900199")
         res = client.post(f"/api/escalations/{other}/ack", json={"by": "  "},
@@ -184,7 +184,7 @@ class TestTheApiWithStaffTokens:
         assert res.status_code == 200
         assert escalation(rt, ref).acknowledged_by == "Alice Nurse"
         [resolved] = audits(rt, "escalation.resolve")
-        assert resolved.actor == "staff:alice"
+        assert resolved.actor == "user:alice"
 
     def test_the_shared_admin_token_still_works_with_a_claimed_name(self, client, rt):
         add_account(rt)
@@ -274,7 +274,7 @@ def test_with_the_dev_messenger_and_no_admin_token_a_staff_token_still_names_the
                 headers=bearer(token, **{"X-Actor": "someone"}))
     client.post("/api/patients", json={"phone": "+447700900124", "name": "Bea"},
                 headers={"X-Actor": "someone"})  # open, as under `make run`
-    assert [a.actor for a in audits(rt, "patient.enrol")] == ["staff:alice", "api:someone"]
+    assert [a.actor for a in audits(rt, "patient.enrol")] == ["user:alice", "api:someone"]
     revoke(rt)
     res = client.post("/api/patients", json={"phone": "+447700900125", "name": "Cy"},
                       headers=bearer(token))

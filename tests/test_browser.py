@@ -203,7 +203,7 @@ class TestDashboard:
             esc = s.scalars(select(Escalation).where(Escalation.ref == ref)).one()
             assert (esc.status, esc.acknowledged_by) == ("acknowledged", "Alice Nurse")
             actors = {a.action: a.actor for a in s.scalars(select(AuditLog))}
-        assert actors["dashboard.login"] == actors["escalation.ack"] == "staff:alice"
+        assert actors["dashboard.login"] == actors["escalation.ack"] == "user:alice"
 
     def test_a_coordinator_enrols_a_patient_and_sets_their_checkin(self, page, server, rt,
                                                                   clock):

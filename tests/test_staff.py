@@ -194,7 +194,7 @@ def test_the_right_password_signs_in_and_is_audited(client, rt, clock):
     assert "Signed in as Alice Nurse" in page(client)
     assert account(rt, "alice").last_login_at == clock.now()
     [login] = audits(rt, "dashboard.login")
-    assert login.actor == "staff:alice" and login.details == {"staff_id": alice_id}
+    assert login.actor == "user:alice" and login.details == {"staff_id": alice_id}
     with rt.transaction() as s:
         [row] = s.scalars(select(DashboardSession)).all()
         assert (row.staff_id, row.name) == (alice_id, "alice")
@@ -260,13 +260,13 @@ def test_acknowledge_and_resolve_are_audited_as_the_staff_account(client, rt):
     assert f"{ref} acknowledged by you (Alice Nurse)" in text
     assert escalation(rt, ref).acknowledged_by == "Alice Nurse"
     [ack] = audits(rt, "escalation.ack")
-    assert ack.actor == "staff:alice"
+    assert ack.actor == "user:alice"
     post(client, f"/dashboard/escalations/{ref}/resolve", note="Called her; 999 sent.")
     assert escalation(rt, ref).status == "resolved"
     [resolved] = audits(rt, "escalation.resolve")
-    assert resolved.actor == "staff:alice"
+    assert resolved.actor == "user:alice"
     post(client, "/dashboard/logout")
-    assert [a.actor for a in audits(rt, "dashboard.logout")] == ["staff:alice"]
+    assert [a.actor for a in audits(rt, "dashboard.logout")] == ["user:alice"]
 
 
 def test_a_disabled_accounts_open_session_is_refused_on_its_next_request(app, client, rt):

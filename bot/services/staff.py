@@ -8,7 +8,7 @@ dashboard also checks the account on every request.
 
 An account may also hold API tokens (`checkin-bot staff token ...`): random bearer tokens for
 the JSON API, shown once when made; only their SHA-256 is stored. A token works while it is not
-revoked and its account is active, and the API then records "staff:<username>" as the actor.
+revoked and its account is active, and the API then records "user:<username>" as the actor.
 Adding and revoking are audited (`staff.token_add`, `staff.token_revoke`), never with the
 token or its hash.
 """

@@ -264,7 +264,7 @@ class AuditLog(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(index=True)
-    # "system", "cli:<user>", "staff:<username>", "dashboard:<claimed name>", ...
+    # "system", "cli:<user>", "user:<username>", "dashboard:<claimed name>", ...
     actor: Mapped[str] = mapped_column(String(80))
     action: Mapped[str] = mapped_column(String(40))
     subject_type: Mapped[str] = mapped_column(String(20))
@@ -306,7 +306,7 @@ class Staff(Base):
 class StaffToken(Base):
     """A staff account's own API token (`checkin-bot staff token add`). Only the SHA-256 of the
     token is kept (it is random, so a copy of the table opens nothing); the API records its
-    holder as "staff:<username>". It works while not revoked and while the account is active."""
+    holder as "user:<username>". It works while not revoked and while the account is active."""
 
     __tablename__ = "staff_tokens"
 

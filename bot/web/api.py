@@ -68,7 +68,7 @@ def require_admin_token() -> None:
     set, open only with the dev messenger.
 
     A live staff token (not revoked, its account active) puts the account on `g.api_staff`:
-    the actor is then "staff:<username>", whatever X-Actor claims. A revoked token, or a
+    the actor is then "user:<username>", whatever X-Actor claims. A revoked token, or a
     disabled account's, is a 401 like a wrong one. Otherwise as before: the shared admin token
     (X-Actor names the coordinator, claimed), a 401 without it, or, with no admin token set, a
     403 with real phones (unless some other token was tried: 401). Shared by /api and the
@@ -126,10 +126,10 @@ def json_error(exc: HTTPException):
 
 
 def _actor() -> str:
-    """"staff:<username>" with a staff API token; else "api:" and the X-Actor name (claimed)."""
+    """"user:<username>" with a staff API token; else "api:" and the X-Actor name (claimed)."""
     staff = g.get("api_staff")
     if staff is not None:
-        return f"staff:{staff.username}"
+        return f"user:{staff.username}"
     name = "".join(ch for ch in (request.headers.get("X-Actor") or "") if ch.isprintable())
     return "api:" + (name.strip() or "coordinator")[:60]
 

@@ -7,7 +7,7 @@ leaves an audit record with the signed-in person as its actor.
 
 Access:
 - at least one active staff account (`checkin-bot staff add`): /dashboard/login asks for a
-  username and password; the actor is "staff:<username>" (verified). The account is checked
+  username and password; the actor is "user:<username>" (verified). The account is checked
   on every request, so disabling it ends its sessions at once.
 - otherwise, as before and like /api: with CHECKIN_ADMIN_TOKEN, the token and a name the
   coordinator types (actor "dashboard:<name>", claimed, not verified); no token on the dev
@@ -255,7 +255,7 @@ def _name() -> str:
 def _actor() -> str:
     access = _access()
     if access.username:
-        return f"staff:{access.username}"
+        return f"user:{access.username}"
     return f"dashboard:{access.name}"
 
 
@@ -535,14 +535,14 @@ def _staff_login(rt, target: str):
             account.last_login_at = now
             staff_id, username = account.id, account.username
             sid = _start_session(s, now, username, staff_id)
-            audit(s, now, f"staff:{username}", "dashboard.login", "dashboard", None,
+            audit(s, now, f"user:{username}", "dashboard.login", "dashboard", None,
                   staff_id=staff_id)
     if account is None:
         log.warning("dashboard: failed sign-in (wrong username or password)")
         return _render("dashboard/login.html", 403, error="Wrong username or password. Nothing "
                        "was opened; the attempt has been recorded.", **form)
     _signed_in_now({"staff_id": staff_id, "username": username, "sid": sid})
-    log.info("dashboard: staff:%s signed in", username)
+    log.info("dashboard: user:%s signed in", username)
     return redirect(target, 303)
 
 
