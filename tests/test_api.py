@@ -67,6 +67,30 @@ class TestWithTwilio:
         ok = client.get("/api/patients", headers={"Authorization": "Bearer s3cret-admin"})
         assert ok.status_code == 200
 
+    def test_wrong_tokens_are_audited_and_then_refused_for_a_while(self, client, rt, clock):
+        """Guessing the token: each wrong one is audited (never the token), and after
+        API_FAILURES from one address within the window even the right one gets a 429 until
+        the window has passed."""
+        from sqlalchemy import select
+
+        from bot.store.models import AuditLog
+        from bot.web.api import API_FAILURE_WINDOW, API_FAILURES
+
+        right = {"Authorization": "Bearer s3cret-admin"}
+        for i in range(API_FAILURES):
+            res = client.get("/api/patients", headers={"Authorization": f"Bearer guess-{i}"})
+            assert res.status_code == 401
+        res = client.get("/api/patients", headers=right)
+        assert res.status_code == 429 and "too many wrong API tokens" in res.get_json()["error"]
+        assert res.headers["Retry-After"] == str(int(API_FAILURE_WINDOW.total_seconds()))
+        with rt.transaction() as s:
+            failed = list(s.scalars(select(AuditLog).where(
+                AuditLog.action == "api.auth_failed")))
+        assert [a.details["failures"] for a in failed] == list(range(1, API_FAILURES + 1))
+        assert not any("guess" in str(a.details) for a in failed)
+        clock.advance(seconds=API_FAILURE_WINDOW.total_seconds())
+        assert client.get("/api/patients", headers=right).status_code == 200
+
     def test_the_simulator_is_not_served_with_real_phones(self, client):
         assert client.get("/simulator").status_code == 404
 

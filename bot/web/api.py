@@ -8,16 +8,18 @@ import logging
 import re
 import unicodedata
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, abort, g, jsonify, request
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 from sqlalchemy import select
-from werkzeug.exceptions import HTTPException, Unauthorized
+from werkzeug.exceptions import HTTPException, TooManyRequests, Unauthorized
 
 from bot.services import escalations as esc_service
 from bot.services import schedules as sched_service
 from bot.services import staff as staff_service
+from bot.services.audit import audit
 from bot.services.patients import (
     AlreadyDischarged,
     Enrolment,
@@ -31,7 +33,7 @@ from bot.services.patients import (
     update_patient,
 )
 from bot.store.models import AuditLog, Escalation, Patient, Schedule
-from bot.web.common import runtime
+from bot.web.common import recent_failures, runtime
 from bot.web.serialize import escalation_json, iso, patient_json
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -63,7 +65,39 @@ def _unauthorized() -> Unauthorized:
     return Unauthorized(description=UNAUTHORIZED, www_authenticate="Bearer")
 
 
+# Wrong API tokens from one address: after this many within the window, that address gets a
+# 429 without a check until the window has passed (per web worker), as the dashboard's sign-in.
+# Each of the first ones is audited (api.auth_failed), never the token.
+API_FAILURES = 10
+API_FAILURE_WINDOW = timedelta(minutes=10)
+
+
 def require_admin_token() -> None:
+    """The bearer token check (see _check_token), with wrong tokens counted per address:
+    audited, and after API_FAILURES within API_FAILURE_WINDOW refused with 429 for a while."""
+    rt = runtime()
+    now = rt.clock.now()
+    address = request.remote_addr or "unknown"
+    given = bool(request.headers.get("Authorization", "").strip())
+    if given and recent_failures("api_token", address, now, API_FAILURE_WINDOW) >= API_FAILURES:
+        log.warning("api: refused: too many wrong tokens from one address")
+        raise TooManyRequests(description="too many wrong API tokens from here: try again in "
+                                          f"{int(API_FAILURE_WINDOW.total_seconds() // 60)} "
+                                          "minutes", retry_after=int(
+                                              API_FAILURE_WINDOW.total_seconds()))
+    try:
+        _check_token(rt)
+    except Unauthorized:
+        if given:
+            failures = recent_failures("api_token", address, now, API_FAILURE_WINDOW, add=True)
+            if failures <= API_FAILURES:  # one record per failure up to the limit, no flood
+                with rt.transaction() as s:
+                    audit(s, now, "api:unverified", "api.auth_failed", "api", None,
+                          path=request.path[:200], failures=failures)
+        raise
+
+
+def _check_token(rt) -> None:
     """A staff API token or CHECKIN_ADMIN_TOKEN as the bearer token; without the admin token
     set, open only with the dev messenger.
 
@@ -74,7 +108,6 @@ def require_admin_token() -> None:
     403 with real phones (unless some other token was tried: 401). Shared by /api and the
     simulator's JSON endpoints.
     """
-    rt = runtime()
     settings = rt.settings
     g.api_staff = None
     token = settings.admin_token

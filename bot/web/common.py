@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from datetime import datetime, timedelta
 
 from flask import current_app
 
@@ -13,6 +15,23 @@ log = logging.getLogger(__name__)
 
 def runtime() -> Runtime:
     return current_app.extensions["checkin"]
+
+
+def recent_failures(kind: str, address: str, now: datetime, window: timedelta,
+                    add: bool = False) -> int:
+    """Failed sign-ins of `kind` (dashboard passwords or tokens, API tokens) from `address`
+    within `window`, counting this one if `add` (this web worker's own count)."""
+    lock, failures = current_app.extensions.setdefault(
+        f"{kind}_failures", (threading.Lock(), {}))
+    with lock:
+        times = [t for t in failures.get(address, []) if now - t < window]
+        if add:
+            times.append(now)
+        if times:
+            failures[address] = times
+        else:
+            failures.pop(address, None)
+        return len(times)
 
 
 def receive_message(rt: Runtime, msg) -> object:

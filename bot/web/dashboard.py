@@ -31,7 +31,6 @@ import logging
 import posixpath
 import re
 import secrets
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,7 +39,6 @@ from zoneinfo import ZoneInfo
 from flask import (
     Blueprint,
     abort,
-    current_app,
     g,
     make_response,
     redirect,
@@ -88,7 +86,7 @@ from bot.store.models import (
     Staff,
 )
 from bot.web.api import MAX_ID, REF_RE, check_text
-from bot.web.common import runtime
+from bot.web.common import recent_failures, runtime
 
 log = logging.getLogger(__name__)
 
@@ -234,18 +232,8 @@ LOGIN_WINDOW = timedelta(minutes=10)
 
 
 def _recent_failures(address: str, now: datetime, add: bool = False) -> int:
-    """Wrong tokens from `address` within LOGIN_WINDOW (this app's own count)."""
-    lock, failures = current_app.extensions.setdefault(
-        "dashboard_login_failures", (threading.Lock(), {}))
-    with lock:
-        times = [t for t in failures.get(address, []) if now - t < LOGIN_WINDOW]
-        if add:
-            times.append(now)
-        if times:
-            failures[address] = times
-        else:
-            failures.pop(address, None)
-        return len(times)
+    """Wrong tokens or passwords from `address` within LOGIN_WINDOW (this app's own count)."""
+    return recent_failures("dashboard_login", address, now, LOGIN_WINDOW, add)
 
 
 def _name() -> str:
