@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.services import staff as staff_service
-from bot.store.models import StaffToken
+from bot.store.models import AuditLog, StaffToken
 from tests.test_dashboard import TOKEN, audits, enrol, escalation, red_flag
 from tests.test_staff import PASSWORD, add_account, all_audit_text, cli  # noqa: F401 - fixture
 from tests.twilio_support import TWILIO_SETTINGS, fake_http, messenger  # noqa: F401 - fixtures
@@ -242,6 +242,9 @@ class TestTheApiWithStaffTokens:
         res = client.post("/simulator/api/patients", json=body, headers=bearer(token))
         assert res.status_code == 201 and res.get_json()["created"] is True
         assert token_row(rt).last_used_at == rt.clock.now()
+        with rt.transaction() as s:  # enrolled by the account whose token it was
+            assert s.scalars(select(AuditLog.actor).where(
+                AuditLog.action == "patient.enrol")).one() == "user:alice"
         revoke(rt)
         assert client.get("/simulator/api/patients", headers=bearer(token)).status_code == 401
 

@@ -7,7 +7,7 @@ for it once and keeps it in the tab's sessionStorage); without one (`make run`) 
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, render_template, request
+from flask import Blueprint, g, jsonify, render_template, request
 from sqlalchemy import select
 
 from bot.services.inbound import InboundMessage
@@ -62,6 +62,13 @@ def patients():
         return jsonify([patient_json(p) for p in list_patients(s)])
 
 
+def _actor() -> str:
+    """Who enrols through the simulator: the staff account of the API token it was given
+    (see require_admin_token), else "simulator"."""
+    staff = g.get("api_staff")
+    return f"user:{staff.username}" if staff is not None else "simulator"
+
+
 @bp.post("/api/patients")
 def pick_patient():
     """Select the patient with this number, enrolling (and welcoming) them if new."""
@@ -80,7 +87,7 @@ def pick_patient():
                     channel=_text(data, "channel", "sms"),
                     language=_text(data, "language", rt.settings.defaults.language),
                 )
-                patient, ids = onboard_patient(s, rt.ctx, e, rt.clock.now(), actor="simulator",
+                patient, ids = onboard_patient(s, rt.ctx, e, rt.clock.now(), actor=_actor(),
                                                respect_quiet_hours=False)
             body = patient_json(patient)
     except InvalidField as exc:
