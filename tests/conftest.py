@@ -95,3 +95,21 @@ def app(rt):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def cli(db_url, monkeypatch):
+    """`checkin-bot ARGS...` on the test database, as the operator "night-nurse" (the CLI's
+    audit actor is cli:$USER), with no Twilio, config file or admin secrets from the
+    environment. `input=` feeds stdin."""
+    from click.testing import CliRunner
+
+    from bot.cli import main
+
+    monkeypatch.setenv("CHECKIN_DATABASE_URL", db_url)
+    monkeypatch.setenv("USER", "night-nurse")
+    for var in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "CHECKIN_CONFIG", "CHECKIN_MESSENGER",
+                "CHECKIN_ADMIN_TOKEN", "CHECKIN_SECRET_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    runner = CliRunner()
+    return lambda *args, input=None: runner.invoke(main, list(args), input=input)

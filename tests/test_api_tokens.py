@@ -13,7 +13,7 @@ from sqlalchemy import select
 from bot.services import staff as staff_service
 from bot.store.models import AuditLog, StaffToken
 from tests.test_dashboard import TOKEN, audits, enrol, escalation, red_flag
-from tests.test_staff import PASSWORD, add_account, all_audit_text, cli  # noqa: F401 - fixture
+from tests.test_staff import add_account, all_audit_text
 from tests.twilio_support import TWILIO_SETTINGS, fake_http, messenger  # noqa: F401 - fixtures
 
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -59,7 +59,7 @@ def test_token_add_prints_the_token_once_and_keeps_only_its_hash(cli, rt, caplog
     assert row.label == "my laptop" and row.created_at is not None
     assert row.last_used_at is None and row.revoked_at is None
     [added] = audits(rt, "staff.token_add")
-    assert added.actor == "cli:ops" and added.subject_type == "staff"
+    assert added.actor == "cli:night-nurse" and added.subject_type == "staff"
     assert added.details == {"username": "alice", "token_id": 1, "label": "my laptop"}
     listed = cli("staff", "token", "list", "alice").output
     for text in (all_audit_text(rt), caplog.text, listed):
@@ -114,7 +114,7 @@ def test_token_revoke_is_audited_once_and_only_for_the_accounts_own_token(cli, r
     again = cli("staff", "token", "revoke", "alice", "1")
     assert again.exit_code == 0 and "already revoked: nothing changed" in again.output
     [revoked] = audits(rt, "staff.token_revoke")
-    assert revoked.actor == "cli:ops"
+    assert revoked.actor == "cli:night-nurse"
     assert revoked.details == {"username": "alice", "token_id": 1, "label": "laptop"}
     res = cli("staff", "token", "revoke", "nobody", "1")
     assert res.exit_code == 1 and "no staff account 'nobody'" in res.output

@@ -10,15 +10,6 @@ from click.testing import CliRunner
 from bot.cli import main
 
 
-@pytest.fixture
-def cli(db_url, monkeypatch):
-    monkeypatch.setenv("CHECKIN_DATABASE_URL", db_url)
-    for var in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "CHECKIN_CONFIG", "CHECKIN_MESSENGER"):
-        monkeypatch.delenv(var, raising=False)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(main, list(args))
-
-
 def test_patients_add_normalises_to_e164_and_list_shows_it(cli):
     res = cli("patients", "add", "--phone", "+44 7700 900123", "--name", "Ada Lovelace",
               "--timezone", "Europe/London", "--channel", "sms")

@@ -7,10 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import select
 
-from bot.cli import main
 from bot.scheduler import tick
 from bot.services import conversations
 from bot.services import escalations as esc_service
@@ -39,16 +37,6 @@ from tests.test_dashboard import add_message, csrf_of, page, post, section, sign
 
 PHONE = "+447700900123"
 REASON = "Transferred to St Elsewhere hospice"
-
-
-@pytest.fixture
-def cli(db_url, monkeypatch):
-    monkeypatch.setenv("CHECKIN_DATABASE_URL", db_url)
-    monkeypatch.setenv("USER", "night-nurse")
-    for var in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "CHECKIN_CONFIG", "CHECKIN_MESSENGER"):
-        monkeypatch.delenv(var, raising=False)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(main, list(args))
 
 
 def enrol(rt, phone=PHONE, name="Ada Lovelace", status="active") -> int:

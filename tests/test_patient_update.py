@@ -6,25 +6,13 @@ import logging
 from datetime import UTC, datetime
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import select
 
-from bot.cli import main
 from bot.scheduler import tick
 from bot.services.dispatcher import Pacer
 from bot.store.models import AuditLog, Conversation, Patient, Schedule
 
 PHONE = "+447700900123"
-
-
-@pytest.fixture
-def cli(db_url, monkeypatch):
-    monkeypatch.setenv("CHECKIN_DATABASE_URL", db_url)
-    monkeypatch.setenv("USER", "night-nurse")
-    for var in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "CHECKIN_CONFIG", "CHECKIN_MESSENGER"):
-        monkeypatch.delenv(var, raising=False)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(main, list(args))
 
 
 def _enrol(client, phone=PHONE, consent=True, **extra):

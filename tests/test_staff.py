@@ -6,10 +6,8 @@ from __future__ import annotations
 import logging
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import select
 
-from bot.cli import main
 from bot.config import ConfigError, load_settings
 from bot.services import staff as staff_service
 from bot.store.models import AuditLog, DashboardSession, Staff
@@ -55,17 +53,6 @@ def all_audit_text(rt) -> str:
 # -- the command line ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cli(db_url, monkeypatch):
-    monkeypatch.setenv("CHECKIN_DATABASE_URL", db_url)
-    monkeypatch.setenv("USER", "ops")
-    for var in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "CHECKIN_CONFIG", "CHECKIN_MESSENGER",
-                "CHECKIN_ADMIN_TOKEN", "CHECKIN_SECRET_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    runner = CliRunner()
-    return lambda *args, input=None: runner.invoke(main, list(args), input=input)
-
-
 def test_staff_add_from_stdin_then_list(cli, rt, caplog):
     caplog.set_level(logging.DEBUG)
     assert cli("staff", "list").output.startswith("none")
@@ -80,7 +67,7 @@ def test_staff_add_from_stdin_then_list(cli, rt, caplog):
     with rt.transaction() as s:
         assert staff_service.authenticate(s, "alice", PASSWORD)[0].id == alice.id
     [added] = audits(rt, "staff.add")
-    assert added.actor == "cli:ops" and added.subject_id == str(alice.id)
+    assert added.actor == "cli:night-nurse" and added.subject_id == str(alice.id)
     assert added.details == {"username": "alice", "name": "Alice Nurse"}
     assert PASSWORD not in res.output + caplog.text
     assert alice.password_hash not in all_audit_text(rt) + caplog.text
@@ -140,7 +127,7 @@ def test_disable_and_enable_are_audited(cli, rt):
     assert cli("staff", "enable", "alice").output.strip() == "alice enabled"
     assert " active " in cli("staff", "list").output
     [disabled], [enabled] = audits(rt, "staff.disable"), audits(rt, "staff.enable")
-    assert disabled.actor == enabled.actor == "cli:ops"
+    assert disabled.actor == enabled.actor == "cli:night-nurse"
     assert disabled.details == {"username": "alice", "sessions_ended": 0}
     res = cli("staff", "disable", "nobody")
     assert res.exit_code == 1 and "no staff account 'nobody'" in res.output
@@ -158,7 +145,7 @@ def test_password_reset(cli, rt, caplog):
         assert staff_service.authenticate(s, "alice", PASSWORD) == (None, "wrong password")
         assert staff_service.authenticate(s, "alice", "a brand new one")[0] is not None
     [reset] = audits(rt, "staff.password")
-    assert reset.actor == "cli:ops"
+    assert reset.actor == "cli:night-nurse"
     assert reset.details == {"username": "alice", "sessions_ended": 0}
     assert "a brand new one" not in all_audit_text(rt) + caplog.text + res.output
     assert account(rt, "alice").password_hash not in all_audit_text(rt)
