@@ -146,6 +146,35 @@ def test_a_send_to_the_old_number_refused_as_invalid_does_not_mark_the_new_numbe
         f"new number marked invalid ({marked}); a check-in to it was {status}"
 
 
+def test_a_reply_refused_for_the_old_number_is_sent_again_to_the_new_one(
+        client, rt, fake_http, clock, monkeypatch):
+    """The same refusal (21211 for the old number, in flight while the coordinator changed it):
+    the patient never got the words. They are sent to the new number, not marked failed."""
+    pid = enrol(rt, phone=OLD)
+    with rt.transaction() as s:
+        item_id = enqueue(s, Draft(to=OLD, channel="sms", body="Thank you.", patient_id=pid),
+                          clock.now()).id
+    real = fake_http.request
+
+    def number_changed_meanwhile(*args, **kwargs):
+        monkeypatch.setattr(fake_http, "request", real)
+        _change_number(client, pid)
+        fake_http.queue_error(400, 21211, "The 'To' number is not a valid phone number.")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fake_http, "request", number_changed_meanwhile)
+    rt.dispatcher.dispatch_due()
+    rt.dispatcher.dispatch_due()
+    assert [(r.data["To"], r.data["Body"]) for r in fake_http.requests] == [
+        (OLD, "Thank you."), (NEW, "Thank you.")]
+    with rt.transaction() as s:
+        item = s.get(OutboxItem, item_id)
+        assert (item.status, item.to) == ("sent", NEW)
+        message = s.get(Message, item.message_id)
+        assert (message.address, message.provider_id is not None) == (NEW, True)
+        assert s.get(Patient, pid).number_invalid_at is None
+
+
 # -- 2. concurrency on PostgreSQL ---------------------------------------------------------------
 
 

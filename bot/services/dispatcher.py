@@ -601,11 +601,19 @@ class Dispatcher:
                 audit(s, now, "system", "outbox.cancelled", "message", message.id,
                       reason="carrier opt-out confirmation", code=err.code)
                 return
-            item.status = "failed"
-            message.status = "failed"
             # What the carrier says of a number the patient no longer has (changed while this
             # was being sent) is not about the patient's number now.
             current = patient is not None and item.to == patient.phone
+            if patient is not None and not current and err.kind != "transient":
+                # Refused for the old number (21211, 21610...): the words never reached the
+                # patient; they go to the number they have now (_prepare re-addresses the row).
+                log.info("outbox item %s: refused for a number the patient no longer has; "
+                         "sent again to the new one", item.id)
+                item.status, item.next_attempt_at = "pending", now
+                message.status = "queued"
+                return
+            item.status = "failed"
+            message.status = "failed"
             if current and err.kind == "opted_out" and patient.status != "opted_out":
                 patient.status = "opted_out"
                 audit(s, now, "system", "patient.opted_out", "patient", patient.id,
