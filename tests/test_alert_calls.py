@@ -299,6 +299,34 @@ def test_how_the_call_ended_is_kept_on_its_message(client, rt, fake_http):
         assert s.scalars(select(Escalation)).one().chain_position == 0
 
 
+def test_how_a_call_ended_is_kept_while_the_database_is_down_and_applied_later(
+        client, rt, fake_http):
+    """Twilio does not retry a call's status callback either: during an outage it is spooled,
+    as a text's is, and applied once the database is back."""
+    from tests.test_spool import database_down
+
+    enrol(rt)
+    texted(client, RED_FLAG)
+    with rt.transaction() as s:
+        item, message = s.execute(select(OutboxItem, Message).join(
+            Message, Message.id == OutboxItem.message_id)
+            .where(OutboxItem.kind == "alert_call")).one()
+        sid, item_id = message.provider_id, item.id
+    url = f"{STATUS}?outbox={item_id}&via=voice"
+    form = {"CallSid": sid, "CallStatus": "busy"}
+    with database_down(rt):
+        res = client.post(url, data=form, headers={
+            "X-Twilio-Signature": sign(AUTH_TOKEN, PUBLIC_URL + url, form)})
+    assert res.status_code == 204
+    assert len(rt.spool.pending()) == 1
+    with rt.transaction() as s:
+        assert s.get(Message, message.id).status == "queued"
+    rt.replay_spool()
+    assert rt.spool.pending() == []
+    with rt.transaction() as s:
+        assert s.get(Message, message.id).status == "undelivered"
+
+
 # -- with no contact calling ----------------------------------------------------------------
 
 

@@ -108,6 +108,12 @@ def status_callback():
     named, via = request.args.get("outbox", ""), request.args.get("via", "")
     outbox_ref = (callback_ref(int(named), via) if named.isdigit() and len(named) <= 9
                   and via in ("sms", "whatsapp", "template") else None)  # fits the column
+    return _record_status(rt, sid, status, error_code, outbox_ref)
+
+
+def _record_status(rt, sid: str, status: str, error_code: int | None,
+                   outbox_ref: str | None) -> Response:
+    """Apply a status callback (a text's or an alert call's), or spool it."""
     try:
         with rt.transaction() as session:
             ids = record_status(session, rt.ctx, sid, status, error_code, rt.clock.now(),
@@ -170,8 +176,4 @@ def voice_status_callback():
     named = request.args.get("outbox", "")
     outbox_ref = (callback_ref(int(named), "voice") if named.isdigit() and len(named) <= 9
                   and request.args.get("via") == "voice" else None)
-    with rt.transaction() as session:
-        ids = record_status(session, rt.ctx, sid, status, None, rt.clock.now(),
-                            outbox_ref=outbox_ref)
-    rt.dispatch_soon(ids)
-    return Response(status=204)
+    return _record_status(rt, sid, status, None, outbox_ref)
