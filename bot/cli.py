@@ -18,6 +18,17 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def _patient(s, number: str):
+    """The patient with this (normalised) number; an unknown number ends the command, exit 1
+    (as a missing thing: exit 2 is kept for bad input)."""
+    from bot.services.patients import find_patient
+
+    patient = find_patient(s, number)
+    if patient is None:
+        _fail(f"no patient with number {number}", 1)
+    return patient
+
+
 def _runtime(dispatch_mode: str = "inline"):
     from bot.runtime import build_runtime
 
@@ -207,7 +218,6 @@ def patients_update(phone, new_phone, name, zone, channel, language, pause, read
         InvalidField,
         PatientChanges,
         StatusRefused,
-        find_patient,
         normalise_phone,
         refuse_resume,
         update_patient,
@@ -229,9 +239,7 @@ def patients_update(phone, new_phone, name, zone, channel, language, pause, read
     rt = _runtime()
     try:
         with rt.transaction() as s:
-            patient = find_patient(s, number)
-            if patient is None:
-                _fail(f"no patient with number {number}", 1)
+            patient = _patient(s, number)
             if pause is False:
                 refuse_resume(patient)
             if readmit and patient.status != DISCHARGED:
@@ -275,7 +283,6 @@ def patients_discharge(phone: str, reason: str) -> None:
         InvalidField,
         check_reason,
         discharge_patient,
-        find_patient,
         normalise_phone,
     )
 
@@ -287,9 +294,7 @@ def patients_discharge(phone: str, reason: str) -> None:
     rt = _runtime()
     try:
         with rt.transaction() as s:
-            patient = find_patient(s, number)
-            if patient is None:
-                raise InvalidField("phone", f"no patient with number {number}")
+            patient = _patient(s, number)
             result = discharge_patient(s, patient, reason, now=rt.clock.now(), actor=_actor())
             line = (f"discharged {patient.phone} (id {patient.id}): "
                     f"{len(result.schedules)} schedule(s) stopped, "
@@ -651,7 +656,7 @@ def schedules() -> None:
 def schedules_add(phone, flow_id, local_time, every_days, reminder_text) -> None:
     """Set a recurring flow. A check-in schedule replaces the patient's current one; a
     reminder replaces one only with the same text and time."""
-    from bot.services.patients import InvalidField, find_patient, normalise_phone
+    from bot.services.patients import InvalidField, normalise_phone
     from bot.services.schedules import save_schedule
     from bot.web.api import check_flow
 
@@ -659,9 +664,7 @@ def schedules_add(phone, flow_id, local_time, every_days, reminder_text) -> None
     try:
         number = normalise_phone(phone)
         with rt.transaction() as s:
-            patient = find_patient(s, number)
-            if patient is None:
-                raise InvalidField("phone", f"no patient with number {number}")
+            patient = _patient(s, number)
             check_flow(rt.ctx, flow_id)
             params = {"reminder_text": reminder_text} if reminder_text is not None else {}
             result = save_schedule(s, rt.ctx, patient, flow_id, local_time, every_days,
@@ -687,7 +690,7 @@ def schedules_add(phone, flow_id, local_time, every_days, reminder_text) -> None
 @click.option("--json", "as_json", is_flag=True)
 def schedules_list(phone, include_inactive, as_json) -> None:
     """One line per schedule: id, patient, flow, rhythm, next time."""
-    from bot.services.patients import InvalidField, find_patient, normalise_phone
+    from bot.services.patients import InvalidField, normalise_phone
     from bot.services.schedules import list_schedules
     from bot.store.models import Patient
     from bot.web.serialize import iso
@@ -698,9 +701,7 @@ def schedules_list(phone, include_inactive, as_json) -> None:
             patient_id = None
             if phone is not None:
                 number = normalise_phone(phone)
-                patient = find_patient(s, number)
-                if patient is None:
-                    raise InvalidField("phone", f"no patient with number {number}")
+                patient = _patient(s, number)
                 patient_id = patient.id
             rows = []
             for sc in list_schedules(s, patient_id, include_inactive):

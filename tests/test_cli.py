@@ -207,6 +207,20 @@ def test_the_transcript_of_an_unknown_number_says_so_and_exits_1(cli, extra):
     assert "error: no patient with number +447700900124" in res.output
 
 
+@pytest.mark.parametrize("command", [
+    ["patients", "update", "--name", "Bea"],
+    ["patients", "discharge", "--reason", "transferred"],
+    ["schedules", "add", "--flow", "checkin", "--at", "09:00"],
+    ["schedules", "list"],
+    ["transcript"],
+])
+def test_every_command_given_an_unknown_number_says_so_and_exits_1(cli, command):
+    cli("patients", "add", "--phone", "+447700900123", "--name", "Ada")
+    res = cli(*command, "--phone", "+44 7700 900124")
+    assert res.exit_code == 1, res.output
+    assert "error: no patient with number +447700900124" in res.output
+
+
 def test_schedules_add_with_an_unknown_flow_names_the_known_ones(cli):
     cli("patients", "add", "--phone", "+447700900123", "--name", "Ada")
     res = cli("schedules", "add", "--phone", "+447700900123", "--flow", "medication")
