@@ -169,7 +169,14 @@ def save_schedule(session: Session, ctx: ServiceContext, patient: Patient, flow_
                   local_time: str, every_days: int, now: datetime, actor: str,
                   params: dict[str, Any] | None = None) -> ScheduleResult:
     """Schedule `flow_id` for the patient every `every_days` at `local_time` in their zone,
-    replacing the patient's active schedule of that flow (see the module docstring)."""
+    replacing the patient's active schedule of that flow (see the module docstring).
+
+    The patient, then their schedules, are locked and read afresh (PostgreSQL), as a discharge
+    or a new zone locks them: a save made while the scheduler is running this schedule waits
+    for that run and counts from it (a stale copy would set the schedule due again the same
+    day: a second check-in), two saves at once cannot both add a check-in, and a discharge
+    committed meanwhile is seen."""
+    patient = session.get(Patient, patient.id, with_for_update=True, populate_existing=True)
     if is_discharged(patient):
         # The scheduler would skip it: say so now rather than keep a schedule that never runs.
         raise InvalidField("patient", "this patient was discharged: re-admit them before "
@@ -188,7 +195,8 @@ def save_schedule(session: Session, ctx: ServiceContext, patient: Patient, flow_
     next_due = next_occurrence(now, patient.timezone, local_time, every_days)
     existing = [s for s in session.scalars(select(Schedule).where(
         Schedule.patient_id == patient.id, Schedule.flow_id == flow_id,
-        Schedule.active.is_(True)).order_by(Schedule.id)) if _same_schedule(s, clean, local_time)]
+        Schedule.active.is_(True)).order_by(Schedule.id).with_for_update()
+        .execution_options(populate_existing=True)) if _same_schedule(s, clean, local_time)]
     if existing:
         sched, *extra = existing
         runs = [s.last_run_at for s in existing if s.last_run_at is not None]
