@@ -1,4 +1,5 @@
-"""Review of time and the scheduler: a schedule saved while its run is in progress."""
+"""Review of time and the scheduler: a schedule saved while its run is in progress, and
+routine messages that quiet hours would push to another day."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select, text
 
+from bot.scheduler import tick
 from bot.services.dispatcher import Pacer
 from bot.services.patients import Enrolment, enrol_patient
 from bot.services.schedules import run_due_schedules, save_schedule
-from bot.store.models import Patient, Schedule
+from bot.store.models import AuditLog, Conversation, Patient, Schedule
 
 PHONE = "+447700900600"
 
@@ -89,3 +91,69 @@ class TestASaveWhileTheScheduleRuns:
             assert sched.local_time == "14:00"
             assert sched.next_due_at == datetime(2026, 6, 1, 13, 0, tzinfo=UTC)
 
+
+class _CarrierTimesOutOnce:
+    """The dev carrier, but its first answer is lost (a read timeout: Twilio may have taken
+    the message), as a slow Twilio API does."""
+
+    name = "dev"
+
+    def __init__(self, inner):
+        self.inner, self.sent, self.timed_out = inner, inner.sent, False
+
+    def send(self, message):
+        from bot.messaging.base import SendError
+
+        if not self.timed_out:
+            self.timed_out = True
+            raise SendError("transient", "read timeout", unclear=True)
+        return self.inner.send(message)
+
+    def call(self, *args, **kwargs):
+        return self.inner.call(*args, **kwargs)
+
+
+class TestAReminderHeldByQuietHours:
+    @pytest.fixture
+    def settings_overrides(self):
+        return {"public_url": "https://bot.example.org"}  # an unclear send waits 10 minutes
+
+    @pytest.fixture
+    def messenger(self):
+        from bot.messaging.dev import DevMessenger
+
+        return _CarrierTimesOutOnce(DevMessenger(echo=False))
+
+    def test_an_evening_reminder_that_could_not_go_before_quiet_hours_is_not_sent_next_morning(
+            self, rt, clock, messenger):
+        """The 20:50 reminder's send timed out; by the time it may go again it is 21:00 and
+        quiet. Held until 08:00, "take your EVENING tablets" would arrive next morning, by
+        the morning dose: as the scheduler's own rule for a late reminder, it is not sent. A
+        reminder set inside quiet hours (accepted with a warning) still waits for their end."""
+        clock.set(datetime(2026, 6, 1, 19, 0, tzinfo=UTC))  # Monday 20:00 London (BST)
+        evening = _patient(rt, clock.now())
+        night = _patient(rt, clock.now(), "+447700900601")
+        with rt.transaction() as s:
+            save_schedule(s, rt.ctx, s.get(Patient, evening), "reminder", "20:50", 1,
+                          clock.now(), "t", {"reminder_text": "Take your EVENING tablets."})
+            save_schedule(s, rt.ctx, s.get(Patient, night), "reminder", "22:30", 1,
+                          clock.now(), "t", {"reminder_text": "Take your night tablets."})
+        for at in (datetime(2026, 6, 1, 19, 50, tzinfo=UTC),  # written; the send times out
+                   datetime(2026, 6, 1, 20, 0, 5, tzinfo=UTC),  # 21:00:05: quiet
+                   datetime(2026, 6, 1, 21, 30, tzinfo=UTC),  # 22:30: the night one, held
+                   datetime(2026, 6, 2, 7, 0, tzinfo=UTC),  # Tuesday 08:00
+                   datetime(2026, 6, 2, 7, 30, tzinfo=UTC)):
+            clock.set(at)
+            tick(rt)
+        assert [m.body for m in messenger.sent] == [
+            "Reminder from Spine Oncology Clinic: Take your night tablets. Reply 1 if done, or "
+            "2 if you can't make it."]
+        with rt.transaction() as s:
+            [cancelled] = s.scalars(select(AuditLog).where(
+                AuditLog.action == "outbox.cancelled")).all()
+            assert "too late" in cancelled.details["reason"]
+            conv = s.scalars(select(Conversation).where(Conversation.patient_id == evening)).one()
+            assert conv.status == "expired"  # a text tomorrow is not taken as its answer
+        clock.set(datetime(2026, 6, 2, 19, 50, tzinfo=UTC))  # Tuesday's goes as usual
+        tick(rt)
+        assert len([m for m in messenger.sent if "EVENING" in (m.body or "")]) == 1

@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Integer, String, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -356,6 +357,8 @@ class Dispatcher:
                 # Interrupted (an emergency, STOP, a new flow) or superseded while this waited:
                 # its question is about a conversation that no longer listens.
                 hold = f"conversation {conv.status}"
+        if hold == "defer" and self._reminder_too_late(s, message, patient, now):
+            hold = "too late for a reminder: quiet hours would hold it past its time"
         if hold == "defer":
             item.status = "pending"
             item.claimed_until = None
@@ -376,6 +379,39 @@ class Dispatcher:
             paced=paced and item.priority > PRIORITY_REPLY, claimed_until=item.claimed_until,
             patient_id=item.patient_id,
         )
+
+    def _reminder_too_late(self, s: Session, message: Message, patient: Patient,
+                           now: datetime) -> bool:
+        """Whether this routine message, about to be held for quiet hours, is a reminder's
+        question (an open conversation of a flow with a text of its own, such as "take your
+        EVENING tablets") that would then reach the patient later than the scheduler lets a
+        late reminder go: over REMINDER_GRACE after it would have gone when it was started,
+        or on a later local day (a send that failed or waited until quiet hours began).
+
+        Such a question is not sent, and its conversation is closed: it waits for no answer.
+        A reminder set inside quiet hours is held until they end, as always."""
+        from bot.services.schedules import REMINDER_GRACE
+
+        if message.conversation_id is None:
+            return False
+        conv = s.get(Conversation, message.conversation_id)
+        if conv is None or conv.status not in ("active", "waiting") \
+                or not (conv.state or {}).get("params"):
+            return False
+        q, zone = self.settings.quiet_hours, patient.timezone
+        on_time = quiet_hours_end(conv.started_at, zone, q.start, q.end)
+        held_until = quiet_hours_end(now, zone, q.start, q.end)
+        tz = ZoneInfo(zone)
+        if held_until - on_time <= REMINDER_GRACE \
+                and held_until.astimezone(tz).date() == on_time.astimezone(tz).date():
+            return False
+        log.warning("message %s: the reminder of conversation %s would be held until %s, "
+                    "too late; not sent", message.id, conv.id, held_until.isoformat())
+        conv.status, conv.wait_deadline, conv.updated_at = "expired", None, now
+        audit(s, now, "system", "conversation.expired", "conversation", conv.id,
+              patient_id=conv.patient_id, flow=conv.flow_id,
+              reason="its reminder could not be sent in time")
+        return True
 
     def _hold_reason(self, item: OutboxItem, patient: Patient | None, now: datetime) -> str | None:
         if patient is None:
