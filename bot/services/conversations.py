@@ -345,12 +345,17 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
                         message_id: int | None = None) -> list[int]:
     """A patient's text that is not a carrier keyword or an emergency: route it. Free text
     outside any conversation is passed on to the team (listed to read: `message_id`, the
-    stored inbound message)."""
+    stored inbound message). A flow's keyword (CHECKIN) starts its flow even while another
+    conversation waits for a reply, as the texts promise ("text CHECKIN at any time"): it is
+    no answer to the question waiting, and taken as one it would use up that question's
+    tries (at "any new numbness?" the last one alerts the team as an emergency). Before
+    consent, and in reply to a WhatsApp opening ("reply with any word"), it is a reply."""
     conv = active_conversation(session, patient.id)
-    if conv is not None:
+    triggered = ctx.flows.by_keyword(text)
+    if conv is not None and (triggered is None or patient.consent_at is None
+                             or conv.state.get("awaiting_open")):
         return advance(session, ctx, patient, conv, engine.Inbound(text), now, channel=channel,
                        words=text)
-    triggered = ctx.flows.by_keyword(text)
     if patient.consent_at is None:
         # Nothing but the consent conversation until the patient has said YES.
         if triggered is not None and triggered.id != CONSENT_FLOW and already_answered:

@@ -1,0 +1,84 @@
+"""Review of the inbound path (webhook to reply): what a patient sends that the bot mishandled."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from bot.services.conversations import active_conversation, start_flow
+from bot.store.models import Escalation, Message, Patient
+from tests.test_webhooks import bodies, enrol, texted
+from tests.twilio_support import (  # noqa: F401 - fixtures
+    fake_http,
+    messenger,
+    settings_overrides,
+)
+
+
+def _expected(rt, key, name="Ada"):
+    return rt.ctx.texts.render(key, "en", **{**rt.ctx.patient_values(None), "name": name})
+
+
+def _escalations(rt) -> int:
+    with rt.transaction() as s:
+        return s.scalar(select(func.count()).select_from(Escalation))
+
+
+# -- CHECKIN while a conversation waits --------------------------------------------------------
+
+def test_checkin_while_a_reminder_waits_starts_a_check_in(client, rt, fake_http):
+    # The bot tells patients "Reply CHECKIN to start a check-in" / "text CHECKIN at any time";
+    # with a reminder waiting for 1 or 2 it was taken as a wrong answer to the reminder.
+    pid = enrol(rt)
+    with rt.transaction() as s:
+        start_flow(s, rt.ctx, s.get(Patient, pid), "reminder", rt.clock.now(),
+                   params={"reminder_text": "Take your tablets"})
+    fake_http.requests.clear()
+    texted(client, "CHECKIN")
+    told = bodies(fake_http)
+    assert not any(b.startswith("Sorry") for b in told), told
+    with rt.transaction() as s:
+        conv = active_conversation(s, pid)
+        assert (conv.flow_id, conv.current_node) == ("checkin", "pain")
+
+
+def test_checkin_texted_during_a_check_in_never_counts_as_an_unclear_answer(
+        client, rt, fake_http, clock):
+    # Three CHECKINs at "any new numbness?" used to run out its retries: an emergency alert
+    # (sensory loss) for the team and "call the hotline now, lie flat" for the patient.
+    pid = enrol(rt)
+    texted(client, "CHECKIN")
+    texted(client, "0")  # no pain: on to the numbness question
+    with rt.transaction() as s:
+        assert active_conversation(s, pid).current_node == "numbness"
+    clock.advance(hours=2)
+    fake_http.requests.clear()
+    for _ in range(3):
+        texted(client, "CHECKIN")
+    assert _escalations(rt) == 0
+    told = bodies(fake_http)
+    assert not any(b.startswith("Sorry") for b in told), told
+    with rt.transaction() as s:
+        conv = active_conversation(s, pid)
+        assert (conv.flow_id, conv.current_node) == ("checkin", "pain")  # afresh
+
+
+def test_checkin_before_consent_still_gets_the_consent_question(client, rt, fake_http):
+    pid = enrol(rt, consented=False)
+    texted(client, "hello")  # the welcome starts
+    fake_http.requests.clear()
+    texted(client, "CHECKIN")
+    with rt.transaction() as s:
+        conv = active_conversation(s, pid)
+        assert (conv.flow_id, conv.current_node) == ("welcome", "consent")
+        assert s.get(Patient, pid).consent_at is None
+    assert len(bodies(fake_http)) == 1  # the consent re-prompt
+
+
+def test_an_answer_in_a_check_in_is_still_an_answer(client, rt):
+    pid = enrol(rt)
+    texted(client, "CHECKIN")
+    texted(client, "3")
+    with rt.transaction() as s:
+        assert active_conversation(s, pid).current_node == "pain_new"
+        assert s.scalar(select(func.count()).select_from(Message)
+                        .where(Message.direction == "in")) == 2
