@@ -82,3 +82,47 @@ def test_an_answer_in_a_check_in_is_still_an_answer(client, rt):
         assert active_conversation(s, pid).current_node == "pain_new"
         assert s.scalar(select(func.count()).select_from(Message)
                         .where(Message.direction == "in")) == 2
+
+
+# -- a WhatsApp location -----------------------------------------------------------------------
+
+LOCATION = {"Latitude": "51.5033", "Longitude": "-0.1276", "Label": "Home",
+            "Address": "10 Downing St, London"}
+
+
+def test_a_whatsapp_location_is_kept_and_the_patient_asked_for_words(client, rt, fake_http):
+    # Twilio sends a shared location as Latitude/Longitude/Address/Label with an empty Body
+    # and no media: it was stored as an empty message, and the patient told it was "saved for
+    # your care team" when nothing of it was.
+    pid = enrol(rt, channel="whatsapp")
+    texted(client, "hi", channel="whatsapp")  # inside the WhatsApp window
+    fake_http.requests.clear()
+    texted(client, "", channel="whatsapp", **LOCATION)
+    with rt.transaction() as s:
+        inbound = s.scalars(select(Message).where(Message.direction == "in")
+                            .order_by(Message.id.desc())).first()
+        assert inbound.patient_id == pid
+        [place] = inbound.media
+        assert place["content_type"] == "location"
+        assert place["url"].startswith("geo:51.5033,-0.1276")
+        assert "Home" in place["url"] and "Downing" in place["url"]
+    assert bodies(fake_http) == [_expected(rt, "media_unreadable")]
+    assert "location" in _expected(rt, "media_unreadable")
+
+
+def test_a_location_in_a_check_in_uses_up_no_try(client, rt, fake_http):
+    pid = enrol(rt, channel="whatsapp")
+    texted(client, "CHECKIN", channel="whatsapp")
+    for _ in range(3):
+        texted(client, "", channel="whatsapp", **LOCATION)
+    with rt.transaction() as s:
+        conv = active_conversation(s, pid)
+        assert (conv.current_node, conv.state["tries"]) == ("pain", 0)
+
+
+def test_coordinates_that_are_not_numbers_are_no_location(client, rt, fake_http):
+    enrol(rt, channel="whatsapp")
+    texted(client, "hello", channel="whatsapp", Latitude="north", Longitude="")
+    with rt.transaction() as s:
+        inbound = s.scalars(select(Message).where(Message.direction == "in")).one()
+        assert inbound.media is None

@@ -8,6 +8,7 @@ refused with 403 before a single row is written.
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
 
 from flask import Blueprint, Response, abort, request
 from twilio.request_validator import RequestValidator
@@ -84,11 +85,28 @@ def inbound_message():
 
 
 def _media(form) -> tuple[tuple[str, str], ...]:
-    """Photos, voice notes...: (MediaUrl{i}, MediaContentType{i}) for i < NumMedia."""
+    """Photos, voice notes...: (MediaUrl{i}, MediaContentType{i}) for i < NumMedia; and a
+    location shared on WhatsApp, as ("geo:LAT,LON?q=LABEL, ADDRESS", "location")."""
     count = form.get("NumMedia", "0")
     n = min(int(count), 10) if count.isdigit() else 0  # Twilio sends at most 10
-    return tuple((form[f"MediaUrl{i}"], form.get(f"MediaContentType{i}", ""))
-                 for i in range(n) if form.get(f"MediaUrl{i}"))
+    media = tuple((form[f"MediaUrl{i}"], form.get(f"MediaContentType{i}", ""))
+                  for i in range(n) if form.get(f"MediaUrl{i}"))
+    place = _location(form)
+    return (*media, ("geo:" + place, "location")) if place else media
+
+
+def _location(form) -> str | None:
+    """A WhatsApp location (Latitude, Longitude, and any Label and Address Twilio sends with
+    an empty Body) as "LAT,LON?q=LABEL, ADDRESS" (percent-encoded), or None."""
+    lat, lon = form.get("Latitude", "").strip(), form.get("Longitude", "").strip()
+    try:
+        if not (-90 <= float(lat) <= 90 and -180 <= float(lon) <= 180):
+            return None
+    except ValueError:
+        return None
+    named = ", ".join(v for v in (form.get("Label", "").strip(),
+                                  form.get("Address", "").strip()) if v)[:500]
+    return f"{lat[:24]},{lon[:24]}" + (f"?q={quote(named, safe=' ,')}" if named else "")
 
 
 @bp.post("/status")
