@@ -126,3 +126,43 @@ def test_coordinates_that_are_not_numbers_are_no_location(client, rt, fake_http)
     with rt.transaction() as s:
         inbound = s.scalars(select(Message).where(Message.direction == "in")).one()
         assert inbound.media is None
+
+
+# -- a message with nothing in it --------------------------------------------------------------
+
+def test_blank_messages_in_a_check_in_are_no_answer_and_raise_no_alarm(client, rt, fake_http):
+    # An empty Body with no media (a WhatsApp message type Twilio does not pass on, a blank
+    # text) used to count as a reply not understood: three at "any new numbness?" alerted the
+    # team as an emergency and told the patient to call the hotline now and lie flat.
+    pid = enrol(rt)
+    texted(client, "CHECKIN")
+    texted(client, "0")
+    fake_http.requests.clear()
+    for body in ("", "  ", "\n"):
+        texted(client, body)
+    assert _escalations(rt) == 0
+    with rt.transaction() as s:
+        conv = active_conversation(s, pid)
+        assert (conv.current_node, conv.state["tries"]) == ("numbness", 0)
+    assert bodies(fake_http) == [_expected(rt, "blank")] * 3
+
+
+def test_a_blank_message_outside_a_conversation_is_not_said_to_be_saved_for_the_team(
+        client, rt, fake_http):
+    enrol(rt)
+    texted(client, " ")
+    assert bodies(fake_http) == [_expected(rt, "blank")]
+    with rt.transaction() as s:
+        assert s.scalars(select(Message.status).where(Message.direction == "in")).one() \
+            == "received"  # nothing in it to read
+
+
+def test_the_blank_reply_is_plain_short_and_gives_the_hotline(rt):
+    from bot.domain import gsm7
+    from bot.services.context import readable_phone
+
+    for language in ("en", "es"):
+        text = rt.ctx.texts.render("blank", language, **{**rt.ctx.patient_values(None),
+                                                         "name": "x" * 20})
+        assert gsm7.is_gsm7(text) and gsm7.segments(text) <= 2
+        assert readable_phone(rt.settings.clinic.acute_oncology_hotline) in text

@@ -319,10 +319,12 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
         _from_discharged(session, ctx, patient, msg, now, out, unresolved)
         return
 
-    if not text and msg.media:
-        # A photo or a voice note: stored for the care team, but nobody reads it now. Say so,
-        # and leave any conversation where it was (this is not a wrong answer).
-        out.outbox_ids.append(reply("media_unreadable"))
+    if not text:
+        # A photo, a voice note or a location: stored for the care team, but nobody reads it
+        # now. Or nothing at all (a blank text, a WhatsApp message of a kind Twilio does not
+        # pass on). Say so, and leave any conversation where it was: this is no answer (three
+        # "not understood" at an emergency-tier question would alert the team).
+        out.outbox_ids.append(reply("media_unreadable" if msg.media else "blank"))
         return
 
     if unresolved and not _written_to_sender(session, msg, out) and (
