@@ -166,3 +166,17 @@ def test_the_blank_reply_is_plain_short_and_gives_the_hotline(rt):
                                                          "name": "x" * 20})
         assert gsm7.is_gsm7(text) and gsm7.segments(text) <= 2
         assert readable_phone(rt.settings.clinic.acute_oncology_hotline) in text
+
+
+# -- a NUL character -----------------------------------------------------------------------------
+
+def test_a_nul_character_does_not_keep_a_red_flag_out_of_the_database(client, rt, fake_http):
+    # PostgreSQL's text columns refuse U+0000: the message went to the local spool as if the
+    # database were down, failed every replay, and the team was never alerted.
+    enrol(rt)
+    assert texted(client, "hello\x00 my legs gave way").status_code == 200
+    assert rt.spool.pending() == []
+    with rt.transaction() as s:
+        assert s.scalars(select(Message.body).where(Message.direction == "in")).one() \
+            == "hello my legs gave way"
+    assert _escalations(rt) == 1

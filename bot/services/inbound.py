@@ -69,6 +69,14 @@ class InboundMessage:
     received_at: datetime | None = None
     told_emergency: bool = False
 
+    def __post_init__(self) -> None:
+        # PostgreSQL's text columns refuse U+0000: kept in, it would make the message look
+        # like a database outage (spooled, then set aside), red flag and all.
+        for name in ("body", "button_payload"):
+            value = getattr(self, name)
+            if value and "\x00" in value:
+                object.__setattr__(self, name, value.replace("\x00", ""))
+
 
 @dataclass
 class InboundOutcome:
