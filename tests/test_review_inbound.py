@@ -180,3 +180,32 @@ def test_a_nul_character_does_not_keep_a_red_flag_out_of_the_database(client, rt
         assert s.scalars(select(Message.body).where(Message.direction == "in")).one() \
             == "hello my legs gave way"
     assert _escalations(rt) == 1
+
+
+# -- flow files --------------------------------------------------------------------------------
+
+def _lint_reminder_with(tmp_path, old: str, new: str) -> list[str]:
+    from pathlib import Path
+
+    from bot.domain.flow_lint import lint_paths
+
+    shipped = Path(__file__).resolve().parents[1] / "flows"
+    (tmp_path / "flow.yaml").write_text((shipped / "reminder.yaml").read_text()
+                                        .replace(old, new))
+    return lint_paths([tmp_path / "flow.yaml"],
+                      variables_file=shipped / "variables.yaml").errors
+
+
+def test_a_flow_id_too_long_for_a_message_kind_is_refused(tmp_path):
+    # A message a flow writes is of the flow's kind (messages.kind, 20 characters): with a
+    # longer id ("post_radiotherapy_reminder") the linter passed it, and on PostgreSQL every
+    # message of the flow then failed to insert (the patient's keyword left unprocessed).
+    assert _lint_reminder_with(tmp_path, "id: reminder", "id: appointment_reminder") == []
+    errors = _lint_reminder_with(tmp_path, "id: reminder", "id: post_radiotherapy_reminder")
+    assert errors and "at most 20 characters" in errors[0]
+
+
+def test_a_node_id_or_answer_key_too_long_for_its_column_is_refused(tmp_path):
+    long = "r" * 65  # conversations.current_node and answers.question_key: 64 characters
+    assert _lint_reminder_with(tmp_path, "save: reminder_reply", "save: " + long)
+    assert _lint_reminder_with(tmp_path, "thanks_done", long)

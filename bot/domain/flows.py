@@ -27,7 +27,11 @@ ANSWER_TYPES = ("yesno", "integer", "choice", "text")
 SHIPPED_FLOWS_DIR = Path(__file__).resolve().parents[2] / "flows"
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+# Sized to the columns they are stored in: node ids in conversations.current_node and answer
+# keys in answers.question_key (64); a flow's id is also the kind of every message it writes
+# (messages.kind and outbox.kind, 20). Longer, PostgreSQL refuses the row (SQLite would not).
+Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+FlowId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=20)]
 Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]
 
 
@@ -224,7 +228,7 @@ class BranchNode(_Node):
 
 class StartFlowNode(_Node):
     kind: Literal["start_flow"]
-    flow: Identifier
+    flow: FlowId
 
 
 class EndNode(_Node):
@@ -241,7 +245,7 @@ Node = Annotated[
 class Flow(_Model):
     """One revision of one flow."""
 
-    id: Identifier
+    id: FlowId
     revision: int = Field(ge=1)
     title: str
     language: Language
