@@ -384,8 +384,9 @@ def _hypothetical(msg: _Message, start: int) -> bool:
         return False
     if masked.startswith(" si ", m.start()) and not rx["advice_end"].search(masked, 0, m.start()):
         return False  # "si" without its accent may be yes: "hola si tengo ...", "si tengo ..."
-    _, clause_end = msg.clause(start)  # "what if my legs feel numb like now?" is happening
-    return not rx["now"].search(masked, m.end(), clause_end)
+    # "what if my legs feel numb like now?" is happening; so is "what do I do if I wet myself?
+    # It has happened twice": what follows the condition, to the end of the message, counts
+    return not rx["now"].search(masked, m.end())
 
 
 def _stable(msg: _Message, start: int, end: int, hits: list[tuple[str, int, int]]) -> bool:

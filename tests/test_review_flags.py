@@ -1,0 +1,59 @@
+"""Review of red-flag detection: phrasings of the clinical brief's red flags that were missed,
+in free text and through the signed webhook (shared/clinical/red-flags.md, rules 1 and 5)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from bot.domain.triage import detect
+from bot.services.context import readable_phone
+from bot.store.models import Escalation
+from tests.test_red_flags_e2e import PHONE, enrol, texted
+from tests.twilio_support import (  # noqa: F401 - fixtures
+    fake_http,
+    messenger,
+    sent_to,
+    settings_overrides,
+)
+
+
+# ------------------------------------------------------------------------------ rule 5
+# A question about a red flag, followed by a sentence saying it has happened, is happening or
+# goes on, is a real emergency: the patient must get the emergency instruction and the care
+# team the alert, not only the safety-net text.
+@pytest.mark.parametrize("text", [
+    "What should I do if I wet myself? It has happened twice this week",
+    "what should I do if I wet myself? It happened twice",
+    "if i cant feel my legs what do i do? i cant feel them now",
+    "if my legs give way what do I do... they did on the stairs",
+    "what do i do if i cant wee and its been 10 hours",
+    "what if i cant walk? because i cant",
+])
+def test_a_question_followed_by_it_happening_is_not_hypothetical(text):
+    result = detect(text)
+    assert result.level == "emergency" and result.hypothetical is False, result
+
+
+@pytest.mark.parametrize("text", [
+    "If my legs go numb, what do I do?",
+    "if my legs give way what should i do",
+    "if i lose control of my bladder what do i do",
+    "if i cant walk do i ring 999",
+])
+def test_a_plain_question_is_still_hypothetical(text):
+    result = detect(text)
+    assert result.level == "emergency" and result.hypothetical is True, result
+
+
+def test_a_question_then_it_happening_gets_the_emergency_instruction_by_webhook(
+        client, rt, fake_http):
+    enrol(rt)
+    texted(client, "What should I do if I wet myself? It has happened twice this week")
+    [reply] = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert readable_phone(rt.settings.clinic.acute_oncology_hotline) in reply
+    assert rt.settings.clinic.emergency_number in reply
+    assert "Lie flat" in reply
+    with rt.transaction() as s:
+        esc = s.scalars(select(Escalation)).one()
+    assert esc.level == "emergency" and esc.flags == ["bladder_dysfunction"]
