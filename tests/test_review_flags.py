@@ -57,3 +57,43 @@ def test_a_question_then_it_happening_gets_the_emergency_instruction_by_webhook(
     with rt.transaction() as s:
         esc = s.scalars(select(Escalation)).one()
     assert esc.level == "emergency" and esc.flags == ["bladder_dysfunction"]
+
+
+# ------------------------------------------------------------------------------ bladder, bowel
+@pytest.mark.parametrize("text, flag", [
+    ("no bladder control", "bladder_dysfunction"),
+    ("not much bladder control", "bladder_dysfunction"),
+    ("not got much bladder control left", "bladder_dysfunction"),
+    ("no bowel control", "bowel_dysfunction"),
+    ("she's lost control of her bladder", "bladder_dysfunction"),
+    ("he's lost control of his bowels", "bowel_dysfunction"),
+    ("lost control of the bladder", "bladder_dysfunction"),
+    ("wet my undies", "bladder_dysfunction"),
+    ("I wet my diaper", "bladder_dysfunction"),
+    ("accident in my diaper", "bladder_dysfunction"),
+    ("leaked in my pants", "bladder_dysfunction"),
+    ("bed wetting again", "bladder_dysfunction"),
+    ("pee-ing myself", "bladder_dysfunction"),
+    ("piddled myself", "bladder_dysfunction"),
+    ("i peed a little when i stood up", "bladder_dysfunction"),
+    ("no urge to pee", "bladder_dysfunction"),
+    ("im retaining urine", "bladder_dysfunction"),
+    ("struggling to pee", "bladder_dysfunction"),
+    ("difficulty passing urine", "bladder_dysfunction"),
+    ("its hard to pee", "bladder_dysfunction"),
+    ("trouble urinating", "bladder_dysfunction"),
+    ("i've had trouble having a wee since yesterday", "bladder_dysfunction"),
+    ("leaking from my bottom", "bowel_dysfunction"),
+    ("pooped my undies", "bowel_dysfunction"),
+])
+def test_loss_of_bladder_or_bowel_control_and_retention_as_patients_put_it(text, flag):
+    result = detect(text)
+    assert result.level == "emergency" and flag in result.flags, result
+
+
+@pytest.mark.parametrize("text", [
+    "no problems peeing", "no trouble peeing", "no difficulty passing urine",
+    "not struggling to pee", "bladder control is good", "water retention in my ankles",
+])
+def test_and_their_denials_stay_routine(text):
+    assert detect(text).level == "routine", detect(text)
