@@ -97,3 +97,36 @@ def test_loss_of_bladder_or_bowel_control_and_retention_as_patients_put_it(text,
 ])
 def test_and_their_denials_stay_routine(text):
     assert detect(text).level == "routine", detect(text)
+
+
+# ------------------------------------------------------------------------------ numbness
+@pytest.mark.parametrize("text, flag", [
+    ("i dont feel my feet", "sensory_loss"),
+    ("dont feel my toes", "sensory_loss"),
+    ("i dont feel my legs anymore", "sensory_loss"),
+    ("i dont feel anything in my feet", "sensory_loss"),
+    ("i don't have any feeling in my feet", "sensory_loss"),
+    ("I haven't got any feeling in my legs", "sensory_loss"),
+    ("she doesnt have any feeling in her legs", "sensory_loss"),
+    ("i dont have much sensation in my feet", "sensory_loss"),
+    ("my feet feel like blocks of wood", "sensory_loss"),
+    ("feels like im walking on a sponge", "sensory_loss"),
+    ("prickling in my feet", "sensory_loss"),
+    ("prickly feet", "sensory_loss"),
+    ("i dont have any feeling down there", "saddle_anaesthesia"),
+    ("i havent got any feeling in my bum", "saddle_anaesthesia"),
+    ("i dont feel the toilet paper when i wipe", "saddle_anaesthesia"),
+    ("the toilet paper feels weird", "saddle_anaesthesia"),
+    ("cant feel the toilet seat", "saddle_anaesthesia"),
+])
+def test_loss_of_feeling_said_with_dont_or_havent(text, flag):
+    result = detect(text)
+    assert result.level == "emergency" and flag in result.flags, result
+
+
+@pytest.mark.parametrize("text", [
+    "i don't feel my legs are any weaker", "dont feel my best", "i dont feel the cold in my feet",
+    "i dont have any pain in my feet", "i dont feel great",
+])
+def test_dont_feel_that_is_no_loss_of_feeling_stays_routine(text):
+    assert detect(text).level == "routine", detect(text)
