@@ -130,3 +130,45 @@ def test_loss_of_feeling_said_with_dont_or_havent(text, flag):
 ])
 def test_dont_feel_that_is_no_loss_of_feeling_stays_routine(text):
     assert detect(text).level == "routine", detect(text)
+
+
+# ------------------------------------------------------------------------------ walking, weakness
+@pytest.mark.parametrize("text, flag", [
+    ("couldnt stand up this morning", "limb_weakness"),
+    ("cant stand up today", "limb_weakness"),
+    ("something is wrong with my legs", "limb_weakness"),
+    ("something isnt right with my legs", "limb_weakness"),
+    ("my legs have gone to jelly", "limb_weakness"),
+    ("legs turned to jelly", "limb_weakness"),
+    ("cant grip", "limb_weakness"),
+    ("cant do my buttons up", "limb_weakness"),
+    ("legs lyk jelly", "limb_weakness"),
+    ("legs gvng way", "limb_weakness"),
+    ("weakeness in legs", "limb_weakness"),
+    ("my legs feel week", "limb_weakness"),
+    ("legs r so week", "limb_weakness"),
+    ("not numb, just weak", "limb_weakness"),
+    ("my walking isnt right", "gait_balance"),
+    ("my walking is off", "gait_balance"),
+    ("my walking has got worse", "gait_balance"),
+    ("walking is getting harder", "gait_balance"),
+    ("im walking worse", "gait_balance"),
+    ("cant wlk", "gait_balance"),
+    ("i fell on the way to the toilet", "gait_balance"),
+    ("i fell getting out of bed", "gait_balance"),
+    ("i keep having falls", "gait_balance"),
+    ("had three falls this week", "gait_balance"),
+    ("falling all the time", "gait_balance"),
+])
+def test_weakness_and_walking_as_patients_put_them(text, flag):
+    result = detect(text)
+    assert result.level == "emergency" and flag in result.flags, result
+
+
+@pytest.mark.parametrize("text", [
+    "my legs have been fine this week", "legs ok all week", "walking no worse",
+    "walking is not worse", "my walking is fine", "haven't had any falls",
+    "nothing is wrong with my legs", "i fell in love with the new puppy", "i can stand up fine",
+])
+def test_and_their_denials_and_lookalikes_stay_routine(text):
+    assert detect(text).level == "routine", detect(text)
