@@ -172,3 +172,36 @@ def test_weakness_and_walking_as_patients_put_them(text, flag):
 ])
 def test_and_their_denials_and_lookalikes_stay_routine(text):
     assert detect(text).level == "routine", detect(text)
+
+
+# ------------------------------------------------------------------------------ paralysis
+@pytest.mark.parametrize("text, flag", [
+    ("my legs are paralysed", "limb_weakness"),
+    ("i think im paralysed", "limb_weakness"),
+    ("paralyzed from the waist down", "limb_weakness"),
+    ("i cant move", "limb_weakness"),
+    ("cant move from the waist down", "limb_weakness"),
+    ("my legs are failing", "limb_weakness"),
+    ("my legs let me down", "limb_weakness"),
+    ("legs shaking when i stand", "limb_weakness"),
+    ("foot wont lift", "limb_weakness"),
+    ("shaky on my feet", "gait_balance"),
+    ("bedbound since monday", "gait_balance"),
+    ("i can only walk a few steps", "gait_balance"),
+    ("stairs are impossible", "gait_balance"),
+    ("needed a wheelchair", "gait_balance"),
+    ("using a wheelchair now", "gait_balance"),
+    ("my toes catch on the floor", "gait_balance"),
+    ("i keep catching my toes", "gait_balance"),
+])
+def test_paralysis_and_failing_legs_as_patients_put_them(text, flag):
+    result = detect(text)
+    assert result.level == "emergency" and flag in result.flags, result
+
+
+@pytest.mark.parametrize("text", [
+    "watching the paralympics", "i cant move my appointment", "cant move the sofa on my own",
+    "my husband let me down again", "i use a stick as usual", "the stairs are fine",
+])
+def test_their_lookalikes_stay_routine(text):
+    assert detect(text).level == "routine", detect(text)
