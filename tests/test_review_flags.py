@@ -205,3 +205,19 @@ def test_paralysis_and_failing_legs_as_patients_put_them(text, flag):
 ])
 def test_their_lookalikes_stay_routine(text):
     assert detect(text).level == "routine", detect(text)
+
+
+# ------------------------------------------------------------------------------ radiating pain
+@pytest.mark.parametrize("text", [
+    "pain from my back down to my foot",
+    "pain radiates to my chest",
+    "my chest feels tight all the way round",
+    "shocks in my legs when i bend my neck",
+])
+def test_radiating_and_band_like_pain_as_patients_put_it(text):
+    result = detect(text)
+    assert result.level == "emergency" and "radicular_pain" in result.flags, result
+
+
+def test_shocked_in_the_back_garden_is_no_radiating_pain():
+    assert detect("shocked in my back garden by the price of petrol").level == "routine"
