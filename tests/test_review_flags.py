@@ -221,3 +221,21 @@ def test_radiating_and_band_like_pain_as_patients_put_it(text):
 
 def test_shocked_in_the_back_garden_is_no_radiating_pain():
     assert detect("shocked in my back garden by the price of petrol").level == "routine"
+
+
+def test_a_free_text_answer_in_the_checkin_that_names_retention_is_an_emergency(
+        client, rt, fake_http):
+    """Asked about the bladder, 'struggling to pee since this morning' was not YES or NO: the
+    patient was asked again, and nobody was alerted."""
+    enrol(rt)
+    texted(client, "CHECKIN")
+    for answer in ("0", "no", "no", "no"):  # no pain; numbness, weakness, balance: no
+        texted(client, answer)
+    before = len(sent_to(fake_http, PHONE))
+    texted(client, "struggling to pee since this morning")  # any new bladder problems?
+    [reply] = [d["Body"] for d in sent_to(fake_http, PHONE)][before:]
+    assert readable_phone(rt.settings.clinic.acute_oncology_hotline) in reply
+    assert "Lie flat" in reply
+    with rt.transaction() as s:
+        esc = s.scalars(select(Escalation)).one()
+    assert esc.level == "emergency" and esc.flags == ["bladder_dysfunction"]
