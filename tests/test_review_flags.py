@@ -239,3 +239,32 @@ def test_a_free_text_answer_in_the_checkin_that_names_retention_is_an_emergency(
     with rt.transaction() as s:
         esc = s.scalars(select(Escalation)).one()
     assert esc.level == "emergency" and esc.flags == ["bladder_dysfunction"]
+
+
+# ------------------------------------------------------------------------------ without knowing
+@pytest.mark.parametrize("text, flag", [
+    ("fine fine fine, bladder not great tho", "bladder_dysfunction"),
+    ("peeing without knowing", "bladder_dysfunction"),
+    ("peed without realizing", "bladder_dysfunction"),
+    ("didnt realize i peed", "bladder_dysfunction"),
+    ("woke up wet", "bladder_dysfunction"),
+    ("woke up in a wet bed", "bladder_dysfunction"),
+    ("found my pants wet", "bladder_dysfunction"),
+    ("poo leaking", "bowel_dysfunction"),
+    ("soiling myself", "bowel_dysfunction"),
+    ("pooping myself", "bowel_dysfunction"),
+    ("sex feels different down there", "saddle_anaesthesia"),
+])
+def test_incontinence_noticed_afterwards_as_patients_put_it(text, flag):
+    result = detect(text)
+    assert result.level == "emergency" and flag in result.flags, result
+
+
+@pytest.mark.parametrize("text", ["woke up wet from sweating", "woke up soaked", "bladder is fine"])
+def test_night_sweats_are_no_wet_bed(text):
+    assert detect(text).level == "routine", detect(text)
+
+
+def test_no_bm_in_days_is_constipation():
+    result = detect("havent had a bm in days")
+    assert result.level == "urgent" and result.flags == ("constipation",), result
