@@ -17,13 +17,13 @@ REQUIRED = (
     "staff_unknown", "staff_usage", "staff_which", "staff_none", "alert_unknown", "media_unreadable",
     "blank",
     "after_emergency", "after_urgent",
-    "alert_outage", "template_open",
+    "alert_outage", "template_open", "reminder_notice",
 )
 # Longest value each variable may take when checking segment counts at start-up.
 VARIABLE_MAX = {
     "name": 20, "clinic_name": 40, "clinic_phone": 16, "hotline": 16, "emergency_number": 16,
     "ref": 6, "patient": 30, "patient_phone": 16, "flags": 60, "words": 60, "level": 9, "by": 30,
-    "refs": 100, "answer": 110,  # answer: escalations.ANSWER_CHARS
+    "refs": 100, "answer": 110, "reminder_text": 100,  # answer: escalations.ANSWER_CHARS
 }
 
 

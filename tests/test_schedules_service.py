@@ -108,10 +108,13 @@ def test_a_patient_in_the_middle_of_a_checkin_gets_the_reminder_30_minutes_later
     with rt.transaction() as s:
         sched = s.scalars(select(Schedule)).one()
         assert sched.next_due_at == datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
-    clock.set(datetime(2026, 3, 2, 9, 30, tzinfo=UTC))  # no reply since 08:55: superseded
+    clock.set(datetime(2026, 3, 2, 9, 30, tzinfo=UTC))  # no reply since 08:55
     tick(rt)
-    assert [(f, st) for f, _, st in _convs(rt)] == [("checkin", "superseded"),
-                                                    ("reminder", "waiting")]
+    # The check-in waits on "is this pain new?" (a red-flag question): it is kept, and the
+    # reminder goes as a notice (tests/test_reminder_beside_checkin.py).
+    assert [(f, st) for f, _, st in _convs(rt)] == [("checkin", "waiting")]
+    [notice] = _audits(rt, "schedule.notice")
+    assert notice.details["node"] == "pain_new"
     with rt.transaction() as s:  # the same rhythm afterwards: tomorrow 09:00, not 09:30
         sched = s.scalars(select(Schedule)).one()
         assert sched.next_due_at == datetime(2026, 3, 3, 9, 0, tzinfo=UTC)

@@ -384,3 +384,15 @@ def _copy_state(flow: Flow, state: dict[str, Any]) -> dict[str, Any]:
         "flags": list(state.get("flags") or []),
         "language": pick_language(flow, state.get("language")),
     }
+
+
+def can_raise_flags(flow: Flow, node_id: str) -> bool:
+    """Whether the answer awaited at `node_id` can raise a red flag: a case of the question
+    does, or the node its retries fall back to (an answer never understood) does."""
+    node = flow.node(node_id)
+    if node is None or node.kind != "ask":
+        return False
+    if any(case.flags for case in node.cases):
+        return True
+    fallback = flow.node(node.retry.fallback) if node.retry else None
+    return bool(fallback is not None and fallback.flags)

@@ -57,7 +57,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-from bot.domain import gsm7
+from bot.domain import engine, gsm7
 from bot.domain.flow_lint import VARIABLE
 from bot.domain.schedule import (
     in_quiet_hours,
@@ -71,6 +71,7 @@ from bot.domain.schedule import (
 from bot.services import conversations
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
+from bot.services.outbox import PRIORITY_ROUTINE, Draft, enqueue, heard_on_whatsapp
 from bot.services.patients import InvalidField, is_discharged
 from bot.store.claims import claim_due
 from bot.store.models import AuditLog, Conversation, Message, OutboxItem, Patient, Schedule
@@ -342,11 +343,48 @@ def _run_one(session: Session, ctx: ServiceContext, sched: Schedule, now: dateti
                   until=busy_until.isoformat(), conversation_id=conv.id,
                   reason="the patient is in the middle of a conversation")
             return []
+        if _keeps_the_question(session, ctx, sched, patient, conv, now):
+            return _remind_beside(session, ctx, sched, patient, conv, now)
         conversations.supersede(session, conv, now, by=f"schedule {sched.id} ({sched.flow_id})")
     ids = conversations.start_flow(session, ctx, patient, sched.flow_id, now, routine=True,
                                    params=sched.params)
     _advance(sched, patient, now, ran_at=now)
     return ids
+
+
+def _keeps_the_question(session: Session, ctx: ServiceContext, sched: Schedule,
+                        patient: Patient, conv: Conversation, now: datetime) -> bool:
+    """Whether a reminder falling due must leave the open conversation as it is: it waits on a
+    question whose answer can raise a red flag ("any new weakness?"). Superseded, the patient's
+    late YES to it would be taken as the reminder's "done" and the red flag lost.
+
+    Only a reminder (a flow with a text of its own) that can go as plain text: by SMS, or on
+    WhatsApp inside the 24-hour window (outside it the reminder's template starts the flow)."""
+    if not (sched.params or {}).get("reminder_text") or not conv.current_node:
+        return False
+    if patient.channel == "whatsapp" and not heard_on_whatsapp(session, patient.phone, now):
+        return False
+    flow = conversations.flow_for(session, ctx, conv)
+    return engine.can_raise_flags(flow, conv.current_node)
+
+
+def _remind_beside(session: Session, ctx: ServiceContext, sched: Schedule, patient: Patient,
+                   conv: Conversation, now: datetime) -> list[int]:
+    """Send the reminder's words as a notice that asks for no reply, and keep the open
+    question (see _keeps_the_question). The occurrence counts as run."""
+    params = engine.with_sentences(dict(sched.params), ctx.flows.variables)  # a full stop
+    reminder = gsm7.to_gsm7(str(params["reminder_text"]))
+    body = ctx.text_for(patient, "reminder_notice", reminder_text=reminder)
+    item = enqueue(session, Draft(
+        to=patient.phone, channel=patient.channel, body=body, kind="reminder_notice",
+        priority=PRIORITY_ROUTINE, routine=True, patient_id=patient.id), now)
+    _advance(sched, patient, now, ran_at=now)
+    audit(session, now, "system", "schedule.notice", "schedule", sched.id,
+          patient_id=patient.id, flow=sched.flow_id, conversation_id=conv.id,
+          node=conv.current_node, message_id=item.message_id,
+          reason="the patient has a red-flag question open: sent as a notice, the question "
+                 "kept")
+    return [item.id]
 
 
 def _next_regular(sched: Schedule, patient: Patient, now: datetime) -> datetime:
