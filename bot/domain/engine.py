@@ -396,3 +396,18 @@ def can_raise_flags(flow: Flow, node_id: str) -> bool:
         return True
     fallback = flow.node(node.retry.fallback) if node.retry else None
     return bool(fallback is not None and fallback.flags)
+
+
+def flags_of_reply(flow: Flow, node_id: str, text: str) -> list[str]:
+    """The red flags a reply to the question at `node_id` raises as the flow reads it (the
+    case it would choose); [] when it is not understood or raises none."""
+    node = flow.node(node_id)
+    if not isinstance(node, AskNode):
+        return []
+    result = parse_reply(node, text)
+    if not result.ok:
+        return []
+    for case in node.cases:
+        if _matches(case, result.value, []):
+            return list(case.flags)
+    return []

@@ -29,7 +29,7 @@ from bot.services.outbox import (
     enqueue,
     heard_on_whatsapp,
 )
-from bot.services.red_flags import emergency_response
+from bot.services.red_flags import emergency_response, urgent_response
 from bot.store.claims import claim_due
 from bot.store.models import (
     Answer,
@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 OPEN = ("active", "waiting")
 TEMPLATE_OPEN_WAIT = timedelta(hours=48)
 CONSENT_FLOW = "welcome"
+# A reply this soon after a conversation closed unanswered (its wait timed out) is read as a
+# late answer to the question it closed at, for red flags only (see _late_answer).
+LATE_ANSWER_WINDOW = timedelta(hours=24)
+TIMED_OUT_AT = "timed_out_at"
 
 
 # Built once: this runs on every patient message. The row is locked (PostgreSQL) so that a
@@ -255,6 +259,13 @@ def _apply(session: Session, ctx: ServiceContext, patient: Patient, conv: Conver
     """Store what a step did. `words`: the patient's reply that caused it, to the question
     at node `asked`."""
     state = result.new_state or {}
+    timed_out = [r.node_id for r in result.recorded if isinstance(r, engine.TimedOut)]
+    if timed_out and state:
+        # The question left unanswered, for a reply after the conversation closed (see
+        # _late_answer); a reply in the conversation clears it.
+        state = {**state, TIMED_OUT_AT: timed_out[-1]}
+    elif words is not None and TIMED_OUT_AT in state:
+        state = {k: v for k, v in state.items() if k != TIMED_OUT_AT}
     conv.state = state
     conv.current_node = state.get("node")
     conv.status = state.get("status", "completed")
@@ -364,6 +375,10 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
         return ids
     if triggered is not None:
         return start_flow(session, ctx, patient, triggered.id, now, channel=channel)
+    if not already_answered:
+        late = _late_answer(session, ctx, patient, text, now, channel=channel)
+        if late is not None:
+            return late
     if text.strip():
         # Told (or, after a red-flag reply, shown) that the team has it: so list it for them.
         from bot.services.health import mark_to_read
@@ -374,6 +389,41 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
     body = ctx.text_for(patient, "received")
     return [enqueue(session, Draft(to=patient.phone, channel=channel, body=body,
                                    kind="received", patient_id=patient.id), now).id]
+
+
+def _late_answer(session: Session, ctx: ServiceContext, patient: Patient, text: str,
+                 now: datetime, *, channel: str) -> list[int] | None:
+    """A reply that comes after the patient's last conversation closed unanswered (its
+    question timed out: "we have not heard back, so this check-in is now closed"), within
+    LATE_ANSWER_WINDOW, and that answers that question with a red flag: a YES to "any new
+    numbness?" a day late. It goes through the same rules as an answer in time (the
+    clinical brief: structured answers and free text alike; when unsure, the higher tier):
+    the patient gets the instruction and the team the alert, with the question. Once only:
+    the question is then spent. None when it is no such answer (listed to read, as before)."""
+    recent = session.scalars(
+        select(Conversation).where(Conversation.patient_id == patient.id)
+        .order_by(Conversation.id.desc()).limit(1)).first()
+    if recent is None or recent.status in OPEN or recent.updated_at < now - LATE_ANSWER_WINDOW:
+        return None
+    asked = (recent.state or {}).get(TIMED_OUT_AT)
+    if not asked:
+        return None
+    flow = flow_for(session, ctx, recent)
+    flags = engine.flags_of_reply(flow, asked, text)
+    if not flags:
+        return None
+    recent.state = {k: v for k, v in recent.state.items() if k != TIMED_OUT_AT}
+    recent.updated_at = now
+    level = level_for_flags(flags, ctx.vocabulary)
+    said = _in_context(ctx, patient, flow, recent.state, asked, text) or text
+    audit(session, now, f"patient:{patient.id}", "conversation.late_answer", "conversation",
+          recent.id, patient_id=patient.id, flow=recent.flow_id, node=asked, flags=flags,
+          level=level)
+    if level == "emergency":
+        return emergency_response(session, ctx, patient, flags, said, now, channel=channel)
+    if level == "urgent":
+        return urgent_response(session, ctx, patient, flags, said, now, channel=channel)
+    return None
 
 
 def process_due_timeouts(session: Session, ctx: ServiceContext, now: datetime,
