@@ -316,6 +316,20 @@ def test_an_opted_out_patient_still_gets_the_emergency_instruction_and_help(clie
     assert {"emergency", "help"} <= kinds
 
 
+def test_an_opted_out_patients_words_are_listed_for_the_team_with_no_reply(client, rt,
+                                                                           fake_http):
+    """They asked for no more texts, not for the clinic to ignore them: "please ring me" is
+    listed to read (dashboard, `to-read`), and nothing is sent back."""
+    from bot.services.health import messages_to_read
+
+    enrol(rt, status="opted_out")
+    texted(client, "please ring me about my appointment")
+    assert fake_http.requests == []
+    texted(client, "STOP")  # a keyword (confirmed again): not listed
+    with rt.transaction() as s:
+        assert [m.body for m in messages_to_read(s)] == ["please ring me about my appointment"]
+
+
 def _rows(rt, stmt):
     with rt.transaction() as s:
         return s.execute(stmt).all()

@@ -320,7 +320,12 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
                                           channel=msg.channel)
 
     if patient.status == "opted_out":
-        return  # recorded; nothing routine goes to an opted-out patient
+        # Nothing routine goes to an opted-out patient. But words they still write to the
+        # clinic ("please ring me") are for the care team: listed to read (a red flag is
+        # alerted above instead; a photo or a blank has nothing to read).
+        if text and triage.level == "routine":
+            mark_to_read(session, out.message_id)
+        return
     if looping:
         return  # no reply will go out: don't move a conversation the patient can't see
     if patient.status == DISCHARGED:
