@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import unicodedata
 
 import click
 
@@ -27,6 +28,22 @@ def _patient(s, number: str):
     if patient is None:
         _fail(f"no patient with number {number}", 1)
     return patient
+
+
+# Shown as escapes rather than printed: what a terminal acts on (line breaks, a carriage return,
+# escape sequences that move the cursor or erase lines) and what reorders the text (bidi).
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                  "\u2066\u2067\u2068\u2069")
+
+
+def _shown(text: str | None) -> str:
+    """Text someone else wrote (a patient's message) for one line of a listing: control and
+    bidi characters are shown as escapes (\\n, \\r, \\x1b, \\u202e), so that a message can
+    neither hide nor fake other lines on the operator's terminal."""
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in _BIDI else ch
+        for ch in text or "")
 
 
 def _runtime(dispatch_mode: str = "inline"):
@@ -555,7 +572,8 @@ def transcript(phone: str, as_json: bool) -> None:
     for m in rows:
         arrow = "<-" if m["direction"] == "in" else "->"
         media = "".join(f" [{a['content_type'] or 'attachment'}: {a['url']}]" for a in m["media"])
-        click.echo(f"{m['created_at']} {arrow} [{m['status']}] {m['body']}{media}")
+        click.echo(f"{m['created_at']} {arrow} [{m['status']}] {_shown(m['body'])}"
+                   f"{_shown(media)}")
 
 
 @main.group()
@@ -814,7 +832,7 @@ def _inbound_to_read(listing, as_json: bool, read_id: int | None, by: str | None
                          "channel": m.channel, "body": m.body})
     _emit(rows, as_json, none,
           lambda r: f"{r['message_id']:>6} {r['created_at']} {r['phone']:<16} "
-                    f"{r['patient'] or '(not enrolled)'}: {r['body']}")
+                    f"{_shown(r['patient']) or '(not enrolled)'}: {_shown(r['body'])}")
 
 
 def _add_optional_commands() -> None:

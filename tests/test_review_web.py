@@ -1,0 +1,43 @@
+"""Review of the coordinators' side (API, dashboard, CLI admin commands): regressions."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+from click.testing import CliRunner
+
+from bot.cli import main
+from tests.test_dashboard import add_message, enrol
+
+PHONE = "+447700900123"
+
+
+def _raw_controls(text: str) -> list[str]:
+    """Characters that a terminal acts on rather than shows (but the line breaks between
+    lines of output)."""
+    return [ch for ch in text if unicodedata.category(ch) in ("Cc", "Zl", "Zp") and ch != "\n"]
+
+
+@pytest.mark.parametrize(("status", "args"), [
+    ("to_read", ("to-read",)),
+    ("unprocessed", ("unprocessed",)),
+    ("to_read", ("transcript", "--phone", PHONE)),
+])
+def test_cli_listings_escape_control_characters_in_a_patients_text(cli, rt, status, args):
+    # `cli`: the environment of the test database
+    """A text can carry terminal escape sequences (here: move up a line and erase it) or a
+    carriage return: printed raw, it would wipe the line listing the message before it, and
+    the operator would never see that patient's message. Each message stays one line, with the
+    control characters shown as escapes."""
+    pid = enrol(rt, PHONE)
+    add_message(rt, pid, "in", "please ring me, the pain is worse", status=status)
+    add_message(rt, pid, "in", "ok\x1b[1A\x1b[2K\rthanks\nbye", status=status)
+    # color=True: as on a terminal (click strips escape sequences only when it is not one)
+    res = CliRunner().invoke(main, list(args), color=True)
+    assert res.exit_code == 0, res.output
+    assert _raw_controls(res.output) == []
+    lines = res.output.splitlines()
+    assert len(lines) == 2
+    assert any(line.endswith("please ring me, the pain is worse") for line in lines)
+    assert any(line.endswith("ok\\x1b[1A\\x1b[2K\\rthanks\\nbye") for line in lines)
