@@ -41,3 +41,17 @@ def test_cli_listings_escape_control_characters_in_a_patients_text(cli, rt, stat
     assert len(lines) == 2
     assert any(line.endswith("please ring me, the pain is worse") for line in lines)
     assert any(line.endswith("ok\\x1b[1A\\x1b[2K\\rthanks\\nbye") for line in lines)
+
+
+@pytest.mark.parametrize("args", [
+    ("schedules", "remove", str(2**31)),
+    ("schedules", "remove", str(2**63)),
+    ("to-read", "--read", str(2**31), "--by", "Jo"),
+    ("unprocessed", "--read", str(2**63), "--by", "Jo"),
+])
+def test_cli_ids_beyond_the_database_range_are_not_found_not_a_traceback(cli, args):
+    """A mistyped id larger than any key can be: the API answers 404; the CLI said nothing
+    useful (a driver error and a traceback on PostgreSQL, OverflowError on SQLite)."""
+    res = cli(*args)
+    assert isinstance(res.exception, SystemExit), repr(res.exception)
+    assert res.exit_code in (1, 2) and "error: no " in res.output

@@ -26,6 +26,10 @@ OVERDUE_AFTER = timedelta(minutes=2)
 # What the patient or the care team is sent about a red flag: a failure is never routine.
 RED_FLAG_KINDS = ("alert", "emergency", "urgent")
 
+# The tables' INTEGER keys: a larger id cannot exist, and the drivers refuse to compare with
+# one (PostgreSQL: integer out of range; SQLite: beyond 64 bits).
+MAX_ID = 2**31 - 1
+
 
 def beat(session: Session, component: str, now: datetime, problem: str | None = None) -> None:
     """Record that `component` finished a round of work now (insert or update its row), and
@@ -71,6 +75,8 @@ def mark_read(session: Session, message_id: int, by: str, now: datetime,
     the team (and followed it up): status "read", audited as inbound.read with who. Returns
     (message, changed): None for no such inbound message; a message not waiting to be read is
     left as it is."""
+    if not 0 < message_id <= MAX_ID:  # no such row (and the drivers refuse such an int)
+        return None, False
     message = session.get(Message, message_id, with_for_update=True)
     if message is None or message.direction != "in":
         return None, False

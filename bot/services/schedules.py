@@ -234,6 +234,11 @@ def add_schedule(session: Session, ctx: ServiceContext, patient: Patient, flow_i
                          params).schedule
 
 
+# The tables' INTEGER keys: a larger id cannot exist, and the drivers refuse to compare with
+# one (PostgreSQL: integer out of range; SQLite: beyond 64 bits).
+MAX_ID = 2**31 - 1
+
+
 class ScheduleNotFound(LookupError):
     pass
 
@@ -250,6 +255,8 @@ def list_schedules(session: Session, patient_id: int | None = None,
 
 def remove_schedule(session: Session, schedule_id: int, now: datetime, actor: str) -> Schedule:
     """Stop a schedule (kept, inactive, for the record). Raises ScheduleNotFound."""
+    if not 0 < schedule_id <= MAX_ID:  # no such row (and the drivers refuse such an int)
+        raise ScheduleNotFound(schedule_id)
     sched = session.get(Schedule, schedule_id)
     if sched is None or not sched.active:
         raise ScheduleNotFound(schedule_id)
