@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import main
-from tests.test_dashboard import add_message, enrol
+from tests.test_dashboard import add_message, enrol, page, section, sign_in
 
 PHONE = "+447700900123"
 
@@ -55,3 +55,20 @@ def test_cli_ids_beyond_the_database_range_are_not_found_not_a_traceback(cli, ar
     res = cli(*args)
     assert isinstance(res.exception, SystemExit), repr(res.exception)
     assert res.exit_code in (1, 2) and "error: no " in res.output
+
+
+def test_every_message_waiting_to_be_read_is_listed_not_only_the_newest_200(cli, rt, client):
+    """A busy weekend: 205 messages patients were told were passed on to the team. The
+    dashboard's count said 200 and the five oldest, waiting longest, were on no page; the CLI
+    listed 200 too."""
+    pid = enrol(rt, PHONE)
+    ids = [add_message(rt, pid, "in", f"message number {i}", status="to_read")
+           for i in range(205)]
+    sign_in(client, token=None)
+    text = section(page(client), "to-read")
+    assert "Messages from patients to read (205)" in text
+    assert f'data-message="{ids[0]}"' in text
+    listed = cli("to-read")
+    assert listed.exit_code == 0
+    assert len(listed.output.splitlines()) == 205
+    assert "message number 0" in listed.output.splitlines()[-1]

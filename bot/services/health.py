@@ -52,13 +52,14 @@ def unprocessed_messages(session: Session) -> list[Message]:
         .order_by(Message.id.desc())))
 
 
-def messages_to_read(session: Session, limit: int = 200) -> list[Message]:
+def messages_to_read(session: Session) -> list[Message]:
     """Patients' free-text messages the bot told them it had "saved for your care team" (a
     question, "please ring me", a late answer to a closed check-in) that nobody has marked
-    read yet, newest first. Written as the partial index's condition (ix_messages_to_read)."""
+    read yet, newest first, every one of them (the oldest have waited longest: a cut-off would
+    hide those). Written as the partial index's condition (ix_messages_to_read)."""
     return list(session.scalars(
         select(Message).where(TO_READ, Message.direction == "in")
-        .order_by(Message.id.desc()).limit(limit)))
+        .order_by(Message.id.desc())))
 
 
 def mark_to_read(session: Session, message_id: int | None) -> None:
