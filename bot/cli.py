@@ -629,12 +629,14 @@ def escalations_ack(ref: str, by: str) -> None:
                    "default: cli:$USER).")
 def escalations_resolve(ref: str, note: str, by: str | None) -> None:
     """Close an escalation with a note: what was done."""
-    from bot.services.escalations import EscalationNotFound, resolve
+    from bot.services.escalations import NOTE_CHARS, EscalationNotFound, resolve
     from bot.services.patients import InvalidField
     from bot.web.api import check_text
 
     if not note.strip():
         _fail("note: required: say what was done")
+    if len(note) > NOTE_CHARS:
+        _fail(f"note: at most {NOTE_CHARS} characters")
     try:
         check_text("note", note, multiline=True)
     except InvalidField as exc:

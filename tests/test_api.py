@@ -531,3 +531,42 @@ def test_an_unknown_flow_is_a_400_naming_the_known_ones(client):
     res = client.post(f"/api/patients/{pid}/schedules", json={"flow": "medication"})
     assert res.status_code == 400 and res.get_json() == {
         "error": "flow: unknown flow 'medication' (flows: checkin, reminder)", "field": "flow"}
+
+
+# -- review fixes: the bearer scheme's case, a note's length, names in the CLI -----------------
+
+
+class TestTokenAndNote:
+    @pytest.fixture
+    def settings_overrides(self):
+        return {"admin_token": "s3cret-admin"}
+
+    @pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer"])
+    def test_the_bearer_scheme_is_read_in_any_case(self, client, scheme):
+        res = client.get("/api/patients", headers={"Authorization": f"{scheme} s3cret-admin"})
+        assert res.status_code == 200, res.get_json()
+
+    def test_a_resolve_note_over_2000_characters_is_a_400_naming_it(self, client, rt):
+        ref = _escalation(client, headers=AUTH)
+        res = client.post(f"/api/escalations/{ref}/resolve", headers=AUTH,
+                          json={"note": "x" * 2001, "by": "Nurse Jo"})
+        assert res.status_code == 400 and res.get_json()["field"] == "note"
+        from bot.store.models import Escalation
+        with rt.transaction() as s:
+            assert s.scalars(select(Escalation.status)).all() == ["open"]
+        res = client.post(f"/api/escalations/{ref}/resolve", headers=AUTH,
+                          json={"note": "x" * 2000, "by": "Nurse Jo"})
+        assert res.status_code == 200 and res.get_json()["status"] == "resolved"
+
+
+@pytest.mark.parametrize("name", ["Ada\x1b[2J", "Ada\nLovelace", "Ada\rBob"])
+def test_the_cli_refuses_a_name_with_a_control_character(cli, rt, name):
+    res = cli("patients", "add", "--phone", "+447700900123", "--name", name)
+    assert res.exit_code == 2 and "name: contains a control character" in res.output
+    with rt.transaction() as s:
+        assert s.scalars(select(Patient)).all() == []
+
+
+def test_the_cli_refuses_a_resolve_note_over_2000_characters(cli):
+    res = cli("escalations", "resolve", "ABCDE", "--note", "x" * 2001, "--by", "Jo")
+    assert res.exit_code == 2 and "note: at most 2000 characters" in res.output

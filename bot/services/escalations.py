@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 REF_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I: read aloud on a phone
 # The outbox kind of the phone call that goes with an emergency alert (see _alert).
 ALERT_CALL = "alert_call"
+# A resolution note's length: the dashboard's form, the API and the CLI all keep to it.
+NOTE_CHARS = 2000
 
 
 class EscalationNotFound(LookupError):

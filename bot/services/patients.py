@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -173,6 +174,9 @@ def check_name(name: str) -> str:
     value = (name or "").strip()
     if not value or len(value) > 80:
         raise InvalidField("name", "must be 1 to 80 characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        # A terminal escape or a line break in a name would rewrite the CLI's listings.
+        raise InvalidField("name", "contains a control character")
     return value
 
 

@@ -111,7 +111,10 @@ def _check_token(rt) -> None:
     settings = rt.settings
     g.api_staff = None
     token = settings.admin_token
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    header = request.headers.get("Authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    # The scheme's name is case-insensitive (RFC 9110): "bearer" is "Bearer".
+    given = (credentials if scheme.lower() == "bearer" else header).strip()
     if token is not None and hmac.compare_digest(given.encode("utf-8", "replace"),
                                                  token.encode()):
         return
@@ -380,6 +383,8 @@ def resolve(ref: str):
     rt = runtime()
     data = json_body(required=False)
     note = _text(data, "note", multiline=True)
+    if len(note) > esc_service.NOTE_CHARS:
+        raise InvalidField("note", f"at most {esc_service.NOTE_CHARS} characters")
     by = _text(data, "by", "").strip()[:80] or _person()
     _ref_or_404(ref)
     now = rt.clock.now()

@@ -98,7 +98,7 @@ SESSION_SECONDS = 12 * 3600  # one long shift; then sign in again
 SESSIONS_KEPT = timedelta(days=1)  # ended sessions' rows go this long after they ran out
 REFRESH_SECONDS = 30
 NAME_CHARS = 60  # "dashboard:" + name fits AuditLog.actor (80)
-NOTE_CHARS = 2000
+NOTE_CHARS = esc_service.NOTE_CHARS
 TRANSCRIPT_MESSAGES = 1000  # the newest ones, shown oldest first
 FAILED_HOURS = 24
 RECENT_DAYS = 7
