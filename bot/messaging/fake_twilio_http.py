@@ -141,10 +141,35 @@ class FakeTwilioHttpClient(HttpClient):
         if call:
             created = _call_json(call["account"], recorded.data)
         else:
+            refused = _content_variables_refused(recorded.data)
+            if refused is not None:
+                return refused
             created = _message_json(match["account"], recorded.data)
         with self._lock:
             self.created.append((recorded, created["sid"]))
         return Response(201, json.dumps(created), _headers(None))
+
+
+# Twilio refuses (21656) a template variable that is empty or holds a line break, a tab or more
+# than four spaces in a row; WhatsApp would not deliver it.
+_BAD_VARIABLE = re.compile(r"[\n\t]| {5,}")
+
+
+def _content_variables_refused(data: dict[str, Any]) -> Response | None:
+    """The 400 Twilio answers for ContentVariables it cannot use, or None when they are fine."""
+    if "ContentSid" not in data or "ContentVariables" not in data:
+        return None
+    try:
+        variables = json.loads(str(data["ContentVariables"]))
+    except ValueError:
+        variables = None
+    if isinstance(variables, dict) and all(
+            isinstance(v, str) and v and not _BAD_VARIABLE.search(v)
+            for v in variables.values()):
+        return None
+    body = {"code": 21656, "message": "The ContentVariables Parameter is invalid",
+            "more_info": "https://www.twilio.com/docs/errors/21656", "status": 400}
+    return Response(400, json.dumps(body), _headers(None))
 
 
 def _message_json(account_sid: str, data: dict[str, Any]) -> dict[str, Any]:

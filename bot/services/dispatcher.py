@@ -714,11 +714,14 @@ def _claimable(now: datetime):
 
 
 def _fill(template: str, values: dict) -> str | None:
-    """The template variable filled in, or None when it names a value not given."""
+    """The template variable filled in, or None when it names a value not given or comes out
+    empty. Its whitespace is made single spaces: Twilio refuses (21656) a variable that is
+    empty or holds a line break, a tab or more than four spaces in a row (a name typed so)."""
     try:
-        return template.format(**values)
+        filled = template.format(**values)
     except (KeyError, IndexError, AttributeError, ValueError):
         return None
+    return " ".join(filled.split()) or None
 
 
 def failed_messages(session: Session, limit: int = 200) -> list[tuple[OutboxItem, Message]]:

@@ -1,0 +1,118 @@
+"""Review of sending: WhatsApp template variables, SMS fallback segments, and what Twilio
+refuses that the fake must refuse too."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bot.messaging.fake_twilio_http import FakeTwilioHttpClient
+from bot.messaging.twilio_messenger import TwilioMessenger
+from bot.services.outbox import PRIORITY_ROUTINE, Draft, enqueue
+from bot.services.patients import Enrolment, enrol_patient
+from bot.store.models import Message, OutboxItem, Patient
+from tests.twilio_support import (  # noqa: F401 - fixtures
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    TWILIO_SETTINGS,
+    WHATSAPP_FROM,
+    fake_http,
+    messenger,
+    sent_to,
+)
+
+PHONE = "+447700900123"
+ONCALL = "+447700900001"
+SERVICE = "MG" + "0" * 32
+
+WHATSAPP_ONCALL = {
+    "contacts": [
+        {"id": "oncall", "name": "On-call nurse", "phone": ONCALL, "channel": "whatsapp"},
+        {"id": "coordinator", "name": "Coordinator", "phone": "+447700900002"},
+        {"id": "consultant", "name": "Consultant", "phone": "+447700900003"},
+    ],
+}
+ALERT_NAMING_THE_PATIENT = {"alert": {"content_sid": "HX" + "0" * 31 + "4",
+                                      "variables": {"1": "{ref}", "2": "{patient}"}}}
+
+
+def _patient(rt, name="Ada Lovelace", channel="sms"):
+    with rt.transaction() as s:
+        p = enrol_patient(s, Enrolment(PHONE, name, "Europe/London", channel),
+                          languages=["en", "es"], now=rt.clock.now(), actor="test")
+        return p.id
+
+
+def _item(rt, item_id):
+    with rt.transaction() as s:
+        item = s.get(OutboxItem, item_id)
+        return item, s.get(Message, item.message_id)
+
+
+# -- the fake refuses template variables as Twilio does (21656) ---------------------------------
+
+@pytest.mark.parametrize("value", ["", "Ada\nLovelace", "Ada\tLovelace", "Ada     Lovelace"])
+def test_the_fake_refuses_template_variables_twilio_refuses(value):
+    from bot.messaging.base import OutgoingMessage, SendError
+
+    fake = FakeTwilioHttpClient()
+    m = TwilioMessenger.from_credentials(ACCOUNT_SID, AUTH_TOKEN, http_client=fake,
+                                         whatsapp_from=WHATSAPP_FROM)
+    with pytest.raises(SendError) as err:
+        m.send(OutgoingMessage(to=PHONE, channel="whatsapp", content_sid="HX" + "0" * 32,
+                               content_variables={"1": "ok", "2": value}))
+    assert err.value.code == 21656 and err.value.kind == "permanent"
+    assert fake.created == []
+
+
+# -- a name typed with a line break or a tab still fills the template ---------------------------
+
+class TestAnAlertNamingThePatient:
+    @pytest.fixture
+    def settings_overrides(self):
+        return {**TWILIO_SETTINGS, "care_team": WHATSAPP_ONCALL,
+                "twilio": {**TWILIO_SETTINGS["twilio"],
+                           "whatsapp_templates": ALERT_NAMING_THE_PATIENT}}
+
+    @pytest.mark.parametrize("name", ["Ada\nLovelace", "Ada\t Lovelace", "Ada      Lovelace"])
+    def test_the_template_goes_with_the_name_on_one_line(self, rt, fake_http, name):
+        from bot.services.escalations import escalate
+
+        pid = _patient(rt, name=name)
+        with rt.transaction() as s:
+            esc, [item_id] = escalate(s, rt.ctx, s.get(Patient, pid), "emergency",
+                                      ["limb_weakness"], "legs", rt.clock.now())
+            ref = esc.ref
+        rt.dispatcher.dispatch_due()
+        [data] = sent_to(fake_http, ONCALL)
+        assert data["To"] == f"whatsapp:{ONCALL}"
+        assert json.loads(data["ContentVariables"]) == {"1": ref, "2": "Ada Lovelace"}
+        item, _ = _item(rt, item_id)
+        assert item.status == "sent" and item.channel == "whatsapp"
+
+
+class TestAnEmptyTemplateVariable:
+    """An emergency template naming the patient, to a number that is not enrolled (no name):
+    Twilio refuses an empty variable, so the words go by SMS at once instead."""
+
+    @pytest.fixture
+    def settings_overrides(self):
+        templates = {"emergency": {"content_sid": "HX" + "0" * 31 + "5",
+                                   "variables": {"1": "{name}", "2": "{hotline}"}}}
+        return {**TWILIO_SETTINGS, "twilio": {**TWILIO_SETTINGS["twilio"],
+                                              "whatsapp_templates": templates}}
+
+    def test_the_emergency_goes_by_sms_in_the_same_pass(self, rt, fake_http):
+        from bot.services.outbox import PRIORITY_EMERGENCY
+
+        carer = "+447700900555"
+        with rt.transaction() as s:
+            item_id = enqueue(s, Draft(to=carer, channel="whatsapp", body="Call 999 now",
+                                       kind="emergency", priority=PRIORITY_EMERGENCY),
+                              rt.clock.now()).id
+        rt.dispatcher.dispatch_due()
+        assert [d.get("Body") for d in sent_to(fake_http, carer)] == ["Call 999 now"]
+        assert sent_to(fake_http, carer)[0]["To"] == carer
+        item, message = _item(rt, item_id)
+        assert item.status == "sent" and message.channel == "sms"
