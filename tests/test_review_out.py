@@ -116,3 +116,38 @@ class TestAnEmptyTemplateVariable:
         assert sent_to(fake_http, carer)[0]["To"] == carer
         item, message = _item(rt, item_id)
         assert item.status == "sent" and message.channel == "sms"
+
+
+# -- an SMS fallback through a Messaging Service still has its segments -------------------------
+
+class TestSmsFallbackThroughAMessagingService:
+    """A Messaging Service answers num_segments "0" (the sender is picked later), so the
+    segments recorded for an SMS are the bot's own count."""
+
+    @pytest.fixture
+    def settings_overrides(self):
+        return {**TWILIO_SETTINGS, "twilio": {**TWILIO_SETTINGS["twilio"],
+                                              "messaging_service_sid": SERVICE}}
+
+    @pytest.fixture
+    def messenger(self, fake_http):
+        return TwilioMessenger.from_credentials(ACCOUNT_SID, AUTH_TOKEN, http_client=fake_http,
+                                                messaging_service_sid=SERVICE)
+
+    def test_a_whatsapp_reply_switched_to_sms_records_its_segments(self, rt, fake_http):
+        from bot.domain.gsm7 import segments
+
+        pid = _patient(rt, channel="whatsapp")
+        body = "Thank you \u2014 your answers are saved. " * 6  # 2 segments as GSM-7
+        with rt.transaction() as s:
+            item_id = enqueue(s, Draft(to=PHONE, channel="whatsapp", body=body, kind="reply",
+                                       patient_id=pid), rt.clock.now()).id
+        fake_http.queue_error(400, 63024, "Invalid message recipient")  # not on WhatsApp
+        rt.dispatcher.dispatch_due()
+        rt.dispatcher.dispatch_due()
+        whatsapp, sms = sent_to(fake_http, PHONE)
+        assert whatsapp["To"] == f"whatsapp:{PHONE}" and sms["To"] == PHONE
+        item, message = _item(rt, item_id)
+        assert item.status == "sent" and message.channel == "sms"
+        assert message.body == sms["Body"] and "\u2014" not in message.body
+        assert message.segments == segments(message.body) == 2

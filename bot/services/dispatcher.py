@@ -672,6 +672,8 @@ def _switch_to_sms(s: Session, item: OutboxItem, message: Message, now: datetime
     item.channel, item.variant = "sms", None
     message.channel = "sms"
     message.body = gsm7.to_gsm7(message.body or "")
+    # Counted here as enqueue counts an SMS: a Messaging Service reports no segments on send.
+    message.segments = gsm7.segments(message.body)
     message.updated_at = now
     audit(s, now, "system", "outbox.sms_fallback", "message", message.id, **details)
 
