@@ -20,6 +20,7 @@ from tests.twilio_support import (  # noqa: F401 - fixtures
     fake_http,
     messenger,
     sent_to,
+    settings_overrides,
 )
 
 PHONE = "+447700900123"
@@ -151,3 +152,80 @@ class TestSmsFallbackThroughAMessagingService:
         assert item.status == "sent" and message.channel == "sms"
         assert message.body == sms["Body"] and "\u2014" not in message.body
         assert message.segments == segments(message.body) == 2
+
+
+# -- a message Twilio took but could not deliver is listed for the team -------------------------
+
+def _failed(rt):
+    from bot.services.dispatcher import failed_messages
+
+    with rt.transaction() as s:
+        return [(m.body, m.error_code) for _, m in failed_messages(s)]
+
+
+def _last_out(rt):
+    from sqlalchemy import select
+
+    with rt.transaction() as s:
+        m = s.scalars(select(Message).where(Message.direction == "out")
+                      .order_by(Message.id.desc())).first()
+        return m.provider_id, m.body
+
+
+def test_a_reply_reported_undelivered_is_listed_for_the_team(client, rt, fake_http):
+    from tests.test_webhooks import STATUS, enrol, post, texted
+
+    enrol(rt)
+    texted(client, "hello")
+    provider_id, body = _last_out(rt)
+    assert _failed(rt) == []
+    post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "undelivered",
+                          "ErrorCode": "30005"})  # unknown handset: nothing is sent again
+    assert _failed(rt) == [(body, 30005)]
+
+
+def test_an_emergency_instruction_reported_undelivered_shows_on_healthz(client, rt, fake_http):
+    from tests.test_webhooks import STATUS, enrol, post, texted
+
+    enrol(rt)
+    texted(client, "I can't feel my legs and I've wet myself")
+    with rt.transaction() as s:
+        from sqlalchemy import select
+
+        m = s.scalars(select(Message).where(Message.kind == "emergency")).one()
+        provider_id, body = m.provider_id, m.body
+    post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "failed",
+                          "ErrorCode": "30008"})
+    assert (body, 30008) in _failed(rt)
+    health = client.get("/healthz").get_json()
+    assert "emergency or urgent instruction(s) to patients could not be sent" in str(health)
+
+
+def test_an_unreachable_phone_is_listed_once_the_bot_gives_up(client, rt, fake_http, clock):
+    from bot.scheduler import tick
+    from tests.test_webhooks import STATUS, enrol, post, texted
+
+    enrol(rt)
+    texted(client, "hello")
+    provider_id, body = _last_out(rt)
+    for n in range(1, 5):
+        post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "undelivered",
+                              "ErrorCode": "30003"})
+        if n <= 3:  # sent again later: nothing for the team yet
+            assert _failed(rt) == []
+            clock.advance(minutes=15 * n)
+            tick(rt)
+            provider_id, _ = _last_out(rt)
+    assert _failed(rt) == [(body, 30003)]
+
+
+def test_a_whatsapp_message_followed_by_its_sms_copy_is_not_listed(client, rt, fake_http):
+    from tests.test_webhooks import STATUS, enrol, post, texted
+
+    enrol(rt, channel="whatsapp")
+    texted(client, "hello", channel="whatsapp")
+    provider_id, _ = _last_out(rt)
+    post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "undelivered",
+                          "ErrorCode": "63003"})
+    assert [d["To"] for d in sent_to(fake_http, PHONE)] == [f"whatsapp:{PHONE}", PHONE]
+    assert _failed(rt) == []

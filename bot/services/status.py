@@ -205,6 +205,8 @@ def after_failure(session: Session, settings: Settings, message: Message, status
             copy_follows=as_template or by_sms)
         if not current:
             return []  # acknowledged, or the chain has moved past this contact: no copies
+        if message.channel == "voice":
+            return []  # a missed alert call: the text went too, and the chain goes on
     ids: list[int] = []
     if as_template:
         # Twilio reports 63016 in the callback as often as at send time: the free text came
@@ -222,21 +224,28 @@ def after_failure(session: Session, settings: Settings, message: Message, status
         return [*ids, _resend(session, message, "sms", now, item=item).id]
     if ids:
         return ids
-    if code == UNREACHABLE:
-        return _send_again_later(session, message, patient, now, item)
+    if code == UNREACHABLE and _send_again_later(session, message, patient, now, item):
+        return []  # not now: the dispatcher sends it when it is due
+    if item is not None and item.status == "sent" and not (
+            code == 21610 and message.kind == "stopped"):
+        # Nothing more will carry these words: list the row with those that failed at send
+        # (failed-messages, the dashboard, /healthz) for the team to follow up by phone. (Our
+        # answer to STOP refused as opted out: the carrier confirmed the STOP itself.)
+        item.status = "failed"
+        item.last_error = f"{status}:{code or ''} reported by Twilio after it took the message"
     return []
 
 
 def _send_again_later(session: Session, message: Message, patient: Patient | None,
-                      now: datetime, item: OutboxItem | None) -> list[int]:
+                      now: datetime, item: OutboxItem | None) -> bool:
     """Twilio could not reach the phone (30003, reported in the callback, not at send time):
     queue the same text again, a little later each time, up to a daily limit. A care-team
     alert is not repeated here: its escalation has moved on to the next contact."""
     if message.escalation_id is not None or not message.body:
-        return []
+        return False
     if (patient is not None and patient.status == "opted_out"
             and message.kind not in SENT_WHEN_OPTED_OUT):
-        return []
+        return False
     earlier = session.scalar(
         select(func.count()).select_from(Message).where(
             Message.address == message.address, Message.direction == "out",
@@ -244,12 +253,12 @@ def _send_again_later(session: Session, message: Message, patient: Patient | Non
     if earlier > UNREACHABLE_RETRIES_PER_DAY:
         audit(session, now, "system", "message.unreachable_gave_up", "message", message.id,
               times=earlier)
-        return []
+        return False
     again = _resend(session, message, message.channel, now,
                     not_before=now + UNREACHABLE_RETRY * earlier, item=item)
     audit(session, now, "system", "message.unreachable_retry", "message", message.id,
           again=again.message_id, at=again.next_attempt_at.isoformat())
-    return []  # not now: the dispatcher sends it when it is due
+    return True
 
 
 def _resend(session: Session, message: Message, channel: str, now: datetime,
