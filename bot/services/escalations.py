@@ -50,9 +50,9 @@ def new_ref(session: Session) -> str:
 def open_escalation_for(session: Session, patient_id: int | None,
                         phone: str | None = None) -> Escalation | None:
     """The newest escalation nobody has acknowledged yet, of the patient (or, for a number
-    that is not enrolled, of that phone). With both: the patient's, or one opened for their
-    phone before they were enrolled (a red flag texted just before enrolment is the same
-    person's)."""
+    that is not enrolled, of that phone), locked for the caller's transaction. With both: the
+    patient's, or one opened for their phone before they were enrolled (a red flag texted just
+    before enrolment is the same person's)."""
     by_phone = Escalation.patient_id.is_(None) & (Escalation.phone == phone)
     if patient_id is None:
         who = by_phone
@@ -60,9 +60,13 @@ def open_escalation_for(session: Session, patient_id: int | None,
         who = (Escalation.patient_id == patient_id) | by_phone
     else:
         who = Escalation.patient_id == patient_id
+    # Locked (PostgreSQL), and read afresh: an ACK or a resolve committing meanwhile must not
+    # leave a red flag added to (or an upgrade alerted for) an escalation someone has taken,
+    # whose alerts the dispatcher then cancels. Waiting for their lock, this finds it taken.
     return session.scalars(
         select(Escalation).where(who, Escalation.status == "open")
-        .order_by(Escalation.id.desc())
+        .order_by(Escalation.id.desc()).limit(1).with_for_update()
+        .execution_options(populate_existing=True)
     ).first()
 
 

@@ -1,0 +1,90 @@
+"""Review of escalations after the red flag: ACKs from the care team, their receipts, and a
+red flag that meets an acknowledgement at the same moment."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import select, text
+
+from bot.services import escalations
+from bot.services.inbound import InboundMessage, handle_inbound_message
+from bot.store.models import Message, OutboxItem
+from tests.test_escalations import escalations as all_escalations
+from tests.test_red_flags_e2e import PHONE, alerts, chain_phones, enrol, texted
+from tests.twilio_support import (  # noqa: F401 - fixtures
+    TWILIO_SETTINGS,
+    fake_http,
+    messenger,
+    settings_overrides,
+)
+
+GRACE = "+447700900124"
+URGENT = "back pain is 9/10 and wakes me every night"
+EMERGENCY = "my legs gave way and I wet myself"
+
+
+def test_a_red_flag_meeting_an_ack_of_its_escalation_opens_a_new_one(client, rt, fake_http,
+                                                                      monkeypatch):
+    """PostgreSQL: an emergency read the patient's urgent escalation as open while a nurse's
+    ACK of it was committing, then upgraded it: the escalation stayed acknowledged, so the
+    dispatcher cancelled the emergency alert and nobody heard of the emergency."""
+    if not rt.settings.database_url.startswith("postgres"):
+        pytest.skip("concurrent writers: PostgreSQL only (SQLite takes one writer at a time)")
+    enrol(rt)
+    oncall = chain_phones(rt)[0]
+    texted(client, URGENT)
+    [urgent] = all_escalations(rt)
+    assert urgent.level == "urgent"
+
+    ack_started = threading.Event()
+    real = escalations.open_escalation_for
+
+    def after_the_ack(*args, **kw):
+        ack_started.wait(10)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(escalations, "open_escalation_for", after_the_ack)
+    failures: list[BaseException] = []
+
+    def red_flag():
+        try:
+            with rt.transaction() as s:
+                handle_inbound_message(s, rt.ctx, InboundMessage(
+                    "sms", PHONE, EMERGENCY, provider_id="SM" + "7" * 32), rt.clock.now())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    flag = threading.Thread(target=red_flag)
+    with rt.transaction() as s:  # the nurse's ACK, not committed yet
+        escalations.acknowledge(s, urgent.ref, "On-call nurse", rt.clock.now(), actor="test")
+        s.flush()
+        flag.start()
+        ack_started.set()
+        # The red flag reads the escalation once the ACK has locked it, and then waits for
+        # this transaction's row lock (to write it, or to read it locked).
+        with rt.engine.connect() as probe:
+            for _ in range(1000):
+                waiting = probe.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()")).scalar()
+                probe.rollback()  # a fresh look each time, not the transaction's snapshot
+                if waiting:
+                    break
+                threading.Event().wait(0.005)
+            else:
+                pytest.fail("the red flag never waited for the ACK's lock")
+    flag.join(20)
+    assert not flag.is_alive() and failures == []
+
+    assert [(e.ref == urgent.ref, e.status, e.level) for e in all_escalations(rt)] == [
+        (True, "acknowledged", "urgent"), (False, "open", "emergency")]
+    second = all_escalations(rt)[1]
+    with rt.transaction() as s:
+        kinds = s.execute(select(OutboxItem.status).join(
+            Message, Message.id == OutboxItem.message_id).where(
+            Message.escalation_id == second.id, Message.kind == "alert")).scalars().all()
+    assert kinds and "cancelled" not in kinds
+    rt.dispatcher.dispatch_due()
+    assert alerts(fake_http, oncall)[-1].startswith(f"EMERGENCY ref {second.ref}: ")
