@@ -11,6 +11,8 @@ from sqlalchemy import select, text
 from bot.services import escalations
 from bot.services.inbound import InboundMessage, handle_inbound_message
 from bot.store.models import Message, OutboxItem
+from tests.test_escalation_chain import _refuse_next_send_to
+from tests.test_escalations import _enrol_another
 from tests.test_escalations import escalations as all_escalations
 from tests.test_red_flags_e2e import PHONE, alerts, chain_phones, enrol, texted
 from tests.twilio_support import (  # noqa: F401 - fixtures
@@ -23,6 +25,28 @@ from tests.twilio_support import (  # noqa: F401 - fixtures
 GRACE = "+447700900124"
 URGENT = "back pain is 9/10 and wakes me every night"
 EMERGENCY = "my legs gave way and I wet myself"
+
+
+def test_a_bare_ack_never_takes_an_alert_that_did_not_reach_that_contact(client, rt,
+                                                                         fake_http):
+    """"Ack" with no ref takes the one open alert sent to the contact. An alert to them that
+    the carrier refused never reached them: a bare ACK (meant for an alert someone else took
+    meanwhile) must not acknowledge it, stopping that patient's chain unseen."""
+    enrol(rt)
+    _enrol_another(rt, GRACE, "Grace Hopper")
+    oncall, coordinator, _ = chain_phones(rt)
+    texted(client, EMERGENCY)  # Ada's alert reaches the on-call nurse
+    _refuse_next_send_to(fake_http, oncall)  # Grace's does not
+    texted(client, "I can't feel my feet and I wet myself", sender=GRACE)
+    ada, grace = all_escalations(rt)
+    with rt.transaction() as s:
+        assert s.scalars(select(Message.status).where(
+            Message.escalation_id == grace.id, Message.kind == "alert")).all() == ["failed"]
+    texted(client, f"ACK {ada.ref}", sender=coordinator)  # the coordinator took Ada's
+
+    texted(client, "Ack, calling her now", sender=oncall)  # the nurse, about Ada
+    assert [e.status for e in all_escalations(rt)] == ["acknowledged", "open"]
+    assert alerts(fake_http, oncall)[-1].startswith("No open alert was sent to this number")
 
 
 def test_a_red_flag_meeting_an_ack_of_its_escalation_opens_a_new_one(client, rt, fake_http,

@@ -84,9 +84,12 @@ def has_unresolved_emergency(session: Session, patient_id: int | None,
 
 def open_alerted_to(session: Session, phone: str) -> list[Escalation]:
     """The escalations nobody has acknowledged yet that alerted this care-team phone, oldest
-    first."""
+    first. Only alerts that went to it: one the carrier refused, or not sent yet, never
+    reached the person (a bare "ACK" from them is about an alert they read)."""
     alerted = select(Message.escalation_id).where(
-        Message.direction == "out", Message.kind == "alert", Message.address == phone)
+        Message.direction == "out", Message.kind == "alert", Message.address == phone,
+        Message.provider_id.is_not(None),
+        Message.status.not_in(("failed", "undelivered", "cancelled")))
     return list(session.scalars(
         select(Escalation).where(Escalation.status == "open", Escalation.id.in_(alerted))
         .order_by(Escalation.id)))
