@@ -85,8 +85,10 @@ class Clinic(_Strict):
 
 
 class Contact(_Strict):
-    id: str = Field(pattern=r"^[a-z0-9_-]+$")
-    name: str
+    # "staff:<id>" names them in the audit log (80 characters).
+    id: str = Field(pattern=r"^[a-z0-9_-]+$", max_length=40)
+    # Recorded as who acknowledged an alert (escalations.acknowledged_by: 80 characters).
+    name: str = Field(min_length=1, max_length=80)
     phone: str
     channel: Literal["sms", "whatsapp"] = "sms"
     # Also phone them (a voice call, press 1 to acknowledge) with each emergency alert.

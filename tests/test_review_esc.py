@@ -8,6 +8,7 @@ import threading
 import pytest
 from sqlalchemy import select, text
 
+from bot.config import ConfigError, load_settings
 from bot.services import escalations
 from bot.services.inbound import InboundMessage, handle_inbound_message
 from bot.store.models import Message, OutboxItem
@@ -47,6 +48,20 @@ def test_a_bare_ack_never_takes_an_alert_that_did_not_reach_that_contact(client,
     texted(client, "Ack, calling her now", sender=oncall)  # the nurse, about Ada
     assert [e.status for e in all_escalations(rt)] == ["acknowledged", "open"]
     assert alerts(fake_http, oncall)[-1].startswith("No open alert was sent to this number")
+
+
+def test_a_contact_name_too_long_to_record_as_who_acknowledged_is_refused_at_start():
+    """acknowledged_by holds 80 characters: a longer contact name made every ACK of theirs
+    (text or call) fail to store on PostgreSQL, and the chain went on paging."""
+    team = load_settings(env={}).care_team.model_dump()
+    team["contacts"][0]["name"] = "On-call oncology nurse " + "(ward 7, bleep 4421) " * 3
+    assert len(team["contacts"][0]["name"]) > 80
+    with pytest.raises(ConfigError, match=r"care_team\.contacts\.0\.name"):
+        load_settings(env={}, overrides={"care_team": team})
+    team["contacts"][0]["name"] = "On-call nurse"
+    team["contacts"][0]["id"] = "oncall-" + "x" * 80  # "staff:<id>" is an audit actor (80)
+    with pytest.raises(ConfigError, match=r"care_team\.contacts\.0\.id"):
+        load_settings(env={}, overrides={"care_team": team})
 
 
 def test_a_red_flag_meeting_an_ack_of_its_escalation_opens_a_new_one(client, rt, fake_http,
