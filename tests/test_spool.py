@@ -322,3 +322,30 @@ def test_while_the_database_is_still_down_a_newer_message_is_spooled_behind_the_
     with rt.transaction() as s:
         assert [m.body for m in s.scalars(select(Message).where(
             Message.direction == "in").order_by(Message.id))] == ["hello", "are you there"]
+
+
+def test_an_ack_kept_during_an_outage_is_applied_before_the_re_alerts_fall_due(
+        client, rt, fake_http, clock):
+    """The on-call nurse acknowledged in time, while the database was down: the scheduler's
+    first tick after it comes back applies that ACK before it looks for re-alerts, so the next
+    contact is not paged for an alert already taken."""
+    from bot.scheduler import tick
+
+    enrol(rt)
+    texted(client, "my legs gave way")
+    team = rt.settings.care_team
+    oncall, coordinator = (team.contact(c).phone for c in team.escalation_chain[:2])
+    with rt.transaction() as s:
+        ref = s.scalars(select(Escalation.ref)).one()
+    clock.advance(minutes=5)
+    with database_down(rt):
+        res = texted(client, f"ACK {ref}", sender=oncall)
+        assert res.status_code == 200
+    assert len(rt.spool.pending()) == 1
+    clock.advance(minutes=team.ack_timeout_minutes)  # the re-alert would be due now
+    tick(rt)
+    with rt.transaction() as s:
+        esc = s.scalars(select(Escalation)).one()
+        assert esc.status == "acknowledged" and esc.acknowledged_by == team.contact(
+            team.escalation_chain[0]).name
+    assert sent_to(fake_http, coordinator) == []
