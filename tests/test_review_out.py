@@ -9,7 +9,7 @@ import pytest
 
 from bot.messaging.fake_twilio_http import FakeTwilioHttpClient
 from bot.messaging.twilio_messenger import TwilioMessenger
-from bot.services.outbox import PRIORITY_ROUTINE, Draft, enqueue
+from bot.services.outbox import Draft, enqueue
 from bot.services.patients import Enrolment, enrol_patient
 from bot.store.models import Message, OutboxItem, Patient
 from tests.twilio_support import (  # noqa: F401 - fixtures
