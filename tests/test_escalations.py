@@ -388,6 +388,22 @@ def test_an_ack_without_a_ref_with_several_open_alerts_lists_them_and_takes_none
     assert [e.status for e in escalations(rt)] == ["open", "acknowledged", "open"]
 
 
+def test_an_ack_naming_two_refs_takes_both_each_with_its_receipt(client, rt, fake_http):
+    """"ACK ABCDE FGHJK": the nurse takes two alerts in one text. Before, only the first was
+    taken and the other's chain went on paging with no word to her."""
+    enrol(rt)
+    _enrol_another(rt, "+447700900124", "Grace Hopper")
+    oncall = chain_phones(rt)[0]
+    texted(client, "my legs gave way")
+    texted(client, "I can't feel my feet and I wet myself", sender="+447700900124")
+    ada, grace = escalations(rt)
+    texted(client, f"ACK {ada.ref} {grace.ref}", sender=oncall)
+    assert [e.status for e in escalations(rt)] == ["acknowledged", "acknowledged"]
+    receipts = alerts(fake_http, oncall)[-2:]
+    assert [ada.ref in receipts[0], grace.ref in receipts[1]] == [True, True]
+    assert "Ada Lovelace" in receipts[0] and "Grace Hopper" in receipts[1]
+
+
 def test_an_ack_without_a_ref_when_no_open_alert_went_to_that_contact_says_so(client, rt,
                                                                               fake_http):
     enrol(rt)

@@ -527,7 +527,8 @@ def _staff_command(session: Session, ctx: ServiceContext, staff, text: str,
                    msg: InboundMessage, now: datetime) -> list[int]:
     """A care-team phone texting the bot: `ACK <ref>` acknowledges an alert.
 
-    A ref named in the text (after ACK, or next to it) is the one acknowledged. ACK at the
+    A ref named in the text (after ACK, or next to it) is the one acknowledged; every one
+    named, if several are ("ACK ABCDE FGHJK"), each with its receipt. ACK at the
     start with no ref of any alert ("Ack, calling him now", "ACK - on it", a ref mistyped)
     acknowledges the one open alert sent to this contact; the receipt names the patient, so a
     wrong guess shows at once. With several open, the reply lists them to choose from and
@@ -537,35 +538,38 @@ def _staff_command(session: Session, ctx: ServiceContext, staff, text: str,
         return [enqueue(session, Draft(to=msg.sender, channel=msg.channel, body=body,
                                        kind="staff", priority=PRIORITY_EMERGENCY), now).id]
 
+    def take(ref: str, how: str | None) -> list[int]:
+        try:
+            esc, changed = acknowledge(session, ref, staff.name, now, actor=f"staff:{staff.id}",
+                                       how=how)
+        except EscalationNotFound:  # pragma: no cover - found just above, in this transaction
+            return say("staff_unknown", ref=ref)
+        if not changed:
+            return say("staff_already", ref=ref, by=esc.acknowledged_by or "someone")
+        # Who the alert was about: a typo in the ref that hits another open alert shows at once.
+        patient = session.get(Patient, esc.patient_id) if esc.patient_id else None
+        return say("staff_ack", ref=ref, by=staff.name,
+                   patient=short_name(patient.name) if patient else "not enrolled",
+                   patient_phone=patient.phone if patient else esc.phone)
+
     request = ack_request(text)
     if request is None:
         return say("staff_usage")
-    ref = next((r for r in request.refs if session.scalar(
-        select(Escalation.id).where(Escalation.ref == r)) is not None), None)
-    how = None
-    if ref is None:
-        if not request.leading:
-            return say("staff_usage")
-        mine = open_alerted_to(session, staff.phone)
-        if len(mine) > 1:
-            return say("staff_which", refs=_refs_list(session, mine))
-        if not mine:
-            if request.word and REF_SHAPE.fullmatch(request.word):
-                return say("staff_unknown", ref=request.word)
-            return say("staff_none")
-        ref, how = mine[0].ref, "the one open alert sent to this contact"
-    try:
-        esc, changed = acknowledge(session, ref, staff.name, now, actor=f"staff:{staff.id}",
-                                   how=how)
-    except EscalationNotFound:  # pragma: no cover - found just above, in this transaction
-        return say("staff_unknown", ref=ref)
-    if not changed:
-        return say("staff_already", ref=ref, by=esc.acknowledged_by or "someone")
-    # Who the alert was about: a typo in the ref that hits another open alert shows at once.
-    patient = session.get(Patient, esc.patient_id) if esc.patient_id else None
-    return say("staff_ack", ref=ref, by=staff.name,
-               patient=short_name(patient.name) if patient else "not enrolled",
-               patient_phone=patient.phone if patient else esc.phone)
+    # Every alert named ("ACK ABCDE FGHJK": two taken at once), each with its own receipt.
+    named = [r for r in request.refs if session.scalar(
+        select(Escalation.id).where(Escalation.ref == r)) is not None]
+    if named:
+        return [i for ref in named for i in take(ref, None)]
+    if not request.leading:
+        return say("staff_usage")
+    mine = open_alerted_to(session, staff.phone)
+    if len(mine) > 1:
+        return say("staff_which", refs=_refs_list(session, mine))
+    if not mine:
+        if request.word and REF_SHAPE.fullmatch(request.word):
+            return say("staff_unknown", ref=request.word)
+        return say("staff_none")
+    return take(mine[0].ref, "the one open alert sent to this contact")
 
 
 def _refs_list(session: Session, escalations: list[Escalation]) -> str:
