@@ -275,26 +275,31 @@ def test_an_acknowledgement_cancels_a_call_still_waiting_to_go(client, rt, fake_
         assert s.get(Message, item.message_id).status == "cancelled"
 
 
-def test_how_the_call_ended_is_kept_on_its_message(client, rt, fake_http):
-    enrol(rt)
-    texted(client, RED_FLAG)
+def _the_call(rt) -> tuple[str, int, int]:
+    """The alert call's SID, outbox row and message."""
     with rt.transaction() as s:
         item, message = s.execute(select(OutboxItem, Message).join(
             Message, Message.id == OutboxItem.message_id)
             .where(OutboxItem.kind == "alert_call")).one()
-        sid, item_id = message.provider_id, item.id
+        return message.provider_id, item.id, message.id
+
+
+def test_how_the_call_ended_is_kept_on_its_message(client, rt, fake_http):
+    enrol(rt)
+    texted(client, RED_FLAG)
+    sid, item_id, message_id = _the_call(rt)
     url = f"{STATUS}?outbox={item_id}&via=voice"
     form = {"CallSid": sid, "CallStatus": "no-answer"}
     forged = client.post(url, data=form, headers={
         "X-Twilio-Signature": sign("not-the-token", PUBLIC_URL + url, form)})
     assert forged.status_code == 403
     with rt.transaction() as s:
-        assert s.get(Message, message.id).status == "queued"
+        assert s.get(Message, message_id).status == "queued"
     res = client.post(url, data=form, headers={
         "X-Twilio-Signature": sign(AUTH_TOKEN, PUBLIC_URL + url, form)})
     assert res.status_code == 204
     with rt.transaction() as s:
-        assert s.get(Message, message.id).status == "undelivered"
+        assert s.get(Message, message_id).status == "undelivered"
         # A missed call does not move the chain on: the text alert went.
         assert s.scalars(select(Escalation)).one().chain_position == 0
 
@@ -307,11 +312,7 @@ def test_how_a_call_ended_is_kept_while_the_database_is_down_and_applied_later(
 
     enrol(rt)
     texted(client, RED_FLAG)
-    with rt.transaction() as s:
-        item, message = s.execute(select(OutboxItem, Message).join(
-            Message, Message.id == OutboxItem.message_id)
-            .where(OutboxItem.kind == "alert_call")).one()
-        sid, item_id = message.provider_id, item.id
+    sid, item_id, message_id = _the_call(rt)
     url = f"{STATUS}?outbox={item_id}&via=voice"
     form = {"CallSid": sid, "CallStatus": "busy"}
     with database_down(rt):
@@ -320,11 +321,11 @@ def test_how_a_call_ended_is_kept_while_the_database_is_down_and_applied_later(
     assert res.status_code == 204
     assert len(rt.spool.pending()) == 1
     with rt.transaction() as s:
-        assert s.get(Message, message.id).status == "queued"
+        assert s.get(Message, message_id).status == "queued"
     rt.replay_spool()
     assert rt.spool.pending() == []
     with rt.transaction() as s:
-        assert s.get(Message, message.id).status == "undelivered"
+        assert s.get(Message, message_id).status == "undelivered"
 
 
 # -- with no contact calling ----------------------------------------------------------------
