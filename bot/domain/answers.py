@@ -79,6 +79,9 @@ NUMBER_WORDS = {
 }
 # Said instead of a number for "how much / how many": no pain, none.
 ZERO_WORDS = {"no", "none", "nil", "nada", "ninguno", "ninguna"}
+# What may stand beside a zero word said instead of a number ("no pain", "none today"). Any
+# other word may turn it into something else ("no idea", "no better", "no relief at all").
+ZERO_COMPANIONS = {"pain", "dolor", "today", "hoy", "now", "ahora", "whatsoever"}
 # A number followed by one of these and another number is a score ("7 out of 10", "7 de 10").
 SCORE_LINKS = {("/",), ("out", "of"), ("of",), ("de",), ("sobre",)}
 MAX_CHOICE_WORDS = 40  # a longer reply is a message, not a pick from a list
@@ -105,6 +108,7 @@ _FILLER = _union(FILLER_WORDS)
 _QUALIFIERS = _union(QUALIFIERS)
 _NUMBERS = {word: value for words in NUMBER_WORDS.values() for value, word in enumerate(words)}
 _NUMBERS.update({word: 0 for word in ZERO_WORDS})
+_ZERO_BESIDE = _FILLER | _NO | frozenset(ZERO_WORDS) | frozenset(ZERO_COMPANIONS)
 _TOKEN = re.compile(r"\d+|[a-z]+|/", re.ASCII)
 
 
@@ -230,9 +234,13 @@ def parse_integer(text: str, minimum: int | None = None, maximum: int | None = N
     words = tokens(text)
     if not words:
         return ParseResult.not_understood(EMPTY)
-    values = {value for _, value in _numbers_with_positions(words)}
+    found = _numbers_with_positions(words)
+    values = {value for _, value in found}
     if not values:
         return ParseResult.not_understood(NOT_A_NUMBER)
+    if all(words[position] in ZERO_WORDS for position, _ in found) and not all(
+            _in(word, _ZERO_BESIDE) for word in words):
+        return ParseResult.not_understood(NOT_A_NUMBER)  # "no idea", "no better"
     if len(values) > 1:
         return ParseResult.not_understood(AMBIGUOUS)
     value = values.pop()
@@ -267,6 +275,8 @@ def parse_choice(text: str, options: Sequence[Sequence[str]]) -> ParseResult:
     ]
     chosen: set[int] = set()
     matched: set[int] = set()
+    # Options picked by a real phrase or a number, not only by a bare yes or no word.
+    picked_plainly: set[int] = set()
     for span, index in hits:
         # "a bit" inside "quite a bit" belongs to the longer phrase only.
         inside_longer = any(
@@ -275,6 +285,8 @@ def parse_choice(text: str, options: Sequence[Sequence[str]]) -> ParseResult:
         if not inside_longer:
             chosen.add(index)
             matched.update(span)
+            if not all(_in(words[i], _YES | _NO) for i in span):
+                picked_plainly.add(index)
     out_of_range = False
     for position, value in _numbers_with_positions(words):
         if position in matched:
@@ -282,6 +294,7 @@ def parse_choice(text: str, options: Sequence[Sequence[str]]) -> ParseResult:
         if 1 <= value <= len(options):
             chosen.add(value)
             matched.add(position)
+            picked_plainly.add(value)
         else:
             out_of_range = True
     if len(chosen) > 1:
@@ -290,7 +303,14 @@ def parse_choice(text: str, options: Sequence[Sequence[str]]) -> ParseResult:
         return ParseResult.not_understood(OUT_OF_RANGE if out_of_range else NOT_A_CHOICE)
     if _negated(words, matched) or out_of_range:
         return ParseResult.not_understood(AMBIGUOUS)  # "not done", "2 not 3"
-    return ParseResult.understood(chosen.pop())
+    choice = chosen.pop()
+    same = _YES if any(_in(words[i], _YES) for i in matched) else _NO
+    if choice not in picked_plainly and not all(
+            position in matched or _in(word, _FILLER | same)
+            for position, word in enumerate(words)):
+        # Only a yes or no word picked it, and the rest says more: "no energy", "no problem".
+        return ParseResult.not_understood(NOT_A_CHOICE)
+    return ParseResult.understood(choice)
 
 
 def _negated(words: list[str], matched: set[int]) -> bool:

@@ -1,0 +1,75 @@
+"""Review of the flow area: answer parsing, the linter and the golden runner."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bot.domain.answers import ParseResult, parse_choice, parse_integer
+from bot.domain.engine import Inbound, Start, step
+from bot.domain.flows import load_flows
+
+REPO = Path(__file__).resolve().parents[1]
+NOW = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
+CONTEXT = {
+    "name": "Maria", "clinic_name": "Spine Clinic", "clinic_phone": "020 7946 0000",
+    "hotline": "0808 157 0192", "emergency_number": "999", "language": "en",
+}
+LIBRARY = load_flows(REPO / "flows")
+
+
+def _options(flow_id, node_id):
+    node = LIBRARY.get(flow_id).node(node_id)
+    return [option.all_words() for option in node.answer.options]
+
+
+# ---- a "no" that is not a zero -------------------------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    "no idea", "No idea, it hurts a lot", "No, worse than ever", "no better",
+    "no relief at all", "none of your business", "no painkillers help",
+])
+def test_a_no_that_does_not_mean_no_pain_is_not_read_as_a_zero(text):
+    assert not parse_integer(text, 0, 10).ok
+
+
+@pytest.mark.parametrize("text", ["no", "none", "no pain", "No pain at all", "none today",
+                                  "nada", "nada de dolor", "no pain, thanks"])
+def test_no_pain_is_still_a_zero(text):
+    assert parse_integer(text, 0, 10) == ParseResult(ok=True, value=0)
+
+
+@pytest.mark.parametrize("text", ["no energy", "No energy at all", "no idea",
+                                  "Nope, shattered", "never felt so tired", "no change"])
+def test_a_no_with_more_to_say_is_not_the_lowest_tiredness_option(text):
+    assert not parse_choice(text, _options("checkin", "fatigue")).ok
+
+
+@pytest.mark.parametrize("text", ["no problem", "No worries", "yes I will take them later",
+                                  "yes nope"])
+def test_a_reminder_reply_is_not_picked_by_a_yes_or_no_word_alone(text):
+    assert not parse_choice(text, _options("reminder", "remind")).ok
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("no", 1), ("None x", 1), ("no thanks", 1), ("para nada", 1), ("no, not at all", 1),
+])
+def test_a_plain_no_is_still_the_lowest_tiredness_option(text, value):
+    assert parse_choice(text, _options("checkin", "fatigue")) == ParseResult(ok=True, value=value)
+
+
+@pytest.mark.parametrize(("text", "value"), [("Yes", 1), ("yes thanks", 1), ("No", 2),
+                                             ("no, can't make it", 2), ("Si, hecho", 1)])
+def test_a_plain_yes_or_no_still_answers_the_reminder(text, value):
+    assert parse_choice(text, _options("reminder", "remind")) == ParseResult(ok=True, value=value)
+
+
+def test_no_idea_to_the_pain_question_asks_again_instead_of_skipping_the_pain_questions():
+    flow = LIBRARY.get("checkin")
+    state = step(flow, None, Start(), NOW, CONTEXT).new_state
+    result = step(flow, state, Inbound("No idea, it hurts a lot"), NOW, CONTEXT)
+    assert result.new_state["node"] == "pain"
+    assert "worst_pain" not in result.new_state["answers"]
+    assert result.outbound == [
+        "Sorry, we did not understand. Please reply with one number from 0 (no pain) to 10 "
+        "(worst pain), for example 3."]
