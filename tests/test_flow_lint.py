@@ -45,6 +45,10 @@ EXPECTED = {
     "unknown_start_flow": "node handover: starts flow 'followup', which is not loaded",
     "yes_words_not_yesno": "node question: answer: yes_words and no_words are only for yesno "
     "answers",
+    "no_reply_loop": "node question: never ends if the patient does not reply: "
+    "question -> reminder -> question",
+    "start_flow_loop": "node again: starts flow 'broken_start_loop', which comes back here "
+    "without waiting for a reply: broken_start_loop -> broken_start_loop",
 }
 # These break only next to the shipped flows, so they are linted together with flows/.
 EXPECTED_WITH_SHIPPED = {

@@ -73,3 +73,53 @@ def test_no_idea_to_the_pain_question_asks_again_instead_of_skipping_the_pain_qu
     assert result.outbound == [
         "Sorry, we did not understand. Please reply with one number from 0 (no pain) to 10 "
         "(worst pain), for example 3."]
+
+
+# ---- the linter: flows that never stop -----------------------------------------------------
+
+def _flow_file(folder, flow_id, nodes):
+    import yaml
+
+    data = {"id": flow_id, "revision": 1, "title": flow_id, "language": "en",
+            "languages": ["en"], "start": nodes[0]["id"], "nodes": nodes}
+    (folder / f"{flow_id}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_two_flows_that_start_each_other_at_once_are_refused(tmp_path):
+    from bot.domain.flow_lint import lint_paths
+
+    _flow_file(tmp_path, "ping", [{"id": "hi", "kind": "send", "text": "Ping.", "next": "go"},
+                                  {"id": "go", "kind": "start_flow", "flow": "pong"}])
+    _flow_file(tmp_path, "pong", [{"id": "go", "kind": "start_flow", "flow": "ping"}])
+    report = lint_paths([tmp_path], variables_file=REPO / "flows" / "variables.yaml")
+    assert report.errors == [
+        f"{tmp_path}/ping.yaml: node go: starts flow 'pong', which comes back here without "
+        "waiting for a reply: ping -> pong -> ping",
+        f"{tmp_path}/pong.yaml: node go: starts flow 'ping', which comes back here without "
+        "waiting for a reply: pong -> ping -> pong",
+    ]
+
+
+def test_a_hand_over_after_a_reply_is_not_a_loop(tmp_path):
+    from bot.domain.flow_lint import lint_paths
+
+    _flow_file(tmp_path, "ping", [
+        {"id": "q", "kind": "ask", "text": "Again? Reply YES or NO.", "answer": {"type": "yesno"},
+         "retry": {"text": "YES or NO?", "fallback": "bye"},
+         "timeout": {"after": "1h", "next": "bye"}, "next": "go"},
+        {"id": "go", "kind": "start_flow", "flow": "pong"},
+        {"id": "bye", "kind": "end"}])
+    _flow_file(tmp_path, "pong", [{"id": "go", "kind": "start_flow", "flow": "ping"}])
+    assert lint_paths([tmp_path], variables_file=REPO / "flows" / "variables.yaml").errors == []
+
+
+def test_a_wait_whose_timeout_comes_back_to_itself_is_refused(tmp_path):
+    from bot.domain.flow_lint import lint_paths
+
+    _flow_file(tmp_path, "idle", [
+        {"id": "pause", "kind": "wait", "timeout": {"after": "1d", "next": "pause"},
+         "next": "bye"},
+        {"id": "bye", "kind": "end"}])
+    report = lint_paths([tmp_path], variables_file=REPO / "flows" / "variables.yaml")
+    assert report.errors == [f"{tmp_path}/idle.yaml: node pause: never ends if the patient "
+                             "does not reply: pause -> pause"]

@@ -275,6 +275,102 @@ def _loop_through(flow: Flow, start: str) -> list[str] | None:
     return None
 
 
+def _reached_at_once(flow: Flow, node_id: str) -> list[Any]:
+    """The nodes that wait, end or hand over, reached from node_id through send and branch
+    nodes only: where a conversation can stop, or leave, without another reply."""
+    found, seen, todo = [], set(), [node_id]
+    while todo:
+        node = flow.node(todo.pop())
+        if node is None or node.id in seen:
+            continue
+        seen.add(node.id)
+        if isinstance(node, SendNode | BranchNode):
+            todo.extend(target for _, target in _targets(node))
+        else:
+            found.append(node)
+    return found
+
+
+def _cycle(start: str, successors: dict[str, list[str]]) -> list[str] | None:
+    """A path start -> ... -> start in the graph `successors`, if one exists."""
+    parents: dict[str, str] = {}
+    todo = [start]
+    while todo:
+        current = todo.pop(0)
+        for target in successors.get(current, []):
+            if target == start:
+                chain = [current]
+                while chain[-1] != start:
+                    chain.append(parents[chain[-1]])
+                return [*reversed(chain), start]
+            if target not in parents:
+                parents[target] = current
+                todo.append(target)
+    return None
+
+
+def _no_reply_loops(flow: Flow) -> dict[str, list[str]]:
+    """Waiting nodes whose timeouts, with no reply ever, come back to them: the patient is
+    asked again and again and the conversation never ends. Node id -> the loop."""
+    successors = {
+        node.id: [n.id for n in _reached_at_once(flow, node.timeout.next)
+                  if isinstance(n, AskNode | WaitNode)]
+        for node in flow.nodes
+        if isinstance(node, AskNode | WaitNode) and node.timeout is not None
+    }
+    loops: dict[str, list[str]] = {}
+    looped: set[str] = set()
+    for node_id in successors:
+        if node_id in looped:
+            continue
+        loop = _cycle(node_id, successors)
+        if loop:
+            looped.update(loop)
+            loops[node_id] = loop
+    return loops
+
+
+def _handover_loops(report: LintReport) -> list[str]:
+    """Flows that start one another, round to the first, without waiting for a reply: the
+    service would start them for ever. Only a hand-over reached from a flow's start without a
+    wait counts; after a wait the patient's reply (or a timeout) breaks the round."""
+    at_once = {
+        flow.id: [node for node in _reached_at_once(flow, flow.start)
+                  if isinstance(node, StartFlowNode)]
+        for flow in report.flows
+    }
+    successors = {flow_id: [node.flow for node in nodes] for flow_id, nodes in at_once.items()}
+    lines = []
+    for flow in report.flows:
+        for node in at_once[flow.id]:
+            back = _path(node.flow, flow.id, successors)
+            if back is None:
+                continue
+            lines.append(
+                f"{report.paths[flow.id]}: node {node.id}: starts flow {node.flow!r}, which "
+                f"comes back here without waiting for a reply: {' -> '.join([flow.id, *back])}"
+            )
+    return lines
+
+
+def _path(start: str, goal: str, successors: dict[str, list[str]]) -> list[str] | None:
+    """start -> ... -> goal in the graph `successors`, if one exists."""
+    parents: dict[str, str | None] = {start: None}
+    todo = [start]
+    while todo:
+        current = todo.pop(0)
+        if current == goal:
+            chain = [current]
+            while parents[chain[-1]] is not None:
+                chain.append(parents[chain[-1]])
+            return list(reversed(chain))
+        for target in successors.get(current, []):
+            if target not in parents:
+                parents[target] = current
+                todo.append(target)
+    return None
+
+
 def lint_flow(path: Path, flow: Flow, variables: dict[str, Variable]) -> list[str]:
     """Every rule that looks at one flow on its own."""
     lines = []
@@ -284,6 +380,7 @@ def lint_flow(path: Path, flow: Flow, variables: dict[str, Variable]) -> list[st
         if normalise_keyword(word) in RESERVED_KEYWORDS:
             lines.append(f"{path}: trigger {word!r} is reserved (carrier keywords, YES and NO)")
     reachable, looped, seen_ids = _reachable(flow), set(), set()
+    no_reply_loops = _no_reply_loops(flow)
     for node in flow.nodes:
         problems = []
         if node.id in seen_ids:
@@ -301,6 +398,9 @@ def lint_flow(path: Path, flow: Flow, variables: dict[str, Variable]) -> list[st
             if loop:
                 looped.update(loop)
                 problems.append(f"loops {' -> '.join(loop)} without waiting for a reply or ending")
+        if node.id in no_reply_loops:
+            loop = " -> ".join(no_reply_loops[node.id])
+            problems.append(f"never ends if the patient does not reply: {loop}")
         problems += [f"unknown flag {flag!r}" for flag in node.flags if flag not in FLAG_NAMES]
         problems += _case_problems(flow, node)
         for label, text in _texts(node):
@@ -376,4 +476,5 @@ def lint_paths(paths: list[Path], variables_file: str | Path | None = None) -> L
                 report.errors.append(
                     f"{where}: node {node.id}: starts flow {node.flow!r}, which is not loaded"
                 )
+    report.errors += _handover_loops(report)
     return report
