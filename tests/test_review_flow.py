@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.domain.answers import ParseResult, parse_choice, parse_integer
+from bot.domain.answers import ParseResult, parse_choice, parse_integer, parse_yesno
 from bot.domain.engine import Inbound, Start, step
 from bot.domain.flows import load_flows
 
@@ -123,3 +123,24 @@ def test_a_wait_whose_timeout_comes_back_to_itself_is_refused(tmp_path):
     report = lint_paths([tmp_path], variables_file=REPO / "flows" / "variables.yaml")
     assert report.errors == [f"{tmp_path}/idle.yaml: node pause: never ends if the patient "
                              "does not reply: pause -> pause"]
+
+
+# ---- yes/no: the everyday short answers ----------------------------------------------------
+
+@pytest.mark.parametrize("text", ["No I haven't", "No, I haven't", "no i havent", "I haven't",
+                                  "No, it hasn't", "No it isn't", "No I didn't", "Nope, haven't",
+                                  "No, it doesn't", "No I wasn't", "No tengo",
+                                  "No, no he tenido"])
+def test_a_no_with_its_own_verb_is_a_no(text):
+    assert parse_yesno(text) == ParseResult(ok=True, value="no")
+
+
+@pytest.mark.parametrize("text", ["Yes it has", "Yes it does", "yes I have", "Sí, he tenido",
+                                  "si tengo"])
+def test_a_yes_with_its_own_verb_is_a_yes(text):
+    assert parse_yesno(text) == ParseResult(ok=True, value="yes")
+
+
+@pytest.mark.parametrize("text", ["yes I haven't", "I haven't, yes", "Yes, it hasn't"])
+def test_a_verb_that_contradicts_the_yes_or_no_is_not_understood(text):
+    assert not parse_yesno(text).ok

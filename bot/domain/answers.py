@@ -45,7 +45,9 @@ YES_WORDS = {
     "es": {"si", "sip", "claro"},
 }
 NO_WORDS = {
-    "en": {"n", "no", "nope", "nah", "naw", "not", "dont", "none", "never", "nothing"},
+    "en": {"n", "no", "nope", "nah", "naw", "not", "dont", "none", "never", "nothing",
+           # "No, I haven't", "No it isn't": the question's own verb, said as a no.
+           "havent", "hasnt", "hadnt", "didnt", "doesnt", "isnt", "arent", "wasnt", "werent"},
     "es": {"no", "nop", "nada", "ninguno", "ninguna", "nunca", "tampoco"},
 }
 # Words that may stand beside a yes or a no without changing it.
@@ -55,9 +57,11 @@ FILLER_WORDS = {
            "all", "and", "a", "the", "indeed", "definitely", "absolutely", "of", "course", "oh",
            # "Yes x" (a kiss), "yes ok": beside a yes or a no only. "ok" alone is no answer
            # ("I'm ok" to "any new weakness?"); a question may make it one (`yes_words`).
-           "x", "ok", "okay", "okey", "k"},
+           "x", "ok", "okay", "okey", "k",
+           # The question's own verb beside a yes or a no: "yes it has", "no I haven't".
+           "has", "had", "does", "was", "were", "are"},
     "es": {"por", "favor", "gracias", "muchas", "yo", "lo", "es", "de", "verdad", "mucho",
-           "vale"},
+           "vale", "he", "ha", "tengo", "tenido", "tuve"},
 }
 # After a clear yes or no and a break ("Not really, the tablets help"), words that make the
 # rest more than a reason for it: "no, but...", "no, only when I cough", "no, just a little".
