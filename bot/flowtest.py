@@ -77,9 +77,22 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class _ScriptLoader(yaml.SafeLoader):
+    """Reads a `patient` reply exactly as written: YAML 1.1 would make `010` the number 8,
+    `1:30` the number 90, `On` true, and a blank reply null, which reached the engine as
+    "None" (a no)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        mapping = super().construct_mapping(node, deep=deep)
+        for key_node, value_node in node.value:
+            if key_node.value == "patient" and isinstance(value_node, yaml.ScalarNode):
+                mapping["patient"] = value_node.value
+        return mapping
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_ScriptLoader)
     except (OSError, yaml.YAMLError) as exc:
         raise ScriptError(f"{path}: cannot read script: {exc}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("flow"), str):

@@ -144,3 +144,40 @@ def test_a_yes_with_its_own_verb_is_a_yes(text):
 @pytest.mark.parametrize("text", ["yes I haven't", "I haven't, yes", "Yes, it hasn't"])
 def test_a_verb_that_contradicts_the_yes_or_no_is_not_understood(text):
     assert not parse_yesno(text).ok
+
+
+# ---- golden scripts: the patient's words reach the engine as written ----------------------
+
+@pytest.mark.parametrize(("written", "sent"), [("", ""), ("010", "010"), ("On", "On"),
+                                               ("1:30", "1:30"), ("'7'", "7")])
+def test_a_golden_script_sends_the_patients_words_as_written(tmp_path, written, sent):
+    from bot.flowtest import run_script
+
+    script = tmp_path / "words.yaml"
+    script.write_text("flow: checkin\nsteps:\n  - patient: 0\n"
+                      f"  - patient: {written}\n  - expect: {{status: waiting}}\n")
+    flow = LIBRARY.get("checkin")
+    state = step(flow, None, Start(), NOW, CONTEXT).new_state
+    state = step(flow, state, Inbound("0"), NOW, CONTEXT).new_state
+    expected = step(flow, state, Inbound(sent), NOW, CONTEXT)
+    result = run_script(script, LIBRARY, update=True)
+    import yaml
+
+    steps = yaml.safe_load(script.read_text())["steps"]
+    assert steps[3] == {"patient": sent}  # --update keeps the words too
+    assert steps[4] == {"bot": expected.outbound}
+    assert result.passed
+
+
+def test_a_blank_reply_in_a_golden_script_is_not_read_as_none(tmp_path):
+    from bot.flowtest import run_script
+
+    script = tmp_path / "blank.yaml"
+    # "None" (what YAML made of the blank) would be read as NO and move on to weakness.
+    weakness = LIBRARY.get("checkin").node("weakness").text["en"]
+    script.write_text("flow: checkin\nsteps:\n  - patient: 0\n  - patient:\n"
+                      f"  - bot: ['{weakness}']\n"
+                      "  - expect: {answers: {worst_pain: 0, numbness: 'no'}}\n")
+    result = run_script(script, LIBRARY)
+    assert not result.passed
+    assert "+bot: Sorry, we did not understand. Please reply YES or NO." in result.diff
