@@ -181,3 +181,30 @@ def test_a_blank_reply_in_a_golden_script_is_not_read_as_none(tmp_path):
     result = run_script(script, LIBRARY)
     assert not result.passed
     assert "+bot: Sorry, we did not understand. Please reply YES or NO." in result.diff
+
+
+# ---- a slash between two scores is a range, not a score out of something ------------------
+
+@pytest.mark.parametrize("text", ["6/7", "6 / 7", "six/seven", "7/8", "6 of 7"])
+def test_two_scores_with_a_slash_are_not_understood(text):
+    assert not parse_integer(text, 0, 10).ok
+
+
+@pytest.mark.parametrize(("text", "value"), [("6/10", 6), ("6 out of 10", 6), ("10/10", 10),
+                                             ("seven out of ten", 7), ("0/10", 0)])
+def test_a_score_out_of_the_scale_is_still_understood(text, value):
+    assert parse_integer(text, 0, 10) == ParseResult(ok=True, value=value)
+
+
+def test_a_score_out_of_the_choice_scale_is_still_understood():
+    options = _options("checkin", "fatigue")
+    assert parse_choice("4/5", options) == ParseResult(ok=True, value=4)
+    assert not parse_choice("2/3", options).ok
+
+
+def test_six_slash_seven_pain_is_asked_again_not_taken_as_six():
+    flow = LIBRARY.get("checkin")
+    state = step(flow, None, Start(), NOW, CONTEXT).new_state
+    result = step(flow, state, Inbound("6/7"), NOW, CONTEXT)
+    assert result.new_state["node"] == "pain"
+    assert result.new_state["answers"] == {}

@@ -210,8 +210,9 @@ def _number(word: str) -> int | None:
     return _NUMBERS.get(word)
 
 
-def _numbers_with_positions(words: list[str]) -> list[tuple[int, int]]:
-    """(position, value) of each number in `words`, skipping the "/10" of a "7/10" score."""
+def _numbers_with_positions(words: list[str], scale: int | None = None) -> list[tuple[int, int]]:
+    """(position, value) of each number in `words`, skipping the "/10" of a "7/10" score: the
+    top of the question's `scale` when it has one ("6/7" on a 0 to 10 scale is 6 or 7)."""
     found: list[tuple[int, int]] = []
     i = 0
     while i < len(words):
@@ -227,6 +228,7 @@ def _numbers_with_positions(words: list[str]) -> list[tuple[int, int]]:
                 tuple(words[i:after]) == link
                 and after < len(words)
                 and _number(words[after]) is not None
+                and (scale is None or _number(words[after]) == scale)
             ):
                 i = after + 1
                 break
@@ -238,7 +240,7 @@ def parse_integer(text: str, minimum: int | None = None, maximum: int | None = N
     words = tokens(text)
     if not words:
         return ParseResult.not_understood(EMPTY)
-    found = _numbers_with_positions(words)
+    found = _numbers_with_positions(words, maximum)
     values = {value for _, value in found}
     if not values:
         return ParseResult.not_understood(NOT_A_NUMBER)
@@ -292,7 +294,7 @@ def parse_choice(text: str, options: Sequence[Sequence[str]]) -> ParseResult:
             if not all(_in(words[i], _YES | _NO) for i in span):
                 picked_plainly.add(index)
     out_of_range = False
-    for position, value in _numbers_with_positions(words):
+    for position, value in _numbers_with_positions(words, len(options)):
         if position in matched:
             continue
         if 1 <= value <= len(options):
