@@ -262,6 +262,26 @@ class Settings(_Strict):
                              "characters")
         return v
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str) -> str:
+        """SQLite or PostgreSQL (psycopg 3), the two databases the bot runs on; anything else
+        would stop every command later with a traceback."""
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        from bot.store.db import normalise_url
+
+        try:
+            url = make_url(normalise_url(v))
+        except ArgumentError:
+            url = None
+        if url is None or url.drivername not in ("sqlite", "sqlite+pysqlite",
+                                                 "postgresql+psycopg"):
+            raise ValueError("not a database URL: expected sqlite:///PATH or "
+                             "postgresql://USER:PASSWORD@HOST/NAME")
+        return v
+
     @field_validator("public_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:

@@ -1,0 +1,36 @@
+"""What an operator meets: the README's commands and claims, checked against the program."""
+
+import pytest
+from click.testing import CliRunner
+
+from bot.cli import main
+from bot.config import ConfigError, load_settings
+
+
+@pytest.mark.parametrize("url", ["nonsense", "mysql://db.example.org/checkin", ""])
+def test_a_bad_database_url_is_a_config_error_naming_the_key(url):
+    # README, Configuration: "a bad value stops the bot with one line naming the key".
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={}, overrides={"database_url": url})
+    message = str(err.value)
+    assert message.startswith("config: database_url: ")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("url", ["sqlite:///var/checkin.db", "sqlite:////tmp/x.db",
+                                 "postgresql://user:pass@db.example.org/checkin",
+                                 "postgres://user@db.example.org:5433/checkin",
+                                 "postgresql+psycopg://user@db.example.org/checkin"])
+def test_the_database_urls_the_readme_names_are_accepted(url):
+    assert load_settings(env={"CHECKIN_DATABASE_URL": url}).database_url == url
+
+
+@pytest.mark.parametrize("args", [["health"], ["db", "upgrade"], ["patients", "list"]])
+def test_a_bad_database_url_stops_a_command_with_exit_2_and_one_line(args, monkeypatch):
+    # Before: a traceback, exit 1, which `checkin-bot health` in cron reads as "degraded".
+    monkeypatch.setenv("CHECKIN_DATABASE_URL", "nonsense")
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines() == [
+        "error: config: database_url: not a database URL: expected sqlite:///PATH or "
+        "postgresql://USER:PASSWORD@HOST/NAME"]
