@@ -132,24 +132,26 @@ def health() -> None:
     from bot.services.spool import Spool
     from bot.store.db import ping
 
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        _fail(str(exc))
+    settings = None
 
     def down(problem: str) -> None:
         # Still JSON on stdout, as for ok and degraded: this is when a cron job reads it most.
-        spool = Spool(settings.spool_dir)
-        click.echo(json.dumps({"status": "down", "problems": [problem],
-                               "spooled_inbound": len(spool.pending_inbound())}, indent=2))
+        # Whatever stops the bot from starting (a bad setting, a database that is not migrated,
+        # a broken flow) is "down" too. The spool is counted when the settings say where it is.
+        body = {"status": "down", "problems": [problem]}
+        if settings is not None:
+            body["spooled_inbound"] = len(Spool(settings.spool_dir).pending_inbound())
+        click.echo(json.dumps(body, indent=2))
         sys.exit(2)
 
     try:
+        settings = load_settings()
+    except ConfigError as exc:
+        down(str(exc))
+    try:
         rt = build_runtime(settings, dispatch_mode="inline")
     except ConfigError as exc:
-        if str(exc).startswith("database: cannot connect"):
-            down(str(exc))
-        _fail(str(exc))
+        down(str(exc))
     try:
         if not ping(rt.engine):
             down("database: unavailable")

@@ -1,5 +1,7 @@
 """What an operator meets: the README's commands and claims, checked against the program."""
 
+import json
+
 import pytest
 from click.testing import CliRunner
 
@@ -25,7 +27,7 @@ def test_the_database_urls_the_readme_names_are_accepted(url):
     assert load_settings(env={"CHECKIN_DATABASE_URL": url}).database_url == url
 
 
-@pytest.mark.parametrize("args", [["health"], ["db", "upgrade"], ["patients", "list"]])
+@pytest.mark.parametrize("args", [["db", "upgrade"], ["patients", "list"]])
 def test_a_bad_database_url_stops_a_command_with_exit_2_and_one_line(args, monkeypatch):
     # Before: a traceback, exit 1, which `checkin-bot health` in cron reads as "degraded".
     monkeypatch.setenv("CHECKIN_DATABASE_URL", "nonsense")
@@ -34,3 +36,33 @@ def test_a_bad_database_url_stops_a_command_with_exit_2_and_one_line(args, monke
     assert res.output.strip().splitlines() == [
         "error: config: database_url: not a database URL: expected sqlite:///PATH or "
         "postgresql://USER:PASSWORD@HOST/NAME"]
+
+
+def _plain_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("CHECKIN_SPOOL_DIR", str(tmp_path / "spool"))
+    for var in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "CHECKIN_CONFIG", "CHECKIN_MESSENGER"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_health_on_a_database_that_is_not_migrated_is_down_in_json(monkeypatch, tmp_path):
+    # README: `health` exits 2 when down, "still JSON, with the inbound messages waiting in the
+    # spool". The bot refuses to start on this database, so a cron job must read "down".
+    _plain_env(monkeypatch, tmp_path)
+    monkeypatch.setenv("CHECKIN_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+    result = CliRunner().invoke(main, ["health"])
+    assert result.exit_code == 2
+    assert json.loads(result.stdout) == {
+        "status": "down",
+        "problems": ["database: not migrated; run `checkin-bot db upgrade`"],
+        "spooled_inbound": 0}
+
+
+def test_health_with_a_bad_setting_is_down_in_json(monkeypatch, tmp_path):
+    _plain_env(monkeypatch, tmp_path)
+    monkeypatch.setenv("CHECKIN_DATABASE_URL", "nonsense")
+    result = CliRunner().invoke(main, ["health"])
+    assert result.exit_code == 2
+    body = json.loads(result.stdout)
+    assert body["status"] == "down"
+    assert body["problems"] == ["config: database_url: not a database URL: expected "
+                                "sqlite:///PATH or postgresql://USER:PASSWORD@HOST/NAME"]
