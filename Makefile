@@ -43,5 +43,7 @@ serve-prod: migrate
 scheduler: migrate
 	$(BIN)/checkin-bot scheduler
 
+## Build artefacts only: var/ holds the SQLite database and the spool of patients' messages
+## waiting for the database (CHECKIN_SPOOL_DIR), and is never removed here.
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache var
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -66,3 +66,20 @@ def test_health_with_a_bad_setting_is_down_in_json(monkeypatch, tmp_path):
     assert body["status"] == "down"
     assert body["problems"] == ["config: database_url: not a database URL: expected "
                                 "sqlite:///PATH or postgresql://USER:PASSWORD@HOST/NAME"]
+
+
+def test_make_clean_keeps_the_database_and_the_spool():
+    # var/ holds the SQLite database (`make run`) and, by default (CHECKIN_SPOOL_DIR), the
+    # spool of patients' messages waiting for the database: `make clean` (a rebuild of the
+    # virtualenv) must not delete them.
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parents[1]
+    dry_run = subprocess.run(["make", "-n", "-C", str(root), "clean"], capture_output=True,
+                             text=True, check=True).stdout
+    assert "rm -rf" in dry_run
+    assert "var" not in dry_run.split()
