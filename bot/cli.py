@@ -338,13 +338,13 @@ def patients_list(as_json: bool) -> None:
     rt = _runtime()
     with rt.transaction() as s:
         rows = [patient_json(p) for p in list_patients(s)]
-    for p in rows:
-        if as_json:
-            click.echo(json.dumps(p))
-        else:
-            consent = "consented" if p["consent_at"] else "no-consent"
-            click.echo(f"{p['id']:>5}  {p['phone']:<16} {p['status']:<10} {consent:<10} "
-                       f"{p['channel']:<8} {p['name']}")
+
+    def line(p: dict) -> str:
+        consent = "consented" if p["consent_at"] else "no-consent"
+        return (f"{p['id']:>5}  {p['phone']:<16} {p['status']:<10} {consent:<10} "
+                f"{p['channel']:<8} {_shown(p['name'])}")
+
+    _emit(rows, as_json, "no patients", line)
 
 
 @main.group()
@@ -824,8 +824,8 @@ def _inbound_to_read(listing, as_json: bool, read_id: int | None, by: str | None
             if not by or not by.strip():
                 _fail("--read needs --by NAME")
             _, changed = mark_read(s, read_id, by.strip(), rt.clock.now(), actor=_actor())
-            if not changed:
-                _fail(not_waiting.format(id=read_id))
+            if not changed:  # not found, or read already: exit 1, as for any id not found
+                _fail(not_waiting.format(id=read_id), 1)
             click.echo(f"message {read_id} marked read by {by.strip()}")
             return
         rows = []
