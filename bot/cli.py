@@ -172,13 +172,21 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply every migration (creates the SQLite file if needed)."""
+    from sqlalchemy.exc import OperationalError
+
     from bot.store.migrate import upgrade
 
     try:
         settings = load_settings()
     except ConfigError as exc:
         _fail(str(exc))
-    upgrade(settings.database_url)
+    try:
+        upgrade(settings.database_url)
+    except OperationalError as exc:
+        # Unreachable, refused, a missing database: one line (the driver's first), no
+        # traceback; the URL's password is not in the driver's message.
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        _fail(f"database: cannot reach it, nothing migrated: {reason}", 1)
     click.echo("database is up to date")
 
 

@@ -83,3 +83,12 @@ def test_make_clean_keeps_the_database_and_the_spool():
                              text=True, check=True).stdout
     assert "rm -rf" in dry_run
     assert "var" not in dry_run.split()
+
+
+def test_db_upgrade_on_an_unreachable_database_is_one_line_exit_1(monkeypatch):
+    monkeypatch.setenv("CHECKIN_DATABASE_URL", "postgresql://nobody:hunter2@127.0.0.1:1/none")
+    res = CliRunner().invoke(main, ["db", "upgrade"])
+    assert res.exit_code == 1, res.output
+    [line] = res.output.strip().splitlines()
+    assert line.startswith("error: database: cannot reach it, nothing migrated: ")
+    assert "hunter2" not in line
