@@ -14,7 +14,7 @@ MESSAGES_FILE = REPO_ROOT / "config" / "messages.yaml"
 REQUIRED = (
     "emergency", "urgent", "safety_net", "not_enrolled", "help", "stopped", "started",
     "received", "awaiting_consent", "alert", "alert_answer", "staff_ack", "staff_already",
-    "staff_unknown", "staff_usage", "staff_which", "staff_none", "alert_unknown", "media_unreadable",
+    "staff_unknown", "staff_usage", "staff_failed", "staff_which", "staff_none", "alert_unknown", "media_unreadable",
     "blank",
     "after_emergency", "after_urgent",
     "alert_outage", "template_open", "reminder_notice",

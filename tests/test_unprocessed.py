@@ -157,3 +157,30 @@ def test_start_from_a_number_not_enrolled_is_answered_when_handling_fails(client
     texted(client, "START", sender=stranger)
     [reply] = sent_to(fake_http, stranger)
     assert "don't have this number" in reply["Body"]
+
+
+def test_an_ack_that_cannot_be_handled_tells_the_nurse_it_did_not_count(client, rt, fake_http,
+                                                                        monkeypatch):
+    """The nurse's ACK hit an error (a bug, a lock timeout): it is kept as unprocessed, and she
+    is told at once that nothing was acknowledged, rather than hearing nothing while the chain
+    pages the next contact."""
+    from bot.services import inbound
+    from bot.store.models import Escalation
+
+    enrol(rt)
+    texted(client, "my legs gave way")
+    oncall = rt.settings.care_team.contact(rt.settings.care_team.escalation_chain[0]).phone
+    with rt.transaction() as s:
+        ref = s.scalars(select(Escalation.ref)).one()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(inbound, "acknowledge", broken)
+    assert texted(client, f"ACK {ref}", sender=oncall).status_code == 200
+    assert _stored(rt, f"ACK {ref}") == "unprocessed"
+    with rt.transaction() as s:
+        assert s.scalars(select(Escalation.status)).one() == "open"
+    assert sent_to(fake_http, oncall)[-1]["Body"] == (
+        "Sorry, your ACK could not be recorded, so nothing was acknowledged and the alerts go "
+        "on. Please send it again, or acknowledge on the dashboard.")

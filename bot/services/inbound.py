@@ -611,6 +611,12 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
     out.level = triage.level
     if patient is None:
         if ctx.settings.care_team.contact_by_phone(msg.sender) is not None:
+            if ack_request(text) is not None:
+                # The nurse must know the ACK did not count: the chain will page on.
+                body = ctx.texts.render("staff_failed", "en")
+                out.outbox_ids.append(enqueue(session, Draft(
+                    to=msg.sender, channel=msg.channel, body=body, kind="staff",
+                    priority=PRIORITY_EMERGENCY), now).id)
             return out
         if _number_keyword(session, ctx, msg, text, now, out):
             return out  # STOP (remembered for the number) or HELP, answered
