@@ -157,3 +157,31 @@ class TestAReminderHeldByQuietHours:
         clock.set(datetime(2026, 6, 2, 19, 50, tzinfo=UTC))  # Tuesday's goes as usual
         tick(rt)
         assert len([m for m in messenger.sent if "EVENING" in (m.body or "")]) == 1
+
+
+def test_a_reminder_that_could_not_go_for_hours_is_not_sent_late(rt, clock, messenger):
+    """The 12:00 reminder was written, then nothing could be sent until 14:30 (the carrier or
+    the bot down). It is not sent two and a half hours late, as the scheduler would not start
+    it so late either; its conversation is closed. One that can go within the grace still goes."""
+    from bot.services.conversations import start_flow
+
+    clock.set(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))  # London = UTC
+    late, in_time = _patient(rt, clock.now()), _patient(rt, clock.now(), "+447700900601")
+    with rt.transaction() as s:
+        for pid, text in ((late, "Take your LUNCH tablets."), (in_time, "Drink some water.")):
+            start_flow(s, rt.ctx, s.get(Patient, pid), "reminder", clock.now(), routine=True,
+                       params={"reminder_text": text})
+    clock.set(datetime(2026, 3, 2, 14, 30, tzinfo=UTC))
+    with rt.transaction() as s:  # the second one was started later, on time for now
+        conv = s.scalars(select(Conversation).where(Conversation.patient_id == in_time)).one()
+        conv.started_at = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
+    rt.dispatcher.dispatch_due()
+    assert [m.body for m in messenger.sent] == [
+        "Reminder from Spine Oncology Clinic: Drink some water. Reply 1 if done, or 2 if you "
+        "can't make it."]
+    with rt.transaction() as s:
+        conv = s.scalars(select(Conversation).where(Conversation.patient_id == late)).one()
+        assert conv.status == "expired"
+        [cancelled] = s.scalars(select(AuditLog).where(
+            AuditLog.action == "outbox.cancelled")).all()
+        assert "too late" in cancelled.details["reason"]

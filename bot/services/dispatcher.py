@@ -357,7 +357,9 @@ class Dispatcher:
                 # Interrupted (an emergency, STOP, a new flow) or superseded while this waited:
                 # its question is about a conversation that no longer listens.
                 hold = f"conversation {conv.status}"
-        if hold == "defer" and self._reminder_too_late(s, message, patient, now):
+        if hold in (None, "defer") and item.routine \
+                and self._reminder_too_late(s, message, patient, now):
+            # Held for quiet hours, or simply late: a send retried for hours, the bot down.
             hold = "too late for a reminder: quiet hours would hold it past its time"
         if hold == "defer":
             item.status = "pending"
