@@ -122,7 +122,7 @@ def test_registered_flow_unknown_to_files_is_not_current():
     library = FlowLibrary()
     flow = load_flows(REPO / "flows").get("reminder")
     library.register(flow)
-    assert library.get("reminder", 1) is flow
+    assert library.get("reminder", flow.revision) is flow
     assert "reminder" not in library
     with pytest.raises(KeyError):
         library.get("reminder")

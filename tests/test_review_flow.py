@@ -51,6 +51,15 @@ def test_a_reminder_reply_is_not_picked_by_a_yes_or_no_word_alone(text):
     assert not parse_choice(text, _options("reminder", "remind")).ok
 
 
+@pytest.mark.parametrize("text, value", [
+    ("yes I took them", 1), ("Yep all good", 1), ("took them", 1),  # 1: done
+    ("no I forgot", 2), ("No sorry", 2), ("missed it", 2)])  # 2: cannot
+def test_everyday_replies_to_a_reminder_are_understood(text, value):
+    """The rule above must not re-prompt what people answer a tablet reminder with."""
+    result = parse_choice(text, _options("reminder", "remind"))
+    assert (result.ok, result.value) == (True, value)
+
+
 @pytest.mark.parametrize(("text", "value"), [
     ("no", 1), ("None x", 1), ("no thanks", 1), ("para nada", 1), ("no, not at all", 1),
 ])

@@ -52,7 +52,7 @@ NO_WORDS = {
 }
 # Words that may stand beside a yes or a no without changing it.
 FILLER_WORDS = {
-    "en": {"please", "pls", "plz", "thanks", "thank", "thankyou", "thx", "ty", "you", "ta",
+    "en": {"please", "pls", "plz", "thanks", "thank", "thankyou", "thx", "ty", "you", "ta", "sorry",
            "cheers", "i", "im", "am", "do", "did", "have", "it", "its", "is", "really", "at",
            "all", "and", "a", "the", "indeed", "definitely", "absolutely", "of", "course", "oh",
            # "Yes x" (a kiss), "yes ok": beside a yes or a no only. "ok" alone is no answer
