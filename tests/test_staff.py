@@ -374,6 +374,19 @@ class TestTwilioWithoutAToken:
         assert str(err.value).startswith("config: secret_key: staff accounts exist and the "
                                          "messenger is twilio: set CHECKIN_SECRET_KEY")
 
+    def test_health_says_the_web_app_will_not_start(self, rt):
+        """`checkin-bot health` in cron must not say ok while the next web start fails."""
+        from bot.services import health
+
+        def problems():
+            with rt.transaction() as s:
+                return health.report(s, rt.settings, rt.clock.now())["problems"]
+
+        assert not any("CHECKIN_SECRET_KEY" in p for p in problems())
+        add_account(rt)
+        assert ("config: staff accounts exist and CHECKIN_SECRET_KEY is not set: the web app "
+                "will not start") in problems()
+
     def test_an_account_added_after_start_leaves_the_dashboard_off(self, client, rt):
         add_account(rt)
         res = client.get("/dashboard/login")

@@ -103,6 +103,12 @@ def report(session: Session, settings: Settings, now: datetime, spooled: int = 0
         # Without it no status_callback is passed: failed deliveries would go unnoticed.
         problems.append("config: CHECKIN_PUBLIC_URL is not set, so Twilio sends no delivery "
                         "receipts")
+    if settings.messenger_name == "twilio" and not (settings.secret_key or settings.admin_token):
+        from bot.services.staff import any_active
+
+        if any_active(session):  # the web app refuses to start so (dashboard.check_signing_key)
+            problems.append("config: staff accounts exist and CHECKIN_SECRET_KEY is not set: "
+                            "the web app will not start")
 
     hb = session.get(Heartbeat, SCHEDULER)
     age = (now - hb.beat_at).total_seconds() if hb else None
