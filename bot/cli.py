@@ -61,8 +61,7 @@ def _actor() -> str:
 
 def _person(option: str, value: str) -> str:
     """A name given on the command line for the record: not blank, no control characters."""
-    from bot.services.patients import InvalidField
-    from bot.web.api import check_text
+    from bot.services.patients import InvalidField, check_text
 
     if not value.strip():
         _fail(f"{option}: required: who is taking it")
@@ -640,8 +639,7 @@ def escalations_ack(ref: str, by: str) -> None:
 def escalations_resolve(ref: str, note: str, by: str | None) -> None:
     """Close an escalation with a note: what was done."""
     from bot.services.escalations import NOTE_CHARS, EscalationNotFound, resolve
-    from bot.services.patients import InvalidField
-    from bot.web.api import check_text
+    from bot.services.patients import InvalidField, check_text
 
     if not note.strip():
         _fail("note: required: say what was done")

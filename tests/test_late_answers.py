@@ -11,25 +11,11 @@ from sqlalchemy import select
 
 from bot.scheduler import tick
 from bot.services.health import messages_to_read
-from bot.services.patients import Enrolment, enrol_patient
 from bot.store.models import AuditLog, Conversation, Escalation
+from tests.test_answers_in_alerts import PHONE, _enrol, _texted
 
-PHONE = "+447700900123"
 CLOSED = "We have not heard back, so this check-in is now closed."
 START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-
-
-def _enrol(rt):
-    with rt.transaction() as s:
-        p = enrol_patient(s, Enrolment(PHONE, "Ada Lovelace", "Europe/London"),
-                          languages=["en", "es"], now=rt.clock.now(), actor="test")
-        p.consent_at = rt.clock.now()
-
-
-def _texted(client, *bodies):
-    for body in bodies:
-        res = client.post("/simulator/api/messages", json={"phone": PHONE, "body": body})
-        assert res.status_code == 201, res.get_json()
 
 
 def _to_patient(messenger):

@@ -16,6 +16,8 @@ from bot.services.dispatcher import Pacer
 from bot.services.patients import Enrolment, enrol_patient
 from bot.services.schedules import add_schedule
 from bot.store.models import Answer, AuditLog, Conversation, Escalation, Patient, Schedule
+from tests.test_answers_in_alerts import _texted
+from tests.test_late_answers import _to_patient
 
 PHONE = "+447700900123"
 TABLETS = "Take your EVENING tablets"  # the notice adds the full stop, as the flow does
@@ -36,15 +38,6 @@ def _enrol(rt, clock):
         add_schedule(s, rt.ctx, p, "reminder", "18:00", 1, clock.now(), "test",
                      {"reminder_text": TABLETS})
         return p.id
-
-
-def _texted(client, body):
-    res = client.post("/simulator/api/messages", json={"phone": PHONE, "body": body})
-    assert res.status_code == 201, res.get_json()
-
-
-def _to_patient(messenger):
-    return [m.body for m in messenger.sent if m.to == PHONE]
 
 
 def _convs(rt):

@@ -256,23 +256,10 @@ def _reachable(flow: Flow) -> set[str]:
 
 def _loop_through(flow: Flow, start: str) -> list[str] | None:
     """A path start -> ... -> start through nodes that neither wait nor end, if one exists."""
-    parents: dict[str, str] = {}
-    todo = [start]
-    while todo:
-        current = flow.node(todo.pop(0))
-        for _, target in _targets(current):
-            target_node = flow.node(target)
-            if not isinstance(target_node, SendNode | BranchNode):
-                continue
-            if target == start:
-                chain = [current.id]
-                while chain[-1] != start:
-                    chain.append(parents[chain[-1]])
-                return [*reversed(chain), start]
-            if target not in parents:
-                parents[target] = current.id
-                todo.append(target)
-    return None
+    successors = {node.id: [target for _, target in _targets(node)
+                            if isinstance(flow.node(target), SendNode | BranchNode)]
+                  for node in flow.nodes}
+    return _cycle(start, successors)
 
 
 def _reached_at_once(flow: Flow, node_id: str) -> list[Any]:
@@ -293,19 +280,10 @@ def _reached_at_once(flow: Flow, node_id: str) -> list[Any]:
 
 def _cycle(start: str, successors: dict[str, list[str]]) -> list[str] | None:
     """A path start -> ... -> start in the graph `successors`, if one exists."""
-    parents: dict[str, str] = {}
-    todo = [start]
-    while todo:
-        current = todo.pop(0)
-        for target in successors.get(current, []):
-            if target == start:
-                chain = [current]
-                while chain[-1] != start:
-                    chain.append(parents[chain[-1]])
-                return [*reversed(chain), start]
-            if target not in parents:
-                parents[target] = current
-                todo.append(target)
+    for first in successors.get(start, []):
+        back = _path(first, start, successors)
+        if back is not None:
+            return [start, *back]
     return None
 
 

@@ -360,7 +360,7 @@ class Dispatcher:
         if hold in (None, "defer") and item.routine \
                 and self._reminder_too_late(s, message, patient, now):
             # Held for quiet hours, or simply late: a send retried for hours, the bot down.
-            hold = "too late for a reminder: quiet hours would hold it past its time"
+            hold = "too late for a reminder: it would reach the patient past its time"
         if hold == "defer":
             item.status = "pending"
             item.claimed_until = None
@@ -384,11 +384,12 @@ class Dispatcher:
 
     def _reminder_too_late(self, s: Session, message: Message, patient: Patient,
                            now: datetime) -> bool:
-        """Whether this routine message, about to be held for quiet hours, is a reminder's
-        question (an open conversation of a flow with a text of its own, such as "take your
-        EVENING tablets") that would then reach the patient later than the scheduler lets a
-        late reminder go: over REMINDER_GRACE after it would have gone when it was started,
-        or on a later local day (a send that failed or waited until quiet hours began).
+        """Whether this routine message, about to be sent or held for quiet hours, is a
+        reminder's question (an open conversation of a flow with a text of its own, such as
+        "take your EVENING tablets") that would reach the patient later than the scheduler
+        lets a late reminder go: over REMINDER_GRACE after it would have gone when it was
+        started, or on a later local day (a send that failed for hours, the bot down, or one
+        that waited until quiet hours began).
 
         Such a question is not sent, and its conversation is closed: it waits for no answer.
         A reminder set inside quiet hours is held until they end, as always."""
@@ -407,8 +408,8 @@ class Dispatcher:
         if held_until - on_time <= REMINDER_GRACE \
                 and held_until.astimezone(tz).date() == on_time.astimezone(tz).date():
             return False
-        log.warning("message %s: the reminder of conversation %s would be held until %s, "
-                    "too late; not sent", message.id, conv.id, held_until.isoformat())
+        log.warning("message %s: the reminder of conversation %s would reach the patient at "
+                    "%s, too late; not sent", message.id, conv.id, held_until.isoformat())
         conv.status, conv.wait_deadline, conv.updated_at = "expired", None, now
         audit(s, now, "system", "conversation.expired", "conversation", conv.id,
               patient_id=conv.patient_id, flow=conv.flow_id,

@@ -18,17 +18,21 @@ from sqlalchemy.orm import Session
 
 from bot.config import Settings
 from bot.services.audit import audit
-from bot.store.models import TO_READ, UNPROCESSED, Escalation, Heartbeat, Message, OutboxItem
+from bot.store.models import (
+    MAX_ID,
+    TO_READ,
+    UNPROCESSED,
+    Escalation,
+    Heartbeat,
+    Message,
+    OutboxItem,
+)
 
 SCHEDULER = "scheduler"
 # A row due this long ago and still not sent means no dispatcher is sending.
 OVERDUE_AFTER = timedelta(minutes=2)
 # What the patient or the care team is sent about a red flag: a failure is never routine.
 RED_FLAG_KINDS = ("alert", "emergency", "urgent")
-
-# The tables' INTEGER keys: a larger id cannot exist, and the drivers refuse to compare with
-# one (PostgreSQL: integer out of range; SQLite: beyond 64 bits).
-MAX_ID = 2**31 - 1
 
 
 def beat(session: Session, component: str, now: datetime, problem: str | None = None) -> None:

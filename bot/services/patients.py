@@ -174,9 +174,21 @@ def check_name(name: str) -> str:
     value = (name or "").strip()
     if not value or len(value) > 80:
         raise InvalidField("name", "must be 1 to 80 characters")
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
-        # A terminal escape or a line break in a name would rewrite the CLI's listings.
-        raise InvalidField("name", "contains a control character")
+    # A terminal escape or a line break in a name would rewrite the CLI's listings.
+    return check_text("name", value)
+
+
+def check_text(key: str, value: str, multiline: bool = False) -> str:
+    """Refuse what no database should store: lone surrogates (which cannot be encoded),
+    NUL (which PostgreSQL refuses) and other control characters; newlines and tabs only in a
+    `multiline` field (a note, a reminder, a text message)."""
+    allowed = "\n\r\t" if multiline else ""
+    for ch in value:
+        category = unicodedata.category(ch)
+        if category == "Cs":
+            raise InvalidField(key, "contains a lone surrogate (not valid Unicode text)")
+        if category == "Cc" and ch not in allowed:
+            raise InvalidField(key, f"contains a control character (U+{ord(ch):04X})")
     return value
 
 

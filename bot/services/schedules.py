@@ -74,7 +74,15 @@ from bot.services.context import ServiceContext
 from bot.services.outbox import PRIORITY_ROUTINE, Draft, enqueue, heard_on_whatsapp
 from bot.services.patients import InvalidField, is_discharged
 from bot.store.claims import claim_due
-from bot.store.models import AuditLog, Conversation, Message, OutboxItem, Patient, Schedule
+from bot.store.models import (
+    MAX_ID,
+    AuditLog,
+    Conversation,
+    Message,
+    OutboxItem,
+    Patient,
+    Schedule,
+)
 
 log = logging.getLogger(__name__)
 
@@ -234,9 +242,6 @@ def add_schedule(session: Session, ctx: ServiceContext, patient: Patient, flow_i
                          params).schedule
 
 
-# The tables' INTEGER keys: a larger id cannot exist, and the drivers refuse to compare with
-# one (PostgreSQL: integer out of range; SQLite: beyond 64 bits).
-MAX_ID = 2**31 - 1
 
 
 class ScheduleNotFound(LookupError):

@@ -30,7 +30,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from bot.services.audit import audit
 from bot.services.patients import InvalidField
-from bot.store.models import DashboardSession, Staff, StaffToken
+from bot.store.models import MAX_ID, DashboardSession, Staff, StaffToken
 
 USERNAME_RE = re.compile(r"[a-z0-9._-]{3,32}")
 USERNAME_RULE = "3 to 32 characters: lower-case letters, digits, '.', '_' or '-'"
@@ -41,7 +41,6 @@ MAX_PASSWORD = 1024
 
 TOKEN_BYTES = 32  # secrets.token_urlsafe(32): 43 characters
 LABEL_CHARS = 60
-MAX_ID = 2**31 - 1  # the tables' INTEGER keys
 # last_used_at is written at most this often per token, not on every request
 LAST_USED_EVERY = timedelta(minutes=1)
 

@@ -178,8 +178,8 @@ def after_failure(session: Session, settings: Settings, message: Message, status
     patient = session.get(Patient, message.patient_id) if message.patient_id else None
     # Sent to a number the patient has since given up (a coordinator changed it): what its
     # carrier says about that number (an opt-out) is not about the patient's number now.
-    current = patient is not None and message.address == patient.phone
-    if code == 21610 and current and patient.status != "opted_out":
+    to_their_number = patient is not None and message.address == patient.phone
+    if code == 21610 and to_their_number and patient.status != "opted_out":
         patient.status = "opted_out"
         audit(session, now, "system", "patient.opted_out", "patient", patient.id,
               source="carrier", code=code)

@@ -113,6 +113,10 @@ class FlowRevision(Base):
 
 # Patients' messages the bot could not handle, until a person has read them (a partial index:
 # a handful of rows, found without scanning every message).
+# The tables' INTEGER keys (32-bit on PostgreSQL): a larger id cannot exist, and the drivers
+# refuse to compare with one (PostgreSQL: integer out of range; SQLite: beyond 64 bits).
+MAX_ID = 2**31 - 1
+
 UNPROCESSED = text("status = 'unprocessed'")
 # A patient's free text the bot passed on to the team ("saved for your care team"), unread.
 TO_READ = text("status = 'to_read'")

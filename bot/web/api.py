@@ -6,7 +6,6 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -27,21 +26,20 @@ from bot.services.patients import (
     PatientChanges,
     StatusRefused,
     check_reason,
+    check_text,
     discharge_patient,
     list_patients,
     onboard_patient,
     update_patient,
 )
-from bot.store.models import AuditLog, Escalation, Patient, Schedule
+from bot.store.models import MAX_ID, AuditLog, Escalation, Patient, Schedule
 from bot.web.common import recent_failures, runtime
 from bot.web.serialize import escalation_json, iso, patient_json
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 log = logging.getLogger(__name__)
 
-# Ids in URLs: the tables' INTEGER keys (32-bit on PostgreSQL). A larger id cannot exist, and
-# the database drivers refuse to compare with one (500), so such a URL is a 404.
-MAX_ID = 2**31 - 1
+# Ids in URLs beyond MAX_ID (bot.store.models) cannot exist: such a URL is a 404, not a 500.
 # A request body larger than this is a 413 (set on the app: see bot.web.app).
 MAX_CONTENT_LENGTH = 256 * 1024
 REF_RE = re.compile(r"^[A-Za-z0-9]{1,12}$")
@@ -196,20 +194,6 @@ def json_body(required: bool = True) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidField("body", "expected a JSON object")
     return data
-
-
-def check_text(key: str, value: str, multiline: bool = False) -> str:
-    """Refuse what no database should store: lone surrogates (which cannot be encoded),
-    NUL (which PostgreSQL refuses) and other control characters; newlines and tabs only in a
-    `multiline` field (a note, a reminder, a text message)."""
-    allowed = "\n\r\t" if multiline else ""
-    for ch in value:
-        category = unicodedata.category(ch)
-        if category == "Cs":
-            raise InvalidField(key, "contains a lone surrogate (not valid Unicode text)")
-        if category == "Cc" and ch not in allowed:
-            raise InvalidField(key, f"contains a control character (U+{ord(ch):04X})")
-    return value
 
 
 def _text(data: dict[str, Any], key: str, default: str | None = None,

@@ -66,6 +66,7 @@ from bot.services.patients import (
     InvalidField,
     PatientChanges,
     StatusRefused,
+    check_text,
     current_discharge,
     discharge_patient,
     is_discharged,
@@ -75,6 +76,7 @@ from bot.services.patients import (
 )
 from bot.services.schedules import list_schedules
 from bot.store.models import (
+    MAX_ID,
     AuditLog,
     Conversation,
     DashboardSession,
@@ -85,7 +87,7 @@ from bot.store.models import (
     Schedule,
     Staff,
 )
-from bot.web.api import MAX_ID, REF_RE, check_text
+from bot.web.api import REF_RE
 from bot.web.common import recent_failures, runtime
 
 log = logging.getLogger(__name__)
@@ -890,7 +892,7 @@ _WHOLE_NUMBER = re.compile(r"[0-9]{1,6}")
 def _form_text(key: str, multiline: bool = False) -> str:
     """A text field of the posted form, as the API takes its string fields: a blank one is
     refused (never read as a default), and so is one with a control character
-    (bot.web.api.check_text). Spaces around it are dropped."""
+    (bot.services.patients.check_text). Spaces around it are dropped."""
     value = request.form.get(key, "")
     if not value.strip():
         raise InvalidField(key, "required")

@@ -14,13 +14,14 @@ from bot.services.inbound import InboundMessage
 from bot.services.patients import (
     Enrolment,
     InvalidField,
+    check_text,
     find_patient,
     list_patients,
     normalise_phone,
     onboard_patient,
 )
-from bot.store.models import Message
-from bot.web.api import MAX_ID, check_text, json_body, require_admin_token
+from bot.store.models import MAX_ID, Message
+from bot.web.api import json_body, require_admin_token
 from bot.web.common import receive_message, runtime
 from bot.web.serialize import message_json, patient_json
 

@@ -122,11 +122,17 @@ def status_callback():
         return Response("missing MessageSid or MessageStatus", status=400)
     code = form.get("ErrorCode")
     error_code = int(code) if code and code.isdigit() else None
-    # The outbox row and route our callback URL named (signed with the rest of the URL).
+    routes = ("sms", "whatsapp", "template")
+    return _record_status(rt, sid, status, error_code, _named_row(routes))
+
+
+def _named_row(routes: tuple[str, ...]) -> str | None:
+    """The outbox row and route our callback URL named (signed with the rest of the URL), if
+    they are well formed: a row id that fits the column and one of `routes`."""
     named, via = request.args.get("outbox", ""), request.args.get("via", "")
-    outbox_ref = (callback_ref(int(named), via) if named.isdigit() and len(named) <= 9
-                  and via in ("sms", "whatsapp", "template") else None)  # fits the column
-    return _record_status(rt, sid, status, error_code, outbox_ref)
+    if named.isdigit() and len(named) <= 9 and via in routes:
+        return callback_ref(int(named), via)
+    return None
 
 
 def _record_status(rt, sid: str, status: str, error_code: int | None,
@@ -191,7 +197,4 @@ def voice_status_callback():
     if not sid or not call_status:
         return Response("missing CallSid or CallStatus", status=400)
     status = voice.CALL_STATUSES.get(call_status, call_status[:24])
-    named = request.args.get("outbox", "")
-    outbox_ref = (callback_ref(int(named), "voice") if named.isdigit() and len(named) <= 9
-                  and request.args.get("via") == "voice" else None)
-    return _record_status(rt, sid, status, None, outbox_ref)
+    return _record_status(rt, sid, status, None, _named_row(("voice",)))
