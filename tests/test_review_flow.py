@@ -217,3 +217,22 @@ def test_six_slash_seven_pain_is_asked_again_not_taken_as_six():
     result = step(flow, state, Inbound("6/7"), NOW, CONTEXT)
     assert result.new_state["node"] == "pain"
     assert result.new_state["answers"] == {}
+
+
+# ---- yes/no: a yes with how much or how often -----------------------------------------------
+
+@pytest.mark.parametrize("text", ["yes a bit", "Yes a little", "yes slightly", "yeah sometimes",
+                                  "yes occasionally", "yes a lot", "yes very", "yes quite a bit",
+                                  "yes a little bit", "yes mild", "si un poco", "si a veces",
+                                  "yes, a bit", "Yes abit"])
+def test_a_yes_with_how_much_or_how_often_is_a_yes(text):
+    # "Is the pain worse at night?" "yes a bit": re-asking it was no help to the patient, and
+    # to "any new numbness?" the yes is the answer that matters.
+    assert parse_yesno(text) == ParseResult(ok=True, value="yes")
+
+
+@pytest.mark.parametrize("text", ["no a bit", "no sometimes", "a bit", "sometimes", "no, a little",
+                                  "yes a bit no", "a little yes no"])
+def test_a_degree_beside_a_no_or_alone_is_not_understood(text):
+    # "no, a little" may mean a little yes: asked again, as before.
+    assert not parse_yesno(text).ok

@@ -63,6 +63,14 @@ FILLER_WORDS = {
     "es": {"por", "favor", "gracias", "muchas", "yo", "lo", "es", "de", "verdad", "mucho",
            "vale", "he", "ha", "tengo", "tenido", "tuve"},
 }
+# How much or how often, beside a yes: "yes a bit", "yeah sometimes", "si un poco". A yes
+# still (to "any new numbness?", the answer that matters). Beside a no, or alone, they may take
+# it back ("no, a little"): not understood, asked again.
+DEGREE_WORDS = {
+    "en": {"bit", "abit", "little", "lil", "slight", "slightly", "sometimes", "occasionally",
+           "mild", "mildly", "some", "somewhat", "lot", "alot", "very", "quite", "much"},
+    "es": {"un", "poco", "algo", "veces", "bastante"},
+}
 # After a clear yes or no and a break ("Not really, the tablets help"), words that make the
 # rest more than a reason for it: "no, but...", "no, only when I cough", "no, just a little".
 QUALIFIERS = {
@@ -110,6 +118,7 @@ _YES = _union(YES_WORDS)
 _NO = _union(NO_WORDS)
 _FILLER = _union(FILLER_WORDS)
 _QUALIFIERS = _union(QUALIFIERS)
+_DEGREE = _union(DEGREE_WORDS)
 _NUMBERS = {word: value for words in NUMBER_WORDS.values() for value, word in enumerate(words)}
 _NUMBERS.update({word: 0 for word in ZERO_WORDS})
 _ZERO_BESIDE = _FILLER | _NO | frozenset(ZERO_WORDS) | frozenset(ZERO_COMPANIONS)
@@ -141,6 +150,7 @@ def _yesno_words(words: list[str], yes: Sequence[str], no: Sequence[str]) -> Par
         return ParseResult.not_understood(EMPTY)
     yes_at, no_at = _phrase_positions(words, yes), _phrase_positions(words, no)
     saw_yes, saw_no = bool(yes_at), bool(no_at)
+    saw_degree = False
     for position, word in enumerate(words):
         if position in yes_at or position in no_at:
             continue
@@ -148,10 +158,14 @@ def _yesno_words(words: list[str], yes: Sequence[str], no: Sequence[str]) -> Par
             saw_yes = True
         elif _in(word, _NO):
             saw_no = True
+        elif word in _DEGREE:
+            saw_degree = True
         elif not _in(word, _FILLER):
             return ParseResult.not_understood(NOT_YES_NO)
     if saw_yes and saw_no:
         return ParseResult.not_understood(AMBIGUOUS)
+    if saw_degree and not saw_yes:
+        return ParseResult.not_understood(NOT_YES_NO)  # "no a bit", "sometimes"
     if saw_yes:
         return ParseResult.understood("yes")
     if saw_no:
