@@ -164,3 +164,35 @@ def test_a_long_name_is_cut_between_words_in_the_alert_and_the_receipt(client, r
     texted(client, "ACK " + _only_escalation(rt).ref, sender=oncall)
     receipt = alerts(fake_http, oncall)[-1]
     assert f"(Maximilian-Alexander, {PHONE})" in receipt
+
+
+def test_before_consent_a_reply_after_an_emergency_gets_the_hotline_not_the_welcome(
+        client, rt, fake_http):
+    # A new patient, not yet agreed to check-ins, texts a red flag, then "what do I do": the
+    # three welcome texts and "do you agree?" were the wrong answer to someone in an emergency.
+    _enrol(rt, consented=False)
+    texted(client, "i cant move my legs since this morning")
+    assert _only_escalation(rt).level == "emergency"
+    after = _expected(rt, "after_emergency")
+    for text in ["what do i do", "yes", "ok"]:
+        told = len(_told(fake_http))
+        texted(client, text)
+        assert _told(fake_http)[told:] == [after], text
+    with rt.transaction() as s:
+        to_read = s.scalars(select(Message.body).where(Message.status == "to_read")).all()
+        assert s.scalars(select(Patient.consent_at)).one() is None
+    assert "what do i do" in to_read
+
+    # Asking for check-ins (the keyword) still starts the consent conversation, and once the
+    # red flag is resolved any text does, as before.
+    texted(client, "CHECKIN")
+    assert _told(fake_http)[-1].startswith("Do you agree")
+    texted(client, "STOP")
+    with rt.transaction() as s:
+        resolve(s, _only_escalation(rt).ref, "seen in A&E", rt.clock.now(), actor="test",
+                by="Nurse Jo")
+    texted(client, "START")
+    assert _told(fake_http)[-1].startswith("Do you agree")
+    texted(client, "yes")
+    with rt.transaction() as s:
+        assert s.scalars(select(Patient.consent_at)).one() is not None

@@ -371,10 +371,11 @@ def _after_red_flag(session: Session, ctx: ServiceContext, patient: Patient, tex
                     unresolved: str) -> str | None:
     """The reply to a patient's text while a red flag of theirs is unresolved (`unresolved`:
     its level), when it would otherwise get the routine "saved for your care team, reply
-    CHECKIN..." ("ok I've called them"): `after_emergency` (the hotline again) or
-    `after_urgent` (the team will call). None when the text goes to a conversation or starts
-    a flow, or before consent (the consent conversation answers)."""
-    if patient.consent_at is None or ctx.flows.by_keyword(text) is not None:
+    CHECKIN..." ("ok I've called them") or, before consent, the welcome all over again ("what
+    do I do?"): `after_emergency` (the hotline again) or `after_urgent` (the team will call).
+    None when the text goes to a conversation (the consent question still waiting, too) or
+    starts a flow (CHECKIN starts the consent conversation before consent)."""
+    if ctx.flows.by_keyword(text) is not None:
         return None
     if conversations.active_conversation(session, patient.id) is not None:
         return None
