@@ -55,6 +55,18 @@ def _runtime(dispatch_mode: str = "inline"):
         _fail(str(exc))
 
 
+def _number(phone: str) -> str:
+    """A number as the operator typed it, in E.164: one without its country code is read in
+    the clinic's country (see patients.phone_region). Raises InvalidField."""
+    from bot.services.patients import normalise_phone, phone_region
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        _fail(str(exc))
+    return normalise_phone(phone, phone_region(settings))
+
+
 def _actor() -> str:
     return "cli:" + (os.environ.get("USER") or "operator")
 
@@ -244,7 +256,6 @@ def patients_update(phone, new_phone, name, zone, channel, language, pause, read
         InvalidField,
         PatientChanges,
         StatusRefused,
-        normalise_phone,
         refuse_resume,
         update_patient,
     )
@@ -259,7 +270,7 @@ def patients_update(phone, new_phone, name, zone, channel, language, pause, read
         _fail("nothing to change: give --new-phone, --name, --timezone, --channel, --language, "
               "--pause, --resume or --readmit")
     try:
-        number = normalise_phone(phone)
+        number = _number(phone)
     except InvalidField as exc:
         _fail(str(exc))
     rt = _runtime()
@@ -309,11 +320,10 @@ def patients_discharge(phone: str, reason: str) -> None:
         InvalidField,
         check_reason,
         discharge_patient,
-        normalise_phone,
     )
 
     try:
-        number = normalise_phone(phone)
+        number = _number(phone)
         check_reason(reason)
     except InvalidField as exc:
         _fail(str(exc))
@@ -558,12 +568,12 @@ def transcript(phone: str, as_json: bool) -> None:
     """Every message to and from a number, oldest first."""
     from sqlalchemy import select
 
-    from bot.services.patients import InvalidField, find_patient, normalise_phone
+    from bot.services.patients import InvalidField, find_patient
     from bot.store.models import Message
     from bot.web.serialize import message_json
 
     try:
-        number = normalise_phone(phone)
+        number = _number(phone)
     except InvalidField as exc:
         _fail(str(exc))
     rt = _runtime()
@@ -684,13 +694,13 @@ def schedules() -> None:
 def schedules_add(phone, flow_id, local_time, every_days, reminder_text) -> None:
     """Set a recurring flow. A check-in schedule replaces the patient's current one; a
     reminder replaces one only with the same text and time."""
-    from bot.services.patients import InvalidField, normalise_phone
+    from bot.services.patients import InvalidField
     from bot.services.schedules import save_schedule
     from bot.web.api import check_flow
 
     rt = _runtime()
     try:
-        number = normalise_phone(phone)
+        number = _number(phone)
         with rt.transaction() as s:
             patient = _patient(s, number)
             check_flow(rt.ctx, flow_id)
@@ -718,7 +728,7 @@ def schedules_add(phone, flow_id, local_time, every_days, reminder_text) -> None
 @click.option("--json", "as_json", is_flag=True)
 def schedules_list(phone, include_inactive, as_json) -> None:
     """One line per schedule: id, patient, flow, rhythm, next time."""
-    from bot.services.patients import InvalidField, normalise_phone
+    from bot.services.patients import InvalidField
     from bot.services.schedules import list_schedules
     from bot.store.models import Patient
     from bot.web.serialize import iso
@@ -728,7 +738,7 @@ def schedules_list(phone, include_inactive, as_json) -> None:
         with rt.transaction() as s:
             patient_id = None
             if phone is not None:
-                number = normalise_phone(phone)
+                number = _number(phone)
                 patient = _patient(s, number)
                 patient_id = patient.id
             rows = []

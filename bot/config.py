@@ -135,10 +135,22 @@ class QuietHours(_Strict):
 class Defaults(_Strict):
     timezone: str
     language: str
+    # The country a number typed without its country code is read in ("07700 900123"), as
+    # coordinators type them: ISO 3166 alpha-2 (GB). Unset: the country of clinic.phone.
+    country: str | None = None
     checkin_every_days: int = Field(default=7, ge=0, le=366)
     checkin_at: str = "10:00"
 
     _zone = field_validator("timezone")(_check_zone)
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        if v.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"expected a two-letter country code such as GB, got {v!r}")
+        return v.upper()
 
     @field_validator("checkin_at")
     @classmethod

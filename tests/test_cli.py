@@ -24,7 +24,8 @@ def test_patients_add_normalises_to_e164_and_list_shows_it(cli):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--phone", "12345"], "phone: '12345' is not a phone number in international form"),
+        (["--phone", "12345"], "phone: '12345' has the wrong number of digits"),
+        (["--phone", "hello"], "phone: 'hello' is not a phone number (e.g. 07400 123456, or +44"),
         (["--phone", "+44 7700"], "phone: '+44 7700' has the wrong number of digits"),
         (["--phone", "+447700900123", "--timezone", "Mars/Olympus"],
          "timezone: unknown timezone 'Mars/Olympus'"),

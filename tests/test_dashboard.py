@@ -652,7 +652,8 @@ def section_of_transcript(text: str) -> str:
 
 
 @pytest.mark.parametrize(("changes", "field", "says"), [
-    ({"phone": "12345"}, "phone", "Phone: '12345' is not a phone number"),
+    ({"phone": "12345"}, "phone", "Phone: '12345' has the wrong number of digits"),
+    ({"phone": "seven"}, "phone", "Phone: 'seven' is not a phone number (e.g. 07400 123456"),
     ({"phone": "+44 20 7946 0958 ext. 12"}, "phone", "has an extension"),
     ({"phone": "   "}, "phone", "Phone: required"),
     ({"timezone": "Mars/Olympus"}, "timezone", "Timezone: unknown timezone 'Mars/Olympus'"),

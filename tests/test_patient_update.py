@@ -80,7 +80,7 @@ def test_patch_with_the_same_values_changes_nothing_and_audits_nothing(client, r
     ({"phone": "+44 20 7946 0123"}, "phone", "is a landline"),
     ({"phone": "+33 1 23 45 67 89"}, "phone", "is a landline"),
     ({"phone": "+44 7700 900002"}, "phone", "care-team contact's number"),
-    ({"phone": "07700 900456"}, "phone", "international form"),
+    ({"phone": "0770 HELLO"}, "phone", "is not a phone number (e.g. 07400 123456, or +44"),
     ({"phone": "+44 7700 9001"}, "phone", "wrong number of digits"),
     ({"phone": "+44 7700 900456 ext. 12"}, "phone", "extension"),
     ({"phone": "+447700900456", "name": " "}, "name", "non-empty"),

@@ -51,14 +51,15 @@ class InvalidField(ValueError):
 
 
 def normalise_phone(raw: str, default_region: str | None = None) -> str:
-    """Return the E.164 form of `raw`, or raise InvalidField("phone", ...)."""
+    """Return the E.164 form of `raw`, or raise InvalidField("phone", ...). With
+    `default_region` (see phone_region), a number without its country code is read as dialled
+    in that country: "07700 900123" in GB."""
     text = (raw or "").strip().removeprefix("whatsapp:")
     try:
         parsed = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException:
-        raise InvalidField(
-            "phone", f"{raw!r} is not a phone number in international form (e.g. +44 7700 900123)"
-        ) from None
+        raise InvalidField("phone", f"{raw!r} is not a phone number "
+                                    f"{phone_examples(default_region)}") from None
     # "Possible" (right length for the country) rather than "valid": Ofcom's reserved drama
     # range (07700 900xxx), used in tests and demos, is not allocated and so never "valid".
     reason = phonenumbers.is_possible_number_with_reason(parsed)
@@ -67,7 +68,34 @@ def normalise_phone(raw: str, default_region: str | None = None) -> str:
     if parsed.extension:  # E.164 has no room for it: texts would go to the switchboard
         raise InvalidField("phone", f"{raw!r} has an extension; a text can only go to a "
                                     "number without one")
+    if any(ch.isalpha() for ch in text):
+        # phonenumbers reads letters as a keypad's digits (1-800-FLOWERS): for a patient's
+        # mobile they are a typo, and "0770 HELLO" would become a number nobody has.
+        raise InvalidField("phone", f"{raw!r} is not a phone number "
+                                    f"{phone_examples(default_region)}")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def phone_examples(region: str | None) -> str:
+    """How to write a number: "in international form (e.g. +44 7700 900123)", and with a
+    region, as dialled there too: "(e.g. 07400 123456, or +44 7400 123456)"."""
+    example = region and phonenumbers.example_number_for_type(
+        region, phonenumbers.PhoneNumberType.MOBILE)
+    if not example:
+        return "in international form (e.g. +44 7700 900123)"
+    national = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.NATIONAL)
+    international = phonenumbers.format_number(
+        example, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    return f"(e.g. {national}, or {international})"
+
+
+def phone_region(settings) -> str | None:
+    """The country in which coordinators' numbers without a country code are read:
+    defaults.country, else the country of clinic.phone (None if that is no one country's)."""
+    if settings.defaults.country:
+        return settings.defaults.country
+    region = phonenumbers.region_code_for_number(phonenumbers.parse(settings.clinic.phone))
+    return region if region in phonenumbers.SUPPORTED_REGIONS else None
 
 
 # Files in the zone database that are not zones a person lives in: the host's own zone
@@ -215,9 +243,11 @@ class Enrolment:
 
 
 def validate_enrolment(e: Enrolment, languages: list[str], *, default_zone: str | None = None,
-                       care_team_phones: Collection[str] = ()) -> Enrolment:
-    """Normalise and check every field; raise InvalidField naming the first bad one."""
-    phone = check_patient_number(normalise_phone(e.phone), care_team_phones)
+                       care_team_phones: Collection[str] = (),
+                       region: str | None = None) -> Enrolment:
+    """Normalise and check every field; raise InvalidField naming the first bad one. `region`:
+    where a number without its country code is read (see phone_region)."""
+    phone = check_patient_number(normalise_phone(e.phone, region), care_team_phones)
     name = check_name(e.name)
     channel = check_channel(e.channel)
     language = check_language(e.language, languages)
@@ -231,10 +261,11 @@ def find_patient(session: Session, phone: str) -> Patient | None:
 def enrol_patient(
     session: Session, e: Enrolment, *, languages: list[str], now: datetime, actor: str,
     default_zone: str | None = None, care_team_phones: Collection[str] = (),
+    region: str | None = None,
 ) -> Patient:
     """Create a patient (status active, not yet consented). Raises InvalidField."""
     e = validate_enrolment(e, languages, default_zone=default_zone,
-                           care_team_phones=care_team_phones)
+                           care_team_phones=care_team_phones, region=region)
     if find_patient(session, e.phone) is not None:
         raise InvalidField("phone", "a patient with this number is already enrolled")
     from bot.services.inbound import number_opted_out
@@ -277,7 +308,8 @@ def onboard_patient(session: Session, ctx, e: Enrolment, now: datetime, actor: s
     settings = ctx.settings
     patient = enrol_patient(session, e, languages=settings.languages, now=now, actor=actor,
                             default_zone=settings.defaults.timezone,
-                            care_team_phones=care_team_phones(settings))
+                            care_team_phones=care_team_phones(settings),
+                            region=phone_region(settings))
     if patient.status == "opted_out":  # the number said STOP: no welcome until START
         return patient, []
     ids = conversations.start_flow(session, ctx, patient, "welcome", now,
@@ -353,8 +385,8 @@ def update_patient(session: Session, patient: Patient, changes: PatientChanges, 
     patient = session.get(Patient, patient.id, with_for_update=True, populate_existing=True)
     wanted: dict[str, str] = {}
     if changes.phone is not None:
-        wanted["phone"] = check_patient_number(normalise_phone(changes.phone),
-                                               care_team_phones(settings))
+        wanted["phone"] = check_patient_number(
+            normalise_phone(changes.phone, phone_region(settings)), care_team_phones(settings))
         if wanted["phone"] != patient.phone and find_patient(session, wanted["phone"]):
             raise InvalidField("phone", "a patient with this number is already enrolled")
     if changes.name is not None:

@@ -71,6 +71,8 @@ from bot.services.patients import (
     discharge_patient,
     is_discharged,
     onboard_patient,
+    phone_examples,
+    phone_region,
     refuse_resume,
     update_patient,
 )
@@ -415,7 +417,8 @@ def _render(template: str, status: int = 200, **context: Any):
     body = render_template(
         template, when=_when, ago=ago, said=esc_service.words_to_read, csrf=_csrf_token(),
         flash=_take_flash(), signed_in=signed_in, me=_name() if signed_in else None, now=now,
-        clinic=rt.settings.clinic.name, zone=rt.settings.defaults.timezone, **context)
+        clinic=rt.settings.clinic.name, zone=rt.settings.defaults.timezone,
+        phone_examples=phone_examples(phone_region(rt.settings)), **context)
     return body, status
 
 

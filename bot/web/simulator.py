@@ -19,6 +19,7 @@ from bot.services.patients import (
     list_patients,
     normalise_phone,
     onboard_patient,
+    phone_region,
 )
 from bot.store.models import MAX_ID, Message
 from bot.web.api import json_body, require_admin_token
@@ -76,7 +77,7 @@ def pick_patient():
     rt = runtime()
     try:
         data = json_body()
-        phone = normalise_phone(_text(data, "phone", ""))
+        phone = normalise_phone(_text(data, "phone", ""), phone_region(runtime().settings))
         with rt.transaction() as s:
             patient = find_patient(s, phone)
             ids: list[int] = []
@@ -107,7 +108,7 @@ def send():
         if not isinstance(body, str) or not body.strip():
             raise InvalidField("body", "empty message")
         check_text("body", body, multiline=True)
-        phone = normalise_phone(_text(data, "phone", ""))
+        phone = normalise_phone(_text(data, "phone", ""), phone_region(runtime().settings))
     except InvalidField as exc:
         return _bad(exc)
     with rt.transaction() as s:
@@ -122,7 +123,7 @@ def messages():
     """Messages to and from a number, oldest first, after an id (for polling)."""
     rt = runtime()
     try:
-        phone = normalise_phone(request.args.get("phone", ""))
+        phone = normalise_phone(request.args.get("phone", ""), phone_region(runtime().settings))
     except InvalidField as exc:
         return _bad(exc)
     after = request.args.get("after", "0").strip() or "0"
