@@ -236,3 +236,23 @@ def test_a_yes_with_how_much_or_how_often_is_a_yes(text):
 def test_a_degree_beside_a_no_or_alone_is_not_understood(text):
     # "no, a little" may mean a little yes: asked again, as before.
     assert not parse_yesno(text).ok
+
+
+# ---- yes/no: an answer and its reason with no comma between -----------------------------------
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("yes its new", "yes"), ("yes it is new", "yes"), ("Yeah worse at night", "yes"),
+    ("yes started last week", "yes"), ("yes but only when I lie down", "yes"),
+    ("no its the same as always", "no"), ("no its fine", "no"), ("nope same as usual", "no"),
+    ("Si es nuevo", "yes"),
+])
+def test_an_answer_then_its_reason_without_a_comma_is_understood(text, value):
+    # "Is this pain new?" "yes its new": as "yes, it's new" was.
+    assert parse_yesno(text) == ParseResult(ok=True, value=value)
+
+
+@pytest.mark.parametrize("text", ["no only when I cough", "no my feet are numb",
+                                  "no its getting worse", "yes I dont think so", "yes no",
+                                  "no but sometimes", "yes not really"])
+def test_a_reason_that_may_take_the_answer_back_is_still_asked_again(text):
+    assert not parse_yesno(text).ok

@@ -176,16 +176,26 @@ def _yesno_words(words: list[str], yes: Sequence[str], no: Sequence[str]) -> Par
 _CLAUSE_BREAK = re.compile(r"[,.;:!?()\n]|\s-+\s")
 
 
-def _answer_then_reason(text: str, yes: Sequence[str], no: Sequence[str]) -> ParseResult | None:
-    """ "Not really, the tablets help": a clear yes or no, a break, then a reason that does not
-    take it back. None when the reply is not of that shape or the reason may take it back."""
+def _split_answer(text: str, yes: Sequence[str], no: Sequence[str]) -> tuple[ParseResult, str]:
+    """(what the reply opens with, the rest): split at the first break ("no, the tablets
+    help") or, with none, after its opening yes or no and filler ("yes its new")."""
     match = _CLAUSE_BREAK.search(text)
     while match is not None and not tokens(text[: match.start()]):
         match = _CLAUSE_BREAK.search(text, match.end())  # "...no, thanks": skip leading marks
-    if match is None:
-        return None
-    lead = _yesno_words(tokens(text[: match.start()]), yes, no)
-    reason_text = text[match.end():]
+    if match is not None:
+        return _yesno_words(tokens(text[: match.start()]), yes, no), text[match.end():]
+    words = tokens(text)
+    opening = 0
+    while opening < len(words) and _in(words[opening], _YES | _NO | _FILLER):
+        opening += 1
+    return _yesno_words(words[:opening], yes, no), " ".join(words[opening:])
+
+
+def _answer_then_reason(text: str, yes: Sequence[str], no: Sequence[str]) -> ParseResult | None:
+    """ "Not really, the tablets help", "yes its new": a clear yes or no, then a reason that
+    does not take it back. None when the reply is not of that shape or the reason may take
+    it back."""
+    lead, reason_text = _split_answer(text, yes, no)
     reason = tokens(reason_text)
     if not lead.ok or not reason:
         return None
