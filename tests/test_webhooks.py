@@ -379,6 +379,70 @@ def test_undelivered_is_recorded_with_its_error_code(client, rt, fake_http):
         assert (m.status, m.error_code) == ("undelivered", 30003)
 
 
+@pytest.mark.parametrize("reached", [("delivered",), ("delivered", "read")])
+@pytest.mark.parametrize("late", [("failed", "63003"), ("undelivered", "30008"),
+                                  ("undelivered", "30003")])
+def test_a_failure_reported_after_delivery_is_recorded_not_acted_on(client, rt, fake_http,
+                                                                     reached, late):
+    """Twilio's callbacks are not sent in order: a "failed" or "undelivered" that comes after
+    "delivered" (or WhatsApp's "read") is about a message the phone already has. No SMS copy,
+    no retry, not listed as failed: the event is kept, and the message stays delivered."""
+    from bot.store.models import AuditLog
+
+    provider_id = _whatsapp_sent(client, rt, fake_http)
+    for status in reached:
+        post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": status})
+    before = len(fake_http.requests)
+    status, code = late
+    res = post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": status,
+                                "ErrorCode": code})
+    assert res.status_code == 204
+    rt.dispatcher.dispatch_due()
+    assert fake_http.requests[before:] == []
+    with rt.transaction() as s:
+        m = s.scalars(select(Message).where(Message.provider_id == provider_id)).one()
+        assert (m.status, m.error_code) == (reached[-1], None)
+        assert s.scalars(select(OutboxItem.status).where(
+            OutboxItem.message_id == m.id)).all() == ["sent"]
+        event = s.scalars(select(StatusEvent).where(
+            StatusEvent.provider_id == provider_id, StatusEvent.status == status)).one()
+        assert (event.error_code, event.applied) == (int(code), True)
+        [record] = s.scalars(select(AuditLog).where(
+            AuditLog.action == "message.failure_after_delivery")).all()
+        assert record.details == {"status": status, "code": int(code),
+                                  "was": reached[-1]}
+    assert count(rt, OutboxItem) == 2  # the welcome reply and this one: nothing queued
+    assert count(rt, AuditLog, AuditLog.action == "message.undelivered") == 0
+
+
+def test_a_failure_after_delivery_that_waited_for_its_sid_is_not_acted_on(client, rt,
+                                                                          fake_http,
+                                                                          monkeypatch):
+    """Both callbacks beat the SID's record: the tick applies them in the order they came."""
+    from bot.scheduler import tick
+
+    enrol(rt, channel="whatsapp")
+    real_send = rt.messenger.send
+
+    def send_then_callbacks(outgoing):
+        result = real_send(outgoing)
+        for status, code in (("delivered", None), ("failed", "63003")):
+            params = {"MessageSid": result.provider_id, "MessageStatus": status}
+            if code:
+                params["ErrorCode"] = code
+            assert post(client, STATUS, params).status_code == 204
+        return result
+
+    monkeypatch.setattr(rt.messenger, "send", send_then_callbacks)
+    texted(client, "hello", channel="whatsapp")
+    monkeypatch.undo()
+    tick(rt)
+    assert [r.data["To"] for r in fake_http.requests] == [f"whatsapp:{PHONE}"]
+    with rt.transaction() as s:
+        assert s.scalars(select(Message.status).where(
+            Message.direction == "out")).one() == "delivered"
+
+
 def test_a_failed_whatsapp_message_falls_back_to_sms(client, rt, fake_http, clock):
     enrol(rt, channel="whatsapp")
     texted(client, "hello", channel="whatsapp")
@@ -517,6 +581,24 @@ class TestAWhatsAppOnCall:
             ref = s.scalars(select(Escalation.ref)).one()
         assert ref in sms["Body"]
 
+
+    def test_a_failure_reported_after_the_alert_was_delivered_leaves_the_chain_alone(
+            self, client, rt, fake_http):
+        nurse = self.NURSE
+        enrol(rt)
+        texted(client, "hello", sender=nurse, channel="whatsapp")
+        texted(client, "my legs gave way and I wet myself")
+        with rt.transaction() as s:
+            alert_sid = s.scalars(select(Message.provider_id).where(
+                Message.kind == "alert", Message.address == nurse)).one()
+            due = s.scalars(select(Escalation.next_alert_at)).one()
+        post(client, STATUS, {"MessageSid": alert_sid, "MessageStatus": "delivered"})
+        before = len(fake_http.requests)
+        post(client, STATUS, {"MessageSid": alert_sid, "MessageStatus": "undelivered",
+                              "ErrorCode": "30008"})
+        assert fake_http.requests[before:] == []  # no copy to the nurse, no next contact
+        with rt.transaction() as s:
+            assert s.scalars(select(Escalation.next_alert_at)).one() == due
 
     def test_a_late_failure_of_an_alert_the_chain_moved_past_makes_no_copies(
             self, client, rt, fake_http, clock):

@@ -24,6 +24,8 @@ from bot.store.models import Message, OutboxItem, Patient, StatusEvent
 from bot.store.statuses import advance_status
 
 FAILED = ("failed", "undelivered")
+# Reached the phone: delivered is final for SMS; WhatsApp's "read" follows it.
+DELIVERED = ("delivered", "read")
 OUTSIDE_WINDOW = 63016  # WhatsApp free text outside the 24 h window: an approved template can go
 UNREACHABLE = 30003  # the phone is off or out of coverage: worth trying again later
 # A message that came back unreachable is sent again after 15, then 30, then 45 minutes; past
@@ -79,6 +81,14 @@ def record_status(session: Session, ctx: ServiceContext, sid: str, status: str,
 def _apply(session: Session, settings: Settings, message: Message, status: str,
            code: int | None, now: datetime) -> list[int]:
     before = message.status
+    if status in FAILED and before in DELIVERED:
+        # Callbacks are not sent in order (and a WhatsApp message read on one device may be
+        # reported failed on another): the phone has this message. A failure reported after
+        # that is kept (its status event) and audited, but changes nothing: no SMS copy, no
+        # retry, no opt-out or "number invalid", not listed as failed, the chain not moved.
+        audit(session, now, "system", "message.failure_after_delivery", "message", message.id,
+              status=status, code=code, was=before)
+        return []
     message.status = advance_status(message.status, status)
     message.updated_at = now
     if code:
