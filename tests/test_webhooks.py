@@ -443,6 +443,69 @@ def test_a_failure_after_delivery_that_waited_for_its_sid_is_not_acted_on(client
             Message.direction == "out")).one() == "delivered"
 
 
+def _reported_failed(client, rt, fake_http, channel, code):
+    """A message to the patient on `channel`, then Twilio's callback: undelivered with `code`.
+    Returns the patient's id."""
+    pid = enrol(rt, channel=channel)
+    texted(client, "hello", channel=channel)
+    with rt.transaction() as s:
+        provider_id = s.scalars(select(Message.provider_id).where(
+            Message.direction == "out")).one()
+    res = post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "undelivered",
+                                "ErrorCode": str(code)})
+    assert res.status_code == 204
+    return pid
+
+
+@pytest.mark.parametrize(("channel", "code"), [
+    ("sms", 21211), ("sms", 21614), ("sms", 30005), ("sms", 30006), ("whatsapp", 21211)])
+def test_a_callback_saying_the_number_cannot_receive_marks_it_invalid(client, rt, fake_http,
+                                                                      channel, code):
+    """As when Twilio refuses the send itself (21211, 21614): the number on file can never
+    receive our texts (invalid, not a mobile, unknown or no longer in service, a landline), so
+    the team is shown it to fix, and routine messages wait for a number that works."""
+    from bot.store.models import AuditLog
+
+    pid = _reported_failed(client, rt, fake_http, channel, code)
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).number_invalid_at == rt.clock.now()
+        [record] = s.scalars(select(AuditLog).where(
+            AuditLog.action == "patient.number_invalid")).all()
+        assert (record.subject_id, record.details) == (
+            str(pid), {"code": code, "source": "status callback"})
+        assert s.scalars(select(OutboxItem.status)).all() == ["failed"]
+    # an invalid number is not sent an SMS copy of a WhatsApp text either
+    assert [r.data["To"] for r in fake_http.requests] == [
+        f"whatsapp:{PHONE}" if channel == "whatsapp" else PHONE]
+
+
+@pytest.mark.parametrize(("channel", "code"), [
+    ("sms", 30003), ("sms", 30008), ("sms", 30007), ("sms", 30004), ("whatsapp", 63003),
+    ("whatsapp", 30005), ("whatsapp", 63024)])
+def test_a_callback_with_a_passing_or_channel_error_leaves_the_number_valid(
+        client, rt, fake_http, channel, code):
+    """Unreachable for now (30003), an unknown carrier error (30008), filtered (30007),
+    blocked (30004), or not on WhatsApp (63003, 63024: SMS still works) say nothing final
+    about the number."""
+    pid = _reported_failed(client, rt, fake_http, channel, code)
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).number_invalid_at is None
+
+
+def test_a_callback_saying_an_old_number_is_invalid_leaves_the_new_one_alone(client, rt,
+                                                                             fake_http):
+    pid = enrol(rt)
+    texted(client, "hello")
+    with rt.transaction() as s:
+        provider_id = s.scalars(select(Message.provider_id).where(
+            Message.direction == "out")).one()
+        s.get(Patient, pid).phone = "+447700900456"  # a coordinator corrected it since
+    post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "undelivered",
+                          "ErrorCode": "21211"})
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).number_invalid_at is None
+
+
 def test_a_failed_whatsapp_message_falls_back_to_sms(client, rt, fake_http, clock):
     enrol(rt, channel="whatsapp")
     texted(client, "hello", channel="whatsapp")

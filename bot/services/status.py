@@ -28,6 +28,15 @@ FAILED = ("failed", "undelivered")
 DELIVERED = ("delivered", "read")
 OUTSIDE_WINDOW = 63016  # WhatsApp free text outside the 24 h window: an approved template can go
 UNREACHABLE = 30003  # the phone is off or out of coverage: worth trying again later
+# The number itself can never receive our texts, whatever the channel: 21211 invalid 'To',
+# 21614 not a mobile (as when Twilio refuses the send with them, see TwilioMessenger).
+NUMBER_INVALID = frozenset({21211, 21614})
+# Reported for an SMS: 30005 unknown destination (no such number, or no longer in service),
+# 30006 a landline (or a carrier our sender cannot reach). Not for a WhatsApp message: not
+# being on WhatsApp (63003, 63024) says nothing of SMS, which the fallback tries. Codes that
+# pass (30003 unreachable, 30008 unknown error) or are about the text (30007 filtered) or the
+# person's choice (30004 blocked, 21610 opted out) never mark a number invalid.
+SMS_NUMBER_INVALID = frozenset({30005, 30006})
 # A message that came back unreachable is sent again after 15, then 30, then 45 minutes; past
 # that many in a day to the same number, it stays undelivered (and shows in failed-messages).
 UNREACHABLE_RETRY = timedelta(minutes=15)
@@ -182,8 +191,8 @@ def apply_waiting_statuses(session: Session, ctx: ServiceContext, now: datetime,
 
 def after_failure(session: Session, settings: Settings, message: Message, status: str,
                   code: int | None, now: datetime) -> list[int]:
-    """What a failed delivery sets off: opt-out on 21610, an audit record, the SMS fallback
-    for WhatsApp. Runs once per message, whether the callback came before or after the
+    """What a failed delivery sets off: opt-out on 21610, "number invalid" on a code that
+    says the number can never receive, an audit record, the SMS fallback for WhatsApp. Runs once per message, whether the callback came before or after the
     dispatcher recorded the SID. Returns outbox ids of any SMS fallback it queued."""
     patient = session.get(Patient, message.patient_id) if message.patient_id else None
     # Sent to a number the patient has since given up (a coordinator changed it): what its
@@ -193,6 +202,13 @@ def after_failure(session: Session, settings: Settings, message: Message, status
         patient.status = "opted_out"
         audit(session, now, "system", "patient.opted_out", "patient", patient.id,
               source="carrier", code=code)
+    invalid = code in NUMBER_INVALID or (message.channel == "sms" and code in SMS_NUMBER_INVALID)
+    if invalid and to_their_number and patient.number_invalid_at is None:
+        # For the team to fix (the dashboard lists it); routine messages wait for a number
+        # that works, replies and the red-flag path still try it.
+        patient.number_invalid_at = now
+        audit(session, now, "system", "patient.number_invalid", "patient", patient.id,
+              code=code, source="status callback")
     audit(session, now, "system", "message.undelivered", "message", message.id,
           status=status, code=code)
     # An opted-out patient still gets what STOP, HELP and a red flag call for.
@@ -206,7 +222,7 @@ def after_failure(session: Session, settings: Settings, message: Message, status
     # To a patient, or a care-team alert (no patient on the row) to its contact.
     addressee = patient is not None or message.escalation_id is not None
     by_sms = (message.channel == "whatsapp" and settings.twilio.sms_fallback_for_whatsapp
-              and addressee and reachable and bool(message.body)
+              and addressee and reachable and not invalid and bool(message.body)
               and not sms_copy_since(session, message))
     if message.escalation_id is not None:
         current = alert_not_delivered(
