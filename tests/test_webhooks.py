@@ -197,6 +197,35 @@ def test_a_sender_who_is_not_enrolled_gets_a_polite_reply_and_no_conversation(
     assert count(rt, Patient) == 0
 
 
+MEXICO = "+525512345678"  # E.164 since 2019: no "1" after +52
+
+
+@pytest.mark.parametrize("enrolled_as", [MEXICO, "+52 1 55 1234 5678"])
+def test_a_mexican_patient_on_whatsapp_is_recognised_by_the_number_whatsapp_gives(
+        client, rt, fake_http, enrolled_as):
+    """WhatsApp (and Twilio's From) still puts the old mobile "1" after +52. The patient is
+    found, the red flag is theirs, and replies go to their E.164 number."""
+    pid = enrol(rt, channel="whatsapp", phone=enrolled_as)
+    res = texted(client, "my legs gave way", sender="+5215512345678", channel="whatsapp")
+    assert res.status_code == 200
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).phone == MEXICO
+        [inbound] = s.scalars(select(Message).where(Message.direction == "in")).all()
+        assert (inbound.patient_id, inbound.address) == (pid, MEXICO)
+        assert s.scalars(select(Escalation.patient_id)).one() == pid
+    sent = sent_to(fake_http, "+5215512345678") + sent_to(fake_http, MEXICO)
+    assert sent and {d["To"] for d in sent} == {f"whatsapp:{MEXICO}"}
+    assert count(rt, Message, Message.kind == "not_enrolled") == 0
+
+
+def test_an_argentine_mobile_is_the_same_number_on_whatsapp_and_in_e164(client, rt, fake_http):
+    pid = enrol(rt, channel="whatsapp", phone="+54 9 11 5874 9895")
+    texted(client, "hello", sender="+5491158749895", channel="whatsapp")
+    with rt.transaction() as s:
+        assert s.scalars(select(Message.patient_id).where(
+            Message.direction == "in")).one() == pid
+
+
 # -- STOP / START / HELP ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("channel", ["sms", "whatsapp"])

@@ -53,13 +53,24 @@ class InvalidField(ValueError):
 def normalise_phone(raw: str, default_region: str | None = None) -> str:
     """Return the E.164 form of `raw`, or raise InvalidField("phone", ...). With
     `default_region` (see phone_region), a number without its country code is read as dialled
-    in that country: "07700 900123" in GB."""
+    in that country: "07700 900123" in GB.
+
+    Every number the bot takes in comes through here: enrolment and corrections, and the
+    sender of each inbound SMS or WhatsApp message. So a Mexican mobile is one number
+    whichever way it is written: since 2019 its E.164 form is +52 and 10 digits, but WhatsApp
+    IDs (and so Twilio's "whatsapp:" From) keep the "1" that once followed +52 for mobiles,
+    +521 and 10 digits. Without dropping it, a patient's WhatsApp messages would come from
+    a number that is not enrolled. (Argentina needs nothing: a mobile's E.164 form, +54 9...,
+    is also its WhatsApp ID.)"""
     text = (raw or "").strip().removeprefix("whatsapp:")
     try:
         parsed = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException:
         raise InvalidField("phone", f"{raw!r} is not a phone number "
                                     f"{phone_examples(default_region)}") from None
+    national = str(parsed.national_number)
+    if parsed.country_code == 52 and len(national) == 11 and national.startswith("1"):
+        parsed.national_number = int(national[1:])  # +52 1 XX XXXX XXXX: the old mobile "1"
     # "Possible" (right length for the country) rather than "valid": Ofcom's reserved drama
     # range (07700 900xxx), used in tests and demos, is not allocated and so never "valid".
     reason = phonenumbers.is_possible_number_with_reason(parsed)
