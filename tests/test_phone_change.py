@@ -259,3 +259,30 @@ def test_only_routine_messages_held_for_quiet_hours_are_re_timed(client, rt, clo
     assert _row(rt, held)["next"] == datetime(2026, 3, 3, 7, 0, tzinfo=UTC)
     assert _row(rt, reply)["next"] == MORNING
     assert _row(rt, retry)["next"] == MORNING + timedelta(minutes=7, seconds=13)
+
+
+@pytest.mark.parametrize(("channel", "cleared"), [("sms", True), ("whatsapp", False)])
+def test_a_patient_texting_from_a_number_marked_invalid_clears_the_mark(client, rt, fake_http,
+                                                                        channel, cleared):
+    # A mark from a carrier's error (a callback's 30005, say) stopped every check-in until a
+    # coordinator changed the number. A text from that number on the patient's own channel
+    # shows it works: the mark goes, audited. A WhatsApp message says nothing about SMS.
+    pid = enrol(rt, phone=OLD)
+    _queue(rt, pid, OLD, routine=False, kind="reply")
+    fake_http.queue_error(400, 21211, "The 'To' number is not a valid phone number.")
+    rt.dispatcher.dispatch_due()
+    with rt.transaction() as s:
+        marked = s.get(Patient, pid).number_invalid_at
+    assert marked is not None
+    texted(client, "hello, my phone is working again", sender=OLD, channel=channel)
+    with rt.transaction() as s:
+        now_marked = s.get(Patient, pid).number_invalid_at
+        audits = s.scalars(select(AuditLog).where(
+            AuditLog.action == "patient.number_works")).all()
+    assert (now_marked is None) is cleared
+    assert [(a.actor, a.subject_id, a.details) for a in audits] == (
+        [(f"patient:{pid}", str(pid), {"number_invalid_cleared": marked.isoformat(),
+                                        "channel": "sms"})] if cleared else [])
+    if cleared:
+        item_id = _queue(rt, pid, OLD)  # routine messages go again
+        assert rt.dispatcher.dispatch_due() == 1 and _row(rt, item_id)["status"] == "sent"

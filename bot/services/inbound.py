@@ -271,6 +271,14 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
     sent_at = msg.received_at or now
     if patient.last_inbound_at is None or patient.last_inbound_at < sent_at:
         patient.last_inbound_at = sent_at
+    if patient.number_invalid_at is not None and msg.channel == patient.channel:
+        # The carrier said this number could not take messages (and routine ones stopped),
+        # yet the patient texts from it on their own channel: it works. (A WhatsApp message
+        # says nothing about SMS.)
+        audit(session, now, f"patient:{patient.id}", "patient.number_works", "patient",
+              patient.id, number_invalid_cleared=patient.number_invalid_at.isoformat(),
+              channel=msg.channel)
+        patient.number_invalid_at = None
     reply = lambda key, **kw: _reply(session, ctx, patient, msg, key, now, **kw)  # noqa: E731
 
     command, said = carrier_keyword(msg, text)
