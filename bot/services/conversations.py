@@ -428,17 +428,31 @@ def _late_answer(session: Session, ctx: ServiceContext, patient: Patient, text: 
 
 def process_due_timeouts(session: Session, ctx: ServiceContext, now: datetime,
                          limit: int = 200) -> list[int]:
-    """Fire the timeout path of every conversation whose wait ran out, once."""
+    """Fire the timeout path of every conversation whose wait ran out, once.
+
+    The patient's row is locked (PostgreSQL), as the webhook locks it for a message of theirs:
+    a timeout that raises a red flag and the patient's own red flag texted at that moment
+    find one escalation, not open two (see escalations.escalate). A patient whose row is
+    locked now (their message being handled, a coordinator's change) is left for the next
+    tick rather than waited for: the webhook locks the patient, then the conversation, and
+    this holds the conversation, so waiting could deadlock (and lose the timeout's red flag,
+    see _timeout_failed). By the next tick their reply, if it was one, is in."""
     due = claim_due(session, Conversation, Conversation.status == "waiting",
                     Conversation.wait_deadline <= now, order_by=Conversation.wait_deadline,
                     limit=limit)
     ids: list[int] = []
     for conv in due:
         conv_id, flow_id = conv.id, conv.flow_id
+        patient = session.scalars(
+            select(Patient).where(Patient.id == conv.patient_id)
+            .with_for_update(skip_locked=True).execution_options(populate_existing=True)).first()
+        if patient is None:
+            log.info("conversation %s: its patient is being handled; timeout left for the "
+                     "next tick", conv_id)
+            continue
         written = set(session.info.get("outbox", {}))
         try:
             with session.begin_nested():  # one broken conversation must not stop the others
-                patient = session.get(Patient, conv.patient_id)
                 fired = advance(session, ctx, patient, conv, engine.Timeout(), now,
                                 routine=True)
         except Exception as exc:

@@ -70,6 +70,11 @@ def open_escalation_for(session: Session, patient_id: int | None,
     ).first()
 
 
+def _lock_number(session: Session, phone: str) -> None:
+    """Serialise, per phone number, the escalations of a number that is not enrolled."""
+    session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"escalation:{phone}"))))
+
+
 def has_unresolved_emergency(session: Session, patient_id: int | None,
                              phone: str | None = None) -> bool:
     """An emergency for this patient (or, with no patient, from this number that is not
@@ -126,11 +131,16 @@ def escalate(
     assert level in ("urgent", "emergency"), level
     assert patient is not None or phone, "an escalation needs a patient or a phone"
     patient_id = patient.id if patient is not None else None
-    if patient is None and session.get_bind().dialect.name == "postgresql":
+    if patient is not None:
+        # Whatever the path (a text, a timeout, a late answer, a message handled after a
+        # failure), two red flags of one patient at once find one escalation: the second
+        # waits here for the first to commit. A no-op for a caller that locked the patient
+        # first, as each path does (that order: patient, then conversation and escalation).
+        session.execute(select(Patient.id).where(Patient.id == patient_id).with_for_update())
+    elif session.get_bind().dialect.name == "postgresql":
         # No patient row to lock: two red flags from the same number at once must still find
         # one escalation, not open two chains. (SQLite takes one writer at a time.)
-        session.execute(select(func.pg_advisory_xact_lock(
-            func.hashtext(f"escalation:{phone}"))))
+        _lock_number(session, phone)
     current = open_escalation_for(session, patient_id,
                                   patient.phone if patient is not None else phone)
     if current is not None:

@@ -608,7 +608,10 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
     path runs, and STOP, START and HELP, which must never be lost: the status changes (the
     patient's, or a number's that is not enrolled) and the usual answer goes.
     """
-    patient = session.scalars(select(Patient).where(Patient.phone == msg.sender)).first()
+    # Locked first, as handle_inbound_message locks it: a red flag of the patient's being
+    # escalated elsewhere (a timeout) is waited for, then added to (see escalate).
+    patient = session.scalars(select(Patient).where(Patient.phone == msg.sender)
+                              .with_for_update()).first()
     message_id = record_inbound(session, msg, now, patient.id if patient else None,
                                 status="unprocessed")
     if message_id is None:
