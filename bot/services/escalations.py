@@ -75,6 +75,35 @@ def _lock_number(session: Session, phone: str) -> None:
     session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"escalation:{phone}"))))
 
 
+def link_number_to_patient(session: Session, patient: Patient, now: datetime,
+                           actor: str) -> list[str]:
+    """Make the patient's the escalations not resolved yet that were opened for their number
+    while it was not enrolled (a red flag texted just before enrolment, or from the new phone
+    the patient's number was then changed to): the same person's. Else, once acknowledged,
+    they would stay a stranger's, and what is decided from the patient's own escalations
+    (has_unresolved_emergency: "the team will call you today" or not; the hotline again in
+    answer to their texts) would not see them. Audited per escalation
+    (`escalation.patient_linked`, by `actor`). Resolved ones stay as the team closed them.
+    Returns their refs.
+
+    On PostgreSQL the number's lock is taken first (see escalate): a red flag from the number
+    being escalated right now is waited for, and linked too. (One whose webhook looked the
+    number up before this committed, and escalates after it, stays the number's until the
+    patient's next red flag finds it still open: see open_escalation_for.)"""
+    if session.get_bind().dialect.name == "postgresql":
+        _lock_number(session, patient.phone)
+    found = list(session.scalars(
+        select(Escalation).where(Escalation.patient_id.is_(None),
+                                 Escalation.phone == patient.phone,
+                                 Escalation.status != "resolved")
+        .order_by(Escalation.id).with_for_update().execution_options(populate_existing=True)))
+    for esc in found:
+        esc.patient_id, esc.phone, esc.updated_at = patient.id, None, now
+        audit(session, now, actor, "escalation.patient_linked", "escalation", esc.ref,
+              patient_id=patient.id, status=esc.status)
+    return [esc.ref for esc in found]
+
+
 def has_unresolved_emergency(session: Session, patient_id: int | None,
                              phone: str | None = None) -> bool:
     """An emergency for this patient (or, with no patient, from this number that is not

@@ -300,6 +300,10 @@ def enrol_patient(
         raise InvalidField("phone", "a patient with this number is already enrolled") from None
     audit(session, now, actor, "patient.enrol", "patient", patient.id, channel=e.channel,
           **({"opted_out_by_number": True} if opted_out else {}))
+    from bot.services.escalations import link_number_to_patient
+
+    # A red flag the number texted before it was enrolled, not resolved yet, is this patient's.
+    link_number_to_patient(session, patient, now, actor)
     return patient
 
 
@@ -421,7 +425,7 @@ def update_patient(session: Session, patient: Patient, changes: PatientChanges, 
     result = PatientUpdate(patient)
     extra: dict = {}
     if wanted.get("phone", patient.phone) != patient.phone:
-        extra = _change_number(session, ctx, patient, wanted["phone"], result, now)
+        extra = _change_number(session, ctx, patient, wanted["phone"], result, now, actor)
         if extra.get("opted_out_by_number"):
             wanted.pop("status", None)  # the new number's STOP stands: no pause or resume
     wanted.pop("phone", None)
@@ -455,7 +459,7 @@ def update_patient(session: Session, patient: Patient, changes: PatientChanges, 
 
 
 def _change_number(session: Session, ctx, patient: Patient, new: str, result: PatientUpdate,
-                   now: datetime) -> dict:
+                   now: datetime, actor: str) -> dict:
     """What a new number changes beyond the patient row; returns the audit details to add.
 
     - The number is written first, in a savepoint: another patient enrolled with it meanwhile
@@ -468,6 +472,8 @@ def _change_number(session: Session, ctx, patient: Patient, new: str, result: Pa
       team to call back (later alerts of the chain are written with it).
     - A number marked invalid (Twilio 21211 at a send, dispatcher._record_failure) was the old
       number: the mark is cleared, so routine messages and schedules go to the new one.
+    - Escalations the new number opened while it was not enrolled, not resolved yet, become
+      the patient's, as at enrolment (escalations.link_number_to_patient).
     - A new number that texted STOP before (while not enrolled) opts the patient out, as it
       would at enrolment. A patient who opted out stays so: that was their own wish.
     - The WhatsApp 24-hour window needs nothing here: the dispatcher decides it from messages
@@ -509,6 +515,12 @@ def _change_number(session: Session, ctx, patient: Patient, new: str, result: Pa
             message.body, message.updated_at = alert_body(session, ctx, esc), now
             if message.channel == "sms":
                 message.segments = gsm7.segments(message.body)
+    from bot.services.escalations import link_number_to_patient
+
+    # A red flag the new number texted before it was the patient's, not resolved yet, is theirs.
+    linked = link_number_to_patient(session, patient, now, actor)
+    if linked:
+        extra["escalations_linked"] = linked
     if patient.number_invalid_at is not None:
         extra["number_invalid_cleared"] = patient.number_invalid_at.isoformat()
         patient.number_invalid_at = None
