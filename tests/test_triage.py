@@ -18,6 +18,7 @@ from bot.domain.triage import (
     LEVELS,
     TriageResult,
     detect,
+    detect_joined,
     level_for_flags,
     load_vocabulary,
     max_level,
@@ -579,6 +580,8 @@ def test_yes_no_stay_text_in_the_vocabulary_file(tmp_path):
     (lambda d: d["context"].pop("hedges"), "missing list(s) ['hedges']"),
     (lambda d: d["context"].pop("body_parts"), "missing list(s) ['body_parts']"),
     (lambda d: d["settings"].update(gap_words=99), "settings.gap_words: must be a number"),
+    (lambda d: d["settings"].update(split_texts_minutes=31),
+     "settings.split_texts_minutes: must be a number between 0 and 30"),
     (lambda d: d["numeric"].update(fever_celsius_at="high"), "numeric.fever_celsius_at"),
     (lambda d: d["numeric"].update(fever_flag="pyrexia"), "numeric.fever_flag: 'pyrexia'"),
     (lambda d: d["spellings"].update(legs=["l-e-g-s!"]), "must be plain words"),
@@ -841,3 +844,67 @@ def test_everyday_words_said_of_a_limb_still_alert(text, flag):
 ])
 def test_red_flags_next_to_those_everyday_phrases_still_alert(text):
     assert level(text) == "emergency", detect(text)
+
+
+# ------------------------------------------------------------------------------ split texts
+# A thought sent as several texts ("I can't feel" then "my legs"): detect_joined reads the new
+# text as the end of one message begun in the earlier ones, for the red flags it completes.
+
+@pytest.mark.parametrize("earlier, text, flag", [
+    (["I can't feel"], "my legs", "sensory_loss"),
+    (["my legs"], "feel like jelly", "limb_weakness"),
+    (["my knees"], "buckled", "limb_weakness"),
+    (["I couldn't get to"], "the toilet in time", "bladder_dysfunction"),
+    (["lost control of my"], "bladder", "bladder_dysfunction"),
+    (["my legs are a bit"], "weak", "limb_weakness"),
+    (["I can't", "feel my"], "legs", "sensory_loss"),
+    (["my pain is"], "9", "severe_pain"),  # the earlier words make the number a score
+    (["my temperature is"], "38.6", "fever"),
+])
+def test_a_red_flag_split_across_texts_is_read_as_one(earlier, text, flag):
+    assert all(detect(t).level == "routine" for t in (*earlier, text))
+    result = detect_joined(earlier, text)
+    assert flag in result.flags and result.level != "routine" and not result.hypothetical, result
+
+
+@pytest.mark.parametrize("earlier, text", [
+    (["my legs are a bit"], "2"),  # an answer to a numbered question, not a symptom
+    (["I'm not numb"], "yes"),  # the mention is all in the earlier text: no checklist "yes"
+    (["no numbness"], "or weakness"),
+    (["my legs are"], "fine"),
+    (["I have no"], "numbness"),
+    (["my legs are"], "not numb"),
+    (["I can"], "feel my legs"),
+    (["hello"], "how are you"),
+    (["I can't feel", "my legs"], "at all"),  # raised when "my legs" came: not again
+    (["I can't feel", "my legs"], "and my feet"),
+    (["I can't feel my legs and"], "feet"),
+    (["tired"], "fatigue today"),  # routine flags are not what joining is for
+    ([], "my legs"),
+    (["", "  "], "my legs"),
+    (["I can't feel"], ""),
+])
+def test_joined_texts_add_no_flag_that_the_new_text_does_not_complete(earlier, text):
+    assert detect_joined(earlier, text) == TriageResult("routine", ())
+
+
+def test_a_split_conditional_question_is_hypothetical():
+    result = detect_joined(["what do I do if I lose control of my"], "bladder?")
+    assert (result.level, result.flags, result.hypothetical) == (
+        "emergency", ("bladder_dysfunction",), True)
+    assert not detect_joined(["what do I do if I lose control of my"],
+                             "bladder? It happened twice").hypothetical
+
+
+def test_joining_adds_only_the_flags_the_new_text_completes():
+    result = detect_joined(["I can't feel my legs and I've lost control of my"], "bladder")
+    assert result.flags == ("bladder_dysfunction",)
+    assert result.matches == ("bladder_dysfunction: lost control of my bladder",)
+
+
+def test_a_detector_fault_on_joined_texts_escalates(monkeypatch):
+    def broken(*_args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(triage, "_mentions", broken)
+    assert detect_joined(["I can't feel"], "my legs").level == "emergency"

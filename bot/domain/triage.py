@@ -29,6 +29,9 @@ How a message is read (clinical brief, shared/clinical/red-flags.md):
      stable", "stronger than usual"); only the part of the clause about that pain counts.
   6. Pain scores >= 7/10 and temperatures >= 38.0 C / 100.4 F are read as numbers; a scale's
      anchors ("on a scale of 1 to 10", "0-10", "out of 10") are not the score.
+  7. A thought sent as several texts ("I can't feel" then "my legs"): detect_joined reads a
+     text after the ones just before it, for the red flags it completes (the service decides
+     which texts, bot.services.inbound._split_red_flag).
 Safety first: any internal error yields an emergency result rather than silence.
 """
 
@@ -38,7 +41,7 @@ import bisect
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -46,7 +49,8 @@ from bot.domain.triage_vocab import LEVELS, Vocabulary
 from bot.domain.triage_vocab import load as _load
 
 __all__ = [
-    "FLAG_NAMES", "LEVELS", "TriageResult", "Vocabulary", "detect", "level_for_flags",
+    "FLAG_NAMES", "LEVELS", "TriageResult", "Vocabulary", "detect", "detect_joined",
+    "level_for_flags", "split_texts_minutes",
     "load_vocabulary", "max_level",
 ]
 
@@ -165,10 +169,16 @@ class _Message:
 
 def _detect(text: str, vocab: Vocabulary) -> TriageResult:
     msg = _Message(vocab, _blank_not_symptoms(vocab, vocab.normalise(text)))
+    return _result(msg, _mentions(msg))
+
+
+def _mentions(msg: _Message) -> list[tuple[str, int, int, bool]]:
+    """(flag, start, end, hypothetical) of every mention that stands (not negated), in order;
+    the flag is the stable one's when a pain is described as stable."""
+    vocab = msg.vocab
     hits = sorted({*_phrase_hits(msg), *_number_hits(msg)}, key=lambda h: (h[1], h[2], h[0]))
-    found: dict[str, bool] = {}  # flag -> every mention so far was hypothetical
-    matches: dict[str, None] = {}
     accepted: dict[str, tuple[int, int]] = {}  # flag -> span of its last accepted mention
+    out = []
     for flag, start, end in hits:
         span = accepted.get(flag)
         if span is not None and span[0] <= start and end <= span[1]:
@@ -180,6 +190,15 @@ def _detect(text: str, vocab: Vocabulary) -> TriageResult:
         down = vocab.flags[flag].downgrade_to
         if down is not None and _stable(msg, start, end, hits):
             flag = down
+        out.append((flag, start, end, hypothetical))
+    return out
+
+
+def _result(msg: _Message, mentions: Iterable[tuple[str, int, int, bool]]) -> TriageResult:
+    vocab = msg.vocab
+    found: dict[str, bool] = {}  # flag -> every mention was hypothetical
+    matches: dict[str, None] = {}
+    for flag, start, end, hypothetical in mentions:
         found[flag] = found.get(flag, True) and hypothetical
         note = " (hypothetical)" if hypothetical else ""
         matches[f"{flag}: {msg.norm[start:end].strip()}{note}"] = None
@@ -187,6 +206,56 @@ def _detect(text: str, vocab: Vocabulary) -> TriageResult:
     red = [f for f in flags if vocab.flags[f].level != "routine"]
     hypothetical = bool(red) and all(found[f] for f in red)
     return TriageResult(level_for_flags(flags, vocab), flags, hypothetical, tuple(matches))
+
+
+def split_texts_minutes(vocabulary: Vocabulary | None = None) -> int:
+    """How many minutes apart a patient's texts may be to be read together (0 = never)."""
+    vocab = vocabulary if vocabulary is not None else _default_vocabulary()
+    return vocab.settings["split_texts_minutes"]
+
+
+def detect_joined(earlier: Sequence[str], text: str,
+                  vocabulary: Vocabulary | None = None) -> TriageResult:
+    """The red flags `text` completes when read as the end of one message begun in the
+    `earlier` texts (oldest first): "I can't feel" then "my legs". For a text that raises no
+    red flag alone. Never raises.
+
+    Only a red flag with a mention that takes in words of `text` counts: one that runs from
+    the earlier texts into it ("cant feel my legs"), or one of its own that the earlier words
+    make a symptom ("my back pain is" then "8"). And only one the earlier texts read together
+    do not raise already: they were read when the last of them came ("I can't feel", "my
+    legs", then "at all" alerts nothing new). A mention wholly inside the earlier texts never
+    counts, so a later "yes" does not turn an earlier "no numbness" into numbness. Routine
+    flags are left out: the result is routine, or the red flags `text` adds, hypothetical
+    when all their mentions are conditional ("what do I do if I lose control of my" then
+    "bladder?").
+    """
+    vocab = vocabulary if vocabulary is not None else _default_vocabulary()
+    try:
+        return _detect_joined([str(t) for t in earlier if t], "" if text is None else str(text),
+                              vocab)
+    except Exception:  # safety net, as detect's
+        log.exception("red-flag detector failed on joined texts; escalating to emergency")
+        return TriageResult("emergency", (), False, ("detector error: escalated for safety",))
+
+
+def _detect_joined(earlier: list[str], text: str, vocab: Vocabulary) -> TriageResult:
+    # Each text normalised alone starts with a space: joined, they read as one message and
+    # the last one starts at `boundary`.
+    parts = [n for n in (vocab.normalise(t) for t in earlier) if n.strip()]
+    last = vocab.normalise(text)
+    if not parts or not last.strip():
+        return TriageResult("routine", ())
+    before = "".join(parts)
+    boundary = len(before)
+    joined = _Message(vocab, _blank_not_symptoms(vocab, before + last))
+    red = {flag for flag in vocab.flag_names if vocab.flags[flag].level != "routine"}
+    added = [m for m in _mentions(joined) if m[2] > boundary and m[0] in red]
+    if not added:
+        return TriageResult("routine", ())
+    prefix = _Message(vocab, _blank_not_symptoms(vocab, before))
+    already = {m[0] for m in _mentions(prefix)}
+    return _result(joined, [m for m in added if m[0] not in already])
 
 
 def _blank_not_symptoms(vocab: Vocabulary, norm: str) -> str:

@@ -46,7 +46,7 @@ _NUMERIC_KEYS = {
     "pain_score_flag", "pain_score_severe_at", "pain_words", "non_pain_topics", "fever_flag",
     "fever_celsius_at", "fever_fahrenheit_at", "temperature_words",
 }
-_SETTINGS = {"gap_words": (0, 8), "negation_window": (0, 12)}
+_SETTINGS = {"gap_words": (0, 8), "negation_window": (0, 12), "split_texts_minutes": (0, 30)}
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 NB = "(?![a-z0-9])"  # "no word character follows"
 
@@ -440,7 +440,7 @@ def compile_vocabulary(data: Any, where: str = "<vocabulary>") -> Vocabulary:
     for key in ("flags", "context", "numeric"):
         if key not in data:
             raise ValueError(f"{where}: missing top-level section {key!r}")
-    settings = {"gap_words": 3, "negation_window": 4}
+    settings = {"gap_words": 3, "negation_window": 4, "split_texts_minutes": 3}
     given = _mapping(data.get("settings") or {}, f"{where}: settings", set(_SETTINGS))
     for key, value in given.items():
         settings[key] = int(_number(value, f"{where}: settings.{key}", *_SETTINGS[key]))

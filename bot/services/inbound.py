@@ -17,7 +17,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from bot.domain.triage import detect, level_for_flags
+from bot.domain.triage import (
+    TriageResult,
+    detect,
+    detect_joined,
+    level_for_flags,
+    split_texts_minutes,
+)
 from bot.services import conversations
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
@@ -311,20 +317,23 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
         out.outbox_ids.append(reply("help"))
         return
 
-    # Red flags: checked on every message, before and whatever the conversation.
-    triage = detect(text, ctx.vocabulary)
+    # Red flags: checked on every message, before and whatever the conversation. A text with
+    # none may end one begun in the texts just before it ("I can't feel", "my legs").
+    triage, words = detect(text, ctx.vocabulary), text
+    if triage.level == "routine" and text:
+        triage, words = _split_red_flag(session, ctx, msg, text, now, out) or (triage, words)
     out.level = triage.level
     # Routine flags (fatigue, "pain" at a stable level) go on the record, not into an alert.
     red_flags = [f for f in triage.flags if level_for_flags([f], ctx.vocabulary) != "routine"]
     if triage.level == "emergency" and not triage.hypothetical:
         conversations.interrupt_active(session, patient.id, now, reason="emergency")
-        out.outbox_ids += emergency_response(session, ctx, patient, red_flags, text,
+        out.outbox_ids += emergency_response(session, ctx, patient, red_flags, words,
                                              now, channel=msg.channel)
         return
     if triage.level != "routine" and triage.hypothetical:
         out.outbox_ids.append(reply("safety_net"))
     elif triage.level == "urgent":
-        out.outbox_ids += urgent_response(session, ctx, patient, red_flags, text, now,
+        out.outbox_ids += urgent_response(session, ctx, patient, red_flags, words, now,
                                           channel=msg.channel)
 
     if patient.status == "opted_out":
@@ -358,6 +367,59 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
         session, ctx, patient, text, now, channel=msg.channel,
         already_answered=bool(out.outbox_ids), message_id=out.message_id,
     )
+
+
+SPLIT_TEXTS_EARLIER = 3  # at most this many earlier texts are read with a new one
+
+# A patient's texts just before this one, newest first (ix_messages_address_created).
+_EARLIER_TEXTS = (
+    select(Message.id, Message.body)
+    .where(Message.address == bindparam("address"), Message.direction == "in",
+           Message.created_at >= bindparam("since"), Message.created_at <= bindparam("until"),
+           Message.id != bindparam("current"))
+    .order_by(Message.created_at.desc(), Message.id.desc()).limit(SPLIT_TEXTS_EARLIER))
+
+
+def _split_red_flag(session: Session, ctx: ServiceContext, msg: InboundMessage, text: str,
+                    now: datetime, out: InboundOutcome) -> tuple[TriageResult, str] | None:
+    """A red flag the patient split across texts sent moments apart ("I can't feel", then "my
+    legs"): (the triage of them read as one text, their words joined), or None.
+
+    `text` raised no red flag alone. It is read after the patient's texts sent within
+    `split_texts_minutes` (config/red_flags.yaml) before it, by when each was sent (a message
+    replayed from the spool counts from when it arrived): the latest few in a row that raised
+    no red flag alone and are no keyword (STOP, HELP...). Only red flags this text completes
+    count (triage.detect_joined), never one those texts raised together already: a third
+    text does not alert the same pair again. One indexed query."""
+    minutes = split_texts_minutes(ctx.vocabulary)
+    if not minutes:
+        return None
+    sent_at = msg.received_at or now
+    rows = session.execute(_EARLIER_TEXTS, {
+        "address": msg.sender, "since": sent_at - timedelta(minutes=minutes), "until": sent_at,
+        "current": out.message_id}).all()
+    earlier: list[str] = []
+    ids: list[int] = []
+    for row in rows:
+        body = (row.body or "").strip()
+        if not body:
+            continue  # a photo between the words
+        if keyword_of(body) in STOP_WORDS | START_WORDS | HELP_WORDS \
+                or detect(body, ctx.vocabulary).level != "routine":
+            break  # a command, or a text that was handled as a red flag when it came
+        earlier.insert(0, body)
+        ids.append(row.id)
+    if not earlier:
+        return None
+    triage = detect_joined(earlier, text, ctx.vocabulary)
+    if triage.level == "routine":
+        return None
+    audit(session, now, "system", "triage.split_texts", "message", out.message_id,
+          earlier=ids, flags=list(triage.flags), level=triage.level,
+          hypothetical=triage.hypothetical)
+    log.warning("%s red flag across %d texts: message %s", triage.level, len(ids) + 1,
+                out.message_id)
+    return triage, " ".join([*earlier, text])
 
 
 def _from_discharged(session: Session, ctx: ServiceContext, patient: Patient,

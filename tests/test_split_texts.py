@@ -1,0 +1,219 @@
+"""A red flag a patient splits across texts sent a few moments apart ("I can't feel" then "my
+legs") is read as if it were one text: instruction, escalation and alert, once."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from bot.domain.triage import split_texts_minutes
+from bot.services.conversations import active_conversation, start_flow
+from bot.store.models import Answer, AuditLog, Escalation, Message, Patient
+from tests.test_red_flags_e2e import PHONE, alerts, chain_phones, enrol, texted
+from tests.test_spool import database_down
+from tests.test_webhooks import INBOUND, post, sid
+from tests.twilio_support import (  # noqa: F401 - fixtures
+    fake_http,
+    messenger,
+    sent_to,
+    settings_overrides,
+)
+
+
+def told(fake_http) -> list[str]:
+    return [d["Body"] for d in sent_to(fake_http, PHONE)]
+
+
+def escalations(rt) -> list[Escalation]:
+    with rt.transaction() as s:
+        return list(s.scalars(select(Escalation)))
+
+
+def emergency_text(rt) -> str:
+    with rt.transaction() as s:
+        return rt.ctx.text_for(s.scalars(select(Patient)).one(), "emergency")
+
+
+def split_audits(rt) -> list[dict]:
+    with rt.transaction() as s:
+        return [a.details for a in s.scalars(select(AuditLog).where(
+            AuditLog.action == "triage.split_texts"))]
+
+
+def inbound_ids(rt) -> list[int]:
+    with rt.transaction() as s:
+        return list(s.scalars(select(Message.id).where(Message.direction == "in")
+                              .order_by(Message.id)))
+
+
+@pytest.mark.parametrize("parts", [
+    ("I can't feel", "my legs"),
+    ("lost control of my", "bladder"),
+    ("my legs are a bit", "weak"),
+    ("I can't", "feel my", "legs"),
+])
+def test_a_red_flag_split_across_texts_is_an_emergency_once(client, rt, fake_http, clock,
+                                                           parts):
+    enrol(rt)
+    for part in parts:
+        texted(client, part)
+        clock.advance(seconds=20)
+    [esc] = escalations(rt)
+    assert esc.level == "emergency" and esc.words == " ".join(parts)
+    assert told(fake_http).count(emergency_text(rt)) == 1
+    [alert] = alerts(fake_http, chain_phones(rt)[0])
+    assert f'"{" ".join(parts)}"' in alert  # the words of every part, as one text
+    [audit] = split_audits(rt)
+    ids = inbound_ids(rt)
+    assert audit == {"earlier": ids[:-1][::-1], "flags": list(esc.flags), "level": "emergency",
+                     "hypothetical": False}
+
+
+def test_a_third_text_does_not_alert_the_same_red_flag_again(client, rt, fake_http, clock):
+    enrol(rt)
+    for part in ("I can't feel", "my legs", "and my feet", "at all"):
+        texted(client, part)
+        clock.advance(seconds=15)
+    [esc] = escalations(rt)
+    assert esc.words == "I can't feel my legs"
+    assert told(fake_http).count(emergency_text(rt)) == 1
+    assert len(alerts(fake_http, chain_phones(rt)[0])) == 1
+    assert len(split_audits(rt)) == 1
+
+
+def test_texts_further_apart_than_the_window_are_read_alone(client, rt, fake_http, clock):
+    enrol(rt)
+    minutes = split_texts_minutes(rt.ctx.vocabulary)
+    texted(client, "I can't feel")
+    clock.advance(minutes=minutes, seconds=1)
+    texted(client, "my legs")
+    assert escalations(rt) == []
+    assert split_audits(rt) == []
+
+
+def test_a_window_of_0_minutes_reads_every_text_alone(client, rt, fake_http, clock,
+                                                      tmp_path, monkeypatch):
+    from bot.domain.triage import load_vocabulary
+    from bot.domain.triage_vocab import DEFAULT_PATH
+
+    path = tmp_path / "red_flags.yaml"
+    path.write_text(DEFAULT_PATH.read_text(encoding="utf-8").replace(
+        "split_texts_minutes: 3", "split_texts_minutes: 0"), encoding="utf-8")
+    monkeypatch.setattr(rt.ctx, "vocabulary", load_vocabulary(path))
+    enrol(rt)
+    texted(client, "I can't feel")
+    texted(client, "my legs")
+    assert escalations(rt) == []
+
+
+def test_a_text_that_raised_a_red_flag_alone_is_not_joined_again(client, rt, fake_http, clock):
+    enrol(rt)
+    texted(client, "back pain 9/10 and I can't")  # urgent alone: handled as it came
+    clock.advance(seconds=20)
+    texted(client, "feel my legs")
+    [esc] = escalations(rt)
+    assert (esc.level, esc.words) == ("urgent", "back pain 9/10 and I can't")
+    assert split_audits(rt) == []
+
+
+def test_a_hypothetical_split_question_gets_the_safety_net(client, rt, fake_http, clock):
+    enrol(rt)
+    texted(client, "what do I do if I lose control of my")
+    clock.advance(seconds=20)
+    texted(client, "bladder?")
+    assert escalations(rt) == []
+    with rt.transaction() as s:
+        safety_net = rt.ctx.text_for(s.scalars(select(Patient)).one(), "safety_net")
+    assert told(fake_http)[-1] == safety_net
+
+
+def test_an_opted_out_patients_split_red_flag_still_reaches_the_team(client, rt, fake_http,
+                                                                     clock):
+    enrol(rt, status="opted_out")
+    texted(client, "I can't feel")
+    clock.advance(seconds=20)
+    texted(client, "my legs")
+    [esc] = escalations(rt)
+    assert esc.level == "emergency"
+    assert len(alerts(fake_http, chain_phones(rt)[0])) == 1
+    assert told(fake_http) == [emergency_text(rt)]  # as for one text: the instruction only
+
+
+def test_a_repeated_message_sid_does_not_alert_twice(client, rt, fake_http, clock):
+    enrol(rt)
+    texted(client, "I can't feel")
+    clock.advance(seconds=20)
+    params = {"MessageSid": sid(), "From": PHONE, "To": "+447700900999", "Body": "my legs"}
+    post(client, INBOUND, params)
+    post(client, INBOUND, params)  # Twilio retried the webhook
+    assert len(escalations(rt)) == 1
+    assert len(alerts(fake_http, chain_phones(rt)[0])) == 1
+    assert told(fake_http).count(emergency_text(rt)) == 1
+
+
+def test_parts_replayed_from_the_spool_are_joined_by_when_they_were_sent(client, rt,
+                                                                          fake_http, clock):
+    enrol(rt)
+    with database_down(rt):
+        texted(client, "lost control of my")
+        clock.advance(seconds=30)
+        res = texted(client, "bladder")
+    assert "this could be serious" not in res.get_data(as_text=True)  # neither part alone
+    clock.advance(minutes=30)  # the database is back long after: the parts still belong
+    assert rt.replay_spool() == 2
+    [esc] = escalations(rt)
+    assert esc.level == "emergency" and esc.words == "lost control of my bladder"
+    assert told(fake_http).count(emergency_text(rt)) == 1  # not told in the outage: told now
+
+
+def _checkin(rt, clock):
+    with rt.transaction() as s:
+        patient = s.scalars(select(Patient)).one()
+        start_flow(s, rt.ctx, patient, "checkin", clock.now())
+        return patient.id
+
+
+def _answers(rt, key):
+    with rt.transaction() as s:
+        return list(s.scalars(select(Answer.value).where(Answer.question_key == key)))
+
+
+def test_a_flow_answer_after_an_unfinished_text_goes_to_the_flow_as_before(client, rt,
+                                                                          fake_http, clock):
+    pid = enrol(rt)
+    _checkin(rt, clock)
+    texted(client, "my legs are a bit")  # not an answer to "worst pain 0-10?"
+    clock.advance(seconds=20)
+    texted(client, "2")
+    assert _answers(rt, "worst_pain") == [2]
+    assert escalations(rt) == [] and split_audits(rt) == []
+    with rt.transaction() as s:
+        assert active_conversation(s, pid).current_node == "pain_new"
+
+
+def test_a_split_severe_pain_score_alerts_and_still_answers_the_flow(client, rt, fake_http,
+                                                                    clock):
+    pid = enrol(rt)
+    _checkin(rt, clock)
+    texted(client, "my pain is")
+    clock.advance(seconds=20)
+    texted(client, "8")
+    assert _answers(rt, "worst_pain") == [8]
+    [esc] = escalations(rt)
+    assert (esc.level, esc.flags) == ("urgent", ["severe_pain"])
+    assert esc.words.endswith("A: 8 (on a scale of 0 to 10) | my pain is 8")  # flow's, then ours
+    assert len(split_audits(rt)) == 1
+    assert len(alerts(fake_http, chain_phones(rt)[0])) == 1
+    with rt.transaction() as s:
+        assert active_conversation(s, pid).current_node == "pain_new"
+
+
+def test_a_split_emergency_in_a_flow_stops_it_as_one_text_would(client, rt, fake_http, clock):
+    pid = enrol(rt)
+    _checkin(rt, clock)
+    texted(client, "I can't feel")
+    clock.advance(seconds=20)
+    texted(client, "my legs")
+    assert escalations(rt)[0].level == "emergency"
+    with rt.transaction() as s:
+        assert active_conversation(s, pid) is None
