@@ -908,3 +908,38 @@ def test_a_detector_fault_on_joined_texts_escalates(monkeypatch):
 
     monkeypatch.setattr(triage, "_mentions", broken)
     assert detect_joined(["I can't feel"], "my legs").level == "emergency"
+
+
+# ------------------------------------------------------------------------------ double negatives
+# A negation that is itself denied reports the symptom (rule 1: when unsure, the higher tier).
+
+@pytest.mark.parametrize("text, flag", [
+    ("I can't say I'm not numb", "sensory_loss"),
+    ("I cant say that my legs arent numb", "sensory_loss"),
+    ("I wouldn't say my legs aren't weak", "limb_weakness"),
+    ("it's not that I don't feel weak", "limb_weakness"),
+    ("Its not like my legs arent weak", "limb_weakness"),
+    ("it isn't that I don't have tingling in my feet", "sensory_loss"),
+    ("I couldn't honestly say I have no numbness", "sensory_loss"),
+    ("never not numb these days", "sensory_loss"),
+    ("I'm not not numb", "sensory_loss"),
+    ("not without some numbness in my feet", "sensory_loss"),
+    ("not unable to walk, but close", "gait_balance"),
+    ("I can't pretend my balance isn't off", "gait_balance"),
+])
+def test_a_denied_negation_reports_the_symptom(text, flag):
+    result = detect(text)
+    assert result.level == "emergency" and flag in result.flags, result
+
+
+@pytest.mark.parametrize("text", [
+    "no numbness", "not numb", "legs are fine", "I don't feel numb", "no, not numb",
+    "nope not numb", "no no numbness", "never numb", "Not that I know of, no numbness",
+    "it's not that bad, no numbness", "can't say much, I'm not numb though",
+    "I can't say why but I'm not numb", "not that, no numbness", "I can't say, not numb",
+    "my legs aren't weak", "I wouldn't say my legs are fine, but they aren't weak",
+    # two negatives for emphasis (negative concord) mean none
+    "I don't have no numbness", "never no weakness", "I ain't got no tingling",
+])
+def test_plain_negations_beside_those_words_still_negate(text):
+    assert detect(text).level == "routine", detect(text)

@@ -15,7 +15,9 @@ How a message is read (clinical brief, shared/clinical/red-flags.md):
      weakness in my legs") or a carrier word takes the body part as its object ("haven't noticed
      my legs going numb"). A negation does not deny a symptom the patient calls new ("never had
      numbness like this before", "no numbness until today"), nor one answered "yes" right
-     after it ("fever no numbness yes"). Everyday phrases that only look like symptoms ("fell
+     after it ("fever no numbness yes"). A negation that is itself denied is a double negative
+     ("I can't say I'm not numb", "it's not that I don't feel weak", "never not numb"): such a
+     message is also read without both negations, and what that finds is added. Everyday phrases that only look like symptoms ("fell
      asleep", "bank balance") are blanked out before phrases are matched.
   4. Conditional mentions ("if my legs go numb, what do I do?") keep their flags and level; the
      result says hypothetical=True when every red-flag mention is conditional. The service
@@ -169,7 +171,60 @@ class _Message:
 
 def _detect(text: str, vocab: Vocabulary) -> TriageResult:
     msg = _Message(vocab, _blank_not_symptoms(vocab, vocab.normalise(text)))
-    return _result(msg, _mentions(msg))
+    return _result(msg, _all_mentions(msg))
+
+
+def _all_mentions(msg: _Message) -> list[tuple[str, int, int, bool]]:
+    """The mentions of a message, and those it makes once read without its double negatives
+    ("cant say im not numb" as "say im numb", "wouldnt say my legs arent weak" as "say my legs
+    are weak"), at their places in the message. Only ever adds: a phrase that holds the cue
+    ("not able to walk") still counts from the first reading."""
+    mentions = _mentions(msg)
+    rx = msg.vocab.rx["double_negative"]
+    if rx.search(msg.norm) is None:
+        return mentions
+    plain, origin = _without_double_negatives(msg.vocab, msg.norm, rx)
+    seen = set(mentions)
+    extra = [(flag, origin[start], origin[end], hyp)
+             for flag, start, end, hyp in _mentions(_Message(msg.vocab, plain))]
+    return sorted([*mentions, *(m for m in extra if m not in seen)],
+                  key=lambda m: (m[1], m[2], m[0]))
+
+
+# Said without its negation: "arent" -> "are". Other negative words of a double negative
+# (immune_words: not, never, no, without...) are left out.
+_POSITIVE = {"arent": "are", "isnt": "is", "wasnt": "was", "werent": "were", "dont": "do",
+             "doesnt": "does", "didnt": "did", "havent": "have", "hasnt": "has", "hadnt": "had",
+             "wont": "will", "wouldnt": "would", "couldnt": "could", "cant": "can",
+             "cannot": "can"}
+_WORD = re.compile(r" [^ ]+")
+
+
+def _without_double_negatives(vocab: Vocabulary, norm: str,
+                              rx: re.Pattern[str]) -> tuple[str, list[int]]:
+    """`norm` with each double negative's negative words dropped or made positive, and for
+    each of its positions (and its end) the position in `norm` it came from."""
+    out: list[str] = []
+    origin: list[int] = []
+
+    def keep(text: str, at: int) -> None:
+        out.append(text)
+        origin.extend(range(at, at + len(text)))
+
+    last = 0
+    for m in rx.finditer(norm):
+        keep(norm[last:m.start()], last)
+        for w in _WORD.finditer(norm, m.start(), m.end()):
+            word = w.group()[1:]
+            if word in _POSITIVE:
+                out.append(" " + _POSITIVE[word])
+                origin.extend([w.start()] * (len(_POSITIVE[word]) + 1))
+            elif word not in vocab.immune_words:
+                keep(w.group(), w.start())
+        last = m.end()
+    keep(norm[last:], last)
+    origin.append(len(norm))
+    return "".join(out), origin
 
 
 def _mentions(msg: _Message) -> list[tuple[str, int, int, bool]]:
@@ -250,11 +305,11 @@ def _detect_joined(earlier: list[str], text: str, vocab: Vocabulary) -> TriageRe
     boundary = len(before)
     joined = _Message(vocab, _blank_not_symptoms(vocab, before + last))
     red = {flag for flag in vocab.flag_names if vocab.flags[flag].level != "routine"}
-    added = [m for m in _mentions(joined) if m[2] > boundary and m[0] in red]
+    added = [m for m in _all_mentions(joined) if m[2] > boundary and m[0] in red]
     if not added:
         return TriageResult("routine", ())
     prefix = _Message(vocab, _blank_not_symptoms(vocab, before))
-    already = {m[0] for m in _mentions(prefix)}
+    already = {m[0] for m in _all_mentions(prefix)}
     return _result(joined, [m for m in added if m[0] not in already])
 
 

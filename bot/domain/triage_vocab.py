@@ -41,7 +41,7 @@ _CONTEXT_KEYS = {
 }
 # context lists a vocabulary file may leave out (added later; empty when absent)
 _OPTIONAL_CONTEXT_KEYS = {"stable_cancellers", "new_onset", "affirm_after", "not_symptoms",
-                          "new_onset_past", "past_spans", "other_times"}
+                          "new_onset_past", "past_spans", "other_times", "negation_denials"}
 _NUMERIC_KEYS = {
     "pain_score_flag", "pain_score_severe_at", "pain_words", "non_pain_topics", "fever_flag",
     "fever_celsius_at", "fever_fahrenheit_at", "temperature_words",
@@ -600,6 +600,8 @@ def _context_regexes(comp: _Compiler, lists: dict, settings: dict, brk: str, neg
         "mask": re.compile(f"(?:{words('pseudo_negation')}|{words('hedges')})"),
         "boundary": re.compile(f"(?<![0-9])[.!?;]|[.!?;](?![0-9])|{brk}"),
         "neg_cue": re.compile(neg),
+        # a negation that is itself denied: "cant say im not numb", "never not numb"
+        "double_negative": re.compile(words("negation_denials")),
         "neg_before": re.compile(
             f"{neg}(?:(?!{terms}) [^ ]+){{0,{settings['negation_window']}}}$"),
         "neg_after": re.compile(
