@@ -398,6 +398,18 @@ def can_raise_flags(flow: Flow, node_id: str) -> bool:
     return bool(fallback is not None and fallback.flags)
 
 
+def flags_of_answer(flow: Flow, key: str, value: Any) -> list[str]:
+    """The red flags an answer saved as `key` raised, as the flow's question that saves it
+    reads it (the case it chose); [] when no question saves `key` or it raises none."""
+    node = next((n for n in flow.nodes if isinstance(n, AskNode) and n.save == key), None)
+    if node is None:
+        return []
+    for case in node.cases:
+        if _matches(case, value, []):
+            return list(case.flags)
+    return []
+
+
 def flags_of_reply(flow: Flow, node_id: str, text: str) -> list[str]:
     """The red flags a reply to the question at `node_id` raises as the flow reads it (the
     case it would choose); [] when it is not understood or raises none."""

@@ -445,6 +445,24 @@ def patient_schedules(patient_id: int):
                         sched_service.list_schedules(s, patient_id, include_inactive)])
 
 
+@bp.get("/patients/<int:patient_id>/checkins")
+def patient_checkins(patient_id: int):
+    """The patient's last check-ins with answers, newest first: each with its answers by
+    question, and the red flags each answer raised (see bot.services.history)."""
+    from bot.services.history import checkin_history
+
+    rt = runtime()
+    with rt.transaction() as s:
+        _patient_or_404(s, patient_id)
+        history = checkin_history(s, rt.ctx, patient_id)
+    return jsonify([
+        {"conversation_id": col.conversation_id, "started_at": iso(col.started_at),
+         "status": col.status,
+         "answers": {key: {"value": cells[i].value, "flags": list(cells[i].flags)}
+                     for key, _label, cells in history.rows if cells[i] is not None}}
+        for i, col in enumerate(history.columns)])
+
+
 @bp.post("/patients/<int:patient_id>/schedules")
 def set_schedule(patient_id: int):
     """Add a schedule; a check-in schedule replaces the patient's current one (200, with

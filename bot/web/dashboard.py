@@ -57,6 +57,7 @@ from bot.services import health
 from bot.services import schedules as sched_service
 from bot.services import staff as staff_service
 from bot.services.audit import audit
+from bot.services.history import checkin_history
 from bot.services.patients import (
     CHANNELS,
     DISCHARGED,
@@ -861,8 +862,10 @@ def _patient_page(s: Session, p: Patient, status: int = 200, checkin: dict | Non
     else:
         checkin_values = {"at": settings.defaults.checkin_at,
                           "every_days": str(settings.defaults.checkin_every_days or 7)}
+    history = checkin_history(s, runtime().ctx, p.id)
     return _render("dashboard/patient.html", status, p=p, messages=newest[::-1], total=total,
-                   sent_late=sent_late,
+                   sent_late=sent_late, history=history,
+                   pain_chart=_pain_chart(history.series("worst_pain")),
                    escalations=escalations, schedules=schedules, has_checkin=current is not None,
                    checkin={**checkin_values, "error": None, **(checkin or {})},
                    reminder={"reminder_text": "", "at": "09:00", "every_days": "1",
@@ -875,6 +878,24 @@ def _patient_page(s: Session, p: Patient, status: int = 200, checkin: dict | Non
                    discharged=current_discharge(s, p.id) if is_discharged(p) else None,
                    discharge={"reason": "", "error": None, **(discharge or {})},
                    reason_chars=REASON_CHARS)
+
+
+PAIN_CHART = (360, 160, 20)  # width, height, margin (px)
+
+
+def _pain_chart(series: list[tuple[datetime, int]]) -> dict | None:
+    """Worst pain (0-10) at each check-in shown, oldest left, as points of a small inline SVG
+    line; None with fewer than two check-ins (no line to draw)."""
+    if len(series) < 2:
+        return None
+    width, height, margin = PAIN_CHART
+    step = (width - 2 * margin) / (len(series) - 1)
+    scale = (height - 2 * margin) / 10
+    points = [{"x": round(margin + i * step, 1), "y": round(height - margin - value * scale, 1),
+               "value": value, "at": at} for i, (at, value) in enumerate(series)]
+    return {"width": width, "height": height, "points": points,
+            "line": " ".join(f"{pt['x']},{pt['y']}" for pt in points),
+            "severe_y": round(height - margin - 7 * scale, 1), "margin": margin}
 
 
 # -- enrolling patients and setting their schedules ------------------------------------------

@@ -1,0 +1,86 @@
+"""A patient's check-in answers over time: the dashboard's patient page (table and pain trend)
+and GET /api/patients/<id>/checkins, with the answers that raised red flags marked."""
+
+from __future__ import annotations
+
+import re
+
+from bot.services.history import checkin_history
+from tests.test_dashboard import page, sign_in, signed_in  # noqa: F401 - fixture
+
+PHONE = "+447700900123"
+
+
+def _text(client, body: str) -> None:
+    res = client.post("/simulator/api/messages", json={"phone": PHONE, "body": body})
+    assert res.status_code == 201, res.get_json()
+
+
+def _patient_doing_two_checkins(client, clock) -> int:
+    res = client.post("/simulator/api/patients", json={"phone": PHONE, "name": "Ada Lovelace"})
+    pid = res.get_json()["patient"]["id"]
+    _text(client, "yes")  # consent
+    _text(client, "CHECKIN")
+    for answer in ["3", "no", "no", "no", "no", "no", "no", "no", "no", "no", "no", "no", "no",
+                   "2", "no thanks"]:
+        _text(client, answer)
+    clock.advance(days=7)
+    _text(client, "CHECKIN")
+    for answer in ["8", "yes", "no", "no", "no", "no", "yes"]:  # pain 8, new; then numbness
+        _text(client, answer)
+    return pid
+
+
+def test_the_api_lists_each_checkins_answers_and_the_flags_they_raised(client, rt, clock):
+    pid = _patient_doing_two_checkins(client, clock)
+    res = client.get(f"/api/patients/{pid}/checkins")
+    assert res.status_code == 200
+    newest, oldest = res.get_json()
+    assert newest["started_at"] > oldest["started_at"]
+    assert oldest["status"] == newest["status"] == "completed"
+    assert oldest["answers"]["worst_pain"] == {"value": 3, "flags": []}
+    assert oldest["answers"]["fatigue"]["value"] == "a_little"
+    assert oldest["answers"]["anything_else"] == {"value": "no thanks", "flags": []}
+    assert all(not a["flags"] for a in oldest["answers"].values())
+    assert newest["answers"]["worst_pain"] == {"value": 8, "flags": ["severe_pain"]}
+    assert newest["answers"]["pain_new"] == {"value": "yes", "flags": ["new_back_pain"]}
+    assert newest["answers"]["numbness"]["value"] == "yes"
+    assert newest["answers"]["numbness"]["flags"] != []
+    assert "weakness" not in newest["answers"]  # the check-in ended at the emergency
+
+    assert client.get("/api/patients/999/checkins").status_code == 404
+
+
+def test_the_patient_page_shows_the_answers_newest_first_and_the_pain_trend(client, rt, clock):
+    pid = _patient_doing_two_checkins(client, clock)
+    sign_in(client, token=None)  # after the week the texts took: a fresh session
+    text = page(client, f"/dashboard/patients/{pid}")
+    table = text[text.index('<table id="checkins">'):]
+    table = table[:table.index("</table>")]
+
+    def row(key: str) -> str:
+        return re.sub(r"\s+", " ", re.search(rf'<tr data-key="{key}">(.*?)</tr>', table,
+                                             re.S).group(1))
+
+    assert len(re.findall(r"<th data-conversation", table)) == 2
+    assert row("worst_pain") == (
+        '<th scope="row">Worst pain</th> <td class="answer urgent" title="red flag: severe pain">'
+        '<span class="words">8</span> *</td><td><span class="words">3</span></td>')
+    assert row("numbness").startswith('<th scope="row">Numbness</th> <td class="answer emergency"')
+    assert row("weakness") == ('<th scope="row">Weakness</th> <td class="none">-</td>'
+                               '<td><span class="words">no</span></td>')  # not asked: ended
+    assert row("fatigue").endswith('<td><span class="words">a little</span></td>')
+    # The trend: the two worst-pain answers, oldest first, the severe one marked.
+    chart = text[text.index('<figure id="pain-trend">'):text.index("</figure>")]
+    assert 'aria-label="Worst pain at each check-in, oldest first: 3, 8 (of 10)"' in chart
+    assert chart.count("<circle") == 2 and chart.count('class="severe"') == 1
+
+
+def test_a_patient_with_no_checkin_yet_has_none_to_show(signed_in, client, rt):  # noqa: F811
+    res = client.post("/simulator/api/patients", json={"phone": PHONE, "name": "Ada Lovelace"})
+    pid = res.get_json()["patient"]["id"]
+    assert client.get(f"/api/patients/{pid}/checkins").get_json() == []
+    text = page(signed_in, f"/dashboard/patients/{pid}")
+    assert "No check-in answered yet." in text and 'id="pain-trend"' not in text
+    with rt.transaction() as s:
+        assert checkin_history(s, rt.ctx, pid).columns == []
