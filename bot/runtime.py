@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -294,6 +295,16 @@ def _load_vocabulary():
         raise ConfigError(f"red flags: {exc}") from None
 
 
+def _sqlite_file(engine: Engine) -> Path | None:
+    """The SQLite database's file, as an absolute path; None for PostgreSQL or in memory."""
+    url = engine.url
+    name = url.database or ""
+    if url.get_backend_name() != "sqlite" or not name or name == ":memory:" \
+            or name.startswith("file:") or url.query.get("mode") == "memory":
+        return None
+    return Path(name).resolve()
+
+
 def _check_database(engine: Engine, flows) -> None:
     """The schema is migrated, and no flow was edited without a new revision number.
 
@@ -306,13 +317,23 @@ def _check_database(engine: Engine, flows) -> None:
     from bot.domain.flows import Flow, FlowError
     from bot.store.models import FlowRevision
 
+    where = ""
+    path = _sqlite_file(engine)
+    if path is not None:
+        # A relative path is from the current folder: run from elsewhere, the bot would find
+        # (and SQLite would create) an empty file there, and say only "not migrated".
+        if not path.exists():
+            raise ConfigError(f"database: no SQLite file at {path}; run `checkin-bot db "
+                              "upgrade` to create it, or set CHECKIN_DATABASE_URL (a relative "
+                              "path is from the current folder)")
+        where = f" (SQLite file {path})"
     try:
         tables = set(inspect(engine).get_table_names())
     except Exception as exc:
         detail = str(getattr(exc, "orig", exc)).splitlines()[0][:120]
-        raise ConfigError(f"database: cannot connect: {detail}") from None
+        raise ConfigError(f"database: cannot connect: {detail}{where}") from None
     if "flow_revisions" not in tables:
-        raise ConfigError("database: not migrated; run `checkin-bot db upgrade`")
+        raise ConfigError(f"database: not migrated; run `checkin-bot db upgrade`{where}")
     with engine.connect() as conn:
         rows = conn.execute(select(FlowRevision.definition)).scalars().all()
     try:

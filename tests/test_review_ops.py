@@ -49,11 +49,13 @@ def test_health_on_a_database_that_is_not_migrated_is_down_in_json(monkeypatch, 
     # spool". The bot refuses to start on this database, so a cron job must read "down".
     _plain_env(monkeypatch, tmp_path)
     monkeypatch.setenv("CHECKIN_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+    (tmp_path / "empty.db").touch()
     result = CliRunner().invoke(main, ["health"])
     assert result.exit_code == 2
     assert json.loads(result.stdout) == {
         "status": "down",
-        "problems": ["database: not migrated; run `checkin-bot db upgrade`"],
+        "problems": ["database: not migrated; run `checkin-bot db upgrade` "
+                     f"(SQLite file {tmp_path / 'empty.db'})"],
         "spooled_inbound": 0}
 
 
@@ -92,3 +94,26 @@ def test_db_upgrade_on_an_unreachable_database_is_one_line_exit_1(monkeypatch):
     [line] = res.output.strip().splitlines()
     assert line.startswith("error: database: cannot reach it, nothing migrated: ")
     assert "hunter2" not in line
+
+
+def test_a_sqlite_file_that_is_not_there_is_named_and_not_created(monkeypatch, tmp_path):
+    # The default URL is relative (sqlite:///var/checkin.db): run from another folder, the
+    # bot used to create an empty file there and say "not migrated", or "unable to open
+    # database file" with no name, to an operator at night.
+    _plain_env(monkeypatch, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "var").mkdir()
+    monkeypatch.setenv("CHECKIN_DATABASE_URL", "sqlite:///var/checkin.db")
+    expected = (f"database: no SQLite file at {tmp_path / 'var' / 'checkin.db'}; run "
+                "`checkin-bot db upgrade` to create it, or set CHECKIN_DATABASE_URL (a relative "
+                "path is from the current folder)")
+    result = CliRunner().invoke(main, ["escalations", "list"])
+    assert result.exit_code == 2 and result.stderr == f"error: {expected}\n"
+    result = CliRunner().invoke(main, ["health"])
+    assert result.exit_code == 2 and json.loads(result.stdout)["problems"] == [expected]
+    assert list((tmp_path / "var").iterdir()) == []
+    # An empty file (not migrated) is named too.
+    (tmp_path / "var" / "checkin.db").touch()
+    result = CliRunner().invoke(main, ["escalations", "list"])
+    assert result.stderr == ("error: database: not migrated; run `checkin-bot db upgrade` "
+                             f"(SQLite file {tmp_path / 'var' / 'checkin.db'})\n")
