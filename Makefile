@@ -40,6 +40,10 @@ bench: install
 serve-prod: migrate
 	$(BIN)/gunicorn --workers $${WEB_CONCURRENCY:-$$(nproc)} --bind $${BIND:-0.0.0.0:8000} 'bot.wsgi:make_app()'
 
+## The scheduler on its own. Stop it with SIGTERM or Ctrl-C: the running tick finishes, then
+## it exits 0 (allow it 30 s before SIGKILL; see README, Production layout). make passes
+## SIGTERM on but then reports itself killed: under a supervisor (systemd, Docker) run
+## .venv/bin/checkin-bot scheduler itself, as the Procfile does.
 scheduler: migrate
 	$(BIN)/checkin-bot scheduler
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import unicodedata
 
@@ -98,7 +99,7 @@ def main(verbose: bool) -> None:
               help="Don't run the scheduler in this process (run `checkin-bot scheduler`).")
 def serve(host: str, port: int, reload: bool, no_scheduler: bool) -> None:
     """Run the web app (webhooks, API, simulator) with the scheduler in-process."""
-    from bot.scheduler import build_scheduler
+    from bot.scheduler import build_scheduler, stop_gracefully
     from bot.web.app import create_app
 
     rt = _runtime(dispatch_mode="background")
@@ -109,28 +110,54 @@ def serve(host: str, port: int, reload: bool, no_scheduler: bool) -> None:
     # Under the reloader the parent only watches files; the child (WERKZEUG_RUN_MAIN=true)
     # serves. Start the scheduler in exactly one of them.
     serving_process = not reload or os.environ.get("WERKZEUG_RUN_MAIN") == "true"
-    if serving_process and not no_scheduler:
-        build_scheduler(rt, blocking=False).start()
-        click.echo(f"scheduler started in process {os.getpid()}")
-    if serving_process:
-        rt.warm_up()
-        click.echo(f"checkin-bot on http://{host}:{port} (messenger: {rt.messenger.name})")
-        if rt.messenger.name == "dev":
-            click.echo(f"phone simulator: http://{host}:{port}/simulator")
-    app.run(host=host, port=port, use_reloader=reload, threaded=True)
+    stopped_by: list[str] = []
+
+    def interrupt(signum, _frame) -> None:
+        """SIGTERM stops the server as Ctrl-C does, so that the scheduler stops gracefully
+        and the process exits 0 (under --reload, werkzeug's own SIGTERM handler replaces this
+        one, to the same effect). Another signal while the tick finishes is ignored (SIGKILL
+        still stops it at once)."""
+        stopped_by.append(signal.Signals(signum).name)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    sched = None
+    try:
+        if serving_process:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, interrupt)
+        if serving_process and not no_scheduler:
+            sched = build_scheduler(rt, blocking=False)
+            sched.start()
+            click.echo(f"scheduler started in process {os.getpid()}")
+        if serving_process:
+            rt.warm_up()
+            click.echo(f"checkin-bot on http://{host}:{port} (messenger: {rt.messenger.name})")
+            if rt.messenger.name == "dev":
+                click.echo(f"phone simulator: http://{host}:{port}/simulator")
+        app.run(host=host, port=port, use_reloader=reload, threaded=True)
+    except KeyboardInterrupt:  # werkzeug's server ends on it too, and returns
+        pass
+    finally:
+        if sched is not None and sched.running:  # the running tick finishes
+            stop_gracefully(sched, stopped_by[0] if stopped_by else "server stopped")
+        rt.close()  # and the sends in flight
 
 
 @main.command()
 def scheduler() -> None:
-    """Run the scheduler as its own process (production: exactly one, or more on PostgreSQL)."""
-    from bot.scheduler import build_scheduler
+    """Run the scheduler as its own process (production: exactly one, or more on PostgreSQL).
+
+    SIGTERM (systemd, Docker, Procfile runners) or Ctrl-C stops it: no new job starts, the
+    running tick finishes (allow 30 s), then it exits 0."""
+    from bot.scheduler import run_until_signalled
 
     rt = _runtime(dispatch_mode="none")
-    click.echo("checkin-bot scheduler running")
-    try:
-        build_scheduler(rt, blocking=True).start()
-    except (KeyboardInterrupt, SystemExit):
-        pass
+    try:  # SIGTERM or Ctrl-C: the running tick finishes, then exit 0
+        run_until_signalled(rt, started=lambda: click.echo(
+            "checkin-bot scheduler running (SIGTERM or Ctrl-C stops it once the running tick "
+            "has finished)"))
     finally:
         rt.close()
 

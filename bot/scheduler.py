@@ -1,7 +1,8 @@
 """Time-driven work: conversation wait timeouts, escalation re-alerts, schedules, the outbox.
 
 `checkin-bot scheduler` runs this in its own process for production. `checkin-bot serve` runs it
-in-process, once. Every job claims its rows with row locks (FOR UPDATE SKIP LOCKED on
+in-process, once. Either stops gracefully on SIGTERM (how systemd, Docker and Procfile runners
+stop a process) or SIGINT (Ctrl-C): no new job starts, the running ones (a tick) finish. Every job claims its rows with row locks (FOR UPDATE SKIP LOCKED on
 PostgreSQL; SQLite takes the database write lock up front), so two scheduler processes never do
 the same due item twice.
 """
@@ -9,6 +10,9 @@ the same due item twice.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -110,3 +114,44 @@ def build_scheduler(rt: Runtime, blocking: bool) -> BackgroundScheduler | Blocki
     sched.add_job(_safe(_dispatch, rt), "interval",
                   seconds=rt.settings.scheduler.dispatch_poll_seconds, id="dispatch")
     return sched
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def stop_gracefully(sched: BackgroundScheduler, why: str) -> None:
+    """No new job starts; wait for the running ones (a tick, a dispatch pass) to finish."""
+    log.info("scheduler stopping (%s): no new jobs start; waiting for the running tick to "
+             "finish", why)
+    sched.shutdown(wait=True)
+    log.info("scheduler stopped (%s)", why)
+
+
+def run_until_signalled(rt: Runtime, started: Callable[[], None] = lambda: None) -> str:
+    """Run the scheduler until SIGTERM or SIGINT, then stop it gracefully; returns the
+    signal's name. Call from the main thread (Python runs signal handlers there).
+
+    Without this a SIGTERM ended the process at once, possibly halfway through a tick. A
+    second signal while the tick finishes changes nothing (SIGKILL still stops it at once):
+    the tick is bounded (its sending stops taking rows after tick_seconds)."""
+    stop = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum, _frame) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    sched = build_scheduler(rt, blocking=False)
+    try:
+        sched.start()
+        started()
+        while not stop.wait(1):  # woken by the handler; the timeout only bounds the wait
+            pass
+        stop_gracefully(sched, received[0])
+        return received[0]
+    finally:
+        if sched.running:  # something above raised: still let the running tick finish
+            sched.shutdown(wait=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

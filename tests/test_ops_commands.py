@@ -1,0 +1,116 @@
+"""Operators' commands: how the long-running ones stop, and what the others tell the person
+running them at night."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def _env(tmp_path) -> dict[str, str]:
+    """A migrated SQLite database of its own, the dev messenger, nothing from the caller's
+    Twilio or config settings."""
+    env = {**os.environ, "CHECKIN_DATABASE_URL": f"sqlite:///{tmp_path / 'ops.db'}",
+           "CHECKIN_SPOOL_DIR": str(tmp_path / "spool"), "PYTHONUNBUFFERED": "1"}
+    for var in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "CHECKIN_CONFIG", "CHECKIN_MESSENGER"):
+        env.pop(var, None)
+    subprocess.run([BIN / "checkin-bot", "db", "upgrade"], env=env, check=True,
+                   capture_output=True)
+    return env
+
+
+def _wait_for(proc: subprocess.Popen, text: str, seconds: float = 30) -> str:
+    """Lines of the process's output up to the first that holds `text`."""
+    seen = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    proc.kill()
+    pytest.fail(f"no {text!r} in the output: {''.join(seen)}{proc.communicate()[0]}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_the_scheduler_process_stops_cleanly_on_sigterm_and_sigint(tmp_path, sig):
+    """systemd, Docker and Procfile runners stop a process with SIGTERM (Ctrl-C is SIGINT):
+    the scheduler lets its running tick finish, says it stopped, and exits 0, which a
+    supervisor reads as a clean stop rather than a crash."""
+    proc = subprocess.Popen([BIN / "checkin-bot", "scheduler"], env=_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(proc, "scheduler running")
+    proc.send_signal(sig)
+    try:
+        output = proc.communicate(timeout=15)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"still running 15 s after {sig.name}: {proc.communicate()[0]}")
+    assert proc.returncode == 0, output
+    assert f"scheduler stopped ({sig.name})" in output, output
+    assert "Traceback" not in output, output
+
+
+def test_sigterm_lets_the_running_tick_finish_and_starts_no_other(cli, monkeypatch, tmp_path,
+                                                                 caplog):
+    """The signal comes halfway through a tick: the tick runs to its end (its transactions
+    are not cut short), no job starts after it, and the previous handlers are put back."""
+    import logging
+    import threading
+
+    from bot import scheduler
+
+    config = tmp_path / "fast.yaml"
+    config.write_text("scheduler:\n  tick_seconds: 0.2\n")
+    monkeypatch.setenv("CHECKIN_CONFIG", str(config))
+    ticks: list[str] = []
+    in_tick = threading.Event()
+
+    def slow_tick(rt):
+        ticks.append("start")
+        in_tick.set()
+        time.sleep(1.5)
+        ticks.append("end")
+
+    monkeypatch.setattr(scheduler, "tick", slow_tick)
+    threading.Thread(target=lambda: in_tick.wait(20) and os.kill(os.getpid(), signal.SIGTERM),
+                     daemon=True).start()
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with caplog.at_level(logging.INFO, logger="bot.scheduler"):
+        res = cli("scheduler")
+    assert res.exit_code == 0, res.output
+    assert ticks == ["start", "end"]
+    time.sleep(0.5)  # two more tick intervals: nothing starts
+    assert ticks == ["start", "end"]
+    assert "scheduler stopped (SIGTERM)" in caplog.text
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_serve_stops_its_scheduler_cleanly_on_sigterm(tmp_path):
+    from tests.test_scheduler import _free_port
+
+    port = _free_port()
+    proc = subprocess.Popen([BIN / "checkin-bot", "serve", "--port", str(port)],
+                            env=_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    _wait_for(proc, f"checkin-bot on http://127.0.0.1:{port}")
+    time.sleep(0.5)  # the server is listening
+    proc.send_signal(signal.SIGTERM)
+    try:
+        output = proc.communicate(timeout=15)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"still running 15 s after SIGTERM: {proc.communicate()[0]}")
+    assert proc.returncode == 0, output
+    assert "scheduler stopped (SIGTERM)" in output, output
+    assert "Traceback" not in output, output
