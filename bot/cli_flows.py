@@ -29,6 +29,7 @@ from bot.domain.engine import (
 from bot.domain.flow_lint import lint_paths
 from bot.domain.flows import SHIPPED_FLOWS_DIR, FlowError, FlowLibrary, load_flows, parse_duration
 from bot.flowtest import default_context, run_scripts
+from bot.services.context import clinic_values
 
 PathArg = click.Path(path_type=Path)
 
@@ -46,6 +47,18 @@ def _library(flows_dir: Path | None) -> FlowLibrary:
         for line in exc.errors:
             click.echo(line)
         raise click.exceptions.Exit(1) from None
+
+
+def _settings():
+    """The deployment's settings (config/default.yaml, CHECKIN_CONFIG, the environment), as
+    the bot loads them; one that does not load ends the command as the bot's would (exit 2)."""
+    from bot.config import ConfigError, load_settings
+
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise click.exceptions.Exit(2) from None
 
 
 flows_group = click.Group("flows", help="Check and test the conversation flows.")
@@ -109,7 +122,9 @@ def _show(result: StepResult) -> None:
 @click.option("--name", help="The patient's name (default: the variables' example).")
 @click.option("--flows", "flows_dir", type=PathArg, help="Flows folder (default: flows/).")
 def simulate_command(flow_id: str, language: str, name: str | None, flows_dir: Path | None) -> None:
-    """Chat with a flow in the terminal, with the production engine and no database.
+    """Chat with a flow in the terminal, with the production engine and no database. The
+    clinic, hotline and emergency number are this deployment's (its settings, as the bot
+    loads them); the patient's name is the variables' example unless given.
 
     Type replies at the prompt, or pipe them in one per line. "/wait 4h" lets time pass
     (firing a due timeout); "/quit" stops.
@@ -120,6 +135,9 @@ def simulate_command(flow_id: str, language: str, name: str | None, flows_dir: P
         raise click.UsageError(f"no flow {flow_id!r} (flows: {known})")
     flow = library.get(flow_id)
     context = default_context(library.variables, language)
+    # The clinic, hotline and emergency number this deployment's patients are given, not the
+    # variables' examples (those stay for the golden scripts, which must not depend on it).
+    context.update(clinic_values(_settings()))
     if name:
         from bot.domain.names import greeting_name
 

@@ -80,3 +80,30 @@ def test_simulate_unknown_flow():
     result = CliRunner().invoke(simulate_command, ["nope"])
     assert result.exit_code == 2
     assert "no flow 'nope' (flows: checkin, reminder, welcome)" in result.output
+
+
+def test_simulate_shows_the_deployments_clinic_numbers_not_the_examples(monkeypatch, tmp_path):
+    """What an author sees is what this deployment's patients get: the clinic, hotline and
+    emergency number of its settings (config/default.yaml, CHECKIN_CONFIG, the environment),
+    written as the bot writes them, not the examples in flows/variables.yaml."""
+    config = tmp_path / "leeds.yaml"
+    config.write_text('clinic:\n  name: Leeds Spinal Clinic\n  phone: "+44 113 496 0000"\n'
+                      '  acute_oncology_hotline: "+44 113 496 0999"\n'
+                      '  emergency_number: "112"\n')
+    monkeypatch.setenv("CHECKIN_CONFIG", str(config))
+    result = CliRunner().invoke(simulate_command, ["checkin"], input="/quit\n")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == (
+        "bot: Hi Maria, this is your check-in from Leeds Spinal Clinic, about the time since "
+        "your last check-in (the last 7 days if this is your first). If you need help now, "
+        "call +44 113 496 0999, or 112 in an emergency.")
+
+
+def test_simulate_with_settings_that_do_not_load_says_why(monkeypatch, tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text('clinic:\n  acute_oncology_hotline: "call us"\n')
+    monkeypatch.setenv("CHECKIN_CONFIG", str(config))
+    result = CliRunner().invoke(simulate_command, ["checkin"], input="/quit\n")
+    assert result.exit_code == 2
+    assert result.output.startswith("error: config: clinic.acute_oncology_hotline"), \
+        result.output

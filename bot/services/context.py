@@ -24,6 +24,17 @@ def readable_phone(e164: str) -> str:
         return e164
 
 
+def clinic_values(settings: Settings) -> dict[str, str]:
+    """The clinic's variables in patients' texts, as the bot writes them."""
+    c = settings.clinic
+    return {
+        "clinic_name": c.name,
+        "clinic_phone": readable_phone(c.phone),
+        "hotline": readable_phone(c.acute_oncology_hotline),
+        "emergency_number": c.emergency_number,
+    }
+
+
 @dataclass
 class ServiceContext:
     settings: Settings
@@ -34,13 +45,9 @@ class ServiceContext:
 
     def patient_values(self, patient) -> dict[str, str]:
         """Variables every patient-facing text may use."""
-        c = self.settings.clinic
         return {
             "name": greeting_name(patient.name, patient.language) if patient else "",
-            "clinic_name": c.name,
-            "clinic_phone": readable_phone(c.phone),
-            "hotline": readable_phone(c.acute_oncology_hotline),
-            "emergency_number": c.emergency_number,
+            **clinic_values(self.settings),
         }
 
     def text_for(self, patient, key: str, **extra: Any) -> str:
