@@ -159,6 +159,38 @@ def test_start_from_a_number_not_enrolled_is_answered_when_handling_fails(client
     assert "don't have this number" in reply["Body"]
 
 
+def test_an_ack_that_hits_a_passing_database_error_is_retried_once_and_counts(
+        client, rt, fake_http, monkeypatch):
+    """A care-team ACK goes through the same path as a patient's text: a deadlock (or a
+    serialization failure, or SQLite's busy writer) is handled again from the start, once,
+    so the nurse's ACK stops the chain instead of being answered with staff_failed."""
+    from bot.services import inbound
+    from bot.store.models import Escalation
+
+    enrol(rt)
+    texted(client, "my legs gave way")
+    oncall = rt.settings.care_team.contact(rt.settings.care_team.escalation_chain[0]).phone
+    with rt.transaction() as s:
+        ref = s.scalars(select(Escalation.ref)).one()
+    real, calls = inbound.acknowledge, []
+
+    def deadlocked_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("SELECT", {}, _Deadlock("deadlock"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inbound, "acknowledge", deadlocked_once)
+    assert texted(client, f"ACK {ref}", sender=oncall).status_code == 200
+    assert len(calls) == 2
+    assert _stored(rt, f"ACK {ref}") == "received"
+    with rt.transaction() as s:
+        assert s.scalars(select(Escalation.status)).one() == "acknowledged"
+    assert sent_to(fake_http, oncall)[-1]["Body"] == (
+        f"Thank you On-call oncology nurse. Alert {ref} (Ada Lovelace, +447700900123) is "
+        "acknowledged; no one else will be alerted.")
+
+
 def test_an_ack_that_cannot_be_handled_tells_the_nurse_it_did_not_count(client, rt, fake_http,
                                                                         monkeypatch):
     """The nurse's ACK hit an error (a bug, a lock timeout): it is kept as unprocessed, and she
