@@ -631,21 +631,20 @@ def escalations() -> None:
 @click.option("--open", "open_only", is_flag=True, help="Only those not resolved.")
 @click.option("--json", "as_json", is_flag=True)
 def escalations_list(open_only: bool, as_json: bool) -> None:
+    """Red-flag escalations, newest first: ref, patient, level, flags, status, when, who took
+    it and when."""
     from bot.services.escalations import list_escalations
     from bot.web.serialize import escalation_json
 
     rt = _runtime()
     with rt.transaction() as s:
         rows = [escalation_json(e) for e in list_escalations(s, open_only)]
-    for e in rows:
-        if as_json:
-            click.echo(json.dumps(e))
-        else:
-            click.echo(
-                f"{e['id']:>4} {e['ref']} {e['patient'] or 'not enrolled ' + (e['phone'] or '')} "
-                f"{e['level']} {','.join(e['flags'])} "
-                f"{e['status']} {e['created_at']} {e['acknowledged_by'] or '-'} "
-                f"{e['acknowledged_at'] or '-'}")
+    _emit(rows, as_json, "no open escalations" if open_only else "no escalations",
+          lambda e: f"{e['id']:>4} {e['ref']} "
+                    f"{e['patient'] or 'not enrolled ' + (e['phone'] or '')} "
+                    f"{e['level']} {','.join(e['flags'])} "
+                    f"{e['status']} {e['created_at']} {e['acknowledged_by'] or '-'} "
+                    f"{e['acknowledged_at'] or '-'}")
 
 
 @escalations.command("ack")
@@ -780,14 +779,16 @@ def schedules_list(phone, include_inactive, as_json) -> None:
                 })
     except InvalidField as exc:
         _fail(str(exc))
-    for r in rows:
-        if as_json:
-            click.echo(json.dumps(r))
-            continue
+
+    def line(r: dict) -> str:
         state = "" if r["active"] else " (removed)"
         text = f' "{r["params"]["reminder_text"]}"' if "reminder_text" in r["params"] else ""
-        click.echo(f"{r['id']:>5}  {r['phone']:<16} {r['flow']:<9} every {r['every_days']}d "
-                   f"at {r['at']} {r['timezone']}  next {r['next_due_at']}{state}{text}")
+        return (f"{r['id']:>5}  {r['phone']:<16} {r['flow']:<9} every {r['every_days']}d "
+                f"at {r['at']} {r['timezone']}  next {r['next_due_at']}{state}{text}")
+
+    none = ("no schedules" if include_inactive else "no active schedules") + (
+        f" for {number}" if phone is not None else "")
+    _emit(rows, as_json, none, line)
 
 
 @schedules.command("remove")

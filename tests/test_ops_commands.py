@@ -114,3 +114,26 @@ def test_serve_stops_its_scheduler_cleanly_on_sigterm(tmp_path):
     assert proc.returncode == 0, output
     assert "scheduler stopped (SIGTERM)" in output, output
     assert "Traceback" not in output, output
+
+
+@pytest.mark.parametrize(("args", "none"), [
+    (["escalations", "list"], "no escalations"),
+    (["escalations", "list", "--open"], "no open escalations"),
+    (["schedules", "list"], "no active schedules"),
+    (["schedules", "list", "--all"], "no schedules"),
+    (["schedules", "list", "--phone", "+44 7700 900123"], "no active schedules for +447700900123"),
+])
+def test_an_empty_listing_says_so_instead_of_printing_nothing(cli, args, none):
+    """Silence at night reads as "the command is broken" or "the wrong database"; with --json
+    standard output stays empty (parseable) and the line goes to standard error."""
+    cli("patients", "add", "--phone", "+447700900123", "--name", "Ada")
+    res = cli(*args)
+    assert res.exit_code == 0 and res.output == f"{none}\n"
+    res = cli(*args, "--json")
+    assert res.exit_code == 0 and res.stdout == "" and res.stderr == f"{none}\n"
+
+
+def test_escalations_list_has_a_help_line(cli):
+    res = cli("escalations", "--help")
+    assert res.exit_code == 0
+    assert "  list     Red-flag escalations, newest first: ref, patient, level," in res.output

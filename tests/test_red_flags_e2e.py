@@ -287,7 +287,8 @@ def test_escalations_cli_lists_acks_and_resolves(rt, client, fake_http, monkeypa
     assert acked.exit_code == 0 and "acknowledged by Nurse Jo" in acked.output
     resolved = runner.invoke(main, ["escalations", "resolve", ref, "--note", "MRI booked"])
     assert resolved.exit_code == 0
-    assert runner.invoke(main, ["escalations", "list", "--open"]).output.strip() == ""
+    assert runner.invoke(main, ["escalations", "list", "--open"]).output.strip() == \
+        "no open escalations"
     esc = escalation(rt)
     assert (esc.status, esc.acknowledged_by, esc.resolution_note) == (
         "resolved", "Nurse Jo", "MRI booked")
