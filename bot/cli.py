@@ -627,6 +627,17 @@ def escalations() -> None:
     """See and act on red-flag escalations."""
 
 
+def _whose(s, esc) -> str:
+    """Whose red flag: "Ada Lovelace, +447700900123" ("not enrolled, +44..." for a number
+    that is not), so that a mistyped ref that hit another open alert shows at once."""
+    from bot.store.models import Patient
+
+    patient = s.get(Patient, esc.patient_id) if esc.patient_id else None
+    if patient is None:
+        return f"not enrolled, {esc.phone}"
+    return f"{_shown(patient.name)}, {patient.phone}"
+
+
 @escalations.command("list")
 @click.option("--open", "open_only", is_flag=True, help="Only those not resolved.")
 @click.option("--json", "as_json", is_flag=True)
@@ -659,8 +670,9 @@ def escalations_ack(ref: str, by: str) -> None:
     try:
         with rt.transaction() as s:
             esc, changed = acknowledge(s, ref, by, rt.clock.now(), actor=_actor())
-            msg = (f"{esc.ref} acknowledged by {by}" if changed
-                   else f"{esc.ref} is {esc.status} (by {esc.acknowledged_by})")
+            msg = (f"{esc.ref} acknowledged by {by}: {_whose(s, esc)}; the alert chain has "
+                   "stopped" if changed else
+                   f"{esc.ref} ({_whose(s, esc)}) is {esc.status} (by {esc.acknowledged_by})")
     except EscalationNotFound:
         _fail(f"no escalation {ref}", 1)
     click.echo(msg)
@@ -692,7 +704,7 @@ def escalations_resolve(ref: str, note: str, by: str | None) -> None:
         with rt.transaction() as s:
             esc, changed = resolve(s, ref, note, rt.clock.now(), actor=_actor(), by=by)
             if changed:
-                msg = f"{esc.ref} resolved"
+                msg = f"{esc.ref} resolved: {_whose(s, esc)}"
             else:  # audited by the service
                 already = (f"{esc.ref} was already resolved at "
                            f"{esc.resolved_at:%Y-%m-%d %H:%M} UTC; its note is kept: "

@@ -137,3 +137,32 @@ def test_escalations_list_has_a_help_line(cli):
     res = cli("escalations", "--help")
     assert res.exit_code == 0
     assert "  list     Red-flag escalations, newest first: ref, patient, level," in res.output
+
+
+def _red_flag(client, phone="+447700900123", name="Ada Lovelace"):
+    client.post("/simulator/api/patients", json={"phone": phone, "name": name})
+    client.post("/simulator/api/messages", json={"phone": phone,
+                                                 "body": "my legs gave way and I wet myself"})
+
+
+def test_ack_and_resolve_name_whose_red_flag_it_was(cli, client, rt):
+    """A ref typed wrong by one letter can be another patient's open red flag: the command
+    names the patient and number, as the ACK receipt by text does, so it shows at once."""
+    from sqlalchemy import select
+
+    from bot.store.models import Escalation
+
+    _red_flag(client)
+    with rt.transaction() as s:
+        ref = s.scalars(select(Escalation.ref)).one()
+    res = cli("escalations", "ack", ref.lower(), "--by", "Nurse Jo")
+    assert res.exit_code == 0
+    assert res.output == (f"{ref} acknowledged by Nurse Jo: Ada Lovelace, +447700900123; the "
+                          "alert chain has stopped\n")
+    res = cli("escalations", "ack", ref, "--by", "Nurse Kim")
+    assert res.exit_code == 0
+    assert res.output == (f"{ref} (Ada Lovelace, +447700900123) is acknowledged (by Nurse "
+                          "Jo)\n")
+    res = cli("escalations", "resolve", ref, "--note", "MRI booked", "--by", "Nurse Jo")
+    assert res.exit_code == 0
+    assert res.output == f"{ref} resolved: Ada Lovelace, +447700900123\n"
