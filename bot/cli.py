@@ -808,12 +808,16 @@ def schedules_list(phone, include_inactive, as_json) -> None:
 def schedules_remove(schedule_id: int) -> None:
     """Stop a schedule (kept as removed, for the record)."""
     from bot.services.schedules import ScheduleNotFound, remove_schedule
+    from bot.store.models import Patient
 
     rt = _runtime()
     try:
         with rt.transaction() as s:
             sched = remove_schedule(s, schedule_id, rt.clock.now(), _actor())
-            line = f"schedule {sched.id} removed ({sched.flow_id})"
+            patient = s.get(Patient, sched.patient_id)  # ids are easy to mistype: say whose
+            line = (f"schedule {sched.id} removed: {sched.flow_id} every {sched.every_days} "
+                    f"days at {sched.local_time} ({patient.timezone}) for "
+                    f"{_shown(patient.name)}, {patient.phone}")
     except ScheduleNotFound:
         _fail(f"no active schedule {schedule_id}", 1)
     click.echo(line)

@@ -166,3 +166,16 @@ def test_ack_and_resolve_name_whose_red_flag_it_was(cli, client, rt):
     res = cli("escalations", "resolve", ref, "--note", "MRI booked", "--by", "Nurse Jo")
     assert res.exit_code == 0
     assert res.output == f"{ref} resolved: Ada Lovelace, +447700900123\n"
+
+
+def test_schedules_remove_names_the_patient_and_what_stopped(cli):
+    """Schedule ids are easy to mistype: the line says whose check-in or reminder stopped."""
+    cli("patients", "add", "--phone", "+447700900123", "--name", "Ada Lovelace")
+    added = cli("schedules", "add", "--phone", "+447700900123", "--flow", "reminder",
+                "--at", "20:00", "--every-days", "1", "--text", "Take your dexamethasone")
+    assert added.exit_code == 0, added.output
+    schedule_id = added.output.split()[1]
+    res = cli("schedules", "remove", schedule_id)
+    assert res.exit_code == 0
+    assert res.output == (f"schedule {schedule_id} removed: reminder every 1 days at 20:00 "
+                          "(Europe/London) for Ada Lovelace, +447700900123\n")
