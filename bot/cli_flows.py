@@ -118,10 +118,13 @@ def _show(result: StepResult) -> None:
 
 @click.command("simulate")
 @click.argument("flow_id")
-@click.option("--language", default="en", show_default=True, help="The patient's language.")
+@click.option("--language", default=None,
+              help="The patient's language, one of the deployment's `languages` (default: its "
+                   "defaults.language).")
 @click.option("--name", help="The patient's name (default: the variables' example).")
 @click.option("--flows", "flows_dir", type=PathArg, help="Flows folder (default: flows/).")
-def simulate_command(flow_id: str, language: str, name: str | None, flows_dir: Path | None) -> None:
+def simulate_command(flow_id: str, language: str | None, name: str | None,
+                     flows_dir: Path | None) -> None:
     """Chat with a flow in the terminal, with the production engine and no database. The
     clinic, hotline and emergency number are this deployment's (its settings, as the bot
     loads them); the patient's name is the variables' example unless given.
@@ -133,11 +136,19 @@ def simulate_command(flow_id: str, language: str, name: str | None, flows_dir: P
     if flow_id not in library:
         known = ", ".join(flow.id for flow in library.current())
         raise click.UsageError(f"no flow {flow_id!r} (flows: {known})")
+    from bot.services.patients import InvalidField, check_language
+
+    settings = _settings()
+    try:  # as at enrolment: a language the deployment does not offer is refused
+        language = check_language(language or settings.defaults.language, settings.languages)
+    except InvalidField as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise click.exceptions.Exit(2) from None
     flow = library.get(flow_id)
     context = default_context(library.variables, language)
     # The clinic, hotline and emergency number this deployment's patients are given, not the
     # variables' examples (those stay for the golden scripts, which must not depend on it).
-    context.update(clinic_values(_settings()))
+    context.update(clinic_values(settings))
     if name:
         from bot.domain.names import greeting_name
 

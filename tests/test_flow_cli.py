@@ -107,3 +107,16 @@ def test_simulate_with_settings_that_do_not_load_says_why(monkeypatch, tmp_path)
     assert result.exit_code == 2
     assert result.output.startswith("error: config: clinic.acute_oncology_hotline"), \
         result.output
+
+
+def test_simulate_refuses_a_language_the_deployment_does_not_offer(monkeypatch):
+    """--language fr showed the English texts as if that were what a French speaker gets; the
+    deployment offers only its `languages`, as enrolment does."""
+    monkeypatch.delenv("CHECKIN_CONFIG", raising=False)
+    result = CliRunner().invoke(simulate_command, ["welcome", "--language", "fr"],
+                                input="/quit\n")
+    assert result.exit_code == 2
+    assert result.output == "error: language: must be one of en, es\n"
+    spanish = CliRunner().invoke(simulate_command, ["welcome", "--language", "ES"],
+                                 input="/quit\n")
+    assert spanish.exit_code == 0 and spanish.output.startswith("bot: Hola Maria")
