@@ -84,7 +84,24 @@ def _person(option: str, value: str) -> str:
         _fail(str(exc))
 
 
-@click.group()
+class _Commands(click.Group):
+    """Every command: a database error under it (a row another process holds past
+    lock_timeout, a connection lost, a statement timed out) is one line naming the reason,
+    exit 1, not a traceback. Each command's writes are one transaction, rolled back."""
+
+    def invoke(self, ctx: click.Context):
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            return super().invoke(ctx)
+        except OperationalError as exc:
+            logging.getLogger(__name__).debug("database error", exc_info=True)  # -v shows it
+            reason = (str(exc.orig or exc).strip().splitlines() or ["unknown error"])[0]
+            _fail(f"database: {reason} (the command did not complete: check, then run it "
+                  "again)", 1)
+
+
+@click.group(cls=_Commands)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def main(verbose: bool) -> None:
     """SMS and WhatsApp check-ins for people living with spinal cancer."""

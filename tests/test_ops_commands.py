@@ -179,3 +179,35 @@ def test_schedules_remove_names_the_patient_and_what_stopped(cli):
     assert res.exit_code == 0
     assert res.output == (f"schedule {schedule_id} removed: reminder every 1 days at 20:00 "
                           "(Europe/London) for Ada Lovelace, +447700900123\n")
+
+
+def test_a_database_error_mid_command_is_one_line_and_exit_1_not_a_traceback(cli, client, rt):
+    """A row held by another transaction past lock_timeout (PostgreSQL), or a database that
+    fails under the command: the operator gets one line naming the reason, exit 1, and
+    nothing half done, instead of a page of traceback at night."""
+    from sqlalchemy import select, text
+
+    from bot.store.db import make_engine
+    from bot.store.models import Escalation
+
+    _red_flag(client)
+    with rt.transaction() as s:
+        ref = s.scalars(select(Escalation.ref)).one()
+    other = make_engine(rt.settings.database_url)
+    with other.connect() as stuck:
+        stuck.begin()
+        if other.dialect.name == "postgresql":  # another process holds the alert's row
+            stuck.execute(select(Escalation.id).with_for_update())
+            reason = "canceling statement due to lock timeout"
+        else:  # SQLite has one writer at a time and waits for it: a real failure instead
+            stuck.execute(text("DROP TABLE audit_log"))
+            stuck.commit()
+            reason = "no such table: audit_log"
+        res = cli("escalations", "ack", ref, "--by", "Nurse Jo")
+        stuck.rollback()
+    other.dispose()
+    assert res.exit_code == 1, res.output
+    assert res.output == (f"error: database: {reason} (the command did not complete: check, "
+                          "then run it again)\n")
+    with rt.transaction() as s:
+        assert s.scalars(select(Escalation.status)).one() == "open"
