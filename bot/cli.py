@@ -666,10 +666,13 @@ def escalations_list(open_only: bool, as_json: bool) -> None:
 
     rt = _runtime()
     with rt.transaction() as s:
-        rows = [escalation_json(e) for e in list_escalations(s, open_only)]
+        found = list_escalations(s, open_only)
+        rows = [escalation_json(e) for e in found]
+        # The number to call (and to give `transcript --phone`), enrolled or not.
+        numbers = {e.id: e.patient.phone if e.patient else e.phone for e in found}
     _emit(rows, as_json, "no open escalations" if open_only else "no escalations",
           lambda e: f"{e['id']:>4} {e['ref']} "
-                    f"{e['patient'] or 'not enrolled ' + (e['phone'] or '')} "
+                    f"{_shown(e['patient']) or 'not enrolled'} {numbers[e['id']] or '-'} "
                     f"{e['level']} {','.join(e['flags'])} "
                     f"{e['status']} {e['created_at']} {e['acknowledged_by'] or '-'} "
                     f"{e['acknowledged_at'] or '-'}")

@@ -211,3 +211,21 @@ def test_a_database_error_mid_command_is_one_line_and_exit_1_not_a_traceback(cli
                           "then run it again)\n")
     with rt.transaction() as s:
         assert s.scalars(select(Escalation.status)).one() == "open"
+
+
+def test_escalations_list_gives_the_number_to_call(cli, client, rt):
+    """The on-call reads the list to call the patient: the number is on the line, enrolled or
+    not (and is what `transcript --phone` takes)."""
+    from sqlalchemy import select
+
+    from bot.store.models import Escalation
+
+    _red_flag(client)
+    with rt.transaction() as s:
+        esc = s.scalars(select(Escalation)).one()
+        ref, created = esc.ref, esc.created_at
+    res = cli("escalations", "list", "--open")
+    assert res.exit_code == 0
+    assert res.output == (f"   1 {ref} Ada Lovelace +447700900123 emergency "
+                          f"bladder_dysfunction,limb_weakness open "
+                          f"{created.isoformat().replace('+00:00', 'Z')} - -\n")
