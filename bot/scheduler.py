@@ -2,9 +2,10 @@
 
 `checkin-bot scheduler` runs this in its own process for production. `checkin-bot serve` runs it
 in-process, once. Either stops gracefully on SIGTERM (how systemd, Docker and Procfile runners
-stop a process) or SIGINT (Ctrl-C): no new job starts, the running ones (a tick) finish. Every job claims its rows with row locks (FOR UPDATE SKIP LOCKED on
-PostgreSQL; SQLite takes the database write lock up front), so two scheduler processes never do
-the same due item twice.
+stop a process) or SIGINT (Ctrl-C): no new job starts, the running ones (a tick) finish.
+
+Every job claims its rows with row locks (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite takes
+the database write lock up front), so two scheduler processes never do the same due item twice.
 """
 
 from __future__ import annotations
