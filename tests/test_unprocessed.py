@@ -187,7 +187,7 @@ def test_an_ack_that_hits_a_passing_database_error_is_retried_once_and_counts(
     with rt.transaction() as s:
         assert s.scalars(select(Escalation.status)).one() == "acknowledged"
     assert sent_to(fake_http, oncall)[-1]["Body"] == (
-        f"Thank you On-call oncology nurse. Alert {ref} (Ada Lovelace, +447700900123) is "
+        f"Thank you, On-call oncology nurse. Alert {ref} (Ada Lovelace, +447700900123) is "
         "acknowledged; no one else will be alerted.")
 
 
