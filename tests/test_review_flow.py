@@ -256,3 +256,24 @@ def test_an_answer_then_its_reason_without_a_comma_is_understood(text, value):
                                   "no but sometimes", "yes not really"])
 def test_a_reason_that_may_take_the_answer_back_is_still_asked_again(text):
     assert not parse_yesno(text).ok
+
+
+@pytest.mark.parametrize("text", [
+    "no feeling in my legs", "not able to walk", "dont feel my feet", "no sensation",
+    "never felt this weak", "no control of my bladder", "no strength in my legs", "not walking",
+    "no idea", "no clue", "nothing below my waist", "no puedo caminar", "no siento las piernas",
+])
+def test_a_no_that_negates_the_words_after_it_is_not_a_no(text):
+    # No comma: the no is the rest's own negation ("no feeling in my legs" is numbness), not
+    # an answer followed by its reason. Asked again, as before answers without a comma.
+    assert not parse_yesno(text).ok
+
+
+def test_no_sensation_to_the_numbness_question_is_asked_again_not_saved_as_no():
+    flow = LIBRARY.get("checkin")
+    state = step(flow, None, Start(), NOW, CONTEXT).new_state
+    state = step(flow, state, Inbound("0"), NOW, CONTEXT).new_state
+    assert state["node"] == "numbness"
+    result = step(flow, state, Inbound("no sensation in my feet"), NOW, CONTEXT)
+    assert result.new_state["node"] == "numbness"
+    assert "numbness" not in result.new_state["answers"]

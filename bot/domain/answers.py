@@ -119,6 +119,9 @@ _NO = _union(NO_WORDS)
 _FILLER = _union(FILLER_WORDS)
 _QUALIFIERS = _union(QUALIFIERS)
 _DEGREE = _union(DEGREE_WORDS)
+# No words that are only ever an answer. Every other no word may negate the words that follow
+# it: "no feeling in my legs", "not able to walk", "dont feel my feet", "no puedo caminar".
+_NO_ANSWER_ONLY = frozenset({"n", "nope", "nah", "naw", "nop"})
 _NUMBERS = {word: value for words in NUMBER_WORDS.values() for value, word in enumerate(words)}
 _NUMBERS.update({word: 0 for word in ZERO_WORDS})
 _ZERO_BESIDE = _FILLER | _NO | frozenset(ZERO_WORDS) | frozenset(ZERO_COMPANIONS)
@@ -188,6 +191,11 @@ def _split_answer(text: str, yes: Sequence[str], no: Sequence[str]) -> tuple[Par
     opening = 0
     while opening < len(words) and _in(words[opening], _YES | _NO | _FILLER):
         opening += 1
+    if (0 < opening < len(words) and _in(words[opening - 1], _NO)
+            and not _in(words[opening - 1], _NO_ANSWER_ONLY)):
+        # With no break after it, a no right before the rest is the rest's own negation, not
+        # an answer and its reason: "no feeling in my legs" is numbness, "no idea" no answer.
+        return ParseResult.not_understood(NOT_YES_NO), ""
     return _yesno_words(words[:opening], yes, no), " ".join(words[opening:])
 
 
