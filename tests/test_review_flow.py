@@ -277,3 +277,10 @@ def test_no_sensation_to_the_numbness_question_is_asked_again_not_saved_as_no():
     result = step(flow, state, Inbound("no sensation in my feet"), NOW, CONTEXT)
     assert result.new_state["node"] == "numbness"
     assert "numbness" not in result.new_state["answers"]
+
+
+@pytest.mark.parametrize("text", ["not a lot", "no a lot", "no, a lot", "nope very much",
+                                  "no, quite a lot", "no, somewhat", "no un poco", "nah abit"])
+def test_how_much_after_a_no_is_asked_again(text):
+    # "Any new numbness?" "not a lot": a little numbness, maybe. As "no, a little" is.
+    assert not parse_yesno(text).ok

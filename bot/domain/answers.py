@@ -212,8 +212,8 @@ def _answer_then_reason(text: str, yes: Sequence[str], no: Sequence[str]) -> Par
             _in(w, _YES) or _in(w, _NO) or w in NEGATIONS or w == "t" for w in reason):
         return None  # "no, yes", "yes, I don't think so", "no, I can't feel my feet"
     if lead.value == "no":
-        if any(w in _QUALIFIERS for w in reason):
-            return None  # "no, but...", "no, only when I cough"
+        if any(w in _QUALIFIERS or w in _DEGREE for w in reason):
+            return None  # "no, but...", "no, only when I cough", "not a lot" (how much)
         # A red flag in the reason is not a no, whatever triage made of the whole message
         # (it has run already, on every message, before the conversation sees it).
         from bot.domain.triage import detect
