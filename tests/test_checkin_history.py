@@ -84,3 +84,37 @@ def test_a_patient_with_no_checkin_yet_has_none_to_show(signed_in, client, rt): 
     assert "No check-in answered yet." in text and 'id="pain-trend"' not in text
     with rt.transaction() as s:
         assert checkin_history(s, rt.ctx, pid).columns == []
+
+
+def test_a_checkin_on_an_old_revision_with_a_flag_no_longer_known_still_shows(client, rt, clock):
+    # The check-in ran on revision 3 of its flow, whose numbness question raised a flag the
+    # red-flag vocabulary has since renamed: the page and the API show it (as an emergency,
+    # the higher tier when unsure), not a 500 for every visit to this patient.
+    from sqlalchemy import select
+
+    from bot.store.models import Answer, Conversation, FlowRevision
+
+    pid = _patient_doing_two_checkins(client, clock)
+    with rt.transaction() as s:
+        current = s.scalars(select(FlowRevision).where(FlowRevision.flow_id == "checkin")).one()
+        old = {**current.definition, "revision": current.revision - 1}
+        old["nodes"] = [dict(node) for node in old["nodes"]]
+        for node in old["nodes"]:
+            if node.get("save") == "numbness":
+                node["cases"] = [{**node["cases"][0], "flags": ["numbness_renamed"]}]
+        s.add(FlowRevision(flow_id="checkin", revision=old["revision"], definition=old,
+                           loaded_at=clock.now()))
+        newest = s.scalars(select(Conversation).where(Conversation.flow_id == "checkin")
+                           .order_by(Conversation.id.desc())).first()
+        newest.flow_revision = old["revision"]
+        assert s.scalars(select(Answer.value).where(
+            Answer.conversation_id == newest.id, Answer.question_key == "numbness")).one() == "yes"
+    res = client.get(f"/api/patients/{pid}/checkins")
+    assert res.status_code == 200
+    assert res.get_json()[0]["answers"]["numbness"] == {"value": "yes",
+                                                        "flags": ["numbness_renamed"]}
+    sign_in(client, token=None)
+    text = page(client, f"/dashboard/patients/{pid}")
+    assert ('<tr data-key="numbness"><th scope="row">Numbness</th>\n    <td class="answer '
+            'emergency" title="red flag: numbness renamed"><span class="words">yes</span> *</td>'
+            ) in text

@@ -66,6 +66,16 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+def _level(flags: tuple[str, ...], ctx: ServiceContext) -> str:
+    """The tier of an answer's flags. A flag an older revision of the flow raised that the
+    red-flag vocabulary no longer knows (renamed, removed) is taken as an emergency: the higher
+    tier when unsure, and the check-in still shows rather than the page failing."""
+    try:
+        return level_for_flags(list(flags), ctx.vocabulary)
+    except ValueError:
+        return "emergency"
+
+
 def checkin_history(session: Session, ctx: ServiceContext, patient_id: int,
                     limit: int = CHECKINS_SHOWN) -> CheckinHistory:
     """The patient's last `limit` check-ins that have at least one answer, newest first."""
@@ -95,7 +105,7 @@ def checkin_history(session: Session, ctx: ServiceContext, patient_id: int,
                 continue
             value = by_conv[conv.id][key]
             flags = tuple(engine.flags_of_answer(flows[conv.id], key, value))
-            level = level_for_flags(list(flags), ctx.vocabulary) if flags else None
+            level = _level(flags, ctx) if flags else None
             cells.append(Cell(value, _shown(value), flags,
                               level if level in ("emergency", "urgent") else None))
         rows.append((key, label_for(key), cells))
