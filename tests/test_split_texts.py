@@ -217,3 +217,29 @@ def test_a_split_emergency_in_a_flow_stops_it_as_one_text_would(client, rt, fake
     assert escalations(rt)[0].level == "emergency"
     with rt.transaction() as s:
         assert active_conversation(s, pid) is None
+
+
+@pytest.mark.parametrize("sent", [("I can't feel", "my legs"), ("lost control of my", "bladder"),
+                                  ("my legs are", "weak")])
+def test_parts_delivered_out_of_order_are_read_in_the_order_they_make_sense(client, rt,
+                                                                           fake_http, clock,
+                                                                           sent):
+    # Carriers do not promise order: the second part may arrive first.
+    enrol(rt)
+    first, second = sent
+    texted(client, second)
+    clock.advance(seconds=5)
+    texted(client, first)
+    [esc] = escalations(rt)
+    assert esc.level == "emergency" and esc.words == f"{first} {second}"
+    assert told(fake_http).count(emergency_text(rt)) == 1
+    [audit] = split_audits(rt)
+    assert audit["earlier"] == inbound_ids(rt)[:1] and audit["level"] == "emergency"
+
+
+def test_words_that_make_no_red_flag_in_either_order_stay_routine(client, rt, fake_http, clock):
+    enrol(rt)
+    texted(client, "my legs")
+    clock.advance(seconds=5)
+    texted(client, "are fine thanks")
+    assert escalations(rt) == [] and split_audits(rt) == []

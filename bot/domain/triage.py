@@ -313,6 +313,31 @@ def _detect_joined(earlier: list[str], text: str, vocab: Vocabulary) -> TriageRe
     return _result(joined, [m for m in added if m[0] not in already])
 
 
+def detect_joined_before(text: str, later: str,
+                         vocabulary: Vocabulary | None = None) -> TriageResult:
+    """The red flags `text` completes when read as the start of one message that `later` (a
+    text that came before it) ends: the carrier delivered the two out of order ("my legs",
+    then "I can't feel"). For a text that raises no red flag alone, when detect_joined found
+    none. Only a red flag with a mention that starts in `text` and runs into `later` counts,
+    and not one `later` raises alone. Never raises."""
+    vocab = vocabulary if vocabulary is not None else _default_vocabulary()
+    try:
+        first, second = vocab.normalise(text or ""), vocab.normalise(later or "")
+        if not first.strip() or not second.strip():
+            return TriageResult("routine", ())
+        boundary = len(first)
+        joined = _Message(vocab, _blank_not_symptoms(vocab, first + second))
+        red = {flag for flag in vocab.flag_names if vocab.flags[flag].level != "routine"}
+        alone = {m[0] for m in _all_mentions(_Message(vocab, _blank_not_symptoms(vocab,
+                                                                                 second)))}
+        across = [m for m in _all_mentions(joined)
+                  if m[0] in red and m[1] < boundary < m[2] and m[0] not in alone]
+        return _result(joined, across) if across else TriageResult("routine", ())
+    except Exception:  # safety net, as detect's
+        log.exception("red-flag detector failed on joined texts; escalating to emergency")
+        return TriageResult("emergency", (), False, ("detector error: escalated for safety",))
+
+
 def _blank_not_symptoms(vocab: Vocabulary, norm: str) -> str:
     """Blank everyday phrases that only look like symptoms ("fell asleep", "bank balance")."""
     rx = vocab.rx["not_symptoms"]

@@ -21,6 +21,7 @@ from bot.domain.triage import (
     TriageResult,
     detect,
     detect_joined,
+    detect_joined_before,
     level_for_flags,
     split_texts_minutes,
 )
@@ -411,15 +412,20 @@ def _split_red_flag(session: Session, ctx: ServiceContext, msg: InboundMessage, 
         ids.append(row.id)
     if not earlier:
         return None
-    triage = detect_joined(earlier, text, ctx.vocabulary)
+    triage, words = detect_joined(earlier, text, ctx.vocabulary), " ".join([*earlier, text])
     if triage.level == "routine":
-        return None
+        # Carriers do not always deliver texts in the order they were sent: "my legs" may
+        # come before "I can't feel". Read this one before the text just before it, too.
+        triage = detect_joined_before(text, earlier[-1], ctx.vocabulary)
+        words, ids = f"{text} {earlier[-1]}", ids[:1]
+        if triage.level == "routine":
+            return None
     audit(session, now, "system", "triage.split_texts", "message", out.message_id,
           earlier=ids, flags=list(triage.flags), level=triage.level,
           hypothetical=triage.hypothetical)
     log.warning("%s red flag across %d texts: message %s", triage.level, len(ids) + 1,
                 out.message_id)
-    return triage, " ".join([*earlier, text])
+    return triage, words
 
 
 def _from_discharged(session: Session, ctx: ServiceContext, patient: Patient,
