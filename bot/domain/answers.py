@@ -79,7 +79,10 @@ QUALIFIERS = {
            "more", "worse", "new", "maybe", "unsure", "know", "if", "or"},
     "es": {"pero", "aunque", "excepto", "salvo", "menos", "solo", "poco", "algo", "veces",
            "todavia", "aun", "sigue", "mas", "peor", "nuevo", "nueva", "quizas", "quiza", "tal",
-           "sabe", "se", "si", "o"},
+           "sabe", "se", "si", "o",
+           # doubt after a no: "no estoy seguro", "no sabria decir", "no tengo ni idea",
+           # "no me acuerdo", "no c" (texted "no se"): not sure, as "no, not sure" is
+           "seguro", "segura", "sabria", "idea", "acuerdo", "recuerdo", "c"},
 }
 NUMBER_WORDS = {
     "en": ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",

@@ -1,0 +1,65 @@
+"""A Spanish-speaking patient's everyday replies to the check-in, parsed as a Spanish speaker
+means them: by the parsers (bot/domain/answers.py) and through a signed Twilio webhook."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from bot.domain.answers import parse_yesno
+from bot.services.conversations import active_conversation, start_flow
+from bot.services.patients import Enrolment, enrol_patient
+from bot.store.models import Answer, Patient
+from tests.test_webhooks import PHONE, texted
+from tests.twilio_support import (  # noqa: F401 - fixtures
+    fake_http,
+    messenger,
+    sent_to,
+    settings_overrides,
+)
+
+# "I'm not sure", "I don't remember", "no idea", "no se" as texted ("no c"): a no followed
+# by doubt is no answer to "any new numbness?", as "not sure" is not in English.
+UNSURE = ["no estoy seguro", "no estoy segura", "No estoy muy seguro", "no seguro",
+          "no sabría decir", "no tengo ni idea", "no me acuerdo", "no recuerdo", "no c",
+          "no sé", "no lo sé"]
+
+
+@pytest.mark.parametrize("text", UNSURE)
+def test_a_spanish_not_sure_is_not_a_no(text):
+    assert not parse_yesno(text).ok
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("si", "yes"), ("sí, un poco", "yes"), ("no gracias", "no"), ("nada", "no"),
+    ("no, estoy bien", "no"), ("no, nada", "no")])
+def test_everyday_spanish_yes_and_no_still_read(text, value):
+    assert parse_yesno(text).value == value
+
+
+def _checkin_started(rt):
+    """A consenting Spanish-speaking patient asked the check-in's first question."""
+    with rt.transaction() as s:
+        p = enrol_patient(s, Enrolment(PHONE, "Lucia Perez", "Europe/Madrid", language="es"),
+                          languages=["en", "es"], now=rt.clock.now(), actor="test")
+        p.consent_at = rt.clock.now()
+        start_flow(s, rt.ctx, p, "checkin", rt.clock.now())
+        return p.id
+
+
+def _answers(rt, pid):
+    with rt.transaction() as s:
+        return {a.question_key: a.value for a in s.scalars(
+            select(Answer).where(Answer.patient_id == pid).order_by(Answer.id))}
+
+
+def test_not_sure_to_the_numbness_question_is_asked_again_in_spanish(client, rt, fake_http):
+    pid = _checkin_started(rt)
+    for reply in ("0", "no estoy segura"):  # no pain, then numbness: not sure
+        texted(client, reply)
+    assert _answers(rt, pid) == {"worst_pain": 0}
+    assert sent_to(fake_http, PHONE)[-1]["Body"] == (
+        "Perdone, no le hemos entendido. Responda SI o NO.")
+    with rt.transaction() as s:
+        assert active_conversation(s, pid).state["node"] == "numbness"
+        assert s.get(Patient, pid).status == "active"
