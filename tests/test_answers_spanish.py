@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from bot.domain.answers import parse_yesno
+from bot.domain.answers import parse_integer, parse_yesno
 from bot.services.conversations import active_conversation, start_flow
 from bot.services.patients import Enrolment, enrol_patient
 from bot.store.models import Answer, Patient
@@ -63,3 +63,29 @@ def test_not_sure_to_the_numbness_question_is_asked_again_in_spanish(client, rt,
     with rt.transaction() as s:
         assert active_conversation(s, pid).state["node"] == "numbness"
         assert s.get(Patient, pid).status == "active"
+
+
+# "Sin dolor" is how Spanish speakers say "no pain"; "ningun dolor", "no hay dolor" too.
+@pytest.mark.parametrize("text", ["sin dolor", "Sin dolor, gracias", "ningún dolor",
+                                  "no hay dolor", "sin dolor hoy", "no tengo dolor", "nada"])
+def test_no_pain_in_spanish_is_a_zero(text):
+    assert parse_integer(text, 0, 10).value == 0
+
+
+@pytest.mark.parametrize(("text", "value"), [("un 8 sin calmantes", 8), ("siete", 7),
+                                             ("un 7", 7), ("7 de 10", 7)])
+def test_a_spanish_score_beside_sin_is_still_the_score(text, value):
+    assert parse_integer(text, 0, 10).value == value
+
+
+@pytest.mark.parametrize("text", ["sin calmantes", "sin", "no se", "ningun calmante"])
+def test_sin_or_ningun_beside_other_words_is_no_number(text):
+    assert not parse_integer(text, 0, 10).ok
+
+
+def test_sin_dolor_to_the_pain_question_goes_on_to_numbness(client, rt, fake_http):
+    pid = _checkin_started(rt)
+    texted(client, "sin dolor")
+    assert _answers(rt, pid) == {"worst_pain": 0}
+    assert sent_to(fake_http, PHONE)[-1]["Body"].startswith(
+        "Desde su ultima consulta, ¿ha notado entumecimiento")

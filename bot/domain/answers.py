@@ -96,7 +96,10 @@ NUMBER_WORDS = {
 ZERO_WORDS = {"no", "none", "nil", "nada", "ninguno", "ninguna"}
 # What may stand beside a zero word said instead of a number ("no pain", "none today"). Any
 # other word may turn it into something else ("no idea", "no better", "no relief at all").
-ZERO_COMPANIONS = {"pain", "dolor", "today", "hoy", "now", "ahora", "whatsoever"}
+ZERO_COMPANIONS = {"pain", "dolor", "today", "hoy", "now", "ahora", "whatsoever", "hay"}
+# Words that say none only in a reply made of nothing else ("sin dolor", "ningun dolor"):
+# beside a number they are about something else ("un 8 sin calmantes" is 8).
+ZERO_ONLY_WORDS = {"sin", "ningun"}
 # A number followed by one of these and another number is a score ("7 out of 10", "7 de 10").
 SCORE_LINKS = {("/",), ("out", "of"), ("of",), ("de",), ("sobre",)}
 MAX_CHOICE_WORDS = 40  # a longer reply is a message, not a pick from a list
@@ -128,6 +131,7 @@ _NO_ANSWER_ONLY = frozenset({"n", "nope", "nah", "naw", "nop"})
 _NUMBERS = {word: value for words in NUMBER_WORDS.values() for value, word in enumerate(words)}
 _NUMBERS.update({word: 0 for word in ZERO_WORDS})
 _ZERO_BESIDE = _FILLER | _NO | frozenset(ZERO_WORDS) | frozenset(ZERO_COMPANIONS)
+_ZERO_ONLY = frozenset(ZERO_ONLY_WORDS)
 _TOKEN = re.compile(r"\d+|[a-z]+|/", re.ASCII)
 
 
@@ -277,9 +281,12 @@ def parse_integer(text: str, minimum: int | None = None, maximum: int | None = N
         return ParseResult.not_understood(EMPTY)
     found = _numbers_with_positions(words, maximum)
     values = {value for _, value in found}
-    if not values:
+    if not values and "dolor" in words and not _ZERO_ONLY.isdisjoint(words) and all(
+            _in(word, _ZERO_BESIDE | _ZERO_ONLY) for word in words):
+        values = {0}  # "sin dolor", "ningun dolor": nothing but no pain said
+    elif not values:
         return ParseResult.not_understood(NOT_A_NUMBER)
-    if all(words[position] in ZERO_WORDS for position, _ in found) and not all(
+    elif all(words[position] in ZERO_WORDS for position, _ in found) and not all(
             _in(word, _ZERO_BESIDE) for word in words):
         return ParseResult.not_understood(NOT_A_NUMBER)  # "no idea", "no better"
     if len(values) > 1:
