@@ -1,5 +1,5 @@
-"""A Spanish-speaking patient's everyday replies to the check-in, parsed as a Spanish speaker
-means them: by the parsers (bot/domain/answers.py) and through a signed Twilio webhook."""
+"""A Spanish-speaking patient's everyday replies, understood as a Spanish speaker means them
+(bot/domain/answers.py, and through a signed Twilio webhook), and the texts they get back."""
 
 from __future__ import annotations
 
@@ -89,3 +89,13 @@ def test_sin_dolor_to_the_pain_question_goes_on_to_numbness(client, rt, fake_htt
     assert _answers(rt, pid) == {"worst_pain": 0}
     assert sent_to(fake_http, PHONE)[-1]["Body"].startswith(
         "Desde su ultima consulta, ¿ha notado entumecimiento")
+
+
+def test_start_welcomes_a_spanish_speaker_back_whatever_their_gender(client, rt, fake_http):
+    """'Bienvenido' is said to a man; 'Hola de nuevo' to anyone."""
+    _checkin_started(rt)
+    texted(client, "STOP")
+    texted(client, "START")
+    assert sent_to(fake_http, PHONE)[-1]["Body"] == (
+        "Hola de nuevo, Lucia. Sus seguimientos de Spine Oncology Clinic vuelven a empezar. "
+        "Responda HELP para ayuda o STOP para parar.")
