@@ -263,7 +263,7 @@ def test_start_words_opt_back_in(client, rt, fake_http, channel, word):
 
 
 @pytest.mark.parametrize("channel", ["sms", "whatsapp"])
-@pytest.mark.parametrize("word", ["HELP", "info"])
+@pytest.mark.parametrize("word", ["HELP", "info", "Ayuda"])
 def test_help_names_the_clinic_its_phone_and_how_to_stop(client, rt, fake_http, channel, word):
     enrol(rt, channel=channel)
     texted(client, word, channel=channel)

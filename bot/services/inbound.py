@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
 START_WORDS = {"START", "UNSTOP"}
-HELP_WORDS = {"HELP", "INFO"}
+HELP_WORDS = {"HELP", "INFO", "AYUDA"}  # AYUDA: the word the Spanish texts would use
 YES_WORDS = {"YES", "Y", "SI"}
 # How the care team acknowledges an alert by text: "ACK ABCDE", and as people type it on a
 # phone: "Ack: abcde.", "ACK #ABCDE thanks", "acknowledged ABCDE", "OK ack", "ABCDE ack",
