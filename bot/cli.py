@@ -898,15 +898,17 @@ def _inbound_to_read(listing, as_json: bool, read_id: int | None, by: str | None
     from bot.services.health import mark_read
     from bot.store.models import Patient
 
+    if read_id is not None:
+        if not by or not by.strip():
+            _fail("--read needs --by NAME")
+        by = _person("by", by)  # as for escalations: kept in the audit record
     rt = _runtime()
     with rt.transaction() as s:
         if read_id is not None:
-            if not by or not by.strip():
-                _fail("--read needs --by NAME")
-            _, changed = mark_read(s, read_id, by.strip(), rt.clock.now(), actor=_actor())
+            _, changed = mark_read(s, read_id, by, rt.clock.now(), actor=_actor())
             if not changed:  # not found, or read already: exit 1, as for any id not found
                 _fail(not_waiting.format(id=read_id), 1)
-            click.echo(f"message {read_id} marked read by {by.strip()}")
+            click.echo(f"message {read_id} marked read by {by}")
             return
         rows = []
         for m in listing(s):

@@ -299,6 +299,9 @@ def test_to_read_lists_what_patients_were_told_is_saved_for_the_team_and_marks_i
     assert listed.exit_code == 0
     assert "Ada Lovelace: please ring me about my tablets" in listed.output
     assert cli("to-read", "--read", str(message_id)).exit_code == 2  # who read it?
+    bad = cli("to-read", "--read", str(message_id), "--by", "Nurse\x00Jo")  # as --by elsewhere
+    assert bad.exit_code == 2 and "by: contains a control character (U+0000)" in bad.output
+    assert "Ada Lovelace: please ring me" in cli("to-read").output  # still waiting
     done = cli("to-read", "--read", str(message_id), "--by", "Nurse Jo")
     assert done.exit_code == 0 and "marked read by Nurse Jo" in done.output
     assert cli("to-read").output.strip() == "no messages to read"
