@@ -303,6 +303,27 @@ def test_emergencies_come_first_oldest_first_then_urgent(signed_in, rt, clock):
     assert "Now alerting: On-call oncology nurse" in first_card
 
 
+def test_the_number_to_call_is_a_readable_tap_to_call_link(signed_in, rt):
+    """At 3 a.m. on a phone: the patient's number (or a number not enrolled) is a tel: link,
+    grouped to read, on the red flag's card, its page, the patient's page and the list."""
+    pid = enrol(rt, "+447700900123", "Ada Lovelace")
+    ref = red_flag(rt, pid, "emergency")
+    stranger = red_flag(rt, None, "emergency", phone="+447700900199")
+    link = '<a class="phone" href="tel:+447700900123">+44 7700 900123</a>'
+    call = '<a class="button call" href="tel:+447700900123">Call +44 7700 900123</a>'
+    text = section(page(signed_in), "open")
+    card = text[text.index(f'data-ref="{ref}"'):text.index(f'data-ref="{stranger}"')]
+    assert link in card and call in card
+    assert ('<a class="button call" href="tel:+447700900199">Call +44 7700 900199</a>'
+            in text[text.index(f'data-ref="{stranger}"'):])
+    text = page(signed_in, f"/dashboard/escalations/{ref}")
+    assert link in text and call in text
+    assert link in page(signed_in, f"/dashboard/patients/{pid}")
+    assert link in page(signed_in, "/dashboard/patients")
+    post(signed_in, f"/dashboard/escalations/{ref}/ack")
+    assert call in section(page(signed_in), "acknowledged")  # taken: still to call
+
+
 def test_acknowledge_then_resolve_are_audited_with_the_signed_in_name(signed_in, rt, app,
                                                                      caplog):
     caplog.set_level(logging.DEBUG)

@@ -57,6 +57,7 @@ from bot.services import health
 from bot.services import schedules as sched_service
 from bot.services import staff as staff_service
 from bot.services.audit import audit
+from bot.services.context import readable_phone
 from bot.services.history import checkin_history
 from bot.services.patients import (
     CHANNELS,
@@ -405,6 +406,22 @@ def _relative(now: datetime, value: datetime | None) -> str:
     else:
         span = f"{int(seconds // 86400)} days"
     return f"in {span}" if future else f"{span} ago"
+
+
+DIALABLE_RE = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+@bp.app_template_filter("dialable")
+def _dialable(phone: str | None) -> bool:
+    """An E.164 number a phone can call from a tel: link (not "?", a short code or a
+    sender id)."""
+    return bool(phone and DIALABLE_RE.fullmatch(phone))
+
+
+@bp.app_template_filter("readable_phone")
+def _readable_phone(phone: str | None) -> str:
+    """+447700900123 -> +44 7700 900123: read at a glance, as the texts to patients write it."""
+    return readable_phone(phone) if phone else ""
 
 
 def _render(template: str, status: int = 200, **context: Any):
