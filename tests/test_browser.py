@@ -241,3 +241,39 @@ class TestDashboard:
             assert sc.next_due_at == next_occurrence(clock.now(), "Europe/London", "14:30", 7)
             actors = {a.action: a.actor for a in s.scalars(select(AuditLog))}
         assert actors["patient.enrol"] == actors["schedule.add"] == "dashboard:Nurse Jo"
+
+    def test_what_a_nurse_taps_at_night_is_big_enough_on_a_phone(self, page, server, rt,
+                                                                 clock):
+        """Call, Acknowledge, Resolve, the header's links and Log out: at least 44 px high
+        (the size a thumb hits at 3 a.m.), and nothing wider than the screen."""
+        from bot.services.escalations import escalate
+        from bot.services.patients import Enrolment, enrol_patient
+
+        with rt.transaction() as s:
+            patient = enrol_patient(s, Enrolment("+447700900134", "Emma Emergency",
+                                                 "Europe/London"),
+                                    languages=["en", "es"], now=clock.now(), actor="test")
+            ref = escalate(s, rt.ctx, patient, "emergency", ["limb_weakness"],
+                           "my legs gave way", clock.now())[0].ref
+
+        page.goto(server + "/dashboard/")
+        page.fill("#token", "s3cret-admin")
+        page.fill("#name", "Nurse Jo")
+        page.click("#sign-in")
+        page.locator("#open .card").first.wait_for()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-tap-targets.png"))
+
+        def heights(selector: str) -> dict[str, float]:
+            return {el.inner_text().strip(): el.bounding_box()["height"]
+                    for el in page.locator(selector).all()}
+
+        def assert_tappable(selector: str) -> None:
+            found = heights(selector)
+            assert found and all(h >= 44 for h in found.values()), found
+
+        assert_tappable("header a, header button")
+        assert_tappable("#open .card .actions a, #open .card .actions button")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.goto(server + f"/dashboard/escalations/{ref}")
+        assert_tappable("main .actions a, main .actions button, #resolve")
