@@ -372,6 +372,51 @@ def test_acknowledge_then_resolve_are_audited_with_the_signed_in_name(signed_in,
     assert "+447700900123" not in caplog.text and "wet myself" not in caplog.text
 
 
+HIDDEN_RE = re.compile(r'<input type="hidden" name="([a-z]+)" value="([^"]*)">')
+
+
+def hidden_fields(text: str) -> dict[str, str]:
+    return {name: html.unescape(value) for name, value in HIDDEN_RE.findall(text)}
+
+
+@pytest.mark.parametrize("cookie", ["still held", "dropped by the browser"])
+def test_a_note_typed_as_the_sign_in_ran_out_is_kept_to_resolve_after_signing_in(
+        signed_in, app, rt, clock, cookie):
+    """Signed in at 15:00, resolving at 03:00: the session has ended (12 h). The note is not
+    lost and nothing is saved: the sign-in page says so and holds it, and after signing in
+    the red flag's page shows it, to resolve with one tap."""
+    from bot.web.dashboard import SESSION_SECONDS
+
+    ref = red_flag(rt, enrol(rt, "+447700900123"), "emergency")
+    csrf = csrf_of(signed_in, f"/dashboard/escalations/{ref}")
+    clock.advance(seconds=SESSION_SECONDS + 60)
+    browser = signed_in if cookie == "still held" else app.test_client()
+    note = 'Rang her: legs weak since 01:00. 999 called, "ambulance" on its way <A&E>'
+    res = browser.post(f"/dashboard/escalations/{ref}/resolve",
+                       data={"csrf": csrf, "note": note})
+    text = res.get_data(as_text=True)
+    assert res.status_code == 401
+    assert ('<p class="flash error" role="alert" id="login-error">Your sign-in ran out before '
+            f'this was saved, so {ref} is not resolved yet: sign in again and your note comes '
+            'back to save.</p>') in text
+    form = hidden_fields(text)
+    assert (form["next"], form["note"]) == (f"/dashboard/escalations/{ref}", note)
+    assert escalation(rt, ref).status == "open" and audits(rt, "escalation.resolve") == []
+
+    res = browser.post("/dashboard/login", data={**form, "name": "Jo", "token": TOKEN})
+    text = res.get_data(as_text=True)
+    assert res.status_code == 200 and f"<h1>Red flag <span class=\"ref\">{ref}" in text
+    kept = re.search(r'<textarea id="note" name="note" maxlength="2000" required>(.*?)'
+                     r'</textarea>', text, re.S)
+    assert html.unescape(kept.group(1)) == note
+    assert "Not saved yet: check your note and press Resolve." in text
+    assert escalation(rt, ref).status == "open"
+    res = post(browser, f"/dashboard/escalations/{ref}/resolve", note=note)
+    assert f"{ref} resolved by you (Jo)" in res.get_data(as_text=True)
+    assert (escalation(rt, ref).status, escalation(rt, ref).resolution_note) == (
+        "resolved", note)
+
+
 def test_resolving_one_nobody_acknowledged_records_who_took_it(signed_in, rt):
     ref = red_flag(rt, enrol(rt, "+447700900123"), "urgent", "pain 9")
     post(signed_in, f"/dashboard/escalations/{ref}/resolve", note="Seen in clinic")

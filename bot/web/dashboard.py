@@ -291,12 +291,16 @@ def _guard():
         expected = g.dash.get("csrf")
         if not isinstance(expected, str) or not hmac.compare_digest(
                 given.encode("utf-8", "replace"), expected.encode()):
+            if request.endpoint == "dashboard.resolve" and not _signed_in():
+                return _sign_in_to_resolve()  # the cookie ran out with the session
             abort(400, description="This form has expired or did not come from the "
                                    "dashboard. Nothing was changed. Go back, reload the page "
                                    "and try again.")
     if request.endpoint == "dashboard.login":
         return None
     if not _signed_in():
+        if request.endpoint == "dashboard.resolve":
+            return _sign_in_to_resolve()
         if request.method == "POST":
             return redirect(url_for("dashboard.login"), 303)
         return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")), 303)
@@ -309,6 +313,60 @@ def _guard():
 def _off(message: str):
     return render_template("dashboard/error.html", code=403, title="Dashboard off",
                            message=message, signed_in=False), 403
+
+
+def clean_note(raw: str | None) -> str:
+    """A resolution note as stored: printable characters, lines and tabs kept, trimmed."""
+    text = "".join(ch for ch in (raw or "") if ch.isprintable() or ch in "\n\t")
+    return text.strip()[:NOTE_CHARS]
+
+
+ESCALATION_PAGE_RE = re.compile(r"/dashboard/escalations/([A-Za-z0-9]{1,16})")
+
+
+def _kept_note(target: str) -> str:
+    """A resolution note carried through the sign-in form (see _sign_in_to_resolve), when
+    the page to go back to is a red flag's."""
+    return clean_note(request.form.get("note")) if ESCALATION_PAGE_RE.fullmatch(target) else ""
+
+
+def _sign_in_to_resolve():
+    """Resolve pressed after the session ended (12 h after signing in: a note typed at 3 a.m.
+    by someone signed in at 3 p.m.). Nothing is saved; the sign-in page says so and carries
+    the note in its form (not in the cookie), and after signing in the red flag's page shows
+    it again, to check and save with one tap."""
+    ref = (request.view_args or {}).get("ref", "")
+    if not REF_RE.match(ref.strip()):
+        abort(404, description="No such red flag.")
+    ref = ref.strip().upper()
+    target = url_for("dashboard.escalation", ref=ref)
+    error = (f"Your sign-in ran out before this was saved, so {ref} is not resolved yet: sign "
+             "in again and your note comes back to save.")
+    note = clean_note(request.form.get("note"))
+    if _access().staff_mode:
+        return _render("dashboard/login.html", 401, error=error, staff_mode=True,
+                       needs_token=False, next=target, username="", note=note)
+    return _render("dashboard/login.html", 401, needs_token=bool(runtime().settings.admin_token),
+                   next=target, error=error, name=g.dash.get("name") or "", note=note)
+
+
+def _after_sign_in(target: str, note: str):
+    """Where a sign-in goes: the page asked for; with a note kept from a resolve the session
+    ran out on, that red flag's page showing the note, not saved yet."""
+    match = ESCALATION_PAGE_RE.fullmatch(target)
+    if note and match:
+        _access()  # who is signed in now: read before the page's own transaction
+        with runtime().transaction() as s:
+            esc = s.scalars(select(Escalation).options(selectinload(Escalation.patient))
+                            .where(Escalation.ref == match.group(1).upper())).first()
+            if esc is not None and esc.status == "resolved":
+                _flash(_taken_message(s, esc) + " Your note was not saved.", "error")
+            elif esc is not None:
+                return _render("dashboard/escalation.html", esc=esc,
+                               who=_who(esc.patient, esc.phone),
+                               flags=[f.replace("_", " ") for f in esc.flags], error=None,
+                               note=note, kept=True)
+    return redirect(target, 303)
 
 
 def check_signing_key(rt) -> None:
@@ -451,11 +509,12 @@ def _back(default: str | None = None):
 def login():
     rt = runtime()
     target = _safe_next(request.values.get("next"))
+    note = _kept_note(target)
     if _access().staff_mode:
-        return _staff_login(rt, target)
+        return _staff_login(rt, target, note)
     needs_token = bool(rt.settings.admin_token)
     if request.method == "GET":
-        return _render("dashboard/login.html", needs_token=needs_token, next=target,
+        return _render("dashboard/login.html", needs_token=needs_token, next=target, note=note,
                        error=None, name=g.dash.get("name") or "")
     name = clean_name(request.form.get("name"))
     if needs_token:
@@ -463,7 +522,7 @@ def login():
         now = rt.clock.now()
         if _recent_failures(address, now) >= LOGIN_FAILURES:
             log.warning("dashboard: sign-in refused: too many wrong tokens from one address")
-            return _render("dashboard/login.html", 429, needs_token=True, next=target,
+            return _render("dashboard/login.html", 429, needs_token=True, next=target, note=note,
                            name=name, error="Too many wrong tokens from here. Try again in "
                                             f"{int(LOGIN_WINDOW.total_seconds() // 60)} "
                                             "minutes.")
@@ -477,11 +536,12 @@ def login():
                           "dashboard.login_failed", "dashboard", None, reason="wrong token",
                           name_unverified=True, failures=failures)
             log.warning("dashboard: failed sign-in (wrong admin token)")
-            return _render("dashboard/login.html", 403, needs_token=True, next=target,
+            return _render("dashboard/login.html", 403, needs_token=True, next=target, note=note,
                            name=name, error="That admin token is wrong. Nothing was opened; "
                                             "the attempt has been recorded.")
     if not name:
         return _render("dashboard/login.html", 400, needs_token=needs_token, next=target,
+                       note=note,
                        name="", error="Enter your name: every action is recorded with it.")
     with rt.transaction() as s:
         now = rt.clock.now()
@@ -490,7 +550,7 @@ def login():
               with_token=needs_token)
     _signed_in_now({"name": name, "auth": needs_token, "sid": sid})
     log.info("dashboard: %s signed in", name)
-    return redirect(target, 303)
+    return _after_sign_in(target, note)
 
 
 def _start_session(s: Session, now: datetime, name: str, staff_id: int | None = None) -> str:
@@ -513,11 +573,12 @@ def _signed_in_now(values: dict[str, Any]) -> None:
     g.dash_access = None
 
 
-def _staff_login(rt, target: str):
+def _staff_login(rt, target: str, note: str = ""):
     """Username and password, while staff accounts are in use. A wrong username, a wrong
     password and a disabled account get the same answer; the audit log says which."""
     username = clean_name(request.form.get("username")).lower()
-    form = {"staff_mode": True, "needs_token": False, "next": target, "username": username}
+    form = {"staff_mode": True, "needs_token": False, "next": target, "username": username,
+            "note": note}
     if request.method == "GET":
         return _render("dashboard/login.html", error=None, **form)
     password = request.form.get("password", "")
@@ -554,7 +615,7 @@ def _staff_login(rt, target: str):
                        "was opened; the attempt has been recorded.", **form)
     _signed_in_now({"staff_id": staff_id, "username": username, "sid": sid})
     log.info("dashboard: user:%s signed in", username)
-    return redirect(target, 303)
+    return _after_sign_in(target, note)
 
 
 @bp.post("/logout")
@@ -769,8 +830,7 @@ def escalation(ref: str):
 def resolve(ref: str):
     rt = runtime()
     ref = _ref_or_404(ref)
-    note = request.form.get("note", "")
-    note = "".join(ch for ch in note if ch.isprintable() or ch in "\n\t").strip()[:NOTE_CHARS]
+    note = clean_note(request.form.get("note"))
     now = rt.clock.now()
     try:
         with rt.transaction() as s:
