@@ -324,6 +324,24 @@ def test_the_number_to_call_is_a_readable_tap_to_call_link(signed_in, rt):
     assert call in section(page(signed_in), "acknowledged")  # taken: still to call
 
 
+def test_the_card_says_who_is_alerted_next_and_when_and_when_that_is_overdue(signed_in, rt,
+                                                                             clock):
+    """"next contact 5 min ago" read as if the next contact had been alerted: it had not (the
+    re-alert was overdue). Who comes next is named, and a time passed says overdue."""
+    ref = red_flag(rt, enrol(rt, "+447700900123"), "emergency")
+    clock.advance(minutes=3)
+
+    def alerting() -> str:
+        card = section(page(signed_in), "open")
+        card = card[card.index(f'data-ref="{ref}"'):]
+        return re.sub(r"\s+", " ", re.search(r"Now alerting:[^<]*", card).group(0)).strip()
+
+    assert alerting() == "Now alerting: On-call oncology nurse; next: MSCC coordinator in 12 min."
+    clock.advance(minutes=17)  # no re-alert has run (no scheduler here)
+    assert alerting() == ("Now alerting: On-call oncology nurse; next: MSCC coordinator, "
+                          "overdue by 5 min.")
+
+
 def test_acknowledge_then_resolve_are_audited_with_the_signed_in_name(signed_in, rt, app,
                                                                      caplog):
     caplog.set_level(logging.DEBUG)

@@ -662,13 +662,16 @@ def _escalation_rows(s: Session, status: str) -> list[dict]:
     settings = runtime().settings
     team = settings.care_team
     rows = []
+    chain = team.escalation_chain
     for esc in s.scalars(select(Escalation).options(selectinload(Escalation.patient))
                          .where(Escalation.status == status).order_by(*_urgency_order())):
-        current = team.contact(team.escalation_chain[esc.chain_position
-                                                     % len(team.escalation_chain)])
+        current = team.contact(chain[esc.chain_position % len(chain)])
+        following = team.contact(chain[(esc.chain_position + 1) % len(chain)])
         rows.append({"esc": esc, "who": _who(esc.patient, esc.phone),
                      "flags": [f.replace("_", " ") for f in esc.flags],
-                     "alerting": current.name if esc.alerts_sent else None})
+                     "alerting": current.name if esc.alerts_sent else None,
+                     "next_contact": following.name + (
+                         " again" if following.id == current.id else "")})
     return rows
 
 
