@@ -426,3 +426,16 @@ def test_a_care_team_phone_enrolled_as_a_patient_can_ack_without_the_ref(client,
     texted(client, "Ack, calling him now", sender=oncall)
     assert escalations(rt)[0].status == "acknowledged"
     assert "Ada Lovelace" in alerts(fake_http, oncall)[-1]
+
+
+def test_a_care_team_reply_that_is_not_an_ack_says_nothing_was_acknowledged(client, rt,
+                                                                            fake_http):
+    """"On it" at 3 a.m. is not an ACK: the reply must not read as a receipt."""
+    enrol(rt)
+    oncall = chain_phones(rt)[0]
+    texted(client, "my legs gave way")
+    texted(client, "On it", sender=oncall)
+    assert escalations(rt)[0].status == "open"
+    assert alerts(fake_http, oncall)[-1] == (
+        "This number is for care-team alerts. Nothing was acknowledged and the alerts go on. "
+        "Reply ACK followed by the alert ref to take it.")
