@@ -277,3 +277,33 @@ class TestDashboard:
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         page.goto(server + f"/dashboard/escalations/{ref}")
         assert_tappable("main .actions a, main .actions button, #resolve")
+
+    def test_a_patients_red_flags_show_who_took_them_and_the_note_on_a_phone(self, page,
+                                                                            server, rt, clock):
+        """The patient's page at 390 px: each red flag's taken-by and note are on the screen,
+        not in columns past its right edge."""
+        from bot.services.escalations import acknowledge, escalate, resolve
+        from bot.services.patients import Enrolment, enrol_patient
+
+        with rt.transaction() as s:
+            patient = enrol_patient(s, Enrolment("+447700900135", "Emma Emergency",
+                                                 "Europe/London"),
+                                    languages=["en", "es"], now=clock.now(), actor="test")
+            ref = escalate(s, rt.ctx, patient, "emergency", ["limb_weakness"],
+                           "my legs gave way", clock.now())[0].ref
+            acknowledge(s, ref, "Nurse Jo", clock.now(), actor="test")
+            resolve(s, ref, "Rang her; 999 called", clock.now(), actor="test", by="Nurse Jo")
+            pid = patient.id
+
+        page.goto(server + f"/dashboard/patients/{pid}")
+        page.fill("#token", "s3cret-admin")
+        page.fill("#name", "Nurse Jo")
+        page.click("#sign-in")
+        row = page.locator("#escalations tr", has_text=ref)
+        row.wait_for()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.locator("#escalations").screenshot(path=str(ARTIFACTS / "patient-red-flags.png"))
+        for text in ("Nurse Jo", "Rang her; 999 called"):
+            cell = row.locator("td", has_text=text)
+            box = cell.bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 390, (text, box)
