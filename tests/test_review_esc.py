@@ -127,3 +127,49 @@ def test_a_red_flag_meeting_an_ack_of_its_escalation_opens_a_new_one(client, rt,
     assert kinds and "cancelled" not in kinds
     rt.dispatcher.dispatch_due()
     assert alerts(fake_http, oncall)[-1].startswith(f"EMERGENCY ref {second.ref}: ")
+
+
+@pytest.mark.parametrize("reply", ["{ref}", "{ref}.", "ACK{ref}", "ack{ref} calling now",
+                                   "Acknowledging {ref}", "acking {lower}"])
+def test_the_ref_alone_or_run_into_ack_acknowledges_that_alert(client, rt, fake_http, reply):
+    # The nurse told "Reply ACK ABCDE" at night types the ref alone, or without the space;
+    # before, these got "Reply ACK followed by the alert ref" and the chain went on.
+    enrol(rt)
+    _enrol_another(rt, GRACE, "Grace Hopper")
+    oncall = chain_phones(rt)[0]
+    texted(client, EMERGENCY)
+    texted(client, "I can't feel my feet and I wet myself", sender=GRACE)
+    ada, grace = all_escalations(rt)
+    texted(client, reply.format(ref=grace.ref, lower=grace.ref.lower()), sender=oncall)
+    assert [e.status for e in all_escalations(rt)] == ["open", "acknowledged"]
+    assert f"Alert {grace.ref} (Grace Hopper, " in alerts(fake_http, oncall)[-1]
+
+
+@pytest.mark.parametrize("reply", ["{ref}?", "ABCDE", "{ref} on my way", "who is {ref}"])
+def test_a_ref_asked_about_or_not_an_alerts_acknowledges_nothing(client, rt, fake_http, reply):
+    enrol(rt)
+    oncall = chain_phones(rt)[0]
+    texted(client, EMERGENCY)
+    [ada] = all_escalations(rt)
+    if ada.ref == "ABCDE":  # pragma: no cover - one chance in 33 million
+        pytest.skip("the random ref is the made-up one")
+    texted(client, reply.format(ref=ada.ref), sender=oncall)
+    assert [e.status for e in all_escalations(rt)] == ["open"]
+    assert "Nothing was acknowledged" in alerts(fake_http, oncall)[-1]
+
+
+def test_a_five_letter_word_from_a_care_team_phone_enrolled_as_a_patient_is_the_patients(
+        client, rt, fake_http):
+    # "THANK" has the shape of a ref: from a phone that is both, it is an ACK only if it is
+    # an alert's ref; otherwise it is the patient's text, as before.
+    enrol(rt)
+    oncall = chain_phones(rt)[0]
+    _enrol_another(rt, oncall, "Nurse Jo")
+    texted(client, EMERGENCY)
+    [ada] = all_escalations(rt)
+    told = len(alerts(fake_http, oncall))
+    texted(client, "Thank", sender=oncall)
+    assert [e.status for e in all_escalations(rt)] == ["open"]
+    assert not any("Nothing was acknowledged" in a for a in alerts(fake_http, oncall)[told:])
+    texted(client, ada.ref, sender=oncall)
+    assert [e.status for e in all_escalations(rt)] == ["acknowledged"]

@@ -52,7 +52,8 @@ YES_WORDS = {"YES", "Y", "SI"}
 # How the care team acknowledges an alert by text: "ACK ABCDE", and as people type it on a
 # phone: "Ack: abcde.", "ACK #ABCDE thanks", "acknowledged ABCDE", "OK ack", "ABCDE ack",
 # "Ack, calling him now" (no ref: the one open alert sent to them). See ack_request.
-ACK_WORDS = frozenset({"ACK", "ACKD", "ACKED", "ACKNOWLEDGE", "ACKNOWLEDGED"})
+ACK_WORDS = frozenset({"ACK", "ACKD", "ACKED", "ACKING", "ACKNOWLEDGE", "ACKNOWLEDGED",
+                       "ACKNOWLEDGING"})
 ACK_LEADS = frozenset({"OK", "OKAY", "OKE", "YES", "YEP", "YEAH"})  # "OK ACK", "yes, ack"
 # "can't ack", "not ack": whatever follows, no acknowledgement.
 ACK_NEGATIONS = frozenset({"NOT", "NO", "CANT", "CANNOT", "DONT", "WONT", "DIDNT", "COULDNT",
@@ -122,14 +123,23 @@ class AckRequest:
     refs: tuple[str, ...]
     leading: bool
     word: str | None = None  # the word right after a leading ACK, if any
+    bare: bool = False  # the ref alone, with no ACK ("QDZJ7"): an ACK only if it is an alert's
 
 
 def ack_request(text: str) -> AckRequest | None:
     """Whether a care-team text acknowledges an alert, and which. None for a text that does
     not say ACK (ACKNOWLEDGE, ACKNOWLEDGED...) at the start or next to a ref, or says it
     negated ("can't ack", "ack? no, can't"): such a text never acknowledges anything."""
-    words = [w.upper() for w in _ACK_TOKEN.findall((text or "").replace("'", "")
-                                                   .replace("\u2019", ""))]
+    words = []
+    for word in _ACK_TOKEN.findall((text or "").replace("'", "").replace("\u2019", "")):
+        word = word.upper()
+        # "ACKQDZJ7": the space lost on a phone's keyboard.
+        words += ["ACK", word[3:]] if word.startswith("ACK") and REF_SHAPE.fullmatch(
+            word[3:]) else [word]
+    if len(words) == 1 and REF_SHAPE.fullmatch(words[0]) and "?" not in text:
+        # The ref alone, as the alert asked for it but without the ACK: taken only if it is
+        # an alert's (not leading), and never as a question ("QDZJ7?").
+        return AckRequest((words[0],), leading=False, bare=True)
     lead = 0
     while lead < min(2, len(words)) and words[lead] in ACK_LEADS:
         lead += 1
@@ -257,7 +267,7 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
             text: str, now: datetime, out: InboundOutcome, looping: bool,
             unresolved: str | None = None) -> None:
     staff = ctx.settings.care_team.contact_by_phone(msg.sender)
-    if staff is not None and patient is not None and ack_request(text) is not None:
+    if staff is not None and patient is not None and _acks(session, ack_request(text)):
         # A care-team phone that is also enrolled as a patient (a nurse trying the bot, a
         # shared clinic phone): "ACK <ref>" from it is still an acknowledgement.
         out.patient_id = patient.id
@@ -598,6 +608,15 @@ def _set_status(session: Session, patient: Patient, status: str, now: datetime, 
         audit(session, now, f"patient:{patient.id}", action, "patient", patient.id,
               keyword=word, previous=patient.status)
         patient.status = status
+
+
+def _acks(session: Session, request: AckRequest | None) -> bool:
+    """Whether a text from a care-team phone that is also a patient's is an ACK: it says ACK,
+    or it is an alert's ref alone (a bare five-letter word such as "THANK" is the patient's)."""
+    if request is None:
+        return False
+    return not request.bare or session.scalar(
+        select(Escalation.id).where(Escalation.ref == request.refs[0])) is not None
 
 
 def _staff_command(session: Session, ctx: ServiceContext, staff, text: str,
