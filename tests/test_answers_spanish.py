@@ -99,3 +99,17 @@ def test_start_welcomes_a_spanish_speaker_back_whatever_their_gender(client, rt,
     assert sent_to(fake_http, PHONE)[-1]["Body"] == (
         "Hola de nuevo, Lucia. Sus seguimientos de Spine Oncology Clinic vuelven a empezar. "
         "Responda HELP para ayuda o STOP para parar.")
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("pues si", "yes"), ("claro que si", "yes"), ("creo que si", "yes"),
+    ("por supuesto", "yes"), ("para nada", "no"), ("la verdad es que no", "no"),
+    ("creo que no", "no"), ("pues no", "no")])
+def test_everyday_spanish_ways_of_saying_yes_and_no(text, value):
+    # These were asked again: "claro que si" is as plain a yes as there is.
+    assert parse_yesno(text).value == value
+
+
+@pytest.mark.parametrize("text", ["que", "creo", "no se que decir", "para que", "pues"])
+def test_the_words_around_them_alone_are_no_answer(text):
+    assert not parse_yesno(text).ok

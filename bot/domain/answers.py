@@ -42,8 +42,13 @@ class ParseResult:
 
 YES_WORDS = {
     "en": {"y", "yes", "yeah", "yea", "yep", "yup", "ya", "yah", "aye", "sure", "correct"},
-    "es": {"si", "sip", "claro"},
+    "es": {"si", "sip", "claro", "supuesto"},
 }
+# Everyday phrases that say yes or no whole, whatever the question ("claro que si", "para
+# nada"): their words count only together, so "creo" or "que" elsewhere changes nothing.
+YES_PHRASES = ("creo que si", "claro que si", "la verdad es que si", "desde luego")
+NO_PHRASES = ("creo que no", "claro que no", "la verdad es que no", "para nada",
+              "en absoluto")
 NO_WORDS = {
     "en": {"n", "no", "nope", "nah", "naw", "not", "dont", "none", "never", "nothing",
            # "No, I haven't", "No it isn't": the question's own verb, said as a no.
@@ -61,7 +66,7 @@ FILLER_WORDS = {
            # The question's own verb beside a yes or a no: "yes it has", "no I haven't".
            "has", "had", "does", "was", "were", "are"},
     "es": {"por", "favor", "gracias", "muchas", "yo", "lo", "es", "de", "verdad", "mucho",
-           "vale", "he", "ha", "tengo", "tenido", "tuve"},
+           "vale", "he", "ha", "tengo", "tenido", "tuve", "pues"},
 }
 # How much or how often, beside a yes: "yes a bit", "yeah sometimes", "si un poco". A yes
 # still (to "any new numbness?", the answer that matters). Beside a no, or alone, they may take
@@ -234,8 +239,10 @@ def parse_yesno(text: str, yes_words: Sequence[str] = (), no_words: Sequence[str
     """"yes"/"no" from a reply made only of yes (or only of no) words and polite filler, or
     from a clear yes or no followed by a reason ("Not really, the tablets help x").
 
-    `yes_words` and `no_words` are a question's own phrases ("ok" to agree; "stop texting me").
+    `yes_words` and `no_words` are a question's own phrases ("ok" to agree; "stop texting me"),
+    besides the everyday YES_PHRASES and NO_PHRASES.
     """
+    yes_words, no_words = (*yes_words, *YES_PHRASES), (*no_words, *NO_PHRASES)
     words = tokens(text)
     result = _yesno_words(words, yes_words, no_words)
     if result.ok or result.reason != NOT_YES_NO:
