@@ -118,3 +118,15 @@ def test_a_checkin_on_an_old_revision_with_a_flag_no_longer_known_still_shows(cl
     assert ('<tr data-key="numbness"><th scope="row">Numbness</th>\n    <td class="answer '
             'emergency" title="red flag: numbness renamed"><span class="words">yes</span> *</td>'
             ) in text
+
+
+def test_the_pain_chart_says_each_value_and_the_first_and_last_day_without_hovering(client, rt,
+                                                                                   clock):
+    # On a phone nothing hovers: the values and the days must be on the chart itself.
+    pid = _patient_doing_two_checkins(client, clock)
+    sign_in(client, token=None)
+    text = page(client, f"/dashboard/patients/{pid}")
+    chart = text[text.index('<figure id="pain-trend">'):text.index("</figure>")]
+    values = re.findall(r'class="value" text-anchor="middle">(\d+)</text>', chart)
+    days = re.findall(r'class="axis" text-anchor="(?:start|end)">([^<]+)</text>', chart)
+    assert values == ["3", "8"] and days == ["02 Mar", "09 Mar"]

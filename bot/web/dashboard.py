@@ -971,8 +971,10 @@ def _pain_chart(series: list[tuple[datetime, int]]) -> dict | None:
     width, height, margin = PAIN_CHART
     step = (width - 2 * margin) / (len(series) - 1)
     scale = (height - 2 * margin) / 10
+    zone = ZoneInfo(runtime().settings.defaults.timezone)
     points = [{"x": round(margin + i * step, 1), "y": round(height - margin - value * scale, 1),
-               "value": value, "at": at} for i, (at, value) in enumerate(series)]
+               "value": value, "at": at, "day": at.astimezone(zone).strftime("%d %b")}
+              for i, (at, value) in enumerate(series)]
     return {"width": width, "height": height, "points": points,
             "line": " ".join(f"{pt['x']},{pt['y']}" for pt in points),
             "severe_y": round(height - margin - 7 * scale, 1), "margin": margin}
