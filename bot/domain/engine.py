@@ -402,12 +402,13 @@ def flags_of_answer(flow: Flow, key: str, value: Any) -> list[str]:
     """The red flags an answer saved as `key` raised, as the flow's question that saves it
     reads it (the case it chose); [] when no question saves `key` or it raises none."""
     node = next((n for n in flow.nodes if isinstance(n, AskNode) and n.save == key), None)
-    if node is None:
-        return []
-    for case in node.cases:
-        if _matches(case, value, []):
-            return list(case.flags)
-    return []
+    return [] if node is None else _flags_of_value(node, value)
+
+
+def _flags_of_value(node: AskNode, value: Any) -> list[str]:
+    """The flags of the case the question chooses for an understood `value`."""
+    case = next((c for c in node.cases if _matches(c, value, [])), None)
+    return list(case.flags) if case is not None else []
 
 
 def flags_of_reply(flow: Flow, node_id: str, text: str) -> list[str]:
@@ -417,9 +418,4 @@ def flags_of_reply(flow: Flow, node_id: str, text: str) -> list[str]:
     if not isinstance(node, AskNode):
         return []
     result = parse_reply(node, text)
-    if not result.ok:
-        return []
-    for case in node.cases:
-        if _matches(case, result.value, []):
-            return list(case.flags)
-    return []
+    return _flags_of_value(node, result.value) if result.ok else []

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 OPEN = ("active", "waiting")
 TEMPLATE_OPEN_WAIT = timedelta(hours=48)
 CONSENT_FLOW = "welcome"
+CHECKIN_FLOW = "checkin"  # the symptom check-in: scheduled, and shown on the dashboard
 # A reply this soon after a conversation closed unanswered (its wait timed out) is read as a
 # late answer to the question it closed at, for red flags only (see _late_answer).
 LATE_ANSWER_WINDOW = timedelta(hours=24)
@@ -345,7 +346,7 @@ def _schedule_first_checkin(session: Session, ctx: ServiceContext, patient: Pati
     if not d.checkin_every_days or "checkin" not in ctx.flows:
         return
     exists = session.scalars(select(Schedule.id).where(
-        Schedule.patient_id == patient.id, Schedule.flow_id == "checkin")).first()
+        Schedule.patient_id == patient.id, Schedule.flow_id == CHECKIN_FLOW)).first()
     if exists is None:
         add_schedule(session, ctx, patient, "checkin", d.checkin_at, d.checkin_every_days, now,
                      actor="system")

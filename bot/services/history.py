@@ -15,10 +15,9 @@ from sqlalchemy.orm import Session
 from bot.domain import engine
 from bot.domain.triage import level_for_flags
 from bot.services.context import ServiceContext
-from bot.services.conversations import flow_for
+from bot.services.conversations import CHECKIN_FLOW, flow_for
 from bot.store.models import Answer, Conversation
 
-CHECKIN_FLOW = "checkin"
 CHECKINS_SHOWN = 8  # columns: about two months of weekly check-ins
 TEXT_CHARS = 60  # a free-text answer is cut to this in a cell (the transcript has it whole)
 

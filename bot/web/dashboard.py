@@ -58,6 +58,7 @@ from bot.services import schedules as sched_service
 from bot.services import staff as staff_service
 from bot.services.audit import audit
 from bot.services.context import readable_phone
+from bot.services.conversations import CHECKIN_FLOW
 from bot.services.history import checkin_history
 from bot.services.patients import (
     CHANNELS,
@@ -746,7 +747,7 @@ def _expired_rows(s: Session, now: datetime) -> list[dict]:
     for conv, patient in s.execute(
             select(Conversation, Patient).join(Patient, Patient.id == Conversation.patient_id)
             # A discharged patient's missed check-ins are no longer anyone's to chase.
-            .where(Conversation.flow_id == "checkin", Patient.status != DISCHARGED,
+            .where(Conversation.flow_id == CHECKIN_FLOW, Patient.status != DISCHARGED,
                    Conversation.updated_at >= now - timedelta(days=RECENT_DAYS),
                    Conversation.status.in_(("expired", "superseded", "completed")))
             .order_by(Conversation.updated_at.desc())):
@@ -885,7 +886,7 @@ def patients():
     with rt.transaction() as s:
         next_checkin = dict(s.execute(
             select(Schedule.patient_id, func.min(Schedule.next_due_at))
-            .where(Schedule.active.is_(True), Schedule.flow_id == "checkin")
+            .where(Schedule.active.is_(True), Schedule.flow_id == CHECKIN_FLOW)
             .group_by(Schedule.patient_id)).all())
         latest = (select(func.max(Message.id))
                   .where(Message.direction == "in", Message.patient_id.is_not(None))
@@ -985,7 +986,6 @@ def _pain_chart(series: list[tuple[datetime, int]]) -> dict | None:
 # rules and audit (actor "dashboard:<name>"). A bad field shows the form again, with the
 # values typed and a message naming the field.
 
-CHECKIN_FLOW = "checkin"
 ENROL_FIELDS = ("phone", "name", "timezone", "channel", "language")
 SCHEDULE_FIELDS = ("at", "every_days", "reminder_text")
 FIELD_LABELS = {"phone": "Phone", "name": "Name", "timezone": "Timezone", "channel": "Channel",
