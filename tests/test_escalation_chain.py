@@ -186,22 +186,13 @@ def test_two_red_flags_at_once_from_a_number_not_enrolled_open_one_escalation(
         rt, fake_http, monkeypatch):
     import threading
 
-    from bot.services import escalations
     from bot.services.inbound import InboundMessage, handle_inbound_message
 
     if not rt.settings.database_url.startswith("postgres"):
         pytest.skip("concurrent writers: PostgreSQL only (SQLite takes one writer at a time)")
-    inside, release = threading.Event(), threading.Event()
-    real = escalations.open_escalation_for
+    from tests.test_escalation_races import _pause_first
 
-    def paused(*args, **kw):
-        found = real(*args, **kw)
-        if threading.current_thread().name == "first":
-            inside.set()
-            release.wait(10)
-        return found
-
-    monkeypatch.setattr(escalations, "open_escalation_for", paused)
+    inside, release = _pause_first(monkeypatch)
 
     def red_flag(sid):
         with rt.transaction() as s:

@@ -62,6 +62,17 @@ def _row(rt, item_id):
                 "next": item.next_attempt_at, "body": message.body}
 
 
+def _refused_as_invalid(rt, fake_http, pid):
+    """A reply to OLD refused by Twilio with 21211: the number is marked invalid (returned)."""
+    _queue(rt, pid, OLD, routine=False, kind="reply")
+    fake_http.queue_error(400, 21211, "The 'To' number is not a valid phone number.")
+    rt.dispatcher.dispatch_due()
+    with rt.transaction() as s:
+        marked = s.get(Patient, pid).number_invalid_at
+    assert marked is not None
+    return marked
+
+
 def _update_audit(rt):
     with rt.transaction() as s:
         return s.scalars(select(AuditLog.details).where(
@@ -130,12 +141,7 @@ def test_the_old_numbers_whatsapp_window_does_not_open_it_for_the_new(client, rt
 def test_a_number_twilio_refused_as_invalid_is_sendable_again_with_a_new_one(
         client, rt, fake_http):
     pid = enrol(rt, phone=OLD)
-    _queue(rt, pid, OLD, routine=False, kind="reply")
-    fake_http.queue_error(400, 21211, "The 'To' number is not a valid phone number.")
-    rt.dispatcher.dispatch_due()
-    with rt.transaction() as s:
-        marked = s.get(Patient, pid).number_invalid_at
-    assert marked is not None
+    marked = _refused_as_invalid(rt, fake_http, pid)
     held = _queue(rt, pid, OLD)  # a routine message to the invalid number is not sent
     rt.dispatcher.dispatch_due()
     assert _row(rt, held)["status"] == "cancelled"
@@ -268,12 +274,7 @@ def test_a_patient_texting_from_a_number_marked_invalid_clears_the_mark(client, 
     # coordinator changed the number. A text from that number on the patient's own channel
     # shows it works: the mark goes, audited. A WhatsApp message says nothing about SMS.
     pid = enrol(rt, phone=OLD)
-    _queue(rt, pid, OLD, routine=False, kind="reply")
-    fake_http.queue_error(400, 21211, "The 'To' number is not a valid phone number.")
-    rt.dispatcher.dispatch_due()
-    with rt.transaction() as s:
-        marked = s.get(Patient, pid).number_invalid_at
-    assert marked is not None
+    marked = _refused_as_invalid(rt, fake_http, pid)
     texted(client, "hello, my phone is working again", sender=OLD, channel=channel)
     with rt.transaction() as s:
         now_marked = s.get(Patient, pid).number_invalid_at
