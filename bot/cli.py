@@ -11,7 +11,7 @@ import unicodedata
 
 import click
 
-from bot.config import ConfigError, load_settings
+from bot.config import ConfigError, DatabaseUnreachable, load_settings
 from bot.logs import setup_logging
 
 
@@ -52,6 +52,8 @@ def _runtime(dispatch_mode: str = "inline"):
 
     try:
         return build_runtime(load_settings(), dispatch_mode=dispatch_mode)
+    except DatabaseUnreachable as exc:
+        _fail(str(exc), 1)  # as a database error mid-command: try again later
     except ConfigError as exc:
         _fail(str(exc))
 

@@ -47,6 +47,11 @@ class ConfigError(Exception):
     """A setting is missing or wrong; the message is one line naming the key."""
 
 
+class DatabaseUnreachable(ConfigError):
+    """The database cannot be reached (refused, down, a timeout): not a wrong setting as
+    such, and perhaps gone by the next try."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

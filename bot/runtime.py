@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.clock import Clock, SystemClock
-from bot.config import ConfigError, Settings
+from bot.config import ConfigError, DatabaseUnreachable, Settings
 from bot.messaging.base import Messenger
 from bot.services.context import ServiceContext
 from bot.services.dispatcher import UNRECORDED_RETRY_SECONDS, Dispatcher
@@ -331,7 +331,7 @@ def _check_database(engine: Engine, flows) -> None:
         tables = set(inspect(engine).get_table_names())
     except Exception as exc:
         detail = str(getattr(exc, "orig", exc)).splitlines()[0][:120]
-        raise ConfigError(f"database: cannot connect: {detail}{where}") from None
+        raise DatabaseUnreachable(f"database: cannot connect: {detail}{where}") from None
     if "flow_revisions" not in tables:
         raise ConfigError(f"database: not migrated; run `checkin-bot db upgrade`{where}")
     with engine.connect() as conn:

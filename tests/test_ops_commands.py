@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -229,3 +230,20 @@ def test_escalations_list_gives_the_number_to_call(cli, client, rt):
     assert res.output == (f"   1 {ref} Ada Lovelace +447700900123 emergency "
                           f"bladder_dysfunction,limb_weakness open "
                           f"{created.isoformat().replace('+00:00', 'Z')} - -\n")
+
+
+@pytest.mark.parametrize("command", [("patients", "list"), ("escalations", "list"),
+                                     ("schedules", "list")])
+def test_a_database_that_cannot_be_reached_is_exit_1_as_any_database_error(cli, monkeypatch,
+                                                                            command):
+    """Unreachable at start-up or failing mid-command, the operator's scripts see the same
+    exit 1 ("try again later"); exit 2 stays for what they typed or configured wrong."""
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("CHECKIN_DATABASE_URL",
+                       f"postgresql+psycopg://postgres@127.0.0.1:{port}/nothing")
+    res = cli(*command)
+    assert res.exit_code == 1, res.output
+    assert res.output.startswith("error: database: cannot connect: ")
+    assert len(res.output.strip().splitlines()) == 1
