@@ -307,3 +307,69 @@ class TestDashboard:
             cell = row.locator("td", has_text=text)
             box = cell.bounding_box()
             assert box["x"] >= 0 and box["x"] + box["width"] <= 390, (text, box)
+
+    def test_on_a_phone_the_first_open_red_flag_is_on_screen_with_the_bots_problems_listed(
+            self, page, server, rt, clock):
+        """A bad night: five problems with the bot and two open red flags, on a 390x844 phone.
+        The first red flag's patient and Call button are on the first screen, without
+        scrolling; the problems are still on the page, each in full, none behind a tap, and
+        that first screen says there are some."""
+        from sqlalchemy import update
+
+        from bot.services import health
+        from bot.services.inbound import InboundMessage, handle_inbound_message
+        from bot.services.outbox import Draft, enqueue
+        from bot.services.patients import Enrolment, enrol_patient
+        from bot.store.models import Message, OutboxItem
+
+        def texts(phone: str, body: str) -> None:
+            with rt.transaction() as s:
+                handle_inbound_message(s, rt.ctx, InboundMessage("sms", phone, body),
+                                       clock.now())
+
+        for phone, name in (("+447700900136", "Emma Emergency"),
+                            ("+447700900137", "Eve Second")):
+            with rt.transaction() as s:
+                enrol_patient(s, Enrolment(phone, name, "Europe/London"), languages=["en"],
+                              now=clock.now(), actor="test").consent_at = clock.now()
+            texts(phone, "my legs gave way and I wet myself")
+            clock.advance(minutes=1)
+        texts("+447700900136", "can someone ring me about my tablets")
+        with rt.transaction() as s:  # every send refused, one never picked up, one unhandled
+            s.execute(update(OutboxItem).where(OutboxItem.kind.in_(("alert", "emergency")))
+                      .values(status="failed"))
+            enqueue(s, Draft(to="+447700900137", channel="sms", body="Hello"), clock.now())
+            s.execute(update(Message).where(Message.body.like("%tablets%"))
+                      .values(status="unprocessed"))
+        clock.advance(minutes=5)  # and the scheduler has never run
+        with rt.transaction() as s:
+            problems = health.report(s, rt.settings, clock.now())["problems"]
+        assert len(problems) == 5, problems
+
+        page.goto(server + "/dashboard/")
+        page.fill("#token", "s3cret-admin")
+        page.fill("#name", "Nurse Jo")
+        page.click("#sign-in")
+        first = page.locator("#open .card").first
+        first.wait_for()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-problems-and-red-flags.png"))
+        assert page.evaluate("window.scrollY") == 0
+        for part in (first.locator("a.patient", has_text="Emma Emergency"),
+                     first.locator("a.button.call")):
+            box = part.bounding_box()
+            assert box and box["y"] >= 0 and box["y"] + box["height"] <= 844, box
+        notice = page.locator("#problems-notice")
+        box = notice.bounding_box()
+        assert box and box["y"] + box["height"] <= 844, box
+        assert "5 problems with the bot" in notice.inner_text()
+        listed = page.locator("#problems li")
+        assert [li.inner_text() for li in listed.all()] == problems
+        assert all(li.is_visible() for li in listed.all())
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+        page.set_viewport_size({"width": 1280, "height": 800})  # a desk: problems stay first
+        assert not notice.is_visible()
+        assert (page.locator("#problems").bounding_box()["y"]
+                < page.locator("#open").bounding_box()["y"])
+
