@@ -373,3 +373,26 @@ class TestDashboard:
         assert (page.locator("#problems").bounding_box()["y"]
                 < page.locator("#open").bounding_box()["y"])
 
+    def test_text_boxes_and_drop_downs_are_big_enough_to_tap_on_a_phone(self, page, server,
+                                                                        rt, clock):
+        """Every field to type in or choose from (sign-in, enrol, a patient's page) is at
+        least 44 px high at 390 px wide, as the buttons are."""
+        def assert_tappable() -> None:
+            fields = page.locator("main input:not([type=hidden]), main select, main textarea")
+            found = {el.get_attribute("id"): el.bounding_box()["height"] for el in fields.all()}
+            assert found and all(h >= 44 for h in found.values()), found
+
+        page.goto(server + "/dashboard/patients")
+        assert_tappable()  # the sign-in form
+        page.fill("#token", "s3cret-admin")
+        page.fill("#name", "Nurse Jo")
+        page.click("#sign-in")
+        page.click("#enrol")
+        assert_tappable()
+        page.fill("#phone", "+44 7700 900141")
+        page.fill("#name", "Grace Hopper")
+        page.click("#enrol-submit")
+        page.locator("h1", has_text="Grace Hopper").wait_for()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-patient-fields.png"), full_page=True)
+        assert_tappable()
