@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from sqlalchemy import select
 
@@ -113,3 +115,85 @@ def test_everyday_spanish_ways_of_saying_yes_and_no(text, value):
 @pytest.mark.parametrize("text", ["que", "creo", "no se que decir", "para que", "pues"])
 def test_the_words_around_them_alone_are_no_answer(text):
     assert not parse_yesno(text).ok
+
+
+# ---- "un poquito", "casi nada", "todavia no" ----------------------------------------------
+# Read as the shipped flows read them (flows/checkin.yaml, flows/reminder.yaml).
+@functools.cache
+def _shipped():
+    from bot.config import REPO_ROOT
+    from bot.domain.flows import load_flows
+
+    return load_flows(REPO_ROOT / "flows")
+
+
+def _reply_to(flow_id, node_id, text):
+    from bot.domain.engine import parse_reply
+
+    return parse_reply(_shipped().get(flow_id).node(node_id), text)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    # "How much did tiredness get in the way?": "un poquito" is "un poco", a little; "casi
+    # nada" (hardly at all) is more than nothing, so a little too, never "not at all".
+    ("un poquito", "a_little"), ("Un poquitín", "a_little"), ("poquito", "a_little"),
+    ("casi nada", "a_little"), ("Casi nada, gracias", "a_little"), ("un poco", "a_little"),
+    ("nada", "not_at_all"), ("para nada", "not_at_all")])
+def test_un_poquito_and_casi_nada_to_the_tiredness_question(text, value):
+    assert _reply_to("checkin", "fatigue", text).value == value
+
+
+YESNO_QUESTIONS = ["pain_new", "pain_night", "pain_cough", "pain_spread", "pain_painkillers",
+                   "numbness", "weakness", "balance", "bladder", "bowel", "saddle", "fever"]
+
+
+@pytest.mark.parametrize("node", YESNO_QUESTIONS)
+@pytest.mark.parametrize("text", ["si, un poquito", "sí un poquito", "si poquito",
+                                  "Sí, un poquitín"])
+def test_yes_a_little_in_spanish_is_a_yes(node, text):
+    assert _reply_to("checkin", node, text).value == "yes"
+
+
+# "Casi nada" to "any new numbness?" is some numbness: never a no. Nor is "no, poquito" or
+# "no, casi ni lo noto" (no, I hardly notice it). The patient is asked again, as for "un poco"
+# alone, and after three tries the question's flag is raised. The other YES/NO questions ask
+# again too ("casi nada" to "is the pain worse at night?" is neither a clear yes nor a no).
+@pytest.mark.parametrize("node", YESNO_QUESTIONS)
+@pytest.mark.parametrize("text", ["casi nada", "un poquito", "poquito", "no, poquito",
+                                  "no poquito", "No, casi ni lo noto", "no, casi nada",
+                                  "No, un poquitín", "no, barely", "No, hardly notice it",
+                                  "no, almost gone"])
+def test_a_little_or_hardly_to_a_yes_no_question_is_asked_again(node, text):
+    assert not _reply_to("checkin", node, text).ok
+
+
+@pytest.mark.parametrize("text", ["casi nada", "un poquito"])
+def test_casi_nada_or_un_poquito_is_no_pain_score(text):
+    assert not _reply_to("checkin", "pain", text).ok
+
+
+@pytest.mark.parametrize(("english", "spanish"), [
+    ("not yet", "todavia no"), ("not yet", "todavía no"), ("Not yet", "Aún no"),
+    ("no, not yet", "no, todavía no"), ("not yet, later", "todavía no, luego")])
+def test_not_yet_to_the_reminder_is_asked_again_in_spanish_as_in_english(english, spanish):
+    # Neither done nor "can't make it" ("to rearrange, call..."): the reminder asks again, in
+    # both languages, for 1 or 2.
+    assert not _reply_to("reminder", "remind", english).ok
+    assert not _reply_to("reminder", "remind", spanish).ok
+
+
+def test_todavia_no_gets_the_spanish_reminder_prompt_again_and_records_nothing(
+        client, rt, fake_http):
+    with rt.transaction() as s:
+        p = enrol_patient(s, Enrolment(PHONE, "Lucia Perez", "Europe/Madrid", language="es"),
+                          languages=["en", "es"], now=rt.clock.now(), actor="test")
+        p.consent_at = rt.clock.now()
+        start_flow(s, rt.ctx, p, "reminder", rt.clock.now(),
+                   params={"reminder_text": "Tome la dexametasona"})
+        pid = p.id
+    texted(client, "todavía no")
+    assert _answers(rt, pid) == {}
+    assert sent_to(fake_http, PHONE)[-1]["Body"] == (
+        "Perdone, no le hemos entendido. Responda 1 si ya esta hecho, o 2 si no puede.")
+    texted(client, "1")
+    assert _answers(rt, pid) == {"reminder_reply": "done"}

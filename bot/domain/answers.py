@@ -74,16 +74,19 @@ FILLER_WORDS = {
 DEGREE_WORDS = {
     "en": {"bit", "abit", "little", "lil", "slight", "slightly", "sometimes", "occasionally",
            "mild", "mildly", "some", "somewhat", "lot", "alot", "very", "quite", "much"},
-    "es": {"un", "poco", "algo", "veces", "bastante"},
+    "es": {"un", "poco", "poquito", "poquitin", "algo", "veces", "bastante"},
 }
 # After a clear yes or no and a break ("Not really, the tablets help"), words that make the
 # rest more than a reason for it: "no, but...", "no, only when I cough", "no, just a little".
 QUALIFIERS = {
     "en": {"but", "except", "although", "though", "apart", "only", "just", "bit", "little",
            "slight", "slightly", "sometimes", "occasionally", "mild", "mildly", "some", "still",
-           "more", "worse", "new", "maybe", "unsure", "know", "if", "or"},
+           "more", "worse", "new", "maybe", "unsure", "know", "if", "or",
+           # hardly a no: "no, barely", "no, hardly notice it", "no, almost gone"
+           "hardly", "barely", "almost"},
     "es": {"pero", "aunque", "excepto", "salvo", "menos", "solo", "poco", "algo", "veces",
            "todavia", "aun", "sigue", "mas", "peor", "nuevo", "nueva", "quizas", "quiza", "tal",
+           "casi",  # "no, casi ni lo noto" (I hardly notice it)
            "sabe", "se", "si", "o",
            # doubt after a no: "no estoy seguro", "no sabria decir", "no tengo ni idea",
            # "no me acuerdo", "no c" (texted "no se"): not sure, as "no, not sure" is
