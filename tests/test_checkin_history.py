@@ -130,3 +130,88 @@ def test_the_pain_chart_says_each_value_and_the_first_and_last_day_without_hover
     values = re.findall(r'class="value" text-anchor="middle">(\d+)</text>', chart)
     days = re.findall(r'class="axis" text-anchor="(?:start|end)">([^<]+)</text>', chart)
     assert values == ["3", "8"] and days == ["02 Mar", "09 Mar"]
+
+
+def _patient_whose_replies_were_not_understood(client, rt, clock) -> int:
+    """Check-in 1: pain 3; 'is it new?' never understood (its fallback raises new_back_pain);
+    'worse at night?' never answered (it timed out). Check-in 2: the pain score never
+    understood (severe_pain), then no reply: no understood answer at all."""
+    from bot.scheduler import tick
+
+    res = client.post("/simulator/api/patients", json={"phone": PHONE, "name": "Ada Lovelace"})
+    pid = res.get_json()["patient"]["id"]
+    _text(client, "yes")  # consent
+    _text(client, "CHECKIN")
+    for answer in ["3", "maybe", "dunno", "hmm"]:
+        _text(client, answer)
+    clock.advance(hours=25)
+    tick(rt)  # the night-pain question times out: the check-in closes
+    clock.advance(days=6)
+    _text(client, "CHECKIN")
+    for answer in ["hmm", "lots and lots and lots, more than I have ever had in my life, honestly",
+                   "eh"]:
+        _text(client, answer)
+    clock.advance(hours=25)
+    tick(rt)
+    return pid
+
+
+def test_the_api_tells_a_question_not_understood_or_unanswered_from_one_not_asked(client, rt,
+                                                                                 clock):
+    pid = _patient_whose_replies_were_not_understood(client, rt, clock)
+    newest, oldest = client.get(f"/api/patients/{pid}/checkins").get_json()
+    assert oldest["answers"]["worst_pain"] == {"value": 3, "flags": []}
+    assert oldest["answers"]["pain_new"] == {
+        "value": None, "flags": ["new_back_pain"], "unanswered": "not_understood",
+        "reply": "hmm"}  # the last of the three replies
+    assert oldest["answers"]["pain_night"] == {
+        "value": None, "flags": [], "unanswered": "no_reply", "reply": None}
+    assert "pain_cough" not in oldest["answers"]  # not asked
+    # No understood answer at all, and still listed: the pain score raised severe_pain.
+    assert newest["answers"]["worst_pain"] == {
+        "value": None, "flags": ["severe_pain"], "unanswered": "not_understood", "reply": "eh"}
+    assert newest["answers"]["pain_new"]["unanswered"] == "no_reply"
+    assert set(newest["answers"]) == {"worst_pain", "pain_new"}
+
+
+def test_the_patient_page_shows_not_understood_and_no_reply_and_dash_only_when_not_asked(
+        client, rt, clock):
+    pid = _patient_whose_replies_were_not_understood(client, rt, clock)
+    sign_in(client, token=None)
+    text = page(client, f"/dashboard/patients/{pid}")
+    table = text[text.index('<table id="checkins">'):]
+    table = table[:table.index("</table>")]
+
+    def row(key: str) -> str:
+        return re.sub(r"\s+", " ", re.search(rf'<tr data-key="{key}">(.*?)</tr>', table,
+                                             re.S).group(1))
+
+    assert len(re.findall(r"<th data-conversation", table)) == 2
+    assert row("worst_pain") == (
+        '<th scope="row">Worst pain</th> <td class="answer urgent unanswered" '
+        'title="red flag: severe pain"><span class="words">not understood: &#34;eh&#34;</span>'
+        ' *</td><td><span class="words">3</span></td>')
+    assert row("pain_new") == (
+        '<th scope="row">Pain new</th> <td class="unanswered"><span class="words">no reply'
+        '</span></td><td class="answer urgent unanswered" title="red flag: new back pain">'
+        '<span class="words">not understood: &#34;hmm&#34;</span> *</td>')
+    assert row("pain_night") == (
+        '<th scope="row">Pain night</th> <td class="none">-</td><td class="unanswered">'
+        '<span class="words">no reply</span></td>')
+
+
+def test_a_long_reply_never_understood_is_shortened(client, rt, clock):
+    from bot.services.history import TEXT_CHARS
+
+    pid = _patient_whose_replies_were_not_understood(client, rt, clock)
+    _text(client, "CHECKIN")
+    long_reply = "it is hard to say, some days it is bad and some days less so " * 3
+    for _ in range(3):
+        _text(client, long_reply)
+    with rt.transaction() as s:
+        cell = dict((k, c) for k, _label, c in checkin_history(s, rt.ctx, pid).rows)[
+            "worst_pain"][0]
+    assert cell.value is None and cell.unanswered == "not_understood"
+    assert len(cell.shown) <= TEXT_CHARS + len('not understood: ""')
+    assert cell.shown.startswith('not understood: "it is hard to say') and cell.shown.endswith(
+        '..."')

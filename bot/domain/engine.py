@@ -411,6 +411,16 @@ def _flags_of_value(node: AskNode, value: Any) -> list[str]:
     return list(case.flags) if case is not None else []
 
 
+def flags_of_unanswered(flow: Flow, node_id: str, replies: int) -> list[str]:
+    """The red flags a question raised when `replies` replies to it were not understood and
+    none was: its fallback's, once they used up its tries; [] before (it timed out)."""
+    node = flow.node(node_id)
+    if not isinstance(node, AskNode) or node.retry is None or replies < node.retry.max_tries:
+        return []
+    fallback = flow.node(node.retry.fallback)
+    return list(fallback.flags) if fallback is not None else []
+
+
 def flags_of_reply(flow: Flow, node_id: str, text: str) -> list[str]:
     """The red flags a reply to the question at `node_id` raises as the flow reads it (the
     case it would choose); [] when it is not understood or raises none."""

@@ -50,6 +50,12 @@ CHECKIN_FLOW = "checkin"  # the symptom check-in: scheduled, and shown on the da
 # late answer to the question it closed at, for red flags only (see _late_answer).
 LATE_ANSWER_WINDOW = timedelta(hours=24)
 TIMED_OUT_AT = "timed_out_at"
+# The questions left without an understood answer, for the care team's check-in table (see
+# bot.services.history): {node id: {"replies": how many were not understood, "last": the last
+# of them, cut to UNANSWERED_REPLY_CHARS, or None}}. A question that timed out with no reply
+# has 0 replies.
+UNANSWERED = "unanswered"
+UNANSWERED_REPLY_CHARS = 160
 
 
 # Built once: this runs on every patient message. The row is locked (PostgreSQL) so that a
@@ -267,6 +273,8 @@ def _apply(session: Session, ctx: ServiceContext, patient: Patient, conv: Conver
         state = {**state, TIMED_OUT_AT: timed_out[-1]}
     elif words is not None and TIMED_OUT_AT in state:
         state = {k: v for k, v in state.items() if k != TIMED_OUT_AT}
+    if state:
+        state = _with_unanswered(state, result.recorded, words)
     conv.state = state
     conv.current_node = state.get("node")
     conv.status = state.get("status", "completed")
@@ -320,6 +328,22 @@ def _apply(session: Session, ctx: ServiceContext, patient: Patient, conv: Conver
         ids += start_flow(session, ctx, patient, follow_on, now, routine=routine,
                           channel=channel)
     return ids
+
+
+def _with_unanswered(state: dict[str, Any], recorded: list[engine.Record],
+                     words: str | None) -> dict[str, Any]:
+    """`state` with the questions this step left not understood (`words`, the reply) or
+    unanswered (timed out) noted under UNANSWERED."""
+    missed = [r for r in recorded if isinstance(r, engine.NotUnderstood | engine.TimedOut)]
+    if not missed:
+        return state
+    noted = {node: dict(entry) for node, entry in (state.get(UNANSWERED) or {}).items()}
+    for record in missed:
+        entry = noted.setdefault(record.node_id, {"replies": 0, "last": None})
+        if isinstance(record, engine.NotUnderstood):
+            entry["replies"] += 1
+            entry["last"] = (words or "").strip()[:UNANSWERED_REPLY_CHARS] or None
+    return {**state, UNANSWERED: noted}
 
 
 def _in_context(ctx: ServiceContext, patient: Patient, flow: Flow, state: dict[str, Any],

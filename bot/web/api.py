@@ -458,9 +458,18 @@ def patient_checkins(patient_id: int):
     return jsonify([
         {"conversation_id": col.conversation_id, "started_at": iso(col.started_at),
          "status": col.status,
-         "answers": {key: {"value": cells[i].value, "flags": list(cells[i].flags)}
+         "answers": {key: _answer_json(cells[i])
                      for key, _label, cells in history.rows if cells[i] is not None}}
         for i, col in enumerate(history.columns)])
+
+
+def _answer_json(cell) -> dict[str, Any]:
+    """An answer and its flags; a question never understood or answered also says which
+    (`unanswered`: not_understood or no_reply) and the last reply not understood."""
+    if cell.unanswered is None:
+        return {"value": cell.value, "flags": list(cell.flags)}
+    return {"value": None, "flags": list(cell.flags), "unanswered": cell.unanswered,
+            "reply": cell.reply}
 
 
 @bp.post("/patients/<int:patient_id>/schedules")
