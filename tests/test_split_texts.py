@@ -243,3 +243,38 @@ def test_words_that_make_no_red_flag_in_either_order_stay_routine(client, rt, fa
     clock.advance(seconds=5)
     texted(client, "are fine thanks")
     assert escalations(rt) == [] and split_audits(rt) == []
+
+
+STRANGER = "+447700900777"  # a relative's phone, not enrolled
+
+
+def test_a_split_red_flag_from_a_number_not_enrolled_reaches_the_team(client, rt, fake_http,
+                                                                      clock):
+    texted(client, "my husband can't feel", sender=STRANGER)
+    clock.advance(seconds=20)
+    texted(client, "his legs", sender=STRANGER)
+    [esc] = escalations(rt)
+    assert (esc.level, esc.patient_id, esc.phone) == ("emergency", None, STRANGER)
+    assert esc.words == "my husband can't feel his legs"
+    replies = [d["Body"] for d in sent_to(fake_http, STRANGER)]
+    assert replies[1:] == [rt.ctx.text_for(None, "emergency", name="Hello")]  # after the polite
+    [alert] = alerts(fake_http, chain_phones(rt)[0])
+    assert STRANGER in alert and '"my husband can\'t feel his legs"' in alert
+    [audit] = split_audits(rt)
+    assert audit["earlier"] == inbound_ids(rt)[:1] and audit["level"] == "emergency"
+
+
+def test_a_number_not_enrolled_has_the_same_window(client, rt, fake_http, clock):
+    texted(client, "my husband can't feel", sender=STRANGER)
+    clock.advance(minutes=split_texts_minutes(rt.ctx.vocabulary), seconds=1)
+    texted(client, "his legs", sender=STRANGER)
+    assert escalations(rt) == [] and split_audits(rt) == []
+    assert alerts(fake_http, chain_phones(rt)[0]) == []
+
+
+def test_split_texts_from_two_numbers_are_not_joined(client, rt, fake_http, clock):
+    enrol(rt)
+    texted(client, "I can't feel")  # the patient
+    clock.advance(seconds=10)
+    texted(client, "his legs", sender=STRANGER)  # someone else
+    assert escalations(rt) == []

@@ -396,9 +396,10 @@ def _split_red_flag(session: Session, ctx: ServiceContext, msg: InboundMessage, 
     """A red flag the patient split across texts sent moments apart ("I can't feel", then "my
     legs"): (the triage of them read as one text, their words joined), or None.
 
-    `text` raised no red flag alone. It is read after the patient's texts sent within
-    `split_texts_minutes` (config/red_flags.yaml) before it, by when each was sent (a message
-    replayed from the spool counts from when it arrived): the latest few in a row that raised
+    `text` raised no red flag alone. It is read after the texts from the same number (a
+    patient's, or one that is not enrolled) sent within `split_texts_minutes`
+    (config/red_flags.yaml) before it, by when each was sent (a message replayed from the
+    spool counts from when it arrived): the latest few in a row that raised
     no red flag alone and are no keyword (STOP, HELP...). Only red flags this text completes
     count (triage.detect_joined), never one those texts raised together already: a third
     text does not alert the same pair again. One indexed query."""
@@ -568,8 +569,11 @@ def _unknown_sender(session: Session, ctx: ServiceContext, msg: InboundMessage, 
     the instruction for its tier (an emergency's, or the urgent one: the team will call today),
     and opens an escalation like a patient's: the team is alerted round the chain, asked to
     call the number, until someone acknowledges. A fever on chemotherapy texted from a new
-    phone must not get only "we don't have this number"."""
-    triage = detect(text, ctx.vocabulary)
+    phone must not get only "we don't have this number". A red flag split across its texts
+    ("my husband can't feel", then "his legs") is read as one, as a patient's is."""
+    triage, words = detect(text, ctx.vocabulary), text
+    if triage.level == "routine" and text:
+        triage, words = _split_red_flag(session, ctx, msg, text, now, out) or (triage, words)
     out.level = triage.level
     if triage.level == "routine" or triage.hypothetical:
         return [_reply(session, ctx, None, msg, "not_enrolled", now)]
@@ -578,7 +582,8 @@ def _unknown_sender(session: Session, ctx: ServiceContext, msg: InboundMessage, 
     # As for a patient: "the team will call you today" only with a new urgent alert, never
     # while an emergency from this number is unresolved (it would undercut the instruction).
     urgent_told = level == "urgent" and not has_unresolved_emergency(session, None, msg.sender)
-    esc, alert_ids = escalate(session, ctx, None, level, red_flags, text, now, phone=msg.sender)
+    esc, alert_ids = escalate(session, ctx, None, level, red_flags, words, now,
+                              phone=msg.sender)
     ids = []
     if level == "emergency" or (urgent_told and esc.level == "urgent" and alert_ids):
         ids.append(enqueue(session, Draft(
