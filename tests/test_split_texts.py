@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from bot.domain.triage import split_texts_minutes
+from bot.domain.triage import detect, split_texts_minutes
 from bot.services.conversations import active_conversation, start_flow
 from bot.store.models import Answer, AuditLog, Escalation, Message, Patient
 from tests.test_red_flags_e2e import PHONE, alerts, chain_phones, enrol, texted
@@ -278,3 +278,125 @@ def test_split_texts_from_two_numbers_are_not_joined(client, rt, fake_http, cloc
     clock.advance(seconds=10)
     texted(client, "his legs", sender=STRANGER)  # someone else
     assert escalations(rt) == []
+
+
+# A conditional question ("what if my legs go numb?") gets the safety net; a text just after it
+# that says it is happening ("they are now") makes it the red flag it asked about.
+
+def safety_net_text(rt) -> str:
+    with rt.transaction() as s:
+        return rt.ctx.text_for(s.scalars(select(Patient)).one(), "safety_net")
+
+
+@pytest.mark.parametrize("question, confirmation", [
+    ("what if my legs go numb?", "they are now"),
+    ("what do I do if my legs go numb?", "it is happening now"),
+    ("should I worry if I can't feel my feet?", "yes that's happening"),
+    ("should I worry if I can't feel my feet?", "I can't now"),
+    ("que hago si se me duermen las piernas?", "ya me pasa"),
+    ("que pasa si no puedo caminar?", "si, ahora"),
+])
+def test_a_question_then_a_confirmation_is_the_confirmed_emergency(client, rt, fake_http, clock,
+                                                                  question, confirmation):
+    enrol(rt)
+    texted(client, question)
+    assert escalations(rt) == [] and told(fake_http) == [safety_net_text(rt)]
+    clock.advance(seconds=40)
+    texted(client, confirmation)
+    [esc] = escalations(rt)
+    words = f"{question} {confirmation}"
+    assert esc.level == "emergency" and esc.words == words
+    assert esc.flags == [f for f in detect(question, rt.ctx.vocabulary).flags]
+    assert told(fake_http) == [safety_net_text(rt), emergency_text(rt)]
+    [alert] = alerts(fake_http, chain_phones(rt)[0])
+    assert f'"{words}"' in alert  # both texts, quoted as one
+    [audit] = split_audits(rt)
+    assert audit == {"earlier": inbound_ids(rt)[:1], "flags": esc.flags, "level": "emergency",
+                     "hypothetical": False, "confirmed": True}
+
+
+def test_a_confirmation_of_a_split_question_is_the_confirmed_emergency(client, rt, fake_http,
+                                                                      clock):
+    enrol(rt)
+    for part in ("what do I do if I lose control of my", "bladder?", "it's happening now"):
+        texted(client, part)
+        clock.advance(seconds=20)
+    [esc] = escalations(rt)
+    assert (esc.level, esc.flags) == ("emergency", ["bladder_dysfunction"])
+    assert esc.words == "what do I do if I lose control of my bladder? it's happening now"
+    assert told(fake_http).count(emergency_text(rt)) == 1
+
+
+def test_a_question_alone_still_gets_only_the_safety_net(client, rt, fake_http, clock):
+    enrol(rt)
+    texted(client, "what if my legs go numb?")
+    clock.advance(seconds=40)
+    texted(client, "ok thanks")
+    assert escalations(rt) == [] and split_audits(rt) == []
+    assert alerts(fake_http, chain_phones(rt)[0]) == []
+
+
+@pytest.mark.parametrize("before", [None, "hello", "my legs are fine"])
+def test_a_confirmation_with_no_question_before_it_alerts_nothing(client, rt, fake_http, clock,
+                                                                 before):
+    enrol(rt)
+    if before:
+        texted(client, before)
+        clock.advance(seconds=20)
+    texted(client, "it is happening now")
+    assert escalations(rt) == [] and split_audits(rt) == []
+    assert emergency_text(rt) not in told(fake_http)
+
+
+def test_a_confirmation_after_the_window_alerts_nothing(client, rt, fake_http, clock):
+    enrol(rt)
+    texted(client, "what if my legs go numb?")
+    clock.advance(minutes=split_texts_minutes(rt.ctx.vocabulary), seconds=1)
+    texted(client, "they are now")
+    assert escalations(rt) == []
+
+
+def test_a_denial_is_no_confirmation(client, rt, fake_http, clock):
+    enrol(rt)
+    texted(client, "what if my legs go numb?")
+    clock.advance(seconds=40)
+    texted(client, "no it's not happening now, just asking")
+    assert escalations(rt) == []
+
+
+def test_a_second_confirmation_does_not_alert_again(client, rt, fake_http, clock):
+    enrol(rt)
+    for text in ("what if my legs go numb?", "they are now", "yes it is happening now"):
+        texted(client, text)
+        clock.advance(seconds=20)
+    [esc] = escalations(rt)
+    assert esc.words == "what if my legs go numb? they are now"
+    assert told(fake_http).count(emergency_text(rt)) == 1
+    assert len(alerts(fake_http, chain_phones(rt)[0])) == 1
+    assert len(split_audits(rt)) == 1
+
+
+def test_a_confirmation_in_a_checkin_stops_it_as_an_emergency_would(client, rt, fake_http,
+                                                                   clock):
+    pid = enrol(rt)
+    _checkin(rt, clock)
+    texted(client, "what should I do if my legs give way?")
+    clock.advance(seconds=30)
+    texted(client, "they just did")
+    assert escalations(rt)[0].level == "emergency"
+    with rt.transaction() as s:
+        assert active_conversation(s, pid) is None
+
+
+def test_a_question_then_a_confirmation_from_a_number_not_enrolled(client, rt, fake_http, clock):
+    texted(client, "what do I do if his legs go numb?", sender=STRANGER)
+    assert escalations(rt) == []
+    clock.advance(seconds=30)
+    texted(client, "they are now", sender=STRANGER)
+    [esc] = escalations(rt)
+    assert (esc.level, esc.phone) == ("emergency", STRANGER)
+    assert esc.words == "what do I do if his legs go numb? they are now"
+    replies = [d["Body"] for d in sent_to(fake_http, STRANGER)]
+    assert replies[-1] == rt.ctx.text_for(None, "emergency", name="Hello")
+    [alert] = alerts(fake_http, chain_phones(rt)[0])
+    assert STRANGER in alert

@@ -18,6 +18,7 @@ from bot.domain.triage import (
     LEVELS,
     TriageResult,
     detect,
+    detect_confirmed,
     detect_joined,
     level_for_flags,
     load_vocabulary,
@@ -908,6 +909,63 @@ def test_a_detector_fault_on_joined_texts_escalates(monkeypatch):
 
     monkeypatch.setattr(triage, "_mentions", broken)
     assert detect_joined(["I can't feel"], "my legs").level == "emergency"
+
+
+# A conditional question ("what if my legs go numb?": the safety net) that the next text says
+# is happening ("they are now"): detect_confirmed reads it as the red flag it asked about.
+
+@pytest.mark.parametrize("earlier, text, flag", [
+    (["what if my legs go numb?"], "they are now", "sensory_loss"),
+    (["what do I do if my legs go numb?"], "it is happening now", "sensory_loss"),
+    (["should I worry if I can't feel my feet?"], "yes that's happening", "sensory_loss"),
+    (["should I worry if I can't feel my feet?"], "I can't now", "sensory_loss"),
+    (["what if I wet myself?"], "I just did", "bladder_dysfunction"),
+    (["que hago si se me duermen las piernas?"], "ya me pasa", "sensory_loss"),
+    (["que pasa si no puedo caminar?"], "si, ahora", "gait_balance"),
+    (["que pasa si no puedo caminar?"], "s\u00ed, ahora", "gait_balance"),
+    (["que pasa si no puedo caminar?"], "me esta pasando", "gait_balance"),
+    # the question itself split across texts; texts in between
+    (["what do I do if I lose control of my", "bladder?"], "it's happening now",
+     "bladder_dysfunction"),
+    (["what if my legs go numb?", "ok thanks"], "they are now", "sensory_loss"),
+    # hedged, or a "no" that answers on its own before the comma: still happening
+    (["what if my legs go numb?"], "not sure but I think they are now", "sensory_loss"),
+    (["what if my legs go numb?"], "no, it is happening now", "sensory_loss"),
+])
+def test_a_conditional_question_then_a_confirmation_is_the_red_flag(earlier, text, flag):
+    assert detect(earlier[-1]).hypothetical or detect(" ".join(earlier)).hypothetical
+    assert detect(text).level == "routine"
+    result = detect_confirmed(earlier, text)
+    assert flag in result.flags and result.level == "emergency" and not result.hypothetical, result
+
+
+@pytest.mark.parametrize("earlier, text", [
+    ([], "they are now"),  # a confirmation of nothing
+    (["hello"], "it is happening now"),
+    (["my legs are fine"], "they are now"),
+    (["I can't feel my legs"], "it is happening now"),  # an emergency already, not a question
+    (["what if my legs go numb?"], "ok thanks"),
+    (["what if my legs go numb?"], "it isn't happening now"),
+    (["what if my legs go numb?"], "no it's not happening now, just asking"),
+    (["que pasa si no puedo caminar?"], "no me pasa ahora"),
+    (["what if my legs go numb?"], "they aren't now"),
+    (["what if my legs go numb?"], "I did not"),
+    (["what if my legs go numb?"], "what is happening?"),  # puzzled by the reply, no answer
+    (["what if my legs go numb?"], "now it's fine"),
+    (["what if my legs go numb?"], "yes"),  # may only mean "got it"
+    (["what if my legs go numb?", "they are now"], "it is happening now"),  # confirmed already
+    (["what if my legs go numb?"], ""),
+])
+def test_no_confirmation_of_a_conditional_question_adds_no_flag(earlier, text):
+    assert detect_confirmed(earlier, text) == TriageResult("routine", ())
+
+
+def test_confirmations_are_config(tmp_path):
+    vocab = load_vocabulary(_mutated(tmp_path, lambda d: d["context"].update(
+        confirmations=["ay ay ay"])))
+    question = ["what if my legs go numb?"]
+    assert detect_confirmed(question, "ay ay ay", vocab).level == "emergency"
+    assert detect_confirmed(question, "they are now", vocab).level == "routine"
 
 
 # ------------------------------------------------------------------------------ double negatives

@@ -33,7 +33,10 @@ How a message is read (clinical brief, shared/clinical/red-flags.md):
      anchors ("on a scale of 1 to 10", "0-10", "out of 10") are not the score.
   7. A thought sent as several texts ("I can't feel" then "my legs"): detect_joined reads a
      text after the ones just before it, for the red flags it completes (the service decides
-     which texts, bot.services.inbound._split_red_flag).
+     which texts, bot.services.inbound._split_red_flag). detect_confirmed reads a text that
+     says a conditional question just asked is happening ("what if my legs go numb?" then
+     "they are now": context.confirmations) as that question's red flags, no longer
+     conditional.
 Safety first: any internal error yields an emergency result rather than silence.
 """
 
@@ -51,7 +54,8 @@ from bot.domain.triage_vocab import LEVELS, Vocabulary
 from bot.domain.triage_vocab import load as _load
 
 __all__ = [
-    "FLAG_NAMES", "LEVELS", "TriageResult", "Vocabulary", "detect", "detect_joined",
+    "FLAG_NAMES", "LEVELS", "TriageResult", "Vocabulary", "detect", "detect_confirmed",
+    "detect_joined",
     "level_for_flags", "split_texts_minutes",
     "load_vocabulary", "max_level",
 ]
@@ -336,6 +340,62 @@ def detect_joined_before(text: str, later: str,
     except Exception:  # safety net, as detect's
         log.exception("red-flag detector failed on joined texts; escalating to emergency")
         return TriageResult("emergency", (), False, ("detector error: escalated for safety",))
+
+
+def detect_confirmed(earlier: Sequence[str], text: str,
+                     vocabulary: Vocabulary | None = None) -> TriageResult:
+    """The red flags of a conditional question asked in the `earlier` texts (oldest first)
+    that `text` says is happening: "what if my legs go numb?" (hypothetical: the safety net),
+    then "they are now". For a text that raises no red flag alone. Never raises.
+
+    `text` must say so with one of `context.confirmations` (config/red_flags.yaml), not denied
+    (see _confirms), and the earlier texts, read together from the oldest, must ask the question
+    (every red-flag mention conditional) with no later one of them confirming it already: that
+    was read when it came. The result is the question's red flags, not hypothetical; routine
+    otherwise (a confirmation alone, or after anything but such a question, is nothing).
+    """
+    vocab = vocabulary if vocabulary is not None else _default_vocabulary()
+    try:
+        return _detect_confirmed([str(t) for t in earlier if t and str(t).strip()],
+                                 "" if text is None else str(text), vocab)
+    except Exception:  # safety net, as detect's
+        log.exception("red-flag detector failed on a confirmation; escalating to emergency")
+        return TriageResult("emergency", (), False, ("detector error: escalated for safety",))
+
+
+def _detect_confirmed(earlier: list[str], text: str, vocab: Vocabulary) -> TriageResult:
+    if not earlier or not _confirms(vocab, text):
+        return TriageResult("routine", ())
+    for k in range(1, len(earlier) + 1):
+        asked = _detect(" ".join(earlier[:k]), vocab)
+        if asked.level == "routine" or not asked.hypothetical:
+            continue
+        if any(_confirms(vocab, t) for t in earlier[k:]):
+            return TriageResult("routine", ())  # confirmed by an earlier text already
+        red = tuple(f for f in asked.flags if vocab.flags[f].level != "routine")
+        return TriageResult(asked.level, red, False, tuple(
+            m.replace(" (hypothetical)", " (confirmed)") for m in asked.matches))
+    return TriageResult("routine", ())
+
+
+def _confirms(vocab: Vocabulary, text: str) -> bool:
+    """Does `text` say that what was asked about is happening ("they are now", "si, ahora")?
+
+    Matched without the commas; not when a negation cue comes before it in its clause (after
+    the last comma: "no, it is happening now" confirms) or right after it ("I did not")."""
+    msg = _Message(vocab, vocab.normalise(text))
+    masked, rx = msg.masked, vocab.rx
+    cuts = [m.start() - 2 * i for i, m in enumerate(re.finditer(" ,", masked))]
+    flat = masked.replace(" ,", "")
+    for m in rx["confirm"].finditer(flat):
+        start = m.start() + 2 * bisect.bisect_right(cuts, m.start())
+        end = m.end() + 2 * bisect.bisect_left(cuts, m.end())
+        clause_start, _ = msg.clause(start)
+        lead = max(clause_start, masked.rfind(",", clause_start, start) + 1)
+        if not rx["neg_before"].search(masked, lead, start) and not rx["neg_cue"].match(
+                masked, end):
+            return True
+    return False
 
 
 def _blank_not_symptoms(vocab: Vocabulary, norm: str) -> str:

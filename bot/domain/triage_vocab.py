@@ -41,7 +41,8 @@ _CONTEXT_KEYS = {
 }
 # context lists a vocabulary file may leave out (added later; empty when absent)
 _OPTIONAL_CONTEXT_KEYS = {"stable_cancellers", "new_onset", "affirm_after", "not_symptoms",
-                          "new_onset_past", "past_spans", "other_times", "negation_denials"}
+                          "new_onset_past", "past_spans", "other_times", "negation_denials",
+                          "confirmations"}
 _NUMERIC_KEYS = {
     "pain_score_flag", "pain_score_severe_at", "pain_words", "non_pain_topics", "fever_flag",
     "fever_celsius_at", "fever_fahrenheit_at", "temperature_words",
@@ -637,4 +638,6 @@ def _context_regexes(comp: _Compiler, lists: dict, settings: dict, brk: str, neg
                                   f"{words('other_times')}"),
         "affirm": re.compile(f"(?: [?:=])?{words('affirm_after')}"),
         "not_symptoms": re.compile(words("not_symptoms")),
+        # "they are now" after "what if my legs go numb?" (see triage.detect_confirmed)
+        "confirm": re.compile(words("confirmations")),
     }

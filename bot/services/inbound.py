@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from bot.domain.triage import (
     TriageResult,
     detect,
+    detect_confirmed,
     detect_joined,
     detect_joined_before,
     level_for_flags,
@@ -399,10 +400,15 @@ def _split_red_flag(session: Session, ctx: ServiceContext, msg: InboundMessage, 
     `text` raised no red flag alone. It is read after the texts from the same number (a
     patient's, or one that is not enrolled) sent within `split_texts_minutes`
     (config/red_flags.yaml) before it, by when each was sent (a message replayed from the
-    spool counts from when it arrived): the latest few in a row that raised
-    no red flag alone and are no keyword (STOP, HELP...). Only red flags this text completes
-    count (triage.detect_joined), never one those texts raised together already: a third
-    text does not alert the same pair again. One indexed query."""
+    spool counts from when it arrived): the latest few in a row that raised no red flag alone
+    and are no keyword (STOP, HELP...). Only red flags this text completes count
+    (triage.detect_joined), never one those texts raised together already: a third text does
+    not alert the same pair again.
+
+    A conditional question there ("what if my legs go numb?", which got the safety net, alone
+    or split) that this text says is happening ("they are now": triage.detect_confirmed) is
+    that question's red flag, no longer conditional, quoting every text from the question on
+    (audited with confirmed=True). One indexed query."""
     minutes = split_texts_minutes(ctx.vocabulary)
     if not minutes:
         return None
@@ -412,18 +418,34 @@ def _split_red_flag(session: Session, ctx: ServiceContext, msg: InboundMessage, 
         "current": out.message_id}).all()
     earlier: list[str] = []
     ids: list[int] = []
+    asked = False  # the oldest of `earlier` is a conditional question, asked alone
     for row in rows:
         body = (row.body or "").strip()
         if not body:
             continue  # a photo between the words
-        if keyword_of(body) in STOP_WORDS | START_WORDS | HELP_WORDS \
-                or detect(body, ctx.vocabulary).level != "routine":
-            break  # a command, or a text that was handled as a red flag when it came
+        if keyword_of(body) in STOP_WORDS | START_WORDS | HELP_WORDS:
+            break
+        alone = detect(body, ctx.vocabulary)
+        if alone.level != "routine" and not alone.hypothetical:
+            break  # a text that was handled as a red flag when it came
         earlier.insert(0, body)
         ids.append(row.id)
+        if alone.level != "routine":
+            # "what if my legs go numb?": answered with the safety net when it came, and
+            # this text may say it is happening ("they are now"). It ends the run.
+            asked = True
+            break
     if not earlier:
         return None
-    triage, words = detect_joined(earlier, text, ctx.vocabulary), " ".join([*earlier, text])
+    triage = detect_confirmed(earlier, text, ctx.vocabulary)
+    confirmed = triage.level != "routine"
+    if not confirmed:
+        if asked:  # a question that flagged alone is no part of a red flag split in texts
+            earlier, ids = earlier[1:], ids[:-1]
+            if not earlier:
+                return None
+        triage = detect_joined(earlier, text, ctx.vocabulary)
+    words = " ".join([*earlier, text])
     if triage.level == "routine":
         # Carriers do not always deliver texts in the order they were sent: "my legs" may
         # come before "I can't feel". Read this one before the text just before it, too.
@@ -433,9 +455,9 @@ def _split_red_flag(session: Session, ctx: ServiceContext, msg: InboundMessage, 
             return None
     audit(session, now, "system", "triage.split_texts", "message", out.message_id,
           earlier=ids, flags=list(triage.flags), level=triage.level,
-          hypothetical=triage.hypothetical)
-    log.warning("%s red flag across %d texts: message %s", triage.level, len(ids) + 1,
-                out.message_id)
+          hypothetical=triage.hypothetical, **({"confirmed": True} if confirmed else {}))
+    log.warning("%s red flag across %d texts%s: message %s", triage.level, len(ids) + 1,
+                " (a question confirmed)" if confirmed else "", out.message_id)
     return triage, words
 
 
