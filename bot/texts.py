@@ -17,13 +17,17 @@ REQUIRED = (
     "staff_unknown", "staff_usage", "staff_failed", "staff_which", "staff_none", "alert_unknown", "media_unreadable",
     "blank",
     "after_emergency", "after_urgent",
-    "alert_outage", "template_open", "reminder_notice",
+    "alert_outage", "template_open", "reminder_notice", "alert_escalated", "alert_repeat",
 )
 # Longest value each variable may take when checking segment counts at start-up.
 VARIABLE_MAX = {
     "name": 20, "clinic_name": 40, "clinic_phone": 16, "hotline": 16, "emergency_number": 16,
     "ref": 6, "patient": 30, "patient_phone": 16, "flags": 60, "words": 60, "level": 9, "by": 30,
     "refs": 100, "answer": 110, "reminder_text": 100,  # answer: escalations.ANSWER_CHARS
+    "contact": 30, "time": 11,  # contact: escalations.NAME_CHARS; time: "03:12 +0530"
+    # Checked as absent: escalations.alert_body shortens the words (or the answer) to make
+    # room for the note that an alert goes again, and counts the segments.
+    "resent": 0,
 }
 
 

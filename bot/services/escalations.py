@@ -7,6 +7,7 @@ import logging
 import re
 import secrets
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -297,11 +298,15 @@ def answer_for_alert(part: str, limit: int = ANSWER_CHARS) -> str | None:
         tail += f" ({meaning})"
     room = limit - len("Q: ") - len(tail) - 1  # 1: the full stop
     shown = f"Q: {_cut(_plain(found['question']), room)}{tail}"
-    return shown if shown.endswith((".", "!", "?")) else f"{shown}."
+    shown = shown if shown.endswith((".", "!", "?")) else f"{shown}."
+    # A small room (an alert making room for more, see alert_body) can leave no room for
+    # the reply and its meaning whole: cut the whole.
+    return shown if len(shown) <= limit else _cut(shown, limit)
 
 
 def alert_details(flags, words: str | None, vocabulary: Vocabulary | None = None,
-                  answer_chars: int = ANSWER_CHARS) -> dict[str, str]:
+                  answer_chars: int = ANSWER_CHARS,
+                  words_chars: int = WORDS_CHARS) -> dict[str, str]:
     """The {flags} and {words} of a care-team alert, short enough for its 2 SMS segments.
     Or, when the newest of the words is a reply to a check-in question (see answer_words),
     {flags} and {answer}: the question and the reply (see answer_for_alert).
@@ -330,8 +335,8 @@ def alert_details(flags, words: str | None, vocabulary: Vocabulary | None = None
     # What the patient wrote, without replies to questions: those are not what they "said".
     free = _MESSAGE_SEPARATOR.join(part for part in parts if _ANSWER.match(part) is None)
     said = " ".join(gsm7.to_gsm7(free).split())
-    if len(said) > WORDS_CHARS:
-        said = quote_around_flags(said, set(flags), vocabulary, WORDS_CHARS)
+    if len(said) > words_chars:
+        said = quote_around_flags(said, set(flags), vocabulary, words_chars)
     return {"flags": ", ".join(shown), "words": said}
 
 
@@ -486,30 +491,73 @@ def _alert(session: Session, ctx: ServiceContext, esc: Escalation, now: datetime
     return ids
 
 
-def alert_body(session: Session, ctx: ServiceContext, esc: Escalation) -> str:
+def alert_body(session: Session, ctx: ServiceContext, esc: Escalation,
+               before: int | None = None) -> str:
     """The text of a care-team alert about `esc`, within 2 SMS segments, naming the patient's
-    number as it is now."""
-    details = alert_details(esc.flags, esc.words, ctx.vocabulary)
+    number as it is now.
+
+    An alert that goes again because nobody acknowledged in time says so first (see
+    resent_note); `before` is the id of the alert being written again, None for one about
+    to be written. The words (or the reply with its question) get the room the rest
+    leaves."""
+    note = resent_note(session, ctx, esc, before)
+    values = {"level": esc.level.upper(), "ref": esc.ref, "resent": f"{note} " if note else ""}
     if esc.patient_id is None:
-        body = ctx.texts.render("alert_unknown", "en", level=esc.level.upper(), ref=esc.ref,
-                                patient_phone=esc.phone, **details)
+        key = "alert_unknown"
+        values["patient_phone"] = esc.phone
     else:
         patient = session.get(Patient, esc.patient_id)
-        values = {"level": esc.level.upper(), "ref": esc.ref, "patient": short_name(patient.name),
-                  "patient_phone": patient.phone}
-        if "answer" in details:
-            # A question is read best whole: the room the rest of the alert leaves in its 2
-            # segments, at least ANSWER_CHARS (checked at start-up).
-            room = 2 * gsm7.GSM7_PART - len(ctx.texts.render(
-                "alert_answer", "en", **values, **{**details, "answer": ""}))
-            if room > ANSWER_CHARS:
-                roomy = alert_details(esc.flags, esc.words, ctx.vocabulary, room)
-                body = ctx.texts.render("alert_answer", "en", **values, **roomy)
-                if gsm7.segments(body) <= 2:
-                    details = roomy
-        body = ctx.texts.render("alert_answer" if "answer" in details else "alert", "en",
-                                **values, **details)
-    return body
+        key = "alert"
+        values.update(patient=short_name(patient.name), patient_phone=patient.phone)
+    return _fitted(ctx, esc, key, values)
+
+
+def _fitted(ctx: ServiceContext, esc: Escalation, key: str, values: dict[str, str]) -> str:
+    """The alert `key` with `values` and the escalation's flags and words (or the reply with
+    its question, in alert_answer), these given the room its 2 SMS segments leave (the words
+    at most WORDS_CHARS)."""
+    details = alert_details(esc.flags, esc.words, ctx.vocabulary)
+    field = "answer" if "answer" in details else "words"
+    if field == "answer" and key == "alert":
+        key = "alert_answer"
+    room = 2 * gsm7.GSM7_PART - len(ctx.texts.render(key, "en", **values,
+                                                     **{**details, field: ""}))
+    while True:
+        shown = alert_details(esc.flags, esc.words, ctx.vocabulary, answer_chars=max(room, 0),
+                              words_chars=max(min(room, WORDS_CHARS), 0))
+        body = ctx.texts.render(key, "en", **values, **shown)
+        # Characters of GSM-7's extension table ("[", "~") take two places each.
+        over = sum(2 if c in gsm7.EXTENSION_CHARS else 1 for c in body) - 2 * gsm7.GSM7_PART
+        if gsm7.segments(body) <= 2 or room <= 0:
+            return body
+        room -= max(over, 1)
+
+
+def resent_note(session: Session, ctx: ServiceContext, esc: Escalation,
+                before: int | None = None) -> str:
+    """What an alert that goes again because nobody acknowledged in time says first: who was
+    alerted before and when, in the clinic's zone (alert_escalated), or, to the same person
+    again, that it is a repeat (alert_repeat). "" for an escalation's first alert, and the
+    first after an upgrade (the chain starts again: a new level, new flags)."""
+    if esc.chain_position == 0:
+        return ""
+    team = ctx.settings.care_team
+    chain = team.escalation_chain
+    previous = team.contact(chain[(esc.chain_position - 1) % len(chain)])
+    current = team.contact(chain[esc.chain_position % len(chain)])
+    query = select(Message.created_at).where(Message.escalation_id == esc.id,
+                                             Message.kind == "alert")
+    if before is not None:
+        query = query.where(Message.id < before)
+    at = session.scalars(query.order_by(Message.id.desc()).limit(1)).first()
+    if at is None:
+        return ""
+    local = at.astimezone(ZoneInfo(ctx.settings.defaults.timezone))
+    time = f"{local:%H:%M} {local.tzname() or ''}".strip()
+    if previous.phone == current.phone:
+        return ctx.texts.render("alert_repeat", "en", time=time)
+    return ctx.texts.render("alert_escalated", "en", contact=short_name(previous.name),
+                            time=time)
 
 
 def alert_not_delivered(session: Session, escalation_id: int, now: datetime,

@@ -512,7 +512,7 @@ def _change_number(session: Session, ctx, patient: Patient, new: str, result: Pa
     for message, esc in alerts:
         if message.body and old in message.body:
             # Written again, not edited: a longer number must not push it past 2 segments.
-            message.body, message.updated_at = alert_body(session, ctx, esc), now
+            message.body, message.updated_at = alert_body(session, ctx, esc, message.id), now
             if message.channel == "sms":
                 message.segments = gsm7.segments(message.body)
     from bot.services.escalations import link_number_to_patient
