@@ -26,8 +26,8 @@ VARIABLE_MAX = {
     "refs": 100, "answer": 110, "reminder_text": 100,  # answer: escalations.ANSWER_CHARS
     "contact": 30, "time": 11,  # contact: escalations.NAME_CHARS; time: "03:12 +0530"
     # Checked as absent: escalations.alert_body shortens the words (or the answer) to make
-    # room for the note that an alert goes again, and counts the segments.
-    "resent": 0,
+    # room for the note that an alert goes again, and for the link, and counts the segments.
+    "resent": 0, "link": 0,
 }
 
 

@@ -1,6 +1,7 @@
 """What an alert says when it goes again: to the next contact of the chain because the one
-before did not acknowledge in time (who that was, and since when, in the clinic's zone), or
-to the same person again (a repeat). All within 2 SMS segments."""
+before did not acknowledge in time (who that was, and when they were alerted, in the
+clinic's zone), or to the same person again (a repeat); and the link to the red flag's
+dashboard page when the deployment has a public URL. All within 2 SMS segments."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ from sqlalchemy import select
 from bot.clock import FakeClock
 from bot.domain import gsm7
 from bot.scheduler import tick
-from bot.services.escalations import answer_words, escalate
+from bot.services.escalations import LINK_ROOM, answer_words, escalate
 from bot.services.patients import Enrolment, enrol_patient
 from bot.store.models import Escalation, Message, OutboxItem, Patient
+from tests.test_dashboard import sign_in
 
 PHONE = "+447700900123"
 # 03:12 in London (BST, summer time): the clinic's zone, not UTC, is what the nurse reads.
 START = datetime(2026, 7, 1, 2, 12, tzinfo=UTC)
+LINKED = "https://checkin.spine-oncology.nhs.uk"  # a realistic public URL, 37 characters
 
 
 @pytest.fixture
@@ -104,7 +107,37 @@ class TestOneContact:
             assert alert.endswith(f"Reply ACK {ref} when you take it.")
 
 
-# -- the worst case: every field long, with the note -------------------------------------------
+class TestPublicUrl:
+    @pytest.fixture
+    def settings_overrides(self):
+        return {"public_url": LINKED + "/"}
+
+    def test_each_alert_links_to_the_red_flags_dashboard_page(self, client, rt, messenger,
+                                                              clock):
+        _enrol(rt)
+        oncall, coordinator, _ = _phones(rt)
+        _texted(client, "my legs gave way")
+        ref = _ref(rt)
+        _next_contact(rt, clock)
+        link = f"{LINKED}/dashboard/escalations/{ref}"
+        [first] = _to(messenger, oncall)
+        [again] = _to(messenger, coordinator)
+        for alert in (first, again):
+            assert alert.endswith(f"Reply ACK {ref} when you take it. {link}")
+            assert gsm7.is_gsm7(alert) and gsm7.segments(alert) <= 2
+        assert "No ACK from On-call oncology nurse since 03:12 BST." in again
+        # the link is the red flag's page: sign-in first, then that page
+        path = link.removeprefix(LINKED)
+        res = client.get(path)
+        assert res.status_code == 303
+        assert res.headers["Location"].endswith(f"/dashboard/login?next={path}")
+        sign_in(client, token=None)
+        page = client.get(path)
+        assert page.status_code == 200 and f"{ref}" in page.get_data(as_text=True)
+        assert "my legs gave way" in page.get_data(as_text=True)
+
+
+# -- the worst case: every field long, with the note and the link ----------------------------
 
 
 LONG_NAME = "Maximilian-Alexander Worthington-Smythe"
@@ -126,7 +159,7 @@ WORDS = ("Hello, sorry to bother you so late, I hope you are well. Since this ev
 class TestWorstCase:
     @pytest.fixture
     def settings_overrides(self):
-        return {"care_team": {"contacts": LONG_CONTACTS}}
+        return {"public_url": LINKED, "care_team": {"contacts": LONG_CONTACTS}}
 
     def _every_alert(self, rt, clock, words, patient=True):
         """The first alert and one to each next contact, round the chain."""
@@ -143,12 +176,13 @@ class TestWorstCase:
         assert len(bodies) == 4
         return ref, bodies
 
-    def _check(self, ref, bodies):
+    def _check(self, ref, bodies, linked=(True, True, True, True)):
+        link = f" {LINKED}/dashboard/escalations/{ref}"
         ack = f" Reply ACK {ref} when you take it."
         for i, body in enumerate(bodies):
             assert gsm7.is_gsm7(body) and gsm7.segments(body) <= 2, (len(body), body)
             assert body.startswith(f"EMERGENCY ref {ref}")
-            assert body.endswith(ack), body
+            assert body.endswith(f"{ack}{link}" if linked[i] else ack), body
             assert ("No ACK from " in body) == (i > 0)
         # contact names are cut between words, like the patient's
         assert "No ACK from On-call acute oncology nurse since 03:12 BST." in bodies[1]
@@ -168,7 +202,7 @@ class TestWorstCase:
                     "dysfunction, +4 more. Said: ") in body
             # the words shrink to the room left, still around what raised the flag
             said = self._said(body)
-            assert "cannot feel my legs" in said, said
+            assert len(said) >= LINK_ROOM and "cannot feel my" in said, said
 
     def test_a_reply_to_a_question(self, rt, clock):
         _enrol(rt, name=LONG_NAME, phone=LONG_PHONE)
@@ -181,8 +215,10 @@ class TestWorstCase:
             assert " A: yes both legs" in body
 
     def test_a_number_that_is_not_enrolled(self, rt, clock):
+        """Its alert is longer ("from a number that is not enrolled", "Please call them
+        now."): with a long contact name too, the link gives way to the words."""
         ref, bodies = self._every_alert(rt, clock, WORDS, patient=False)
-        self._check(ref, bodies)
+        self._check(ref, bodies, linked=(True, False, False, False))
         for body in bodies:
             assert f"not enrolled: {LONG_PHONE}." in body and "Please call them now." in body
             assert "cannot feel my legs" in self._said(body)

@@ -217,6 +217,11 @@ ANSWER_CHARS = 110
 ANSWER_REPLY_CHARS = 40
 MEANING_CHARS = 30
 NAME_CHARS = 30
+# The fewest characters of the patient's words (or of a reply with its question) an alert
+# keeps when it makes room for the dashboard link; with less room left the link is left out.
+LINK_ROOM = 20
+# The red flag's page on the dashboard (bot.web.dashboard.escalation).
+DASHBOARD_PAGE = "/dashboard/escalations/{ref}"
 _ELLIPSIS = "..."
 # Where each message of an escalation's words ends (newest first, see escalate).
 _MESSAGE_SEPARATOR = " | "
@@ -498,10 +503,12 @@ def alert_body(session: Session, ctx: ServiceContext, esc: Escalation,
 
     An alert that goes again because nobody acknowledged in time says so first (see
     resent_note); `before` is the id of the alert being written again, None for one about
-    to be written. The words (or the reply with its question) get the room the rest
-    leaves."""
+    to be written. With CHECKIN_PUBLIC_URL set it ends with a link to the red flag's
+    dashboard page. The words (or the reply with its question) get the room the rest leaves;
+    the link is left out rather than leave them under LINK_ROOM characters."""
     note = resent_note(session, ctx, esc, before)
-    values = {"level": esc.level.upper(), "ref": esc.ref, "resent": f"{note} " if note else ""}
+    values = {"level": esc.level.upper(), "ref": esc.ref, "resent": f"{note} " if note else "",
+              "link": ""}
     if esc.patient_id is None:
         key = "alert_unknown"
         values["patient_phone"] = esc.phone
@@ -509,13 +516,19 @@ def alert_body(session: Session, ctx: ServiceContext, esc: Escalation,
         patient = session.get(Patient, esc.patient_id)
         key = "alert"
         values.update(patient=short_name(patient.name), patient_phone=patient.phone)
-    return _fitted(ctx, esc, key, values)
+    link = dashboard_link(ctx.settings.public_url, esc.ref)
+    if link and gsm7.is_gsm7(link):
+        body = _fitted(ctx, esc, key, {**values, "link": f" {link}"}, LINK_ROOM)
+        if body is not None:
+            return body
+    return _fitted(ctx, esc, key, values, 0)
 
 
-def _fitted(ctx: ServiceContext, esc: Escalation, key: str, values: dict[str, str]) -> str:
+def _fitted(ctx: ServiceContext, esc: Escalation, key: str, values: dict[str, str],
+            least: int) -> str | None:
     """The alert `key` with `values` and the escalation's flags and words (or the reply with
     its question, in alert_answer), these given the room its 2 SMS segments leave (the words
-    at most WORDS_CHARS)."""
+    at most WORDS_CHARS); None when that room is under `least` characters."""
     details = alert_details(esc.flags, esc.words, ctx.vocabulary)
     field = "answer" if "answer" in details else "words"
     if field == "answer" and key == "alert":
@@ -523,6 +536,8 @@ def _fitted(ctx: ServiceContext, esc: Escalation, key: str, values: dict[str, st
     room = 2 * gsm7.GSM7_PART - len(ctx.texts.render(key, "en", **values,
                                                      **{**details, field: ""}))
     while True:
+        if least and room < least:
+            return None
         shown = alert_details(esc.flags, esc.words, ctx.vocabulary, answer_chars=max(room, 0),
                               words_chars=max(min(room, WORDS_CHARS), 0))
         body = ctx.texts.render(key, "en", **values, **shown)
@@ -558,6 +573,11 @@ def resent_note(session: Session, ctx: ServiceContext, esc: Escalation,
         return ctx.texts.render("alert_repeat", "en", time=time)
     return ctx.texts.render("alert_escalated", "en", contact=short_name(previous.name),
                             time=time)
+
+
+def dashboard_link(public_url: str | None, ref: str) -> str | None:
+    """The red flag's dashboard page at the deployment's public URL; None without one."""
+    return f"{public_url}{DASHBOARD_PAGE.format(ref=ref)}" if public_url else None
 
 
 def alert_not_delivered(session: Session, escalation_id: int, now: datetime,
