@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.services.conversations import active_conversation, start_flow
+from bot.services.health import messages_to_read
 from bot.services.patients import Enrolment, onboard_patient
 from bot.store.models import Answer, Escalation, Patient
 from tests.twilio_signing import sign
@@ -101,3 +102,41 @@ def test_no_with_a_red_flag_runs_the_emergency_path_and_records_no_answer(client
         esc = s.scalars(select(Escalation)).one()
         assert esc.level == "emergency" and "limb_weakness" in esc.flags
         assert active_conversation(s, pid) is None  # the emergency stopped the check-in
+
+
+def _to_read(rt) -> list[str]:
+    with rt.transaction() as s:
+        return [m.body for m in messages_to_read(s)]
+
+
+def _at_anything_else_question(rt, pid, client):
+    with rt.transaction() as s:
+        p = s.get(Patient, pid)
+        p.consent_at = rt.clock.now()
+        start_flow(s, rt.ctx, p, "checkin", rt.clock.now())
+    # no pain; no numbness, weakness, balance, bladder, bowel, saddle, fever; tiredness 1
+    for reply in ("0", "no", "no", "no", "no", "no", "no", "no", "1"):
+        texted(client, reply)
+
+
+def test_words_for_the_care_team_at_the_end_of_a_check_in_are_listed_for_them_to_read(
+        client, rt, fake_http):
+    # "Is there anything else you want your care team to know?" invites a message for the
+    # team, and the check-in ends "your answers have gone to your care team": the message must
+    # be listed for them to read, as the same words sent outside a check-in are. Before, it
+    # was only stored as the check-in's answer, and nobody was told to read it.
+    pid = welcomed(rt)
+    _at_anything_else_question(rt, pid, client)
+    said = "I've run out of my morphine, can someone call me please"
+    texted(client, said)
+    assert answers(rt, pid)["anything_else"] == said
+    assert _to_read(rt) == [said]
+
+
+@pytest.mark.parametrize("reply", ["no", "No thanks", "nope, all good x", "nada", "Nothing"])
+def test_a_no_to_anything_else_is_not_listed_to_read(client, rt, fake_http, reply):
+    pid = welcomed(rt)
+    _at_anything_else_question(rt, pid, client)
+    texted(client, reply)
+    assert answers(rt, pid)["anything_else"] == reply
+    assert _to_read(rt) == []

@@ -398,6 +398,14 @@ def can_raise_flags(flow: Flow, node_id: str) -> bool:
     return bool(fallback is not None and fallback.flags)
 
 
+def takes_free_text(flow: Flow, node_id: str | None) -> bool:
+    """Whether the reply awaited at `node_id` is kept as the patient wrote it (a question
+    answered in free text, "anything else you want your care team to know?", or a wait)."""
+    node = flow.node(node_id) if node_id else None
+    return isinstance(node, WaitNode) or (isinstance(node, AskNode)
+                                          and node.answer.type == "text")
+
+
 def flags_of_answer(flow: Flow, key: str, value: Any) -> list[str]:
     """The red flags an answer saved as `key` raised, as the flow's question that saves it
     reads it (the case it chose); [] when no question saves `key` or it raises none."""

@@ -17,11 +17,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.domain import engine
+from bot.domain.answers import parse_yesno
 from bot.domain.flows import Flow
 from bot.domain.triage import level_for_flags
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
 from bot.services.escalations import answer_words, escalate
+from bot.services.health import mark_to_read
 from bot.services.outbox import (
     PRIORITY_REPLY,
     PRIORITY_ROUTINE,
@@ -390,6 +392,8 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
     triggered = ctx.flows.by_keyword(text)
     if conv is not None and (triggered is None or patient.consent_at is None
                              or conv.state.get("awaiting_open")):
+        if _words_for_the_team(session, ctx, conv, text):
+            mark_to_read(session, message_id)
         return advance(session, ctx, patient, conv, engine.Inbound(text), now, channel=channel,
                        words=text)
     if patient.consent_at is None:
@@ -406,14 +410,25 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
             return late
     if text.strip():
         # Told (or, after a red-flag reply, shown) that the team has it: so list it for them.
-        from bot.services.health import mark_to_read
-
         mark_to_read(session, message_id)
     if already_answered:
         return []
     body = ctx.text_for(patient, "received")
     return [enqueue(session, Draft(to=patient.phone, channel=channel, body=body,
                                    kind="received", patient_id=patient.id), now).id]
+
+
+def _words_for_the_team(session: Session, ctx: ServiceContext, conv: Conversation,
+                        text: str) -> bool:
+    """Whether a reply in the conversation is words for the care team to read, listed for
+    them as the same words sent outside a check-in are: the answer to a free-text question
+    ("anything else you want your care team to know?"; the check-in then says the answers
+    have gone to the team), unless it only says no ("no thanks", "nada")."""
+    if conv.status != "waiting" or conv.state.get("awaiting_open") or not text.strip():
+        return False
+    if not engine.takes_free_text(flow_for(session, ctx, conv), conv.state.get("node")):
+        return False
+    return parse_yesno(text).value != "no"
 
 
 def _late_answer(session: Session, ctx: ServiceContext, patient: Patient, text: str,
