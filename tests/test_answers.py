@@ -13,6 +13,7 @@ from bot.domain.answers import (
     NOT_YES_NO,
     OUT_OF_RANGE,
     ParseResult,
+    asks_the_team,
     parse_choice,
     parse_integer,
     parse_text,
@@ -249,3 +250,14 @@ def test_a_no_with_another_option_on_the_scale_is_not_understood(text):
     options = _fatigue_options()
     assert parse_choice("no", options).ok  # the lowest option, alone
     assert not parse_choice(text, options).ok
+
+
+@pytest.mark.parametrize(("text", "asks"), [
+    ("Can I talk to a nurse?", True), ("who is this", True), ("please ring me", True),
+    ("\u00bfQui\u00e9n es?", True), ("quiero hablar con la enfermera", True),
+    ("is that normal?", True),
+    ("??", False), ("yse", False), ("7-8", False), ("not sure", False), ("", False),
+    ("the nurse said you would text me", False),
+])
+def test_asks_the_team(text, asks):
+    assert asks_the_team(text) is asks

@@ -140,3 +140,54 @@ def test_a_no_to_anything_else_is_not_listed_to_read(client, rt, fake_http, repl
     texted(client, reply)
     assert answers(rt, pid)["anything_else"] == reply
     assert _to_read(rt) == []
+
+
+def _question_text(rt, node_id: str) -> str:
+    return rt.ctx.flows.get("checkin").node(node_id).text["en"]
+
+
+def _aside_note(rt, pid) -> str:
+    with rt.transaction() as s:
+        return rt.ctx.text_for(s.get(Patient, pid), "aside")
+
+
+@pytest.mark.parametrize("question", [
+    "Can I talk to a nurse?", "who is this?", "please can someone ring me",
+    "\u00bfQui\u00e9n es?", "I want to speak to my doctor"])
+def test_a_question_for_the_team_at_a_check_in_question_is_listed_and_the_question_asked_again(
+        client, rt, fake_http, question):
+    # Before, it got "Sorry, we did not understand. Please reply YES or NO." and nobody was
+    # told of it: the patient's request for a nurse was lost.
+    pid = welcomed(rt)
+    _at_painkillers_question(rt, pid, client)
+    fake_http.reset()
+    texted(client, question)
+    told = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert told == [_aside_note(rt, pid), _question_text(rt, "pain_painkillers")]
+    assert "call Spine Oncology Clinic on" in told[0]
+    assert _to_read(rt) == [question]
+    assert "pain_uncontrolled" not in answers(rt, pid)
+    texted(client, "no")
+    assert answers(rt, pid)["pain_uncontrolled"] == "no"
+
+
+def test_questions_at_a_red_flag_question_are_listed_and_still_count_as_not_understood(
+        client, rt, fake_http):
+    # Recall over precision, as before: three replies that do not answer "any new numbness?"
+    # alert the team as a YES would. Each is listed for the team to read.
+    pid = welcomed(rt)
+    _at_painkillers_question(rt, pid, client)
+    texted(client, "no")  # now at the numbness question
+    asked = ["Can I talk to a nurse?", "who is this?", "can someone call me"]
+    fake_http.reset()
+    for question in asked:
+        texted(client, question)
+    assert sorted(_to_read(rt)) == sorted(asked)
+    with rt.transaction() as s:
+        esc = s.scalars(select(Escalation)).one()
+        assert esc.level == "emergency" and esc.flags == ["sensory_loss"]
+    # Whom to call, and the question again, after the first two; the last gets the alert's
+    # own texts (the urgent-care instruction and "we have alerted your care team now") only.
+    told = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert told[:4] == [_aside_note(rt, pid), _question_text(rt, "numbness")] * 2
+    assert _aside_note(rt, pid) not in told[4:] and len(told) == 6

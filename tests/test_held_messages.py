@@ -86,3 +86,20 @@ def _bodies_of(rt, ids):
 
     with rt.transaction() as s:
         return [s.get(Message, s.get(OutboxItem, i).message_id).body for i in ids]
+
+
+def test_a_question_written_before_the_held_welcome_went_is_listed_and_asks_nothing_twice(
+        client, rt, fake_http, clock):
+    # "Who is this?" before the welcome went: the welcome itself answers it, then the
+    # re-prompt, as for any reply not understood; the question is not sent a second time in
+    # place of the re-prompt. The words are listed for the team to read.
+    from bot.services.health import messages_to_read
+
+    _, ids = _enrol_at_night(rt, clock)
+    welcome = _bodies_of(rt, ids)
+    texted(client, "Hi, who is this?")
+    bodies = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert bodies[:len(welcome)] == welcome
+    assert len(bodies) == len(welcome) + 1 and bodies[-1].startswith("Sorry, we did not")
+    with rt.transaction() as s:
+        assert [m.body for m in messages_to_read(s)] == ["Hi, who is this?"]

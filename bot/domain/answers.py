@@ -120,6 +120,15 @@ NEGATIONS = {
     "couldnt", "wouldnt", "shouldnt", "mustnt", "neednt",
     "havnt", "didint", "dident", "doesint", "wasent", "isint", "couldent", "wouldent",
 }
+# Words that ask something of the clinic rather than answer a question: "can I talk to a
+# nurse", "please ring me", "quien es" (see asks_the_team).
+TEAM_REQUESTS = {
+    "en": ["call me", "ring me", "phone me", "contact me", "talk to", "speak to", "talk with",
+           "speak with", "see a nurse", "see the nurse", "see a doctor", "see the doctor",
+           "see my doctor", "who is this", "whos this", "who are you"],
+    "es": ["llamame", "llameme", "llamenme", "hablar con", "ver a la enfermera",
+           "ver al medico", "ver a un medico", "quien es", "quien eres", "quienes son"],
+}
 # "haven t" (the apostrophe typed as a space or lost): the word before a lone "t".
 _NT_STEMS = {word[:-1] for word in NEGATIONS if word.endswith("nt")} | {"don", "won"}
 
@@ -382,6 +391,17 @@ def _negated(words: list[str], matched: set[int]) -> bool:
                 and words[position - 1] in _NT_STEMS):
             return True
     return False
+
+
+def asks_the_team(text: str) -> bool:
+    """Whether a reply asks something of the clinic: a question ("who is this?", "es
+    normal?") or a request to talk to someone ("please ring me", "can I see a nurse"). Says
+    nothing of whether it also answers a question: ask the parser that."""
+    words = tokens(text)
+    if not words:
+        return False  # "??"
+    return "?" in text or "\u00bf" in text or bool(
+        _phrase_positions(words, [p for phrases in TEAM_REQUESTS.values() for p in phrases]))
 
 
 def parse_text(text: str) -> ParseResult:

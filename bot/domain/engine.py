@@ -38,9 +38,12 @@ class Start:
 
 @dataclass(frozen=True)
 class Inbound:
-    """The patient sent a text."""
+    """The patient sent a text. `aside`: it asks something of the team ("can I talk to a
+    nurse?") rather than answering: not understood, it is followed by the question itself
+    again, not the retry's "Sorry, we did not understand" (the try counts all the same)."""
 
     text: str
+    aside: bool = False
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,7 @@ class _Run:
             self.state["answers"][key] = value
             self.recorded.append(AnswerRecorded(key, value))
 
-    def reply(self, text: str) -> None:
+    def reply(self, text: str, aside: bool = False) -> None:
         node = self.flow.node(self.state["node"])
         if isinstance(node, WaitNode):
             self.save(node.save, text.strip())
@@ -236,15 +239,28 @@ class _Run:
         if not result.ok:
             self.recorded.append(NotUnderstood(node.id, result.reason or "not_understood"))
             tries = self.state["tries"] + 1
-            if node.retry is None or tries >= node.retry.max_tries:
+            if _out_of_tries(node, self.state["tries"]):
                 self.go(node.retry.fallback if node.retry else node.next)
                 return
-            self.say(node.retry.text)
+            self.say(node.text if aside else node.retry.text)
             self.wait_at(node)
             self.state["tries"] = tries
             return
         self.save(node.save, result.value)
         self.go(self.choose(node.cases, result.value, node.next))
+
+
+def _out_of_tries(node: AskNode, tries: int) -> bool:
+    """Whether one more reply not understood, after `tries`, ends the asking (the retry's
+    fallback, or the question's next without a retry) instead of asking again."""
+    return node.retry is None or tries + 1 >= node.retry.max_tries
+
+
+def asks_again(flow: Flow, state: Mapping[str, Any]) -> bool:
+    """Whether a reply not understood now would be followed by the question waiting (its
+    retry text, or the question itself for an aside), not by the end of the asking."""
+    node = flow.node(state.get("node"))
+    return isinstance(node, AskNode) and not _out_of_tries(node, int(state.get("tries") or 0))
 
 
 def parse_reply(node: AskNode, text: str) -> answers.ParseResult:
@@ -366,7 +382,7 @@ def step(
     if run.state.get("status") != WAITING:
         return StepResult(run.state)
     if isinstance(event, Inbound):
-        run.reply(event.text if isinstance(event.text, str) else str(event.text))
+        run.reply(event.text if isinstance(event.text, str) else str(event.text), event.aside)
     elif isinstance(event, Timeout) and _deadline_passed(run.state, now):
         node = flow.node(run.state["node"])
         timeout = getattr(node, "timeout", None)

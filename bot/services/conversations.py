@@ -17,8 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.domain import engine
-from bot.domain.answers import parse_yesno
-from bot.domain.flows import Flow
+from bot.domain.answers import asks_the_team, parse_yesno
+from bot.domain.flows import AskNode, Flow
 from bot.domain.triage import level_for_flags
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
@@ -387,15 +387,30 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
     conversation waits for a reply, as the texts promise ("text CHECKIN at any time"): it is
     no answer to the question waiting, and taken as one it would use up that question's
     tries (at "any new numbness?" the last one alerts the team as an emergency). Before
-    consent, and in reply to a WhatsApp opening ("reply with any word"), it is a reply."""
+    consent, and in reply to a WhatsApp opening ("reply with any word"), it is a reply. A
+    reply that asks something of the team instead of answering ("can I talk to a nurse?") is
+    listed for them to read, and so is a free-text answer for them (see _asks_the_team,
+    _words_for_the_team)."""
     conv = active_conversation(session, patient.id)
     triggered = ctx.flows.by_keyword(text)
     if conv is not None and (triggered is None or patient.consent_at is None
                              or conv.state.get("awaiting_open")):
-        if _words_for_the_team(session, ctx, conv, text):
+        aside = _asks_the_team(session, ctx, conv, text)
+        if aside or _words_for_the_team(session, ctx, conv, text):
             mark_to_read(session, message_id)
-        return advance(session, ctx, patient, conv, engine.Inbound(text), now, channel=channel,
-                       words=text)
+        if aside and _unsent_rows(session, patient, conv):
+            # Written before the question reached them (held by quiet hours): as any reply
+            # not understood, the question goes now, then the re-prompt (see advance).
+            aside = False
+        ids: list[int] = []
+        if aside and not already_answered and engine.asks_again(flow_for(session, ctx, conv),
+                                                               conv.state):
+            # Not after the last try: its end (the team alerted, or whom to call) says it.
+            ids.append(enqueue(session, Draft(
+                to=patient.phone, channel=channel, body=ctx.text_for(patient, "aside"),
+                kind="aside", patient_id=patient.id), now).id)
+        return ids + advance(session, ctx, patient, conv, engine.Inbound(text, aside=aside), now,
+                             channel=channel, words=text)
     if patient.consent_at is None:
         # Nothing but the consent conversation until the patient has said YES.
         if triggered is not None and triggered.id != CONSENT_FLOW and already_answered:
@@ -416,6 +431,18 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
     body = ctx.text_for(patient, "received")
     return [enqueue(session, Draft(to=patient.phone, channel=channel, body=body,
                                    kind="received", patient_id=patient.id), now).id]
+
+
+def _asks_the_team(session: Session, ctx: ServiceContext, conv: Conversation,
+                   text: str) -> bool:
+    """Whether a reply asks something of the team ("can I talk to a nurse?", "who is this?")
+    instead of answering the question waiting: it is listed for the team to read, the
+    patient is told so and whom to call, and the question is asked again. It still counts as
+    a reply not understood: three at "any new numbness?" alert the team, as before."""
+    if conv.status != "waiting" or conv.state.get("awaiting_open") or not asks_the_team(text):
+        return False
+    node = flow_for(session, ctx, conv).node(conv.state.get("node"))
+    return isinstance(node, AskNode) and not engine.parse_reply(node, text).ok
 
 
 def _words_for_the_team(session: Session, ctx: ServiceContext, conv: Conversation,
