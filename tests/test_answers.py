@@ -261,3 +261,10 @@ def test_a_no_with_another_option_on_the_scale_is_not_understood(text):
 ])
 def test_asks_the_team(text, asks):
     assert asks_the_team(text) is asks
+
+
+@pytest.mark.parametrize("text", ["yse", "Yse!", "yeh", "Yeh x", "yh", "ys", "yesh", "yse please"])
+def test_everyday_misspellings_of_yes_are_yes(text):
+    # Typed fast on a phone: before, "yse" was not understood and asked again (and three at
+    # a red-flag question counted as not understood, not as the YES the patient gave).
+    assert parse_yesno(text) == ParseResult(ok=True, value="yes")

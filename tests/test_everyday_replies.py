@@ -191,3 +191,14 @@ def test_questions_at_a_red_flag_question_are_listed_and_still_count_as_not_unde
     told = [d["Body"] for d in sent_to(fake_http, PHONE)]
     assert told[:4] == [_aside_note(rt, pid), _question_text(rt, "numbness")] * 2
     assert _aside_note(rt, pid) not in told[4:] and len(told) == 6
+
+
+def test_a_misspelt_yes_to_a_red_flag_question_alerts_at_once(client, rt, fake_http):
+    pid = welcomed(rt)
+    _at_painkillers_question(rt, pid, client)
+    texted(client, "no")  # now at the numbness question
+    texted(client, "Yse")
+    assert answers(rt, pid)["numbness"] == "yes"
+    with rt.transaction() as s:
+        esc = s.scalars(select(Escalation)).one()
+        assert esc.level == "emergency" and esc.flags == ["sensory_loss"]

@@ -41,7 +41,9 @@ class ParseResult:
 
 
 YES_WORDS = {
-    "en": {"y", "yes", "yeah", "yea", "yep", "yup", "ya", "yah", "aye", "sure", "correct"},
+    "en": {"y", "yes", "yeah", "yea", "yep", "yup", "ya", "yah", "aye", "sure", "correct",
+           # typed fast on a phone: none of these can be taken for a no
+           "yse", "yeh", "yh", "ys", "yesh"},
     "es": {"si", "sip", "claro", "supuesto"},
 }
 # Everyday phrases that say yes or no whole, whatever the question ("claro que si", "para
