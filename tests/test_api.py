@@ -57,6 +57,20 @@ def test_bad_input_is_a_400_naming_the_field_and_stores_nothing(client, rt, body
         assert s.scalars(select(Patient)).all() == []
 
 
+@pytest.mark.parametrize(("body", "field"), [
+    # A misspelt zone must not enrol a New York patient on the clinic's zone, texted at 5 a.m.
+    ({"phone": "+447700900123", "name": "Ada", "time_zone": "America/New_York"}, "time_zone"),
+    ({"phone": "+447700900123", "name": "Ada", "lang": "es"}, "lang"),
+])
+def test_an_unknown_field_at_enrolment_is_a_400_naming_it_not_ignored(client, rt, body, field):
+    res = client.post("/api/patients", json=body)
+    assert res.status_code == 400
+    assert res.get_json()["field"] == field
+    assert res.get_json()["error"].startswith(f"{field}: ") and "timezone" in res.get_json()["error"]
+    with rt.transaction() as s:
+        assert s.scalars(select(Patient)).all() == []
+
+
 class TestWithTwilio:
     @pytest.fixture
     def settings_overrides(self):

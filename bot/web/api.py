@@ -215,10 +215,17 @@ def _invalid(exc: InvalidField):
     return _bad(exc.field, exc.message)
 
 
+ENROL_FIELDS = ("phone", "name", "timezone", "channel", "language")
+
+
 @bp.post("/patients")
 def enrol():
     rt = runtime()
     data = json_body()
+    for key in data:  # a misspelt field ("time_zone") must not quietly become the default
+        if key not in ENROL_FIELDS:
+            raise InvalidField(key[:40], "not a field of an enrolment (fields: "
+                                         f"{', '.join(ENROL_FIELDS)})")
     e = Enrolment(
         phone=_text(data, "phone"), name=_text(data, "name"),
         timezone=_text(data, "timezone", rt.settings.defaults.timezone),
