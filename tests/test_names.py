@@ -40,6 +40,10 @@ INBOUND = "/webhooks/twilio/message"
         ("Mrs Baker", "Mrs Baker"), ("Baker, Mrs", "Mrs Baker"), ("Don Smith", "Don Smith"),
         ("J. Smith", "J Smith"),
         ("Bartholomew-Alexander Featherstonehaugh", "Bartholomew"),
+        # A letter GSM-7 has (é, ñ, ü...) is a letter, at the end of a name too.
+        ("José Martínez", "José"), ("André Dupont", "André"), ("Chloé", "Chloé"),
+        ("ANDRÉ DUPONT", "André"), ("MARTÍNEZ, JOSÉ", "José"), ("Mrs Müller", "Mrs Müller"),
+        ("Ñandú Pérez", "Ñandu"), ("ÉMILE ZOLA", "Émile"),
     ],
 )
 def test_the_name_texts_use(enrolled, called):
@@ -53,7 +57,8 @@ def test_a_name_without_letters_gives_a_neutral_word_never_punctuation(enrolled)
 
 
 @pytest.mark.parametrize("enrolled", ["Zoë Łukasz", "Renée", "Ｊｏａｎ Baker", "王芳",
-                                      "Maximilianotheodorusxyz Ng", "Mrs Ana-Maria-Magdalena-X"])
+                                      "Maximilianotheodorusxyz Ng", "Mrs Ana-Maria-Magdalena-X",
+                                      "ΑΛΕΞΗΣ ΠΑΠΑΔΟΠΟΥΛΟΣ", "ΔΣ"])
 def test_the_name_is_gsm7_at_most_20_characters_and_has_a_letter(enrolled):
     name = greeting_name(enrolled)
     assert gsm7.is_gsm7(name) and 0 < len(name) <= 20

@@ -33,8 +33,10 @@ TITLES = frozenset({
 # What a text calls a patient whose enrolled name has no letter in it.
 NEUTRAL = {"en": "Hello", "es": "Hola"}
 
-_WORD_EDGE = re.compile(r"^[^0-9A-Za-z]+|[^0-9A-Za-z]+$")
-_LETTER = re.compile(r"[A-Za-z]")
+# Letters are any the text has after to_gsm7, so the accented ones GSM-7 keeps (é, ñ, ü...)
+# too: "José" is "José", never "Jos".
+_WORD_EDGE = re.compile(r"^[\W_]+|[\W_]+$")
+_LETTER = re.compile(r"[^\W\d_]")
 
 
 def _plain(word: str) -> str:
@@ -65,8 +67,9 @@ def _fit(name: str, max_length: int) -> str:
 
 
 def _soften(word: str) -> str:
-    """"BAKER" -> "Baker", "MARY-JANE" -> "Mary-Jane", "O'BRIEN" -> "O'Brien"."""
-    return re.sub(r"[A-Za-z]+", lambda m: m.group().capitalize(), word)
+    """"BAKER" -> "Baker", "MARY-JANE" -> "Mary-Jane", "O'BRIEN" -> "O'Brien", "JOSÉ" ->
+    "José". GSM-7 has the Greek capitals but not their small letters: "ΔΣ" -> "Ds"."""
+    return re.sub(r"[^\W\d_]+", lambda m: to_gsm7(m.group().capitalize()), word)
 
 
 def greeting_name(full_name: str | None, language: str = "en", max_length: int = 20) -> str:
