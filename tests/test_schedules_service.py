@@ -271,6 +271,8 @@ def test_reminders_with_different_texts_are_separate_schedules(rt, clock):
     ("reminder", {}, "reminder_text"),
     ("reminder", {"reminder_text": "   "}, "reminder_text"),
     ("reminder", {"reminder_text": "x" * 101}, "reminder_text"),
+    # Nothing of it is GSM-7 text: the patient would get "Reminder from ...:  Reply 1 if done".
+    ("reminder", {"reminder_text": "\U0001f48a \u23f0"}, "reminder_text"),
     ("checkin", {"reminder_text": "x"}, "reminder_text"),
     ("welcome", {}, "flow"),
 ])
@@ -289,6 +291,18 @@ def test_reminder_text_at_its_max_length_is_accepted_and_made_gsm7(rt, clock):
                              clock.now(), "t", {"reminder_text": text})
         assert sched.params["reminder_text"].startswith("Take your 'evening' tablets")
         assert len(sched.params["reminder_text"]) == 100
+
+
+@pytest.mark.parametrize(("typed", "stored"), [
+    ("Take your tablets \U0001f48a", "Take your tablets"),
+    ("\U0001f48a Take your \U0001f48a tablets", "Take your tablets"),
+])
+def test_reminder_text_has_no_spaces_left_where_emoji_were_dropped(rt, clock, typed, stored):
+    pid = _patient(rt, clock.now())
+    with rt.transaction() as s:
+        sched = add_schedule(s, rt.ctx, s.get(Patient, pid), "reminder", "10:00", 1,
+                             clock.now(), "t", {"reminder_text": typed})
+        assert sched.params["reminder_text"] == stored
 
 
 def test_a_time_in_quiet_hours_is_accepted_with_a_warning(rt, clock):

@@ -145,7 +145,11 @@ def _flow_params(ctx: ServiceContext, patient: Patient, flow_id: str,
         value = given.get(key)
         if not isinstance(value, str) or not value.strip():
             raise InvalidField(key, f"required for the {flow_id} flow")
-        text = gsm7.to_gsm7(" ".join(value.split()))
+        # Spaces are tidied after to_gsm7, which drops emoji and leaves the spaces around them.
+        text = " ".join(gsm7.to_gsm7(value).split())
+        if not text:
+            raise InvalidField(key, "has nothing a text message can carry (emoji and symbols "
+                                    "are dropped): write it in words")
         variable = ctx.flows.variables.get(key)
         limit = variable.max_length if variable is not None else None
         if limit is not None and len(text) > limit:
