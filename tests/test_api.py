@@ -530,6 +530,10 @@ def test_zone_and_channel_are_matched_whatever_their_case(client):
     ("+44 7700 900002", "care-team contact's number"),
     ("+44 20 7946 0123", "is a landline"),
     ("+33 1 23 45 67 89", "is a landline"),
+    # A digit short (or long) of a mobile, in no range the library knows: a typo, which the
+    # welcome would never reach. UK numbers of 9 digits exist, but no mobile has that few.
+    ("07700 90012", "wrong number of digits for a mobile"),
+    ("0412 345 679", "wrong number of digits for a mobile"),
 ])
 def test_a_care_team_number_or_a_landline_is_a_400_naming_the_phone(client, rt, phone, words):
     res = client.post("/api/patients", json={"phone": phone, "name": "Ada"})

@@ -237,10 +237,18 @@ def check_patient_number(phone: str, care_team_phones: Collection[str] = ()) -> 
     if phone in care_team_phones:
         raise InvalidField("phone", f"{phone} is a care-team contact's number "
                                     "(care_team.contacts): it cannot be a patient's")
+    parsed = phonenumbers.parse(phone)
     # FIXED_LINE only: FIXED_LINE_OR_MOBILE (the US, Canada, ...) may well take texts.
-    if phonenumbers.number_type(phonenumbers.parse(phone)) == phonenumbers.PhoneNumberType.FIXED_LINE:
+    if phonenumbers.number_type(parsed) == phonenumbers.PhoneNumberType.FIXED_LINE:
         raise InvalidField("phone", f"{phone} is a landline (fixed line): it cannot receive "
                                     "text messages; enrol the patient's mobile number")
+    # A number in no known range (Ofcom's drama range 07700 900xxx, see normalise_phone) must
+    # at least be as long as a mobile there: "07700 90012", a digit short, is a possible UK
+    # number (some landlines have 9 digits) but no one's mobile, and the welcome would be lost.
+    if not phonenumbers.is_valid_number(parsed) and not phonenumbers.is_possible_number_for_type(
+            parsed, phonenumbers.PhoneNumberType.MOBILE):
+        raise InvalidField("phone", f"{phone} has the wrong number of digits for a mobile "
+                                    "number in its country: check it")
     return phone
 
 
