@@ -899,6 +899,28 @@ def test_bad_schedule_input_shows_the_form_again_and_changes_nothing(signed_in, 
     assert schedules_of(rt, pid) == [] and audits(rt, "schedule.add") == []
 
 
+def test_a_schedule_abroad_shows_its_next_time_in_the_patients_zone_and_the_clinics(
+        signed_in, rt, clock):
+    # Monday 2 March 2026, 12:00 GMT: 07:00 in New York (EST).
+    pid = enrol(rt, "+447700900123")
+    with rt.transaction() as s:
+        s.get(Patient, pid).timezone = "America/New_York"
+    text = html.unescape(post(signed_in, f"/dashboard/patients/{pid}/schedules",
+                              flow="checkin", at="22:00", every_days="7").get_data(as_text=True))
+    [sc] = schedules_of(rt, pid)
+    assert sc.next_due_at == next_occurrence(clock.now(), "America/New_York", "22:00", 7)
+    # 22:00 their time, as set, not the clinic's 03:00 the next day alone.
+    assert "Next: Mon 02 Mar 22:00 EST (Tue 03 Mar 03:00 GMT)." in text
+    row = text[text.index(f'data-id="{sc.id}"'):]
+    row = row[:row.index("</tr>")]
+    assert "Mon 02 Mar 22:00 EST (Tue 03 Mar 03:00 GMT)" in row
+    # A patient in the clinic's zone: one time, as before.
+    other = enrol(rt, "+447700900124")
+    text = post(signed_in, f"/dashboard/patients/{other}/schedules", flow="checkin", at="22:00",
+                every_days="7").get_data(as_text=True)
+    assert "Next: Mon 02 Mar 22:00 GMT." in text
+
+
 def test_add_a_reminder_and_remove_schedules(signed_in, rt, clock, app):
     pid = enrol(rt, "+447700900123")
     with rt.transaction() as s:

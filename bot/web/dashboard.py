@@ -441,12 +441,22 @@ def error_page(exc: HTTPException):
 # -- rendering helpers -----------------------------------------------------------------------
 
 
-def _when(value: datetime | None) -> str:
-    """A time as the dashboard shows it: in the clinic's zone, with the zone's abbreviation."""
+def _when(value: datetime | None, zone: str | None = None) -> str:
+    """A time as the dashboard shows it: in the clinic's zone, with the zone's abbreviation.
+    With a patient's `zone` other than the clinic's, in theirs first and then the clinic's:
+    "Mon 02 Mar 22:00 EST (Tue 03 Mar 03:00 GMT)", so that a schedule set for 22:00 their
+    time reads 22:00."""
     if value is None:
         return "-"
-    local = value.astimezone(ZoneInfo(runtime().settings.defaults.timezone))
-    return local.strftime("%a %d %b %H:%M ") + (local.tzname() or "")
+    clinic = runtime().settings.defaults.timezone
+
+    def shown(tz: str) -> str:
+        local = value.astimezone(ZoneInfo(tz))
+        return local.strftime("%a %d %b %H:%M ") + (local.tzname() or "")
+
+    if zone is None or zone == clinic:
+        return shown(clinic)
+    return f"{shown(zone)} ({shown(clinic)})"
 
 
 def _relative(now: datetime, value: datetime | None) -> str:
@@ -944,6 +954,7 @@ def _patient_page(s: Session, p: Patient, status: int = 200, checkin: dict | Non
         checkin_values = {"at": settings.defaults.checkin_at,
                           "every_days": str(settings.defaults.checkin_every_days or 7)}
     history = checkin_history(s, runtime().ctx, p.id)
+    discharged = current_discharge(s, p.id) if is_discharged(p) else None
     return _render("dashboard/patient.html", status, p=p, messages=newest[::-1], total=total,
                    sent_late=sent_late, history=history,
                    pain_chart=_pain_chart(history.series("worst_pain")),
@@ -956,7 +967,7 @@ def _patient_page(s: Session, p: Patient, status: int = 200, checkin: dict | Non
                             "language": p.language, "error": None, **(details or {})},
                    languages=settings.languages,
                    quiet=settings.quiet_hours,
-                   discharged=current_discharge(s, p.id) if is_discharged(p) else None,
+                   discharged=discharged,
                    discharge={"reason": "", "error": None, **(discharge or {})},
                    reason_chars=REASON_CHARS)
 
@@ -1078,7 +1089,7 @@ def set_schedule(patient_id: int):
             what = "Check-in" if flow == CHECKIN_FLOW else flow.capitalize()
             done = "changed" if result.replaced else "set" if flow == CHECKIN_FLOW else "added"
             text = (f"{what} {done} by you ({_name()}): {sc.local_time} in the patient's zone, "
-                    f"every {sc.every_days} day(s). Next: {_when(sc.next_due_at)}.")
+                    f"every {sc.every_days} day(s). Next: {_when(sc.next_due_at, p.timezone)}.")
             if result.replaced:
                 text += (f" It replaced {result.replaced['at']} every "
                          f"{result.replaced['every_days']} day(s).")
