@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from bot.config import ConfigError, load_settings
 from bot.services import staff as staff_service
-from bot.store.models import AuditLog, DashboardSession, Staff
+from bot.store.models import AuditLog, DashboardSession, Schedule, Staff
 from tests.test_dashboard import (
     TOKEN,
     audits,
@@ -254,6 +254,25 @@ def test_acknowledge_and_resolve_are_audited_as_the_staff_account(client, rt):
     assert resolved.actor == "user:alice"
     post(client, "/dashboard/logout")
     assert [a.actor for a in audits(rt, "dashboard.logout")] == ["user:alice"]
+
+
+def test_who_discharged_or_removed_is_named_as_the_staff_account_not_its_actor_id(client, rt):
+    add_account(rt)
+    staff_sign_in(client)
+    pid = enrol(rt, "+447700900123")
+    reminder = post(client, f"/dashboard/patients/{pid}/schedules", flow="reminder",
+                    reminder_text="Take your tablets", at="09:00", every_days="1")
+    assert reminder.status_code == 200
+    with rt.transaction() as s:
+        [sc] = s.scalars(select(Schedule).where(Schedule.patient_id == pid)).all()
+    post(client, f"/dashboard/schedules/{sc.id}/remove")
+    text = post(client, f"/dashboard/schedules/{sc.id}/remove").get_data(as_text=True)
+    assert f"Schedule {sc.id} was already removed by Alice Nurse at" in text
+    text = post(client, f"/dashboard/patients/{pid}/discharge",
+                reason="Moved to hospice care").get_data(as_text=True)
+    banner = text[text.index('id="discharged"'):]
+    banner = banner[:banner.index("</p>")]
+    assert " by Alice Nurse:" in banner and "user:" not in banner
 
 
 def test_a_disabled_accounts_open_session_is_refused_on_its_next_request(app, client, rt):

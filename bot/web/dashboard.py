@@ -700,6 +700,17 @@ def _taken_message(s: Session, esc: Escalation) -> str:
             f"{_ago(now, esc.acknowledged_at)}. Nothing was changed.")
 
 
+def _actor_name(s: Session, actor: str) -> str:
+    """Who an audit record's actor is, as a coordinator knows them: a staff account's name
+    for "user:alice" (its username if the account is gone), the name typed for
+    "dashboard:Jo" and "api:Jo"; anything else (cli:$USER, system) as it is."""
+    kind, _, name = actor.partition(":")
+    if kind == "user":
+        account = staff_service.find_staff(s, name)
+        return account.display_name if account else name
+    return name if kind in ("dashboard", "api") and name else actor
+
+
 def _ago(now: datetime, at: datetime | None) -> str:
     if at is None:
         return ""
@@ -968,6 +979,7 @@ def _patient_page(s: Session, p: Patient, status: int = 200, checkin: dict | Non
                    languages=settings.languages,
                    quiet=settings.quiet_hours,
                    discharged=discharged,
+                   discharged_by=_actor_name(s, discharged.actor) if discharged else None,
                    discharge={"reason": "", "error": None, **(discharge or {})},
                    reason_chars=REASON_CHARS)
 
@@ -1202,7 +1214,7 @@ def remove_schedule(schedule_id: int):
             last = s.scalars(select(AuditLog).where(
                 AuditLog.action == "schedule.remove", AuditLog.subject_type == "schedule",
                 AuditLog.subject_id == str(schedule_id)).order_by(AuditLog.id.desc())).first()
-            who = f" by {last.actor.removeprefix('dashboard:')}" if last else ""
+            who = f" by {_actor_name(s, last.actor)}" if last else ""
             _flash(f"Schedule {schedule_id} was already removed{who}"
                    f"{' ' + _ago(now, last.at) if last else ''}. Nothing was changed.", "error")
             return redirect(url_for("dashboard.patient", patient_id=sc.patient_id), 303)
