@@ -396,3 +396,33 @@ class TestDashboard:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-patient-fields.png"), full_page=True)
         assert_tappable()
+
+    def test_the_patients_list_and_schedules_show_status_and_next_times_on_a_phone(
+            self, page, server, rt, clock):
+        """At 390 px, each patient's status and next check-in, and each schedule's next time,
+        are on the screen, not in columns past its right edge."""
+        from bot.services.patients import Enrolment, enrol_patient
+        from bot.services.schedules import save_schedule
+
+        with rt.transaction() as s:
+            patient = enrol_patient(s, Enrolment("+447700900136", "Bartholomew Featherstone",
+                                                 "America/New_York"),
+                                    languages=["en", "es"], now=clock.now(), actor="test")
+            patient.consent_at, patient.status = clock.now(), "paused"
+            save_schedule(s, rt.ctx, patient, "checkin", "22:00", 7, clock.now(), "test")
+            pid = patient.id
+
+        page.goto(server + "/dashboard/patients")
+        page.fill("#token", "s3cret-admin")
+        page.fill("#name", "Nurse Jo")
+        page.click("#sign-in")
+        row = page.locator("#patients tr", has_text="Bartholomew Featherstone")
+        row.wait_for()
+        for text in ("paused", "03:00 GMT"):
+            box = row.locator("td", has_text=text).bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 390, (text, box)
+        page.goto(server + f"/dashboard/patients/{pid}")
+        row = page.locator("#schedules tr", has_text="every 7 day(s)")
+        row.wait_for()
+        box = row.locator("td", has_text="EST (").bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
