@@ -914,6 +914,9 @@ def test_a_schedule_abroad_shows_its_next_time_in_the_patients_zone_and_the_clin
     row = text[text.index(f'data-id="{sc.id}"'):]
     row = row[:row.index("</tr>")]
     assert "Mon 02 Mar 22:00 EST (Tue 03 Mar 03:00 GMT)" in row
+    # The patients list says the same.
+    listed = html.unescape(page(signed_in, "/dashboard/patients"))
+    assert "Mon 02 Mar 22:00 EST (Tue 03 Mar 03:00 GMT)" in listed
     # A patient in the clinic's zone: one time, as before.
     other = enrol(rt, "+447700900124")
     text = post(signed_in, f"/dashboard/patients/{other}/schedules", flow="checkin", at="22:00",
