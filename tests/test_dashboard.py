@@ -495,6 +495,17 @@ def test_free_text_the_patient_was_told_is_saved_for_the_team_is_listed_to_read(
     assert read.subject_id == str(message_id)
 
 
+def test_the_patients_list_is_in_the_order_of_the_alphabet_whatever_the_case_or_accents(
+        signed_in, rt):
+    # Byte order (SQLite, PostgreSQL's C collation) put 'van Dijk' and 'Émile' after 'Zara'.
+    for i, name in enumerate(["Zara Ali", "van Dijk, Anna", "Émile Zola", "Bob Ross",
+                              "alice Hart"]):
+        enrol(rt, f"+4477009001{i:02d}", name=name)
+    listing = page(signed_in, "/dashboard/patients")
+    shown = ["alice Hart", "Bob Ross", "Émile Zola", "van Dijk, Anna", "Zara Ali"]
+    assert sorted(shown, key=listing.index) == shown
+
+
 def test_the_patients_list_shows_their_last_message_and_whether_it_waits_to_be_read(
         signed_in, rt):
     enrol(rt, "+447700900123")

@@ -50,6 +50,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import case, delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
+from unidecode import unidecode
 from werkzeug.exceptions import HTTPException
 
 from bot.services import escalations as esc_service
@@ -914,12 +915,13 @@ def patients():
                   .group_by(Message.patient_id))
         last_in = {m.patient_id: m for m in s.scalars(
             select(Message).where(Message.id.in_(latest)))}
+        # Discharged patients last: the list is for those still in the service. Names in
+        # the order of the alphabet, whatever their case or accents ("van Dijk", "Émile"):
+        # the database's own order (SQLite, PostgreSQL's C collation) puts them after "Z".
+        listed = sorted(s.scalars(select(Patient)), key=lambda p: (
+            p.status == DISCHARGED, unidecode(p.name).casefold(), p.id))
         rows = [{"patient": p, "next_checkin": next_checkin.get(p.id),
-                 "last_in": last_in.get(p.id)}
-                # Discharged patients last: the list is for those still in the service.
-                for p in s.scalars(select(Patient).order_by(
-                    case((Patient.status == DISCHARGED, 1), else_=0), Patient.name,
-                    Patient.id))]
+                 "last_in": last_in.get(p.id)} for p in listed]
         return _render("dashboard/patients.html", rows=rows)
 
 
