@@ -202,3 +202,37 @@ def test_a_misspelt_yes_to_a_red_flag_question_alerts_at_once(client, rt, fake_h
     with rt.transaction() as s:
         esc = s.scalars(select(Escalation)).one()
         assert esc.level == "emergency" and esc.flags == ["sensory_loss"]
+
+
+# The yes/no red-flag questions of the check-in, and the replies ("no", ...) that lead to each
+# from the numbness question.
+_TO_QUESTION = {"numbness": (), "weakness": ("no",), "balance": ("no", "no"),
+                "bladder": ("no", "no", "no")}
+
+
+@pytest.mark.parametrize(("language", "question", "reply", "flag"), [
+    ("en", "weakness", "no, I use a stick now", "gait_balance"),
+    ("en", "weakness", "no, my wife helps me walk", "gait_balance"),
+    ("en", "weakness", "no, I am stuck in bed", "gait_balance"),
+    ("en", "weakness", "No I need a frame now", "gait_balance"),
+    ("en", "balance", "no, I am not steady", "gait_balance"),
+    ("es", "weakness", "no, uso baston ahora", "gait_balance"),
+])
+def test_no_with_a_red_flag_reason_at_a_red_flag_question_alerts_and_is_not_a_no(
+        client, rt, fake_http, language, question, reply, flag):
+    # "No, I use a stick now" to "any new weakness or difficulty walking?": the reason is the
+    # red flag the question asks about. Before, it was recorded as a plain NO and nobody was
+    # alerted.
+    pid = welcomed(rt)
+    with rt.transaction() as s:
+        s.get(Patient, pid).language = language
+    _at_painkillers_question(rt, pid, client)
+    for answer in ("no", *_TO_QUESTION[question]):  # painkillers, then up to the question
+        texted(client, answer)
+    assert question not in answers(rt, pid)
+    texted(client, reply)
+    assert question not in answers(rt, pid)
+    with rt.transaction() as s:
+        esc = s.scalars(select(Escalation)).one()
+        assert esc.level == "emergency" and flag in esc.flags
+        assert active_conversation(s, pid) is None  # the emergency stopped the check-in
