@@ -216,7 +216,13 @@ _TO_QUESTION = {"numbness": (), "weakness": ("no",), "balance": ("no", "no"),
     ("en", "weakness", "no, I am stuck in bed", "gait_balance"),
     ("en", "weakness", "No I need a frame now", "gait_balance"),
     ("en", "balance", "no, I am not steady", "gait_balance"),
+    ("en", "bladder", "no, I need to strain", "bladder_dysfunction"),
+    ("en", "bladder", "no, I have to rush to the loo", "bladder_dysfunction"),
+    ("en", "bladder", "No, I dribble a bit", "bladder_dysfunction"),
+    ("en", "bladder", "no, leaking a little", "bladder_dysfunction"),
     ("es", "weakness", "no, uso baston ahora", "gait_balance"),
+    ("es", "bladder", "no, se me escapan unas gotas", "bladder_dysfunction"),
+    ("es", "bladder", "no, tengo que correr al baño", "bladder_dysfunction"),
 ])
 def test_no_with_a_red_flag_reason_at_a_red_flag_question_alerts_and_is_not_a_no(
         client, rt, fake_http, language, question, reply, flag):
