@@ -923,6 +923,63 @@ def _inbound_to_read(listing, as_json: bool, read_id: int | None, by: str | None
                     f"{_shown(r['patient']) or '(not enrolled)'}: {_shown(r['body'])}")
 
 
+@main.command("audit")
+@click.option("--patient", "phone", default=None, help="Only records about this patient (their "
+              "number): their details, schedules, conversations, messages and red flags.")
+@click.option("--actor", default=None,
+              help="Only records by this actor: cli:jo, user:alice, system, or the name alone.")
+@click.option("--action", default=None, help="Only actions starting with this: schedule, "
+                                             "patient.update, escalation.resolve.")
+@click.option("--since", default=None, metavar="YYYY-MM-DD",
+              help="From the start of this day (in the clinic's zone).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True)
+def audit_log(phone, actor, action, since, limit, as_json) -> None:
+    """The audit log, newest first: when (in the clinic's zone), who, what, the patient if
+    any, and the record's details in short (--json: each whole record)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from bot.services.audit import audit_records, describe, patient_of
+    from bot.services.patients import InvalidField
+    from bot.web.serialize import iso
+
+    try:
+        number = _number(phone) if phone is not None else None
+    except InvalidField as exc:
+        _fail(str(exc))
+    rt = _runtime()
+    zone = ZoneInfo(rt.settings.defaults.timezone)
+    start = None
+    if since is not None:
+        try:
+            start = datetime.strptime(since, "%Y-%m-%d").replace(tzinfo=zone)
+        except ValueError:
+            _fail(f"since: {since!r} is not a date (YYYY-MM-DD)")
+    with rt.transaction() as s:
+        patient = _patient(s, number) if number is not None else None
+        rows = []
+        for r in audit_records(s, patient=patient, actor=actor, action=action, since=start,
+                               limit=limit):
+            whose = patient or patient_of(s, r)
+            rows.append({"id": r.id, "at": iso(r.at), "actor": r.actor, "action": r.action,
+                         "subject_type": r.subject_type, "subject_id": r.subject_id,
+                         "patient_id": whose.id if whose else None,
+                         "patient": whose.name if whose else None,
+                         "details": r.details or {}, "short": describe(r)})
+
+    def line(r: dict) -> str:
+        local = datetime.fromisoformat(r["at"]).astimezone(zone)
+        return (f"{local:%Y-%m-%d %H:%M} {local.tzname()}  {_shown(r['actor'])}  {r['action']}  "
+                f"{_shown(r['patient']) or '-'}  {_shown(r['short'])}")
+
+    none = "no audit records" + (f" about {number}" if number else "")
+    if as_json:
+        for r in rows:
+            del r["short"]
+    _emit(rows, as_json, none, line)
+
+
 def _add_optional_commands() -> None:
     """Commands that live in their own modules."""
     from bot.cli_flows import flows_group, simulate_command

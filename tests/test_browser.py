@@ -426,3 +426,31 @@ class TestDashboard:
         row.wait_for()
         box = row.locator("td", has_text="EST (").bounding_box()
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+
+    def test_a_patients_audit_trail_reads_on_a_phone(self, page, server, rt, clock):
+        """From a patient's page at 390 px: their audit trail, each record's who, action and
+        details on the screen, the number grouped, nothing past the right edge."""
+        from bot.services.patients import Enrolment, PatientChanges, enrol_patient, update_patient
+
+        with rt.transaction() as s:
+            patient = enrol_patient(s, Enrolment("+447700900137", "Bartholomew Featherstone",
+                                                 "Europe/London"),
+                                    languages=["en", "es"], now=clock.now(), actor="test")
+            s.flush()
+            clock.advance(minutes=3)
+            update_patient(s, patient, PatientChanges(phone="+447700900138"), ctx=rt.ctx,
+                           now=clock.now(), actor="user:alice")
+            pid = patient.id
+
+        page.goto(server + f"/dashboard/patients/{pid}")
+        page.fill("#token", "s3cret-admin")
+        page.fill("#name", "Nurse Jo")
+        page.click("#sign-in")
+        page.click("#audit-trail")
+        row = page.locator("#audit tr", has_text="patient.update")
+        row.wait_for()
+        for text in ("alice", "patient.update", "+44 7700 900137 -> +44 7700 900138"):
+            box = row.locator("td", has_text=text).bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 390, (text, box)
+        assert page.locator("#audit tr.audit-row").count() == 2  # and the enrolment
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390

@@ -53,6 +53,7 @@ from sqlalchemy.orm import Session, selectinload
 from unidecode import unidecode
 from werkzeug.exceptions import HTTPException
 
+from bot.services import audit as audit_service
 from bot.services import escalations as esc_service
 from bot.services import health
 from bot.services import schedules as sched_service
@@ -930,6 +931,31 @@ def patient(patient_id: int):
     rt = runtime()
     with rt.transaction() as s:
         return _patient_page(s, _patient_or_404(s, patient_id))
+
+
+@bp.get("/audit")
+def audit_page():
+    """The audit log, newest first (the last AUDIT_LIMIT): every sign-in and every change, by
+    whom; ?patient=<id> for one patient's trail (linked from their page), ?actor= and
+    ?action= as `checkin-bot audit` reads them. Reading it is not audited."""
+    rt = runtime()
+    raw = request.args.get("patient", "")
+    actor = clean_name(request.args.get("actor"))
+    action = clean_name(request.args.get("action"))
+    with rt.transaction() as s:
+        p = None
+        if raw:
+            if not raw.isdigit() or int(raw) > MAX_ID:
+                abort(404, description=f"No patient {raw}.")
+            p = _patient_or_404(s, int(raw))
+        rows = []
+        for row in audit_service.audit_records(s, patient=p, actor=actor, action=action):
+            whose = p or audit_service.patient_of(s, row)
+            rows.append({"row": row, "who": _actor_name(s, row.actor),
+                         "patient": whose,
+                         "what": audit_service.describe(row, phone=_readable_phone)})
+        return _render("dashboard/audit.html", rows=rows, p=p, actor=actor, action=action,
+                       limit=audit_service.AUDIT_LIMIT)
 
 
 def _patient_or_404(s: Session, patient_id: int) -> Patient:
