@@ -100,7 +100,9 @@ def test_serve_runs_the_scheduler_exactly_once_also_under_the_reloader(tmp_path,
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:
-        deadline = time.monotonic() + 30
+        # A liveness bound, not a speed check: the reloader imports the app twice, which on a
+        # loaded 2-core machine has taken longer than 30 s.
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
                 if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).ok:
