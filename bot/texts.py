@@ -13,7 +13,7 @@ from bot.config import REPO_ROOT
 MESSAGES_FILE = REPO_ROOT / "config" / "messages.yaml"
 REQUIRED = (
     "emergency", "urgent", "safety_net", "not_enrolled", "help", "stopped", "started",
-    "received", "aside", "awaiting_consent", "alert", "alert_answer", "staff_ack", "staff_already",
+    "received", "aside", "corrected", "awaiting_consent", "alert", "alert_answer", "staff_ack", "staff_already",
     "staff_unknown", "staff_usage", "staff_failed", "staff_which", "staff_none", "alert_unknown", "media_unreadable",
     "blank",
     "after_emergency", "after_urgent",
@@ -24,6 +24,7 @@ VARIABLE_MAX = {
     "name": 20, "clinic_name": 40, "clinic_phone": 16, "hotline": 16, "emergency_number": 16,
     "ref": 6, "patient": 30, "patient_phone": 16, "flags": 60, "words": 60, "level": 9, "by": 30,
     "refs": 100, "answer": 110, "reminder_text": 100,  # answer: escalations.ANSWER_CHARS
+    "value": 10,  # an answer's number (corrected)
     "contact": 30, "time": 11,  # contact: escalations.NAME_CHARS; time: "03:12 +0530"
     # Checked as absent: escalations.alert_body shortens the words (or the answer) to make
     # room for the note that an alert goes again, and for the link, and counts the segments.

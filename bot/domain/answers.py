@@ -406,6 +406,77 @@ def asks_the_team(text: str) -> bool:
         _phrase_positions(words, [p for phrases in TEAM_REQUESTS.values() for p in phrases]))
 
 
+# A reply that corrects the number just given ("sorry I meant 8", "correction: 8", "8 not 3",
+# "perdon, queria decir 8"): see parse_correction. Only these words say so.
+CORRECTION_LEADS = {
+    "en": ["i meant", "meant", "i mean", "i meant to say", "i meant to put", "correction",
+           "it should be", "should be", "it should have been", "should have been"],
+    "es": ["queria decir", "quise decir", "quiero decir", "queria poner", "quise poner",
+           "correccion"],
+}
+# Words that may open or close a correction: "sorry, I meant 8", "oops", "perdon", "thanks".
+CORRECTION_BESIDE = {
+    "en": {"sorry", "soz", "oops", "whoops", "oh", "ah", "please", "pls", "thanks", "x",
+           "my", "bad", "mistake"},
+    "es": {"perdon", "perdona", "perdone", "disculpe", "disculpa", "uy", "ups", "vaya",
+           "lo", "siento", "gracias", "error"},
+}
+_CORRECTION_LEADS = sorted((tokens(p) for leads in CORRECTION_LEADS.values() for p in leads),
+                           key=len, reverse=True)
+_CORRECTION_BESIDE = _union(CORRECTION_BESIDE)
+_NUMBER_WORDS = {word: value for words in NUMBER_WORDS.values()
+                 for value, word in enumerate(words)}
+
+
+def _score(words: list[str], scale: int | None) -> tuple[int, int] | None:
+    """(the number at the start of `words`, how many words it takes): "8", "eight", "8/10",
+    "8 out of 10". Only digits and number words: "no" is no number here."""
+    if not words:
+        return None
+    value = int(words[0][:9]) if words[0].isdigit() else _NUMBER_WORDS.get(words[0])
+    if value is None:
+        return None
+    for link in SCORE_LINKS:
+        after = 1 + len(link)
+        if (tuple(words[1:after]) == link and after < len(words) and words[after].isdigit()
+                and scale is not None and int(words[after][:9]) == scale):
+            return value, after + 1
+    return value, 1
+
+
+def parse_correction(text: str, minimum: int | None, maximum: int | None,
+                     previous: int) -> int | None:
+    """The number a reply puts in place of `previous`, the number the patient gave to the
+    question before ("sorry I meant 8", "correction: 8", "8 not 3", "perdon, queria decir
+    8"); None unless it says so in those words and nothing else: a correction word
+    (CORRECTION_LEADS) before one number, or a number then "not" and `previous`, with an
+    apology or thanks around them at most. The number must be in the question's range and
+    not `previous`; a "not" must name `previous` ("8 not 4" after 3 is no correction)."""
+    words = tokens(text)
+    while words and words[0] in _CORRECTION_BESIDE:
+        words = words[1:]
+    while words and words[-1] in _CORRECTION_BESIDE:
+        words = words[:-1]
+    lead = next((len(p) for p in _CORRECTION_LEADS if words[:len(p)] == p), 0)
+    score = _score(words[lead:], maximum)
+    if score is None:
+        return None
+    value, size = score
+    rest = words[lead + size:]
+    if rest:
+        if rest[0] not in ("not", "no"):
+            return None
+        named = _score(rest[1:], maximum)
+        if named is None or named[0] != previous or 1 + named[1] != len(rest):
+            return None
+    elif not lead:
+        return None  # a bare number is an answer to the question waiting
+    if value == previous or (minimum is not None and value < minimum) or (
+            maximum is not None and value > maximum):
+        return None
+    return value
+
+
 def parse_text(text: str) -> ParseResult:
     """Any reply with something in it, stripped of surrounding blanks."""
     stripped = text.strip()

@@ -28,6 +28,10 @@ from bot.domain.gsm7 import to_gsm7
 MAX_STEPS = 50  # nodes visited for one event before the engine gives up on a loop
 
 ACTIVE, WAITING, COMPLETED = "active", "waiting", "completed"
+# In a state: the number question just answered and the question the flow then waited at,
+# {"node": "pain", "at": "pain_new"}, so that a correction of that number at that question
+# ("sorry I meant 8") can be taken (see correction).
+CORRECTABLE = "correctable"
 _VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -68,6 +72,17 @@ class AnswerRecorded(_Record):
     kind: ClassVar[str] = "answer"
     key: str
     value: str | int
+
+
+@dataclass(frozen=True)
+class AnswerCorrected(_Record):
+    """The patient corrected their answer to the question before (`node_id`, saved as `key`)
+    from `previous` to `value`; an AnswerRecorded of `value` comes with it."""
+    kind: ClassVar[str] = "corrected"
+    node_id: str
+    key: str
+    previous: int
+    value: int
 
 
 @dataclass(frozen=True)
@@ -113,7 +128,8 @@ class EngineError(_Record):
     node_id: str | None
 
 
-Record = AnswerRecorded | FlagRaised | FlowStarted | Ended | NotUnderstood | TimedOut | EngineError
+Record = (AnswerRecorded | AnswerCorrected | FlagRaised | FlowStarted | Ended | NotUnderstood
+          | TimedOut | EngineError)
 
 
 @dataclass
@@ -235,11 +251,16 @@ class _Run:
         if not isinstance(node, AskNode):
             self.fail("missing_node", self.state["node"])
             return
+        corrected = correction(self.flow, self.state, text)
+        if corrected is not None:
+            self.correct(*corrected, node)
+            return
         result = parse_reply(node, text)
         if not result.ok:
             self.recorded.append(NotUnderstood(node.id, result.reason or "not_understood"))
             tries = self.state["tries"] + 1
             if _out_of_tries(node, self.state["tries"]):
+                self.state.pop(CORRECTABLE, None)  # moved on: no longer the next question
                 self.go(node.retry.fallback if node.retry else node.next)
                 return
             self.say(node.text if aside else node.retry.text)
@@ -248,6 +269,53 @@ class _Run:
             return
         self.save(node.save, result.value)
         self.go(self.choose(node.cases, result.value, node.next))
+        self.state.pop(CORRECTABLE, None)
+        if node.answer.type == "integer" and node.save and self.state["status"] == WAITING:
+            self.state[CORRECTABLE] = {"node": node.id, "at": self.state["node"]}
+
+    def correct(self, asked: AskNode, value: int, waiting: AskNode) -> None:
+        """The patient corrected their number to the question before (`asked`) while the flow
+        waits at `waiting`: the answer is changed and the flags of the case it now chooses
+        are raised (none is taken back: it may have been alerted already). When the flow
+        would have walked from it to the same question, that question is asked again (its
+        tries kept); otherwise the flow goes where the corrected answer leads, as it would
+        have (pain 0 corrected to 8 asks "is this pain new?" that it skipped)."""
+        key = str(asked.save)
+        previous = self.state["answers"][key]
+        self.save(key, value)
+        self.recorded.append(AnswerCorrected(asked.id, key, previous, value))
+        following = self.choose(asked.cases, value, asked.next)
+        trial = _Run(self.flow, {**self.state, "answers": dict(self.state["answers"]),
+                                 "flags": list(self.state["flags"])}, self.now, self.context)
+        trial.go(following)
+        if trial.state["status"] == WAITING and trial.state["node"] == waiting.id:
+            self.say(waiting.text)
+            self.wait_at(waiting)
+            return
+        self.go(following)
+        if self.state["status"] == WAITING:
+            self.state[CORRECTABLE] = {"node": asked.id, "at": self.state["node"]}
+        else:
+            self.state.pop(CORRECTABLE, None)
+
+
+def correction(flow: Flow, state: Mapping[str, Any], text: str) -> tuple[AskNode, int] | None:
+    """(the question before, the number put in place of its answer) when `text`, a reply to
+    the question waiting right after a number question was answered, corrects that number in
+    so many words ("sorry I meant 8", "8 not 3": answers.parse_correction); None otherwise,
+    and then the reply is one to the question waiting."""
+    marked = state.get(CORRECTABLE)
+    if (not isinstance(marked, Mapping) or state.get("status") != WAITING
+            or state.get("node") != marked.get("at")):
+        return None
+    asked = flow.node(marked.get("node"))
+    if not isinstance(asked, AskNode) or asked.answer.type != "integer" or not asked.save:
+        return None
+    previous = (state.get("answers") or {}).get(asked.save)
+    if not isinstance(previous, int) or isinstance(previous, bool):
+        return None
+    value = answers.parse_correction(text, asked.answer.min, asked.answer.max, previous)
+    return None if value is None else (asked, value)
 
 
 def _out_of_tries(node: AskNode, tries: int) -> bool:
@@ -279,11 +347,14 @@ _INSTRUCTION_AFTER = re.compile(r"^(.*\?)[^?]*$", re.DOTALL)
 
 
 def question_and_meaning(flow: Flow, node_id: str | None, text: str,
-                         context: Mapping[str, Any]) -> tuple[str, str] | None:
+                         context: Mapping[str, Any],
+                         value: str | int | None = None) -> tuple[str, str] | None:
     """A reply to the question at `node_id` as the care team needs to read it: the question
     (in the flow's default language, the team's, without what follows its last "?": "Reply
     YES or NO.") and what the reply meant: "Yes", "quite a bit", "8 on a scale of 0 to 10",
-    "not understood", or "" for a free-text answer. None when `node_id` is not a question."""
+    "not understood", or "" for a free-text answer. None when `node_id` is not a question.
+    `value`: what the reply was taken to answer, when the question did not read it itself (a
+    correction, "8 not 3")."""
     node = flow.node(node_id) if node_id else None
     if not isinstance(node, AskNode):
         return None
@@ -292,7 +363,7 @@ def question_and_meaning(flow: Flow, node_id: str | None, text: str,
     if asked:
         question = asked.group(1)
     spec = node.answer
-    result = parse_reply(node, text)
+    result = parse_reply(node, text) if value is None else answers.ParseResult.understood(value)
     if not result.ok:
         return question, "not understood"
     if spec.type == "yesno":

@@ -285,6 +285,7 @@ def _apply(session: Session, ctx: ServiceContext, patient: Patient, conv: Conver
     conv.updated_at = now
     flags: list[str] = []
     follow_on: str | None = None
+    corrected = next((r for r in result.recorded if isinstance(r, engine.AnswerCorrected)), None)
     for record in result.recorded:
         if isinstance(record, engine.AnswerRecorded):
             session.add(Answer(patient_id=patient.id, conversation_id=conv.id,
@@ -312,16 +313,25 @@ def _apply(session: Session, ctx: ServiceContext, patient: Patient, conv: Conver
             audit(session, now, "system", "conversation.error", "conversation", conv.id,
                   reason=record.reason, node=record.node_id)
     ids: list[int] = []
+    if corrected is not None:
+        # "Sorry I meant 8": the red flags are the corrected question's, quoted with it.
+        audit(session, now, f"patient:{patient.id}", "conversation.answer_corrected",
+              "conversation", conv.id, patient_id=patient.id, flow=flow.id,
+              node=corrected.node_id, key=corrected.key, previous=corrected.previous,
+              value=corrected.value, flags=flags)
+        asked = corrected.node_id
     if flags:
         level = level_for_flags(flags, ctx.vocabulary)
-        said = (_in_context(ctx, patient, flow, state, asked, words)
+        said = (_in_context(ctx, patient, flow, state, asked, words,
+                            corrected.value if corrected is not None else None)
                 or f"answered in {flow.id}: {', '.join(flags)}")
         if level == "emergency":
             ids += emergency_response(session, ctx, patient, flags, said, now, channel=channel)
         elif level == "urgent":
             # The flow tells the patient what happens next; the team gets its same-day alert.
             ids += escalate(session, ctx, patient, "urgent", flags, said, now)[1]
-    for text in result.outbound:
+    notes = [ctx.text_for(patient, "corrected", value=corrected.value)] if corrected else []
+    for text in notes + result.outbound:
         ids.append(enqueue(session, Draft(
             to=patient.phone, channel=channel or patient.channel, body=text, kind=flow.id,
             priority=PRIORITY_ROUTINE if routine else PRIORITY_REPLY, routine=routine,
@@ -349,14 +359,16 @@ def _with_unanswered(state: dict[str, Any], recorded: list[engine.Record],
 
 
 def _in_context(ctx: ServiceContext, patient: Patient, flow: Flow, state: dict[str, Any],
-                asked: str | None, words: str | None) -> str | None:
+                asked: str | None, words: str | None,
+                value: str | int | None = None) -> str | None:
     """The words an escalation keeps for a reply that raised a flag: a reply to a question
     with the question and what it meant ("Q: ...? A: y (Yes)": a bare "y" tells the care team
-    nothing), any other reply as it came."""
+    nothing), any other reply as it came. `value`: what the reply meant, when the question
+    would not read it so (a correction of its answer, "8 not 3")."""
     if not words:
         return words
     described = engine.question_and_meaning(
-        flow, asked, words, _context(ctx, patient, dict(state.get("params") or {})))
+        flow, asked, words, _context(ctx, patient, dict(state.get("params") or {})), value)
     if described is None:
         return words
     question, meaning = described
@@ -441,8 +453,10 @@ def _asks_the_team(session: Session, ctx: ServiceContext, conv: Conversation,
     a reply not understood: three at "any new numbness?" alert the team, as before."""
     if conv.status != "waiting" or conv.state.get("awaiting_open") or not asks_the_team(text):
         return False
-    node = flow_for(session, ctx, conv).node(conv.state.get("node"))
-    return isinstance(node, AskNode) and not engine.parse_reply(node, text).ok
+    flow = flow_for(session, ctx, conv)
+    node = flow.node(conv.state.get("node"))
+    return (isinstance(node, AskNode) and not engine.parse_reply(node, text).ok
+            and engine.correction(flow, conv.state, text) is None)  # "I meant 8?"
 
 
 def _words_for_the_team(session: Session, ctx: ServiceContext, conv: Conversation,
