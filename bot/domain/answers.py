@@ -249,9 +249,11 @@ def _answer_then_reason(text: str, yes: Sequence[str], no: Sequence[str]) -> Par
     return lead
 
 
-def parse_yesno(text: str, yes_words: Sequence[str] = (), no_words: Sequence[str] = ()) -> ParseResult:
+def parse_yesno(text: str, yes_words: Sequence[str] = (), no_words: Sequence[str] = (),
+                reasons: bool = True) -> ParseResult:
     """"yes"/"no" from a reply made only of yes (or only of no) words and polite filler, or
-    from a clear yes or no followed by a reason ("Not really, the tablets help x").
+    from a clear yes or no followed by a reason ("Not really, the tablets help x"); with
+    `reasons` False, only the former (a plain "yes please").
 
     `yes_words` and `no_words` are a question's own phrases ("ok" to agree; "stop texting me"),
     besides the everyday YES_PHRASES and NO_PHRASES.
@@ -259,7 +261,7 @@ def parse_yesno(text: str, yes_words: Sequence[str] = (), no_words: Sequence[str
     yes_words, no_words = (*yes_words, *YES_PHRASES), (*no_words, *NO_PHRASES)
     words = tokens(text)
     result = _yesno_words(words, yes_words, no_words)
-    if result.ok or result.reason != NOT_YES_NO:
+    if result.ok or result.reason != NOT_YES_NO or not reasons:
         return result
     return _answer_then_reason(text, yes_words, no_words) or result
 

@@ -465,6 +465,20 @@ def step(
     return StepResult(run.state, run.outbound, run.recorded)
 
 
+def waiting_at(flow: Flow, node_id: str, now: datetime,
+               context: Mapping[str, Any]) -> dict[str, Any]:
+    """The state of a conversation of `flow` that starts waiting for the answer to the
+    question at `node_id`, the caller having asked it in its own words: nothing is said and
+    no flag raised. Raises ValueError when `node_id` is not a question of the flow."""
+    node = flow.node(node_id)
+    if not isinstance(node, AskNode):
+        raise ValueError(f"{node_id!r} is not a question of {flow.id!r}")
+    run = _Run(flow, new_state(flow, pick_language(flow, context.get("language"))),
+               now.astimezone(UTC), context)
+    run.wait_at(node)
+    return run.state
+
+
 def _copy_state(flow: Flow, state: dict[str, Any]) -> dict[str, Any]:
     return {
         **new_state(flow, flow.language), **state, "answers": dict(state.get("answers") or {}),

@@ -48,6 +48,10 @@ OPEN = ("active", "waiting")
 TEMPLATE_OPEN_WAIT = timedelta(hours=48)
 CONSENT_FLOW = "welcome"
 CHECKIN_FLOW = "checkin"  # the symptom check-in: scheduled, and shown on the dashboard
+# The welcome's short consent question ("reply YES to get regular symptom check-ins"): a
+# patient who said NO and texts again is asked it in one text (`awaiting_consent`); a YES
+# to it agrees, and its wait ends without another text (see _ask_consent_again).
+CONSENT_AGAIN_AT = "consent_reminder"
 # A reply this soon after a conversation closed unanswered (its wait timed out) is read as a
 # late answer to the question it closed at, for red flags only (see _late_answer).
 LATE_ANSWER_WINDOW = timedelta(hours=24)
@@ -136,12 +140,7 @@ def start_flow(session: Session, ctx: ServiceContext, patient: Patient, flow_id:
                channel: str | None = None) -> list[int]:
     """Start a flow for the patient (ending any open conversation). Returns outbox ids."""
     flow = ctx.flows.get(flow_id)
-    _snapshot(session, flow, now)
-    interrupt_active(session, patient.id, now, reason=f"started {flow_id}")
-    conv = Conversation(patient_id=patient.id, flow_id=flow.id, flow_revision=flow.revision,
-                        state={}, status="active", started_at=now, updated_at=now)
-    session.add(conv)
-    session.flush()
+    conv = _new_conversation(session, patient, flow, now)
     params = dict(params or {})
     if _needs_template_opening(session, ctx, patient, flow.id, channel, now):
         return _open_with_template(session, ctx, patient, conv, flow, params, now)
@@ -150,6 +149,43 @@ def start_flow(session: Session, ctx: ServiceContext, patient: Patient, flow_id:
         result.new_state["params"] = params
     return _apply(session, ctx, patient, conv, flow, result, now, routine=routine,
                   channel=channel)
+
+
+def _new_conversation(session: Session, patient: Patient, flow: Flow,
+                      now: datetime) -> Conversation:
+    """A new conversation of `flow` for the patient, ending any open one."""
+    _snapshot(session, flow, now)
+    interrupt_active(session, patient.id, now, reason=f"started {flow.id}")
+    conv = Conversation(patient_id=patient.id, flow_id=flow.id, flow_revision=flow.revision,
+                        state={}, status="active", started_at=now, updated_at=now)
+    session.add(conv)
+    session.flush()
+    return conv
+
+
+def _ask_consent_again(session: Session, ctx: ServiceContext, patient: Patient,
+                       now: datetime, *, channel: str) -> list[int]:
+    """Ask a patient who said NO, and has texted since, the welcome's consent question again
+    in one text (`awaiting_consent`: who we are, their message is saved, reply YES, the
+    hotline), not in the three welcome texts: a YES to it gives consent as the welcome's
+    would. It answers the patient's own text, so no WhatsApp opening is needed."""
+    flow = ctx.flows.get(CONSENT_FLOW)
+    conv = _new_conversation(session, patient, flow, now)
+    state = {**engine.waiting_at(flow, CONSENT_AGAIN_AT, now, _context(ctx, patient, {})),
+             "params": {}}
+    _apply(session, ctx, patient, conv, flow, engine.StepResult(state), now, routine=False,
+           channel=channel)
+    return [enqueue(session, Draft(
+        to=patient.phone, channel=channel, body=ctx.text_for(patient, "awaiting_consent"),
+        kind=flow.id, patient_id=patient.id, conversation_id=conv.id), now).id]
+
+
+def _declined(session: Session, patient: Patient) -> bool:
+    """Whether the patient's last answer to the consent question was NO."""
+    return session.scalars(
+        select(Answer.value).where(Answer.patient_id == patient.id,
+                                   Answer.question_key == "consent")
+        .order_by(Answer.id.desc()).limit(1)).first() == "no"
 
 
 def _needs_template_opening(session: Session, ctx: ServiceContext, patient: Patient,
@@ -408,7 +444,8 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
     if conv is not None and (triggered is None or patient.consent_at is None
                              or conv.state.get("awaiting_open")):
         aside = _asks_the_team(session, ctx, conv, text)
-        if aside or _words_for_the_team(session, ctx, conv, text):
+        if (aside or _words_for_the_team(session, ctx, conv, text)
+                or _not_a_consent_answer(session, ctx, patient, conv, text)):
             mark_to_read(session, message_id)
         if aside and _unsent_rows(session, patient, conv):
             # Written before the question reached them (held by quiet hours): as any reply
@@ -427,6 +464,13 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
         # Nothing but the consent conversation until the patient has said YES.
         if triggered is not None and triggered.id != CONSENT_FLOW and already_answered:
             return []
+        if triggered is None and not _plain_yes(ctx, text) and _declined(session, patient):
+            # Said NO, and writes to the clinic: their words are for the team, as a
+            # consented patient's are. One short reply asks for consent again (none after a
+            # red flag's instruction); a plain YES gets the welcome again, as before.
+            mark_to_read(session, message_id)
+            return [] if already_answered else _ask_consent_again(session, ctx, patient, now,
+                                                                  channel=channel)
         ids = start_flow(session, ctx, patient, CONSENT_FLOW, now, channel=channel)
         return ids
     if triggered is not None:
@@ -470,6 +514,30 @@ def _words_for_the_team(session: Session, ctx: ServiceContext, conv: Conversatio
     if not engine.takes_free_text(flow_for(session, ctx, conv), conv.state.get("node")):
         return False
     return parse_yesno(text).value != "no"
+
+
+def _plain_yes(ctx: ServiceContext, text: str) -> bool:
+    """Whether a text only says yes, as the consent question reads yes ("yes please", "ok"):
+    consent asked for, no words for the team."""
+    node = ctx.flows.get(CONSENT_FLOW).node(CONSENT_AGAIN_AT)
+    if not isinstance(node, AskNode):
+        return False
+    spec = node.answer
+    return parse_yesno(text, spec.all_yes_words(), spec.all_no_words(),
+                       reasons=False).value == "yes"
+
+
+def _not_a_consent_answer(session: Session, ctx: ServiceContext, patient: Patient,
+                          conv: Conversation, text: str) -> bool:
+    """Whether a reply to the consent question, from a patient who said NO before, is no
+    answer to it ("the pain is much worse this week"): words for the team, listed as the
+    text that got them the question again was."""
+    if conv.flow_id != CONSENT_FLOW or conv.status != "waiting" or conv.state.get(
+            "awaiting_open"):
+        return False
+    node = flow_for(session, ctx, conv).node(conv.state.get("node"))
+    return (isinstance(node, AskNode) and not engine.parse_reply(node, text).ok
+            and _declined(session, patient))
 
 
 def _late_answer(session: Session, ctx: ServiceContext, patient: Patient, text: str,

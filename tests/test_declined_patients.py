@@ -1,0 +1,161 @@
+"""A patient who said NO at the consent question and later texts the clinic: their words are
+listed for the care team to read (as a consented patient's text outside a check-in is), and
+they get one short reply (who we are, that the message is saved, reply YES to agree, the
+hotline) instead of the three welcome texts; a YES then gives consent. A plain YES is consent
+being asked for: the welcome again, as before, and nothing to read. Red flags are alerted
+whatever the consent."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from bot.domain import gsm7
+from bot.services.conversations import active_conversation, start_flow
+from bot.services.health import messages_to_read
+from bot.services.patients import Enrolment, enrol_patient
+from bot.store.models import Escalation, Patient
+
+PHONE = "+447700900123"
+DECLINED = "Thank you for letting us know. We will not send you check-in messages."
+GREETING = "Hi Ada, this is Spine Oncology Clinic."
+CONSENT_AGAIN = ("Thank you, Ada. This is Spine Oncology Clinic: your message has been saved "
+                 "for your care team. To get symptom check-ins by text, reply YES. Urgent "
+                 "symptoms: call {hotline}.")
+
+
+def _texted(client, *bodies):
+    for body in bodies:
+        res = client.post("/simulator/api/messages", json={"phone": PHONE, "body": body})
+        assert res.status_code == 201, res.get_json()
+
+
+def _to_patient(messenger):
+    return [m.body for m in messenger.sent if m.to == PHONE]
+
+
+def _declined(client, rt, messenger, language="en") -> int:
+    with rt.transaction() as s:
+        p = enrol_patient(s, Enrolment(PHONE, "Ada Lovelace", "Europe/London",
+                                       language=language),
+                          languages=["en", "es"], now=rt.clock.now(), actor="test")
+        s.flush()
+        start_flow(s, rt.ctx, p, "welcome", rt.clock.now())
+        pid = p.id
+    _texted(client, "no")
+    assert _to_patient(messenger)[-1].startswith(
+        DECLINED if language == "en" else "Gracias por decirnoslo.")
+    return pid
+
+
+def _to_read(rt):
+    with rt.transaction() as s:
+        return [m.body for m in messages_to_read(s)]
+
+
+def _consent_at(rt, pid):
+    with rt.transaction() as s:
+        return s.get(Patient, pid).consent_at
+
+
+@pytest.mark.parametrize("words", ["actually can someone call me, I changed my mind",
+                                   "I've been feeling awful"])
+def test_a_declined_patients_words_are_listed_and_get_one_short_reply(client, rt, messenger,
+                                                                      words):
+    pid = _declined(client, rt, messenger)
+    told = len(_to_patient(messenger))
+    _texted(client, words)
+    assert _to_read(rt) == [words]
+    hotline = rt.ctx.patient_values(None)["hotline"]
+    assert _to_patient(messenger)[told:] == [CONSENT_AGAIN.format(hotline=hotline)]
+    assert _consent_at(rt, pid) is None
+    _texted(client, "yes")  # the short reply asked for it: consent, no second welcome
+    assert _consent_at(rt, pid) is not None
+    assert _to_patient(messenger)[-1].startswith("Thank you, Ada. Your first check-in")
+    assert _to_read(rt) == [words]
+
+
+def test_the_short_reply_is_plain_text_in_two_segments_at_most(rt):
+    for language in ("en", "es"):
+        body = rt.ctx.texts.render("awaiting_consent", language, name="x" * 20,
+                                   clinic_name="x" * 40, hotline="x" * 16)
+        assert gsm7.is_gsm7(body) and gsm7.segments(body) <= 2
+
+
+def test_in_spanish(client, rt, messenger):
+    pid = _declined(client, rt, messenger, language="es")
+    told = len(_to_patient(messenger))
+    _texted(client, "me encuentro fatal")
+    [reply] = _to_patient(messenger)[told:]
+    assert reply.startswith("Gracias, Ada. Le escribe Spine Oncology Clinic")
+    assert "responda SI" in reply
+    _texted(client, "si")
+    assert _consent_at(rt, pid) is not None
+
+
+def test_more_words_after_the_short_reply_are_listed_too(client, rt, messenger):
+    pid = _declined(client, rt, messenger)
+    _texted(client, "I've been feeling awful", "the pain is much worse this week")
+    assert _to_read(rt) == ["the pain is much worse this week", "I've been feeling awful"]
+    assert _consent_at(rt, pid) is None
+
+
+def test_a_plain_yes_gets_the_welcome_again_and_is_not_listed(client, rt, messenger):
+    pid = _declined(client, rt, messenger)
+    told = len(_to_patient(messenger))
+    _texted(client, "yes")
+    again = _to_patient(messenger)[told:]
+    assert len(again) == 3 and again[0].startswith(GREETING)
+    assert again[-1].startswith("Do you agree")
+    assert _to_read(rt) == []
+    _texted(client, "yes")
+    assert _consent_at(rt, pid) is not None
+
+
+def test_stop_is_not_listed(client, rt, messenger):
+    pid = _declined(client, rt, messenger)
+    _texted(client, "STOP")
+    assert _to_read(rt) == []
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).status == "opted_out"
+
+
+def test_an_emergency_from_a_declined_patient_is_alerted(client, rt, messenger):
+    pid = _declined(client, rt, messenger)
+    told = len(_to_patient(messenger))
+    _texted(client, "my legs have gone weak and I can't walk")
+    with rt.transaction() as s:
+        [esc] = s.scalars(select(Escalation)).all()
+        assert (esc.level, esc.patient_id) == ("emergency", pid)
+        assert active_conversation(s, pid) is None
+    [instruction] = _to_patient(messenger)[told:]  # no welcome, no consent question
+    assert "this could be serious" in instruction
+    oncall = rt.settings.care_team.contact(rt.settings.care_team.escalation_chain[0]).phone
+    assert any(m.body.startswith("EMERGENCY") for m in messenger.sent if m.to == oncall)
+
+
+def test_an_urgent_red_flag_from_a_declined_patient_is_alerted_and_listed(client, rt,
+                                                                         messenger):
+    pid = _declined(client, rt, messenger)
+    told = len(_to_patient(messenger))
+    _texted(client, "I have had a fever of 38.5 since last night")
+    with rt.transaction() as s:
+        [esc] = s.scalars(select(Escalation)).all()
+        assert (esc.level, esc.patient_id) == ("urgent", pid)
+    [instruction] = _to_patient(messenger)[told:]  # the same-day call, then nothing more
+    assert "Your care team will call you today" in instruction
+    assert _to_read(rt) == ["I have had a fever of 38.5 since last night"]
+
+
+def test_the_short_question_unanswered_ends_without_another_text(client, rt, messenger):
+    from bot.scheduler import tick
+
+    pid = _declined(client, rt, messenger)
+    _texted(client, "I've been feeling awful")
+    told = len(_to_patient(messenger))
+    rt.clock.advance(hours=49)
+    tick(rt)
+    assert _to_patient(messenger)[told:] == []  # no "Reminder": they said no
+    with rt.transaction() as s:
+        assert active_conversation(s, pid) is None
+    assert _consent_at(rt, pid) is None
