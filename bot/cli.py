@@ -751,11 +751,14 @@ def schedules() -> None:
 @click.option("--every-days", default=7, show_default=True, type=int)
 @click.option("--text", "reminder_text", default=None,
               help="For reminders (required): what to remind, at most 100 characters.")
-def schedules_add(phone, flow_id, local_time, every_days, reminder_text) -> None:
+@click.option("--first-day", default=None,
+              help="The first run's day: a weekday (monday, or mon) or YYYY-MM-DD; later runs "
+                   "every N days from it (every 7: the same weekday).")
+def schedules_add(phone, flow_id, local_time, every_days, reminder_text, first_day) -> None:
     """Set a recurring flow. A check-in schedule replaces the patient's current one; a
     reminder replaces one only with the same text and time."""
     from bot.services.patients import InvalidField
-    from bot.services.schedules import save_schedule
+    from bot.services.schedules import save_schedule, schedule_weekday
     from bot.web.api import check_flow
 
     rt = _runtime()
@@ -766,11 +769,12 @@ def schedules_add(phone, flow_id, local_time, every_days, reminder_text) -> None
             check_flow(rt.ctx, flow_id)
             params = {"reminder_text": reminder_text} if reminder_text is not None else {}
             result = save_schedule(s, rt.ctx, patient, flow_id, local_time, every_days,
-                                   rt.clock.now(), _actor(), params)
+                                   rt.clock.now(), _actor(), params, first_day)
             sched = result.schedule
             verb = "replaced" if result.replaced else "added"
             line = f"schedule {sched.id} {verb}: {flow_id} every {sched.every_days} days at " \
-                   f"{sched.local_time} ({patient.timezone}), next {sched.next_due_at.isoformat()}"
+                   f"{sched.local_time}{_on_weekday(schedule_weekday(sched, patient.timezone))}" \
+                   f" ({patient.timezone}), next {sched.next_due_at.isoformat()}"
             if result.replaced:
                 old = result.replaced
                 line += f" (was every {old['every_days']} days at {old['at']})"
@@ -789,7 +793,7 @@ def schedules_add(phone, flow_id, local_time, every_days, reminder_text) -> None
 def schedules_list(phone, include_inactive, as_json) -> None:
     """One line per schedule: id, patient, flow, rhythm, next time."""
     from bot.services.patients import InvalidField
-    from bot.services.schedules import list_schedules
+    from bot.services.schedules import list_schedules, schedule_weekday
     from bot.store.models import Patient
     from bot.web.serialize import iso
 
@@ -810,6 +814,7 @@ def schedules_list(phone, include_inactive, as_json) -> None:
                     "timezone": p.timezone, "params": dict(sc.params or {}),
                     "active": sc.active, "next_due_at": iso(sc.next_due_at),
                     "last_run_at": iso(sc.last_run_at),
+                    "weekday": schedule_weekday(sc, p.timezone),
                 })
     except InvalidField as exc:
         _fail(str(exc))
@@ -818,11 +823,17 @@ def schedules_list(phone, include_inactive, as_json) -> None:
         state = "" if r["active"] else " (removed)"
         text = f' "{r["params"]["reminder_text"]}"' if "reminder_text" in r["params"] else ""
         return (f"{r['id']:>5}  {r['phone']:<16} {r['flow']:<9} every {r['every_days']}d "
-                f"at {r['at']} {r['timezone']}  next {r['next_due_at']}{state}{text}")
+                f"at {r['at']} {r['timezone']}{_on_weekday(r['weekday'])}  "
+                f"next {r['next_due_at']}{state}{text}")
 
     none = ("no schedules" if include_inactive else "no active schedules") + (
         f" for {number}" if phone is not None else "")
     _emit(rows, as_json, none, line)
+
+
+def _on_weekday(weekday: str | None) -> str:
+    """" on Mondays" for a schedule on a weekday (whole weeks), else ""."""
+    return f" on {weekday.capitalize()}s" if weekday else ""
 
 
 @schedules.command("remove")

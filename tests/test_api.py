@@ -181,6 +181,43 @@ def test_schedules_can_be_set_listed_replaced_and_removed_with_audit(client, rt)
                        ("schedule.remove", "api:coordinator-sam")]
 
 
+def test_a_schedule_can_start_on_a_first_day_and_shows_its_weekday(client, rt):
+    pid = _enrolled(client)  # the clock: Monday 2 March 2026, 10:00 London
+    hdr = {"X-Actor": "coordinator-sam"}
+    res = client.post(f"/api/patients/{pid}/schedules", headers=hdr,
+                      json={"flow": "checkin", "at": "10:00", "every_days": 7,
+                            "first_day": "thursday"})
+    assert res.status_code == 201, res.get_json()
+    body = res.get_json()
+    assert body["next_due_at"] == "2026-03-05T10:00:00Z" and body["weekday"] == "thursday"
+    res = client.post(f"/api/patients/{pid}/schedules", headers=hdr,
+                      json={"flow": "reminder", "at": "09:00", "every_days": 2,
+                            "reminder_text": "Take your tablets", "first_day": "2026-03-10"})
+    assert res.status_code == 201, res.get_json()
+    assert res.get_json()["next_due_at"] == "2026-03-10T09:00:00Z"
+    assert res.get_json()["weekday"] is None  # not a whole number of weeks
+    listed = client.get(f"/api/patients/{pid}/schedules").get_json()
+    assert [(x["flow"], x["weekday"]) for x in listed] == [("checkin", "thursday"),
+                                                           ("reminder", None)]
+    with rt.transaction() as s:
+        added = [a.details for a in s.scalars(
+            select(AuditLog).where(AuditLog.action == "schedule.add").order_by(AuditLog.id))]
+    assert [d["first_day"] for d in added] == ["thursday", "2026-03-10"]
+
+
+@pytest.mark.parametrize("first_day", ["someday", "", "2026-02-30", "2026-03-01", 5,
+                                       "mon\x00"])
+def test_a_bad_first_day_is_a_400_naming_it(client, rt, first_day):
+    pid = _enrolled(client)
+    res = client.post(f"/api/patients/{pid}/schedules",
+                      json={"flow": "checkin", "at": "10:00", "first_day": first_day})
+    assert res.status_code == 400, res.get_json()
+    assert res.get_json()["field"] == "first_day"
+    with rt.transaction() as s:
+        from bot.store.models import Schedule
+        assert s.scalars(select(Schedule)).all() == []
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ({"flow": "nope"}, "flow"),
     ({"flow": "welcome"}, "flow"),

@@ -313,3 +313,31 @@ def test_simulate_calls_the_patient_as_the_bot_does(cli):
     res = CliRunner().invoke(main, ["simulate", "welcome", "--name", "Mrs Joan Baker"],
                              input="/quit\n")
     assert "Hi Joan," in res.output and "Mrs" not in res.output
+
+
+def test_schedules_add_with_a_first_day_keeps_the_weekday(cli, db_url):
+    from datetime import date, datetime, timedelta
+
+    cli("patients", "add", "--phone", "+447700900123", "--name", "Ada",
+        "--timezone", "America/New_York")
+    res = cli("schedules", "add", "--phone", "+447700900123", "--at", "10:00",
+              "--first-day", "fri")
+    assert res.exit_code == 0, res.output
+    assert "every 7 days at 10:00 on Fridays (America/New_York)" in res.output
+    listed = cli("schedules", "list", "--json")
+    row = json.loads(listed.output)  # one schedule: one JSON line
+    assert row["weekday"] == "friday"
+    from zoneinfo import ZoneInfo
+    due = datetime.fromisoformat(row["next_due_at"].replace("Z", "+00:00"))
+    local = due.astimezone(ZoneInfo("America/New_York"))
+    assert local.strftime("%A %H:%M") == "Friday 10:00"
+    line = cli("schedules", "list").output
+    assert "at 10:00 America/New_York on Fridays" in line
+    for bad, says in [("someday", "expected a weekday"), ("2000-01-01", "in the past")]:
+        res = cli("schedules", "add", "--phone", "+447700900123", "--first-day", bad)
+        assert res.exit_code == 2 and "error: first_day: " in res.output and says in res.output
+    future = (date.today() + timedelta(days=10)).isoformat()
+    res = cli("schedules", "add", "--phone", "+447700900123", "--every-days", "3",
+              "--first-day", future)
+    assert res.exit_code == 0, res.output
+    assert "every 3 days at 10:00 (America/New_York), next" in res.output

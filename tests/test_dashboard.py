@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import logging
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -907,6 +907,48 @@ def test_bad_schedule_input_shows_the_form_again_and_changes_nothing(signed_in, 
     assert f'id="{box.replace("form", "error")}"' in text
     if field in ("at", "every_days"):
         assert 'aria-invalid="true"' in text and f'value="{values[field]}"' in text
+    assert schedules_of(rt, pid) == [] and audits(rt, "schedule.add") == []
+
+
+def test_a_checkin_from_a_first_day_keeps_its_weekday_on_the_page(signed_in, rt, clock):
+    pid = enrol(rt, "+447700900123")  # the clock: Monday 2 March 2026, 10:00 London
+    text = page(signed_in, f"/dashboard/patients/{pid}")
+    assert 'id="checkin-first-day" name="first_day" value=""' in text
+    assert '<option value="monday">' in text
+    text = post(signed_in, f"/dashboard/patients/{pid}/schedules", flow="checkin", at="14:00",
+                every_days="7", first_day="Thursday").get_data(as_text=True)
+    [sc] = schedules_of(rt, pid)
+    assert sc.next_due_at == datetime(2026, 3, 5, 14, 0, tzinfo=UTC)
+    assert "Next: Thu 05 Mar 14:00 GMT." in html.unescape(text)
+    assert "14:00 Europe/London, every 7 day(s) on Thursdays" in text
+    [added] = audits(rt, "schedule.add")
+    assert added.actor == "dashboard:Jo" and added.details["first_day"] == "Thursday"
+    text = post(signed_in, f"/dashboard/patients/{pid}/schedules", flow="reminder",
+                reminder_text="Take your tablets", at="09:00", every_days="1",
+                first_day="2026-03-09").get_data(as_text=True)
+    reminder = next(sc for sc in schedules_of(rt, pid) if sc.flow_id == "reminder")
+    assert reminder.next_due_at == datetime(2026, 3, 9, 9, 0, tzinfo=UTC)
+    assert "09:00 Europe/London, every 1 day(s)</td>" in text  # no weekday: not whole weeks
+
+
+@pytest.mark.parametrize(("flow", "typed", "says"), [
+    ("checkin", "someday", "First day: expected a weekday"),
+    ("checkin", "2026-03-01", "First day: 2026-03-01 is in the past"),
+    ("reminder", "2026-02-30", "First day: expected a weekday"),
+])
+def test_a_bad_first_day_shows_the_form_again_as_typed(signed_in, rt, flow, typed, says):
+    pid = enrol(rt, "+447700900123")
+    values = {"flow": flow, "at": "14:00", "every_days": "7", "first_day": typed}
+    if flow == "reminder":
+        values["reminder_text"] = "Take your tablets"
+    res = signed_in.post(f"/dashboard/patients/{pid}/schedules",
+                         data={"csrf": csrf_of(signed_in, "/dashboard/"), **values})
+    text = res.get_data(as_text=True)
+    assert res.status_code == 400
+    named, message = error_of(text)
+    assert named == "first_day" and says in message
+    assert (f'id="{flow}-first-day" name="first_day" value="{typed}" list="weekdays" '
+            f'autocomplete="off" aria-invalid="true"') in text
     assert schedules_of(rt, pid) == [] and audits(rt, "schedule.add") == []
 
 

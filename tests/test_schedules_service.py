@@ -624,3 +624,122 @@ def test_a_skipped_occurrence_is_not_a_run_to_count_from(rt, clock):
         assert s.scalars(select(Schedule).where(Schedule.active)).one().next_due_at == datetime(
             2026, 6, 1, 11, 0, tzinfo=UTC)  # today at 12:00
     assert skip.details["reason"]
+
+
+# -- a first day: a weekday or a date the schedule first runs on ----------------------------
+
+
+def _weekday(at, zone="Europe/London"):
+    from zoneinfo import ZoneInfo
+    return at.astimezone(ZoneInfo(zone)).strftime("%A")
+
+
+def test_a_weekly_checkin_from_monday_stays_on_mondays_across_the_clock_change(rt, clock):
+    from bot.services.schedules import schedule_weekday
+    clock.set(datetime(2026, 3, 4, 12, 0, tzinfo=UTC))  # Wednesday; London BST from 29 March
+    pid = _patient(rt, clock.now())
+    with rt.transaction() as s:
+        sched = save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 7,
+                              clock.now(), "coordinator", first_day="Monday").schedule
+        assert sched.next_due_at == datetime(2026, 3, 9, 10, 0, tzinfo=UTC)
+        assert schedule_weekday(sched, "Europe/London") == "monday"
+        sched_id = sched.id
+    for _ in range(5):  # 9, 16, 23, 30 March (BST) and 6 April
+        with rt.transaction() as s:
+            due = s.get(Schedule, sched_id).next_due_at
+        clock.set(due - timedelta(days=1))  # the last check-in, unanswered, times out
+        tick(rt)
+        clock.set(due)
+        tick(rt)
+    started = _checkins_started(rt)
+    assert started == [datetime(2026, 3, 9, 10, 0, tzinfo=UTC),
+                       datetime(2026, 3, 16, 10, 0, tzinfo=UTC),
+                       datetime(2026, 3, 23, 10, 0, tzinfo=UTC),
+                       datetime(2026, 3, 30, 9, 0, tzinfo=UTC),  # 10:00 BST
+                       datetime(2026, 4, 6, 9, 0, tzinfo=UTC)]
+    assert {_weekday(at) for at in started} == {"Monday"}
+    [added] = _audits(rt, "schedule.add")
+    assert added.actor == "coordinator" and added.details["first_day"] == "Monday"
+
+
+@pytest.mark.parametrize(("first_day", "due"), [
+    ("mon", datetime(2026, 3, 2, 10, 0, tzinfo=UTC)),  # today, 10:00 is still to come
+    ("tue", datetime(2026, 3, 3, 10, 0, tzinfo=UTC)),
+    ("SUNDAY", datetime(2026, 3, 8, 10, 0, tzinfo=UTC)),
+    ("2026-03-02", datetime(2026, 3, 2, 10, 0, tzinfo=UTC)),
+    (" 2026-03-12 ", datetime(2026, 3, 12, 10, 0, tzinfo=UTC)),
+])
+def test_the_first_day_sets_the_first_run_at_the_local_time(rt, clock, first_day, due):
+    from bot.services.schedules import schedule_weekday
+    clock.set(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))  # Monday 08:00 London
+    pid = _patient(rt, clock.now())
+    with rt.transaction() as s:
+        sched = save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 14,
+                              clock.now(), "t", first_day=first_day).schedule
+        assert sched.next_due_at == due
+        assert schedule_weekday(sched, "Europe/London") == _weekday(due).lower()
+
+
+def test_only_a_whole_number_of_weeks_has_a_weekday(rt, clock):
+    from bot.services.schedules import schedule_weekday
+    pid = _patient(rt, clock.now())
+    with rt.transaction() as s:
+        sched = save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 3,
+                              clock.now(), "t", first_day="friday").schedule
+        assert _weekday(sched.next_due_at) == "Friday"
+        assert schedule_weekday(sched, "Europe/London") is None
+
+
+@pytest.mark.parametrize(("first_day", "says"), [
+    ("someday", "a weekday"),
+    ("", "a weekday"),
+    ("2026-02-30", "a weekday"),
+    ("2026-3-9", "a weekday"),
+    ("2026-03-01", "in the past"),
+    ("2027-03-10", "at most a year ahead"),
+])
+def test_a_bad_first_day_is_refused_naming_it(rt, clock, first_day, says):
+    clock.set(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
+    pid = _patient(rt, clock.now())
+    with rt.transaction() as s, pytest.raises(InvalidField) as exc:
+        save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 7, clock.now(), "t",
+                      first_day=first_day)
+    assert exc.value.field == "first_day" and says in exc.value.message
+    assert _audits(rt, "schedule.add") == []
+
+
+def test_today_as_first_day_after_its_time_has_passed_is_refused(rt, clock):
+    clock.set(datetime(2026, 3, 2, 11, 0, tzinfo=UTC))  # Monday 11:00 London
+    pid = _patient(rt, clock.now())
+    with rt.transaction() as s, pytest.raises(InvalidField) as exc:
+        save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 7, clock.now(), "t",
+                      first_day="2026-03-02")
+    assert exc.value.field == "first_day" and "has passed" in exc.value.message
+    with rt.transaction() as s:  # the weekday: next Monday
+        sched = save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 7,
+                              clock.now(), "t", first_day="monday").schedule
+        assert sched.next_due_at == datetime(2026, 3, 9, 10, 0, tzinfo=UTC)
+
+
+def test_a_first_day_moves_a_checkin_that_ran_but_never_to_the_day_it_ran(rt, clock):
+    clock.set(datetime(2026, 6, 3, 8, 0, tzinfo=UTC))  # Wednesday, London BST
+    pid = _patient(rt, clock.now())
+    with rt.transaction() as s:
+        save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "10:00", 7, clock.now(), "t")
+    _run(rt, clock, datetime(2026, 6, 3, 9, 30, tzinfo=UTC))  # ran Wednesday 10:00 local
+    assert _checkins_started(rt) == [datetime(2026, 6, 3, 9, 0, tzinfo=UTC)]
+    with rt.transaction() as s:  # weekly on Mondays from now on: next Monday, 5 days on
+        result = save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "14:00", 7,
+                               clock.now(), "t", first_day="monday")
+        assert result.schedule.next_due_at == datetime(2026, 6, 8, 13, 0, tzinfo=UTC)
+    [change] = _audits(rt, "schedule.change")
+    assert change.details["first_day"] == "monday"
+    assert change.details["after"]["at"] == "14:00"
+    with rt.transaction() as s:  # Wednesday again: not today (it ran today), next week
+        result = save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "14:00", 7,
+                               clock.now(), "t", first_day="wed")
+        assert result.schedule.next_due_at == datetime(2026, 6, 10, 13, 0, tzinfo=UTC)
+    with rt.transaction() as s, pytest.raises(InvalidField) as exc:
+        save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "14:00", 7, clock.now(), "t",
+                      first_day="2026-06-03")
+    assert exc.value.field == "first_day" and "already ran" in exc.value.message

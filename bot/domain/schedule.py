@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+import re
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def parse_hhmm(value: str) -> time:
@@ -95,3 +99,45 @@ def time_in_quiet_hours(local_time: str, start: str, end: str) -> bool:
     if s < e:
         return s <= t < e
     return t >= s or t < e
+
+
+def parse_first_day(value: str) -> int | date:
+    """A schedule's first day: a weekday ("monday", or "mon"; any case) as 0 (Monday) to 6,
+    or a date YYYY-MM-DD. ValueError otherwise."""
+    text = value.strip().lower()
+    for number, name in enumerate(WEEKDAYS):
+        if text in (name, name[:3]):
+            return number
+    if not _ISO_DATE.match(text):
+        raise ValueError(value)
+    return date.fromisoformat(text)
+
+
+def first_occurrence(after: datetime, zone: str, local_time: str, first_day: int | date,
+                     not_on: date | None = None) -> datetime:
+    """The first run of a schedule given its first day, in UTC: for a weekday (0 Monday to
+    6 Sunday) its first `local_time` strictly after `after` on that weekday, never on the
+    local day `not_on`; for a date, `local_time` that day (ValueError if that has passed).
+    Later runs count on from it (next_occurrence), so a weekly schedule keeps the weekday."""
+    tz = ZoneInfo(zone)
+    at = parse_hhmm(local_time)
+    if isinstance(first_day, date):
+        candidate = datetime.combine(first_day, at, tzinfo=tz)
+        if candidate.astimezone(UTC) <= after:
+            raise ValueError(f"{first_day.isoformat()} at {local_time} has passed")
+        return candidate.astimezone(UTC)
+    day = after.astimezone(tz).date()
+    day += timedelta(days=(first_day - day.weekday()) % 7)
+    candidate = datetime.combine(day, at, tzinfo=tz)
+    while candidate.astimezone(UTC) <= after or candidate.date() == not_on:
+        candidate = datetime.combine(candidate.date() + timedelta(days=7), at, tzinfo=tz)
+    return candidate.astimezone(UTC)
+
+
+def weekday_of(next_due_at: datetime, zone: str, local_time: str, every_days: int) -> str | None:
+    """The weekday ("monday") a schedule runs on when its rhythm is whole weeks, else None:
+    the weekday of the slot its next time serves (a run deferred past midnight keeps it)."""
+    if every_days % 7:
+        return None
+    slot = previous_occurrence(next_due_at, zone, local_time)
+    return WEEKDAYS[slot.astimezone(ZoneInfo(zone)).weekday()]

@@ -33,7 +33,8 @@ time.
 Replacing a schedule that has run (a new time or rhythm, or the same one saved again) counts
 from its last run: the next occurrence is on a local day at least `every_days` after it, so a
 change never brings a second check-in the same day or week. A new schedule starts at the next
-local time.
+local time. Either may be given a first day (a weekday or a date, see save_schedule): it then
+first runs that day, never on the local day of its last run, and every `every_days` after.
 
 So nothing scheduled is silently dropped. Each due schedule runs in its own savepoint. A
 passing database error (lock or statement timeout, deadlock, serialization failure, lost
@@ -49,7 +50,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -60,13 +61,16 @@ from sqlalchemy.orm import Session
 from bot.domain import engine, gsm7
 from bot.domain.flow_lint import VARIABLE
 from bot.domain.schedule import (
+    first_occurrence,
     in_quiet_hours,
     next_occurrence,
     next_occurrence_after_run,
+    parse_first_day,
     parse_hhmm,
     previous_occurrence,
     quiet_hours_end,
     time_in_quiet_hours,
+    weekday_of,
 )
 from bot.services import conversations
 from bot.services.audit import audit
@@ -108,6 +112,8 @@ FAILED_INFO_KEY = "schedules.failed"
 # (statement_timeout); class 08 is a lost connection.
 _TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57014"}
 _HHMM = re.compile(r"^\d{1,2}:\d{2}$")
+# A first day further ahead than this is taken for a typo (2062 for 2026).
+FIRST_DAY_AHEAD = timedelta(days=366)
 
 
 @dataclass
@@ -127,6 +133,46 @@ def _check_time(local_time: Any) -> str:
     except ValueError:
         raise InvalidField("at", f"expected HH:MM, got {local_time!r}") from None
     return f"{t.hour:02d}:{t.minute:02d}"
+
+
+def _check_first_day(first_day: Any) -> int | date:
+    """A first day as parse_first_day reads it, else InvalidField("first_day")."""
+    try:
+        if isinstance(first_day, str):
+            return parse_first_day(first_day)
+    except ValueError:
+        pass
+    raise InvalidField("first_day", "expected a weekday (monday to sunday, or mon to sun) or a "
+                                    f"date YYYY-MM-DD, got {first_day!r}")
+
+
+def _first_run(day: int | date, now: datetime, zone: str, local_time: str,
+               last_run: datetime | None) -> datetime:
+    """The first run on the first day `day` (see first_occurrence): never on the local day of
+    the schedule's last run, nor in the past, nor more than FIRST_DAY_AHEAD away."""
+    tz = ZoneInfo(zone)
+    today = now.astimezone(tz).date()
+    ran_on = last_run.astimezone(tz).date() if last_run is not None else None
+    if isinstance(day, date):
+        if day < today:
+            raise InvalidField("first_day", f"{day.isoformat()} is in the past (today is "
+                                            f"{today.isoformat()} in the patient's zone)")
+        if day - today > FIRST_DAY_AHEAD:
+            raise InvalidField("first_day", f"{day.isoformat()} is too far off: at most a year "
+                                            "ahead")
+        if day == ran_on:
+            raise InvalidField("first_day", f"this schedule already ran on {day.isoformat()}: "
+                                            "choose a later day")
+    try:
+        return first_occurrence(now, zone, local_time, day, not_on=ran_on)
+    except ValueError:
+        raise InvalidField("first_day", f"{local_time} on {day} has passed in the patient's "
+                                        "zone: choose a later day") from None
+
+
+def schedule_weekday(sched: Schedule, zone: str) -> str | None:
+    """The weekday ("monday") the schedule runs on when every_days is whole weeks, else None."""
+    return weekday_of(sched.next_due_at, zone, sched.local_time, sched.every_days)
 
 
 def _flow_params(ctx: ServiceContext, patient: Patient, flow_id: str,
@@ -180,9 +226,16 @@ def quiet_hours_warning(ctx: ServiceContext, local_time: str) -> str | None:
 
 def save_schedule(session: Session, ctx: ServiceContext, patient: Patient, flow_id: str,
                   local_time: str, every_days: int, now: datetime, actor: str,
-                  params: dict[str, Any] | None = None) -> ScheduleResult:
+                  params: dict[str, Any] | None = None,
+                  first_day: str | None = None) -> ScheduleResult:
     """Schedule `flow_id` for the patient every `every_days` at `local_time` in their zone,
     replacing the patient's active schedule of that flow (see the module docstring).
+
+    `first_day` (a weekday, "monday" or "mon", or a date YYYY-MM-DD): the first run is at
+    `local_time` that day (a weekday: the next one), the later ones every `every_days` from
+    it, so a weekly schedule keeps the weekday. It may come sooner than `every_days` after the
+    last run of the schedule it replaces, never the same local day (a weekday then means the
+    next week; that date is refused).
 
     The patient, then their schedules, are locked and read afresh (PostgreSQL), as a discharge
     or a new zone locks them: a save made while the scheduler is running this schedule waits
@@ -204,23 +257,30 @@ def save_schedule(session: Session, ctx: ServiceContext, patient: Patient, flow_
             or not 1 <= every_days <= 366:
         raise InvalidField("every_days", "must be a whole number from 1 to 366")
     clean = _flow_params(ctx, patient, flow_id, params)
+    day = _check_first_day(first_day) if first_day is not None else None
     warnings = [w for w in [quiet_hours_warning(ctx, local_time)] if w]
     next_due = next_occurrence(now, patient.timezone, local_time, every_days)
     existing = [s for s in session.scalars(select(Schedule).where(
         Schedule.patient_id == patient.id, Schedule.flow_id == flow_id,
         Schedule.active.is_(True)).order_by(Schedule.id).with_for_update()
         .execution_options(populate_existing=True)) if _same_schedule(s, clean, local_time)]
+    runs = [s.last_run_at for s in existing if s.last_run_at is not None]
+    # Audited with the schedule: the first day as given, and the first run it gave.
+    chosen: dict[str, Any] = {}
+    if day is not None:
+        next_due = _first_run(day, now, patient.timezone, local_time, max(runs, default=None))
+        chosen = {"first_day": first_day.strip(), "next_due_at": next_due.isoformat()}
+    elif runs:  # it has run: count on from its last run, not from now
+        next_due = next_occurrence_after_run(now, patient.timezone, local_time, every_days,
+                                             max(runs))
     if existing:
         sched, *extra = existing
-        runs = [s.last_run_at for s in existing if s.last_run_at is not None]
-        if runs:  # it has run: count on from its last run, not from now
-            next_due = next_occurrence_after_run(now, patient.timezone, local_time, every_days,
-                                                 max(runs))
         before = _describe(sched)
         sched.local_time, sched.every_days, sched.params = local_time, every_days, clean
         sched.next_due_at = next_due
         audit(session, now, actor, "schedule.change", "schedule", sched.id,
-              patient_id=patient.id, flow=flow_id, before=before, after=_describe(sched))
+              patient_id=patient.id, flow=flow_id, before=before, after=_describe(sched),
+              **chosen)
         for dup in extra:  # duplicates from before this rule: keep one
             dup.active = False
             audit(session, now, actor, "schedule.remove", "schedule", dup.id,
@@ -234,16 +294,17 @@ def save_schedule(session: Session, ctx: ServiceContext, patient: Patient, flow_
     session.add(sched)
     session.flush()
     audit(session, now, actor, "schedule.add", "schedule", sched.id, patient_id=patient.id,
-          flow=flow_id, at=local_time, every_days=every_days)
+          flow=flow_id, at=local_time, every_days=every_days, **chosen)
     return ScheduleResult(sched, warnings=warnings)
 
 
 def add_schedule(session: Session, ctx: ServiceContext, patient: Patient, flow_id: str,
                  local_time: str, every_days: int, now: datetime, actor: str,
-                 params: dict[str, Any] | None = None) -> Schedule:
+                 params: dict[str, Any] | None = None,
+                 first_day: str | None = None) -> Schedule:
     """save_schedule, returning only the schedule."""
     return save_schedule(session, ctx, patient, flow_id, local_time, every_days, now, actor,
-                         params).schedule
+                         params, first_day).schedule
 
 
 

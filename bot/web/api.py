@@ -424,14 +424,18 @@ class ScheduleBody(BaseModel):
     at: StrictStr = "10:00"
     every_days: StrictInt = 7
     reminder_text: StrictStr | None = None
+    # The first run's day: a weekday ("monday", "mon") or a date YYYY-MM-DD.
+    first_day: StrictStr | None = None
 
 
 def schedule_json(sc: Schedule, patient: Patient | None = None) -> dict:
+    """A schedule; `weekday` ("monday") when every_days is whole weeks, else None."""
     return {
         "id": sc.id, "patient_id": sc.patient_id, "flow": sc.flow_id, "at": sc.local_time,
         "every_days": sc.every_days, "timezone": patient.timezone if patient else None,
         "reminder_text": (sc.params or {}).get("reminder_text"), "active": sc.active,
         "next_due_at": iso(sc.next_due_at), "last_run_at": iso(sc.last_run_at),
+        "weekday": sched_service.schedule_weekday(sc, patient.timezone) if patient else None,
     }
 
 
@@ -495,11 +499,14 @@ def set_schedule(patient_id: int):
     check_text("at", body.at)
     if body.reminder_text is not None:
         check_text("reminder_text", body.reminder_text, multiline=True)
+    if body.first_day is not None:
+        check_text("first_day", body.first_day)
     params = {"reminder_text": body.reminder_text} if body.reminder_text is not None else {}
     with rt.transaction() as s:
         patient = _patient_or_404(s, patient_id)
         result = sched_service.save_schedule(s, rt.ctx, patient, body.flow, body.at,
-                                             body.every_days, rt.clock.now(), _actor(), params)
+                                             body.every_days, rt.clock.now(), _actor(), params,
+                                             body.first_day)
         out = {**schedule_json(result.schedule, patient), "replaced": result.replaced,
                "warnings": result.warnings}
     return jsonify(out), 200 if result.replaced else 201

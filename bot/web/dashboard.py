@@ -53,6 +53,7 @@ from sqlalchemy.orm import Session, selectinload
 from unidecode import unidecode
 from werkzeug.exceptions import HTTPException
 
+from bot.domain.schedule import WEEKDAYS
 from bot.services import audit as audit_service
 from bot.services import escalations as esc_service
 from bot.services import health
@@ -988,10 +989,12 @@ def _patient_page(s: Session, p: Patient, status: int = 200, checkin: dict | Non
     schedules = list_schedules(s, p.id)
     current = next((sc for sc in schedules if sc.flow_id == CHECKIN_FLOW), None)
     if current is not None:
-        checkin_values = {"at": current.local_time, "every_days": str(current.every_days)}
+        checkin_values = {"at": current.local_time, "every_days": str(current.every_days),
+                          "first_day": ""}
     else:
         checkin_values = {"at": settings.defaults.checkin_at,
-                          "every_days": str(settings.defaults.checkin_every_days or 7)}
+                          "every_days": str(settings.defaults.checkin_every_days or 7),
+                          "first_day": ""}
     history = checkin_history(s, runtime().ctx, p.id)
     discharged = current_discharge(s, p.id) if is_discharged(p) else None
     return _render("dashboard/patient.html", status, p=p, messages=newest[::-1], total=total,
@@ -1000,7 +1003,10 @@ def _patient_page(s: Session, p: Patient, status: int = 200, checkin: dict | Non
                    escalations=escalations, schedules=schedules, has_checkin=current is not None,
                    checkin={**checkin_values, "error": None, **(checkin or {})},
                    reminder={"reminder_text": "", "at": "09:00", "every_days": "1",
-                             "error": None, **(reminder or {})},
+                             "first_day": "", "error": None, **(reminder or {})},
+                   weekday_of={sc.id: sched_service.schedule_weekday(sc, p.timezone)
+                               for sc in schedules},
+                   weekdays=WEEKDAYS,
                    details={"phone": p.phone, "name": p.name, "timezone": p.timezone,
                             "channel": p.channel,
                             "language": p.language, "error": None, **(details or {})},
@@ -1038,10 +1044,11 @@ def _pain_chart(series: list[tuple[datetime, int]]) -> dict | None:
 # values typed and a message naming the field.
 
 ENROL_FIELDS = ("phone", "name", "timezone", "channel", "language")
-SCHEDULE_FIELDS = ("at", "every_days", "reminder_text")
+SCHEDULE_FIELDS = ("at", "every_days", "reminder_text", "first_day")
 FIELD_LABELS = {"phone": "Phone", "name": "Name", "timezone": "Timezone", "channel": "Channel",
                 "language": "Language", "flow": "Schedule", "at": "Time",
                 "every_days": "Every N days", "reminder_text": "Reminder text",
+                "first_day": "First day",
                 "reason": "Reason"}
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,6}")
 
@@ -1119,12 +1126,15 @@ def set_schedule(patient_id: int):
             p = _patient_or_404(s, patient_id)
             check_text("flow", flow)
             at, every_days = _form_text("at"), _form_days()
+            # Optional: blank is none (the next such time, as before).
+            first_day = check_text("first_day", request.form.get("first_day", "")).strip()
             params = {}
             if "reminder_text" in request.form:
                 params["reminder_text"] = check_text(
                     "reminder_text", request.form["reminder_text"], multiline=True)
             result = sched_service.save_schedule(s, rt.ctx, p, flow, at, every_days,
-                                                 rt.clock.now(), _actor(), params)
+                                                 rt.clock.now(), _actor(), params,
+                                                 first_day or None)
             sc = result.schedule
             what = "Check-in" if flow == CHECKIN_FLOW else flow.capitalize()
             done = "changed" if result.replaced else "set" if flow == CHECKIN_FLOW else "added"
