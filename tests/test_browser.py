@@ -231,7 +231,7 @@ class TestDashboard:
         page.click("#save-checkin")
         page.locator("#flash", has_text="Check-in set by you (Nurse Jo)").wait_for()
         row = page.locator('#schedules tr[data-flow="checkin"]')
-        assert "14:30 Europe/London, every 7 day(s)" in row.inner_text()
+        assert "14:30 Europe/London, every week" in row.inner_text()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-enrol-checkin.png"), full_page=True)
         with rt.transaction() as s:
@@ -422,7 +422,7 @@ class TestDashboard:
             box = row.locator("td", has_text=text).bounding_box()
             assert box["x"] >= 0 and box["x"] + box["width"] <= 390, (text, box)
         page.goto(server + f"/dashboard/patients/{pid}")
-        row = page.locator("#schedules tr", has_text="every 7 day(s)")
+        row = page.locator("#schedules tr", has_text="every week")
         row.wait_for()
         box = row.locator("td", has_text="EST (").bounding_box()
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box

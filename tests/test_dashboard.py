@@ -642,7 +642,7 @@ def test_the_patient_page_shows_the_transcript_oldest_first(signed_in, rt, clock
     assert (transcript.index("Welcome to the check-ins") < transcript.index("YES please")
             < transcript.index("Thank you, Ada"))
     assert "delivered" in transcript and "error 30003" in transcript
-    assert "10:00 Europe/London, every 7 day(s)" in text
+    assert "10:00 Europe/London, every week" in text
     assert ref in text
     listing = page(signed_in, "/dashboard/patients")
     assert "Ada Lovelace" in listing and "+447700900123" in listing
@@ -851,9 +851,9 @@ def test_set_and_change_the_checkin_as_the_service_does(signed_in, rt, clock, ca
     due = next_occurrence(clock.now(), "Europe/London", "14:00", 7)
     assert sc.next_due_at == due
     assert 'class="flash ok"' in text
-    assert "Check-in set by you (Jo): 14:00 in the patient&#39;s zone, every 7 day(s). " \
+    assert "Check-in set by you (Jo): 14:00 in the patient&#39;s zone, every week on Mondays. " \
            "Next: Mon 02 Mar 14:00 GMT." in text
-    assert "14:00 Europe/London, every 7 day(s)" in text
+    assert "14:00 Europe/London, every week" in text
     assert 'id="checkin-at" name="at" value="14:00"' in text and "Change check-in" in text
     [added] = audits(rt, "schedule.add")
     assert added.actor == "dashboard:Jo" and added.subject_id == str(sc.id)
@@ -870,7 +870,7 @@ def test_set_and_change_the_checkin_as_the_service_does(signed_in, rt, clock, ca
     flash = html.unescape(text[text.index('id="flash"'):text.index("</p>",
                                                                     text.index('id="flash"'))])
     assert "Check-in changed by you (Jo): 22:30" in flash
-    assert "It replaced 14:00 every 7 day(s)." in flash
+    assert "It replaced 14:00 every week." in flash
     assert ("Warning: 22:30 is inside quiet hours (21:00 to 08:00): the messages will wait "
             "until 08:00 in the patient's zone.") in flash
     [change] = audits(rt, "schedule.change")
@@ -920,7 +920,7 @@ def test_a_checkin_from_a_first_day_keeps_its_weekday_on_the_page(signed_in, rt,
     [sc] = schedules_of(rt, pid)
     assert sc.next_due_at == datetime(2026, 3, 5, 14, 0, tzinfo=UTC)
     assert "Next: Thu 05 Mar 14:00 GMT." in html.unescape(text)
-    assert "14:00 Europe/London, every 7 day(s) on Thursdays" in text
+    assert "14:00 Europe/London, every week on Thursdays" in text
     [added] = audits(rt, "schedule.add")
     assert added.actor == "dashboard:Jo" and added.details["first_day"] == "Thursday"
     text = post(signed_in, f"/dashboard/patients/{pid}/schedules", flow="reminder",
@@ -928,7 +928,7 @@ def test_a_checkin_from_a_first_day_keeps_its_weekday_on_the_page(signed_in, rt,
                 first_day="2026-03-09").get_data(as_text=True)
     reminder = next(sc for sc in schedules_of(rt, pid) if sc.flow_id == "reminder")
     assert reminder.next_due_at == datetime(2026, 3, 9, 9, 0, tzinfo=UTC)
-    assert "09:00 Europe/London, every 1 day(s)</td>" in text  # no weekday: not whole weeks
+    assert "09:00 Europe/London, every day</td>" in text  # no weekday: not whole weeks
 
 
 @pytest.mark.parametrize(("flow", "typed", "says"), [
@@ -990,7 +990,7 @@ def test_add_a_reminder_and_remove_schedules(signed_in, rt, clock, app):
     assert (reminder.local_time, reminder.every_days, reminder.params) == (
         "08:30", 1, {"reminder_text": "Take your morning tablets"})
     assert reminder.next_due_at == next_occurrence(clock.now(), "Europe/London", "08:30", 1)
-    assert '"Take your morning tablets"' in text and "08:30 Europe/London, every 1 day(s)" in text
+    assert '"Take your morning tablets"' in text and "08:30 Europe/London, every day" in text
     assert audits(rt, "schedule.add")[-1].actor == "dashboard:Jo"
     # A second reminder at another time is another schedule; the check-in stays.
     post(signed_in, f"/dashboard/patients/{pid}/schedules", flow="reminder",

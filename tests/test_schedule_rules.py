@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -84,3 +85,17 @@ def test_a_replaced_schedule_counts_from_its_last_run_in_the_patients_zone():
     later = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)  # long after it ran: the next new time
     assert next_occurrence_after_run(later, "America/New_York", "14:00", 7, ran) == datetime(
         2026, 3, 20, 18, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("every_days", "weekday", "said"), [
+    (1, None, "every day"),
+    (3, None, "every 3 days"),
+    (7, "monday", "every week on Mondays"),
+    (14, "thursday", "every 2 weeks on Thursdays"),
+    (7, None, "every week"),
+    (10, None, "every 10 days"),
+])
+def test_a_rhythm_is_said_as_a_coordinator_says_it(every_days, weekday, said):
+    from bot.domain.schedule import rhythm
+
+    assert rhythm(every_days, weekday) == said

@@ -134,6 +134,18 @@ def first_occurrence(after: datetime, zone: str, local_time: str, first_day: int
     return candidate.astimezone(UTC)
 
 
+def rhythm(every_days: int, weekday: str | None = None) -> str:
+    """How often, as a coordinator says it: "every day", "every week on Mondays", "every 2
+    weeks on Thursdays", "every 3 days" (`weekday` as weekday_of gives it)."""
+    if every_days == 1:
+        return "every day"
+    if every_days % 7 == 0:
+        weeks = every_days // 7
+        said = "every week" if weeks == 1 else f"every {weeks} weeks"
+        return f"{said} on {weekday.capitalize()}s" if weekday else said
+    return f"every {every_days} days"
+
+
 def weekday_of(next_due_at: datetime, zone: str, local_time: str, every_days: int) -> str | None:
     """The weekday ("monday") a schedule runs on when its rhythm is whole weeks, else None:
     the weekday of the slot its next time serves (a run deferred past midnight keeps it)."""

@@ -53,7 +53,7 @@ from sqlalchemy.orm import Session, selectinload
 from unidecode import unidecode
 from werkzeug.exceptions import HTTPException
 
-from bot.domain.schedule import WEEKDAYS
+from bot.domain.schedule import WEEKDAYS, rhythm
 from bot.services import audit as audit_service
 from bot.services import escalations as esc_service
 from bot.services import health
@@ -488,6 +488,11 @@ def _dialable(phone: str | None) -> bool:
     """An E.164 number a phone can call from a tel: link (not "?", a short code or a
     sender id)."""
     return bool(phone and DIALABLE_RE.fullmatch(phone))
+
+
+@bp.app_template_filter("rhythm")
+def _rhythm(every_days: int, weekday: str | None = None) -> str:
+    return rhythm(every_days, weekday)
 
 
 @bp.app_template_filter("readable_phone")
@@ -1138,11 +1143,12 @@ def set_schedule(patient_id: int):
             sc = result.schedule
             what = "Check-in" if flow == CHECKIN_FLOW else flow.capitalize()
             done = "changed" if result.replaced else "set" if flow == CHECKIN_FLOW else "added"
+            how_often = rhythm(sc.every_days, sched_service.schedule_weekday(sc, p.timezone))
             text = (f"{what} {done} by you ({_name()}): {sc.local_time} in the patient's zone, "
-                    f"every {sc.every_days} day(s). Next: {_when(sc.next_due_at, p.timezone)}.")
+                    f"{how_often}. Next: {_when(sc.next_due_at, p.timezone)}.")
             if result.replaced:
-                text += (f" It replaced {result.replaced['at']} every "
-                         f"{result.replaced['every_days']} day(s).")
+                text += (f" It replaced {result.replaced['at']} "
+                         f"{rhythm(result.replaced['every_days'])}.")
             text += "".join(f" Warning: {w}." for w in result.warnings)
             schedule_id = sc.id
     except InvalidField as exc:
