@@ -9,6 +9,7 @@ import requests
 from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
+from bot.domain.gsm7 import is_gsm7, segments
 from bot.services.context import readable_phone
 from bot.services.patients import Enrolment, enrol_patient
 from bot.store.models import Escalation, Message, OutboxItem, Patient, StatusEvent
@@ -195,6 +196,44 @@ def test_a_sender_who_is_not_enrolled_gets_a_polite_reply_and_no_conversation(
     assert readable_phone(rt.settings.clinic.phone) in reply
     assert count(rt, Message, Message.address == "+447700900555") == 2
     assert count(rt, Patient) == 0
+
+
+@pytest.mark.parametrize("question", ["what if my legs go numb, what do I do?",
+                                      "what should we do if his legs go numb?",
+                                      "what if I get a fever?"])
+def test_a_hypothetical_red_flag_from_a_number_not_enrolled_gets_the_safety_net_too(
+        client, rt, fake_http, question):
+    """Rule 5 of the clinical brief: a conditional question deserves the safety net, whoever
+    asks it. Told that the number is unknown (and the clinic's phone), then what to do if it
+    happens; recorded; no conversation, no escalation (nothing is happening)."""
+    assert texted(client, question, sender=STRANGER).status_code == 200
+    polite, safety_net = bodies(fake_http, STRANGER)
+    assert polite == rt.ctx.text_for(None, "not_enrolled")
+    assert safety_net == rt.ctx.text_for(None, "safety_net")
+    assert readable_phone(rt.settings.clinic.acute_oncology_hotline) in safety_net
+    assert all(is_gsm7(b) and segments(b) <= 2 for b in (polite, safety_net))
+    with rt.transaction() as s:
+        kinds = s.scalars(select(Message.kind).where(Message.address == STRANGER)
+                          .order_by(Message.id)).all()
+        assert kinds == ["inbound", "not_enrolled", "safety_net"]
+    assert count(rt, Escalation) == 0 and count(rt, Patient) == 0
+
+
+class TestSpanishDeployment:
+    """A number not enrolled has no language of its own: the deployment's default is used."""
+
+    @pytest.fixture
+    def settings_overrides(self):
+        return {**TWILIO_SETTINGS, "languages": ["es", "en"], "defaults": {"language": "es"}}
+
+    def test_a_hypothetical_question_in_spanish_gets_both_in_spanish(self, client, rt,
+                                                                     fake_http):
+        texted(client, "que hago si se me duermen las piernas?", sender=STRANGER)
+        assert bodies(fake_http, STRANGER) == [
+            rt.ctx.texts.render(key, "es", **rt.ctx.patient_values(None))
+            for key in ("not_enrolled", "safety_net")]
+        assert "Este numero no esta en nuestra lista" in bodies(fake_http, STRANGER)[0]
+        assert count(rt, Escalation) == 0
 
 
 MEXICO = "+525512345678"  # E.164 since 2019: no "1" after +52

@@ -591,14 +591,21 @@ def _unknown_sender(session: Session, ctx: ServiceContext, msg: InboundMessage, 
     the instruction for its tier (an emergency's, or the urgent one: the team will call today),
     and opens an escalation like a patient's: the team is alerted round the chain, asked to
     call the number, until someone acknowledges. A fever on chemotherapy texted from a new
-    phone must not get only "we don't have this number". A red flag split across its texts
-    ("my husband can't feel", then "his legs") is read as one, as a patient's is."""
+    phone must not get only "we don't have this number"; nor must a question ("what if my
+    legs go numb?"), which gets the safety net too, and no escalation. A red flag split
+    across its texts ("my husband can't feel", then "his legs") is read as one, as a
+    patient's is."""
     triage, words = detect(text, ctx.vocabulary), text
     if triage.level == "routine" and text:
         triage, words = _split_red_flag(session, ctx, msg, text, now, out) or (triage, words)
     out.level = triage.level
-    if triage.level == "routine" or triage.hypothetical:
+    if triage.level == "routine":
         return [_reply(session, ctx, None, msg, "not_enrolled", now)]
+    if triage.hypothetical:
+        # "What if his legs go numb?": nothing is happening, so nobody is alerted, but they
+        # are told what to do if it does (the safety net), after who we are.
+        return [_reply(session, ctx, None, msg, "not_enrolled", now),
+                _reply(session, ctx, None, msg, "safety_net", now)]
     level = triage.level
     red_flags = [f for f in triage.flags if level_for_flags([f], ctx.vocabulary) != "routine"]
     # As for a patient: "the team will call you today" only with a new urgent alert, never
