@@ -87,6 +87,28 @@ def test_a_red_flag_typed_in_the_simulator_gets_the_emergency_instruction(page, 
     page.screenshot(path=str(ARTIFACTS / "simulator-emergency.png"), full_page=True)
 
 
+def test_the_simulator_says_what_the_bot_did_with_a_red_flag_or_a_question(page, server, rt):
+    """Someone trying the bot sees that a question got only the safety net (nobody alerted),
+    and that a red flag was escalated."""
+    page.goto(server + "/simulator")
+    page.fill("#phone", "+44 7700 900126")
+    page.click("#use")
+    _bot_says(page, "Reply YES to agree")
+    page.fill("#text", "what if my legs go numb, what do I do?")
+    page.click("#send")
+    _bot_says(page, "Don't wait")
+    said = page.locator("#outcome")
+    said.filter(has_text="safety net").wait_for()
+    assert "emergency" not in said.inner_text().lower()
+    assert "Nobody was alerted" in said.inner_text()
+    page.fill("#text", "my legs have gone numb")
+    page.click("#send")
+    said.filter(has_text="Emergency").wait_for()
+    assert "care team alerted" in said.inner_text()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "simulator-outcome.png"), full_page=True)
+
+
 class TestWithAnAdminToken:
     @pytest.fixture
     def settings_overrides(self):

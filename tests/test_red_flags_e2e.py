@@ -272,6 +272,28 @@ class TestSimulator:
         assert len(messenger.sent) == sent  # the chain stopped
 
 
+    @pytest.mark.parametrize(("question", "happening", "level"), [
+        ("what if my legs go numb, what do I do?", "my legs have gone numb", "emergency"),
+        ("what if I get a fever?", "I have a fever of 38.5", "urgent")])
+    @pytest.mark.parametrize("enrolled", [True, False])
+    def test_a_question_typed_in_the_simulator_is_reported_as_the_safety_net(
+            self, client, rt, messenger, question, happening, level, enrolled):
+        """Only the safety net went out and nobody was alerted: the simulator must not say
+        "emergency" (or "urgent") to whoever is trying the bot."""
+        if enrolled:
+            client.post("/simulator/api/patients", json={"phone": PHONE, "name": "Ada"})
+        res = client.post("/simulator/api/messages", json={"phone": PHONE, "body": question})
+        assert res.status_code == 201 and res.get_json()["level"] == "safety_net"
+        shown = client.get("/simulator/api/messages", query_string={"phone": PHONE}).get_json()
+        assert "safety_net" in [m["kind"] for m in shown if m["direction"] == "out"]
+        with rt.transaction() as s:
+            assert s.scalars(select(Escalation)).all() == []
+        assert {m.to for m in messenger.sent} == {PHONE}  # no alert to anyone
+        # The same thing happening is the red flag it is.
+        res = client.post("/simulator/api/messages", json={"phone": PHONE, "body": happening})
+        assert res.get_json()["level"] == level == escalation(rt).level
+
+
 def test_escalations_cli_lists_acks_and_resolves(rt, client, fake_http, monkeypatch, settings):
     from bot.cli import main
 

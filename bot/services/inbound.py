@@ -92,7 +92,10 @@ class InboundOutcome:
     duplicate: bool = False
     message_id: int | None = None
     patient_id: int | None = None
-    level: str = "routine"
+    level: str = "routine"  # the tier of the red flags in the text (a question's too)
+    # The text only asked about a red flag ("what if my legs go numb?"): the safety net was
+    # the answer and nobody was alerted.
+    safety_net: bool = False
     outbox_ids: list[int] = field(default_factory=list)
     # The database could not take the message: it went to the local spool, and these
     # (to, body) replies go back at once in the webhook's TwiML (to None = the sender).
@@ -343,6 +346,7 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
                                              now, channel=msg.channel)
         return
     if triage.level != "routine" and triage.hypothetical:
+        out.safety_net = True
         out.outbox_ids.append(reply("safety_net"))
     elif triage.level == "urgent":
         out.outbox_ids += urgent_response(session, ctx, patient, red_flags, words, now,
@@ -604,6 +608,7 @@ def _unknown_sender(session: Session, ctx: ServiceContext, msg: InboundMessage, 
     if triage.hypothetical:
         # "What if his legs go numb?": nothing is happening, so nobody is alerted, but they
         # are told what to do if it does (the safety net), after who we are.
+        out.safety_net = True
         return [_reply(session, ctx, None, msg, "not_enrolled", now),
                 _reply(session, ctx, None, msg, "safety_net", now)]
     level = triage.level

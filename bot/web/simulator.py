@@ -115,7 +115,11 @@ def send():
         patient = find_patient(s, phone)
         channel = patient.channel if patient else "sms"
     outcome = receive_message(rt, InboundMessage(channel=channel, sender=phone, body=body))
-    return jsonify(message_id=outcome.message_id, level=outcome.level), 201
+    # What the bot did with it: "emergency" or "urgent" (a red flag: the instruction, and the
+    # care team alerted), "safety_net" (a question about one, "what if my legs go numb?":
+    # what to do if it happens, nobody alerted) or "routine".
+    level = "safety_net" if outcome.safety_net else outcome.level
+    return jsonify(message_id=outcome.message_id, level=level), 201
 
 
 @bp.get("/api/messages")
