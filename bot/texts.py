@@ -18,6 +18,7 @@ REQUIRED = (
     "blank",
     "after_emergency", "after_urgent",
     "alert_outage", "template_open", "reminder_notice", "alert_escalated", "alert_repeat",
+    "alert_unreached", "alert_repeat_unreached",
 )
 # Longest value each variable may take when checking segment counts at start-up.
 VARIABLE_MAX = {

@@ -57,6 +57,64 @@ def test_a_failed_alert_moves_an_upgraded_chain_on_at_once(client, rt, fake_http
     assert alert.startswith("EMERGENCY")
 
 
+def _report(client, sid, status="undelivered", code="30003"):
+    """Twilio's signed status callback for message `sid`."""
+    params = {"MessageSid": sid, "MessageStatus": status, "ErrorCode": code}
+    url = PUBLIC_URL + "/webhooks/twilio/status"
+    assert client.post("/webhooks/twilio/status", data=params, headers={
+        "X-Twilio-Signature": sign(AUTH_TOKEN, url, params)}).status_code == 204
+
+
+@pytest.mark.parametrize("how", ["refused", "undelivered"])
+def test_the_next_contact_is_told_the_one_before_could_not_be_reached(client, rt, fake_http,
+                                                                      clock, how):
+    """The first alert never reached the on-call nurse (refused at once, or reported
+    undelivered a minute later): the next contact, alerted at once, is told so, not "No ACK
+    from" someone who never got it. The one after them, alerted as usual 15 minutes later,
+    is told who did not acknowledge."""
+    enrol(rt)
+    oncall, coordinator, consultant = chain_phones(rt)
+    if how == "refused":
+        _refuse_next_send_to(fake_http, oncall)
+    texted(client, RED_FLAG)  # 10:00 GMT
+    if how == "undelivered":
+        clock.advance(minutes=1)
+        with rt.transaction() as s:
+            sid = s.scalars(select(Message.provider_id).where(Message.kind == "alert")).one()
+        _report(client, sid)
+    clock.advance(seconds=5)
+    tick(rt)
+    [alert] = alerts(fake_http, coordinator)
+    assert "Could not reach On-call oncology nurse at 10:00 GMT. Ada Lovelace" in alert
+    assert "No ACK" not in alert
+    clock.advance(minutes=15)
+    tick(rt)
+    [alert] = alerts(fake_http, consultant)
+    assert "No ACK from MSCC coordinator since 10:0" in alert
+    assert "Could not reach" not in alert
+
+
+class TestOneContact:
+    @pytest.fixture
+    def settings_overrides(self):
+        return {**TWILIO_SETTINGS, "care_team": {"escalation_chain": ["oncall"]}}
+
+    def test_a_repeat_after_a_failed_alert_says_it_did_not_reach_them(self, client, rt,
+                                                                       fake_http, clock):
+        enrol(rt)
+        [oncall] = chain_phones(rt)
+        _refuse_next_send_to(fake_http, oncall)
+        texted(client, RED_FLAG)
+        clock.advance(seconds=5)
+        tick(rt)
+        refused, again = alerts(fake_http, oncall)
+        assert "REPEAT" not in refused
+        assert "REPEAT: could not reach you at 10:00 GMT. Ada Lovelace" in again
+        clock.advance(minutes=15)
+        tick(rt)
+        assert "REPEAT: no ACK since 10:00 GMT. Ada Lovelace" in alerts(fake_http, oncall)[-1]
+
+
 CONTACTS = [
     {"id": "oncall", "name": "On-call nurse", "phone": "+44 7700 900001", "channel": "whatsapp"},
     {"id": "coordinator", "name": "Coordinator", "phone": "+44 7700 900002", "channel": "sms"},
@@ -89,7 +147,8 @@ class TestWhatsAppOnCall:
         assert sent_to(fake_http, coordinator) == []
         clock.advance(minutes=15)
         tick(rt)
-        assert len(alerts(fake_http, coordinator)) == 1  # the usual pace goes on
+        [alert] = alerts(fake_http, coordinator)  # the usual pace goes on
+        assert "No ACK from On-call nurse since 10:00 GMT." in alert  # the SMS copy arrived
 
     def test_when_the_sms_copy_fails_too_the_chain_moves_on_at_once(
             self, client, rt, fake_http, clock):
@@ -105,7 +164,8 @@ class TestWhatsAppOnCall:
             "X-Twilio-Signature": sign(AUTH_TOKEN, url, params)})
         clock.advance(seconds=5)
         tick(rt)
-        assert len(alerts(fake_http, coordinator)) == 1
+        [alert] = alerts(fake_http, coordinator)
+        assert "Could not reach On-call nurse at 10:00 GMT." in alert  # neither arrived
 
 
 def test_a_red_flag_texted_before_enrolment_and_one_after_share_one_chain(

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from bot.clock import FakeClock
 from bot.domain import gsm7
 from bot.scheduler import tick
-from bot.services.escalations import LINK_ROOM, answer_words, escalate
+from bot.services.escalations import LINK_ROOM, alert_not_delivered, answer_words, escalate
 from bot.services.patients import Enrolment, enrol_patient
 from bot.store.models import Escalation, Message, OutboxItem, Patient
 from tests.test_dashboard import sign_in
@@ -161,30 +161,47 @@ class TestWorstCase:
     def settings_overrides(self):
         return {"public_url": LINKED, "care_team": {"contacts": LONG_CONTACTS}}
 
-    def _every_alert(self, rt, clock, words, patient=True):
-        """The first alert and one to each next contact, round the chain."""
+    def _every_alert(self, rt, clock, words, patient=True, undelivered=False):
+        """The first alert and one to each next contact, round the chain; with
+        `undelivered`, each reported undelivered before the next goes (the longer note)."""
         with rt.transaction() as s:
             who = s.scalars(select(Patient)).one() if patient else None
             esc, _ = escalate(s, rt.ctx, who, "emergency", FLAGS, words, clock.now(),
                               phone=None if patient else LONG_PHONE)
             ref = esc.ref
         for _ in range(3):
-            _next_contact(rt, clock)
+            if undelivered:
+                with rt.transaction() as s:
+                    latest = s.scalars(select(Message).where(Message.kind == "alert")
+                                       .order_by(Message.id.desc())).first()
+                    alert_not_delivered(s, latest.escalation_id, clock.now(), "undelivered",
+                                        message_id=latest.id, chain_length=3)
+                    latest.status = "undelivered"
+                clock.advance(seconds=5)  # the next contact is due at once
+                tick(rt)
+            else:
+                _next_contact(rt, clock)
         with rt.transaction() as s:
             bodies = list(s.scalars(select(Message.body).where(Message.kind == "alert")
                                     .order_by(Message.id)))
         assert len(bodies) == 4
         return ref, bodies
 
-    def _check(self, ref, bodies, linked=(True, True, True, True)):
+    def _check(self, ref, bodies, linked=(True, True, True, True), undelivered=False):
         link = f" {LINKED}/dashboard/escalations/{ref}"
         ack = f" Reply ACK {ref} when you take it."
+        note = "Could not reach " if undelivered else "No ACK from "
         for i, body in enumerate(bodies):
             assert gsm7.is_gsm7(body) and gsm7.segments(body) <= 2, (len(body), body)
             assert body.startswith(f"EMERGENCY ref {ref}")
             assert body.endswith(f"{ack}{link}" if linked[i] else ack), body
-            assert ("No ACK from " in body) == (i > 0)
+            assert (note in body) == (i > 0)
         # contact names are cut between words, like the patient's
+        if undelivered:  # each alert goes at once after the one before fails
+            assert "Could not reach On-call acute oncology nurse at 03:12 BST." in bodies[1]
+            assert "Could not reach Metastatic spinal cord at 03:12 BST." in bodies[2]
+            assert "Could not reach Consultant clinical oncologist at 03:12 BST." in bodies[3]
+            return
         assert "No ACK from On-call acute oncology nurse since 03:12 BST." in bodies[1]
         assert "No ACK from Metastatic spinal cord since 03:27 BST." in bodies[2]
         assert "No ACK from Consultant clinical oncologist since 03:42 BST." in bodies[3]
@@ -193,10 +210,11 @@ class TestWorstCase:
     def _said(body):
         return body[body.index('Said: "') + 7:body.index('" ', body.index('Said: "'))]
 
-    def test_typed_words(self, rt, clock):
+    @pytest.mark.parametrize("undelivered", [False, True])
+    def test_typed_words(self, rt, clock, undelivered):
         _enrol(rt, name=LONG_NAME, phone=LONG_PHONE)
-        ref, bodies = self._every_alert(rt, clock, WORDS)
-        self._check(ref, bodies)
+        ref, bodies = self._every_alert(rt, clock, WORDS, undelivered=undelivered)
+        self._check(ref, bodies, undelivered=undelivered)
         for body in bodies:
             assert (f"Maximilian-Alexander {LONG_PHONE}. Flags: bladder dysfunction, bowel "
                     "dysfunction, +4 more. Said: ") in body
@@ -204,21 +222,25 @@ class TestWorstCase:
             said = self._said(body)
             assert len(said) >= LINK_ROOM and "cannot feel my" in said, said
 
-    def test_a_reply_to_a_question(self, rt, clock):
+    @pytest.mark.parametrize("undelivered", [False, True])
+    def test_a_reply_to_a_question(self, rt, clock, undelivered):
         _enrol(rt, name=LONG_NAME, phone=LONG_PHONE)
         question = ("Since your last check-in, have you had any new numbness, tingling or pins "
                     "and needles in your arms, legs, buttocks or feet?")
         ref, bodies = self._every_alert(
-            rt, clock, answer_words(question, "yes both legs since yesterday evening", "Yes"))
-        self._check(ref, bodies)
+            rt, clock, answer_words(question, "yes both legs since yesterday evening", "Yes"),
+            undelivered=undelivered)
+        self._check(ref, bodies, undelivered=undelivered)
         for body in bodies:
             assert " A: yes both legs" in body
 
-    def test_a_number_that_is_not_enrolled(self, rt, clock):
+    @pytest.mark.parametrize("undelivered", [False, True])
+    def test_a_number_that_is_not_enrolled(self, rt, clock, undelivered):
         """Its alert is longer ("from a number that is not enrolled", "Please call them
         now."): with a long contact name too, the link gives way to the words."""
-        ref, bodies = self._every_alert(rt, clock, WORDS, patient=False)
-        self._check(ref, bodies, linked=(True, False, False, False))
+        ref, bodies = self._every_alert(rt, clock, WORDS, patient=False,
+                                        undelivered=undelivered)
+        self._check(ref, bodies, linked=(True, False, False, False), undelivered=undelivered)
         for body in bodies:
             assert f"not enrolled: {LONG_PHONE}." in body and "Please call them now." in body
             assert "cannot feel my legs" in self._said(body)

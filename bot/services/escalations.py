@@ -27,6 +27,7 @@ from bot.services.context import ServiceContext
 from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
 from bot.store.claims import claim_due
 from bot.store.models import Escalation, Message, Patient
+from bot.store.statuses import FAILED
 
 log = logging.getLogger(__name__)
 
@@ -552,27 +553,30 @@ def resent_note(session: Session, ctx: ServiceContext, esc: Escalation,
                 before: int | None = None) -> str:
     """What an alert that goes again because nobody acknowledged in time says first: who was
     alerted before and when, in the clinic's zone (alert_escalated), or, to the same person
-    again, that it is a repeat (alert_repeat). "" for an escalation's first alert, and the
-    first after an upgrade (the chain starts again: a new level, new flags)."""
+    again, that it is a repeat (alert_repeat). When that alert could not be delivered (and
+    the chain moved on at once, see alert_not_delivered), that it did not reach them
+    (alert_unreached, alert_repeat_unreached): they never knew. "" for an escalation's first
+    alert, and the first after an upgrade (the chain starts again: a new level, new flags)."""
     if esc.chain_position == 0:
         return ""
     team = ctx.settings.care_team
     chain = team.escalation_chain
     previous = team.contact(chain[(esc.chain_position - 1) % len(chain)])
     current = team.contact(chain[esc.chain_position % len(chain)])
-    query = select(Message.created_at).where(Message.escalation_id == esc.id,
-                                             Message.kind == "alert")
+    query = select(Message.created_at, Message.status).where(Message.escalation_id == esc.id,
+                                                             Message.kind == "alert")
     if before is not None:
         query = query.where(Message.id < before)
-    at = session.scalars(query.order_by(Message.id.desc()).limit(1)).first()
-    if at is None:
+    last = session.execute(query.order_by(Message.id.desc()).limit(1)).first()
+    if last is None:
         return ""
-    local = at.astimezone(ZoneInfo(ctx.settings.defaults.timezone))
+    local = last.created_at.astimezone(ZoneInfo(ctx.settings.defaults.timezone))
     time = f"{local:%H:%M} {local.tzname() or ''}".strip()
+    unreached = "_unreached" if last.status in FAILED else ""
     if previous.phone == current.phone:
-        return ctx.texts.render("alert_repeat", "en", time=time)
-    return ctx.texts.render("alert_escalated", "en", contact=short_name(previous.name),
-                            time=time)
+        return ctx.texts.render(f"alert_repeat{unreached}", "en", time=time)
+    key = "alert_unreached" if unreached else "alert_escalated"
+    return ctx.texts.render(key, "en", contact=short_name(previous.name), time=time)
 
 
 def dashboard_link(public_url: str | None, ref: str) -> str | None:

@@ -21,9 +21,8 @@ from bot.services.outbox import (
     sms_copy_since,
 )
 from bot.store.models import Message, OutboxItem, Patient, StatusEvent
-from bot.store.statuses import advance_status
+from bot.store.statuses import FAILED, advance_status
 
-FAILED = ("failed", "undelivered")
 # Reached the phone: delivered is final for SMS; WhatsApp's "read" follows it.
 DELIVERED = ("delivered", "read")
 OUTSIDE_WINDOW = 63016  # WhatsApp free text outside the 24 h window: an approved template can go

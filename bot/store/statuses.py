@@ -5,6 +5,9 @@ RANK = {
     "delivered": 3, "partially_delivered": 2.5, "read": 4, "undelivered": 5, "failed": 5, "canceled": 5, "cancelled": 5,
 }
 
+# The message never reached the phone (final, as RANK says).
+FAILED = ("failed", "undelivered")
+
 
 def advance_status(current: str | None, new: str) -> str:
     """The status to keep when `new` arrives for a message now at `current`."""
