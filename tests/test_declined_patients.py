@@ -1,9 +1,10 @@
-"""A patient who said NO at the consent question and later texts the clinic: their words are
-listed for the care team to read (as a consented patient's text outside a check-in is), and
-they get one short reply (who we are, that the message is saved, reply YES to agree, the
-hotline) instead of the three welcome texts; a YES then gives consent. A plain YES is consent
-being asked for: the welcome again, as before, and nothing to read. Red flags are alerted
-whatever the consent."""
+"""A patient whose welcome ended without their consent (they said NO; or it went unanswered,
+the question and its reminder timed out; or their replies were not understood) and who later
+texts the clinic: their words are listed for the care team to read (as a consented patient's
+text outside a check-in is), and they get one short reply (who we are, that the message is
+saved, reply YES to agree, the hotline) instead of the three welcome texts again; a YES then
+gives consent. A plain YES is consent being asked for: the welcome again, as before, and
+nothing to read. Red flags are alerted whatever the consent."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ from bot.store.models import Escalation, Patient
 
 PHONE = "+447700900123"
 DECLINED = "Thank you for letting us know. We will not send you check-in messages."
+UNCLEAR = "Sorry, we could not understand your replies, so we will not send you check-in"
+REMINDER = "Reminder from Spine Oncology Clinic: reply YES"
+# How the welcome ended without consent: NO, replies not understood, no reply at all.
+ENDINGS = ["no", "not understood", "timed out"]
 GREETING = "Hi Ada, this is Spine Oncology Clinic."
 CONSENT_AGAIN = ("Thank you, Ada. This is Spine Oncology Clinic: your message has been saved "
                  "for your care team. To get symptom check-ins by text, reply YES. Urgent "
@@ -34,7 +39,10 @@ def _to_patient(messenger):
     return [m.body for m in messenger.sent if m.to == PHONE]
 
 
-def _declined(client, rt, messenger, language="en") -> int:
+def _declined(client, rt, messenger, language="en", ending="no") -> int:
+    """A patient enrolled whose welcome then ended without consent, as `ending` says."""
+    from bot.scheduler import tick
+
     with rt.transaction() as s:
         p = enrol_patient(s, Enrolment(PHONE, "Ada Lovelace", "Europe/London",
                                        language=language),
@@ -42,9 +50,24 @@ def _declined(client, rt, messenger, language="en") -> int:
         s.flush()
         start_flow(s, rt.ctx, p, "welcome", rt.clock.now())
         pid = p.id
-    _texted(client, "no")
-    assert _to_patient(messenger)[-1].startswith(
-        DECLINED if language == "en" else "Gracias por decirnoslo.")
+    if ending == "no":
+        _texted(client, "no")
+        assert _to_patient(messenger)[-1].startswith(
+            DECLINED if language == "en" else "Gracias por decirnoslo.")
+    elif ending == "not understood":
+        _texted(client, "hmm", "yes and no", "maybe later")
+        assert _to_patient(messenger)[-1].startswith(UNCLEAR)
+    else:
+        rt.clock.advance(hours=49)
+        tick(rt)
+        assert _to_patient(messenger)[-1].startswith(REMINDER)
+        told = len(_to_patient(messenger))
+        rt.clock.advance(hours=49)
+        tick(rt)
+        assert len(_to_patient(messenger)) == told  # ended without another text
+    with rt.transaction() as s:
+        assert active_conversation(s, pid) is None
+    assert _to_read(rt) == []
     return pid
 
 
@@ -58,11 +81,12 @@ def _consent_at(rt, pid):
         return s.get(Patient, pid).consent_at
 
 
+@pytest.mark.parametrize("ending", ENDINGS)
 @pytest.mark.parametrize("words", ["actually can someone call me, I changed my mind",
-                                   "I've been feeling awful"])
+                                   "I've been feeling awful", "can someone call me"])
 def test_a_declined_patients_words_are_listed_and_get_one_short_reply(client, rt, messenger,
-                                                                      words):
-    pid = _declined(client, rt, messenger)
+                                                                      words, ending):
+    pid = _declined(client, rt, messenger, ending=ending)
     told = len(_to_patient(messenger))
     _texted(client, words)
     assert _to_read(rt) == [words]
@@ -93,15 +117,17 @@ def test_in_spanish(client, rt, messenger):
     assert _consent_at(rt, pid) is not None
 
 
-def test_more_words_after_the_short_reply_are_listed_too(client, rt, messenger):
-    pid = _declined(client, rt, messenger)
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_more_words_after_the_short_reply_are_listed_too(client, rt, messenger, ending):
+    pid = _declined(client, rt, messenger, ending=ending)
     _texted(client, "I've been feeling awful", "the pain is much worse this week")
     assert _to_read(rt) == ["the pain is much worse this week", "I've been feeling awful"]
     assert _consent_at(rt, pid) is None
 
 
-def test_a_plain_yes_gets_the_welcome_again_and_is_not_listed(client, rt, messenger):
-    pid = _declined(client, rt, messenger)
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_a_plain_yes_gets_the_welcome_again_and_is_not_listed(client, rt, messenger, ending):
+    pid = _declined(client, rt, messenger, ending=ending)
     told = len(_to_patient(messenger))
     _texted(client, "yes")
     again = _to_patient(messenger)[told:]
@@ -112,8 +138,9 @@ def test_a_plain_yes_gets_the_welcome_again_and_is_not_listed(client, rt, messen
     assert _consent_at(rt, pid) is not None
 
 
-def test_stop_is_not_listed(client, rt, messenger):
-    pid = _declined(client, rt, messenger)
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_stop_is_not_listed(client, rt, messenger, ending):
+    pid = _declined(client, rt, messenger, ending=ending)
     _texted(client, "STOP")
     assert _to_read(rt) == []
     with rt.transaction() as s:
@@ -134,9 +161,10 @@ def test_an_emergency_from_a_declined_patient_is_alerted(client, rt, messenger):
     assert any(m.body.startswith("EMERGENCY") for m in messenger.sent if m.to == oncall)
 
 
+@pytest.mark.parametrize("ending", ENDINGS)
 def test_an_urgent_red_flag_from_a_declined_patient_is_alerted_and_listed(client, rt,
-                                                                         messenger):
-    pid = _declined(client, rt, messenger)
+                                                                         messenger, ending):
+    pid = _declined(client, rt, messenger, ending=ending)
     told = len(_to_patient(messenger))
     _texted(client, "I have had a fever of 38.5 since last night")
     with rt.transaction() as s:

@@ -49,8 +49,9 @@ TEMPLATE_OPEN_WAIT = timedelta(hours=48)
 CONSENT_FLOW = "welcome"
 CHECKIN_FLOW = "checkin"  # the symptom check-in: scheduled, and shown on the dashboard
 # The welcome's short consent question ("reply YES to get regular symptom check-ins"): a
-# patient who said NO and texts again is asked it in one text (`awaiting_consent`); a YES
-# to it agrees, and its wait ends without another text (see _ask_consent_again).
+# patient who said NO (or whose welcome ended unanswered or not understood) and texts again
+# is asked it in one text (`awaiting_consent`); a YES to it agrees, and its wait ends
+# without another text (see _ask_consent_again).
 CONSENT_AGAIN_AT = "consent_reminder"
 # A reply this soon after a conversation closed unanswered (its wait timed out) is read as a
 # late answer to the question it closed at, for red flags only (see _late_answer).
@@ -165,7 +166,8 @@ def _new_conversation(session: Session, patient: Patient, flow: Flow,
 
 def _ask_consent_again(session: Session, ctx: ServiceContext, patient: Patient,
                        now: datetime, *, channel: str) -> list[int]:
-    """Ask a patient who said NO, and has texted since, the welcome's consent question again
+    """Ask a patient whose welcome ended without consent (NO, unanswered, not understood:
+    see _welcome_ended_unagreed), and has texted since, the welcome's consent question again
     in one text (`awaiting_consent`: who we are, their message is saved, reply YES, the
     hotline), not in the three welcome texts: a YES to it gives consent as the welcome's
     would. It answers the patient's own text, so no WhatsApp opening is needed."""
@@ -180,12 +182,20 @@ def _ask_consent_again(session: Session, ctx: ServiceContext, patient: Patient,
         kind=flow.id, patient_id=patient.id, conversation_id=conv.id), now).id]
 
 
-def _declined(session: Session, patient: Patient) -> bool:
-    """Whether the patient's last answer to the consent question was NO."""
-    return session.scalars(
-        select(Answer.value).where(Answer.patient_id == patient.id,
-                                   Answer.question_key == "consent")
-        .order_by(Answer.id.desc()).limit(1)).first() == "no"
+def _welcome_ended_unagreed(session: Session, patient: Patient) -> bool:
+    """Whether the patient, without consent, has been through a welcome that ended without
+    it: they said NO, their replies were not understood, or it went unanswered (its question
+    and reminder timed out). They have had its texts, so who we are and how to agree: a text
+    from them now is words for the team. A welcome that never began (its WhatsApp opening
+    unanswered: "expired") or was cut short ("interrupted") does not count."""
+    if patient.consent_at is not None:
+        return False
+    ended = session.scalars(
+        select(Conversation).where(Conversation.patient_id == patient.id,
+                                   Conversation.flow_id == CONSENT_FLOW,
+                                   Conversation.status == "completed")
+        .order_by(Conversation.id.desc()).limit(1)).first()
+    return ended is not None and (ended.state or {}).get("answers", {}).get("consent") != "yes"
 
 
 def _needs_template_opening(session: Session, ctx: ServiceContext, patient: Patient,
@@ -464,10 +474,12 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
         # Nothing but the consent conversation until the patient has said YES.
         if triggered is not None and triggered.id != CONSENT_FLOW and already_answered:
             return []
-        if triggered is None and not _plain_yes(ctx, text) and _declined(session, patient):
-            # Said NO, and writes to the clinic: their words are for the team, as a
-            # consented patient's are. One short reply asks for consent again (none after a
-            # red flag's instruction); a plain YES gets the welcome again, as before.
+        if (triggered is None and not _plain_yes(ctx, text)
+                and _welcome_ended_unagreed(session, patient)):
+            # Said NO (or never answered the welcome, or was not understood), and writes to
+            # the clinic: their words are for the team, as a consented patient's are. One
+            # short reply asks for consent again (none after a red flag's instruction); a
+            # plain YES gets the welcome again, as before.
             mark_to_read(session, message_id)
             return [] if already_answered else _ask_consent_again(session, ctx, patient, now,
                                                                   channel=channel)
@@ -529,15 +541,16 @@ def _plain_yes(ctx: ServiceContext, text: str) -> bool:
 
 def _not_a_consent_answer(session: Session, ctx: ServiceContext, patient: Patient,
                           conv: Conversation, text: str) -> bool:
-    """Whether a reply to the consent question, from a patient who said NO before, is no
-    answer to it ("the pain is much worse this week"): words for the team, listed as the
-    text that got them the question again was."""
+    """Whether a reply to the consent question, from a patient whose welcome ended without
+    consent before (said NO, never answered, not understood), is no answer to it ("the pain
+    is much worse this week"): words for the team, listed as the text that got them the
+    question again was."""
     if conv.flow_id != CONSENT_FLOW or conv.status != "waiting" or conv.state.get(
             "awaiting_open"):
         return False
     node = flow_for(session, ctx, conv).node(conv.state.get("node"))
     return (isinstance(node, AskNode) and not engine.parse_reply(node, text).ok
-            and _declined(session, patient))
+            and _welcome_ended_unagreed(session, patient))
 
 
 def _late_answer(session: Session, ctx: ServiceContext, patient: Patient, text: str,
