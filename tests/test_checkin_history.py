@@ -51,16 +51,24 @@ def test_the_api_lists_each_checkins_answers_and_the_flags_they_raised(client, r
     assert client.get("/api/patients/999/checkins").status_code == 404
 
 
-def test_the_patient_page_shows_the_answers_newest_first_and_the_pain_trend(client, rt, clock):
-    pid = _patient_doing_two_checkins(client, clock)
-    sign_in(client, token=None)  # after the week the texts took: a fresh session
-    text = page(client, f"/dashboard/patients/{pid}")
+def _checkins_table(text: str):
+    """The patient page's check-in table, and a function giving one question's row (its
+    whitespace collapsed) by key."""
     table = text[text.index('<table id="checkins">'):]
     table = table[:table.index("</table>")]
 
     def row(key: str) -> str:
         return re.sub(r"\s+", " ", re.search(rf'<tr data-key="{key}">(.*?)</tr>', table,
                                              re.S).group(1))
+
+    return table, row
+
+
+def test_the_patient_page_shows_the_answers_newest_first_and_the_pain_trend(client, rt, clock):
+    pid = _patient_doing_two_checkins(client, clock)
+    sign_in(client, token=None)  # after the week the texts took: a fresh session
+    text = page(client, f"/dashboard/patients/{pid}")
+    table, row = _checkins_table(text)
 
     assert len(re.findall(r"<th data-conversation", table)) == 2
     assert row("worst_pain") == (
@@ -179,12 +187,7 @@ def test_the_patient_page_shows_not_understood_and_no_reply_and_dash_only_when_n
     pid = _patient_whose_replies_were_not_understood(client, rt, clock)
     sign_in(client, token=None)
     text = page(client, f"/dashboard/patients/{pid}")
-    table = text[text.index('<table id="checkins">'):]
-    table = table[:table.index("</table>")]
-
-    def row(key: str) -> str:
-        return re.sub(r"\s+", " ", re.search(rf'<tr data-key="{key}">(.*?)</tr>', table,
-                                             re.S).group(1))
+    table, row = _checkins_table(text)
 
     assert len(re.findall(r"<th data-conversation", table)) == 2
     assert row("worst_pain") == (
