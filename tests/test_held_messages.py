@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from bot.services.patients import Enrolment, onboard_patient
 from bot.store.models import AuditLog, OutboxItem, Patient
-from tests.test_webhooks import PHONE, texted
+from tests.test_webhooks import MEDIA_URL, PHONE, texted
 from tests.twilio_support import (  # noqa: F401 - fixtures
     TWILIO_SETTINGS,
     fake_http,
@@ -103,3 +103,20 @@ def test_a_question_written_before_the_held_welcome_went_is_listed_and_asks_noth
     assert len(bodies) == len(welcome) + 1 and bodies[-1].startswith("Sorry, we did not")
     with rt.transaction() as s:
         assert [m.body for m in messages_to_read(s)] == ["Hi, who is this?"]
+
+
+def test_help_or_a_photo_before_the_held_welcome_went_does_not_ask_it_twice(
+        client, rt, fake_http, clock):
+    # The consent question is held for the morning: HELP (or a photo) gets its reply now,
+    # and the question is not sent a second time, neither now nor in the morning.
+    _, ids = _enrol_at_night(rt, clock)
+    welcome = _bodies_of(rt, ids)
+    texted(client, "HELP")
+    texted(client, "", NumMedia="1", MediaUrl0=MEDIA_URL,
+           MediaContentType0="image/jpeg")
+    bodies = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert len(bodies) == 2 and bodies[0] == rt.ctx.text_for(None, "help")
+    assert "can only read text" in bodies[1]
+    clock.set(MORNING)
+    assert rt.dispatcher.dispatch_due() == len(ids)
+    assert [d["Body"] for d in sent_to(fake_http, PHONE)][2:] == welcome

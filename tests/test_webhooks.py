@@ -1046,6 +1046,95 @@ def test_a_photo_or_voice_note_is_kept_and_the_patient_asked_for_words(
     assert "can only read text" in reply and readable_phone(rt.settings.clinic.acute_oncology_hotline) in reply
 
 
+def _question(rt, flow_id, node_id, language="en"):
+    return rt.ctx.flows.get(flow_id).node(node_id).text[language]
+
+
+def _asked_mid_checkin(rt, client, channel="sms"):
+    """A patient who texted CHECKIN, and got the check-in's first question."""
+    pid = enrol(rt, channel=channel)
+    texted(client, "CHECKIN", channel=channel)
+    return pid, "pain"
+
+
+def _conversation_state(rt, pid):
+    from bot.services.conversations import active_conversation
+
+    with rt.transaction() as s:
+        conv = active_conversation(s, pid)
+        return conv.current_node, conv.state.get("tries")
+
+
+@pytest.mark.parametrize("word", ["HELP", "info"])
+def test_help_in_the_middle_of_a_check_in_then_asks_the_question_again(
+        client, rt, fake_http, word):
+    # Before, the help text came alone: on a small screen the patient no longer saw what
+    # they were being asked. It is no answer and uses no try.
+    pid, node = _asked_mid_checkin(rt, client)
+    before = _conversation_state(rt, pid)
+    fake_http.requests.clear()
+    texted(client, word)
+    assert bodies(fake_http) == [rt.ctx.text_for(None, "help"), _question(rt, "checkin", node)]
+    assert _conversation_state(rt, pid) == before
+    texted(client, "3")  # the answer still goes to the question
+    from bot.store.models import Answer
+    with rt.transaction() as s:
+        assert s.scalars(select(Answer.value).where(Answer.patient_id == pid)).all() == [3]
+
+
+def test_help_at_the_consent_question_asks_the_consent_question_again(client, rt, fake_http):
+    from bot.services.conversations import start_flow
+
+    pid = enrol(rt, consented=False)
+    with rt.transaction() as s:
+        start_flow(s, rt.ctx, s.get(Patient, pid), "welcome", rt.clock.now())
+    rt.dispatcher.dispatch_due()
+    fake_http.requests.clear()
+    texted(client, "HELP")
+    assert bodies(fake_http) == [rt.ctx.text_for(None, "help"),
+                                 _question(rt, "welcome", "consent").replace(
+                                     "{clinic_name}", rt.settings.clinic.name)]
+
+
+@pytest.mark.parametrize("channel,content_type", [("sms", "image/jpeg"),
+                                                  ("whatsapp", "audio/ogg")])
+def test_a_photo_in_the_middle_of_a_check_in_then_asks_the_question_again(
+        client, rt, fake_http, channel, content_type):
+    pid, node = _asked_mid_checkin(rt, client, channel)
+    before = _conversation_state(rt, pid)
+    fake_http.requests.clear()
+    texted(client, "", channel=channel, NumMedia="1", MediaUrl0=MEDIA_URL,
+           MediaContentType0=content_type)
+    told = bodies(fake_http)
+    assert len(told) == 2 and "can only read text" in told[0]
+    assert told[1] == _question(rt, "checkin", node)
+    assert _conversation_state(rt, pid) == before  # no try used
+
+
+def test_help_after_the_last_try_is_still_no_try(client, rt, fake_http):
+    # Two replies not understood at "any new numbness?" (the third alerts the team): HELP
+    # and a photo between them do not use up the last try, and the question comes again.
+    pid, _ = _asked_mid_checkin(rt, client)
+    for reply in ("3", "no", "no", "no", "no", "no"):  # to the numbness question
+        texted(client, reply)
+    texted(client, "banana")
+    texted(client, "banana")
+    fake_http.requests.clear()
+    texted(client, "HELP")
+    texted(client, "", NumMedia="1", MediaUrl0=MEDIA_URL, MediaContentType0="image/jpeg")
+    assert bodies(fake_http)[1::2] == [_question(rt, "checkin", "numbness")] * 2
+    assert count(rt, Escalation) == 0
+    assert _conversation_state(rt, pid) == ("numbness", 2)
+
+
+def test_help_after_stop_asks_no_question(client, rt, fake_http):
+    _asked_mid_checkin(rt, client)
+    texted(client, "STOP")
+    fake_http.requests.clear()
+    texted(client, "HELP")
+    assert bodies(fake_http) == [rt.ctx.text_for(None, "help")]
+
+
 def test_a_photo_with_a_red_flag_caption_still_raises_the_alarm(client, rt, fake_http):
     _mid_checkin(rt)
     texted(client, "my legs gave way and I wet myself", NumMedia="1", MediaUrl0=MEDIA_URL,

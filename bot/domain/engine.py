@@ -331,6 +331,16 @@ def asks_again(flow: Flow, state: Mapping[str, Any]) -> bool:
     return isinstance(node, AskNode) and not _out_of_tries(node, int(state.get("tries") or 0))
 
 
+def question_text(flow: Flow, state: Mapping[str, Any], context: Mapping[str, Any]) -> str | None:
+    """The question the conversation waits at, in its own words as it was asked (not the
+    retry's), to ask it again after a reply that is no answer and uses no try (HELP, a
+    photo); None when it waits at no question."""
+    node = flow.node(state.get("node"))
+    if state.get("status") != WAITING or not isinstance(node, AskNode):
+        return None
+    return render(node.text, flow, pick_language(flow, state.get("language")), context)
+
+
 def parse_reply(node: AskNode, text: str) -> answers.ParseResult:
     """A reply to a question, parsed as the flow reads it: a choice as its option's own value
     ("quite_a_bit"), not its number."""

@@ -501,6 +501,25 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
                                    kind="received", patient_id=patient.id), now).id]
 
 
+def ask_again(session: Session, ctx: ServiceContext, patient: Patient, now: datetime, *,
+              channel: str) -> list[int]:
+    """The question waiting for the patient's answer, asked again in its own words after a
+    reply to them that is no answer and uses no try (HELP, a photo, a blank text), so that
+    they see what to answer next. Nothing when no question waits (nor a WhatsApp opening),
+    or while that question is still unsent (held by quiet hours: it goes then, once)."""
+    conv = active_conversation(session, patient.id)
+    if conv is None or conv.status != "waiting" or conv.state.get("awaiting_open"):
+        return []
+    flow = flow_for(session, ctx, conv)
+    text = engine.question_text(flow, conv.state, _context(
+        ctx, patient, dict(conv.state.get("params") or {})))
+    if text is None or _unsent_rows(session, patient, conv):
+        return []
+    return [enqueue(session, Draft(
+        to=patient.phone, channel=channel, body=text, kind=flow.id, patient_id=patient.id,
+        conversation_id=conv.id), now).id]
+
+
 def _asks_the_team(session: Session, ctx: ServiceContext, conv: Conversation,
                    text: str) -> bool:
     """Whether a reply asks something of the team ("can I talk to a nurse?", "who is this?")

@@ -330,6 +330,9 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
         return
     if command == "HELP":
         out.outbox_ids.append(reply("help"))
+        if patient.status not in ("opted_out", DISCHARGED):  # then the question waiting
+            out.outbox_ids += conversations.ask_again(session, ctx, patient, now,
+                                                      channel=msg.channel)
         return
 
     # Red flags: checked on every message, before and whatever the conversation. A text with
@@ -371,6 +374,8 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
         # pass on). Say so, and leave any conversation where it was: this is no answer (three
         # "not understood" at an emergency-tier question would alert the team).
         out.outbox_ids.append(reply("media_unreadable" if msg.media else "blank"))
+        out.outbox_ids += conversations.ask_again(session, ctx, patient, now,
+                                                  channel=msg.channel)
         return
 
     if unresolved and not _written_to_sender(session, msg, out) and (
