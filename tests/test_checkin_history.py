@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from bot.services.history import checkin_history
 from tests.test_dashboard import page, sign_in, signed_in  # noqa: F401 - fixture
 
@@ -218,3 +220,51 @@ def test_a_long_reply_never_understood_is_shortened(client, rt, clock):
     assert len(cell.shown) <= TEXT_CHARS + len('not understood: ""')
     assert cell.shown.startswith('not understood: "it is hard to say') and cell.shown.endswith(
         '..."')
+
+
+def _at_the_pain_question(client) -> int:
+    res = client.post("/simulator/api/patients", json={"phone": PHONE, "name": "Ada Lovelace"})
+    _text(client, "yes")  # consent
+    _text(client, "CHECKIN")
+    return res.get_json()["patient"]["id"]
+
+
+def _emergency(rt, pid):
+    from sqlalchemy import select
+
+    from bot.services.conversations import active_conversation
+    from bot.store.models import Escalation
+
+    with rt.transaction() as s:
+        esc = s.scalars(select(Escalation).where(Escalation.patient_id == pid)).one()
+        return esc.level, esc.words, active_conversation(s, pid)
+
+
+@pytest.mark.parametrize("reply", [
+    "3 and I can't feel my legs", "3, I can't feel my legs", "pain 3 but my legs went numb",
+    "I can't feel my legs, pain 3", "my legs gave way. 3/10"])
+def test_a_pain_score_beside_an_emergency_is_the_checkins_answer_too(client, rt, reply):
+    # Before, "3 and I can't feel my legs" to the 0-10 question was in the escalation's words
+    # only: the check-in history and the pain chart had no pain for that check-in.
+    pid = _at_the_pain_question(client)
+    _text(client, reply)
+    level, words, open_conv = _emergency(rt, pid)
+    assert level == "emergency" and reply in words and open_conv is None  # as before
+    with rt.transaction() as s:
+        history = checkin_history(s, rt.ctx, pid)
+    # The pain chart's point, and the check-in table's cell.
+    assert [value for _, value in history.series("worst_pain")] == [3]
+    [(_, _, [cell])] = [row for row in history.rows if row[0] == "worst_pain"]
+    assert cell.value == 3 and cell.shown == "3"
+
+
+@pytest.mark.parametrize("reply", [
+    "I can't feel my legs for 2 days", "3 and I can't feel my legs for 2 days",
+    "I can't feel my legs", "15 and I can't feel my legs"])
+def test_no_answer_is_taken_from_an_emergency_that_is_not_a_plain_score_beside_it(
+        client, rt, reply):
+    pid = _at_the_pain_question(client)
+    _text(client, reply)
+    assert _emergency(rt, pid)[0] == "emergency"
+    with rt.transaction() as s:
+        assert checkin_history(s, rt.ctx, pid).series("worst_pain") == []

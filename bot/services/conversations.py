@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 from bot.domain import engine
 from bot.domain.answers import asks_the_team, parse_yesno
 from bot.domain.flows import AskNode, Flow
-from bot.domain.triage import level_for_flags
+from bot.domain.triage import detect, level_for_flags
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
 from bot.services.escalations import answer_words, escalate
@@ -518,6 +519,45 @@ def ask_again(session: Session, ctx: ServiceContext, patient: Patient, now: date
     return [enqueue(session, Draft(
         to=patient.phone, channel=channel, body=text, kind=flow.id, patient_id=patient.id,
         conversation_id=conv.id), now).id]
+
+
+# A score given with an emergency in one text, before or after it ("3 and I can't feel my
+# legs", "my legs gave way. 3/10"): the number alone, in a clause of its own.
+_SCORE = r"(?:(?:my|the)\s+)?(?:pain|dolor)?\s*(?:is|was|es|de|:)?\s*(?P<n>\d{1,2})" \
+    r"(?:\s*/\s*10|\s+out\s+of\s+10)?"
+_CLAUSE_BREAK = r"\s*(?:[,;.!]|\s+-\s+|\s+(?:and|but|y|pero)\s+)\s*"
+_SCORE_BESIDE = (re.compile(rf"^\s*{_SCORE}{_CLAUSE_BREAK}(?P<rest>.+)$", re.I | re.S),
+                 re.compile(rf"^(?P<rest>.+?){_CLAUSE_BREAK}{_SCORE}\s*[.!]?\s*$", re.I | re.S))
+
+
+def record_score_beside_emergency(session: Session, ctx: ServiceContext, patient: Patient,
+                                  text: str, now: datetime) -> None:
+    """An emergency texted in reply to a number question, with the number in its own clause
+    before or after it ("3 and I can't feel my legs" to the 0-10 pain question): the number
+    is recorded as the question's answer, so the check-in history and the pain chart show it.
+    Only when the rest of the text, without it, is the emergency, has no other number in it
+    ("... for 2 days"), and the number is one the question takes. Nothing else changes: the
+    emergency is handled as any (the caller interrupts the check-in), no flag is raised."""
+    conv = active_conversation(session, patient.id)
+    if conv is None or conv.status != "waiting" or conv.state.get("awaiting_open"):
+        return
+    node = flow_for(session, ctx, conv).node(conv.state.get("node"))
+    if not isinstance(node, AskNode) or node.answer.type != "integer" or not node.save:
+        return
+    for pattern in _SCORE_BESIDE:
+        found = pattern.match(text)
+        if found is None or re.search(r"\d", found["rest"]):
+            continue
+        beside = detect(found["rest"], ctx.vocabulary)
+        result = engine.parse_reply(node, found["n"])
+        if beside.level != "emergency" or beside.hypothetical or not result.ok:
+            continue
+        session.add(Answer(patient_id=patient.id, conversation_id=conv.id,
+                           question_key=node.save, value=result.value, created_at=now))
+        audit(session, now, f"patient:{patient.id}", "conversation.answer_beside_emergency",
+              "conversation", conv.id, patient_id=patient.id, flow=conv.flow_id, node=node.id,
+              key=node.save, value=result.value)
+        return
 
 
 def _asks_the_team(session: Session, ctx: ServiceContext, conv: Conversation,
