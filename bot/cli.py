@@ -47,6 +47,29 @@ def _shown(text: str | None) -> str:
         for ch in text or "")
 
 
+def _local(value, clinic: str, patient: str | None = None) -> str:
+    """A time for the person reading a listing, in the clinic's zone (defaults.timezone) with
+    its abbreviation: "2026-12-07 22:15 GMT". With a patient's zone other than the clinic's
+    (a schedule's next run), theirs first and the clinic's in brackets, as the dashboard's
+    patient page shows it: "2026-12-07 17:15 EST (2026-12-07 22:15 GMT)". `value` is an
+    aware datetime or a UTC ISO string as --json gives it; none is "-"."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+
+    def shown(zone: str) -> str:
+        local = value.astimezone(ZoneInfo(zone))
+        return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
+
+    if patient is None or patient == clinic:
+        return shown(clinic)
+    return f"{shown(patient)} ({shown(clinic)})"
+
+
 def _runtime(dispatch_mode: str = "inline"):
     from bot.runtime import build_runtime
 
@@ -331,10 +354,11 @@ def patients_update(phone, new_phone, name, zone, channel, language, pause, read
             result = update_patient(s, patient, changes, ctx=rt.ctx,
                                     now=rt.clock.now(), actor=_actor())
             lines = [f"{key}: {old} -> {new}" for key, (old, new) in result.changes.items()]
-            lines += [f"schedule {i}: next {old.isoformat()} -> {new.isoformat()}"
-                      for i, old, new in result.moved]
-            lines += [f"message {i} held for quiet hours: {old.isoformat()} -> "
-                      f"{new.isoformat()}" for i, old, new in result.retimed]
+            clinic, zone = rt.settings.defaults.timezone, patient.timezone
+            lines += [f"schedule {i}: next {_local(old, clinic, zone)} -> "
+                      f"{_local(new, clinic, zone)}" for i, old, new in result.moved]
+            lines += [f"message {i} held for quiet hours: {_local(old, clinic)} -> "
+                      f"{_local(new, clinic)}" for i, old, new in result.retimed]
             if result.readdressed:
                 lines.append(f"{len(result.readdressed)} message(s) not sent yet now go to "
                              "the new number")
@@ -478,8 +502,9 @@ def staff_list() -> None:
         rows = [(a.username, a.display_name, a.active, a.last_login_at) for a in list_staff(s)]
     if not rows:
         click.echo("none: no staff accounts")
+    clinic = rt.settings.defaults.timezone
     for username, name, active, last in rows:
-        when = last.strftime("%Y-%m-%d %H:%M UTC") if last else "never signed in"
+        when = _local(last, clinic) if last else "never signed in"
         click.echo(f"{username:<32} {'active' if active else 'disabled':<8} {when:<20} {name}")
 
 
@@ -538,10 +563,6 @@ def staff_token() -> None:
     """API tokens: a staff account's own bearer tokens for the JSON API."""
 
 
-def _utc(value) -> str:
-    return value.strftime("%Y-%m-%d %H:%M UTC")
-
-
 @staff_token.command("add")
 @click.argument("username")
 @click.option("--label", default=None, help='Where it is used, e.g. "laptop" (at most 60 '
@@ -582,10 +603,11 @@ def staff_token_list(username: str) -> None:
         _fail(f"no staff account {username!r}", 1)
     if not rows:
         click.echo(f"none: {username} has no API tokens")
+    clinic = rt.settings.defaults.timezone
     for token_id, label, created, used, revoked in rows:
-        state = f"revoked {_utc(revoked)}" if revoked else "live"
-        click.echo(f"{token_id:>5}  {state:<28} created {_utc(created)}  last used "
-                   f"{_utc(used) if used else 'never':<20}  {label or '-'}")
+        state = f"revoked {_local(revoked, clinic)}" if revoked else "live"
+        click.echo(f"{token_id:>5}  {state:<28} created {_local(created, clinic)}  last used "
+                   f"{_local(used, clinic) if used else 'never':<20}  {label or '-'}")
 
 
 @staff_token.command("revoke")
@@ -634,10 +656,11 @@ def transcript(phone: str, as_json: bool) -> None:
         return
     if not rows:
         click.echo(f"no messages to or from {number}")
+    clinic = rt.settings.defaults.timezone
     for m in rows:
         arrow = "<-" if m["direction"] == "in" else "->"
         media = "".join(f" [{a['content_type'] or 'attachment'}: {a['url']}]" for a in m["media"])
-        click.echo(f"{m['created_at']} {arrow} [{m['status']}] {_shown(m['body'])}"
+        click.echo(f"{_local(m['created_at'], clinic)} {arrow} [{m['status']}] {_shown(m['body'])}"
                    f"{_shown(media)}")
 
 
@@ -667,6 +690,7 @@ def escalations_list(open_only: bool, as_json: bool) -> None:
     from bot.web.serialize import escalation_json
 
     rt = _runtime()
+    clinic = rt.settings.defaults.timezone
     with rt.transaction() as s:
         found = list_escalations(s, open_only)
         rows = [escalation_json(e) for e in found]
@@ -676,8 +700,9 @@ def escalations_list(open_only: bool, as_json: bool) -> None:
           lambda e: f"{e['id']:>4} {e['ref']} "
                     f"{_shown(e['patient']) or 'not enrolled'} {numbers[e['id']] or '-'} "
                     f"{e['level']} {','.join(e['flags'])} "
-                    f"{e['status']} {e['created_at']} {e['acknowledged_by'] or '-'} "
-                    f"{e['acknowledged_at'] or '-'}")
+                    f"{e['status']} {_local(e['created_at'], clinic)} "
+                    f"{e['acknowledged_by'] or '-'} "
+                    f"{_local(e['acknowledged_at'], clinic)}")
 
 
 @escalations.command("ack")
@@ -729,7 +754,8 @@ def escalations_resolve(ref: str, note: str, by: str | None) -> None:
                 msg = f"{esc.ref} resolved: {_whose(s, esc)}"
             else:  # audited by the service
                 already = (f"{esc.ref} was already resolved at "
-                           f"{esc.resolved_at:%Y-%m-%d %H:%M} UTC; its note is kept: "
+                           f"{_local(esc.resolved_at, rt.settings.defaults.timezone)}; "
+                           "its note is kept: "
                            f"{esc.resolution_note}")
     except EscalationNotFound:
         _fail(f"no escalation {ref}", 1)
@@ -774,7 +800,8 @@ def schedules_add(phone, flow_id, local_time, every_days, reminder_text, first_d
             verb = "replaced" if result.replaced else "added"
             line = f"schedule {sched.id} {verb}: {flow_id} every {sched.every_days} days at " \
                    f"{sched.local_time}{_on_weekday(schedule_weekday(sched, patient.timezone))}" \
-                   f" ({patient.timezone}), next {sched.next_due_at.isoformat()}"
+                   f" ({patient.timezone}), next " \
+                   f"{_local(sched.next_due_at, rt.settings.defaults.timezone, patient.timezone)}"
             if result.replaced:
                 old = result.replaced
                 line += f" (was every {old['every_days']} days at {old['at']})"
@@ -824,8 +851,9 @@ def schedules_list(phone, include_inactive, as_json) -> None:
         text = f' "{r["params"]["reminder_text"]}"' if "reminder_text" in r["params"] else ""
         return (f"{r['id']:>5}  {r['phone']:<16} {r['flow']:<9} every {r['every_days']}d "
                 f"at {r['at']} {r['timezone']}{_on_weekday(r['weekday'])}  "
-                f"next {r['next_due_at']}{state}{text}")
+                f"next {_local(r['next_due_at'], clinic, r['timezone'])}{state}{text}")
 
+    clinic = rt.settings.defaults.timezone
     none = ("no schedules" if include_inactive else "no active schedules") + (
         f" for {number}" if phone is not None else "")
     _emit(rows, as_json, none, line)
@@ -866,8 +894,10 @@ def failed_messages(as_json: bool) -> None:
     rt = _runtime()
     with rt.transaction() as s:
         rows = [failed_json(item, message) for item, message in query(s)]
-    _emit(rows, as_json, "no failed messages", lambda r: f"{r['message_id']:>6} {r['created_at']} {r['to']:<16} "
-                                   f"{r['kind']:<10} attempts={r['attempts']} {r['error']}")
+    clinic = rt.settings.defaults.timezone
+    _emit(rows, as_json, "no failed messages",
+          lambda r: f"{r['message_id']:>6} {_local(r['created_at'], clinic)} {r['to']:<16} "
+                    f"{r['kind']:<10} attempts={r['attempts']} {r['error']}")
 
 
 def _emit(rows: list[dict], as_json: bool, none: str, line) -> None:
@@ -910,6 +940,7 @@ def _inbound_to_read(listing, as_json: bool, read_id: int | None, by: str | None
     """List patients' messages waiting for a person (`listing(session)`), or mark one read."""
     from bot.services.health import mark_read
     from bot.store.models import Patient
+    from bot.web.serialize import iso
 
     if read_id is not None:
         if not by or not by.strip():
@@ -926,11 +957,12 @@ def _inbound_to_read(listing, as_json: bool, read_id: int | None, by: str | None
         rows = []
         for m in listing(s):
             patient = s.get(Patient, m.patient_id) if m.patient_id else None
-            rows.append({"message_id": m.id, "created_at": m.created_at.isoformat(),
+            rows.append({"message_id": m.id, "created_at": iso(m.created_at),
                          "phone": m.address, "patient": patient.name if patient else None,
                          "channel": m.channel, "body": m.body})
+    clinic = rt.settings.defaults.timezone
     _emit(rows, as_json, none,
-          lambda r: f"{r['message_id']:>6} {r['created_at']} {r['phone']:<16} "
+          lambda r: f"{r['message_id']:>6} {_local(r['created_at'], clinic)} {r['phone']:<16} "
                     f"{_shown(r['patient']) or '(not enrolled)'}: {_shown(r['body'])}")
 
 
@@ -980,8 +1012,7 @@ def audit_log(phone, actor, action, since, limit, as_json) -> None:
                          "details": r.details or {}, "short": describe(r)})
 
     def line(r: dict) -> str:
-        local = datetime.fromisoformat(r["at"]).astimezone(zone)
-        return (f"{local:%Y-%m-%d %H:%M} {local.tzname()}  {_shown(r['actor'])}  {r['action']}  "
+        return (f"{_local(r['at'], zone.key)}  {_shown(r['actor'])}  {r['action']}  "
                 f"{_shown(r['patient']) or '-'}  {_shown(r['short'])}")
 
     none = "no audit records" + (f" about {number}" if number else "")

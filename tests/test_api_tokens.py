@@ -77,11 +77,12 @@ def test_token_list_shows_id_state_times_and_label_never_the_token(cli, rt, cloc
     first = new_token(rt, label="laptop")  # at the test's clock, to check the times shown
     new_token(rt, label="script")
     new_token(rt, "bob", label="bob's")
-    created = f"{clock.now():%Y-%m-%d %H:%M} UTC"
+    # In the clinic's zone (Europe/London), GMT on 2 March, as every CLI listing shows times.
+    created = f"{clock.now():%Y-%m-%d %H:%M} GMT"
     clock.advance(minutes=2)
     with rt.transaction() as s:  # the first is used, the second revoked
         staff_service.check_token(s, first, clock.now())
-    used = f"{clock.now():%Y-%m-%d %H:%M} UTC"
+    used = f"{clock.now():%Y-%m-%d %H:%M} GMT"
     clock.advance(minutes=3)
     revoke(rt, token_id=2)
     res = cli("staff", "token", "list", "alice")
@@ -89,7 +90,7 @@ def test_token_list_shows_id_state_times_and_label_never_the_token(cli, rt, cloc
     one, two = res.output.strip().splitlines()
     assert one.split()[:2] == ["1", "live"] and f"created {created}" in one
     assert f"last used {used}" in one and one.endswith("laptop")
-    assert two.split()[:2] == ["2", "revoked"] and f"{clock.now():%Y-%m-%d %H:%M} UTC" in two
+    assert two.split()[:2] == ["2", "revoked"] and f"{clock.now():%Y-%m-%d %H:%M} GMT" in two
     assert f"created {created}" in two and "last used never" in two
     assert two.endswith("script")
     assert first not in res.output and "bob's" not in res.output

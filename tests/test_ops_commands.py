@@ -229,7 +229,7 @@ def test_escalations_list_gives_the_number_to_call(cli, client, rt):
     assert res.exit_code == 0
     assert res.output == (f"   1 {ref} Ada Lovelace +447700900123 emergency "
                           f"bladder_dysfunction,limb_weakness open "
-                          f"{created.isoformat().replace('+00:00', 'Z')} - -\n")
+                          f"{created:%Y-%m-%d %H:%M} GMT - -\n")  # the clinic's zone
 
 
 @pytest.mark.parametrize("command", [("patients", "list"), ("escalations", "list"),
