@@ -9,7 +9,7 @@ import secrets
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from bot.domain import gsm7
@@ -705,8 +705,16 @@ def resolve(session: Session, ref: str, note: str, now: datetime, actor: str,
     return esc, True
 
 
-def list_escalations(session: Session, open_only: bool = False) -> list[Escalation]:
+def list_escalations(session: Session, open_only: bool = False,
+                     before: tuple[datetime, int] | None = None,
+                     limit: int | None = None) -> list[Escalation]:
+    """Newest first; a page of them: those after `before` (the created_at and id of the last
+    one of the page before) in that order, at most `limit`."""
     query = select(Escalation).order_by(Escalation.created_at.desc(), Escalation.id.desc())
     if open_only:
         query = query.where(Escalation.status != "resolved")
-    return list(session.scalars(query))
+    if before is not None:
+        at, esc_id = before
+        query = query.where(or_(Escalation.created_at < at,
+                                and_(Escalation.created_at == at, Escalation.id < esc_id)))
+    return list(session.scalars(query.limit(limit)))

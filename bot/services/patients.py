@@ -315,8 +315,13 @@ def enrol_patient(
     return patient
 
 
-def list_patients(session: Session) -> list[Patient]:
-    return list(session.scalars(select(Patient).order_by(Patient.id)))
+def list_patients(session: Session, after_id: int | None = None,
+                  limit: int | None = None) -> list[Patient]:
+    """Patients by id; a page of them: those after `after_id`, at most `limit`."""
+    query = select(Patient).order_by(Patient.id).limit(limit)
+    if after_id is not None:
+        query = query.where(Patient.id > after_id)
+    return list(session.scalars(query))
 
 
 def onboard_patient(session: Session, ctx, e: Enrolment, now: datetime, actor: str,

@@ -3,14 +3,18 @@ escalations."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
+import json
 import logging
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
-from flask import Blueprint, abort, g, jsonify, request
+from flask import Blueprint, abort, g, jsonify, make_response, request
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException, TooManyRequests, Unauthorized
@@ -306,19 +310,88 @@ def discharge(patient_id: int):
     return jsonify(body)
 
 
+# Lists come in pages: `limit` rows (default PAGE_LIMIT, at most PAGE_MAX) and, when there are
+# more, the next page's `cursor` in X-Next-Cursor and a Link rel="next" URL. The body stays a
+# bare JSON list. A cursor is the position of the page's last row (keyset: a row added or
+# removed meanwhile shifts nothing), opaque to clients.
+PAGE_LIMIT, PAGE_MAX = 100, 500
+_DIGITS = re.compile(r"[0-9]{1,4}")
+
+
+def _page_limit() -> int:
+    raw = request.args.get("limit")
+    if raw is None:
+        return PAGE_LIMIT
+    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= PAGE_MAX:
+        abort(make_response(_bad("limit", f"a whole number from 1 to {PAGE_MAX} (default "
+                                          f"{PAGE_LIMIT})")))
+    return int(raw)
+
+
+def _cursor(kind: str, row_id: int, at: datetime | None = None) -> str:
+    raw = json.dumps([kind, row_id, iso(at)], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _cursor_given(kind: str) -> tuple[int, datetime | None] | None:
+    """The (id, time) position a `cursor` of this list holds; a cursor that is not one from
+    this list is a 400 naming it."""
+    raw = request.args.get("cursor")
+    if raw is None:
+        return None
+    try:
+        got, row_id, at = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        if got != kind or type(row_id) is not int or not 0 < row_id <= MAX_ID:
+            raise ValueError(raw)
+        when = None if at is None else datetime.fromisoformat(at)
+        if when is not None:
+            if when.tzinfo is None:
+                raise ValueError(at)
+            when = when.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError, RecursionError, binascii.Error):
+        abort(make_response(_bad("cursor", "not a cursor of this list: give the X-Next-Cursor "
+                                           "of the page before, unchanged")))
+    return row_id, when
+
+
+def _paged(rows: list, limit: int, body, cursor):
+    """The JSON list of the first `limit` rows (fetched: up to limit + 1), with the next
+    page's cursor (`cursor(last row)`) when there are more."""
+    res = jsonify([body(r) for r in rows[:limit]])
+    if len(rows) > limit:
+        after = cursor(rows[limit - 1])
+        args = {k: v for k, v in request.args.items() if k not in ("cursor", "limit")}
+        res.headers["X-Next-Cursor"] = after
+        res.headers["Link"] = (f'<{request.base_url}?'
+                               f'{urlencode({**args, "limit": limit, "cursor": after})}>; '
+                               'rel="next"')
+    return res
+
+
 @bp.get("/patients")
 def patients():
     rt = runtime()
+    limit = _page_limit()
+    position = _cursor_given("patients")
     with rt.transaction() as s:
-        return jsonify([patient_json(p) for p in list_patients(s)])
+        rows = list_patients(s, after_id=position[0] if position else None, limit=limit + 1)
+        return _paged(rows, limit, patient_json, lambda p: _cursor("patients", p.id))
 
 
 @bp.get("/escalations")
 def escalations():
     rt = runtime()
     open_only = request.args.get("open") in ("1", "true", "yes")
+    limit = _page_limit()
+    position = _cursor_given("escalations")
+    if position is not None and position[1] is None:
+        abort(make_response(_bad("cursor", "not a cursor of this list")))
     with rt.transaction() as s:
-        return jsonify([escalation_json(e) for e in esc_service.list_escalations(s, open_only)])
+        rows = esc_service.list_escalations(
+            s, open_only, before=(position[1], position[0]) if position else None,
+            limit=limit + 1)
+        return _paged(rows, limit, escalation_json,
+                      lambda e: _cursor("escalations", e.id, e.created_at))
 
 
 def _conflict(s, esc: Escalation):
