@@ -502,6 +502,12 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
                                    kind="received", patient_id=patient.id), now).id]
 
 
+def _asking(conv: Conversation | None) -> bool:
+    """Whether the conversation waits for the patient's reply to a question it has asked
+    (not a WhatsApp opening waiting to be answered before the flow starts)."""
+    return conv is not None and conv.status == "waiting" and not conv.state.get("awaiting_open")
+
+
 def ask_again(session: Session, ctx: ServiceContext, patient: Patient, now: datetime, *,
               channel: str) -> list[int]:
     """The question waiting for the patient's answer, asked again in its own words after a
@@ -509,7 +515,7 @@ def ask_again(session: Session, ctx: ServiceContext, patient: Patient, now: date
     they see what to answer next. Nothing when no question waits (nor a WhatsApp opening),
     or while that question is still unsent (held by quiet hours: it goes then, once)."""
     conv = active_conversation(session, patient.id)
-    if conv is None or conv.status != "waiting" or conv.state.get("awaiting_open"):
+    if not _asking(conv):
         return []
     flow = flow_for(session, ctx, conv)
     text = engine.question_text(flow, conv.state, _context(
@@ -539,7 +545,7 @@ def record_score_beside_emergency(session: Session, ctx: ServiceContext, patient
     ("... for 2 days"), and the number is one the question takes. Nothing else changes: the
     emergency is handled as any (the caller interrupts the check-in), no flag is raised."""
     conv = active_conversation(session, patient.id)
-    if conv is None or conv.status != "waiting" or conv.state.get("awaiting_open"):
+    if not _asking(conv):
         return
     node = flow_for(session, ctx, conv).node(conv.state.get("node"))
     if not isinstance(node, AskNode) or node.answer.type != "integer" or not node.save:
@@ -566,7 +572,7 @@ def _asks_the_team(session: Session, ctx: ServiceContext, conv: Conversation,
     instead of answering the question waiting: it is listed for the team to read, the
     patient is told so and whom to call, and the question is asked again. It still counts as
     a reply not understood: three at "any new numbness?" alert the team, as before."""
-    if conv.status != "waiting" or conv.state.get("awaiting_open") or not asks_the_team(text):
+    if not _asking(conv) or not asks_the_team(text):
         return False
     flow = flow_for(session, ctx, conv)
     node = flow.node(conv.state.get("node"))
@@ -580,7 +586,7 @@ def _words_for_the_team(session: Session, ctx: ServiceContext, conv: Conversatio
     them as the same words sent outside a check-in are: the answer to a free-text question
     ("anything else you want your care team to know?"; the check-in then says the answers
     have gone to the team), unless it only says no ("no thanks", "nada")."""
-    if conv.status != "waiting" or conv.state.get("awaiting_open") or not text.strip():
+    if not _asking(conv) or not text.strip():
         return False
     if not engine.takes_free_text(flow_for(session, ctx, conv), conv.state.get("node")):
         return False
@@ -604,8 +610,7 @@ def _not_a_consent_answer(session: Session, ctx: ServiceContext, patient: Patien
     consent before (said NO, never answered, not understood), is no answer to it ("the pain
     is much worse this week"): words for the team, listed as the text that got them the
     question again was."""
-    if conv.flow_id != CONSENT_FLOW or conv.status != "waiting" or conv.state.get(
-            "awaiting_open"):
+    if conv.flow_id != CONSENT_FLOW or not _asking(conv):
         return False
     node = flow_for(session, ctx, conv).node(conv.state.get("node"))
     return (isinstance(node, AskNode) and not engine.parse_reply(node, text).ok
