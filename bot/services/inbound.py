@@ -17,6 +17,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from bot.domain.keywords import (
+    CARRIER_WORDS,
+    YES_WORDS,
+    carrier_command,
+    keyword_of,
+)
 from bot.domain.triage import (
     TriageResult,
     detect,
@@ -46,10 +52,6 @@ from bot.store.models import AuditLog, Escalation, Message, OutboxItem, Patient
 
 log = logging.getLogger(__name__)
 
-STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
-START_WORDS = {"START", "UNSTOP"}
-HELP_WORDS = {"HELP", "INFO", "AYUDA"}  # AYUDA: the word the Spanish texts would use
-YES_WORDS = {"YES", "Y", "SI"}
 # How the care team acknowledges an alert by text: "ACK ABCDE", and as people type it on a
 # phone: "Ack: abcde.", "ACK #ABCDE thanks", "acknowledged ABCDE", "OK ack", "ABCDE ack",
 # "Ack, calling him now" (no ref: the one open alert sent to them). See ack_request.
@@ -103,17 +105,15 @@ class InboundOutcome:
     outage_replies: list[tuple[str | None, str]] = field(default_factory=list)
 
 
-def keyword_of(text: str) -> str:
-    """The whole message as a keyword: trimmed, upper case, surrounding punctuation dropped."""
-    return re.sub(r"^[\W_]+|[\W_]+$", "", text or "").upper()
-
-
 def carrier_keyword(msg: InboundMessage, text: str) -> tuple[str | None, str]:
-    """("STOP" | "START" | "HELP" | None, the word or OptOutType that said so)."""
+    """("STOP" | "START" | "HELP" | None, the word or OptOutType that said so).
+
+    The whole message only, in English or Spanish (BAJA, ALTA, AYUDA...: see
+    bot/domain/keywords.py), from any patient: "no puedo parar de temblar" is no keyword."""
     word = keyword_of(text)
-    opt = (msg.opt_out_type or "").upper()
-    for command, words in (("STOP", STOP_WORDS), ("START", START_WORDS), ("HELP", HELP_WORDS)):
-        if word in words or opt == command:
+    said, opt = carrier_command(word), (msg.opt_out_type or "").upper()
+    for command in ("STOP", "START", "HELP"):
+        if said == command or opt == command:
             return command, word or opt
     return None, word
 
@@ -434,7 +434,7 @@ def _split_red_flag(session: Session, ctx: ServiceContext, msg: InboundMessage, 
         body = (row.body or "").strip()
         if not body:
             continue  # a photo between the words
-        if keyword_of(body) in STOP_WORDS | START_WORDS | HELP_WORDS:
+        if keyword_of(body) in CARRIER_WORDS:
             break
         alone = detect(body, ctx.vocabulary)
         if alone.level != "routine" and not alone.hypothetical:
