@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from bot.cli_flows import flows_group
 from bot.domain.flow_lint import lint_paths
 from bot.domain.flows import FlowError, load_flows
+from bot.domain.keywords import CARRIER_WORDS
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = "tests/fixtures/broken_flows"
@@ -42,6 +43,11 @@ EXPECTED = {
     "text_case_value": "node question: cases[1] tests the value of a free-text answer",
     "branch_unknown_key": "node check: branches on 'pain_score', which no node saves",
     "reserved_trigger": "trigger 'STOP' is reserved (carrier keywords, YES and NO)",
+    "reserved_trigger_spanish": "trigger 'ALTA' is reserved (carrier keywords, YES and NO)",
+    "reserved_option_word": "node pain_level: answer.options[1].words: 'Baja' is a keyword "
+    "(it opts the patient out): a reply of only that never reaches the flow",
+    "reserved_yes_word": "node question: answer.yes_words: 'iniciar!' is a keyword (it opts "
+    "the patient back in): a reply of only that never reaches the flow",
     "unknown_start_flow": "node handover: starts flow 'followup', which is not loaded",
     "yes_words_not_yesno": "node question: answer: yes_words and no_words are only for yesno "
     "answers",
@@ -147,3 +153,52 @@ def test_load_flows_refuses_a_broken_flow(tmp_path):
     with pytest.raises(FlowError) as caught:
         load_flows(tmp_path)
     assert caught.value.errors == [f"{tmp_path}/broken.yaml: {EXPECTED['unknown_flag']}"]
+
+
+def _flow_with(tmp_path, answer: str, triggers: str = "[]") -> Path:
+    path = tmp_path / "words.yaml"
+    path.write_text(f"""id: words
+revision: 1
+title: Words
+language: es
+languages: [es]
+start: question
+triggers: {triggers}
+nodes:
+  - id: question
+    kind: ask
+    text: "Responda SI o NO."
+    answer: {answer}
+    retry: {{text: "Responda SI o NO, por favor.", fallback: done}}
+    timeout: {{after: 24h, next: done}}
+    next: done
+  - id: done
+    kind: end
+""")
+    return path
+
+
+@pytest.mark.parametrize("word", sorted(CARRIER_WORDS))
+def test_every_keyword_the_bot_acts_on_is_a_reserved_trigger(tmp_path, word):
+    report = lint_paths([_flow_with(tmp_path, "{type: yesno}", f"[{word}]")])
+    assert report.errors == [f"{tmp_path}/words.yaml: trigger {word!r} is reserved "
+                             "(carrier keywords, YES and NO)"]
+
+
+@pytest.mark.parametrize(("no_words", "error"), [
+    # An opt-out is a stronger no, and "stop please" is still read as one: allowed (the
+    # shipped consent question has "stop").
+    ("[stop, baja, parar]", None),
+    ("[ayuda]", "answer.no_words: 'ayuda' is a keyword (it asks for help)"),
+    ("{es: [Reanudar]}", "answer.no_words: 'Reanudar' is a keyword (it opts the patient "
+     "back in)"),
+])
+def test_a_no_word_may_opt_out_but_not_opt_in_or_ask_for_help(tmp_path, no_words, error):
+    report = lint_paths([_flow_with(tmp_path, f"{{type: yesno, no_words: {no_words}}}")])
+    assert report.errors == ([f"{tmp_path}/words.yaml: node question: {error}: a reply of only "
+                              "that never reaches the flow"] if error else [])
+
+
+def test_a_keyword_inside_an_answer_phrase_is_fine(tmp_path):
+    answer = "{type: yesno, yes_words: [\"quiero el alta\"], no_words: [\"no quiero parar\"]}"
+    assert lint_paths([_flow_with(tmp_path, answer)]).errors == []

@@ -29,14 +29,15 @@ from bot.domain.flows import (
     normalise_keyword,
 )
 from bot.domain.gsm7 import non_gsm_chars, segments
+from bot.domain.keywords import CARRIER_WORDS, NO_WORDS, YES_WORDS, carrier_command, keyword_of
 
 MAX_SEGMENTS = 2
 VARIABLES_FILE = "variables.yaml"
-# Carrier opt-out/opt-in/help keywords, and replies that already mean an answer.
-RESERVED_KEYWORDS = frozenset({
-    "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "START", "UNSTOP", "HELP", "INFO",
-    "YES", "NO", "Y", "N", "SI",
-})
+# Not a trigger: the opt-out, opt-in and help keywords the bot acts on (English and Spanish,
+# bot/domain/keywords.py), and replies that already mean an answer.
+RESERVED_KEYWORDS = CARRIER_WORDS | YES_WORDS | NO_WORDS
+_DOES = {"STOP": "it opts the patient out", "START": "it opts the patient back in",
+         "HELP": "it asks for help"}
 VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -243,6 +244,28 @@ def _case_problems(flow: Flow, node: Any) -> list[str]:
     return problems
 
 
+def _keyword_word_problems(node: Any) -> list[str]:
+    """An answer's word that is, alone, a keyword (BAJA, ALTA, AYUDA, STOP...): a reply of only
+    that word is acted on as the keyword and never reaches the flow ("baja" meant as "low" would
+    opt the patient out). A stop word among a yes/no question's no_words is allowed: opting
+    out is a stronger no, and the word still reads as no inside a reply ("stop please")."""
+    if not isinstance(node, AskNode):
+        return []
+    answer = node.answer
+    lists = [(f"answer.options[{i}].words", option.all_words(), ())
+             for i, option in enumerate(answer.options or [], start=1)]
+    lists += [("answer.yes_words", answer.all_yes_words(), ()),
+              ("answer.no_words", answer.all_no_words(), ("STOP",))]
+    problems = []
+    for label, words, allowed in lists:
+        for word in words:
+            command = carrier_command(keyword_of(word))
+            if command is not None and command not in allowed:
+                problems.append(f"{label}: {word!r} is a keyword ({_DOES[command]}): a reply "
+                                "of only that never reaches the flow")
+    return problems
+
+
 def _reachable(flow: Flow) -> set[str]:
     seen, todo = set(), [flow.start]
     while todo:
@@ -381,6 +404,7 @@ def lint_flow(path: Path, flow: Flow, variables: dict[str, Variable]) -> list[st
             problems.append(f"never ends if the patient does not reply: {loop}")
         problems += [f"unknown flag {flag!r}" for flag in node.flags if flag not in FLAG_NAMES]
         problems += _case_problems(flow, node)
+        problems += _keyword_word_problems(node)
         for label, text in _texts(node):
             problems += _text_problems(flow, label, text, variables)
         lines += [f"{path}: node {node.id}: {problem}" for problem in problems]
