@@ -456,7 +456,7 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
                              or conv.state.get("awaiting_open")):
         aside = _asks_the_team(session, ctx, conv, text)
         if (aside or _words_for_the_team(session, ctx, conv, text)
-                or _not_a_consent_answer(session, ctx, patient, conv, text)):
+                or (triggered is None and _not_a_consent_answer(session, ctx, conv, text))):
             mark_to_read(session, message_id)
         if aside and _unsent_rows(session, patient, conv):
             # Written before the question reached them (held by quiet hours): as any reply
@@ -604,17 +604,18 @@ def _plain_yes(ctx: ServiceContext, text: str) -> bool:
                        reasons=False).value == "yes"
 
 
-def _not_a_consent_answer(session: Session, ctx: ServiceContext, patient: Patient,
-                          conv: Conversation, text: str) -> bool:
-    """Whether a reply to the consent question, from a patient whose welcome ended without
-    consent before (said NO, never answered, not understood), is no answer to it ("the pain
-    is much worse this week"): words for the team, listed as the text that got them the
-    question again was."""
+def _not_a_consent_answer(session: Session, ctx: ServiceContext, conv: Conversation,
+                          text: str) -> bool:
+    """Whether a reply to the consent question (the welcome's, or the short one asked again
+    of a patient whose welcome ended without consent) is no answer to it: "I've been feeling
+    awful since the op", "the pain is much worse this week". The question is asked again as
+    before, and the words are for the team, listed as a consented patient's text outside a
+    check-in is: they may be all this patient ever tells the clinic. A flow's keyword
+    (CHECKIN) is no words for the team: the caller leaves it out."""
     if conv.flow_id != CONSENT_FLOW or not _asking(conv):
         return False
     node = flow_for(session, ctx, conv).node(conv.state.get("node"))
-    return (isinstance(node, AskNode) and not engine.parse_reply(node, text).ok
-            and _welcome_ended_unagreed(session, patient))
+    return isinstance(node, AskNode) and not engine.parse_reply(node, text).ok
 
 
 def _late_answer(session: Session, ctx: ServiceContext, patient: Patient, text: str,
