@@ -145,6 +145,10 @@ class Defaults(_Strict):
     country: str | None = None
     checkin_every_days: int = Field(default=7, ge=0, le=366)
     checkin_at: str = "10:00"
+    # A plain YES from a patient who answered the consent question without agreeing (NO, or
+    # replies not understood) within this many days records consent; later, the welcome is
+    # sent again first. 0 = always the welcome again.
+    consent_yes_after_decline_days: int = Field(default=30, ge=0, le=366)
 
     _zone = field_validator("timezone")(_check_zone)
 

@@ -199,6 +199,51 @@ def _welcome_ended_unagreed(session: Session, patient: Patient) -> bool:
     return ended is not None and (ended.state or {}).get("answers", {}).get("consent") != "yes"
 
 
+def _declined_lately(session: Session, ctx: ServiceContext, patient: Patient,
+                     now: datetime) -> Conversation | None:
+    """The latest welcome (or consent question asked again) of a patient without consent in
+    which they answered the consent question without agreeing: NO, or replies not understood
+    (so it reached them and they read it), if it ended within
+    `defaults.consent_yes_after_decline_days`. None otherwise: never answered (the welcome
+    may never have reached them), long ago, or a welcome still open."""
+    days = ctx.settings.defaults.consent_yes_after_decline_days
+    if not days or not _welcome_ended_unagreed(session, patient):
+        return None
+    ended = session.scalars(
+        select(Conversation).where(Conversation.patient_id == patient.id,
+                                   Conversation.flow_id == CONSENT_FLOW,
+                                   Conversation.status == "completed",
+                                   Conversation.updated_at >= now - timedelta(days=days))
+        .order_by(Conversation.id.desc()))
+    for conv in ended:
+        state = conv.state or {}
+        if ((state.get("answers") or {}).get("consent") == "no"
+                or any(entry.get("replies") for entry in (state.get(UNANSWERED) or {}).values())):
+            return conv
+    return None
+
+
+def _consent_after_decline(session: Session, ctx: ServiceContext, patient: Patient,
+                           declined: Conversation, text: str, now: datetime, *,
+                           channel: str) -> list[int]:
+    """A plain YES from a patient who lately answered the consent question without agreeing
+    (see _declined_lately): the answer to that question, as if it were still waiting. A
+    consent conversation takes it, so consent is what the welcome's YES gives: the answer
+    stored, consent recorded and audited (`patient.consent`, with after_decline and the
+    conversation declined in), the weekly check-in scheduled, and the welcome's thanks sent.
+    It answers the patient's own text, so no WhatsApp opening is needed."""
+    flow = ctx.flows.get(CONSENT_FLOW)
+    conv = _new_conversation(session, patient, flow, now)
+    context = _context(ctx, patient, {})
+    state = {**engine.waiting_at(flow, CONSENT_AGAIN_AT, now, context), "params": {}}
+    result = engine.step(flow, state, engine.Inbound(text), now, context)
+    if result.new_state is not None:
+        result.new_state["params"] = {}
+    return _apply(session, ctx, patient, conv, flow, result, now, routine=False,
+                  channel=channel, words=text, asked=CONSENT_AGAIN_AT,
+                  consent_details={"after_decline": True, "declined_in": declined.id})
+
+
 def _needs_template_opening(session: Session, ctx: ServiceContext, patient: Patient,
                             flow_id: str, channel: str | None, now: datetime) -> bool:
     """WhatsApp allows free text only within 24 h of the patient's last WhatsApp message (an
@@ -311,9 +356,10 @@ def _unsent_rows(session: Session, patient: Patient, conv: Conversation) -> list
 def _apply(session: Session, ctx: ServiceContext, patient: Patient, conv: Conversation,
            flow: Flow, result: engine.StepResult, now: datetime, *, routine: bool,
            channel: str | None, words: str | None = None,
-           asked: str | None = None) -> list[int]:
+           asked: str | None = None,
+           consent_details: dict[str, Any] | None = None) -> list[int]:
     """Store what a step did. `words`: the patient's reply that caused it, to the question
-    at node `asked`."""
+    at node `asked`. `consent_details`: more to audit with the consent it records, if any."""
     state = result.new_state or {}
     timed_out = [r.node_id for r in result.recorded if isinstance(r, engine.TimedOut)]
     if timed_out and state:
@@ -341,7 +387,7 @@ def _apply(session: Session, ctx: ServiceContext, patient: Patient, conv: Conver
                     and patient.consent_at is None):
                 patient.consent_at = now
                 audit(session, now, f"patient:{patient.id}", "patient.consent", "patient",
-                      patient.id, flow_revision=flow.revision)
+                      patient.id, flow_revision=flow.revision, **(consent_details or {}))
                 _schedule_first_checkin(session, ctx, patient, now)
             elif (flow.id == CONSENT_FLOW and record.key == "consent" and record.value == "no"
                     and patient.consent_at is not None):
@@ -475,15 +521,23 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
         # Nothing but the consent conversation until the patient has said YES.
         if triggered is not None and triggered.id != CONSENT_FLOW and already_answered:
             return []
-        if (triggered is None and not _plain_yes(ctx, text)
+        plain_yes = triggered is None and _plain_yes(ctx, text)
+        if (triggered is None and not plain_yes
                 and _welcome_ended_unagreed(session, patient)):
             # Said NO (or never answered the welcome, or was not understood), and writes to
             # the clinic: their words are for the team, as a consented patient's are. One
-            # short reply asks for consent again (none after a red flag's instruction); a
-            # plain YES gets the welcome again, as before.
+            # short reply asks for consent again (none after a red flag's instruction).
             mark_to_read(session, message_id)
             return [] if already_answered else _ask_consent_again(session, ctx, patient, now,
                                                                   channel=channel)
+        if plain_yes and parse_yesno(text, reasons=False).value == "yes":
+            # A YES (not "ok": said to "we will not send you check-in messages", it only
+            # says they heard) from a patient who answered the consent question lately
+            # without agreeing: it answers that question. Otherwise the welcome again.
+            declined = _declined_lately(session, ctx, patient, now)
+            if declined is not None:
+                return _consent_after_decline(session, ctx, patient, declined, text, now,
+                                              channel=channel)
         ids = start_flow(session, ctx, patient, CONSENT_FLOW, now, channel=channel)
         return ids
     if triggered is not None:
