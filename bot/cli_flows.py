@@ -159,6 +159,7 @@ def simulate_command(flow_id: str, language: str | None, name: str | None,
     result = step(flow, None, Start(), now, context)
     _show(result)
     state = result.new_state
+    ended = None  # why the bot, not the flow, ended the conversation
     while state and state["status"] == WAITING:
         if interactive:
             try:
@@ -182,15 +183,79 @@ def simulate_command(flow_id: str, language: str | None, name: str | None,
                 continue
             result = step(flow, state, Timeout(), now, context)
         else:
+            ended = _before_the_flow(line, flow, state, language, context)
+            if ended == "answered":
+                continue
+            if ended:
+                break
             result = step(flow, state, Inbound(line), now, context)
         _show(result)
         state = result.new_state
-    if state and state["status"] == WAITING:
+    flags = list(state["flags"]) if state else []
+    if ended == "emergency":
+        click.echo("[conversation ended by the red flag]")
+        flags += [f for f in _red_flags(line) if f not in flags]
+    elif ended == "stopped":
+        click.echo("[conversation ended: the patient opted out]")
+    elif state and state["status"] == WAITING:
         click.echo(f"[conversation still waiting for a reply at {state['node']}]")
     else:
         click.echo("[conversation completed]")
-    flags = ", ".join(state["flags"]) if state and state["flags"] else "none"
-    click.echo(f"[flags raised: {flags}]")
+    click.echo(f"[flags raised: {', '.join(flags) or 'none'}]")
+
+
+def _red_flags(text: str) -> list[str]:
+    """The red flags in a text (routine flags such as fatigue left out), as the bot reads it."""
+    from bot.domain.triage import detect, level_for_flags
+
+    return [f for f in detect(text).flags if level_for_flags([f]) != "routine"]
+
+
+def _before_the_flow(line: str, flow, state: dict, language: str,
+                     context: dict) -> str | None:
+    """What the bot does with a patient's text before the flow sees it (bot/services/inbound.py):
+    STOP, START and HELP and their Spanish forms, then red flags. Shows it; returns "stopped" or
+    "emergency" when that ends the conversation, "answered" when the text goes no further
+    (HELP, START), None when the flow reads it next (also after an urgent red flag or the
+    safety net, which the bot sends first)."""
+    from bot.domain.engine import question_text
+    from bot.domain.keywords import carrier_command, keyword_of
+    from bot.domain.triage import detect
+    from bot.texts import load_texts
+
+    texts = load_texts()
+
+    def say(key: str) -> None:
+        values = {k: v for k, v in context.items() if k != "language"}
+        click.echo(f"bot: {texts.render(key, language, **values)}")
+
+    command = carrier_command(keyword_of(line))
+    if command == "STOP":
+        say("stopped")
+        return "stopped"
+    if command in ("START", "HELP"):
+        say("started" if command == "START" else "help")
+        again = question_text(flow, state, context)
+        if again:
+            click.echo(f"bot: {again}")
+        return "answered"
+    triage = detect(line)
+    flags = ", ".join(_red_flags(line))
+    if triage.level == "routine":
+        return None
+    if triage.hypothetical:
+        click.echo("  [a question about a red flag: the safety net]")
+        say("safety_net")
+        return None
+    click.echo(f"  [red flag: {triage.level} ({flags})]")
+    if triage.level == "emergency":
+        say("emergency")
+        click.echo("  [the care team is alerted at once, and again until someone "
+                   "acknowledges; the check-in stops here]")
+        return "emergency"
+    say("urgent")
+    click.echo("  [the care team is told, to call the patient today]")
+    return None
 
 
 @click.group()

@@ -120,3 +120,58 @@ def test_simulate_refuses_a_language_the_deployment_does_not_offer(monkeypatch):
     spanish = CliRunner().invoke(simulate_command, ["welcome", "--language", "ES"],
                                  input="/quit\n")
     assert spanish.exit_code == 0 and spanish.output.startswith("bot: Hola Maria")
+
+
+def test_simulate_shows_the_emergency_the_bot_would_send_and_stops_there():
+    # In production every text is checked for red flags before the flow sees it: an
+    # emergency gets the urgent-care instruction, the care team is alerted, the check-in ends.
+    result = CliRunner().invoke(simulate_command, ["checkin"],
+                                input="7\nI cant feel my legs\nno\n")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    at = lines.index("patient: I cant feel my legs")
+    assert lines[at + 1] == "  [red flag: emergency (sensory_loss)]"
+    assert lines[at + 2].startswith("bot: Maria, this could be serious and needs checking now. "
+                                     "Call the acute oncology hotline now on")
+    assert lines[at + 3] == ("  [the care team is alerted at once, and again until someone "
+                             "acknowledges; the check-in stops here]")
+    assert "patient: no" not in lines  # nothing more is read: the conversation has ended
+    assert "not understood" not in result.output
+    assert lines[-2:] == ["[conversation ended by the red flag]",
+                          "[flags raised: severe_pain, sensory_loss]"]
+
+
+def test_simulate_shows_the_safety_net_for_a_question_and_goes_on():
+    result = CliRunner().invoke(simulate_command, ["checkin"],
+                                input="what if my legs go numb?\n3\n")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    at = lines.index("patient: what if my legs go numb?")
+    assert lines[at + 1] == "  [a question about a red flag: the safety net]"
+    assert lines[at + 2].startswith("bot: If you ever get new weakness, numbness")
+    assert "  [saved worst_pain = 3]" in lines  # the check-in goes on
+
+
+def test_simulate_shows_an_urgent_red_flag_and_goes_on():
+    result = CliRunner().invoke(simulate_command, ["checkin"], input="3\nI have a fever\n")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    at = lines.index("patient: I have a fever")
+    assert lines[at + 1].startswith("  [red flag: urgent (")
+    assert lines[at + 2].startswith("bot: Maria, thank you for telling us. Your care team will")
+    assert lines[at + 3] == "  [the care team is told, to call the patient today]"
+
+
+def test_simulate_stop_and_help_as_the_bot_answers_them():
+    stopped = CliRunner().invoke(simulate_command, ["checkin"], input="3\nStop\nno\n")
+    lines = stopped.output.splitlines()
+    at = lines.index("patient: Stop")
+    assert lines[at + 1].startswith("bot: You will get no more messages from Spine Oncology")
+    assert "patient: no" not in lines
+    assert lines[-2] == "[conversation ended: the patient opted out]"
+    helped = CliRunner().invoke(simulate_command, ["checkin", "--language", "es"],
+                                input="ayuda\n")
+    lines = helped.output.splitlines()
+    at = lines.index("patient: ayuda")
+    assert "STOP" in lines[at + 1] and lines[at + 1].startswith("bot: ")
+    assert lines[at + 2] == lines[1]  # the question waiting, asked again
