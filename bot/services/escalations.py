@@ -21,6 +21,7 @@ from bot.domain.triage import (
     level_for_flags,
     max_level,
 )
+from bot.services import staff as staff_service
 from bot.services import voice
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
@@ -504,8 +505,9 @@ def alert_body(session: Session, ctx: ServiceContext, esc: Escalation,
 
     An alert that goes again because nobody acknowledged in time says so first (see
     resent_note); `before` is the id of the alert being written again, None for one about
-    to be written. With CHECKIN_PUBLIC_URL set it ends with a link to the red flag's
-    dashboard page. The words (or the reply with its question) get the room the rest leaves;
+    to be written. With CHECKIN_PUBLIC_URL set, and the dashboard open to sign in to (see
+    staff.dashboard_usable: not with real phones and neither an admin token nor staff
+    accounts), it ends with a link to the red flag's dashboard page. The words (or the reply with its question) get the room the rest leaves;
     the link is left out rather than leave them under LINK_ROOM characters."""
     note = resent_note(session, ctx, esc, before)
     values = {"level": esc.level.upper(), "ref": esc.ref, "resent": f"{note} " if note else "",
@@ -518,6 +520,8 @@ def alert_body(session: Session, ctx: ServiceContext, esc: Escalation,
         key = "alert"
         values.update(patient=short_name(patient.name), patient_phone=patient.phone)
     link = dashboard_link(ctx.settings.public_url, esc.ref)
+    if link and not staff_service.dashboard_usable(session, ctx.settings):
+        link = None  # the dashboard is off (403): the link would lead nowhere
     if link and gsm7.is_gsm7(link):
         body = _fitted(ctx, esc, key, {**values, "link": f" {link}"}, LINK_ROOM)
         if body is not None:

@@ -89,6 +89,15 @@ def any_active(session: Session) -> bool:
     return session.scalar(select(Staff.id).where(Staff.active.is_(True)).limit(1)) is not None
 
 
+def dashboard_usable(session: Session, settings) -> bool:
+    """Whether the dashboard can be opened at all (as bot.web.dashboard._guard decides): the
+    dev messenger, an admin token, or, on real phones without one, an active staff account
+    and CHECKIN_SECRET_KEY to sign its sessions. Otherwise every page of it is a 403."""
+    if settings.messenger_name == "dev" or settings.admin_token:
+        return True
+    return bool(settings.secret_key) and any_active(session)
+
+
 def list_staff(session: Session) -> list[Staff]:
     return list(session.scalars(select(Staff).order_by(Staff.username)))
 
