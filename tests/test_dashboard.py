@@ -678,9 +678,38 @@ def test_failures_invalid_numbers_opt_outs_and_unanswered_checkins(signed_in, rt
     assert "Bad Number" in failed and "21211" in failed and "checkin" in failed
     assert "Bad Number" in section(text, "invalid")
     opted = section(text, "opted-out")
-    assert "Gone Quiet" in opted and "replied STOP" in opted and "Old Stopper" not in opted
+    assert "Gone Quiet" in opted and "replied <strong" in opted and "Old Stopper" not in opted
     expired = section(text, "expired")
     assert "Silent Sid" in expired and expired.count("Silent Sid") == 1
+
+
+def test_an_opt_out_shows_the_word_the_patient_sent(signed_in, rt):
+    """STOP, CANCEL, BAJA, a Spanish CANCELAR...: the list of opt-outs says which word did it
+    (as the opt-out's audit record keeps it), so a mistaken one can be spotted and followed up;
+    the carrier's opt-out (21610) still says so."""
+    sent = {"+447700900211": ("Rosa Baja", "¡Baja!", "BAJA"),
+            "+447700900212": ("Carl Cancel", "cancelar", "CANCELAR"),
+            "+447700900213": ("Eve English", "Stop", "STOP"),
+            "+447700900214": ("Una Unsubscribe", "UNSUBSCRIBE", "UNSUBSCRIBE")}
+    for phone, (name, _, _) in sent.items():
+        enrol(rt, phone, name)
+    carrier = enrol(rt, "+447700900215", "Cora Carrier")
+    for phone, (_, body, _) in sent.items():
+        res = signed_in.post("/simulator/api/messages", json={"phone": phone, "body": body})
+        assert res.status_code == 201, res.get_json()
+    with rt.transaction() as s:
+        s.get(Patient, carrier).status = "opted_out"
+        audit(s, rt.clock.now(), "system", "patient.opted_out", "patient", carrier,
+              error_code=21610)
+    opted = section(page(signed_in), "opted-out")
+    cards = {card.split("</a>", 1)[0].rsplit(">", 1)[1]: card
+             for card in opted.split('<div class="card">')[1:]}
+    assert set(cards) == {name for name, _, _ in sent.values()} | {"Cora Carrier"}
+    for name, _, word in sent.values():
+        assert re.search(rf"replied <strong[^>]*>{word}</strong>", cards[name]), cards[name]
+        assert "STOP" not in cards[name] or word == "STOP"
+    assert "carrier: opted out" in cards["Cora Carrier"]
+    assert "replied" not in cards["Cora Carrier"]
 
 
 # -- enrolling patients and setting schedules ------------------------------------------------

@@ -114,6 +114,7 @@ FAILED_HOURS = 24
 RECENT_DAYS = 7
 # The check-in flow's node for "we have not heard back, this check-in is now closed".
 NO_REPLY_END = "no_reply_end"
+OPT_OUT_WORD_CHARS = 30  # the word an opt-out was made with, as shown
 
 
 # -- the session cookie ----------------------------------------------------------------------
@@ -765,8 +766,17 @@ def _opted_out_rows(s: Session, now: datetime) -> list[dict]:
     for pid, row in latest.items():
         patient = s.get(Patient, pid)
         if patient is not None and patient.status == "opted_out":
-            how = "replied STOP" if row.action == "patient.opt_out" else "carrier: opted out"
-            rows.append({"patient": patient, "at": row.at, "how": how})
+            if row.action == "patient.opt_out":
+                # The word that did it (STOP, CANCEL, BAJA, CANCELAR...), as the bot read it:
+                # a Spanish CANCELAR meant as "cancel my appointment" can be spotted.
+                word = (row.details or {}).get("keyword")
+                word = " ".join(str(word).split()).upper()[:OPT_OUT_WORD_CHARS] if word \
+                    else "STOP"
+                rows.append({"patient": patient, "at": row.at, "how": "replied",
+                             "word": word})
+            else:
+                rows.append({"patient": patient, "at": row.at, "how": "carrier: opted out",
+                             "word": None})
     return sorted(rows, key=lambda r: r["at"], reverse=True)
 
 
