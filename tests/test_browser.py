@@ -395,6 +395,39 @@ class TestDashboard:
         assert (page.locator("#problems").bounding_box()["y"]
                 < page.locator("#open").bounding_box()["y"])
 
+    def test_the_patients_page_pages_and_a_search_finds_a_patient_on_a_later_page(
+            self, page, server, rt, clock):
+        """More patients than a page holds: Next shows the rest, Previous the first page
+        again, and the search finds one on the second page from the first."""
+        from bot.services.patients import Enrolment, enrol_patient
+        from bot.web.dashboard import PATIENTS_PAGE
+
+        with rt.transaction() as s:
+            for i in range(PATIENTS_PAGE + 3):
+                enrol_patient(s, Enrolment(f"+447700{900300 + i:06d}", f"Patient {i:03d}",
+                                           "Europe/London"),
+                              languages=["en", "es"], now=clock.now(), actor="test")
+        last = f"Patient {PATIENTS_PAGE + 2:03d}"
+        page.goto(server + "/dashboard/patients")
+        page.fill("#token", "s3cret-admin")
+        page.fill("#name", "Nurse Jo")
+        page.click("#sign-in")
+        rows = page.locator("#patients tr", has_text="Patient ")
+        page.locator("#patients tr", has_text="Patient 000").wait_for()
+        assert rows.count() == PATIENTS_PAGE and page.locator("#previous").count() == 0
+        page.click("#next")
+        page.locator("#patients tr", has_text=last).wait_for()
+        assert rows.count() == 3 and page.locator("#next").count() == 0
+        page.click("#previous")
+        page.locator("#patients tr", has_text="Patient 000").wait_for()
+        assert rows.count() == PATIENTS_PAGE
+        page.fill("#q", last.lower())
+        page.click("#find")
+        page.locator("#clear").wait_for()
+        assert rows.count() == 1 and last in rows.first.inner_text()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-patients-search.png"), full_page=True)
+
     def test_text_boxes_and_drop_downs_are_big_enough_to_tap_on_a_phone(self, page, server,
                                                                         rt, clock):
         """Every field to type in or choose from (sign-in, enrol, a patient's page) is at

@@ -25,6 +25,7 @@ is patient data.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
 import logging
@@ -920,27 +921,82 @@ def read_message(message_id: int):
 # -- patients --------------------------------------------------------------------------------
 
 
+# The patients page lists this many a page, with Next and Previous links (keyset, as GET
+# /api/patients: a link holds the id of the page's last, or first, patient, and the page goes
+# on from where that patient stands in the order; a patient enrolled meanwhile shifts nothing).
+PATIENTS_PAGE = 100
+SEARCH_DIGITS = 4  # a search with at least this many digits also looks at phone numbers
+
+
+def _patient_key(discharged: bool, name: str, patient_id: int) -> tuple[bool, str, int]:
+    """The patients page's order. Discharged patients last: the list is for those still in
+    the service. Names in the order of the alphabet, whatever their case or accents ("van
+    Dijk", "Émile"): the database's own order (SQLite, PostgreSQL's C collation) puts them
+    after "Z", so the order is computed here, on every patient's name, id and status only."""
+    return discharged, unidecode(name).casefold(), patient_id
+
+
+def _search_matches(query: str, name: str, phone: str) -> bool:
+    """A name containing the search, whatever the case or accents ("emile" finds "Émile");
+    or, with SEARCH_DIGITS digits or more, a number containing them as typed in any form
+    ("07700 900123", "+44 7700 900123", "900123")."""
+    if unidecode(query).casefold() in unidecode(name).casefold():
+        return True
+    digits = re.sub(r"[^0-9]", "", query).lstrip("0")
+    return len(digits) >= SEARCH_DIGITS and digits in phone
+
+
+def _cursor_arg(key: str) -> int | None:
+    raw = request.args.get(key, "")
+    return int(raw) if raw.isdigit() and 0 < int(raw) <= MAX_ID else None
+
+
 @bp.get("/patients")
 def patients():
+    """A page of PATIENTS_PAGE patients in _patient_key's order; ?q= keeps to those whose
+    name (or number) contains it, on every page; ?after=<id> / ?before=<id>: the page after
+    (before) that patient. A cursor that names no patient starts from the first page."""
     rt = runtime()
+    query = clean_name(request.args.get("q"))
+    after, before = _cursor_arg("after"), _cursor_arg("before")
     with rt.transaction() as s:
+        everyone = s.execute(select(Patient.id, Patient.name, Patient.status, Patient.phone)).all()
+        keys = sorted(_patient_key(status == DISCHARGED, name, pid)
+                      for pid, name, status, phone in everyone
+                      if not query or _search_matches(query, name, phone))
+        # Where the cursor's patient stands now, matching the search or not.
+        cursor = s.get(Patient, after or before) if (after or before) else None
+        start = 0
+        if cursor is not None:
+            at = _patient_key(cursor.status == DISCHARGED, cursor.name, cursor.id)
+            if after:
+                start = bisect.bisect_right(keys, at)
+            else:
+                start = max(0, bisect.bisect_left(keys, at) - PATIENTS_PAGE)
+        shown = [key[2] for key in keys[start:start + PATIENTS_PAGE]]
+        by_id = {p.id: p for p in s.scalars(select(Patient).where(Patient.id.in_(shown)))}
         next_checkin = dict(s.execute(
             select(Schedule.patient_id, func.min(Schedule.next_due_at))
-            .where(Schedule.active.is_(True), Schedule.flow_id == CHECKIN_FLOW)
+            .where(Schedule.active.is_(True), Schedule.flow_id == CHECKIN_FLOW,
+                   Schedule.patient_id.in_(shown))
             .group_by(Schedule.patient_id)).all())
         latest = (select(func.max(Message.id))
-                  .where(Message.direction == "in", Message.patient_id.is_not(None))
+                  .where(Message.direction == "in", Message.patient_id.in_(shown))
                   .group_by(Message.patient_id))
         last_in = {m.patient_id: m for m in s.scalars(
             select(Message).where(Message.id.in_(latest)))}
-        # Discharged patients last: the list is for those still in the service. Names in
-        # the order of the alphabet, whatever their case or accents ("van Dijk", "Émile"):
-        # the database's own order (SQLite, PostgreSQL's C collation) puts them after "Z".
-        listed = sorted(s.scalars(select(Patient)), key=lambda p: (
-            p.status == DISCHARGED, unidecode(p.name).casefold(), p.id))
-        rows = [{"patient": p, "next_checkin": next_checkin.get(p.id),
-                 "last_in": last_in.get(p.id)} for p in listed]
-        return _render("dashboard/patients.html", rows=rows)
+        rows = [{"patient": by_id[pid], "next_checkin": next_checkin.get(pid),
+                 "last_in": last_in.get(pid)} for pid in shown if pid in by_id]
+        q = query or None
+        paging = {
+            "first": start + 1, "last": start + len(shown), "found": len(keys),
+            "previous": url_for("dashboard.patients", q=q, before=shown[0])
+            if shown and start > 0 else None,
+            "next": url_for("dashboard.patients", q=q, after=shown[-1])
+            if shown and start + len(shown) < len(keys) else None,
+        }
+        return _render("dashboard/patients.html", rows=rows, total=len(everyone), query=query,
+                       paging=paging)
 
 
 @bp.get("/patients/<int:patient_id>")
