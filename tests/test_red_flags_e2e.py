@@ -209,12 +209,30 @@ def test_more_red_flags_are_added_and_a_higher_level_alerts_again(client, rt, fa
         assert len(s.scalars(select(Escalation)).all()) == 1
 
 
-def test_a_hypothetical_question_gets_the_safety_net_not_silence(client, rt, fake_http):
+@pytest.mark.parametrize("question", [
+    "what should I do if my legs go numb?",
+    "if my mum's legs go numb what do we do?",  # a carer asking about the patient
+    "if my mum’s legs go numb what do we do",
+])
+def test_a_hypothetical_question_gets_the_safety_net_not_silence(client, rt, fake_http,
+                                                                 question):
     enrol(rt)
-    texted(client, "what should I do if my legs go numb?")
+    texted(client, question)
     reply = [d["Body"] for d in sent_to(fake_http, PHONE)][0]
     assert readable_phone(rt.settings.clinic.acute_oncology_hotline) in reply
     assert "Don't wait" in reply
+    with rt.transaction() as s:
+        assert s.scalars(select(Escalation)).all() == []
+    assert all(alerts(fake_http, phone) == [] for phone in chain_phones(rt))
+
+
+@pytest.mark.parametrize("report", ["my husband's legs went numb this morning",
+                                    "mum’s legs have gone weak"])
+def test_a_carer_reporting_it_happened_raises_the_emergency(client, rt, fake_http, report):
+    enrol(rt)
+    texted(client, report)
+    assert escalation(rt).level == "emergency"
+    assert alerts(fake_http, chain_phones(rt)[0])
 
 
 def test_a_structured_yes_in_the_checkin_raises_the_flag_and_escalates(client, rt, fake_http):

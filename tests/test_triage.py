@@ -429,6 +429,42 @@ def test_routine_messages_are_never_hypothetical():
     assert detect("what if I feel tired?").hypothetical is False
 
 
+# Rule 5 for someone else: a carer asking what to do if it happens to the patient. The person
+# ("my mum's", "dad's", "my husband", curly apostrophe or none) may stand between the condition
+# and the symptom, as "my" does; a question asked as "we" is still a question.
+@pytest.mark.parametrize("text", [
+    "if my mum's legs go numb what do we do?",
+    "if my mum’s legs go numb what do we do?",
+    "if my mums legs go numb what do we do?",
+    "if my mum's legs go numb what do we do",  # no "?": "what do we do" asks for advice
+    "what if my dad's legs give way?",
+    "What should we do if my husband's feet go numb?",
+    "if mum's legs go weak who do we call?",
+    "in case my wife can't feel her legs, who do we ring?",
+    "what if my partner wets himself?",
+    "what do we do if our son's legs go numb?",
+])
+def test_hypothetical_questions_about_someone_else_are_hypothetical(text):
+    result = detect(text)
+    assert result.level == "emergency" and result.hypothetical is True, result
+
+
+# ... but a report about them is real, with or without an "if" (rule 1: the real one wins)
+@pytest.mark.parametrize("text", [
+    "my husband's legs went numb this morning",
+    "mum's legs have gone weak",
+    "my dad’s legs gave way, what do we do?",
+    "what do we do if my mum's legs have been numb since yesterday?",
+    "if my husband's legs went numb this morning what do we do?",
+    "what if my dad's legs are numb like now?",
+    "if my mum gets up her legs give way, what do we do?",
+    "my wife's legs go numb if she sits too long",
+])
+def test_reports_about_someone_else_are_not_hypothetical(text):
+    result = detect(text)
+    assert result.level == "emergency" and result.hypothetical is False, result
+
+
 # ------------------------------------------------------------------------------ numbers
 @pytest.mark.parametrize("text", [
     "pain 9/10", "8 out of 10", "back pain 7/10", "pain is 8 today", "ten out of ten",
