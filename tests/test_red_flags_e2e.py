@@ -15,7 +15,7 @@ from werkzeug.serving import make_server
 from bot.services.context import readable_phone
 from bot.services.conversations import active_conversation, start_flow
 from bot.services.patients import Enrolment, enrol_patient
-from bot.store.models import AuditLog, Conversation, Escalation, Patient
+from bot.store.models import Answer, AuditLog, Conversation, Escalation, Patient
 from tests.twilio_signing import sign
 from tests.twilio_support import (  # noqa: F401 - fixtures
     AUTH_TOKEN,
@@ -233,6 +233,98 @@ def test_a_carer_reporting_it_happened_raises_the_emergency(client, rt, fake_htt
     texted(client, report)
     assert escalation(rt).level == "emergency"
     assert alerts(fake_http, chain_phones(rt)[0])
+
+
+# An answer given beside an emergency, in a clause of its own ("2, and I can't feel my legs"):
+# the emergency is handled as any (the check-in ends), and the answer is the question's, as a
+# pain score beside one is ("3 and I can't feel my legs"): the check-in history shows it.
+_NOS_TO = {"pain_new": ["3"], "numbness": ["0"], "weakness": ["0", "no"],
+           "fatigue": ["0"] + ["no"] * 7}  # the replies that bring the check-in to that question
+
+
+def _at(client, rt, fake_http, clock, question):
+    pid = enrol(rt)
+    if question == "reminder_reply":
+        with rt.transaction() as s:
+            start_flow(s, rt.ctx, s.get(Patient, pid), "reminder", clock.now(),
+                       params={"reminder_text": "Time for your tablets."})
+    else:
+        texted(client, "CHECKIN")
+        for reply in _NOS_TO[question]:
+            texted(client, reply)
+    with rt.transaction() as s:
+        conv = active_conversation(s, pid)
+        assert conv.state["node"] == {"reminder_reply": "remind"}.get(question, question)
+    fake_http.reset()
+    return pid
+
+
+def _answers(rt, pid, key):
+    with rt.transaction() as s:
+        return [a.value for a in s.scalars(select(Answer).where(
+            Answer.patient_id == pid, Answer.question_key == key))]
+
+
+@pytest.mark.parametrize(("question", "reply", "value"), [
+    ("fatigue", "2, and I can't feel my legs", "a_little"),  # a numbered choice
+    ("fatigue", "4 and my legs gave way", "quite_a_bit"),
+    ("fatigue", "my legs gave way. 5", "very_much"),
+    ("fatigue", "a little, and I can't feel my legs", "a_little"),  # the option's words
+    ("reminder_reply", "2, and I can't feel my legs", "cannot"),
+    ("reminder_reply", "1 but my legs went numb", "done"),
+    ("pain_new", "yes and I can't feel my legs", "yes"),  # a yes/no question
+    ("numbness", "yes, my legs gave way", "yes"),
+    ("weakness", "my feet are numb. yes", "yes"),
+])
+def test_an_answer_beside_an_emergency_is_recorded_as_a_score_is(
+        client, rt, fake_http, clock, question, reply, value):
+    pid = _at(client, rt, fake_http, clock, question)
+    texted(client, reply)
+    esc = escalation(rt)
+    assert esc.level == "emergency" and reply in esc.words
+    assert alerts(fake_http, chain_phones(rt)[0])
+    with rt.transaction() as s:
+        assert active_conversation(s, pid) is None  # the emergency ended it, as before
+        audited = s.scalars(select(AuditLog).where(
+            AuditLog.action == "conversation.answer_beside_emergency")).one()
+        assert audited.actor == f"patient:{pid}"
+        assert audited.details["key"] == question and audited.details["value"] == value
+    assert _answers(rt, pid, question) == [value]
+
+
+@pytest.mark.parametrize(("question", "reply"), [
+    ("fatigue", "2 and I can't feel my legs for 2 days"),  # which number answers?
+    ("fatigue", "7 and I can't feel my legs"),  # not one of its options
+    ("fatigue", "I can't feel my legs"),
+    ("reminder_reply", "3, and I can't feel my legs"),
+    ("reminder_reply", "can't walk, and my legs went numb"),  # "can't" is no answer here
+    # a "no" to a red-flag question beside an emergency is no plain no: the emergency wins
+    ("numbness", "no, but I can't feel my legs"),
+    ("weakness", "no, my legs gave way"),
+    ("weakness", "no, but I can't feel my feet"),
+    ("weakness", "my feet are numb. no"),
+    ("pain_new", "no and I can't feel my legs"),
+    ("pain_new", "not sure and I can't feel my legs"),
+])
+def test_no_answer_is_taken_from_an_emergency_with_no_plain_answer_beside_it(
+        client, rt, fake_http, clock, question, reply):
+    pid = _at(client, rt, fake_http, clock, question)
+    texted(client, reply)
+    assert escalation(rt).level == "emergency"
+    assert _answers(rt, pid, question) == []
+
+
+def test_a_yes_beside_an_emergency_at_the_consent_question_is_not_recorded(
+        client, rt, fake_http, clock):
+    pid = enrol(rt, consented=False)
+    with rt.transaction() as s:
+        start_flow(s, rt.ctx, s.get(Patient, pid), "welcome", clock.now())
+        assert active_conversation(s, pid).state["node"] == "consent"
+    texted(client, "yes and I can't feel my legs")
+    assert escalation(rt).level == "emergency"
+    assert _answers(rt, pid, "consent") == []
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).consent_at is None  # as before
 
 
 def test_a_structured_yes_in_the_checkin_raises_the_flag_and_escalates(client, rt, fake_http):

@@ -581,43 +581,84 @@ def ask_again(session: Session, ctx: ServiceContext, patient: Patient, now: date
         conversation_id=conv.id), now).id]
 
 
-# A score given with an emergency in one text, before or after it ("3 and I can't feel my
-# legs", "my legs gave way. 3/10"): the number alone, in a clause of its own.
-_SCORE = r"(?:(?:my|the)\s+)?(?:pain|dolor)?\s*(?:is|was|es|de|:)?\s*(?P<n>\d{1,2})" \
-    r"(?:\s*/\s*10|\s+out\s+of\s+10)?"
-_CLAUSE_BREAK = r"\s*(?:[,;.!]|\s+-\s+|\s+(?:and|but|y|pero)\s+)\s*"
-_SCORE_BESIDE = (re.compile(rf"^\s*{_SCORE}{_CLAUSE_BREAK}(?P<rest>.+)$", re.I | re.S),
-                 re.compile(rf"^(?P<rest>.+?){_CLAUSE_BREAK}{_SCORE}\s*[.!]?\s*$", re.I | re.S))
+# An answer given with an emergency in one text, before or after it, in a clause of its own:
+# a score ("3 and I can't feel my legs", "my legs gave way. 3/10"), a numbered or worded
+# choice ("2, and I can't feel my legs", "a little and my legs gave way"), a yes or no ("yes,
+# my legs gave way").
+_SCORE = re.compile(r"(?:(?:my|the)\s+)?(?:pain|dolor)?\s*(?:is|was|es|de|:)?\s*(?P<n>\d{1,2})"
+                    r"(?:\s*/\s*10|\s+out\s+of\s+10)?", re.I)
+_CLAUSE_BREAK = re.compile(r"\s*(?:[,;.!]|\s+-\s+|\s+(?:and|but|y|pero)\s+)\s*", re.I)
+_SHORT_ANSWER_WORDS = 4  # "2", "yes", "quite a bit", "can't make it"
 
 
-def record_score_beside_emergency(session: Session, ctx: ServiceContext, patient: Patient,
-                                  text: str, now: datetime) -> None:
-    """An emergency texted in reply to a number question, with the number in its own clause
-    before or after it ("3 and I can't feel my legs" to the 0-10 pain question): the number
-    is recorded as the question's answer, so the check-in history and the pain chart show it.
-    Only when the rest of the text, without it, is the emergency, has no other number in it
-    ("... for 2 days"), and the number is one the question takes. Nothing else changes: the
-    emergency is handled as any (the caller interrupts the check-in), no flag is raised."""
+def _answers_beside(node: AskNode, text: str) -> list[tuple[Any, str]]:
+    """(value, answer, the rest of the text) for each answer to `node` that the first clause,
+    or the last, of `text` gives on its own: the score alone for a number question ("pain 3"),
+    a short reply the question reads otherwise ("2", "yes", "quite a bit")."""
+    text = text.strip().rstrip(".! ")
+    breaks = list(_CLAUSE_BREAK.finditer(text))
+    if not breaks:
+        return []
+    first, last = breaks[0], breaks[-1]
+    found = []
+    for part, rest in ((text[:first.start()], text[first.end():]),
+                       (text[last.end():], text[:last.start()])):
+        if node.answer.type == "integer":
+            score = _SCORE.fullmatch(part.strip())
+            if score is None:
+                continue
+            part = score["n"]
+        elif not part.strip() or len(part.split()) > _SHORT_ANSWER_WORDS:
+            continue
+        result = engine.parse_reply(node, part)
+        if result.ok:
+            found.append((result.value, part, rest))
+    return found
+
+
+def record_answer_beside_emergency(session: Session, ctx: ServiceContext, patient: Patient,
+                                   text: str, now: datetime) -> None:
+    """An emergency texted in reply to a question, with the answer in its own clause before or
+    after it ("3 and I can't feel my legs" to the 0-10 pain question, "2, and I can't feel my
+    legs" to a numbered one, "yes, my legs gave way" to a yes/no one): the answer is recorded
+    as the question's, so the check-in history and the pain chart show it. Only when the rest
+    of the text, without it, is the emergency and has no number in it ("... for 2 days"), the
+    answer alone raises no red flag, the first and last clauses do not give two different
+    answers, the text raises no flag of the question that the answer does not, and, but for
+    a score, the answer is not one that denies every red flag the question asks about: a
+    "no, but my legs are weak" to "any new numbness?" is no plain no (when unsure, the
+    emergency wins; the team asks). Not at the consent question. Nothing else changes: the
+    emergency is handled as any (the caller interrupts the conversation), no flag is
+    raised."""
     conv = active_conversation(session, patient.id)
-    if not _asking(conv):
+    if not _asking(conv) or conv.flow_id == CONSENT_FLOW:
+        return  # consent is the welcome's to take, not an answer to record
+    flow = flow_for(session, ctx, conv)
+    node = flow.node(conv.state.get("node"))
+    if not isinstance(node, AskNode) or node.answer.type == "text" or not node.save:
         return
-    node = flow_for(session, ctx, conv).node(conv.state.get("node"))
-    if not isinstance(node, AskNode) or node.answer.type != "integer" or not node.save:
+    found = []
+    for value, part, rest in _answers_beside(node, text):
+        beside = detect(rest, ctx.vocabulary)
+        if (beside.level == "emergency" and not beside.hypothetical
+                and not re.search(r"\d", rest)
+                and detect(part, ctx.vocabulary).level == "routine"):
+            found.append((value, part))
+    if not found or any(value != found[0][0] for value, _ in found):
         return
-    for pattern in _SCORE_BESIDE:
-        found = pattern.match(text)
-        if found is None or re.search(r"\d", found["rest"]):
-            continue
-        beside = detect(found["rest"], ctx.vocabulary)
-        result = engine.parse_reply(node, found["n"])
-        if beside.level != "emergency" or beside.hypothetical or not result.ok:
-            continue
-        session.add(Answer(patient_id=patient.id, conversation_id=conv.id,
-                           question_key=node.save, value=result.value, created_at=now))
-        audit(session, now, f"patient:{patient.id}", "conversation.answer_beside_emergency",
-              "conversation", conv.id, patient_id=patient.id, flow=conv.flow_id, node=node.id,
-              key=node.save, value=result.value)
-        return
+    value, part = found[0]
+    asked_about = {flag for case in node.cases for flag in case.flags}
+    answered = set(engine.flags_of_reply(flow, node.id, part))
+    if (asked_about & set(detect(text, ctx.vocabulary).flags)) - answered:
+        return  # "3 and I can't feel my legs, the pain is agony" (not 3, then)
+    red = {flag for flag in asked_about if level_for_flags([flag], ctx.vocabulary) != "routine"}
+    if node.answer.type != "integer" and red and not red & answered:
+        return  # "no, but my legs are weak" to "any new numbness?": no plain no
+    session.add(Answer(patient_id=patient.id, conversation_id=conv.id,
+                       question_key=node.save, value=value, created_at=now))
+    audit(session, now, f"patient:{patient.id}", "conversation.answer_beside_emergency",
+          "conversation", conv.id, patient_id=patient.id, flow=conv.flow_id, node=node.id,
+          key=node.save, value=value)
 
 
 def _asks_the_team(session: Session, ctx: ServiceContext, conv: Conversation,

@@ -344,8 +344,9 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
     # Routine flags (fatigue, "pain" at a stable level) go on the record, not into an alert.
     red_flags = [f for f in triage.flags if level_for_flags([f], ctx.vocabulary) != "routine"]
     if triage.level == "emergency" and not triage.hypothetical:
-        # "3 and I can't feel my legs" at the pain question: the 3 is the check-in's answer.
-        conversations.record_score_beside_emergency(session, ctx, patient, text, now)
+        # "3 and I can't feel my legs" at the pain question: the 3 is the check-in's answer;
+        # so is the 2 of "2, and I can't feel my legs" at a numbered one, or a yes or no.
+        conversations.record_answer_beside_emergency(session, ctx, patient, text, now)
         conversations.interrupt_active(session, patient.id, now, reason="emergency")
         out.outbox_ids += emergency_response(session, ctx, patient, red_flags, words,
                                              now, channel=msg.channel)
