@@ -421,6 +421,7 @@ def load_settings(
     """Build validated Settings; raise ConfigError with one line naming the bad key."""
     env = os.environ if env is None else env
     data = _read_yaml(DEFAULT_CONFIG)
+    _no_secrets_in_file(data, DEFAULT_CONFIG)
     extra_path = env.get("CHECKIN_CONFIG")
     if extra_path:
         extra = _read_yaml(Path(extra_path))

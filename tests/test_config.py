@@ -112,3 +112,16 @@ def test_a_zone_that_is_not_an_iana_name_is_a_config_error(zone):
         load_settings(env={}, overrides={"defaults": {"timezone": zone}})
     assert str(err.value).startswith(
         f"config: defaults.timezone: unknown timezone {zone!r}"[:60])
+
+
+def test_secrets_are_refused_in_the_default_settings_file_too(tmp_path, monkeypatch):
+    """config/default.yaml is a file a deployment edits (the clinic, its care team): a secret
+    put there would be committed with it, so it is refused as in the CHECKIN_CONFIG file."""
+    import bot.config
+
+    f = tmp_path / "default.yaml"
+    f.write_text(bot.config.DEFAULT_CONFIG.read_text(encoding="utf-8")
+                 + "admin_token: oops-a-shared-secret\n")
+    monkeypatch.setattr(bot.config, "DEFAULT_CONFIG", f)
+    with pytest.raises(ConfigError, match="admin_token: secrets are read only from the env"):
+        load_settings(env={})
