@@ -418,7 +418,7 @@ def patients_discharge(phone: str, reason: str) -> None:
 @patients.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def patients_list(as_json: bool) -> None:
-    """One line per patient: id, E.164 number, status, channel, name."""
+    """One line per patient: id, E.164 number, status, consent, channel, name."""
     from bot.services.patients import list_patients
     from bot.web.serialize import patient_json
 
@@ -494,7 +494,7 @@ def staff_add(username: str, name: str, password_stdin: bool) -> None:
 
 @staff.command("list")
 def staff_list() -> None:
-    """One line per account: username, name, active or disabled, last sign-in."""
+    """One line per account: username, active or disabled, last sign-in, name."""
     from bot.services.staff import list_staff
 
     rt = _runtime()
@@ -914,8 +914,8 @@ def _emit(rows: list[dict], as_json: bool, none: str, line) -> None:
 @click.option("--read", "read_id", type=int, help="Mark this message read (audited).")
 @click.option("--by", default=None, help="Who read it (with --read).")
 def unprocessed(as_json: bool, read_id: int | None, by: str | None) -> None:
-    """Patients' messages the bot could not handle (only red flags were acted on): read each,
-    follow up with the patient, then mark it read."""
+    """Patients' messages the bot could not handle (only red flags, STOP, START and HELP were
+    acted on): read each, follow up with the patient, then mark it read."""
     from bot.services.health import unprocessed_messages
 
     _inbound_to_read(unprocessed_messages, as_json, read_id, by, "no unprocessed messages",
