@@ -235,6 +235,38 @@ def test_a_carer_reporting_it_happened_raises_the_emergency(client, rt, fake_htt
     assert alerts(fake_http, chain_phones(rt)[0])
 
 
+def _enrol_spanish(rt):
+    with rt.transaction() as s:
+        p = enrol_patient(s, Enrolment(PHONE, "Lucia Perez", "Europe/Madrid", "sms", "es"),
+                          languages=["en", "es"], now=rt.clock.now(), actor="test")
+        p.consent_at = rt.clock.now()
+
+
+# A carer texting in Spanish about the patient, in the third person: the emergency, in Spanish,
+# and the care team alerted; their question about the patient gets the safety net
+@pytest.mark.parametrize("report", ["mi madre no puede caminar",
+                                    "a mi madre se le duermen las piernas",
+                                    "mi marido se ha orinado encima"])
+def test_a_spanish_carer_reporting_it_in_the_third_person_raises_the_emergency(
+        client, rt, fake_http, report):
+    _enrol_spanish(rt)
+    texted(client, report)
+    assert escalation(rt).level == "emergency"
+    [reply] = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert "Llame ahora" in reply and rt.settings.clinic.emergency_number in reply
+    assert alerts(fake_http, chain_phones(rt)[0])
+
+
+def test_a_spanish_carers_question_about_the_patient_gets_the_safety_net(client, rt,
+                                                                         fake_http):
+    _enrol_spanish(rt)
+    texted(client, "¿y si a mi madre se le duermen las piernas?")
+    [reply] = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert "llame enseguida" in reply
+    with rt.transaction() as s:
+        assert s.scalars(select(Escalation)).all() == []
+
+
 # An answer given beside an emergency, in a clause of its own ("2, and I can't feel my legs"):
 # the emergency is handled as any (the check-in ends), and the answer is the question's, as a
 # pain score beside one is ("3 and I can't feel my legs"): the check-in history shows it.

@@ -656,6 +656,36 @@ def test_a_clinician_can_add_a_phrase(tmp_path):
     assert level(message) == "routine"  # the default vocabulary is untouched
 
 
+def test_a_first_person_phrase_a_clinician_adds_also_matches_the_third_person(tmp_path):
+    # the vocabulary's third_person table: a carer says "se le entumece la pierna", "no puede
+    # subir", "mi madre no nota los dedos" about the patient
+    def change(d):
+        d["flags"]["limb_weakness"]["phrases"].append("no puedo subir $")
+        d["flags"]["sensory_loss"]["phrases"].append("se me entumece [{my}] {limb}")
+    custom = load_vocabulary(_mutated(tmp_path, change))
+    for text in ("no puedo subir", "no puede subir", "se me entumece la pierna",
+                 "a mi padre se le entumece la pierna"):
+        assert detect(text, custom).level == "emergency", text
+    assert detect("a mi padre no se le entumece la pierna", custom).level == "routine"
+    # a table without the entry leaves the third person out: it is the table that does it
+    custom = load_vocabulary(_mutated(tmp_path, lambda d: (change(d), d["third_person"].pop(
+        "puedo"), d["third_person"].pop("me"))))
+    assert detect("no puedo subir", custom).level == "emergency"
+    assert detect("no puede subir", custom).level == "routine"
+    assert detect("se le entumece la pierna", custom).level == "routine"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["third_person"].update(puedo="puede"), "third_person.puedo: must be a list"),
+    (lambda d: d["third_person"].update({"no me puedo": ["no se puede"]}),
+     "third_person: 'no me puedo' must be one plain word or two"),
+    (lambda d: d["third_person"].update(puedo=["pue*de"]), "must be plain words"),
+])
+def test_a_malformed_third_person_table_gives_a_clear_error(tmp_path, change, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_vocabulary(_mutated(tmp_path, change))
+
+
 def test_a_clinician_can_add_a_flag_and_change_a_tier(tmp_path):
     def change(d):
         d["flags"]["hiccups"] = {"level": "urgent", "phrases": ["hiccup*", "(hipo|hipos)"]}

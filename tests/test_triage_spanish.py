@@ -68,3 +68,122 @@ def test_spanish_red_flag_is_detected(text, flag):
 @pytest.mark.parametrize("text", DENIALS)
 def test_spanish_denials_stay_below_emergency(text):
     assert detect(text).level != "emergency"
+
+
+# A carer texting about the patient, in the third person: "no puede caminar", "se le duermen",
+# "le fallan", "se ha orinado encima", "sus piernas", "mi madre dice que ...". The vocabulary
+# writes its Spanish phrases in the first person; its `third_person` table makes every one of
+# them match the third person too. Each of these was routine before.
+THIRD_PERSON = [
+    # the carer's own words from the report
+    ("mi madre no puede caminar", "gait_balance"),
+    ("no puede caminar", "gait_balance"),
+    ("a mi madre se le duermen las piernas", "sensory_loss"),
+    ("mi marido se ha orinado encima", "bladder_dysfunction"),
+    ("mi hija dice que no puede mover las piernas", "limb_weakness"),
+    ("se le doblan las rodillas", "limb_weakness"),
+    # weakness
+    ("no se puede levantar de la silla", "limb_weakness"),
+    ("mi padre no puede levantarse", "limb_weakness"),
+    ("no se sostiene de pie", "limb_weakness"),
+    ("a mi abuela se le van las piernas", "limb_weakness"),
+    ("las piernas no le responden", "limb_weakness"),
+    ("sus piernas no responden", "limb_weakness"),
+    ("no tiene fuerza en las piernas", "limb_weakness"),
+    ("ha perdido la fuerza en los brazos", "limb_weakness"),
+    ("no puede agarrar nada", "limb_weakness"),
+    ("se le caen las cosas de las manos", "limb_weakness"),
+    ("se le cae todo de las manos", "limb_weakness"),
+    ("a mi mujer le cuesta mucho levantarse", "limb_weakness"),
+    # the owner after the limb: "las piernas de mi padre"
+    ("las piernas de mi padre están débiles", "limb_weakness"),
+    ("los pies de mi madre están dormidos", "sensory_loss"),
+    # numbness
+    ("se le han dormido los pies", "sensory_loss"),
+    ("mi esposa dice que se le duermen las manos", "sensory_loss"),
+    ("le hormiguean los pies", "sensory_loss"),
+    # saddle
+    ("no nota nada al limpiarse", "saddle_anaesthesia"),
+    ("no siente el papel cuando se limpia", "saddle_anaesthesia"),
+    ("se le duerme el culo", "saddle_anaesthesia"),
+    ("dice que no siente sus partes", "saddle_anaesthesia"),
+    # bladder
+    ("se le escapa la orina", "bladder_dysfunction"),
+    ("mi padre no puede orinar", "bladder_dysfunction"),
+    ("no ha orinado desde ayer", "bladder_dysfunction"),
+    ("se meó encima", "bladder_dysfunction"),
+    ("no nota cuando tiene que orinar", "bladder_dysfunction"),
+    ("se orinó en la cama", "bladder_dysfunction"),
+    ("no puede aguantar el pis", "bladder_dysfunction"),
+    ("me oriné en la cama", "bladder_dysfunction"),  # the first person was missed too
+    # bowel
+    ("se ha hecho caca encima", "bowel_dysfunction"),
+    ("mi suegra se hizo caca encima", "bowel_dysfunction"),
+    ("se ensució encima", "bowel_dysfunction"),
+    ("se le escapan las heces", "bowel_dysfunction"),
+    ("mi padre se hizo caca en la cama", "bowel_dysfunction"),
+    # gait and balance
+    ("mi padre se cae", "gait_balance"),
+    ("mi madre se ha caído", "gait_balance"),
+    ("se cayó en el baño", "gait_balance"),
+    ("ha perdido el equilibrio", "gait_balance"),
+    ("pierde el equilibrio", "gait_balance"),
+    ("no tiene equilibrio", "gait_balance"),
+    ("le cuesta caminar", "gait_balance"),
+    ("se le cae el pie", "gait_balance"),
+    ("necesita ayuda para caminar", "gait_balance"),
+    ("tiene que usar bastón", "gait_balance"),
+    ("no se levanta de la cama", "gait_balance"),
+    # urgent tier
+    ("le duele mucho la espalda", "new_back_pain"),
+    ("el dolor no le deja dormir", "night_pain"),
+    ("no ha hecho caca en 5 días", "constipation"),
+    ("tiene temperatura", "fever"),
+    # third person plural (two of them, or "ellos"), still the flag
+    ("se les duermen las piernas", "sensory_loss"),
+    ("les fallan las piernas", "limb_weakness"),
+    ("no pueden caminar", "gait_balance"),
+    ("usted no puede caminar", "gait_balance"),  # "usted" is the third person singular
+]
+
+# ... and their denials and everyday near misses stay routine (negation in the third person)
+THIRD_PERSON_ROUTINE = [
+    "mi madre no tiene entumecimiento",
+    "mi padre camina bien",
+    "mi madre puede caminar sin problema",
+    "mi marido no se ha caído",
+    "a mi madre no se le duermen las piernas",
+    "mi padre no tiene hormigueo en los pies ni debilidad",
+    "mi hija no se ha orinado encima",
+    "el vecino le cae fatal a mi madre",
+    "mi madre dice que ya no le duele la espalda",
+    "a mi madre se le cae el pelo con la quimio",
+    "las piernas de mi madre están bien",
+    "no se les duermen las piernas",
+]
+
+# ... and a carer's question about the patient is a question (the safety net), as in English
+THIRD_PERSON_QUESTIONS = [
+    ("¿y si a mi madre se le duermen las piernas?", "sensory_loss"),
+    ("¿qué hacemos si mi padre no puede caminar?", "gait_balance"),
+    ("¿qué hago si mi marido se orina encima?", "bladder_dysfunction"),
+]
+
+
+@pytest.mark.parametrize(("text", "flag"), THIRD_PERSON, ids=[t for t, _ in THIRD_PERSON])
+def test_spanish_third_person_red_flag_is_detected(text, flag):
+    result = detect(text)
+    assert flag in result.flags, result
+    assert not result.hypothetical
+
+
+@pytest.mark.parametrize("text", THIRD_PERSON_ROUTINE)
+def test_spanish_third_person_denials_stay_routine(text):
+    assert detect(text).level == "routine", detect(text)
+
+
+@pytest.mark.parametrize(("text", "flag"), THIRD_PERSON_QUESTIONS)
+def test_spanish_third_person_questions_get_the_safety_net(text, flag):
+    result = detect(text)
+    assert flag in result.flags and result.level == "emergency", result
+    assert result.hypothetical, result

@@ -149,6 +149,7 @@ class _Message:
         self._masked: str | None = None
         self._starts: list[int] = []
         self._ends: list[int] = []
+        self._spans: list[tuple[int, int]] = []  # what was blanked
 
     @property
     def masked(self) -> str:
@@ -158,11 +159,23 @@ class _Message:
             for m in self.vocab.rx["mask"].finditer(norm):
                 parts += [norm[last:m.start() + 1], "q" * (m.end() - m.start() - 1)]
                 last = m.end()
+                self._spans.append((m.start(), m.end()))
             self._masked = "".join(parts) + norm[last:]
             for m in self.vocab.rx["boundary"].finditer(self._masked):
                 self._starts.append(m.start())
                 self._ends.append(m.end())
         return self._masked
+
+    def masked_for(self, start: int) -> str:
+        """`masked` as read for the mention starting at `start`: a hedge the mention starts
+        inside is no hedge: its words are read. "no se le duermen las
+        piernas" is the negation of "se le duermen", not "no se" (I don't know) + "le duermen";
+        "no se ha caido" and "no se cae" likewise."""
+        masked = self.masked
+        for s, e in self._spans:
+            if s < start < e and self.vocab.rx["hedge"].fullmatch(self.norm, s, e):
+                return masked[:s] + self.norm[s:e] + masked[e:]
+        return masked
 
     def clause(self, pos: int) -> tuple[int, int]:
         """(start, end) of the clause containing pos."""
@@ -476,7 +489,7 @@ def _negated(msg: _Message, start: int, end: int, hits: list[tuple[str, int, int
     vocab = msg.vocab
     if not vocab.immune_words.isdisjoint(msg.norm[start:end].split()):
         return False  # the phrase itself carries the negation: "can't feel my feet"
-    masked, rx = msg.masked, vocab.rx
+    masked, rx = msg.masked_for(start), vocab.rx
     clause_start, clause_end = msg.clause(start)
     if _affirmed(msg, end, clause_end, hits):
         return False  # a checklist answer: "fever no numbness yes"

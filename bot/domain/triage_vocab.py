@@ -31,7 +31,8 @@ CORE_FLAGS = frozenset({
     "bowel_dysfunction", "gait_balance", "radicular_pain", "severe_pain", "night_pain",
     "cough_pain", "uncontrolled_pain", "new_back_pain", "fever", "constipation",
 })
-_TOP_KEYS = {"version", "settings", "numeric", "spellings", "word_classes", "flags", "context"}
+_TOP_KEYS = {"version", "settings", "numeric", "spellings", "word_classes", "third_person", "flags",
+             "context"}
 _FLAG_KEYS = {"level", "description", "phrases", "downgrade_when_stable"}
 _CONTEXT_KEYS = {
     "negation_before", "negation_after", "negation_after_links", "immune_words",
@@ -108,9 +109,16 @@ class _Compiler:
     leaves that space off (it is matched once, in front of a whole alternation).
     """
 
-    def __init__(self, classes: dict[str, list[str]], where: str) -> None:
+    def __init__(self, classes: dict[str, list[str]], where: str,
+                 persons: dict[str, list[str]] | None = None) -> None:
         self.class_src, self.where = classes, where
-        self.classes: dict[str, tuple] = {}
+        self.classes: dict[tuple[str, bool], tuple] = {}
+        # third_person: a word (or two words in a row) -> ("alt", (itself, its forms...)); used
+        # while `expand` is on (flag phrases and the word classes they use, see _compile_flags)
+        self.persons = {key: ("alt", (tuple(("word", w) for w in key.split()),
+                                      *(tuple(("word", w) for w in f.split()) for f in forms)))
+                        for key, forms in (persons or {}).items()}
+        self.expand = False
         self.stack: list[str] = []
         self.gap = self.end = ""  # set by set_context() before any flag phrase is compiled
         self.lead = cache(self._lead)  # per instance, so nothing outlives the load
@@ -183,14 +191,28 @@ class _Compiler:
             elif tok.startswith("{"):
                 seq.append(self._class(tok[1:-1]))
             else:
-                seq.append(("word", tok))
+                seq.append(self._word(tok))
         if not seq:
             raise self.error(self.cur, f"{self.raw!r}: empty choice (check '|', '()' and '[]')")
         return tuple(seq)
 
+    def _word(self, tok: str) -> tuple:
+        """A plain word, or with `expand` on, its third-person forms too: "puedo" as
+        (puedo|puede|pueden); two words in a row that are a key go together ("me caigo" as
+        (me caigo|se cae|se caen)), before either word alone."""
+        if self.expand and self.persons:
+            if self.pos < len(self.toks):
+                pair = self.persons.get(f"{tok} {self.toks[self.pos]}")
+                if pair is not None:
+                    self.pos += 1
+                    return pair
+            if tok in self.persons:
+                return self.persons[tok]
+        return ("word", tok)
+
     def _class(self, name: str) -> tuple:
-        if name in self.classes:
-            return self.classes[name]
+        if (name, self.expand) in self.classes:
+            return self.classes[(name, self.expand)]
         if name not in self.class_src:
             raise self.error(self.cur, f"{self.raw!r}: unknown word class {{{name}}}")
         if name in self.stack:
@@ -201,8 +223,8 @@ class _Compiler:
         for i, entry in enumerate(self.class_src[name]):
             alts.extend(self.parse(entry, f"word_classes.{name}[{i}]")[1])
         self.stack.pop()
-        self.classes[name] = ("alt", tuple(alts))
-        return self.classes[name]
+        self.classes[(name, self.expand)] = ("alt", tuple(alts))
+        return self.classes[(name, self.expand)]
 
     def first_words(self, seq: tuple) -> frozenset[str]:
         """The words a sequence can start with; ValueError if it can start with ... or $."""
@@ -450,7 +472,7 @@ def compile_vocabulary(data: Any, where: str = "<vocabulary>") -> Vocabulary:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"{where}: word_classes: bad class name {name!r}")
         classes[name] = _strings(entries, f"{where}: word_classes.{name}")
-    comp = _Compiler(classes, where)
+    comp = _Compiler(classes, where, _third_person(data.get("third_person") or {}, where))
     ctx = _mapping(data["context"], f"{where}: context", _CONTEXT_KEYS | _OPTIONAL_CONTEXT_KEYS)
     if missing := _CONTEXT_KEYS - set(ctx):
         raise ValueError(f"{where}: context: missing list(s) {sorted(missing)}")
@@ -501,6 +523,26 @@ def _compile_flags(
     comp: _Compiler, raw_flags: dict, where: str
 ) -> tuple[dict[str, FlagSpec], dict[str, list[tuple[tuple, frozenset[str]]]]]:
     """The flags, and per flag its parsed phrases with the words each can start with."""
+    comp.expand = True  # flag phrases also match the third person (see _third_person)
+    try:
+        flags, heads = _flag_specs(comp, raw_flags, where)
+    finally:
+        comp.expand = False
+    if missing := CORE_FLAGS - set(flags):
+        raise ValueError(f"{where}: flags: the clinical brief's flag(s) {sorted(missing)} "
+                         "are missing")
+    rank = {lvl: i for i, lvl in enumerate(LEVELS)}
+    for spec in flags.values():
+        down = spec.downgrade_to
+        if down is not None and (down not in flags or rank[flags[down].level] >= rank[spec.level]):
+            raise ValueError(f"{where}: flags.{spec.name}.downgrade_when_stable: {down!r} must be "
+                             "a known flag of a lower level")
+    return flags, heads
+
+
+def _flag_specs(
+    comp: _Compiler, raw_flags: dict, where: str
+) -> tuple[dict[str, FlagSpec], dict[str, list[tuple[tuple, frozenset[str]]]]]:
     flags: dict[str, FlagSpec] = {}
     heads: dict[str, list[tuple[tuple, frozenset[str]]]] = {}
     for name, spec in raw_flags.items():
@@ -531,15 +573,6 @@ def _compile_flags(
         flags[name] = FlagSpec(name, spec["level"], str(spec.get("description", "")), raw,
                                spec.get("downgrade_when_stable"), tuple(phrases),
                                tuple(sorted(firsts)))
-    if missing := CORE_FLAGS - set(flags):
-        raise ValueError(f"{where}: flags: the clinical brief's flag(s) {sorted(missing)} "
-                         "are missing")
-    rank = {lvl: i for i, lvl in enumerate(LEVELS)}
-    for spec in flags.values():
-        down = spec.downgrade_to
-        if down is not None and (down not in flags or rank[flags[down].level] >= rank[spec.level]):
-            raise ValueError(f"{where}: flags.{spec.name}.downgrade_when_stable: {down!r} must be "
-                             "a known flag of a lower level")
     return flags, heads
 
 
@@ -589,6 +622,26 @@ def _spellings(raw: Any, where: str) -> dict[str, str]:
     return out
 
 
+def _third_person(raw: Any, where: str) -> dict[str, list[str]]:
+    """The third_person table: a word, or two words in a row, of the flag phrases -> the
+    words that also match there ("puedo" -> puede, pueden; "me caigo" -> se cae)."""
+    out: dict[str, list[str]] = {}
+    for key, forms in _mapping(raw, f"{where}: third_person").items():
+        key_n = " ".join(_pattern_text(str(key)).split())
+        if not re.fullmatch(r"[a-z0-9]+(?: [a-z0-9]+)?", key_n):
+            raise ValueError(f"{where}: third_person: {key!r} must be one plain word "
+                             "or two (e.g. puedo, me caigo)")
+        if key_n in out:
+            raise ValueError(f"{where}: third_person: {key!r} is listed twice")
+        out[key_n] = []
+        for form in _strings(forms, f"{where}: third_person.{key}"):
+            form_n = " ".join(_pattern_text(form).split())
+            if not re.fullmatch(r"[a-z0-9]+(?: [a-z0-9]+)*", form_n):
+                raise ValueError(f"{where}: third_person.{key}: {form!r} must be plain words")
+            out[key_n].append(form_n)
+    return out
+
+
 def _context_regexes(comp: _Compiler, lists: dict, settings: dict, brk: str, neg: str) -> dict:
     def words(key: str) -> str:
         return comp.words_rx(lists[key], f"context.{key}")
@@ -599,6 +652,7 @@ def _context_regexes(comp: _Compiler, lists: dict, settings: dict, brk: str, neg
                  f"either|at all|gracias|hoy|y|pero){NB})")
     return {
         "mask": re.compile(f"(?:{words('pseudo_negation')}|{words('hedges')})"),
+        "hedge": re.compile(words("hedges")),
         "boundary": re.compile(f"(?<![0-9])[.!?;]|[.!?;](?![0-9])|{brk}"),
         "neg_cue": re.compile(neg),
         # a negation that is itself denied: "cant say im not numb", "never not numb"
