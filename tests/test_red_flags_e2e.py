@@ -227,7 +227,9 @@ def test_a_hypothetical_question_gets_the_safety_net_not_silence(client, rt, fak
 
 
 @pytest.mark.parametrize("report", ["my husband's legs went numb this morning",
-                                    "mum’s legs have gone weak"])
+                                    "mum’s legs have gone weak",
+                                    "her legs wont hold her up",  # third person
+                                    "he cant control his bladder"])
 def test_a_carer_reporting_it_happened_raises_the_emergency(client, rt, fake_http, report):
     enrol(rt)
     texted(client, report)

@@ -465,6 +465,56 @@ def test_reports_about_someone_else_are_not_hypothetical(text):
     assert result.level == "emergency" and result.hypothetical is False, result
 
 
+# A carer's report in English, in the third person (he, she, my wife, dad, mum): each was
+# routine while its first-person wording was an emergency (the vocabulary's third_person table
+# gives the phrases' "me", "my", "myself", "I", "don't" their third-person forms)
+@pytest.mark.parametrize(("text", "flag"), [
+    ("his legs went from under him", "limb_weakness"),
+    ("my mum's legs wont hold her up", "limb_weakness"),
+    ("her legs wont support her", "limb_weakness"),
+    ("mum cant get out of her chair", "limb_weakness"),
+    ("mum is off her legs", "limb_weakness"),
+    ("my husband says his legs dont feel like his own", "sensory_loss"),
+    ("she cant hold her wee", "bladder_dysfunction"),
+    ("he cant control his bladder", "bladder_dysfunction"),
+    ("she cant stop herself weeing", "bladder_dysfunction"),
+    ("he doesnt know when he needs a wee", "bladder_dysfunction"),
+    ("she cant tell if her bladder is full", "bladder_dysfunction"),
+    ("she has trouble holding her wee", "bladder_dysfunction"),
+    ("she strains to pee", "bladder_dysfunction"),
+    ("my husband has to push to get his wee out", "bladder_dysfunction"),
+    ("dad cant hold his bowels", "bowel_dysfunction"),
+    ("he cant control his bowels", "bowel_dysfunction"),
+    ("she didnt know she needed a poo", "bowel_dysfunction"),
+    ("dad has fallen", "gait_balance"),
+    ("she keeps losing her balance", "gait_balance"),
+    ("he lost his balance", "gait_balance"),
+    ("he struggles to walk", "gait_balance"),
+    ("she isnt able to walk", "gait_balance"),
+    ("he isnt steady on his feet", "gait_balance"),
+    ("dad doesnt feel steady on his feet", "gait_balance"),
+    ("mum doesnt trust her legs", "limb_weakness"),
+    ("she needs to be helped to the toilet", "gait_balance"),
+    ("she says she feels like shes sitting on cotton wool", "saddle_anaesthesia"),
+    ("the pain keeps him awake", "night_pain"),
+    ("it hurts him to sneeze", "cough_pain"),
+    ("he says he wants to die", "self_harm_risk"),
+])
+def test_english_third_person_reports_are_red_flags(text, flag):
+    result = detect(text)
+    assert flag in result.flags and not result.hypothetical, result
+
+
+@pytest.mark.parametrize("text", [
+    "she is walking fine", "mum hasnt fallen", "he didnt wet himself", "dad has his usual back ache",
+    "she cant wait to see you", "he keeps falling asleep in his chair",
+    "my wife doesnt have any numbness", "he has no trouble holding his wee",
+    "mum isnt unsteady on her feet", "dad is struggling to find his glasses",
+])
+def test_english_third_person_denials_stay_routine(text):
+    assert detect(text).level == "routine", detect(text)
+
+
 # ------------------------------------------------------------------------------ numbers
 @pytest.mark.parametrize("text", [
     "pain 9/10", "8 out of 10", "back pain 7/10", "pain is 8 today", "ten out of ten",
