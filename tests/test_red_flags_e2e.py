@@ -269,6 +269,28 @@ def test_a_spanish_carers_question_about_the_patient_gets_the_safety_net(client,
         assert s.scalars(select(Escalation)).all() == []
 
 
+@pytest.mark.parametrize("report", ["I feel drunk when I walk but I haven't had a drink",
+                                    "my walking is all over the place",
+                                    "my legs don't go where I tell them"])
+def test_walking_gone_wrong_in_a_patients_own_words_raises_the_emergency(client, rt, fake_http,
+                                                                         report):
+    enrol(rt)
+    texted(client, report)
+    reply = [d["Body"] for d in sent_to(fake_http, PHONE)][0]
+    assert rt.settings.clinic.emergency_number in reply
+    esc = escalation(rt)
+    assert esc.level == "emergency" and esc.flags
+    assert alerts(fake_http, chain_phones(rt)[0])
+
+
+def test_feeling_drunk_after_wine_raises_nothing(client, rt, fake_http):
+    enrol(rt)
+    texted(client, "I felt drunk after two glasses of wine")
+    with rt.transaction() as s:
+        assert s.scalars(select(Escalation)).all() == []
+    assert all(alerts(fake_http, phone) == [] for phone in chain_phones(rt))
+
+
 # An answer given beside an emergency, in a clause of its own ("2, and I can't feel my legs"):
 # the emergency is handled as any (the check-in ends), and the answer is the question's, as a
 # pain score beside one is ("3 and I can't feel my legs"): the check-in history shows it.

@@ -321,6 +321,70 @@ def test_and_their_denials(text):
     assert level(text) == "routine", detect(text)
 
 
+# Gait and limb control, first person: feeling drunk or tipsy when walking or standing, walking
+# all over the place or in a zigzag, swaying, legs that do not do what they are told (found in a
+# review of missed phrasings; the brief's "walking like I'm drunk", said other ways).
+@pytest.mark.parametrize("text, flag", [
+    ("I feel drunk when I walk", "gait_balance"),
+    ("I feel drunk when I walk but I haven't had a drink", "gait_balance"),
+    ("I feel drunk but I havent had a drink", "gait_balance"),
+    ("feel drunk and i havent touched a drop", "gait_balance"),
+    ("i feel tipsy when i stand up", "gait_balance"),
+    ("I feel drunk on my feet", "gait_balance"),
+    ("i look drunk when i walk", "gait_balance"),
+    ("walking like ive had a few", "gait_balance"),
+    ("my legs feel drunk", "gait_balance"),
+    ("my walking is all over the place", "gait_balance"),
+    ("I'm walking all over the place", "gait_balance"),
+    ("I'm all over the place when I walk", "gait_balance"),
+    ("my legs are all over the place", "gait_balance"),
+    ("I walk in a zigzag", "gait_balance"),
+    ("I'm walking like a penguin", "gait_balance"),
+    ("walking like an old man", "gait_balance"),
+    ("i walk like im on a boat", "gait_balance"),
+    ("I sway when I stand", "gait_balance"),
+    ("I'm swaying", "gait_balance"),
+    ("i keep lurching to one side", "gait_balance"),
+    ("i lean to one side when i walk", "gait_balance"),
+    ("I keep losing my footing", "gait_balance"),
+    ("i cant keep my balance", "gait_balance"),
+    ("my balance has gone", "gait_balance"),
+    ("my balance isnt great", "gait_balance"),
+    ("feel like i might fall", "gait_balance"),
+    ("keep tipping over", "gait_balance"),
+    ("cant stay upright", "gait_balance"),
+    ("i wobble in the dark", "gait_balance"),
+    ("i cant walk in the dark", "gait_balance"),
+    ("my gait is off", "gait_balance"),
+    ("my legs don't go where I tell them", "limb_weakness"),
+    ("my legs wont do as theyre told", "limb_weakness"),
+    ("legs not doing what i want", "limb_weakness"),
+    ("my legs dont listen to me", "limb_weakness"),
+    ("my feet dont go where i want them to", "limb_weakness"),
+    ("my legs have a mind of their own", "limb_weakness"),
+    ("legs like a newborn foal", "limb_weakness"),
+])
+def test_feeling_drunk_and_legs_that_do_not_obey(text, flag):
+    result = detect(text)
+    assert result.level == "emergency" and flag in result.flags, result
+
+
+@pytest.mark.parametrize("text", [
+    "I felt drunk after two glasses of wine", "had a few glasses of wine and feel tipsy",
+    "I don't feel drunk when I walk", "I was drunk when I walked home from the pub",
+    "i feel drunk with tiredness lol", "my walking is fine", "my walking isnt all over the place",
+    "we were walking all over the place in Rome", "my mind is all over the place",
+    "my blood sugars are all over the place", "saw the penguins at the zoo",
+    "my legs do what I tell them", "legs doing as theyre told today",
+    "the kids never do what I tell them", "the dog won't do as he's told",
+    "my balance isnt bad", "my balance is great", "the trees were swaying in the wind",
+    "left in the lurch by the pharmacy", "my tooth is wobbly",
+    "feeling a bit wobbly emotionally today", "i cant balance my budget",
+])
+def test_drink_and_all_over_the_place_in_their_ordinary_sense(text):
+    assert level(text) == "routine", detect(text)
+
+
 def test_pain_the_tablets_do_not_take_away_is_uncontrolled():
     result = detect("el dolor no se me quita con las pastillas")
     assert result.level == "urgent" and "uncontrolled_pain" in result.flags, result
