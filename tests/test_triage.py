@@ -385,6 +385,66 @@ def test_drink_and_all_over_the_place_in_their_ordinary_sense(text):
     assert level(text) == "routine", detect(text)
 
 
+# A hunt for missed first-person phrasings, family by family of the brief.
+@pytest.mark.parametrize("text, flag", [
+    ("my legs are like wet noodles", "limb_weakness"),
+    ("legs aint working right", "limb_weakness"),
+    ("my legs have no strength", "limb_weakness"),
+    ("i cant pick my feet up", "limb_weakness"),
+    ("cant push myself up out of the chair", "limb_weakness"),
+    ("struggling to get out of the chair", "limb_weakness"),
+    ("legs feel like they might give way", "limb_weakness"),
+    ("my legs give up after a few steps", "limb_weakness"),
+    ("my legs just folded under me", "limb_weakness"),
+    ("legs went out from under me", "limb_weakness"),
+    ("legs feel numby", "sensory_loss"),
+    ("my legs feel disconnected", "sensory_loss"),
+    ("my feet feel like theyre not there", "sensory_loss"),
+    ("i cant tell hot from cold with my feet", "sensory_loss"),
+    ("my feet feel like sponges", "sensory_loss"),
+    ("wiping feels weird", "saddle_anaesthesia"),
+    ("no sensation when i have sex", "saddle_anaesthesia"),
+    ("my bum feels like its not there", "saddle_anaesthesia"),
+    ("my bladder doesnt feel full", "bladder_dysfunction"),
+    ("i havent needed a wee all day", "bladder_dysfunction"),
+    ("i dont get the feeling i need to wee", "bladder_dysfunction"),
+    ("peed a little in my pants", "bladder_dysfunction"),
+    ("i have to wear pads now", "bladder_dysfunction"),
+    ("I keep having accidents", "bladder_dysfunction"),
+    ("sat on the loo for ages and nothing", "bladder_dysfunction"),
+    ("i go to pee and nothing happens", "bladder_dysfunction"),
+    ("i didnt know i needed the toilet", "bladder_dysfunction"),
+    ("i followed through", "bowel_dysfunction"),
+    ("found poo in my pants", "bowel_dysfunction"),
+    ("bowels opened without me knowing", "bowel_dysfunction"),
+    ("i cant feel myself poo", "bowel_dysfunction"),
+    ("zapping pain in my leg", "radicular_pain"),
+    ("my leg hurts from my hip to my foot", "radicular_pain"),
+    ("pain goes all the way to my foot", "radicular_pain"),
+    ("pain goes from my back round to my front", "radicular_pain"),
+    ("pain circling my body", "radicular_pain"),
+    ("feels like im wearing a corset thats too tight", "radicular_pain"),
+    ("my ribs feel like they're in a vice", "radicular_pain"),
+    ("pain round both sides of my ribs", "radicular_pain"),
+])
+def test_more_first_person_phrasings_of_each_red_flag(text, flag):
+    result = detect(text)
+    assert result.level == "emergency" and flag in result.flags, result
+
+
+@pytest.mark.parametrize("text", [
+    "sat with my legs folded under me watching telly", "my arm is like a noodle after the gym",
+    "my jeans are wet from the rain", "bought pads for my period", "the tap has a weak flow",
+    "i followed through with the plan", "my bowels opened on their own today",
+    "i dont feel like i need to pee right now, just been", "I don't have to wear pads any more",
+    "not having accidents any more", "rash from my knee to my ankle", "wiping feels normal",
+    "pain doesnt go all the way down to my foot", "wearing a belt round my waist",
+    "my legs haven't given in", "i can feel the bath water with my feet",
+])
+def test_and_their_near_misses(text):
+    assert level(text) == "routine", detect(text)
+
+
 def test_pain_the_tablets_do_not_take_away_is_uncontrolled():
     result = detect("el dolor no se me quita con las pastillas")
     assert result.level == "urgent" and "uncontrolled_pain" in result.flags, result
