@@ -14,6 +14,7 @@ from bot.services.conversations import active_conversation, start_flow
 from bot.services.health import messages_to_read
 from bot.services.patients import Enrolment, enrol_patient
 from bot.store.models import Escalation, Patient
+from tests.simulator_support import sent_to_phone, texted_from
 
 PHONE = "+447700900123"
 ASKED = "Do you agree to get these messages?"
@@ -22,13 +23,11 @@ UNCLEAR = "Sorry, we could not understand your replies"
 
 
 def _texted(client, *bodies):
-    for body in bodies:
-        res = client.post("/simulator/api/messages", json={"phone": PHONE, "body": body})
-        assert res.status_code == 201, res.get_json()
+    texted_from(client, PHONE, *bodies)
 
 
 def _to_patient(messenger):
-    return [m.body for m in messenger.sent if m.to == PHONE]
+    return sent_to_phone(messenger, PHONE)
 
 
 def _to_read(rt):

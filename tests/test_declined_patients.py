@@ -18,6 +18,7 @@ from bot.services.conversations import active_conversation, start_flow
 from bot.services.health import mark_read, messages_to_read
 from bot.services.patients import Enrolment, enrol_patient
 from bot.store.models import AuditLog, Escalation, Patient, Schedule
+from tests.simulator_support import sent_to_phone, texted_from
 
 PHONE = "+447700900123"
 DECLINED = "Thank you for letting us know. We will not send you check-in messages."
@@ -32,13 +33,11 @@ CONSENT_AGAIN = ("Thank you, Ada. This is Spine Oncology Clinic: your message ha
 
 
 def _texted(client, *bodies):
-    for body in bodies:
-        res = client.post("/simulator/api/messages", json={"phone": PHONE, "body": body})
-        assert res.status_code == 201, res.get_json()
+    texted_from(client, PHONE, *bodies)
 
 
 def _to_patient(messenger):
-    return [m.body for m in messenger.sent if m.to == PHONE]
+    return sent_to_phone(messenger, PHONE)
 
 
 def _declined(client, rt, messenger, language="en", ending="no") -> int:
