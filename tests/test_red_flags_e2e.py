@@ -237,6 +237,43 @@ def test_a_carer_reporting_it_happened_raises_the_emergency(client, rt, fake_htt
     assert alerts(fake_http, chain_phones(rt)[0])
 
 
+# Whose symptom it is: a young child's gets the safety net and no alert; an animal's or a
+# thing's is no red flag at all; the patient's own beside either is the emergency.
+@pytest.mark.parametrize("text", ["my grandson wet the bed", "the baby pooed himself"])
+def test_a_young_childs_symptom_gets_the_safety_net_not_the_alert(client, rt, fake_http, text):
+    enrol(rt)
+    texted(client, text)
+    [reply] = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert reply.startswith("If you ever get new weakness") and "Don't wait" in reply
+    assert readable_phone(rt.settings.clinic.acute_oncology_hotline) in reply
+    with rt.transaction() as s:
+        assert s.scalars(select(Escalation)).all() == []
+    assert all(alerts(fake_http, phone) == [] for phone in chain_phones(rt))
+
+
+@pytest.mark.parametrize("text", ["my dog cant walk properly", "the cat keeps falling off the sofa",
+                                  "my car is wobbly"])
+def test_an_animals_or_a_things_symptom_alerts_nobody(client, rt, fake_http, text):
+    enrol(rt)
+    texted(client, text)
+    [reply] = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert "has been saved for your care team" in reply  # the routine acknowledgement
+    with rt.transaction() as s:
+        assert s.scalars(select(Escalation)).all() == []
+    assert all(alerts(fake_http, phone) == [] for phone in chain_phones(rt))
+
+
+@pytest.mark.parametrize("text", ["the dog tripped me and now I can't feel my legs",
+                                  "my grandson wet the bed and so did I",
+                                  "the baby is fine but my legs gave way"])
+def test_the_patients_own_symptom_beside_a_child_or_an_animal_raises_the_emergency(
+        client, rt, fake_http, text):
+    enrol(rt)
+    texted(client, text)
+    assert escalation(rt).level == "emergency"
+    assert alerts(fake_http, chain_phones(rt)[0])
+
+
 def _enrol_spanish(rt):
     with rt.transaction() as s:
         p = enrol_patient(s, Enrolment(PHONE, "Lucia Perez", "Europe/Madrid", "sms", "es"),

@@ -1241,3 +1241,81 @@ def test_a_denied_negation_reports_the_symptom(text, flag):
 ])
 def test_plain_negations_beside_those_words_still_negate(text):
     assert detect(text).level == "routine", detect(text)
+
+
+# ------------------------------------------------------------------ whose symptom it is
+# An animal or a thing as the subject of the symptom phrase is no symptom; a young child's is a
+# third party's (the safety net, rule 5); an adult who could be the patient stays the patient's
+# (rule 1); the patient's own symptom beside such a mention still counts.
+@pytest.mark.parametrize("text", [
+    "my dog cant walk properly",
+    "the cat keeps falling off the sofa",
+    "my car is wobbly",
+    "the table is wobbly",
+    "our puppy can't stand up",
+    "my old dog's legs gave way on the walk",
+    "my bike is a bit wobbly",
+    "the ladder is unsteady",
+    "the horse can't walk",
+])
+def test_an_animal_or_a_thing_as_the_subject_is_no_symptom(text):
+    result = detect(text)
+    assert (result.level, result.flags, result.hypothetical) == ("routine", (), False), result
+
+
+@pytest.mark.parametrize("text, flag", [
+    ("my grandson wet the bed", "bladder_dysfunction"),
+    ("the baby pooed himself", "bowel_dysfunction"),
+    ("my granddaughter keeps falling over", "gait_balance"),
+    ("the kids can't walk far", "gait_balance"),
+    ("my little boy wet himself at school", "bladder_dysfunction"),
+    ("the toddler is unsteady on his feet", "gait_balance"),
+])
+def test_a_young_childs_symptom_is_a_third_party_mention(text, flag):
+    result = detect(text)
+    assert result.hypothetical and flag in result.flags, result
+    assert any("(third party)" in m for m in result.matches), result.matches
+
+
+@pytest.mark.parametrize("text, flag", [
+    ("mum can't walk", "gait_balance"),
+    ("my husband's legs went numb", "sensory_loss"),
+    ("my son can't walk", "gait_balance"),
+    ("my daughter wet herself", "bladder_dysfunction"),
+    ("my baby sister can't walk", "gait_balance"),
+    ("he cant walk", "gait_balance"),
+    ("the dog tripped me and now I can't feel my legs", "sensory_loss"),
+    ("my grandson wet the bed and so did I", "bladder_dysfunction"),
+    ("the baby is fine but my legs gave way", "limb_weakness"),
+    ("my dog can't walk and neither can I", "gait_balance"),
+    ("my dog's legs gave way and so did mine", "limb_weakness"),
+    ("the dog and I can't walk far", "gait_balance"),
+    ("me and the dog can't walk", "gait_balance"),
+    ("walking the dog my legs gave way", "limb_weakness"),
+    ("the dog is barking and my legs are numb", "sensory_loss"),
+    ("the baby is crying, legs gone numb", "sensory_loss"),
+    ("my chair is too low, cant get up", "limb_weakness"),
+    ("I can't walk the dog any more, my legs give way", "limb_weakness"),
+    ("my grandson's here and I wet myself", "bladder_dysfunction"),
+])
+def test_the_patients_own_symptom_beside_an_animal_thing_or_child_still_alerts(text, flag):
+    result = detect(text)
+    assert result.level == "emergency" and not result.hypothetical, result
+    assert flag in result.flags
+
+
+@pytest.mark.parametrize("text", [
+    "my dog doesn't limp and I have no numbness",
+    "the baby is fine and my legs are not numb",
+])
+def test_negations_beside_animals_and_children_still_negate(text):
+    assert level(text) == "routine"
+
+
+def test_a_hypothetical_about_the_patient_beside_a_child_stays_hypothetical():
+    result = detect("if my legs go numb while I hold the baby what do I do?")
+    assert result.level == "emergency" and result.hypothetical
+
+
+def test_a_third_party_mention_is_no_question_a_confirmation_answers():
+    assert detect_confirmed(["my grandson wet the bed"], "he did now").level == "routine"

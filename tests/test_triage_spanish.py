@@ -187,3 +187,39 @@ def test_spanish_third_person_questions_get_the_safety_net(text, flag):
     result = detect(text)
     assert flag in result.flags and result.level == "emergency", result
     assert result.hypothetical, result
+
+
+# Whose symptom it is: an animal or a thing is no patient; a young child is a third party
+# (the safety net); an adult who could be the patient stays the emergency.
+@pytest.mark.parametrize("text", [
+    "mi perro no puede caminar",
+    "el gato se cae del sofá",
+    "la silla se cae",
+    "mi coche no puede andar",
+])
+def test_un_animal_o_una_cosa_no_es_un_sintoma(text):
+    result = detect(text)
+    assert (result.level, result.flags) == ("routine", ()), result
+
+
+@pytest.mark.parametrize("text", [
+    "mi nieto se ha orinado en la cama",
+    "el bebé se hizo caca encima",
+    "los niños no pueden caminar",
+    "mi nieta se cae mucho",
+])
+def test_un_nino_pequeno_es_un_tercero(text):
+    result = detect(text)
+    assert result.level != "routine" and result.hypothetical, result
+
+
+@pytest.mark.parametrize("text", [
+    "mi madre no puede caminar",
+    "mi hijo no puede caminar",
+    "el perro me tiró y ahora no siento las piernas",
+    "mi nieto se orinó en la cama y yo también",
+    "el bebé está bien pero se me doblan las rodillas",
+])
+def test_el_sintoma_del_paciente_sigue_siendo_urgencia(text):
+    result = detect(text)
+    assert result.level == "emergency" and not result.hypothetical, result

@@ -27,6 +27,10 @@ How a message is read (clinical brief, shared/clinical/red-flags.md):
      now?"), has happened or goes on: a time, past or perfect tense, still / again / keep
      ("what do I do if my legs have been numb since yesterday?"). "sorry if" is no condition,
      and an unaccented Spanish "si" is one only right after an advice question ("que hago si").
+  4b. Whose symptom it is (see _subject): one said of an animal or a thing ("my dog can't
+     walk", "my car is wobbly") is dropped; one said of a young child ("my grandson wet the
+     bed") is a third party's, answered as a conditional one is (hypothetical=True, the safety
+     net); an adult who may be the patient, or I / me / my, leaves it the patient's.
   5. Stable / usual pain is recorded as routine, unless that word is negated or compared ("not
      stable", "stronger than usual"); only the part of the clause about that pain counts.
   6. Pain scores >= 7/10 and temperatures >= 38.0 C / 100.4 F are read as numbers; a scale's
@@ -191,7 +195,7 @@ def _detect(text: str, vocab: Vocabulary) -> TriageResult:
     return _result(msg, _all_mentions(msg))
 
 
-def _all_mentions(msg: _Message) -> list[tuple[str, int, int, bool]]:
+def _all_mentions(msg: _Message) -> list[tuple[str, int, int, str]]:
     """The mentions of a message, and those it makes once read without its double negatives
     ("cant say im not numb" as "say im numb", "wouldnt say my legs arent weak" as "say my legs
     are weak"), at their places in the message. Only ever adds: a phrase that holds the cue
@@ -244,9 +248,11 @@ def _without_double_negatives(vocab: Vocabulary, norm: str,
     return "".join(out), origin
 
 
-def _mentions(msg: _Message) -> list[tuple[str, int, int, bool]]:
-    """(flag, start, end, hypothetical) of every mention that stands (not negated), in order;
-    the flag is the stable one's when a pain is described as stable."""
+def _mentions(msg: _Message) -> list[tuple[str, int, int, str]]:
+    """(flag, start, end, kind) of every mention that stands (not negated, nor said of an animal
+    or a thing), in order; kind is "" (the patient's), "hypothetical" (conditional) or "third
+    party" (a young child's). The flag is the stable one's when a pain is described as
+    stable."""
     vocab = msg.vocab
     hits = sorted({*_phrase_hits(msg), *_number_hits(msg)}, key=lambda h: (h[1], h[2], h[0]))
     accepted: dict[str, tuple[int, int]] = {}  # flag -> span of its last accepted mention
@@ -257,22 +263,26 @@ def _mentions(msg: _Message) -> list[tuple[str, int, int, bool]]:
             continue  # inside a mention already read ("numb" in "legs go numb")
         if _negated(msg, start, end, hits):
             continue
+        subject = _subject(msg, start, end)
+        if subject == "thing":
+            continue  # "my dog can't walk", "my car is wobbly"
         accepted[flag] = (start, end)
-        hypothetical = _hypothetical(msg, start)
+        kind = ("hypothetical" if _hypothetical(msg, start)
+                else "third party" if subject == "child" else "")
         down = vocab.flags[flag].downgrade_to
         if down is not None and _stable(msg, start, end, hits):
             flag = down
-        out.append((flag, start, end, hypothetical))
+        out.append((flag, start, end, kind))
     return out
 
 
-def _result(msg: _Message, mentions: Iterable[tuple[str, int, int, bool]]) -> TriageResult:
+def _result(msg: _Message, mentions: Iterable[tuple[str, int, int, str]]) -> TriageResult:
     vocab = msg.vocab
-    found: dict[str, bool] = {}  # flag -> every mention was hypothetical
+    found: dict[str, bool] = {}  # flag -> every mention was hypothetical or a third party's
     matches: dict[str, None] = {}
-    for flag, start, end, hypothetical in mentions:
-        found[flag] = found.get(flag, True) and hypothetical
-        note = " (hypothetical)" if hypothetical else ""
+    for flag, start, end, kind in mentions:
+        found[flag] = found.get(flag, True) and bool(kind)
+        note = f" ({kind})" if kind else ""
         matches[f"{flag}: {msg.norm[start:end].strip()}{note}"] = None
     flags = tuple(sorted(found))
     red = [f for f in flags if vocab.flags[f].level != "routine"]
@@ -381,13 +391,17 @@ def _detect_confirmed(earlier: list[str], text: str, vocab: Vocabulary) -> Triag
         return TriageResult("routine", ())
     for k in range(1, len(earlier) + 1):
         asked = _detect(" ".join(earlier[:k]), vocab)
-        if asked.level == "routine" or not asked.hypothetical:
+        # the question's flags: a young child's symptom ("my grandson wet the bed", a third
+        # party's) is no question that "he did now" could answer
+        red = tuple(f for f in asked.flags if vocab.flags[f].level != "routine" and any(
+            m.startswith(f + ": ") and m.endswith(" (hypothetical)") for m in asked.matches))
+        if asked.level == "routine" or not asked.hypothetical or not red:
             continue
         if any(_confirms(vocab, t) for t in earlier[k:]):
             return TriageResult("routine", ())  # confirmed by an earlier text already
-        red = tuple(f for f in asked.flags if vocab.flags[f].level != "routine")
-        return TriageResult(asked.level, red, False, tuple(
-            m.replace(" (hypothetical)", " (confirmed)") for m in asked.matches))
+        return TriageResult(level_for_flags(red, vocab), red, False, tuple(
+            m.replace(" (hypothetical)", " (confirmed)") for m in asked.matches
+            if m.endswith(" (hypothetical)")))
     return TriageResult("routine", ())
 
 
@@ -609,6 +623,33 @@ def _hypothetical(msg: _Message, start: int) -> bool:
     # "what if my legs feel numb like now?" is happening; so is "what do I do if I wet myself?
     # It has happened twice": what follows the condition, to the end of the message, counts
     return not rx["now"].search(masked, m.end())
+
+
+def _subject(msg: _Message, start: int, end: int) -> str:
+    """Whose symptom the mention is: "thing" (an animal or a thing: no symptom), "child" (a
+    young child: a third party's) or "" (the patient's, or a carer's report about them).
+
+    The subject is the last word of context.subject_* before the mention in its clause (up to a
+    comma) with only subject_links between it and the mention ("my car is a bit wobbly", "the
+    cat keeps falling off the sofa"), or one right after "de" / "of" inside the mention ("las
+    piernas de mi nieto"). I / me / my (before the mention or in it) or an adult who may be
+    the patient is the patient's;
+    so is every mention of a message that says the patient has it too ("... and so did I")."""
+    rx, norm = msg.vocab.rx, msg.norm
+    clause_start, _ = msg.clause(start)
+    lead = max(clause_start, norm.rfind(",", clause_start, start) + 1)
+    kind = ""
+    for m in rx["subject"].finditer(norm, lead, start):
+        between = norm[m.end():start]
+        kind = m.lastgroup if rx["subject_links"].fullmatch(between) else ""
+    for m in rx["subject"].finditer(norm, start, end):
+        if norm.endswith((" de", " of"), start, m.start()):
+            kind = m.lastgroup  # the owner after the limb
+        elif m.lastgroup == "person":
+            return ""  # the mention names the patient: "(walking the dog) my legs gave way"
+    if kind in ("thing", "child") and rx["patient_too"].search(norm):
+        return ""
+    return "" if kind == "person" else kind
 
 
 def _stable(msg: _Message, start: int, end: int, hits: list[tuple[str, int, int]]) -> bool:

@@ -43,12 +43,14 @@ _CONTEXT_KEYS = {
 # context lists a vocabulary file may leave out (added later; empty when absent)
 _OPTIONAL_CONTEXT_KEYS = {"stable_cancellers", "new_onset", "affirm_after", "not_symptoms",
                           "new_onset_past", "past_spans", "other_times", "negation_denials",
-                          "confirmations"}
+                          "confirmations", "subject_not_person", "subject_third_party",
+                          "subject_person", "subject_links", "patient_too"}
 _NUMERIC_KEYS = {
     "pain_score_flag", "pain_score_severe_at", "pain_words", "non_pain_topics", "fever_flag",
     "fever_celsius_at", "fever_fahrenheit_at", "temperature_words",
 }
-_SETTINGS = {"gap_words": (0, 8), "negation_window": (0, 12), "split_texts_minutes": (0, 30)}
+_SETTINGS = {"gap_words": (0, 8), "negation_window": (0, 12), "split_texts_minutes": (0, 30),
+             "subject_words": (0, 8)}
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 NB = "(?![a-z0-9])"  # "no word character follows"
 
@@ -463,7 +465,8 @@ def compile_vocabulary(data: Any, where: str = "<vocabulary>") -> Vocabulary:
     for key in ("flags", "context", "numeric"):
         if key not in data:
             raise ValueError(f"{where}: missing top-level section {key!r}")
-    settings = {"gap_words": 3, "negation_window": 4, "split_texts_minutes": 3}
+    settings = {"gap_words": 3, "negation_window": 4, "split_texts_minutes": 3,
+                "subject_words": 4}
     given = _mapping(data.get("settings") or {}, f"{where}: settings", set(_SETTINGS))
     for key, value in given.items():
         settings[key] = int(_number(value, f"{where}: settings.{key}", *_SETTINGS[key]))
@@ -653,7 +656,11 @@ def _context_regexes(comp: _Compiler, lists: dict, settings: dict, brk: str, neg
     return {
         "mask": re.compile(f"(?:{words('pseudo_negation')}|{words('hedges')})"),
         "hedge": re.compile(words("hedges")),
-        "boundary": re.compile(f"(?<![0-9])[.!?;]|[.!?;](?![0-9])|{brk}"),
+        # a word that names an animal, a thing or a child is no clause breaker, though letters
+        # a patient repeats are forgiven: "perro" (dog) is not "pero" (but)
+        "boundary": re.compile(
+            f"(?<![0-9])[.!?;]|[.!?;](?![0-9])|(?!(?:{words('subject_not_person')}"
+            f"|{words('subject_third_party')})){brk}"),
         "neg_cue": re.compile(neg),
         # a negation that is itself denied: "cant say im not numb", "never not numb"
         "double_negative": re.compile(words("negation_denials")),
@@ -694,4 +701,13 @@ def _context_regexes(comp: _Compiler, lists: dict, settings: dict, brk: str, neg
         "not_symptoms": re.compile(words("not_symptoms")),
         # "they are now" after "what if my legs go numb?" (see triage.detect_confirmed)
         "confirm": re.compile(words("confirmations")),
+        # whose symptom it is (see triage._subject): who or what may be its subject, in this
+        # order where two start at one word ("my dog": an animal, not "my"); what may stand
+        # between that subject and the symptom; and the patient saying they have it too
+        "subject": re.compile(
+            f"(?P<thing>{words('subject_not_person')})|(?P<child>{words('subject_third_party')})"
+            f"|(?P<person>{words('subject_person')})"),
+        "subject_links": re.compile(
+            f"(?:{words('subject_links')}){{0,{settings['subject_words']}}}"),
+        "patient_too": re.compile(words("patient_too")),
     }
