@@ -221,6 +221,38 @@ def test_negation_stops_at_a_body_part_that_starts_a_new_phrase(text, flag):
     assert flag in result.flags and result.level == "emergency", result
 
 
+# The answer to "Does the pain shoot down an arm or a leg...?": a pain denied with where it goes
+# is one phrase, the course denied with it. A pain named beside a course in another clause, or
+# a new symptom after it, still counts.
+@pytest.mark.parametrize("text", [
+    "no pain going down my leg",
+    "No pain shooting down my arms or legs",
+    "no pain going down my leg yet",
+    "no ache running into my arm",
+    "there is no pain radiating down my legs",
+])
+def test_a_pain_denied_with_its_course_is_denied_whole(text):
+    result = detect(text)
+    assert "radicular_pain" not in result.flags and result.level == "routine", result
+
+
+@pytest.mark.parametrize("text, flag", [
+    ("pain going down my leg", "radicular_pain"),
+    ("no, pain going down my leg", "radicular_pain"),
+    ("no numbness, pain going down my leg", "radicular_pain"),
+    ("no pain but it is going down my leg", "radicular_pain"),
+    ("no pain yesterday but today its shooting down my leg", "radicular_pain"),
+    ("not much pain, shooting down my leg", "radicular_pain"),
+    ("never had pain going down my leg like this before", "radicular_pain"),
+    ("no pain going down my leg but my feet are numb", "sensory_loss"),
+    ("no pain going down my leg, legs weak", "limb_weakness"),
+    ("no pain numb legs", "sensory_loss"),
+])
+def test_and_a_course_or_symptom_beyond_the_denial_still_counts(text, flag):
+    result = detect(text)
+    assert flag in result.flags and result.level == "emergency", result
+
+
 @pytest.mark.parametrize("text, flag", [
     ("Without warning my legs gave way", "limb_weakness"),
     ("no warning my legs gave way", "limb_weakness"),

@@ -540,8 +540,10 @@ def _in_scope(msg: _Message, cue_end: int, start: int, clause_end: int,
     if start <= cue_end:
         return True
     covered: list[list[int]] = []  # other symptom phrases between the cue and this mention
-    for _flag, h_start, h_end in hits:
+    for flag, h_start, h_end in hits:
         if cue_end < h_end <= start and h_start < start:
+            if h_end >= start - 1 and _course_of(msg, flag, start):
+                continue  # "no pain going down my leg": the pain and where it goes, one phrase
             covered.append([max(h_start, cue_end), h_end])
     if covered:
         covered.sort()
@@ -564,6 +566,19 @@ def _in_scope(msg: _Message, cue_end: int, start: int, clause_end: int,
         if m.start() > cue_end and not rx["carries"].search(masked, cue_end, m.start()):
             return False
     return True
+
+
+_COURSE = re.compile(r"\s*(?:going|goes|went|shooting|shoots|shot|running|runs|radiating|radiates"
+                     r"|spreading|spreads|travell?ing|travels) ")
+
+
+def _course_of(msg: _Message, flag: str, start: int) -> bool:
+    """Does the mention at `start` say where a pain just named goes ("pain going down my leg",
+    "ache shooting into my arm")? Then the two are one phrase, and a negation before the pain
+    ("no pain going down my leg") reaches the whole of it. Only a plain mention of pain (the
+    vocabulary's `pain` flag) right before a course word: "no pain numb legs" keeps its
+    numbness."""
+    return flag == "pain" and _COURSE.match(msg.masked, start) is not None
 
 
 def _affirmed(msg: _Message, end: int, clause_end: int,
