@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from bot.services.conversations import active_conversation, start_flow
+from bot.services.conversations import active_conversation
 from bot.services.patients import Enrolment, enrol_patient
 from bot.store.models import AuditLog, Escalation, OutboxItem, Patient
-from tests.test_webhooks import PHONE, bodies, texted
+from tests.test_webhooks import PHONE, bodies, checkin_queued, texted
 from tests.twilio_support import (  # noqa: F401 - fixtures
     fake_http,
     messenger,
@@ -90,11 +90,7 @@ def test_baja_is_audited_as_stop_is(client, rt, channel):
 
 def test_parar_interrupts_a_checkin_and_cancels_what_was_waiting(client, rt, fake_http):
     pid = enrol(rt)
-    previous = rt.dispatch_mode
-    rt.dispatch_mode = "none"
-    with rt.transaction() as s:
-        start_flow(s, rt.ctx, s.get(Patient, pid), "checkin", rt.clock.now(), routine=True)
-    rt.dispatch_mode = previous
+    checkin_queued(rt, pid)
     texted(client, "PARAR")
     with rt.transaction() as s:
         assert active_conversation(s, pid) is None

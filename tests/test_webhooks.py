@@ -326,15 +326,20 @@ def test_an_opted_out_patient_gets_no_scheduled_checkin(client, rt, fake_http, c
     assert fake_http.requests == []
 
 
-def test_an_opted_out_patients_message_already_queued_is_not_sent(client, rt, fake_http):
+def checkin_queued(rt, pid: int) -> None:
+    """A routine check-in started for the patient, its first texts written but not yet sent."""
     from bot.services.conversations import start_flow
 
-    pid = enrol(rt)
     previous = rt.dispatch_mode
     rt.dispatch_mode = "none"
     with rt.transaction() as s:
         start_flow(s, rt.ctx, s.get(Patient, pid), "checkin", rt.clock.now(), routine=True)
     rt.dispatch_mode = previous
+
+
+def test_an_opted_out_patients_message_already_queued_is_not_sent(client, rt, fake_http):
+    pid = enrol(rt)
+    checkin_queued(rt, pid)
     texted(client, "STOP")  # arrives before the queued check-in went out
     fake_http.reset()
     rt.dispatcher.dispatch_due()
