@@ -1351,3 +1351,31 @@ def test_a_hypothetical_about_the_patient_beside_a_child_stays_hypothetical():
 
 def test_a_third_party_mention_is_no_question_a_confirmation_answers():
     assert detect_confirmed(["my grandson wet the bed"], "he did now").level == "routine"
+
+
+# A light thing that now takes both hands is weakness; soiling found in the pants is a bowel red
+# flag. Their ordinary senses and denials are not.
+@pytest.mark.parametrize("text, flag", [
+    ("I need both hands to lift a cup", "limb_weakness"),
+    ("I have to use both hands to hold a cup now", "limb_weakness"),
+    ("it takes both hands to lift the kettle", "limb_weakness"),
+    ("he needs both hands to hold his cup", "limb_weakness"),
+    ("necesito las dos manos para levantar la taza", "limb_weakness"),
+    ("skid marks in my pants and I didn't know", "bowel_dysfunction"),
+])
+def test_both_hands_for_a_cup_and_skid_marks_are_red_flags(text, flag):
+    result = detect(text)
+    assert flag in result.flags and result.level == "emergency", result
+
+
+@pytest.mark.parametrize("text", [
+    "I use both hands to lift the heavy pan",
+    "I dont need both hands to lift a cup",
+    "no necesito las dos manos para levantar la taza",
+    "skid marks on the road outside",
+    "no skid marks in my pants",
+])
+def test_and_their_ordinary_senses_and_denials_are_not(text):
+    result = detect(text)
+    assert result.level == "routine", result
+
