@@ -24,12 +24,16 @@ from bot.domain.engine import (
     StepResult,
     TimedOut,
     Timeout,
+    question_text,
     step,
 )
 from bot.domain.flow_lint import lint_paths
 from bot.domain.flows import SHIPPED_FLOWS_DIR, FlowError, FlowLibrary, load_flows, parse_duration
+from bot.domain.keywords import carrier_command, keyword_of
+from bot.domain.triage import detect, level_for_flags
 from bot.flowtest import default_context, run_scripts
 from bot.services.context import clinic_values
+from bot.texts import load_texts
 
 PathArg = click.Path(path_type=Path)
 
@@ -160,6 +164,7 @@ def simulate_command(flow_id: str, language: str | None, name: str | None,
     _show(result)
     state = result.new_state
     ended = None  # why the bot, not the flow, ended the conversation
+    texts = load_texts()  # the bot's own replies (STOP, HELP, red flags)
     while state and state["status"] == WAITING:
         if interactive:
             try:
@@ -183,7 +188,7 @@ def simulate_command(flow_id: str, language: str | None, name: str | None,
                 continue
             result = step(flow, state, Timeout(), now, context)
         else:
-            ended = _before_the_flow(line, flow, state, language, context)
+            ended = _before_the_flow(line, flow, state, language, context, texts)
             if ended == "answered":
                 continue
             if ended:
@@ -194,7 +199,7 @@ def simulate_command(flow_id: str, language: str | None, name: str | None,
     flags = list(state["flags"]) if state else []
     if ended == "emergency":
         click.echo("[conversation ended by the red flag]")
-        flags += [f for f in _red_flags(line) if f not in flags]
+        flags += [f for f in _red_flags(detect(line)) if f not in flags]
     elif ended == "stopped":
         click.echo("[conversation ended: the patient opted out]")
     elif state and state["status"] == WAITING:
@@ -204,27 +209,18 @@ def simulate_command(flow_id: str, language: str | None, name: str | None,
     click.echo(f"[flags raised: {', '.join(flags) or 'none'}]")
 
 
-def _red_flags(text: str) -> list[str]:
-    """The red flags in a text (routine flags such as fatigue left out), as the bot reads it."""
-    from bot.domain.triage import detect, level_for_flags
-
-    return [f for f in detect(text).flags if level_for_flags([f]) != "routine"]
+def _red_flags(triage) -> list[str]:
+    """The red flags of a triage result (routine flags such as fatigue left out)."""
+    return [f for f in triage.flags if level_for_flags([f]) != "routine"]
 
 
 def _before_the_flow(line: str, flow, state: dict, language: str,
-                     context: dict) -> str | None:
+                     context: dict, texts) -> str | None:
     """What the bot does with a patient's text before the flow sees it (bot/services/inbound.py):
     STOP, START and HELP and their Spanish forms, then red flags. Shows it; returns "stopped" or
     "emergency" when that ends the conversation, "answered" when the text goes no further
     (HELP, START), None when the flow reads it next (also after an urgent red flag or the
     safety net, which the bot sends first)."""
-    from bot.domain.engine import question_text
-    from bot.domain.keywords import carrier_command, keyword_of
-    from bot.domain.triage import detect
-    from bot.texts import load_texts
-
-    texts = load_texts()
-
     def say(key: str) -> None:
         values = {k: v for k, v in context.items() if k != "language"}
         click.echo(f"bot: {texts.render(key, language, **values)}")
@@ -240,7 +236,7 @@ def _before_the_flow(line: str, flow, state: dict, language: str,
             click.echo(f"bot: {again}")
         return "answered"
     triage = detect(line)
-    flags = ", ".join(_red_flags(line))
+    flags = ", ".join(_red_flags(triage))
     if triage.level == "routine":
         return None
     if triage.hypothetical:
