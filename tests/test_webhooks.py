@@ -12,7 +12,7 @@ from werkzeug.serving import make_server
 from bot.domain.gsm7 import is_gsm7, segments
 from bot.services.context import readable_phone
 from bot.services.patients import Enrolment, enrol_patient
-from bot.store.models import Escalation, Message, OutboxItem, Patient, StatusEvent
+from bot.store.models import Conversation, Escalation, Message, OutboxItem, Patient, StatusEvent
 from tests.twilio_signing import sign
 from tests.twilio_support import (  # noqa: F401 - fixtures
     AUTH_TOKEN,
@@ -966,6 +966,47 @@ def test_a_patient_who_writes_before_the_opening_goes_gets_the_flow_not_the_open
     assert not any("has a message for you" in d.get("Body", "") for d in sent)
     assert "check-in" in sent[0]["Body"]
     assert count(rt, OutboxItem, OutboxItem.id == ids[0], OutboxItem.status == "cancelled") == 1
+
+
+@pytest.mark.parametrize("kind", ["image/webp", "audio/ogg"])
+def test_a_sticker_or_voice_note_in_reply_to_the_opening_starts_the_checkin(client, rt,
+                                                                         fake_http, clock,
+                                                                         kind):
+    # "Reply with any word to see it": many answer a WhatsApp message with a sticker (an
+    # image) or a voice note. It opened the window and it is a reply: the check-in's first
+    # question goes, after the word that this service reads only text.
+    ids = _opening_template(client, rt, clock)
+    rt.dispatcher.dispatch_ids(ids)
+    fake_http.reset()
+    clock.advance(minutes=5)
+    texted(client, "", channel="whatsapp", NumMedia="1", MediaUrl0=MEDIA_URL,
+           MediaContentType0=kind)
+    sent = sent_to(fake_http, PHONE)
+    assert len(sent) >= 2 and not any("ContentSid" in d for d in sent)
+    assert "only read text" in sent[0]["Body"]
+    assert "check-in" in sent[1]["Body"] and "Reply with a number" in sent[-1]["Body"]
+    with rt.transaction() as s:
+        conv = s.scalars(select(Conversation).where(Conversation.flow_id == "checkin")).one()
+        assert conv.status == "waiting" and not conv.state.get("awaiting_open")
+
+
+def test_a_blank_reply_to_the_opening_starts_the_checkin_too(client, rt, fake_http, clock):
+    ids = _opening_template(client, rt, clock)
+    rt.dispatcher.dispatch_ids(ids)
+    fake_http.reset()
+    texted(client, "", channel="whatsapp")
+    sent = sent_to(fake_http, PHONE)
+    assert "reached us empty" in sent[0]["Body"] and "check-in" in sent[1]["Body"]
+
+
+def test_help_in_reply_to_the_opening_answers_then_starts_the_checkin(client, rt, fake_http,
+                                                                       clock):
+    ids = _opening_template(client, rt, clock)
+    rt.dispatcher.dispatch_ids(ids)
+    fake_http.reset()
+    texted(client, "HELP", channel="whatsapp")
+    sent = sent_to(fake_http, PHONE)
+    assert "STOP" in sent[0]["Body"] and "check-in" in sent[1]["Body"]
 
 
 def test_an_emergency_before_the_opening_goes_cancels_the_opening(client, rt, fake_http,

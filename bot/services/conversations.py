@@ -566,9 +566,12 @@ def ask_again(session: Session, ctx: ServiceContext, patient: Patient, now: date
               channel: str) -> list[int]:
     """The question waiting for the patient's answer, asked again in its own words after a
     reply to them that is no answer and uses no try (HELP, a photo, a blank text), so that
-    they see what to answer next. Nothing when no question waits (nor a WhatsApp opening),
-    or while that question is still unsent (held by quiet hours: it goes then, once)."""
+    they see what to answer next. Nothing when no question waits, or while that question is
+    still unsent (held by quiet hours: it goes then, once). A WhatsApp opening ("reply with any
+    word to see it") is answered by any reply, a sticker or a voice note too: the flow starts."""
     conv = active_conversation(session, patient.id)
+    if conv is not None and conv.status == "waiting" and conv.state.get("awaiting_open"):
+        return advance(session, ctx, patient, conv, engine.Inbound(""), now, channel=channel)
     if not _asking(conv):
         return []
     flow = flow_for(session, ctx, conv)
