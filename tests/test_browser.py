@@ -425,8 +425,20 @@ class TestDashboard:
         page.click("#find")
         page.locator("#clear").wait_for()
         assert rows.count() == 1 and last in rows.first.inner_text()
+        # the name searched is nowhere in the address (history, access logs), nor in a link
+        assert page.url == server + "/dashboard/patients"
+        hrefs = page.eval_on_selector_all("a[href], form[action]", "els => els.map("
+                                          "e => e.getAttribute('href') || e.getAttribute('action'))")
+        assert hrefs and not [h for h in hrefs if "q=" in h or "patient 1" in h.lower()], hrefs
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-patients-search.png"), full_page=True)
+        page.reload()  # kept for this session, on every load, still out of the address
+        page.locator("#clear").wait_for()
+        assert rows.count() == 1 and page.url == server + "/dashboard/patients"
+        page.click("#clear")
+        page.locator("#patients tr", has_text="Patient 000").wait_for()
+        assert rows.count() == PATIENTS_PAGE and page.locator("#clear").count() == 0
+        assert page.input_value("#q") == "" and page.url == server + "/dashboard/patients"
 
     def test_text_boxes_and_drop_downs_are_big_enough_to_tap_on_a_phone(self, page, server,
                                                                         rt, clock):

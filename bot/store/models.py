@@ -290,6 +290,9 @@ class DashboardSession(Base):
     # The staff account signed in (None: a session of the shared admin token, or of the dev
     # messenger's open dashboard, with a claimed name).
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"), index=True)
+    # The patients page's search (a patient's name or number) while this session keeps it:
+    # here, not in a URL (history, access logs) nor in the cookie. Cleared on sign-out.
+    search: Mapped[str | None] = mapped_column(String(80))
 
 
 class Staff(Base):

@@ -20,7 +20,8 @@ else from the admin token, so every gunicorn worker agrees, and changing the key
 everyone out. It holds the name (or the staff account's id and username), whether the token
 was given, a random session id (held server-side too, see DashboardSession), a random CSRF
 token that every POST form must carry, and a one-shot message for the next page. Nothing in it
-is patient data.
+is patient data: the patients page's search (a name or number) is kept on the session's row
+(DashboardSession.search), never in the cookie or a URL.
 """
 
 from __future__ import annotations
@@ -310,7 +311,10 @@ def _guard():
             return _sign_in_to_resolve()
         if request.method == "POST":
             return redirect(url_for("dashboard.login"), 303)
-        return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")), 303)
+        target = request.full_path.rstrip("?")
+        if request.endpoint == "dashboard.patients" and "q" in request.args:
+            target = request.path  # an old search's name or number stays out of the address
+        return redirect(url_for("dashboard.login", next=target), 303)
     for key, value in (request.view_args or {}).items():
         if isinstance(value, int) and value > MAX_ID:
             abort(404, description=f"No {key.removesuffix('_id')} {value}.")
@@ -650,6 +654,8 @@ def logout():
         row = s.get(DashboardSession, _session_hash(sid)) if isinstance(sid, str) else None
         if row is not None and row.ended_at is None:
             row.ended_at = now
+        if row is not None:
+            row.search = None  # the patients page's search goes with the session
         audit(s, now, _actor(), "dashboard.logout", "dashboard", None)
     g.dash = {"csrf": secrets.token_urlsafe(32)}
     g.dash_modified = True
@@ -946,20 +952,51 @@ def _search_matches(query: str, name: str, phone: str) -> bool:
     return len(digits) >= SEARCH_DIGITS and digits in phone
 
 
+def _this_session(s: Session) -> DashboardSession | None:
+    """The signed-in session's row (see _read_access), in the page's own transaction."""
+    sid = g.dash.get("sid")
+    return s.get(DashboardSession, _session_hash(sid)) if isinstance(sid, str) else None
+
+
 def _cursor_arg(key: str) -> int | None:
     raw = request.args.get(key, "")
     return int(raw) if raw.isdigit() and 0 < int(raw) <= MAX_ID else None
 
 
+@bp.post("/patients")
+def search_patients():
+    """Find a patient: the name or number typed is kept on this session's row (not in a URL:
+    a browser's history, a proxy's access log, the paging links would hold it) and the page
+    shows it until Clear (action=clear, or a blank search) or sign-out. 303 to the bare page."""
+    term = "" if request.form.get("action") == "clear" else clean_name(request.form.get("q"))
+    with runtime().transaction() as s:
+        row = _this_session(s)
+        if row is not None:
+            row.search = term or None
+    return redirect(url_for("dashboard.patients"), 303)
+
+
 @bp.get("/patients")
 def patients():
-    """A page of PATIENTS_PAGE patients in _patient_key's order; ?q= keeps to those whose
-    name (or number) contains it, on every page; ?after=<id> / ?before=<id>: the page after
-    (before) that patient. A cursor that names no patient starts from the first page."""
+    """A page of PATIENTS_PAGE patients in _patient_key's order; the session's search (see
+    search_patients) keeps to those whose name (or number) contains it, on every page;
+    ?after=<id> / ?before=<id>: the page after (before) that patient. A cursor that names no
+    patient starts from the first page.
+
+    ?q= (a bookmark or history entry from when the search was in the address) is ignored, not
+    taken as a search: the page goes to its bare address at once, saying to use the form, so
+    that the old address stops being of use and is not bookmarked again, and a link can not
+    set what a coordinator's list shows."""
     rt = runtime()
-    query = clean_name(request.args.get("q"))
+    if "q" in request.args:
+        if request.args["q"].strip():
+            _flash("A search is no longer kept in the page's address, where it showed a "
+                   "patient's name or number: type it under Find a patient.", "warn")
+        return redirect(url_for("dashboard.patients"), 303)
     after, before = _cursor_arg("after"), _cursor_arg("before")
     with rt.transaction() as s:
+        row = _this_session(s)
+        query = (row.search or "") if row is not None else ""
         everyone = s.execute(select(Patient.id, Patient.name, Patient.status, Patient.phone)).all()
         keys = sorted(_patient_key(status == DISCHARGED, name, pid)
                       for pid, name, status, phone in everyone
@@ -987,12 +1024,11 @@ def patients():
             select(Message).where(Message.id.in_(latest)))}
         rows = [{"patient": by_id[pid], "next_checkin": next_checkin.get(pid),
                  "last_in": last_in.get(pid)} for pid in shown if pid in by_id]
-        q = query or None
-        paging = {
+        paging = {  # a cursor only: the search is the session's
             "first": start + 1, "last": start + len(shown), "found": len(keys),
-            "previous": url_for("dashboard.patients", q=q, before=shown[0])
+            "previous": url_for("dashboard.patients", before=shown[0])
             if shown and start > 0 else None,
-            "next": url_for("dashboard.patients", q=q, after=shown[-1])
+            "next": url_for("dashboard.patients", after=shown[-1])
             if shown and start + len(shown) < len(keys) else None,
         }
         return _render("dashboard/patients.html", rows=rows, total=len(everyone), query=query,
