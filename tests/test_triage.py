@@ -253,6 +253,43 @@ def test_and_a_course_or_symptom_beyond_the_denial_still_counts(text, flag):
     assert flag in result.flags and result.level == "emergency", result
 
 
+# ... and so is a pain named with where it is before where it goes ("no back pain going down my
+# leg", "no pain in my back going down my arm"): the whole phrase is the pain the cue denies.
+@pytest.mark.parametrize("text", [
+    "no back pain going down my leg",
+    "no leg pain shooting down",
+    "there's no back pain radiating into my legs",
+    "no pain in my back going down my arm",
+    "no neck pain going into my arm",
+    "no lower back pain shooting down my legs",
+    "No backache going down my leg",
+    "no pain in my lower back radiating down my leg",
+    "no chest pain going down my arm",
+    "no back pain going down my leg since yesterday",
+])
+def test_a_pain_named_with_where_it_is_and_its_course_is_denied_whole(text):
+    result = detect(text)
+    assert "radicular_pain" not in result.flags and result.level != "emergency", result
+
+
+@pytest.mark.parametrize("text, flag", [
+    ("back pain going down my leg", "radicular_pain"),
+    ("no back pain but its going down my leg", "radicular_pain"),
+    ("no back pain, going down my leg", "radicular_pain"),
+    ("no numbness, back pain going down my leg", "radicular_pain"),
+    ("no numbness back pain going down my leg", "radicular_pain"),
+    ("no back pain yesterday but today its shooting down my leg", "radicular_pain"),
+    ("never had back pain going down my leg like this before", "radicular_pain"),
+    ("no back pain going down my leg until today", "radicular_pain"),
+    ("no terrible back pain going down my leg", "radicular_pain"),
+    ("no back pain going down my leg but my feet are numb", "sensory_loss"),
+    ("no pain in my back going down my arm, arms weak", "limb_weakness"),
+])
+def test_and_a_named_pain_beyond_the_denial_still_counts(text, flag):
+    result = detect(text)
+    assert flag in result.flags and result.level == "emergency", result
+
+
 @pytest.mark.parametrize("text, flag", [
     ("Without warning my legs gave way", "limb_weakness"),
     ("no warning my legs gave way", "limb_weakness"),

@@ -513,19 +513,23 @@ def _negated(msg: _Message, start: int, end: int, hits: list[tuple[str, int, int
         rest = masked[comma + 1:clause_end]
         if not rx["list"].search(rest) or rx["clause_words"].search(" " + rest):
             window_start = comma + 1
-    cue = rx["neg_before"].search(masked, window_start, start)
+    # where a pain named right before this mention starts, when this is where it goes ("no
+    # pain in my lower back going down my leg"): a cue before that pain reaches its course
+    named = _pain_before_course(msg, start, hits)
+    reach = start if named is None else named
+    cue = rx["neg_before"].search(masked, window_start, reach)
     if cue is not None and not rx["terminator_inside"].search(masked, start, end):
-        while later := rx["neg_before"].search(masked, cue.start() + 1, start):
+        while later := rx["neg_before"].search(masked, cue.start() + 1, reach):
             cue = later  # the nearest cue is the one that governs: "no pain and no numbness"
         cue_end = rx["neg_cue"].match(masked, cue.start()).end()
-        if _in_scope(msg, cue_end, start, clause_end, hits) and not _new_onset(
+        if _in_scope(msg, cue_end, start, clause_end, hits, named) and not _new_onset(
                 msg, cue.start(), end, clause_end):
             return True
     return bool(rx["neg_after"].match(masked, end))
 
 
 def _in_scope(msg: _Message, cue_end: int, start: int, clause_end: int,
-              hits: list[tuple[str, int, int]]) -> bool:
+              hits: list[tuple[str, int, int]], named: int | None = None) -> bool:
     """Does a negation cue ending at cue_end still reach the mention starting at start?
 
     A cue governs only the symptom phrase right after it. Its reach ends at
@@ -535,15 +539,17 @@ def _in_scope(msg: _Message, cue_end: int, start: int, clause_end: int,
       - a body part that starts a new phrase: one whose previous word is neither the cue, a
         carrier ("haven't noticed my legs ...", "no pain in my back ...") nor a list connector:
         "not feeling great my legs are weak", "no sleep legs numb".
+    A pain that starts at `named` and goes where this mention says (_pain_before_course) is
+    one phrase with it, not another symptom: "no back pain going down my leg".
     """
     masked, rx = msg.masked, msg.vocab.rx
     if start <= cue_end:
         return True
     covered: list[list[int]] = []  # other symptom phrases between the cue and this mention
-    for flag, h_start, h_end in hits:
+    for _flag, h_start, h_end in hits:
         if cue_end < h_end <= start and h_start < start:
-            if h_end >= start - 1 and _course_of(msg, flag, start):
-                continue  # "no pain going down my leg": the pain and where it goes, one phrase
+            if named is not None and h_start >= named:
+                continue  # "no back pain going down my leg": the pain and where it goes, one phrase
             covered.append([max(h_start, cue_end), h_end])
     if covered:
         covered.sort()
@@ -572,13 +578,22 @@ _COURSE = re.compile(r"\s*(?:going|goes|went|shooting|shoots|shot|running|runs|r
                      r"|spreading|spreads|travell?ing|travels) ")
 
 
-def _course_of(msg: _Message, flag: str, start: int) -> bool:
-    """Does the mention at `start` say where a pain just named goes ("pain going down my leg",
-    "ache shooting into my arm")? Then the two are one phrase, and a negation before the pain
-    ("no pain going down my leg") reaches the whole of it. Only a plain mention of pain (the
-    vocabulary's `pain` flag) right before a course word: "no pain numb legs" keeps its
-    numbness."""
-    return flag == "pain" and _COURSE.match(msg.masked, start) is not None
+def _pain_before_course(msg: _Message, start: int,
+                        hits: list[tuple[str, int, int]]) -> int | None:
+    """Where the pain starts when the mention at `start` says where a pain just named goes
+    ("pain going down my leg", "back pain shooting into my arm", "pain in my back going down my
+    arm"); None if it does not. The pain and its course are then one phrase, and a negation
+    before the pain ("no back pain going down my leg") reaches the whole of it. Only a plain
+    pain: the vocabulary's `pain` flag, or a flag that is that pain said of a place (one that
+    downgrades to `pain` when stable: "back pain", "chest pain"), right before a course word.
+    Any other symptom still ends the negation's reach: "no pain numb legs" keeps its numbness,
+    "no terrible back pain going down my leg" its course."""
+    if _COURSE.match(msg.masked, start) is None:
+        return None
+    flags = msg.vocab.flags
+    return min((h_start for flag, h_start, h_end in hits
+                if start - 1 <= h_end <= start and h_start < start
+                and (flag == "pain" or flags[flag].downgrade_to == "pain")), default=None)
 
 
 def _affirmed(msg: _Message, end: int, clause_end: int,
