@@ -290,6 +290,40 @@ def test_and_a_named_pain_beyond_the_denial_still_counts(text, flag):
     assert flag in result.flags and result.level == "emergency", result
 
 
+# Nerve-root pain as patients put it: a deep ache in a limb "like a toothache" is radicular pain
+# (the brief's emergency tier), however the toothache is placed; a toothache of the teeth is not.
+@pytest.mark.parametrize("text", [
+    "leg pain like a toothache down the whole leg",
+    "pain like a toothache in my leg",
+    "toothache-like pain down my arm",
+    "toothache like pain in my leg",
+    "it's like toothache in my left leg",
+    "my leg aches like a toothache",
+    "my legs ache like I've got toothache",
+    "a toothache type of pain all down my leg",
+    "like having a bad toothache in my thigh",
+    "my arm hurts like a really bad toothache",
+])
+def test_toothache_in_a_limb_is_radicular_pain(text):
+    result = detect(text)
+    assert "radicular_pain" in result.flags and result.level == "emergency", result
+
+
+@pytest.mark.parametrize("text", [
+    "my toothache is better",
+    "tooth pain",
+    "I have toothache and my legs are fine",
+    "toothache, legs fine",
+    "the toothache in my jaw is keeping me up",
+    "my legs are fine, toothache like you wouldn't believe",
+    "no toothache in my leg",
+    "no leg pain like a toothache",
+])
+def test_a_toothache_of_the_teeth_or_denied_is_no_radicular_pain(text):
+    result = detect(text)
+    assert "radicular_pain" not in result.flags and result.level != "emergency", result
+
+
 @pytest.mark.parametrize("text, flag", [
     ("Without warning my legs gave way", "limb_weakness"),
     ("no warning my legs gave way", "limb_weakness"),

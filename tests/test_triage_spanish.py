@@ -70,6 +70,35 @@ def test_spanish_denials_stay_below_emergency(text):
     assert detect(text).level != "emergency"
 
 
+# Nerve-root pain: "dolor como de muelas" (like a toothache) in a limb is radicular pain, the
+# brief's emergency tier; a toothache of the teeth, or one denied, is not.
+@pytest.mark.parametrize("text", [
+    "dolor como de muelas en la pierna",
+    "tengo un dolor de muelas en la pierna",
+    "es como un dolor de muelas por toda la pierna",
+    "me duele la pierna como un dolor de muelas",
+    "el brazo me duele como si fuera dolor de muelas",
+    "a mi madre le duele la pierna como un dolor de muelas",
+    "dolor como de muela en el brazo",
+    "me duele el brazo como dolor de muela",
+])
+def test_dolor_de_muelas_en_una_pierna_es_radicular(text):
+    result = detect(text)
+    assert "radicular_pain" in result.flags and result.level == "emergency", result
+
+
+@pytest.mark.parametrize("text", [
+    "tengo dolor de muelas",
+    "el dolor de muelas esta mejor",
+    "me duele una muela y la pierna esta bien",
+    "no tengo dolor como de muelas en la pierna",
+    "la muela me duele y el brazo tambien",
+])
+def test_dolor_de_muelas_de_los_dientes_no_es_radicular(text):
+    result = detect(text)
+    assert "radicular_pain" not in result.flags and result.level != "emergency", result
+
+
 # A carer texting about the patient, in the third person: "no puede caminar", "se le duermen",
 # "le fallan", "se ha orinado encima", "sus piernas", "mi madre dice que ...". The vocabulary
 # writes its Spanish phrases in the first person; its `third_person` table makes every one of

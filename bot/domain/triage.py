@@ -674,12 +674,28 @@ def _subject(msg: _Message, start: int, end: int) -> str:
         kind = m.lastgroup if rx["subject_links"].fullmatch(between) else ""
     for m in rx["subject"].finditer(norm, start, end):
         if norm.endswith((" de", " of"), start, m.start()):
-            kind = m.lastgroup  # the owner after the limb
+            if not _kind_of_pain(msg, start, m.start() - 3):
+                kind = m.lastgroup  # the owner after the limb
         elif m.lastgroup == "person":
             return ""  # the mention names the patient: "(walking the dog) my legs gave way"
     if kind in ("thing", "child") and rx["patient_too"].search(norm):
         return ""
     return "" if kind == "person" else kind
+
+
+_LIKE = re.compile(r" (?:como|tipo|like|kind|sort|type)$")
+
+
+def _kind_of_pain(msg: _Message, start: int, de: int) -> bool:
+    """Does the "de" / "of" at `de` (inside the mention starting at `start`) name a kind of pain
+    rather than an owner: a pain word or a comparison before it ("dolor de muela", "como de
+    muela": a toothache, not the tooth's own symptom)?"""
+    norm = msg.norm
+    word = norm.rfind(" ", start, de)
+    if word == -1:
+        return False
+    pain = msg.vocab.numeric["pain_words"].match(norm, word)
+    return (pain is not None and pain.end() == de) or _LIKE.search(norm, start, de) is not None
 
 
 def _stable(msg: _Message, start: int, end: int, hits: list[tuple[str, int, int]]) -> bool:
