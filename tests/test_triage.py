@@ -742,6 +742,37 @@ def test_english_third_person_denials_stay_routine(text):
     assert detect(text).level == "routine", detect(text)
 
 
+# A carer's (or a couple's) "we" in English: most phrases name no person and match already ("we
+# cant walk"); those that say I / my / me / myself match we / our / us / ourselves too, by the
+# vocabulary's first_person_plural table. Each of these was routine before.
+@pytest.mark.parametrize("text, flag", [
+    ("we can't feel our legs", "sensory_loss"),
+    ("we've wet ourselves", "bladder_dysfunction"),
+    ("we can't hold our wee", "bladder_dysfunction"),
+    ("we can't control our bladder", "bladder_dysfunction"),
+    ("we've lost control of our bladder", "bladder_dysfunction"),
+    ("we don't know when we need a wee", "bladder_dysfunction"),
+    ("we can't lift our legs", "limb_weakness"),
+    ("we can't walk", "gait_balance"),
+])
+def test_english_we_reports_are_red_flags(text, flag):
+    result = detect(text)
+    assert flag in result.flags and result.level == "emergency", result
+    assert not result.hypothetical
+
+
+@pytest.mark.parametrize("text", [
+    "we can't go to the appointment",
+    "we can't make it on thursday",
+    "we can't get to the clinic",
+    "we can feel our legs fine",
+    "we haven't wet ourselves",
+    "our car is wobbly",
+])
+def test_english_we_near_misses_stay_routine(text):
+    assert detect(text).level == "routine", detect(text)
+
+
 # ------------------------------------------------------------------------------ numbers
 @pytest.mark.parametrize("text", [
     "pain 9/10", "8 out of 10", "back pain 7/10", "pain is 8 today", "ten out of ten",
@@ -952,11 +983,32 @@ def test_a_first_person_phrase_a_clinician_adds_also_matches_the_third_person(tm
     assert detect("se le entumece la pierna", custom).level == "routine"
 
 
+def test_a_first_person_phrase_a_clinician_adds_also_matches_we(tmp_path):
+    # the vocabulary's first_person_plural table: a carer's "we" ("no podemos subir", "se nos
+    # entumece la pierna", "we cant hold our wee")
+    def change(d):
+        d["flags"]["limb_weakness"]["phrases"].append("no puedo subir $")
+        d["flags"]["sensory_loss"]["phrases"].append("se me entumece [{my}] {limb}")
+    custom = load_vocabulary(_mutated(tmp_path, change))
+    for text in ("no podemos subir", "se nos entumece la pierna"):
+        assert detect(text, custom).level == "emergency", text
+    assert detect("no se nos entumece la pierna", custom).level == "routine"
+    custom = load_vocabulary(_mutated(tmp_path, lambda d: (change(d), d.pop(
+        "first_person_plural"))))
+    assert detect("no puede subir", custom).level == "emergency"  # third_person is its own
+    assert detect("no podemos subir", custom).level == "routine"
+    assert detect("se nos entumece la pierna", custom).level == "routine"
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda d: d["third_person"].update(puedo="puede"), "third_person.puedo: must be a list"),
     (lambda d: d["third_person"].update({"no me puedo": ["no se puede"]}),
      "third_person: 'no me puedo' must be one plain word or two"),
     (lambda d: d["third_person"].update(puedo=["pue*de"]), "must be plain words"),
+    (lambda d: d["first_person_plural"].update(puedo="podemos"),
+     "first_person_plural.puedo: must be a list"),
+    (lambda d: d["first_person_plural"].update({"no me puedo": ["no nos podemos"]}),
+     "first_person_plural: 'no me puedo' must be one plain word or two"),
 ])
 def test_a_malformed_third_person_table_gives_a_clear_error(tmp_path, change, message):
     with pytest.raises(ValueError, match=re.escape(message)):

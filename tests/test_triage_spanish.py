@@ -218,6 +218,54 @@ def test_spanish_third_person_questions_get_the_safety_net(text, flag):
     assert result.hypothetical, result
 
 
+# A carer (or the patient) in the first person plural: "no podemos caminar", "nos hemos caido",
+# "se nos duermen las piernas". A carer's "we" takes the patient in, and subject_person already
+# reads "nosotros" as the patient's; the vocabulary's `first_person_plural` table makes every
+# first-person phrase match it. Each of these was routine before.
+FIRST_PERSON_PLURAL = [
+    ("no podemos caminar", "gait_balance"),
+    ("hoy no podemos andar", "gait_balance"),
+    ("no podemos levantarnos de la silla", "limb_weakness"),
+    ("no nos podemos levantar", "limb_weakness"),
+    ("no podemos ponernos de pie", "limb_weakness"),
+    ("nos fallan las piernas", "limb_weakness"),
+    ("no podemos mover las piernas", "limb_weakness"),
+    ("hemos perdido la fuerza en las piernas", "limb_weakness"),
+    ("se nos duermen las piernas", "sensory_loss"),
+    ("nos hemos orinado encima", "bladder_dysfunction"),
+    ("no controlamos la orina", "bladder_dysfunction"),
+    ("nos hemos hecho caca encima", "bowel_dysfunction"),
+    ("nos hemos caido dos veces", "gait_balance"),
+    ("nos cuesta caminar", "gait_balance"),
+]
+FIRST_PERSON_PLURAL_ROUTINE = [
+    "no podemos ir a la cita",
+    "no podemos venir el lunes",
+    "nos caemos bien",
+    "podemos caminar sin problema",
+    "no se nos duermen las piernas",
+    "no nos hemos caido",
+]
+
+
+@pytest.mark.parametrize(("text", "flag"), FIRST_PERSON_PLURAL,
+                         ids=[t for t, _ in FIRST_PERSON_PLURAL])
+def test_spanish_first_person_plural_red_flag_is_detected(text, flag):
+    result = detect(text)
+    assert flag in result.flags and result.level == "emergency", result
+    assert not result.hypothetical
+
+
+@pytest.mark.parametrize("text", FIRST_PERSON_PLURAL_ROUTINE)
+def test_spanish_first_person_plural_near_misses_stay_routine(text):
+    assert detect(text).level == "routine", detect(text)
+
+
+def test_spanish_first_person_plural_question_gets_the_safety_net():
+    result = detect("¿qué hacemos si no podemos caminar?")
+    assert "gait_balance" in result.flags and result.hypothetical, result
+
+
 # Whose symptom it is: an animal or a thing is no patient; a young child is a third party
 # (the safety net); an adult who could be the patient stays the emergency.
 @pytest.mark.parametrize("text", [

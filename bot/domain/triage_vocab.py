@@ -31,8 +31,8 @@ CORE_FLAGS = frozenset({
     "bowel_dysfunction", "gait_balance", "radicular_pain", "severe_pain", "night_pain",
     "cough_pain", "uncontrolled_pain", "new_back_pain", "fever", "constipation",
 })
-_TOP_KEYS = {"version", "settings", "numeric", "spellings", "word_classes", "third_person", "flags",
-             "context"}
+_TOP_KEYS = {"version", "settings", "numeric", "spellings", "word_classes", "third_person",
+             "first_person_plural", "flags", "context"}
 _FLAG_KEYS = {"level", "description", "phrases", "downgrade_when_stable"}
 _CONTEXT_KEYS = {
     "negation_before", "negation_after", "negation_after_links", "immune_words",
@@ -115,8 +115,9 @@ class _Compiler:
                  persons: dict[str, list[str]] | None = None) -> None:
         self.class_src, self.where = classes, where
         self.classes: dict[tuple[str, bool], tuple] = {}
-        # third_person: a word (or two words in a row) -> ("alt", (itself, its forms...)); used
-        # while `expand` is on (flag phrases and the word classes they use, see _compile_flags)
+        # third_person and first_person_plural: a word (or two words in a row) -> ("alt",
+        # (itself, its forms...)); used while `expand` is on (flag phrases and the word classes
+        # they use, see _compile_flags)
         self.persons = {key: ("alt", (tuple(("word", w) for w in key.split()),
                                       *(tuple(("word", w) for w in f.split()) for f in forms)))
                         for key, forms in (persons or {}).items()}
@@ -475,7 +476,11 @@ def compile_vocabulary(data: Any, where: str = "<vocabulary>") -> Vocabulary:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"{where}: word_classes: bad class name {name!r}")
         classes[name] = _strings(entries, f"{where}: word_classes.{name}")
-    comp = _Compiler(classes, where, _third_person(data.get("third_person") or {}, where))
+    persons = _third_person(data.get("third_person") or {}, where)
+    for key, forms in _third_person(data.get("first_person_plural") or {}, where,
+                                    "first_person_plural").items():
+        persons[key] = [*persons.get(key, []), *forms]
+    comp = _Compiler(classes, where, persons)
     ctx = _mapping(data["context"], f"{where}: context", _CONTEXT_KEYS | _OPTIONAL_CONTEXT_KEYS)
     if missing := _CONTEXT_KEYS - set(ctx):
         raise ValueError(f"{where}: context: missing list(s) {sorted(missing)}")
@@ -526,7 +531,7 @@ def _compile_flags(
     comp: _Compiler, raw_flags: dict, where: str
 ) -> tuple[dict[str, FlagSpec], dict[str, list[tuple[tuple, frozenset[str]]]]]:
     """The flags, and per flag its parsed phrases with the words each can start with."""
-    comp.expand = True  # flag phrases also match the third person (see _third_person)
+    comp.expand = True  # flag phrases also match the third person and "we" (_third_person)
     try:
         flags, heads = _flag_specs(comp, raw_flags, where)
     finally:
@@ -625,22 +630,23 @@ def _spellings(raw: Any, where: str) -> dict[str, str]:
     return out
 
 
-def _third_person(raw: Any, where: str) -> dict[str, list[str]]:
-    """The third_person table: a word, or two words in a row, of the flag phrases -> the
-    words that also match there ("puedo" -> puede, pueden; "me caigo" -> se cae)."""
+def _third_person(raw: Any, where: str, table: str = "third_person") -> dict[str, list[str]]:
+    """The third_person table (or first_person_plural, read the same way): a word, or two words
+    in a row, of the flag phrases -> the words that also match there ("puedo" -> puede,
+    pueden; "me caigo" -> se cae; "puedo" -> podemos)."""
     out: dict[str, list[str]] = {}
-    for key, forms in _mapping(raw, f"{where}: third_person").items():
+    for key, forms in _mapping(raw, f"{where}: {table}").items():
         key_n = " ".join(_pattern_text(str(key)).split())
         if not re.fullmatch(r"[a-z0-9]+(?: [a-z0-9]+)?", key_n):
-            raise ValueError(f"{where}: third_person: {key!r} must be one plain word "
+            raise ValueError(f"{where}: {table}: {key!r} must be one plain word "
                              "or two (e.g. puedo, me caigo)")
         if key_n in out:
-            raise ValueError(f"{where}: third_person: {key!r} is listed twice")
+            raise ValueError(f"{where}: {table}: {key!r} is listed twice")
         out[key_n] = []
-        for form in _strings(forms, f"{where}: third_person.{key}"):
+        for form in _strings(forms, f"{where}: {table}.{key}"):
             form_n = " ".join(_pattern_text(form).split())
             if not re.fullmatch(r"[a-z0-9]+(?: [a-z0-9]+)*", form_n):
-                raise ValueError(f"{where}: third_person.{key}: {form!r} must be plain words")
+                raise ValueError(f"{where}: {table}.{key}: {form!r} must be plain words")
             out[key_n].append(form_n)
     return out
 
