@@ -400,3 +400,120 @@ def test_a_question_then_a_confirmation_from_a_number_not_enrolled(client, rt, f
     assert replies[-1] == rt.ctx.text_for(None, "emergency", name="Hello")
     [alert] = alerts(fake_http, chain_phones(rt)[0])
     assert STRANGER in alert
+
+
+# When handling the last text fails (a bug; the transaction rolls back), the failure path
+# (record_after_failure) stores it "unprocessed" and still acts on red flags: those the texts
+# just before it begin, and a question it confirms, too.
+
+def handling_fails(monkeypatch):
+    """From now on, handling an inbound text raises before any red flag is read."""
+    from bot.services import inbound
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(inbound, "_looks_like_a_loop", broken)
+
+
+def status_of(rt, body) -> str:
+    with rt.transaction() as s:
+        return s.scalars(select(Message.status).where(
+            Message.direction == "in", Message.body == body)).one()
+
+
+@pytest.mark.parametrize("first, last", [
+    ("I can't feel", "my legs"),
+    ("mi madre no puede", "caminar"),
+])
+def test_a_split_red_flag_is_escalated_when_handling_the_last_text_fails(
+        client, rt, fake_http, clock, monkeypatch, first, last):
+    enrol(rt)
+    texted(client, first)
+    clock.advance(seconds=20)
+    handling_fails(monkeypatch)
+    texted(client, last)
+    assert status_of(rt, last) == "unprocessed"
+    [esc] = escalations(rt)
+    assert (esc.level, esc.words) == ("emergency", f"{first} {last}")
+    assert told(fake_http).count(emergency_text(rt)) == 1
+    [alert] = alerts(fake_http, chain_phones(rt)[0])
+    assert f'"{first} {last}"' in alert
+    [audit] = split_audits(rt)
+    assert audit["earlier"] == inbound_ids(rt)[:1] and audit["level"] == "emergency"
+
+
+@pytest.mark.parametrize("first, last", [
+    ("my husband can't feel", "his legs"),
+    ("mi madre no puede", "caminar"),
+])
+def test_a_split_red_flag_from_a_number_not_enrolled_is_escalated_when_handling_fails(
+        client, rt, fake_http, clock, monkeypatch, first, last):
+    texted(client, first, sender=STRANGER)
+    clock.advance(seconds=20)
+    handling_fails(monkeypatch)
+    texted(client, last, sender=STRANGER)
+    assert status_of(rt, last) == "unprocessed"
+    [esc] = escalations(rt)
+    assert (esc.level, esc.phone, esc.words) == ("emergency", STRANGER, f"{first} {last}")
+    replies = [d["Body"] for d in sent_to(fake_http, STRANGER)]
+    assert replies[1:] == [rt.ctx.text_for(None, "emergency", name="Hello")]
+    [alert] = alerts(fake_http, chain_phones(rt)[0])
+    assert STRANGER in alert and f'"{first} {last}"' in alert
+    assert len(split_audits(rt)) == 1
+
+
+def test_a_split_text_that_fails_and_makes_no_red_flag_stays_routine(client, rt, fake_http,
+                                                                     clock, monkeypatch):
+    enrol(rt)
+    texted(client, "my legs")
+    clock.advance(seconds=5)
+    handling_fails(monkeypatch)
+    texted(client, "are fine thanks")
+    assert status_of(rt, "are fine thanks") == "unprocessed"
+    assert escalations(rt) == [] and split_audits(rt) == []
+
+
+def test_a_failed_text_is_not_joined_to_texts_before_the_window(client, rt, fake_http, clock,
+                                                                monkeypatch):
+    enrol(rt)
+    texted(client, "I can't feel")
+    clock.advance(minutes=split_texts_minutes(rt.ctx.vocabulary), seconds=1)
+    handling_fails(monkeypatch)
+    texted(client, "my legs")
+    assert escalations(rt) == []
+
+
+@pytest.mark.parametrize("question, confirmation", [
+    ("what if my legs go numb?", "they are now"),
+    ("que pasa si no puedo caminar?", "si, ahora"),
+])
+def test_a_confirmation_is_the_confirmed_emergency_when_handling_it_fails(
+        client, rt, fake_http, clock, monkeypatch, question, confirmation):
+    enrol(rt)
+    texted(client, question)
+    assert told(fake_http) == [safety_net_text(rt)]
+    clock.advance(seconds=40)
+    handling_fails(monkeypatch)
+    texted(client, confirmation)
+    assert status_of(rt, confirmation) == "unprocessed"
+    [esc] = escalations(rt)
+    assert (esc.level, esc.words) == ("emergency", f"{question} {confirmation}")
+    assert told(fake_http) == [safety_net_text(rt), emergency_text(rt)]
+    assert len(alerts(fake_http, chain_phones(rt)[0])) == 1
+    [audit] = split_audits(rt)
+    assert audit["confirmed"] is True
+
+
+def test_a_confirmation_from_a_number_not_enrolled_is_escalated_when_handling_it_fails(
+        client, rt, fake_http, clock, monkeypatch):
+    texted(client, "what do I do if his legs go numb?", sender=STRANGER)
+    clock.advance(seconds=30)
+    handling_fails(monkeypatch)
+    texted(client, "they are now", sender=STRANGER)
+    [esc] = escalations(rt)
+    assert (esc.level, esc.phone) == ("emergency", STRANGER)
+    assert esc.words == "what do I do if his legs go numb? they are now"
+    replies = [d["Body"] for d in sent_to(fake_http, STRANGER)]
+    assert replies[-1] == rt.ctx.text_for(None, "emergency", name="Hello")
+    assert len(alerts(fake_http, chain_phones(rt)[0])) == 1

@@ -337,9 +337,7 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
 
     # Red flags: checked on every message, before and whatever the conversation. A text with
     # none may end one begun in the texts just before it ("I can't feel", "my legs").
-    triage, words = detect(text, ctx.vocabulary), text
-    if triage.level == "routine" and text:
-        triage, words = _split_red_flag(session, ctx, msg, text, now, out) or (triage, words)
+    triage, words = _red_flags_in(session, ctx, msg, text, now, out)
     out.level = triage.level
     # Routine flags (fatigue, "pain" at a stable level) go on the record, not into an alert.
     red_flags = [f for f in triage.flags if level_for_flags([f], ctx.vocabulary) != "routine"]
@@ -402,6 +400,17 @@ _EARLIER_TEXTS = (
            Message.created_at >= bindparam("since"), Message.created_at <= bindparam("until"),
            Message.id != bindparam("current"))
     .order_by(Message.created_at.desc(), Message.id.desc()).limit(SPLIT_TEXTS_EARLIER))
+
+
+def _red_flags_in(session: Session, ctx: ServiceContext, msg: InboundMessage, text: str,
+                  now: datetime, out: InboundOutcome) -> tuple[TriageResult, str]:
+    """(The triage of `text`, the words it quotes): the text alone, or, when it raises no red
+    flag alone, read with the texts just before it (_split_red_flag). The normal path and the
+    failure path (record_after_failure) both read a text this way."""
+    triage = detect(text, ctx.vocabulary)
+    if triage.level == "routine" and text:
+        return _split_red_flag(session, ctx, msg, text, now, out) or (triage, text)
+    return triage, text
 
 
 def _split_red_flag(session: Session, ctx: ServiceContext, msg: InboundMessage, text: str,
@@ -598,7 +607,8 @@ def number_opted_out(session: Session, phone: str) -> bool:
 
 
 def _unknown_sender(session: Session, ctx: ServiceContext, msg: InboundMessage, text: str,
-                    now: datetime, out: InboundOutcome) -> list[int]:
+                    now: datetime, out: InboundOutcome,
+                    read: tuple[TriageResult, str] | None = None) -> list[int]:
     """A number we don't know. A red flag from it (a patient's new phone, a carer) still gets
     the instruction for its tier (an emergency's, or the urgent one: the team will call today),
     and opens an escalation like a patient's: the team is alerted round the chain, asked to
@@ -606,10 +616,8 @@ def _unknown_sender(session: Session, ctx: ServiceContext, msg: InboundMessage, 
     phone must not get only "we don't have this number"; nor must a question ("what if my
     legs go numb?"), which gets the safety net too, and no escalation. A red flag split
     across its texts ("my husband can't feel", then "his legs") is read as one, as a
-    patient's is."""
-    triage, words = detect(text, ctx.vocabulary), text
-    if triage.level == "routine" and text:
-        triage, words = _split_red_flag(session, ctx, msg, text, now, out) or (triage, words)
+    patient's is. `read`: the text already read by _red_flags_in (the failure path)."""
+    triage, words = read or _red_flags_in(session, ctx, msg, text, now, out)
     out.level = triage.level
     if triage.level == "routine":
         return [_reply(session, ctx, None, msg, "not_enrolled", now)]
@@ -740,7 +748,9 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
     Runs in a fresh transaction after the failed one rolled back. The message is stored as
     "unprocessed" (for the care team to read: /healthz counts them) and only the red-flag
     path runs, and STOP, START and HELP, which must never be lost: the status changes (the
-    patient's, or a number's that is not enrolled) and the usual answer goes.
+    patient's, or a number's that is not enrolled) and the usual answer goes. The text is read
+    for red flags as on the normal path (_red_flags_in): one split over it and the texts just
+    before it, or a question there it confirms ("they are now"), is acted on too.
     """
     # Locked first, as handle_inbound_message locks it: a red flag of the patient's being
     # escalated elsewhere (a timeout) is waited for, then added to (see escalate).
@@ -753,8 +763,7 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
     audit(session, now, "system", "inbound.unprocessed", "message", message_id)
     out = InboundOutcome(message_id=message_id, patient_id=patient.id if patient else None)
     text = (msg.button_payload or msg.body or "").strip()
-    triage = detect(text, ctx.vocabulary)
-    out.level = triage.level
+    out.level = detect(text, ctx.vocabulary).level
     if patient is None:
         if ctx.settings.care_team.contact_by_phone(msg.sender) is not None:
             if ack_request(text) is not None:
@@ -769,8 +778,13 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
         if carrier_keyword(msg, text)[0] == "START":  # remembered; the usual answer
             out.outbox_ids.append(_reply(session, ctx, None, msg, "not_enrolled", now))
             return out
+        # As on the normal path, a red flag may be split over this text and those just
+        # before it, or be a question of theirs this text confirms ("they are now").
+        triage, words = _red_flags_in(session, ctx, msg, text, now, out)
+        out.level = triage.level
         if triage.level == "emergency" and not triage.hypothetical:
-            out.outbox_ids += _unknown_sender(session, ctx, msg, text, now, out)
+            out.outbox_ids += _unknown_sender(session, ctx, msg, text, now, out,
+                                              read=(triage, words))
             if msg.told_emergency:
                 _hold_told_emergency(session, msg, out, now)
         return out
@@ -786,12 +800,17 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
         out.outbox_ids.append(_reply(session, ctx, patient, msg, "started", now))
     elif command == "HELP":
         out.outbox_ids.append(_reply(session, ctx, patient, msg, "help", now))
+    # A keyword is read alone, as on the normal path; any other text may end a red flag begun
+    # in the texts just before it, or confirm a question asked there.
+    triage, words = ((detect(text, ctx.vocabulary), text) if command else
+                     _red_flags_in(session, ctx, msg, text, now, out))
+    out.level = triage.level
     red_flags = [f for f in triage.flags if level_for_flags([f], ctx.vocabulary) != "routine"]
     if triage.level == "emergency" and not triage.hypothetical:
-        out.outbox_ids += emergency_response(session, ctx, patient, red_flags, msg.body, now,
+        out.outbox_ids += emergency_response(session, ctx, patient, red_flags, words, now,
                                              channel=msg.channel)
     elif triage.level == "urgent" and not triage.hypothetical:
-        out.outbox_ids += urgent_response(session, ctx, patient, red_flags, msg.body, now,
+        out.outbox_ids += urgent_response(session, ctx, patient, red_flags, words, now,
                                           channel=msg.channel)
     if msg.told_emergency:  # replayed from the spool: the patient was told in the TwiML
         _hold_told_emergency(session, msg, out, now)
