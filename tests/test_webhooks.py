@@ -516,6 +516,60 @@ def test_a_failure_after_delivery_that_waited_for_its_sid_is_not_acted_on(client
             Message.direction == "out")).one() == "delivered"
 
 
+# The reverse order: "failed" first (the copy is queued), then "delivered" (the phone has the
+# message after all). A copy not sent yet is cancelled: the patient would get the text twice.
+
+def _copy_rows(rt, provider_id):
+    """The outbox rows written after the message with this SID (its copies), oldest first."""
+    with rt.transaction() as s:
+        original = s.scalars(select(Message.id).where(Message.provider_id == provider_id)).one()
+        return [(i.channel, i.status) for i in s.scalars(
+            select(OutboxItem).where(OutboxItem.message_id > original).order_by(OutboxItem.id))]
+
+
+@pytest.mark.parametrize("channel, failed, copy_channel", [
+    ("whatsapp", ("failed", "63003"), "sms"),  # the SMS fallback
+    ("whatsapp", ("undelivered", "30008"), "sms"),
+    ("sms", ("undelivered", "30003"), "sms"),  # unreachable: sent again in 15 minutes
+])
+def test_a_delivery_reported_after_a_failure_cancels_the_copy_not_yet_sent(
+        client, rt, fake_http, clock, monkeypatch, channel, failed, copy_channel):
+    from bot.store.models import AuditLog
+
+    if channel == "whatsapp":
+        provider_id = _whatsapp_sent(client, rt, fake_http)
+    else:
+        provider_id = _sent_message(client, rt, fake_http)
+    before = len(fake_http.requests)
+    monkeypatch.setattr(rt, "dispatch_mode", "none")  # the copy waits for the dispatcher
+    status, code = failed
+    post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": status, "ErrorCode": code})
+    assert _copy_rows(rt, provider_id) == [(copy_channel, "pending")]
+    post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "delivered"})
+    monkeypatch.undo()
+    clock.advance(minutes=20)
+    rt.dispatcher.dispatch_due()
+    assert fake_http.requests[before:] == []  # the patient has the text once
+    assert _copy_rows(rt, provider_id) == [(copy_channel, "cancelled")]
+    with rt.transaction() as s:
+        [record] = s.scalars(select(AuditLog).where(
+            AuditLog.action == "message.delivered_after_failure")).all()
+        assert record.details["status"] == "delivered" and len(record.details["cancelled"]) == 1
+
+
+def test_a_delivery_reported_after_the_sms_copy_went_changes_nothing(client, rt, fake_http):
+    provider_id = _whatsapp_sent(client, rt, fake_http)
+    post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "failed",
+                          "ErrorCode": "63003"})
+    assert sent_to(fake_http, PHONE)[-1]["Body"] == "How is your pain today?"  # by SMS, at once
+    sent = len(fake_http.requests)
+    assert post(client, STATUS, {"MessageSid": provider_id,
+                                 "MessageStatus": "delivered"}).status_code == 204
+    rt.dispatcher.dispatch_due()
+    assert len(fake_http.requests) == sent
+    assert _copy_rows(rt, provider_id) == [("sms", "sent")]
+
+
 def _reported_failed(client, rt, fake_http, channel, code):
     """A message to the patient on `channel`, then Twilio's callback: undelivered with `code`.
     Returns the patient's id."""

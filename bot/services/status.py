@@ -20,7 +20,7 @@ from bot.services.outbox import (
     enqueue,
     sms_copy_since,
 )
-from bot.store.models import Message, OutboxItem, Patient, StatusEvent
+from bot.store.models import AuditLog, Message, OutboxItem, Patient, StatusEvent
 from bot.store.statuses import FAILED, advance_status
 
 # Reached the phone: delivered is final for SMS; WhatsApp's "read" follows it.
@@ -97,6 +97,12 @@ def _apply(session: Session, settings: Settings, message: Message, status: str,
         audit(session, now, "system", "message.failure_after_delivery", "message", message.id,
               status=status, code=code, was=before)
         return []
+    if status in DELIVERED and before in FAILED:
+        # The same, in the reverse order: the failure came first and queued a copy (the SMS
+        # fallback, a template, a retry later), yet the phone has the message. A copy not sent
+        # yet would give the patient the text twice: it is cancelled. One already sent stays
+        # sent, and the message stays failed (failures are final, see advance_status).
+        _cancel_copies(session, message, status, before, now)
     message.status = advance_status(message.status, status)
     message.updated_at = now
     if code:
@@ -104,6 +110,32 @@ def _apply(session: Session, settings: Settings, message: Message, status: str,
     if status not in FAILED or before in FAILED:
         return []
     return after_failure(session, settings, message, status, code, now)
+
+
+# What after_failure audits when it queues a message's text again (details: again, the id of
+# the copy's message).
+COPY_ACTIONS = ("outbox.sms_copy", "outbox.template_retry", "message.unreachable_retry")
+
+
+def _cancel_copies(session: Session, message: Message, status: str, before: str,
+                   now: datetime) -> None:
+    """Cancel the copies of `message` that after_failure queued and no dispatcher has taken
+    yet (a row being sent, or sent, is left as it is). Audited, with the ids cancelled."""
+    again = [int(a.details["again"]) for a in session.scalars(select(AuditLog).where(
+        AuditLog.at >= message.created_at, AuditLog.subject_type == "message",
+        AuditLog.subject_id == str(message.id), AuditLog.action.in_(COPY_ACTIONS)))]
+    cancelled: list[int] = []
+    if again:
+        for item in session.scalars(select(OutboxItem).where(OutboxItem.message_id.in_(again))
+                                    .order_by(OutboxItem.id).with_for_update()):
+            if item.status != "pending":
+                continue
+            copy = session.get(Message, item.message_id)
+            item.status, item.last_error = "cancelled", f"the original was reported {status}"
+            copy.status, copy.updated_at = "cancelled", now
+            cancelled.append(copy.id)
+    audit(session, now, "system", "message.delivered_after_failure", "message", message.id,
+          status=status, was=before, cancelled=cancelled)
 
 
 def callback_ref(item_id: int, route: str) -> str:
@@ -246,7 +278,10 @@ def after_failure(session: Session, settings: Settings, message: Message, status
             return ids
         # An emergency or an alert does not wait to learn whether the template got through.
     if by_sms:
-        return [*ids, _resend(session, message, "sms", now, item=item).id]
+        copy = _resend(session, message, "sms", now, item=item)
+        audit(session, now, "system", "outbox.sms_copy", "message", message.id,
+              again=copy.message_id, code=code)
+        return [*ids, copy.id]
     if ids:
         return ids
     if code == UNREACHABLE and _send_again_later(session, message, patient, now, item):
