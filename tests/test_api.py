@@ -580,6 +580,21 @@ def test_a_care_team_number_or_a_landline_is_a_400_naming_the_phone(client, rt, 
         assert s.scalars(select(Patient)).all() == []
 
 
+@pytest.mark.parametrize("phone", ["07700 9001", "07700 900"])
+def test_a_number_digits_short_is_named_as_typed_not_with_its_zero_inside(client, phone):
+    # "07700 9001" was read with its trunk 0 kept inside (+44077009001), a number nobody
+    # could recognise in the error; it is the number as typed that is wrong.
+    res = client.post("/api/patients", json={"phone": phone, "name": "Ada"})
+    assert res.status_code == 400 and res.get_json()["field"] == "phone"
+    error = res.get_json()["error"]
+    assert "wrong number of digits" in error and "+440" not in error
+    assert phone in error or phone_e164(phone) in error
+
+
+def phone_e164(phone: str) -> str:
+    return "+44" + phone.replace(" ", "").removeprefix("0")
+
+
 def test_an_unknown_flow_is_a_400_naming_the_known_ones(client):
     pid = client.post("/api/patients", json={"phone": "+447700900123", "name": "Ada"}
                       ).get_json()["id"]

@@ -74,7 +74,12 @@ def normalise_phone(raw: str, default_region: str | None = None) -> str:
     # "Possible" (right length for the country) rather than "valid": Ofcom's reserved drama
     # range (07700 900xxx), used in tests and demos, is not allocated and so never "valid".
     reason = phonenumbers.is_possible_number_with_reason(parsed)
-    if reason != phonenumbers.ValidationResult.IS_POSSIBLE:  # local-only numbers can't be texted
+    # "07700 9001", digits short: the library keeps the trunk 0 inside (+44 0 7700 9001), a
+    # number that is no one's; the number typed is what has the wrong length. (Where a leading
+    # zero belongs to the number, Italy's landlines, it is a valid number.)
+    misread = parsed.italian_leading_zero and not phonenumbers.is_valid_number(parsed)
+    if reason != phonenumbers.ValidationResult.IS_POSSIBLE or misread:
+        # local-only numbers can't be texted
         raise InvalidField("phone", f"{raw!r} has the wrong number of digits for its country")
     if parsed.extension:  # E.164 has no room for it: texts would go to the switchboard
         raise InvalidField("phone", f"{raw!r} has an extension; a text can only go to a "
