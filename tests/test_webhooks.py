@@ -1119,8 +1119,12 @@ def _mid_checkin(rt, channel="sms"):
     with rt.transaction() as s:
         patient = s.get(Patient, pid)
         patient.last_inbound_at = rt.clock.now()
-        start_flow(s, rt.ctx, patient, "checkin", rt.clock.now())
-        return pid, active_conversation(s, pid).current_node
+        # Inside WhatsApp's window (as if started in answer to the patient's message): the
+        # questions go, not the opening template (a reply to which starts the flow).
+        start_flow(s, rt.ctx, patient, "checkin", rt.clock.now(), channel=channel)
+        node = active_conversation(s, pid).current_node
+        assert node is not None
+        return pid, node
 
 
 @pytest.mark.parametrize("channel,content_type", [("sms", "image/jpeg"),
