@@ -242,3 +242,62 @@ def test_no_with_a_red_flag_reason_at_a_red_flag_question_alerts_and_is_not_a_no
         esc = s.scalars(select(Escalation)).one()
         assert esc.level == "emergency" and flag in esc.flags
         assert active_conversation(s, pid) is None  # the emergency stopped the check-in
+
+
+# -- words asking for no more messages: saved for the team, and told how to stop ------------
+
+STOP_HOW = "reply with the one word STOP"
+
+
+def _consented(rt) -> int:
+    pid = welcomed(rt)
+    with rt.transaction() as s:
+        s.get(Patient, pid).consent_at = rt.clock.now()
+    return pid
+
+
+@pytest.mark.parametrize("text", ["Stop texting me please", "please dont text me anymore",
+                                  "Please stop", "unsubscribe me"])
+def test_stop_in_words_outside_a_checkin_is_told_how_to_stop(client, rt, fake_http, text):
+    pid = _consented(rt)
+    with rt.transaction() as s:  # the welcome over: no conversation waits
+        conv = active_conversation(s, pid)
+        if conv is not None:
+            conv.status = "done"
+    fake_http.reset()
+    texted(client, text)
+    [reply] = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert STOP_HOW in reply and "CHECKIN" not in reply
+    assert patient(rt, pid)[0] == "active"  # words are not the keyword: nothing is done
+    with rt.transaction() as s:
+        assert len(messages_to_read(s)) == 1
+
+
+def test_stop_in_words_at_a_checkin_question_is_told_how_then_asked_again(client, rt,
+                                                                          fake_http):
+    pid = _consented(rt)
+    with rt.transaction() as s:
+        ids = start_flow(s, rt.ctx, s.get(Patient, pid), "checkin", rt.clock.now())
+    rt.dispatcher.dispatch_ids(ids)
+    fake_http.reset()
+    texted(client, "can you stop sending these")
+    bodies = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert STOP_HOW in bodies[0] and "number from 0" in bodies[-1]
+
+
+def test_a_declined_patient_asking_to_stop_is_not_asked_to_agree_again(client, rt, fake_http):
+    pid = welcomed(rt)
+    texted(client, "no")
+    assert answers(rt, pid) == {"consent": "no"}
+    fake_http.reset()
+    texted(client, "please stop")
+    [reply] = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert STOP_HOW in reply and "YES" not in reply
+
+
+@pytest.mark.parametrize("text", ["please stop the pain", "can you stop the morphine",
+                                  "my pain wont stop"])
+def test_stop_about_something_else_is_no_request_to_stop(text):
+    from bot.domain.answers import asks_to_stop
+
+    assert not asks_to_stop(text)

@@ -131,6 +131,24 @@ TEAM_REQUESTS = {
     "es": ["llamame", "llameme", "llamenme", "hablar con", "ver a la enfermera",
            "ver al medico", "ver a un medico", "quien es", "quien eres", "quienes son"],
 }
+# A wish to get no more messages, written in a sentence rather than as the keyword STOP alone
+# (which opts out before anything reads it): "please stop texting me", "unsubscribe me".
+# Nothing is done on these words alone (a STOP in a sentence may be about anything: "stop the
+# tablets?"); the reply says how to stop.
+STOP_REQUESTS = {
+    "en": ["stop texting", "stop messaging", "stop sending", "stop these texts",
+           "stop these messages", "stop the texts", "stop the messages", "unsubscribe",
+           "opt out", "dont text me", "do not text me", "dont message me", "do not message me",
+           "no more texts", "no more messages", "remove me from your list",
+           "remove me from the list", "take me off your list", "take me off the list"],
+    "es": ["deje de escribirme", "dejen de escribirme", "deje de enviarme", "dejen de enviarme",
+           "dejen de mandarme", "deje de mandarme", "no me escriba", "no me escriban",
+           "no me envien", "no me manden", "no quiero mas mensajes", "darme de baja",
+           "dar de baja", "quiero la baja"],
+}
+# ... and the keyword said politely, as the whole message.
+STOP_POLITELY = {"en": ["please stop", "stop please", "pls stop", "stop pls", "stop it please"],
+                 "es": ["pare por favor", "por favor pare", "paren por favor", "por favor paren"]}
 # "haven t" (the apostrophe typed as a space or lost): the word before a lone "t".
 _NT_STEMS = {word[:-1] for word in NEGATIONS if word.endswith("nt")} | {"don", "won"}
 
@@ -406,6 +424,15 @@ def asks_the_team(text: str) -> bool:
         return False  # "??"
     return "?" in text or "\u00bf" in text or bool(
         _phrase_positions(words, [p for phrases in TEAM_REQUESTS.values() for p in phrases]))
+
+
+def asks_to_stop(text: str) -> bool:
+    """Whether a text asks for no more messages in words ("please stop texting me", "dejen
+    de escribirme"), not as the keyword STOP on its own."""
+    words = tokens(text)
+    return bool(words) and (
+        any(words == tokens(p) for phrases in STOP_POLITELY.values() for p in phrases)
+        or bool(_phrase_positions(words, [p for ps in STOP_REQUESTS.values() for p in ps])))
 
 
 # A reply that corrects the number just given ("sorry I meant 8", "correction: 8", "8 not 3",

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.domain import engine
-from bot.domain.answers import asks_the_team, parse_yesno
+from bot.domain.answers import asks_the_team, asks_to_stop, parse_yesno
 from bot.domain.flows import AskNode, Flow
 from bot.domain.triage import detect, level_for_flags
 from bot.services.audit import audit
@@ -513,7 +513,8 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
                                                                conv.state):
             # Not after the last try: its end (the team alerted, or whom to call) says it.
             ids.append(enqueue(session, Draft(
-                to=patient.phone, channel=channel, body=ctx.text_for(patient, "aside"),
+                to=patient.phone, channel=channel,
+                body=ctx.text_for(patient, "stop_how" if asks_to_stop(text) else "aside"),
                 kind="aside", patient_id=patient.id), now).id)
         return ids + advance(session, ctx, patient, conv, engine.Inbound(text, aside=aside), now,
                              channel=channel, words=text)
@@ -528,8 +529,13 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
             # the clinic: their words are for the team, as a consented patient's are. One
             # short reply asks for consent again (none after a red flag's instruction).
             mark_to_read(session, message_id)
-            return [] if already_answered else _ask_consent_again(session, ctx, patient, now,
-                                                                  channel=channel)
+            if already_answered:
+                return []
+            if asks_to_stop(text):  # "please stop texting me": not asked to agree again
+                return [enqueue(session, Draft(
+                    to=patient.phone, channel=channel, body=ctx.text_for(patient, "stop_how"),
+                    kind="received", patient_id=patient.id), now).id]
+            return _ask_consent_again(session, ctx, patient, now, channel=channel)
         if plain_yes and parse_yesno(text, reasons=False).value == "yes":
             # A YES (not "ok": said to "we will not send you check-in messages", it only
             # says they heard) from a patient who answered the consent question lately
@@ -551,7 +557,7 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
         mark_to_read(session, message_id)
     if already_answered:
         return []
-    body = ctx.text_for(patient, "received")
+    body = ctx.text_for(patient, "stop_how" if asks_to_stop(text) else "received")
     return [enqueue(session, Draft(to=patient.phone, channel=channel, body=body,
                                    kind="received", patient_id=patient.id), now).id]
 
@@ -670,7 +676,7 @@ def _asks_the_team(session: Session, ctx: ServiceContext, conv: Conversation,
     instead of answering the question waiting: it is listed for the team to read, the
     patient is told so and whom to call, and the question is asked again. It still counts as
     a reply not understood: three at "any new numbness?" alert the team, as before."""
-    if not _asking(conv) or not asks_the_team(text):
+    if not _asking(conv) or not (asks_the_team(text) or asks_to_stop(text)):
         return False
     flow = flow_for(session, ctx, conv)
     node = flow.node(conv.state.get("node"))
