@@ -301,3 +301,20 @@ def test_stop_about_something_else_is_no_request_to_stop(text):
     from bot.domain.answers import asks_to_stop
 
     assert not asks_to_stop(text)
+
+
+def test_an_urgent_answer_in_a_checkin_is_logged_for_the_operator(client, rt, fake_http,
+                                                                 caplog):
+    # As a red flag in free text is: a WARNING naming the patient's id and flags, never the
+    # number or the words.
+    pid = _consented(rt)
+    with rt.transaction() as s:
+        ids = start_flow(s, rt.ctx, s.get(Patient, pid), "checkin", rt.clock.now())
+    rt.dispatcher.dispatch_ids(ids)
+    texted(client, "3")
+    with caplog.at_level("WARNING"):
+        texted(client, "yes")  # the pain is new
+    with rt.transaction() as s:
+        assert s.scalars(select(Escalation.level)).all() == ["urgent"]
+    [line] = [r.getMessage() for r in caplog.records if "escalation" in r.getMessage()]
+    assert line.startswith(f"urgent escalation patient={pid} ") and PHONE not in line

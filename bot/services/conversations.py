@@ -423,6 +423,7 @@ def _apply(session: Session, ctx: ServiceContext, patient: Patient, conv: Conver
         elif level == "urgent":
             # The flow tells the patient what happens next; the team gets its same-day alert.
             ids += escalate(session, ctx, patient, "urgent", flags, said, now)[1]
+            log.warning("urgent escalation patient=%s flags=%s", patient.id, ",".join(flags))
     notes = [ctx.text_for(patient, "corrected", value=corrected.value)] if corrected else []
     for text in notes + result.outbound:
         ids.append(enqueue(session, Draft(
