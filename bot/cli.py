@@ -261,13 +261,16 @@ def db_upgrade() -> None:
     except ConfigError as exc:
         _fail(str(exc))
     try:
-        upgrade(settings.database_url)
+        before, after = upgrade(settings.database_url)
     except OperationalError as exc:
         # Unreachable, refused, a missing database: one line (the driver's first), no
         # traceback; the URL's password is not in the driver's message.
         reason = str(exc.orig or exc).strip().splitlines()[0]
         _fail(f"database: cannot reach it, nothing migrated: {reason}", 1)
-    click.echo("database is up to date")
+    if before == after:
+        click.echo(f"database is up to date (revision {after})")
+    else:
+        click.echo(f"database upgraded: {before or 'empty'} -> {after}")
 
 
 @main.group()

@@ -117,3 +117,17 @@ def test_a_sqlite_file_that_is_not_there_is_named_and_not_created(monkeypatch, t
     result = CliRunner().invoke(main, ["escalations", "list"])
     assert result.stderr == ("error: database: not migrated; run `checkin-bot db upgrade` "
                              f"(SQLite file {tmp_path / 'var' / 'checkin.db'})\n")
+
+
+def test_db_upgrade_says_what_it_did(monkeypatch, tmp_path):
+    from alembic.script import ScriptDirectory
+
+    from bot.store.migrate import alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    monkeypatch.setenv("CHECKIN_DATABASE_URL", f"sqlite:///{tmp_path}/new.db")
+    first = CliRunner().invoke(main, ["db", "upgrade"])
+    assert first.exit_code == 0, first.output
+    assert first.output.strip() == f"database upgraded: empty -> {head}"
+    again = CliRunner().invoke(main, ["db", "upgrade"])
+    assert again.output.strip() == f"database is up to date (revision {head})"
