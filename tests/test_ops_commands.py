@@ -84,7 +84,9 @@ def test_sigterm_lets_the_running_tick_finish_and_starts_no_other(cli, monkeypat
         ticks.append("end")
 
     monkeypatch.setattr(scheduler, "tick", slow_tick)
-    threading.Thread(target=lambda: in_tick.wait(20) and os.kill(os.getpid(), signal.SIGTERM),
+    # SIGTERM once the tick has begun; and, if none began in two minutes (a machine far too
+    # busy), anyway, so that the test fails on its asserts instead of waiting for ever.
+    threading.Thread(target=lambda: (in_tick.wait(120), os.kill(os.getpid(), signal.SIGTERM)),
                      daemon=True).start()
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     with caplog.at_level(logging.INFO, logger="bot.scheduler"):
