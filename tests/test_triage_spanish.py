@@ -300,3 +300,59 @@ def test_un_nino_pequeno_es_un_tercero(text):
 def test_el_sintoma_del_paciente_sigue_siendo_urgencia(text):
     result = detect(text)
     assert result.level == "emergency" and not result.hypothetical, result
+
+
+# A hunt family by family for Spanish first-person red flags still missed, typed as on a phone
+# (no accents, "q" for que, voseo, words from Spain and Latin America). Each was routine before
+# its phrasing was added; the near misses after each family must stay below emergency.
+HUNT = [
+    # leg weakness: trembling, heavy, "no me dan", diminutives, standing (pararse), stairs
+    ("me tiemblan las piernas al caminar", "limb_weakness"),
+    ("me tiemblan las rodillas", "limb_weakness"),
+    ("tengo las piernas temblorosas", "limb_weakness"),
+    ("me pesan mucho las piernas", "limb_weakness"),
+    ("no me dan las piernas", "limb_weakness"),
+    ("las piernas ya no me dan mas", "limb_weakness"),
+    ("tengo las piernas flojitas", "limb_weakness"),
+    ("tengo las piernas de mantequilla", "limb_weakness"),
+    ("estoy muy debil de las piernas", "limb_weakness"),
+    ("me siento muy debil", "limb_weakness"),
+    ("estoy debil desde ayer", "limb_weakness"),
+    ("tengo las piernas acalambradas y flojas", "limb_weakness"),
+    ("se me quedan sin fuerza las piernas", "limb_weakness"),
+    ("no levanto bien el pie", "limb_weakness"),
+    ("no aguanto de pie", "limb_weakness"),
+    ("no puedo estar parada", "limb_weakness"),
+    ("no puedo ni levantarme del sofa", "limb_weakness"),
+    ("apenas puedo levantarme de la silla", "limb_weakness"),
+    ("no me puedo parar", "limb_weakness"),
+    ("vos sabes q no me puedo parar solo", "limb_weakness"),
+    ("no puedo pararme de la cama", "limb_weakness"),
+    ("no puedo subir las escaleras", "limb_weakness"),
+    ("me cuesta subir las escaleras", "limb_weakness"),
+]
+
+HUNT_NEAR_MISSES = [
+    # leg weakness
+    "no me tiemblan las piernas",
+    "me tiemblan las piernas de los nervios antes del tac",
+    "tengo fuerza en las piernas",
+    "subo las escaleras sin problema",
+    "me siento debil de animo",
+    "la senal del movil esta debil",
+    "no me dan cita hasta marzo",
+    "no puedo parar de toser",
+    "no estoy debil",
+]
+
+
+@pytest.mark.parametrize(("text", "flag"), HUNT, ids=[t for t, _ in HUNT])
+def test_spanish_hunt_red_flag_is_detected(text, flag):
+    result = detect(text)
+    assert flag in result.flags, result
+    assert result.level == "emergency" and not result.hypothetical, result
+
+
+@pytest.mark.parametrize("text", HUNT_NEAR_MISSES)
+def test_spanish_hunt_near_misses_stay_below_emergency(text):
+    assert detect(text).level != "emergency", detect(text)
