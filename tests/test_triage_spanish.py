@@ -412,6 +412,23 @@ HUNT = [
     ("orino muy poquito", "bladder_dysfunction"),
     ("me hice encima", "bladder_dysfunction"),
     ("perdi el control de la vejiga", "bladder_dysfunction"),
+    # bowel: "popo", soiled underwear, not noticing, losing control of the bowel
+    ("me hice popo", "bowel_dysfunction"),
+    ("me hice popo encima", "bowel_dysfunction"),
+    ("me hice caca", "bowel_dysfunction"),
+    ("me ensucie los calzones", "bowel_dysfunction"),
+    ("manche los calzoncillos sin darme cuenta", "bowel_dysfunction"),
+    ("encontre caca en los calzones", "bowel_dysfunction"),
+    ("me hice del cuerpo encima", "bowel_dysfunction"),
+    ("se me escapan los gases y un poco de caca", "bowel_dysfunction"),
+    ("no siento cuando tengo que hacer caca", "bowel_dysfunction"),
+    ("no me doy cuenta cuando hago caca", "bowel_dysfunction"),
+    ("me cago sin querer", "bowel_dysfunction"),
+    ("tuve un accidente con la caca", "bowel_dysfunction"),
+    ("ensucie la cama", "bowel_dysfunction"),
+    ("perdi el control del intestino", "bowel_dysfunction"),
+    ("perdi el control de los esfinteres", "bowel_dysfunction"),
+    ("no retengo las heces", "bowel_dysfunction"),
 ]
 
 HUNT_NEAR_MISSES = [
@@ -478,6 +495,18 @@ HUNT_NEAR_MISSES = [
     "me hice un analisis de orina",
     "se me escapa la risa cuando toso jaja",
     "perdi el control del coche",
+    # bowel
+    "hago caca normal",
+    "ayer por fin hice caca",
+    "no me he hecho caca encima",
+    "manche la camisa de cafe",
+    "el perro se hizo caca en la alfombra",
+    "se me escapan los gases",
+    "ensucie la cocina haciendo pan",
+    "me hice caca en el bano sin problema",
+    "me manche las bragas con la regla",
+    "sale un poco de caca con sangre",
+    "no he perdido el control de los esfinteres",
 ]
 
 
