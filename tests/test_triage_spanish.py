@@ -429,6 +429,20 @@ HUNT = [
     ("perdi el control del intestino", "bowel_dysfunction"),
     ("perdi el control de los esfinteres", "bowel_dysfunction"),
     ("no retengo las heces", "bowel_dysfunction"),
+    # saddle: "la zona de abajo", wiping, sex, the toilet seat, sitting on cotton wool
+    ("tengo dormida la zona de abajo", "saddle_anaesthesia"),
+    ("se me duerme la parte de abajo", "saddle_anaesthesia"),
+    ("tengo las partes dormidas", "saddle_anaesthesia"),
+    ("tengo la rabadilla dormida", "saddle_anaesthesia"),
+    ("al limpiarme no siento nada", "saddle_anaesthesia"),
+    ("siento raro al limpiarme", "saddle_anaesthesia"),
+    ("no siento nada al tener relaciones", "saddle_anaesthesia"),
+    ("no siento el asiento del inodoro", "saddle_anaesthesia"),
+    ("siento como si estuviera sentada sobre algodon", "saddle_anaesthesia"),
+    ("siento raro en la zona de la cola", "saddle_anaesthesia"),
+    ("siento el culo como de corcho", "saddle_anaesthesia"),
+    ("tengo como anestesiado ahi abajo", "saddle_anaesthesia"),
+    ("noto la zona intima rara", "saddle_anaesthesia"),
 ]
 
 HUNT_NEAR_MISSES = [
@@ -507,6 +521,16 @@ HUNT_NEAR_MISSES = [
     "me manche las bragas con la regla",
     "sale un poco de caca con sangre",
     "no he perdido el control de los esfinteres",
+    # saddle
+    "al limpiarme noto todo normal",
+    "tengo la boca anestesiada del dentista",
+    "siento todo normal ahi abajo",
+    "me siento en un cojin para ver la tele",
+    "no siento nada raro ahi abajo",
+    "la parte de abajo del armario esta rota",
+    "me siento en una nube de feliz",
+    "no siento nada raro al limpiarme",
+    "no siento nada especial con mi pareja",
 ]
 
 
