@@ -470,6 +470,19 @@ HUNT = [
     ("el dolor me da la vuelta hasta la barriga", "radicular_pain"),
     ("me duele la espalda y me pasa hacia adelante por las costillas", "radicular_pain"),
     ("tengo un dolor que me abraza el torax", "radicular_pain"),
+    # arms and hands: buttons and laces, grip, clumsy hands, heavy arm, a hand that won't obey
+    ("no puedo abrocharme los botones", "limb_weakness"),
+    ("no puedo abotonarme la camisa", "limb_weakness"),
+    ("no puedo atarme los cordones", "limb_weakness"),
+    ("no puedo ni agarrar la taza", "limb_weakness"),
+    ("no puedo apretar la mano", "limb_weakness"),
+    ("no puedo cerrar el puno", "limb_weakness"),
+    ("tengo las manos torpes", "limb_weakness"),
+    ("estoy torpe con las manos", "limb_weakness"),
+    ("me pesa el brazo", "limb_weakness"),
+    ("la mano no me obedece", "limb_weakness"),
+    ("no me obedecen las manos", "limb_weakness"),
+    ("se me resbalan las cosas de las manos", "limb_weakness"),
 ]
 
 HUNT_NEAR_MISSES = [
@@ -578,6 +591,16 @@ HUNT_NEAR_MISSES = [
     "el dolor va a menos",
     "no me baja nada por la pierna",
     "se fue la corriente en la calle",
+    # arms and hands
+    "estoy torpe con el movil jaja",
+    "no me obedece el perro",
+    "me abroche los botones sin problema",
+    "no puedo abrir la app",
+    "me pesa la mochila",
+    "tengo fuerza en las manos",
+    "soy torpe con las manos desde siempre",
+    "mi nieto no me hace caso",
+    "se me resbala el jabon",
 ]
 
 
