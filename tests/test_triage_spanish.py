@@ -483,6 +483,18 @@ HUNT = [
     ("la mano no me obedece", "limb_weakness"),
     ("no me obedecen las manos", "limb_weakness"),
     ("se me resbalan las cosas de las manos", "limb_weakness"),
+    # texting shorthand and slang across the families: "m" for me, "d" for de, "pa" for para,
+    # "re" (very, River Plate), "patas" for legs, "caquita", "hacer pipi"
+    ("m cai en el bano", "gait_balance"),
+    ("no m puedo parar", "limb_weakness"),
+    ("se m duermen las piernas", "sensory_loss"),
+    ("m hice pis encima anoche", "bladder_dysfunction"),
+    ("no siento nada d la cintura pa abajo", "sensory_loss"),
+    ("me siento re debil", "limb_weakness"),
+    ("che no siento las patas", "sensory_loss"),
+    ("me hice caquita encima", "bowel_dysfunction"),
+    ("se me escapo la caquita", "bowel_dysfunction"),
+    ("no puedo hacer pipi desde la manana", "bladder_dysfunction"),
 ]
 
 HUNT_NEAR_MISSES = [
@@ -601,6 +613,11 @@ HUNT_NEAR_MISSES = [
     "soy torpe con las manos desde siempre",
     "mi nieto no me hace caso",
     "se me resbala el jabon",
+    # shorthand
+    "el perro tiene las patas dormidas",
+    "meti la pata con mi hermana",
+    "la pata de la mesa esta floja",
+    "m voy pa casa",
 ]
 
 
