@@ -497,6 +497,26 @@ HUNT = [
     ("no puedo hacer pipi desde la manana", "bladder_dysfunction"),
 ]
 
+# ... and the urgent tier: back pain said with the back first, or as "la parte baja"
+HUNT_URGENT = [
+    ("la espalda me duele mucho", "new_back_pain"),
+    ("el cuello me duele desde ayer", "new_back_pain"),
+    ("me duele la parte baja de la espalda", "new_back_pain"),
+    ("me duele la zona baja de la espalda", "new_back_pain"),
+]
+
+
+@pytest.mark.parametrize(("text", "flag"), HUNT_URGENT, ids=[t for t, _ in HUNT_URGENT])
+def test_spanish_hunt_back_pain_is_urgent(text, flag):
+    result = detect(text)
+    assert flag in result.flags and result.level == "urgent", result
+
+
+@pytest.mark.parametrize("text", ["la espalda me duele como siempre",
+                                  "la espalda no me duele"])
+def test_spanish_hunt_back_pain_stable_or_denied_stays_routine(text):
+    assert detect(text).level == "routine", detect(text)
+
 HUNT_NEAR_MISSES = [
     # leg weakness
     "no me tiemblan las piernas",
