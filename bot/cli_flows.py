@@ -30,7 +30,7 @@ from bot.domain.engine import (
 from bot.domain.flow_lint import lint_paths
 from bot.domain.flows import SHIPPED_FLOWS_DIR, FlowError, FlowLibrary, load_flows, parse_duration
 from bot.domain.keywords import carrier_command, keyword_of
-from bot.domain.triage import detect, level_for_flags
+from bot.domain.triage import detect, level_for_flags, reply_keys
 from bot.flowtest import default_context, run_scripts
 from bot.services.context import clinic_values
 from bot.texts import load_texts
@@ -241,15 +241,16 @@ def _before_the_flow(line: str, flow, state: dict, language: str,
         return None
     if triage.hypothetical:
         click.echo("  [a question about a red flag: the safety net]")
-        say("safety_net")
+        for key in reply_keys(triage.flags, hypothetical=True):
+            say(key)
         return None
     click.echo(f"  [red flag: {triage.level} ({flags})]")
+    for key in reply_keys(triage.flags, level=triage.level):  # self-harm: its own text
+        say(key)
     if triage.level == "emergency":
-        say("emergency")
         click.echo("  [the care team is alerted at once, and again until someone "
                    "acknowledges; the check-in stops here]")
         return "emergency"
-    say("urgent")
     click.echo("  [the care team is told, to call the patient today]")
     return None
 

@@ -85,8 +85,22 @@ class Clinic(_Strict):
     phone: str
     acute_oncology_hotline: str
     emergency_number: str = Field(pattern=r"^\+?[0-9]{2,15}$")
+    # A 24-hour crisis line, named with its number as patients should read it, in every
+    # language (the self-harm texts: "You can also call Samaritans 116 123 ...").
+    crisis_line: str = Field(default="Samaritans 116 123", min_length=3, max_length=40)
 
     _phones = field_validator("phone", "acute_oncology_hotline")(_e164)
+
+    @field_validator("crisis_line")
+    @classmethod
+    def _plain_text(cls, value: str) -> str:
+        from bot.domain import gsm7
+
+        value = " ".join(value.split())
+        if not gsm7.is_gsm7(value) or not any(c.isdigit() for c in value):
+            raise ValueError("must be plain GSM-7 text with the line's number, e.g. "
+                             "'Samaritans 116 123'")
+        return value
 
 
 class Contact(_Strict):

@@ -295,6 +295,12 @@ def _load_vocabulary():
         raise ConfigError(f"red flags: {exc}") from None
 
 
+def _vocabulary_in_use(vocabulary):
+    from bot.domain import triage
+
+    return vocabulary if vocabulary is not None else triage._default_vocabulary()
+
+
 def _sqlite_file(engine: Engine) -> Path | None:
     """The SQLite database's file, as an absolute path; None for PostgreSQL or in memory."""
     url = engine.url
@@ -353,7 +359,9 @@ def build_runtime(
 ) -> Runtime:
     """Wire the pieces. Raises ConfigError when flows or texts are broken."""
     texts = load_texts()
-    problems = texts.problems()
+    vocabulary = _load_vocabulary()
+    # every text a red flag names as its own reply, in each of the deployment's languages
+    problems = texts.problems(_vocabulary_in_use(vocabulary).reply_texts(), settings.languages)
     if problems:
         raise ConfigError(problems[0])
     flows = load_flow_library(settings)
@@ -363,7 +371,6 @@ def build_runtime(
     sessions = make_session_factory(engine)
     messenger = messenger or build_messenger(settings)
     _check_database(engine, flows)
-    vocabulary = _load_vocabulary()
     if settings.messenger_name == "twilio" and not settings.public_url:
         log.warning("CHECKIN_PUBLIC_URL is not set: sends carry no status callback, so failed "
                     "deliveries will not be seen (see /healthz)")

@@ -23,6 +23,7 @@ REQUIRED = (
 # Longest value each variable may take when checking segment counts at start-up.
 VARIABLE_MAX = {
     "name": 20, "clinic_name": 40, "clinic_phone": 16, "hotline": 16, "emergency_number": 16,
+    "crisis_line": 40,  # config: clinic.crisis_line
     "ref": 6, "patient": 30, "patient_phone": 16, "flags": 60, "words": 60, "level": 9, "by": 30,
     "refs": 100, "answer": 110, "reminder_text": 100,  # answer: escalations.ANSWER_CHARS
     "value": 10,  # an answer's number (corrected)
@@ -45,11 +46,22 @@ class Texts:
         template = by_lang.get(language) or by_lang[self.fallback]
         return template.format(**values)
 
-    def problems(self) -> list[str]:
-        """One line per text that is missing, uses an unknown variable, or is not plain SMS."""
+    def problems(self, named: dict[str, str] | None = None,
+                 languages: list[str] | None = None) -> list[str]:
+        """One line per text that is missing, uses an unknown variable, or is not plain SMS.
+
+        `named`: the texts red flags name as their own replies (Vocabulary.reply_texts: text ->
+        flag), each of which must exist in every one of the deployment's `languages`: the
+        patient gets it instead of their level's text, with no English fallback to lean on."""
         from bot.domain import gsm7
 
         out = [f"messages: {k}: missing" for k in REQUIRED if k not in self._data]
+        for key, flag in (named or {}).items():
+            if key not in self._data:
+                out.append(f"messages: {key}: missing (named by red flag {flag})")
+                continue
+            out += [f"messages: {key}: no {lang!r} text (named by red flag {flag})"
+                    for lang in languages or [self.fallback] if lang not in self._data[key]]
         for key, by_lang in self._data.items():
             if self.fallback not in by_lang:
                 out.append(f"messages: {key}: no {self.fallback!r} text")

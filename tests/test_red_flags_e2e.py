@@ -577,3 +577,108 @@ def test_a_red_flag_from_a_number_not_enrolled_still_gets_the_instruction(client
     texted(client, "hello, is this the clinic?", sender="+447700900778")
     [polite] = [d["Body"] for d in sent_to(fake_http, "+447700900778")]
     assert "don't have this number" in polite
+
+
+# Thoughts of suicide or self-harm (outside the spinal brief): a reply written for them, never
+# the spinal one; an intent, a plan or a time is the emergency tier.
+CRISIS = "Samaritans 116 123"
+
+
+def _no_spine(reply):
+    for spinal in ("Lie flat", "spine", "weakness", "numbness", "bladder", "Quedese", "columna",
+                   "debilidad", "vejiga"):
+        assert spinal not in reply, reply
+
+
+def test_self_harm_with_intent_gets_the_crisis_reply_and_the_emergency_chain(client, rt,
+                                                                             fake_http, clock):
+    from bot.scheduler import tick
+
+    enrol(rt)
+    oncall, second, _ = chain_phones(rt)
+    texted(client, "I'm going to kill myself tonight")
+    [reply] = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    _no_spine(reply)
+    assert CRISIS in reply and "call 999 now" in reply and "care team" in reply
+    esc = escalation(rt)
+    assert esc.level == "emergency" and "self_harm_intent" in esc.flags
+    [alert] = alerts(fake_http, oncall)
+    assert alert.startswith("EMERGENCY") and "self harm intent" in alert
+    assert "kill myself tonight" in alert
+    clock.advance(minutes=15)  # the emergency cadence, not the urgent 120 minutes
+    tick(rt)
+    assert len(alerts(fake_http, second)) == 1
+
+
+def test_passive_thoughts_stay_urgent_with_the_self_harm_reply(client, rt, fake_http):
+    enrol(rt)
+    texted(client, "some days I feel there's no point in living")
+    [reply] = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    _no_spine(reply)
+    assert CRISIS in reply and "will call you today" not in reply
+    esc = escalation(rt)
+    assert esc.level == "urgent" and esc.flags == ["self_harm_risk"]
+    [alert] = alerts(fake_http, chain_phones(rt)[0])
+    assert "self harm risk" in alert
+    texted(client, "they'd be better off without me")  # added: told again, not the spinal text
+    replies = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert len(replies) == 2 and replies[1] == reply
+
+
+def test_spanish_self_harm_gets_the_spanish_crisis_reply(client, rt, fake_http):
+    _enrol_spanish(rt)
+    texted(client, "voy a quitarme la vida esta noche")
+    [reply] = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    _no_spine(reply)
+    assert CRISIS in reply and "llame ya al 999" in reply and reply.startswith("Lucia,")
+    assert escalation(rt).level == "emergency"
+
+
+def test_a_spinal_emergency_and_self_harm_get_both_texts(client, rt, fake_http):
+    enrol(rt)
+    texted(client, "my legs gave way and I want to kill myself")
+    spinal, crisis = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert "Lie flat" in spinal and CRISIS not in spinal
+    _no_spine(crisis)
+    assert CRISIS in crisis
+    esc = escalation(rt)
+    assert esc.level == "emergency" and {"limb_weakness", "self_harm_risk"} <= set(esc.flags)
+
+
+def test_self_harm_intent_with_a_fever_gets_the_urgent_text_never_lie_flat(client, rt,
+                                                                           fake_http):
+    enrol(rt)
+    texted(client, "I have a temperature of 38.5 and I'm going to kill myself")
+    urgent, crisis = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert "will call you today" in urgent and "Lie flat" not in urgent
+    assert CRISIS in crisis
+    assert escalation(rt).level == "emergency"
+
+
+@pytest.mark.parametrize("question", ["what should I do if I want to end my life",
+                                      "what if my husband wants to kill himself?"])
+def test_a_question_about_self_harm_gets_its_own_safety_net(client, rt, fake_http, question):
+    enrol(rt)
+    texted(client, question)
+    [reply] = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    _no_spine(reply)
+    assert CRISIS in reply and "999" in reply
+
+
+def test_a_carer_reporting_self_harm_gets_the_crisis_reply(client, rt, fake_http):
+    enrol(rt)
+    texted(client, "my husband says he wants to kill himself")
+    [reply] = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    _no_spine(reply)
+    assert CRISIS in reply and "anyone is in danger" in reply
+    assert "self harm" in alerts(fake_http, chain_phones(rt)[0])[0]
+
+
+def test_self_harm_from_a_number_not_enrolled_gets_the_crisis_reply(client, rt, fake_http):
+    stranger = "+447700900777"
+    texted(client, "I'm going to kill myself tonight", sender=stranger)
+    [reply] = [d["Body"] for d in sent_to(fake_http, stranger)]
+    _no_spine(reply)
+    assert CRISIS in reply
+    [alert] = alerts(fake_http, chain_phones(rt)[0])
+    assert "self harm intent" in alert

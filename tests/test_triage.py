@@ -1502,3 +1502,101 @@ def test_and_their_ordinary_senses_and_denials_are_not(text):
     result = detect(text)
     assert result.level == "routine", result
 
+
+
+# ------------------------------------------------------------------------------ self-harm
+# Thoughts of suicide are outside the spinal brief: the vocabulary's own safety net. A stated
+# intent, a plan or a time is the emergency tier (re-alerts every ack_timeout_minutes, paging,
+# top of the dashboard); passive thoughts stay urgent. Both name their own reply texts, never
+# the spinal ones (triage.reply_keys).
+@pytest.mark.parametrize("text", [
+    "I'm going to kill myself tonight",
+    "im gonna kill myself",
+    "I will kill myself",
+    "I have the pills ready",
+    "I've got my tablets ready to take them all",
+    "I am going to take an overdose",
+    "I'm going to end it tonight",
+    "I have a plan to kill myself",
+    "I'm going to end my life",
+    "voy a quitarme la vida esta noche",
+    "me voy a matar",
+    "voy a suicidarme",
+    "tengo las pastillas preparadas",
+    "he says he is going to kill himself tonight",
+])
+def test_self_harm_with_intent_a_plan_or_a_time_is_an_emergency(text):
+    result = detect(text)
+    assert result.level == "emergency" and "self_harm_intent" in result.flags, result
+    assert not result.hypothetical
+
+
+@pytest.mark.parametrize("text", [
+    "no point in living", "there's no point going on", "they'd be better off without me",
+    "I want to die", "I wish I could die", "no quiero vivir", "quiero morirme",
+    "he says he wants to die",
+])
+def test_passive_thoughts_of_self_harm_stay_urgent(text):
+    result = detect(text)
+    assert result.level == "urgent" and "self_harm_risk" in result.flags, result
+    assert "self_harm_intent" not in result.flags
+
+
+@pytest.mark.parametrize("text", [
+    "I'm not going to kill myself", "no me voy a quitar la vida", "this pain is killing me",
+    "i could kill for a cup of tea", "the pills are ready at the pharmacy",
+    "my prescription is ready to collect",
+])
+def test_denied_or_everyday_senses_are_no_self_harm_intent(text):
+    assert "self_harm_intent" not in detect(text).flags, detect(text)
+
+
+def test_reply_keys_name_each_concern_once():
+    """The patient's texts for a red flag: a flag's own reply (self-harm) if it names one, the
+    level's spinal text for the rest; the spinal emergency first when both."""
+    from bot.domain.triage import reply_keys
+
+    assert reply_keys(["limb_weakness", "bladder_dysfunction"]) == ["emergency"]
+    assert reply_keys(["fever"]) == ["urgent"]
+    assert reply_keys(["self_harm_intent"]) == ["self_harm"]
+    assert reply_keys(["self_harm_risk"]) == ["self_harm"]
+    assert reply_keys(["self_harm_intent", "self_harm_risk"]) == ["self_harm"]
+    assert reply_keys(["limb_weakness", "self_harm_risk"]) == ["emergency", "self_harm"]
+    # an emergency only because of self-harm: the fever's urgent text, never "lie flat"
+    assert reply_keys(["self_harm_intent", "fever"]) == ["urgent", "self_harm"]
+    assert reply_keys(["pain", "self_harm_risk"]) == ["self_harm"]  # routine flags name none
+    # a question about it: the safety nets
+    assert reply_keys(["sensory_loss"], hypothetical=True) == ["safety_net"]
+    assert reply_keys(["self_harm_risk"], hypothetical=True) == ["self_harm_safety_net"]
+    assert reply_keys(["sensory_loss", "self_harm_risk"], hypothetical=True) == [
+        "safety_net", "self_harm_safety_net"]
+    # no flag at all (the detector failed and escalated for safety): the level's text
+    assert reply_keys([], level="emergency") == ["emergency"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["flags"]["fever"].update(reply="Call us!"), "flags.fever.reply: must be"),
+    (lambda d: d["flags"]["fever"].update(safety_net=3), "flags.fever.safety_net: must be"),
+    (lambda d: d["flags"]["fever"].update(reply="urgent"), "flags.fever.reply: 'urgent' is"),
+])
+def test_a_flags_own_reply_is_validated(tmp_path, change, message):
+    path = _mutated(tmp_path, change)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_vocabulary(path)
+
+
+def test_every_reply_a_flag_names_is_a_text_in_every_language():
+    """Start-up refuses a vocabulary whose flag names a text messages.yaml lacks, or lacks in a
+    language the deployment offers (a Spanish patient must not get English crisis advice)."""
+    from bot.texts import Texts, load_texts
+
+    vocab = load_vocabulary()
+    texts = load_texts()
+    assert texts.problems(vocab.reply_texts(), ["en", "es"]) == []
+    assert {"self_harm", "self_harm_safety_net"} <= vocab.reply_texts().keys()
+    broken = Texts({k: v for k, v in texts._data.items() if k != "self_harm_safety_net"})
+    assert "messages: self_harm_safety_net: missing (named by red flag self_harm_intent)" in \
+        broken.problems(vocab.reply_texts(), ["en", "es"])
+    english_only = Texts({**texts._data, "self_harm": {"en": texts._data["self_harm"]["en"]}})
+    assert "messages: self_harm: no 'es' text (named by red flag self_harm_intent)" in \
+        english_only.problems(vocab.reply_texts(), ["en", "es"])

@@ -134,6 +134,35 @@ def level_for_flags(flags: Iterable[str], vocabulary: Vocabulary | None = None) 
     return max_level(*(vocab.level_of(flag) for flag in flags))
 
 
+def reply_keys(flags: Iterable[str], vocabulary: Vocabulary | None = None, *,
+               hypothetical: bool = False, level: str = "routine") -> list[str]:
+    """The texts (config/messages.yaml keys) the patient gets for these red flags, in order.
+
+    A flag that names its own text (`reply:`, or `safety_net:` for a question about it, in
+    config/red_flags.yaml: self-harm) gets that; the other flags share their level's text
+    (emergency, urgent; safety_net for a question), taken at the highest level among them
+    only, and first: an emergency raised only by self-harm never advises lying flat. Each text
+    once; routine flags name none. `level` is the text when no flag names one (a detector
+    failure escalates with no flag)."""
+    vocab = vocabulary if vocabulary is not None else _default_vocabulary()
+    shared: list[str] = []
+    own: list[str] = []
+    for flag in flags:
+        spec = vocab.flags[flag]
+        if spec.level == "routine":
+            continue
+        key = spec.safety_net if hypothetical else spec.reply
+        if key is None:
+            shared.append(spec.level)
+        elif key not in own:
+            own.append(key)
+    keys = (["safety_net"] if hypothetical else [max_level(*shared)]) if shared else []
+    keys += own
+    if not keys and level != "routine":
+        keys = ["safety_net" if hypothetical else level]
+    return keys
+
+
 def detect(text: str, vocabulary: Vocabulary | None = None) -> TriageResult:
     """Tier one message. Never raises for any text."""
     vocab = vocabulary if vocabulary is not None else _default_vocabulary()

@@ -33,7 +33,10 @@ CORE_FLAGS = frozenset({
 })
 _TOP_KEYS = {"version", "settings", "numeric", "spellings", "word_classes", "third_person",
              "first_person_plural", "flags", "context"}
-_FLAG_KEYS = {"level", "description", "phrases", "downgrade_when_stable"}
+_FLAG_KEYS = {"level", "description", "phrases", "downgrade_when_stable", "reply", "safety_net"}
+# The texts (config/messages.yaml) a flag's own `reply:` / `safety_net:` cannot name: the
+# level's texts, which flags without their own reply share.
+LEVEL_TEXTS = frozenset({"emergency", "urgent", "safety_net"})
 _CONTEXT_KEYS = {
     "negation_before", "negation_after", "negation_after_links", "immune_words",
     "pseudo_negation", "hedges", "hypothetical", "clause_breakers", "scope_terminators",
@@ -382,6 +385,10 @@ class FlagSpec:
     downgrade_to: str | None
     phrases: tuple[str, ...]  # as written in the file
     first_words: tuple[str, ...]  # words a phrase can start with (for dispatch)
+    # the patient's text (config/messages.yaml key) when this flag is raised, instead of its
+    # level's (emergency / urgent), and when it is only asked about, instead of safety_net
+    reply: str | None = None
+    safety_net: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -413,6 +420,15 @@ class Vocabulary:
             return self.flags[flag].level
         except KeyError:
             raise ValueError(f"unknown red flag {flag!r} (known: {sorted(self.flags)})") from None
+
+    def reply_texts(self) -> dict[str, str]:
+        """Each text a flag names as its own reply or safety net -> the first flag naming it."""
+        out: dict[str, str] = {}
+        for spec in self.flags.values():
+            for key in (spec.reply, spec.safety_net):
+                if key is not None:
+                    out.setdefault(key, spec.name)
+        return out
 
     def normalise(self, text: str) -> str:
         """Normalised text with spellings corrected, starting with one space."""
@@ -578,9 +594,21 @@ def _flag_specs(
                 firsts |= words
                 heads[name].append((seq, words))
         raw = re.compile("(?<![a-z0-9])(?:" + "|".join(raws) + f"){NB}") if raws else None
+        texts = {}
+        for key in ("reply", "safety_net"):
+            value = spec.get(key)
+            if value is not None and (not isinstance(value, str) or not _NAME.match(value)):
+                raise ValueError(f"{where}: {at}.{key}: must be the name of a text in "
+                                 f"config/messages.yaml (lower_case_with_underscores), got "
+                                 f"{value!r}")
+            if value in LEVEL_TEXTS:
+                raise ValueError(f"{where}: {at}.{key}: {value!r} is the text of flags with no "
+                                 "reply of their own; leave the key out, or name a text of "
+                                 "this flag's")
+            texts[key] = value
         flags[name] = FlagSpec(name, spec["level"], str(spec.get("description", "")), raw,
                                spec.get("downgrade_when_stable"), tuple(phrases),
-                               tuple(sorted(firsts)))
+                               tuple(sorted(firsts)), **texts)
     return flags, heads
 
 

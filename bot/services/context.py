@@ -32,6 +32,7 @@ def clinic_values(settings: Settings) -> dict[str, str]:
         "clinic_phone": readable_phone(c.phone),
         "hotline": readable_phone(c.acute_oncology_hotline),
         "emergency_number": c.emergency_number,
+        "crisis_line": c.crisis_line,
     }
 
 

@@ -30,6 +30,7 @@ from bot.domain.triage import (
     detect_joined,
     detect_joined_before,
     level_for_flags,
+    reply_keys,
     split_texts_minutes,
 )
 from bot.services import conversations
@@ -351,7 +352,8 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
         return
     if triage.level != "routine" and triage.hypothetical:
         out.safety_net = True
-        out.outbox_ids.append(reply("safety_net"))
+        out.outbox_ids += [reply(key, kind="safety_net") for key in reply_keys(
+            triage.flags, ctx.vocabulary, hypothetical=True)]
     elif triage.level == "urgent":
         out.outbox_ids += urgent_response(session, ctx, patient, red_flags, words, now,
                                           channel=msg.channel)
@@ -626,7 +628,8 @@ def _unknown_sender(session: Session, ctx: ServiceContext, msg: InboundMessage, 
         # are told what to do if it does (the safety net), after who we are.
         out.safety_net = True
         return [_reply(session, ctx, None, msg, "not_enrolled", now),
-                _reply(session, ctx, None, msg, "safety_net", now)]
+                *(_reply(session, ctx, None, msg, key, now, kind="safety_net")
+                  for key in reply_keys(triage.flags, ctx.vocabulary, hypothetical=True))]
     level = triage.level
     red_flags = [f for f in triage.flags if level_for_flags([f], ctx.vocabulary) != "routine"]
     # As for a patient: "the team will call you today" only with a new urgent alert, never
@@ -635,11 +638,16 @@ def _unknown_sender(session: Session, ctx: ServiceContext, msg: InboundMessage, 
     esc, alert_ids = escalate(session, ctx, None, level, red_flags, words, now,
                               phone=msg.sender)
     ids = []
-    if level == "emergency" or (urgent_told and esc.level == "urgent" and alert_ids):
+    told = level == "emergency" or (urgent_told and esc.level == "urgent" and alert_ids)
+    # each concern's text (the spinal instruction for its tier, self-harm's own: see
+    # red_flags.urgent_response); a flag's own text goes every time
+    keys = [key for key in reply_keys(red_flags, ctx.vocabulary, level=level)
+            if told or key not in ("emergency", "urgent")]
+    for key in keys:
         ids.append(enqueue(session, Draft(
-            to=msg.sender, channel=msg.channel, body=ctx.text_for(None, level, name="Hello"),
+            to=msg.sender, channel=msg.channel, body=ctx.text_for(None, key, name="Hello"),
             kind=level, priority=PRIORITY_EMERGENCY), now).id)
-    else:
+    if not told:
         # Added to an open escalation about this number, or one for an emergency: they were
         # told what to do; the polite reply names the clinic's phone.
         ids.append(_reply(session, ctx, None, msg, "not_enrolled", now))
@@ -651,9 +659,10 @@ def _unknown_sender(session: Session, ctx: ServiceContext, msg: InboundMessage, 
 
 
 def _reply(session: Session, ctx: ServiceContext, patient: Patient | None, msg: InboundMessage,
-           key: str, now: datetime, **extra) -> int:
+           key: str, now: datetime, kind: str | None = None, **extra) -> int:
     body = ctx.text_for(patient, key, **extra)
-    return enqueue(session, Draft(to=msg.sender, channel=msg.channel, body=body, kind=key,
+    return enqueue(session, Draft(to=msg.sender, channel=msg.channel, body=body,
+                                  kind=kind or key,
                                   patient_id=patient.id if patient else None), now).id
 
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from sqlalchemy.exc import OperationalError
 
-from bot.domain.triage import detect
+from bot.domain.triage import detect, reply_keys
 from bot.services.escalations import alert_details
 from bot.services.inbound import (
     InboundMessage,
@@ -85,7 +85,9 @@ def spool_inbound(rt, msg: InboundMessage) -> InboundOutcome:
     rt.start_spool_replayer()
     out = InboundOutcome(spooled=True, level=triage.level)
     if told:
-        out.outage_replies.append((None, rt.ctx.text_for(None, "emergency", name="Hello")))
+        # each concern's text: self-harm's own, never "lie flat" for it (triage.reply_keys)
+        out.outage_replies += [(None, rt.ctx.text_for(None, key, name="Hello")) for key in
+                               reply_keys(triage.flags, rt.ctx.vocabulary, level="emergency")]
         team = rt.settings.care_team
         oncall = team.contact(team.escalation_chain[0])
         if oncall.channel == msg.channel:  # TwiML answers from the number the patient texted
