@@ -682,3 +682,25 @@ def test_self_harm_from_a_number_not_enrolled_gets_the_crisis_reply(client, rt, 
     assert CRISIS in reply
     [alert] = alerts(fake_http, chain_phones(rt)[0])
     assert "self harm intent" in alert
+
+
+def test_while_self_harm_is_unresolved_a_reply_is_about_it_not_the_spine(client, rt, fake_http):
+    """'ok thank you' after the self-harm reply, the escalation not resolved: after_self_harm
+    (the team has the message, the emergency number, the crisis line), not after_urgent's
+    'new weakness, numbness or bladder or bowel problems'."""
+    enrol(rt)
+    texted(client, "I just want to die")
+    texted(client, "ok thank you")
+    first, after = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    _no_spine(after)
+    assert after != first and "care team has your message" in after and CRISIS in after
+
+
+def test_while_a_spinal_and_a_self_harm_flag_are_unresolved_a_reply_covers_both(client, rt,
+                                                                                 fake_http):
+    enrol(rt)
+    texted(client, "my back pain is 9/10 and there's no point in living")
+    before = len(sent_to(fake_http, PHONE))
+    texted(client, "ok")
+    spinal, crisis = [d["Body"] for d in sent_to(fake_http, PHONE)][before:]
+    assert "bladder or bowel" in spinal and CRISIS in crisis

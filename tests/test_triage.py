@@ -1593,7 +1593,7 @@ def test_every_reply_a_flag_names_is_a_text_in_every_language():
     vocab = load_vocabulary()
     texts = load_texts()
     assert texts.problems(vocab.reply_texts(), ["en", "es"]) == []
-    assert {"self_harm", "self_harm_safety_net"} <= vocab.reply_texts().keys()
+    assert {"self_harm", "after_self_harm", "self_harm_safety_net"} <= vocab.reply_texts().keys()
     broken = Texts({k: v for k, v in texts._data.items() if k != "self_harm_safety_net"})
     assert "messages: self_harm_safety_net: missing (named by red flag self_harm_intent)" in \
         broken.problems(vocab.reply_texts(), ["en", "es"])

@@ -148,7 +148,11 @@ def reply_keys(flags: Iterable[str], vocabulary: Vocabulary | None = None, *,
     shared: list[str] = []
     own: list[str] = []
     for flag in flags:
-        spec = vocab.flags[flag]
+        spec = vocab.flags.get(flag)
+        if spec is None:  # a flag no longer in the vocabulary (an old escalation's)
+            if level != "routine":
+                shared.append(level)
+            continue
         if spec.level == "routine":
             continue
         key = spec.safety_net if hypothetical else spec.reply

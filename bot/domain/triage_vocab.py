@@ -422,10 +422,13 @@ class Vocabulary:
             raise ValueError(f"unknown red flag {flag!r} (known: {sorted(self.flags)})") from None
 
     def reply_texts(self) -> dict[str, str]:
-        """Each text a flag names as its own reply or safety net -> the first flag naming it."""
+        """Each text a flag names as its own reply or safety net -> the first flag naming it.
+        A reply R comes with after_R: the reply to the patient's texts while it is unresolved
+        (as after_emergency / after_urgent are the levels')."""
         out: dict[str, str] = {}
         for spec in self.flags.values():
-            for key in (spec.reply, spec.safety_net):
+            after = f"after_{spec.reply}" if spec.reply else None
+            for key in (spec.reply, after, spec.safety_net):
                 if key is not None:
                     out.setdefault(key, spec.name)
         return out

@@ -382,10 +382,10 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
         return
 
     if unresolved and not _written_to_sender(session, msg, out) and (
-            key := _after_red_flag(session, ctx, patient, text, unresolved)):
+            keys := _after_red_flag(session, ctx, patient, text, unresolved)):
         # "Your care team has your message": so it is listed for them to read.
         mark_to_read(session, out.message_id)
-        out.outbox_ids.append(reply(key))
+        out.outbox_ids += [reply(key) for key in keys]
         return
     out.outbox_ids += conversations.handle_patient_text(
         session, ctx, patient, text, now, channel=msg.channel,
@@ -495,12 +495,25 @@ def _from_discharged(session: Session, ctx: ServiceContext, patient: Patient,
     mark_to_read(session, out.message_id)
     if _written_to_sender(session, msg, out):
         return
-    key = f"after_{unresolved}" if unresolved else "discharged"
-    out.outbox_ids.append(_reply(session, ctx, patient, msg, key, now))
+    keys = _after_keys(session, ctx, patient, unresolved) if unresolved else ["discharged"]
+    out.outbox_ids += [_reply(session, ctx, patient, msg, key, now) for key in keys]
+
+
+def _after_keys(session: Session, ctx: ServiceContext, patient: Patient,
+                unresolved: str) -> list[str]:
+    """The texts for a patient's text while their red flags are unresolved: after_<level> for
+    the flags that share their level's text (spinal), after_<reply> for a flag with its own
+    (self-harm: after_self_harm), each concern once (triage.reply_keys)."""
+    flags = session.scalars(select(Escalation.flags).where(
+        Escalation.patient_id == patient.id, Escalation.status != "resolved")).all()
+    keys = reply_keys(sorted({f for fs in flags for f in fs or ()}), ctx.vocabulary,
+                      level=unresolved)
+    return [f"after_{unresolved}" if key in ("emergency", "urgent") else f"after_{key}"
+            for key in keys]
 
 
 def _after_red_flag(session: Session, ctx: ServiceContext, patient: Patient, text: str,
-                    unresolved: str) -> str | None:
+                    unresolved: str) -> list[str] | None:
     """The reply to a patient's text while a red flag of theirs is unresolved (`unresolved`:
     its level), when it would otherwise get the routine "saved for your care team, reply
     CHECKIN..." ("ok I've called them") or, before consent, the welcome all over again ("what
@@ -511,7 +524,7 @@ def _after_red_flag(session: Session, ctx: ServiceContext, patient: Patient, tex
         return None
     if conversations.active_conversation(session, patient.id) is not None:
         return None
-    return f"after_{unresolved}"
+    return _after_keys(session, ctx, patient, unresolved)
 
 
 def _replies_within_window(session: Session, ctx: ServiceContext, address: str,
