@@ -46,6 +46,10 @@ def test_file_overrides_defaults_and_environment_overrides_the_file(tmp_path):
          "config: care_team: escalation_chain names unknown contact 'nobody'"),
         ({"clinic": {"phone": "12345"}}, "config: clinic.phone: not a phone number in international form"),
         ({"colour": "blue"}, "config: colour: unknown setting"),
+        ({"clinic": {"crisis_line": "Samaritans \u2013 116 123"}},
+         "config: clinic.crisis_line: must be plain GSM-7 text with the line's number"),
+        ({"clinic": {"crisis_line": "Samaritans"}},
+         "config: clinic.crisis_line: must be plain GSM-7 text with the line's number"),
     ],
 )
 def test_a_bad_value_gives_one_line_naming_the_key(override, expected):
@@ -125,3 +129,11 @@ def test_secrets_are_refused_in_the_default_settings_file_too(tmp_path, monkeypa
     monkeypatch.setattr(bot.config, "DEFAULT_CONFIG", f)
     with pytest.raises(ConfigError, match="admin_token: secrets are read only from the env"):
         load_settings(env={})
+
+
+def test_the_crisis_line_is_a_setting_put_in_the_self_harm_texts():
+    from bot.services.context import clinic_values
+
+    assert load_settings(env={}).clinic.crisis_line == "Samaritans 116 123"
+    s = load_settings(env={}, overrides={"clinic": {"crisis_line": "Linea 024"}})
+    assert clinic_values(s)["crisis_line"] == "Linea 024"

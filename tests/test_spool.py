@@ -349,3 +349,15 @@ def test_an_ack_kept_during_an_outage_is_applied_before_the_re_alerts_fall_due(
         assert esc.status == "acknowledged" and esc.acknowledged_by == team.contact(
             team.escalation_chain[0]).name
     assert sent_to(fake_http, coordinator) == []
+
+
+def test_self_harm_during_an_outage_gets_the_crisis_text_at_once_never_lie_flat(
+        client, rt, fake_http):
+    enrol(rt)
+    with database_down(rt):
+        res = texted(client, "I'm going to kill myself tonight")
+    twiml = res.get_data(as_text=True)
+    assert rt.settings.clinic.crisis_line in twiml and "Lie flat" not in twiml
+    rt.replay_spool()
+    assert bodies(fake_http) == []  # not told a second time
+    assert count(rt, Escalation) == 1
