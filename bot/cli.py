@@ -7,6 +7,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 import unicodedata
 
 import click
@@ -70,11 +72,16 @@ def _local(value, clinic: str, patient: str | None = None) -> str:
     return f"{shown(patient)} ({shown(clinic)})"
 
 
-def _runtime(dispatch_mode: str = "inline"):
+def _runtime(dispatch_mode: str = "inline", vocabulary: str = "lazy"):
+    """The runtime for a command. The red-flag vocabulary is left uncompiled ("lazy": compiled
+    on first use, if any): seconds of CPU that an operator's command reading no patient's
+    words (escalations list / ack, patients add / list...) must not wait for. The processes
+    that triage ask for it: the scheduler "warm", serve "checked" (see build_runtime)."""
     from bot.runtime import build_runtime
 
     try:
-        return build_runtime(load_settings(), dispatch_mode=dispatch_mode)
+        return build_runtime(load_settings(), dispatch_mode=dispatch_mode,
+                             vocabulary=vocabulary)
     except DatabaseUnreachable as exc:
         _fail(str(exc), 1)  # as a database error mid-command: try again later
     except ConfigError as exc:
@@ -144,7 +151,9 @@ def serve(host: str, port: int, reload: bool, no_scheduler: bool) -> None:
     from bot.scheduler import build_scheduler, stop_gracefully
     from bot.web.app import create_app
 
-    rt = _runtime(dispatch_mode="background")
+    # The vocabulary is read and checked now (a broken red_flags.yaml stops serve here); its
+    # phrase regexes are compiled on a thread once serving, see below.
+    rt = _runtime(dispatch_mode="background", vocabulary="checked")
     try:
         app = create_app(rt)
     except ConfigError as exc:
@@ -175,6 +184,7 @@ def serve(host: str, port: int, reload: bool, no_scheduler: bool) -> None:
             click.echo(f"scheduler started in process {os.getpid()}")
         if serving_process:
             rt.warm_up()
+            _warm_vocabulary_meanwhile(rt)
             click.echo(f"checkin-bot on http://{host}:{port} (messenger: {rt.messenger.name})")
             if rt.messenger.name == "dev":
                 click.echo(f"phone simulator: http://{host}:{port}/simulator")
@@ -187,6 +197,23 @@ def serve(host: str, port: int, reload: bool, no_scheduler: bool) -> None:
         rt.close()  # and the sends in flight
 
 
+def _warm_vocabulary_meanwhile(rt) -> None:
+    """Compile the red-flag phrases on a thread while serve already answers (/healthz at once,
+    not after seconds of compiling). A webhook that comes meanwhile is triaged in full: the
+    phrases it needs are compiled for it first (bot.domain.triage), it is only slower."""
+    def warm() -> None:
+        started = time.monotonic()
+        try:
+            rt.warm_vocabulary()
+        except Exception:  # checked at start-up; a message compiles what it needs anyway
+            logging.getLogger(__name__).exception("red-flag vocabulary warm-up failed")
+            return
+        logging.getLogger(__name__).info("red-flag vocabulary compiled in %.1f s",
+                                         time.monotonic() - started)
+
+    threading.Thread(target=warm, daemon=True, name="vocabulary-warm-up").start()
+
+
 @main.command()
 def scheduler() -> None:
     """Run the scheduler as its own process (production: exactly one, or more on PostgreSQL).
@@ -195,7 +222,7 @@ def scheduler() -> None:
     running tick finishes (allow 30 s), then it exits 0."""
     from bot.scheduler import run_until_signalled
 
-    rt = _runtime(dispatch_mode="none")
+    rt = _runtime(dispatch_mode="none", vocabulary="warm")  # triages spooled and late replies
     try:  # SIGTERM or Ctrl-C: the running tick finishes, then exit 0
         run_until_signalled(rt, started=lambda: click.echo(
             "checkin-bot scheduler running (SIGTERM or Ctrl-C stops it once the running tick "
@@ -229,7 +256,9 @@ def health() -> None:
     except ConfigError as exc:
         down(str(exc))
     try:
-        rt = build_runtime(settings, dispatch_mode="inline")
+        # The vocabulary read and checked (a broken red_flags.yaml stops the web app and the
+        # scheduler: down), not compiled (seconds of CPU that a cron check need not spend).
+        rt = build_runtime(settings, dispatch_mode="inline", vocabulary="checked")
     except ConfigError as exc:
         down(str(exc))
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -250,6 +251,16 @@ class Runtime:
         gc.collect()
         gc.freeze()
 
+    def warm_vocabulary(self) -> None:
+        """Compile every red-flag phrase now (for a runtime built with vocabulary "checked").
+        Messages triaged meanwhile are triaged in full: what they need is compiled for them."""
+        from bot.domain import triage
+
+        try:
+            triage.warm_up(self.ctx.vocabulary)
+        except (ValueError, re.error) as exc:
+            raise ConfigError(f"red flags: {exc}") from None
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
@@ -284,14 +295,30 @@ def load_flow_library(settings: Settings):
         raise ConfigError(f"flows: {exc}") from None
 
 
-def _load_vocabulary():
-    """Compile the red-flag vocabulary now (once per process), not on a patient's message."""
+VOCABULARY_MODES = ("warm", "checked", "lazy")
+
+
+def _load_vocabulary(mode: str = "warm"):
+    """The red-flag vocabulary at start-up (config/red_flags.yaml, once per process):
+
+    - "warm": read, check and compile every phrase now, not on a patient's message (web
+      workers, the scheduler);
+    - "checked": read and check it now (a broken file stops start-up), its phrase regexes
+      compiled later by warm_vocabulary or on first use (`serve`, `health`);
+    - "lazy": nothing now; read and compiled on first use, if any (an operator's command that
+      reads no patient's words: it answers in a second, not after ten of compiling).
+    """
     from bot.domain import triage
 
+    if mode == "lazy":
+        return None  # None = the default, read on first use
     try:
-        triage.warm_up()  # loads, compiles and caches the default vocabulary file
+        if mode == "warm":
+            triage.warm_up()  # loads, compiles and caches the default vocabulary file
+        else:
+            triage._default_vocabulary()
         return None  # None = the cached default
-    except ValueError as exc:
+    except (ValueError, re.error) as exc:
         raise ConfigError(f"red flags: {exc}") from None
 
 
@@ -356,12 +383,18 @@ def build_runtime(
     messenger: Messenger | None = None,
     engine: Engine | None = None,
     dispatch_mode: str = "background",
+    vocabulary: str = "warm",
 ) -> Runtime:
-    """Wire the pieces. Raises ConfigError when flows or texts are broken."""
+    """Wire the pieces. Raises ConfigError when flows or texts are broken, or the red-flag
+    vocabulary (unless `vocabulary` is "lazy": see _load_vocabulary)."""
+    if vocabulary not in VOCABULARY_MODES:
+        raise ValueError(f"vocabulary: {vocabulary!r} is not one of {VOCABULARY_MODES}")
     texts = load_texts()
-    vocabulary = _load_vocabulary()
-    # every text a red flag names as its own reply, in each of the deployment's languages
-    problems = texts.problems(_vocabulary_in_use(vocabulary).reply_texts(), settings.languages)
+    mode, vocabulary = vocabulary, _load_vocabulary(vocabulary)
+    # every text a red flag names as its own reply, in each of the deployment's languages (not
+    # for a command that reads no patient's words: it sends none of them)
+    named = _vocabulary_in_use(vocabulary).reply_texts() if mode != "lazy" else None
+    problems = texts.problems(named, settings.languages)
     if problems:
         raise ConfigError(problems[0])
     flows = load_flow_library(settings)

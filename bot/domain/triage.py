@@ -50,6 +50,7 @@ import bisect
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -101,9 +102,45 @@ def load_vocabulary(path: str | os.PathLike[str] | None = None) -> Vocabulary:
     return _load(path)
 
 
-@lru_cache(maxsize=1)
-def _default_vocabulary() -> Vocabulary:
-    return _load(None)
+class _DefaultVocabulary:
+    """The default vocabulary file, read and compiled on first use, once per process however
+    many threads ask at once (it costs a second or more of CPU: an operator's command that
+    triages nothing never pays it). A file that fails to load is tried again on the next call.
+    Its ~900 phrase regexes are compiled later still: on first use too, or all at once by
+    warm_up (a serving process, before its first message)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value: Vocabulary | None = None
+
+    def __call__(self) -> Vocabulary:
+        value = self._value
+        if value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = _load(None)
+                value = self._value
+        return value
+
+    def loaded(self) -> bool:
+        return self._value is not None
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._value = None
+
+
+_default_vocabulary = _DefaultVocabulary()
+_phrase_lock = threading.Lock()  # a phrase regex is compiled once, by one thread
+
+
+def _compiled(entry: list) -> re.Pattern[str]:
+    """A dispatch entry's phrase regex, compiled now if nobody has yet (see Vocabulary.dispatch)."""
+    with _phrase_lock:
+        regex = entry[1]
+        if regex.__class__ is str:
+            regex = entry[1] = _compile(regex)
+    return regex
 
 
 def __getattr__(name: str) -> frozenset[str]:
@@ -479,7 +516,7 @@ def _phrase_hits(msg: _Message) -> list[tuple[str, int, int]]:
         for entry in dispatch[m.lastgroup]:
             regex = entry[1]
             if regex.__class__ is str:  # compiled on first use (see Vocabulary.dispatch)
-                regex = entry[1] = _compile(regex)
+                regex = _compiled(entry)
             if fm := regex.match(norm, p):
                 hits.append((entry[0], p, fm.end()))
     for spec in vocab.raw_flags:
@@ -761,9 +798,10 @@ def _stable(msg: _Message, start: int, end: int, hits: list[tuple[str, int, int]
 
 
 def warm_up(vocabulary: Vocabulary | None = None) -> None:
-    """Compile every phrase regex now (a server's start-up), not on patients' first messages."""
+    """Compile every phrase regex now (a server's start-up), not on patients' first messages.
+    Safe beside threads that triage meanwhile: each regex is compiled once, by one of them."""
     vocab = vocabulary if vocabulary is not None else _default_vocabulary()
     for entries in vocab.dispatch.values():
         for entry in entries:
             if entry[1].__class__ is str:
-                entry[1] = _compile(entry[1])
+                _compiled(entry)
