@@ -31,7 +31,7 @@ from bot.domain.flow_lint import lint_paths
 from bot.domain.flows import SHIPPED_FLOWS_DIR, FlowError, FlowLibrary, load_flows, parse_duration
 from bot.domain.keywords import carrier_command, keyword_of
 from bot.domain.triage import detect, level_for_flags, reply_keys
-from bot.flowtest import default_context, run_scripts
+from bot.flowtest import as_sent, default_context, raises_emergency, run_scripts
 from bot.services.context import clinic_values
 from bot.texts import load_texts
 
@@ -102,7 +102,7 @@ def test_command(paths: tuple[Path, ...], update: bool, flows_dir: Path | None) 
         raise click.exceptions.Exit(1)
 
 
-def _show(result: StepResult) -> None:
+def _show(result: StepResult, context: dict, texts) -> None:
     for record in result.recorded:
         if isinstance(record, FlagRaised):
             click.echo(f"  [flag raised: {record.name}]")
@@ -116,8 +116,11 @@ def _show(result: StepResult) -> None:
             click.echo(f"  [hands over to flow {record.flow_id}]")
         elif isinstance(record, EngineError):
             click.echo(f"  [engine stopped the conversation: {record.reason}]")
-    for text in result.outbound:
+    # As the bot sends them: an emergency-tier flag adds the emergency instruction.
+    for text in as_sent(result, context, texts):
         click.echo(f"bot: {text}")
+    if raises_emergency(result):
+        click.echo("  [the care team is alerted at once, and again until someone acknowledges]")
 
 
 @click.command("simulate")
@@ -160,11 +163,11 @@ def simulate_command(flow_id: str, language: str | None, name: str | None,
     stdin = sys.stdin
     interactive = stdin.isatty()
     now = datetime.now(UTC)  # the CLI owns the clock; the engine is given it
+    texts = load_texts()  # the bot's own replies (STOP, HELP, red flags)
     result = step(flow, None, Start(), now, context)
-    _show(result)
+    _show(result, context, texts)
     state = result.new_state
     ended = None  # why the bot, not the flow, ended the conversation
-    texts = load_texts()  # the bot's own replies (STOP, HELP, red flags)
     while state and state["status"] == WAITING:
         if interactive:
             try:
@@ -194,7 +197,7 @@ def simulate_command(flow_id: str, language: str | None, name: str | None,
             if ended:
                 break
             result = step(flow, state, Inbound(line), now, context)
-        _show(result)
+        _show(result, context, texts)
         state = result.new_state
     flags = list(state["flags"]) if state else []
     if ended == "emergency":

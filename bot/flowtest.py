@@ -28,8 +28,18 @@ from typing import Any
 
 import yaml
 
-from bot.domain.engine import Inbound, Start, Timeout, step, with_sentences
+from bot.domain.engine import (
+    FlagRaised,
+    Inbound,
+    Start,
+    StepResult,
+    Timeout,
+    step,
+    with_sentences,
+)
 from bot.domain.flows import FlowLibrary, Variable, parse_duration
+from bot.domain.triage import level_for_flags
+from bot.texts import Texts, load_texts
 
 DEFAULT_START = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)  # a Monday morning
 EVENT_KEYS = ("patient", "wait")
@@ -56,6 +66,24 @@ def default_context(variables: dict[str, Variable], language: str = "en") -> dic
     context: dict[str, Any] = {name: var.example for name, var in variables.items()}
     context["language"] = language
     return context
+
+
+def raises_emergency(result: StepResult) -> bool:
+    """Whether the step raised a flag of the emergency tier (config/red_flags.yaml)."""
+    flags = [r.name for r in result.recorded if isinstance(r, FlagRaised)]
+    return bool(flags) and level_for_flags(flags) == "emergency"
+
+
+def as_sent(result: StepResult, context: dict[str, Any], texts: Texts) -> list[str]:
+    """What the patient gets for one step, in the order the service sends it
+    (bot/services/conversations.py `_apply`): the flow's texts, then, when the step raised an
+    emergency-tier flag, the bot's emergency instruction (`emergency` in
+    config/messages.yaml, in the patient's language), with the team alerted."""
+    sent = list(result.outbound)
+    if raises_emergency(result):
+        values = {k: v for k, v in context.items() if k != "language"}
+        sent.append(texts.render("emergency", str(context.get("language") or "en"), **values))
+    return sent
 
 
 def find_scripts(paths: list[Path]) -> list[Path]:
@@ -140,8 +168,9 @@ def run_script(path: Path, library: FlowLibrary, update: bool = False) -> Script
     now = datetime.fromisoformat(now) if isinstance(now, str) else now
     now = now if now.tzinfo else now.replace(tzinfo=UTC)
 
+    messages = load_texts()  # the bot's own texts: the emergency instruction a step may add
     result = step(flow, None, Start(), now, context)
-    state, sent = result.new_state, list(result.outbound)
+    state, sent = result.new_state, as_sent(result, context, messages)
     expected_lines, actual_lines, new_steps = ["start"], ["start"], []
     checked: list[str] | None = None
 
@@ -181,7 +210,7 @@ def run_script(path: Path, library: FlowLibrary, update: bool = False) -> Script
         expected_lines.append(line)
         actual_lines.append(line)
         new_steps.append({key: value})
-        state, sent, checked = result.new_state, list(result.outbound), None
+        state, sent, checked = result.new_state, as_sent(result, context, messages), None
     close_event()
 
     bot_only = [line for line in expected_lines if not line.startswith("bot: ")]

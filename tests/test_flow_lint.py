@@ -53,6 +53,14 @@ EXPECTED = {
     "answers",
     "no_reply_loop": "node question: never ends if the patient does not reply: "
     "question -> reminder -> question",
+    # The service sends its emergency instruction ("...lie flat and keep still...") for an
+    # emergency-tier flag: a flow's own "please call" after it, worded otherwise, is a second
+    # emergency text, and a question after it is asked of a patient told to call now.
+    "emergency_end_repeats": "node question: cases[1] raises emergency-tier flag "
+    "'sensory_loss', then node alerted gives {hotline} or {emergency_number}: the emergency "
+    "instruction the bot sends for it does, so it would be said twice in other words",
+    "emergency_asks_on": "node question: cases[1] raises emergency-tier flag 'sensory_loss', "
+    "then asks node fever: the check-in must end at the emergency instruction",
     "start_flow_loop": "node again: starts flow 'broken_start_loop', which comes back here "
     "without waiting for a reply: broken_start_loop -> broken_start_loop",
 }

@@ -704,3 +704,98 @@ def test_while_a_spinal_and_a_self_harm_flag_are_unresolved_a_reply_covers_both(
     texted(client, "ok")
     spinal, crisis = [d["Body"] for d in sent_to(fake_http, PHONE)][before:]
     assert "bladder or bowel" in spinal and CRISIS in crisis
+def _checkin_to_numbness(client):
+    """A consented patient's check-in, answered up to "any new numbness?": pain 2, then no to
+    the five pain questions."""
+    texted(client, "CHECKIN")
+    texted(client, "2")
+    for _ in range(5):  # new, night, cough, spreads, painkillers
+        texted(client, "no")
+
+
+def _emergency_text(rt, pid):
+    with rt.transaction() as s:
+        return rt.ctx.text_for(s.get(Patient, pid), "emergency")
+
+
+def test_a_structured_yes_gets_the_emergency_instruction_once_and_nothing_else(
+        client, rt, fake_http):
+    """YES to "any new numbness?" used to send the emergency instruction ("...Lie flat and
+    keep still...") and then the flow's own end, worded otherwise ("We have alerted your care
+    team now. Please call..."): two emergency texts for one answer. Now the instruction alone
+    goes, the team is alerted once and the check-in is over."""
+    pid = enrol(rt)
+    _checkin_to_numbness(client)
+    before = len(sent_to(fake_http, PHONE))
+    texted(client, "yes")
+    bodies = [d["Body"] for d in sent_to(fake_http, PHONE)][before:]
+    assert bodies == [_emergency_text(rt, pid)]
+    esc = escalation(rt)
+    assert esc.level == "emergency" and esc.flags == ["sensory_loss"]
+    assert len(alerts(fake_http, chain_phones(rt)[0])) == 1
+    with rt.transaction() as s:
+        assert active_conversation(s, pid) is None
+        conv = s.scalars(select(Conversation).where(Conversation.patient_id == pid)).one()
+        assert (conv.flow_id, conv.status) == ("checkin", "completed")
+
+
+def test_three_replies_not_understood_at_an_emergency_question_say_why_then_instruct(
+        client, rt, fake_http):
+    """The third reply not understood at "any new numbness?" alerts the team: the patient is
+    told why (we could not understand) in a text that gives no call-now instruction of its
+    own, then gets the emergency instruction; before, a second, different "please call"
+    text without "lie flat" came after the instruction."""
+    pid = enrol(rt)
+    _checkin_to_numbness(client)
+    texted(client, "banana")
+    texted(client, "banana")
+    before = len(sent_to(fake_http, PHONE))
+    texted(client, "banana")
+    bodies = [d["Body"] for d in sent_to(fake_http, PHONE)][before:]
+    assert bodies == [
+        "Sorry, we could not understand your answer, so we have alerted your care team now.",
+        _emergency_text(rt, pid)]
+    assert "Lie flat" in bodies[1]
+    assert escalation(rt).flags == ["sensory_loss"]
+    assert len(alerts(fake_http, chain_phones(rt)[0])) == 1
+    with rt.transaction() as s:
+        assert active_conversation(s, pid) is None
+
+
+def test_a_spanish_yes_gets_the_spanish_emergency_instruction_alone(client, rt, fake_http):
+    pid = enrol(rt)
+    with rt.transaction() as s:
+        s.get(Patient, pid).language = "es"
+    _checkin_to_numbness(client)
+    before = len(sent_to(fake_http, PHONE))
+    texted(client, "si")
+    bodies = [d["Body"] for d in sent_to(fake_http, PHONE)][before:]
+    assert bodies == [_emergency_text(rt, pid)] and "tumbado" in bodies[0]
+
+
+@pytest.mark.parametrize("replies", [
+    ["2", "no", "no", "no", "no", "no", "yes"],  # YES to "any new numbness?"
+    ["2", "no", "no", "no", "no", "no", "banana", "banana", "banana"],  # not understood
+    ["0", "no", "no", "yes"],  # YES to "unsteady on your feet?"
+])
+def test_simulate_and_the_golden_engine_show_the_texts_the_webhook_sends(
+        client, rt, fake_http, replies):
+    """`checkin-bot simulate` is "what a patient gets": for a check-in that ends in an
+    emergency it showed the flow's own end ("We have alerted your care team now. Please
+    call...") and not the emergency instruction the webhook sends. Now every text the
+    webhook sent after CHECKIN is the simulator's, in the same order."""
+    from bot.cli_flows import simulate_command
+
+    enrol(rt)
+    before = len(sent_to(fake_http, PHONE))
+    texted(client, "CHECKIN")
+    for reply in replies:
+        texted(client, reply)
+    webhook = [d["Body"] for d in sent_to(fake_http, PHONE)][before:]
+    shown = CliRunner().invoke(simulate_command, ["checkin", "--name", "Ada Lovelace"],
+                               input="".join(f"{r}\n" for r in replies))
+    assert shown.exit_code == 0, shown.output
+    simulated = [line.removeprefix("bot: ") for line in shown.output.splitlines()
+                 if line.startswith("bot: ")]
+    assert simulated == webhook
+    assert sum("Lie flat" in text for text in simulated) == 1

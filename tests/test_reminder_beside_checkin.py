@@ -77,8 +77,10 @@ def test_a_yes_after_the_reminder_still_answers_the_red_flag_question(client, rt
         assert esc.words.startswith("Q: Since your last check-in, have you had any new numbness")
         answers = [(a.question_key, a.value) for a in s.scalars(select(Answer))]
         assert answers == [("worst_pain", 0), ("numbness", "yes")]  # not a reminder's "done"
-    assert _to_patient(messenger)[-1].startswith(
-        "Thank you, Ada. We have alerted your care team now. Please call")
+    # The emergency instruction alone (the check-in's end has no text of its own).
+    assert _to_patient(messenger)[-1].startswith("Ada, this could be serious")
+    assert "Lie flat" in _to_patient(messenger)[-1]
+    assert not any("We have alerted" in text for text in _to_patient(messenger))
 
 
 def test_a_reminder_still_replaces_one_waiting_on_a_question_with_no_red_flag(client, rt, clock,

@@ -30,6 +30,7 @@ from bot.domain.flows import (
 )
 from bot.domain.gsm7 import non_gsm_chars, segments
 from bot.domain.keywords import CARRIER_WORDS, NO_WORDS, YES_WORDS, carrier_command, keyword_of
+from bot.domain.triage import level_for_flags
 
 MAX_SEGMENTS = 2
 VARIABLES_FILE = "variables.yaml"
@@ -266,6 +267,63 @@ def _keyword_word_problems(node: Any) -> list[str]:
     return problems
 
 
+_CALL_NOW = ("{hotline}", "{emergency_number}")
+
+
+def _emergency_flag(flags: list[str]) -> str | None:
+    """The first of `flags` of the emergency tier (config/red_flags.yaml), if any."""
+    for flag in flags:
+        if flag in FLAG_NAMES and level_for_flags([flag]) == "emergency":
+            return flag
+    return None
+
+
+def _emergency_problems(flow: Flow, node: Any) -> list[str]:
+    """An emergency-tier flag, raised on entering `node` or by one of its cases, makes the
+    service send its emergency instruction (config/messages.yaml `emergency`: the hotline,
+    the emergency number, lie flat and keep still) and alert the team. What the flow then
+    says without another reply must not give {hotline} or {emergency_number} again (a second
+    call-now text worded otherwise), and it must end there, not ask more questions of a
+    patient just told to call now. A flow's own words of why ("we could not understand your
+    answer, so we have alerted your care team") are fine."""
+    starts = []
+    flag = _emergency_flag(list(node.flags))
+    if flag is not None:
+        starts.append(("", flag, node.id))
+    for index, case in enumerate(getattr(node, "cases", []), start=1):
+        flag = _emergency_flag(list(case.flags))
+        if flag is not None:
+            starts.append((f"cases[{index}] ", flag, case.next))
+    problems = []
+    for label, flag, start in starts:
+        raised = f"{label}raises emergency-tier flag {flag!r}"
+        path, seen, todo = [], set(), [start]
+        while todo:
+            current = flow.node(todo.pop())
+            if current is None or current.id in seen:
+                continue
+            seen.add(current.id)
+            path.append(current)
+            if isinstance(current, SendNode | BranchNode):
+                todo.extend(target for _, target in _targets(current))
+        for current in path:
+            for _, text in _texts(current):
+                bodies = text.values() if isinstance(text, dict) else [text]
+                if isinstance(current, AskNode | WaitNode) and current.id != node.id:
+                    continue  # reported below as a question asked after it
+                if any(v in body for body in bodies for v in _CALL_NOW):
+                    problems.append(
+                        f"{raised}, then node {current.id} gives {{hotline}} or "
+                        "{emergency_number}: the emergency instruction the bot sends for it "
+                        "does, so it would be said twice in other words")
+                    break
+        for current in path:
+            if isinstance(current, AskNode | WaitNode) and current.id != node.id:
+                problems.append(f"{raised}, then asks node {current.id}: the check-in must end "
+                                "at the emergency instruction")
+    return problems
+
+
 def _reachable(flow: Flow) -> set[str]:
     seen, todo = set(), [flow.start]
     while todo:
@@ -404,6 +462,7 @@ def lint_flow(path: Path, flow: Flow, variables: dict[str, Variable]) -> list[st
             problems.append(f"never ends if the patient does not reply: {loop}")
         problems += [f"unknown flag {flag!r}" for flag in node.flags if flag not in FLAG_NAMES]
         problems += _case_problems(flow, node)
+        problems += _emergency_problems(flow, node)
         problems += _keyword_word_problems(node)
         for label, text in _texts(node):
             problems += _text_problems(flow, label, text, variables)

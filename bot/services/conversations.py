@@ -26,6 +26,7 @@ from bot.services.context import ServiceContext
 from bot.services.escalations import answer_words, escalate
 from bot.services.health import mark_to_read
 from bot.services.outbox import (
+    PRIORITY_EMERGENCY,
     PRIORITY_REPLY,
     PRIORITY_ROUTINE,
     Draft,
@@ -413,8 +414,21 @@ def _apply(session: Session, ctx: ServiceContext, patient: Patient, conv: Conver
               node=corrected.node_id, key=corrected.key, previous=corrected.previous,
               value=corrected.value, flags=flags)
         asked = corrected.node_id
+    level = level_for_flags(flags, ctx.vocabulary) if flags else "routine"
+    if level == "emergency":
+        # The emergency instruction (sent just below) is what the patient must do now: the
+        # flow's own texts of this step, if any, only say why ("we could not understand your
+        # answer, so we have alerted your care team"), so they go first, as urgently, and
+        # never wait for the morning while the instruction goes (see flows/checkin.yaml).
+        routine = False
+    notes = [ctx.text_for(patient, "corrected", value=corrected.value)] if corrected else []
+    for text in notes + result.outbound:
+        ids.append(enqueue(session, Draft(
+            to=patient.phone, channel=channel or patient.channel, body=text, kind=flow.id,
+            priority=(PRIORITY_EMERGENCY if level == "emergency"
+                      else PRIORITY_ROUTINE if routine else PRIORITY_REPLY),
+            routine=routine, patient_id=patient.id, conversation_id=conv.id), now).id)
     if flags:
-        level = level_for_flags(flags, ctx.vocabulary)
         said = (_in_context(ctx, patient, flow, state, asked, words,
                             corrected.value if corrected is not None else None)
                 or f"answered in {flow.id}: {', '.join(flags)}")
@@ -424,12 +438,6 @@ def _apply(session: Session, ctx: ServiceContext, patient: Patient, conv: Conver
             # The flow tells the patient what happens next; the team gets its same-day alert.
             ids += escalate(session, ctx, patient, "urgent", flags, said, now)[1]
             log.warning("urgent escalation patient=%s flags=%s", patient.id, ",".join(flags))
-    notes = [ctx.text_for(patient, "corrected", value=corrected.value)] if corrected else []
-    for text in notes + result.outbound:
-        ids.append(enqueue(session, Draft(
-            to=patient.phone, channel=channel or patient.channel, body=text, kind=flow.id,
-            priority=PRIORITY_ROUTINE if routine else PRIORITY_REPLY, routine=routine,
-            patient_id=patient.id, conversation_id=conv.id), now).id)
     if follow_on:
         ids += start_flow(session, ctx, patient, follow_on, now, routine=routine,
                           channel=channel)
