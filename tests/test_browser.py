@@ -109,6 +109,37 @@ def test_the_simulator_says_what_the_bot_did_with_a_red_flag_or_a_question(page,
     page.screenshot(path=str(ARTIFACTS / "simulator-outcome.png"), full_page=True)
 
 
+def test_the_outcome_line_follows_every_text_a_checkin_answer_and_a_blank_one(page, server,
+                                                                               rt):
+    """A check-in answer that raised a red flag (YES to "any new numbness?") showed a blank
+    line, as did a routine text, and a blank text left the last text's line on screen. Now
+    the line shows the level the handling reached for each text, routine too, and a blank
+    text clears it."""
+    page.goto(server + "/simulator")
+    page.fill("#phone", "+44 7700 900127")
+    page.click("#use")
+    _bot_says(page, "Reply YES to agree")
+    said = page.locator("#outcome")
+
+    def text(body: str, line: str, reply: str) -> None:
+        page.fill("#text", body)
+        page.click("#send")
+        said.filter(has_text=line).wait_for()
+        _bot_says(page, reply)
+
+    text("yes", "Routine", "Thank you")
+    text("CHECKIN", "Routine", "what was your worst pain")
+    text("2", "Routine", "Is this pain new")
+    for question in ("worse at night", "cough, sneeze", "shoot down", "painkillers"):
+        text("no", "Routine", question)
+    text("no", "Routine", "numbness, tingling")
+    text("yes", "Emergency", "Lie flat")
+    assert "care team alerted" in said.inner_text()
+    page.fill("#text", "   ")
+    page.click("#send")
+    page.wait_for_function("document.getElementById('outcome').textContent === ''")
+
+
 class TestWithAnAdminToken:
     @pytest.fixture
     def settings_overrides(self):

@@ -497,6 +497,27 @@ class TestSimulator:
         assert res.get_json()["level"] == level == escalation(rt).level
 
 
+    @pytest.mark.parametrize(("answers", "level"), [
+        (["2", "no", "no", "no", "no", "no", "yes"], "emergency"),  # new numbness: YES
+        (["2", "no", "no", "no", "no", "no", "banana", "banana", "banana"], "emergency"),
+        (["2", "yse"], "urgent"),  # "Is this pain new?": a typed yes
+    ])
+    def test_a_checkin_answer_that_raises_a_red_flag_is_reported_at_its_level(
+            self, client, rt, messenger, answers, level):
+        """The simulator's `level` came from the triage of the text alone, so a check-in
+        answer that opened an escalation (YES to "any new numbness?", its third reply not
+        understood, a yes to "is this pain new?") was reported "routine". It is the level
+        the handling reached; every other text of the check-in is routine."""
+        client.post("/simulator/api/patients", json={"phone": PHONE, "name": "Ada"})
+        levels = []
+        for body in ["YES", "CHECKIN", *answers]:
+            res = client.post("/simulator/api/messages", json={"phone": PHONE, "body": body})
+            assert res.status_code == 201
+            levels.append(res.get_json()["level"])
+        assert levels == ["routine"] * (len(answers) + 1) + [level]
+        assert escalation(rt).level == level
+
+
 def test_escalations_cli_lists_acks_and_resolves(rt, client, fake_http, monkeypatch, settings):
     from bot.cli import main
 

@@ -138,6 +138,10 @@ def _timeout(ctx: ServiceContext, level: str) -> timedelta:
     return timedelta(minutes=minutes)
 
 
+# session.info key: the level of each escalate() call in this transaction, in order.
+ESCALATED_INFO = "escalated_levels"
+
+
 def escalate(
     session: Session,
     ctx: ServiceContext,
@@ -162,6 +166,9 @@ def escalate(
     """
     assert level in ("urgent", "emergency"), level
     assert patient is not None or phone, "an escalation needs a patient or a phone"
+    # Noted for whoever handles the message that led here (inbound: InboundOutcome.escalated),
+    # whatever path escalated: the text's red flag, or a check-in answer's.
+    session.info.setdefault(ESCALATED_INFO, []).append(level)
     patient_id = patient.id if patient is not None else None
     if patient is not None:
         # Whatever the path (a text, a timeout, a late answer, a message handled after a

@@ -30,6 +30,7 @@ from bot.domain.triage import (
     detect_joined,
     detect_joined_before,
     level_for_flags,
+    max_level,
     reply_keys,
     split_texts_minutes,
 )
@@ -37,6 +38,7 @@ from bot.services import conversations
 from bot.services.audit import audit
 from bot.services.context import ServiceContext
 from bot.services.escalations import (
+    ESCALATED_INFO,
     REF_ALPHABET,
     EscalationNotFound,
     acknowledge,
@@ -96,6 +98,10 @@ class InboundOutcome:
     message_id: int | None = None
     patient_id: int | None = None
     level: str = "routine"  # the tier of the red flags in the text (a question's too)
+    # The highest level escalated while handling the message (None: nobody was alerted): the
+    # text's red flag, or a check-in answer's (YES to "any new numbness?", a third reply not
+    # understood at it, a yes to "is this pain new?"), which the text alone does not show.
+    escalated: str | None = None
     # The text only asked about a red flag ("what if my legs go numb?"): the safety net was
     # the answer and nobody was alerted.
     safety_net: bool = False
@@ -240,13 +246,22 @@ def handle_inbound_message(
     out = InboundOutcome(message_id=message_id)
     text = (msg.button_payload or msg.body or "").strip()
     looping = _looks_like_a_loop(session, ctx, msg, text, message_id, now, sent)
+    escalated = len(session.info.get(ESCALATED_INFO, ()))
     _act_on(session, ctx, msg, patient, text, now, out, looping,
             _UNRESOLVED_LEVELS.get(unresolved))
+    out.escalated = _escalated_since(session, escalated)
     if looping:
         _hold_replies(session, ctx, msg, out, now)
     elif msg.told_emergency:
         _hold_told_emergency(session, msg, out, now)
     return out
+
+
+def _escalated_since(session: Session, before: int) -> str | None:
+    """The highest level escalate() was called with in this transaction after its first
+    `before` calls, or None."""
+    levels = session.info.get(ESCALATED_INFO, [])[before:]
+    return max_level(*levels) if levels else None
 
 
 def _written_to_sender(session: Session, msg: InboundMessage, out: InboundOutcome):
@@ -784,6 +799,7 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
         return InboundOutcome(duplicate=True)
     audit(session, now, "system", "inbound.unprocessed", "message", message_id)
     out = InboundOutcome(message_id=message_id, patient_id=patient.id if patient else None)
+    escalated = len(session.info.get(ESCALATED_INFO, ()))
     text = (msg.button_payload or msg.body or "").strip()
     out.level = detect(text, ctx.vocabulary).level
     if patient is None:
@@ -809,6 +825,7 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
                                               read=(triage, words))
             if msg.told_emergency:
                 _hold_told_emergency(session, msg, out, now)
+            out.escalated = _escalated_since(session, escalated)
         return out
     command, said = carrier_keyword(msg, text)
     if command == "STOP":
@@ -836,4 +853,5 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
                                           channel=msg.channel)
     if msg.told_emergency:  # replayed from the spool: the patient was told in the TwiML
         _hold_told_emergency(session, msg, out, now)
+    out.escalated = _escalated_since(session, escalated)
     return out

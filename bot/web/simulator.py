@@ -115,10 +115,18 @@ def send():
         patient = find_patient(s, phone)
         channel = patient.channel if patient else "sms"
     outcome = receive_message(rt, InboundMessage(channel=channel, sender=phone, body=body))
-    # What the bot did with it: "emergency" or "urgent" (a red flag: the instruction, and the
-    # care team alerted), "safety_net" (a question about one, "what if my legs go numb?":
-    # what to do if it happens, nobody alerted) or "routine".
-    level = "safety_net" if outcome.safety_net else outcome.level
+    # What the bot did with it, as far as the whole handling went: "emergency" or "urgent" (a
+    # red flag, in the text or raised by a check-in answer such as YES to "any new
+    # numbness?": the care team alerted), "safety_net" (a question about one, "what if my
+    # legs go numb?": what to do if it happens, nobody alerted) or "routine".
+    if outcome.escalated:
+        level = outcome.escalated
+    elif outcome.safety_net:
+        level = "safety_net"
+    else:
+        # Spooled in a database outage: only the text's triage is known (its instruction
+        # went back at once); otherwise nobody was alerted.
+        level = outcome.level if outcome.spooled else "routine"
     return jsonify(message_id=outcome.message_id, level=level), 201
 
 
