@@ -68,6 +68,14 @@ def normalise_phone(raw: str, default_region: str | None = None) -> str:
     except phonenumbers.NumberParseException:
         raise InvalidField("phone", f"{raw!r} is not a phone number "
                                     f"{phone_examples(default_region)}") from None
+    if parsed.extension:  # E.164 has no room for it: texts would go to the switchboard
+        raise InvalidField("phone", f"{raw!r} has an extension; a text can only go to a "
+                                    "number without one")
+    if any(ch.isalpha() for ch in text):
+        # phonenumbers reads letters as a keypad's digits (1-800-FLOWERS): for a patient's
+        # mobile they are a typo, and "0770 HELLO" would become a number nobody has.
+        raise InvalidField("phone", f"{raw!r} is not a phone number "
+                                    f"{phone_examples(default_region)}")
     national = str(parsed.national_number)
     if parsed.country_code == 52 and len(national) == 11 and national.startswith("1"):
         parsed.national_number = int(national[1:])  # +52 1 XX XXXX XXXX: the old mobile "1"
@@ -81,14 +89,6 @@ def normalise_phone(raw: str, default_region: str | None = None) -> str:
     if reason != phonenumbers.ValidationResult.IS_POSSIBLE or misread:
         # local-only numbers can't be texted
         raise InvalidField("phone", f"{raw!r} has the wrong number of digits for its country")
-    if parsed.extension:  # E.164 has no room for it: texts would go to the switchboard
-        raise InvalidField("phone", f"{raw!r} has an extension; a text can only go to a "
-                                    "number without one")
-    if any(ch.isalpha() for ch in text):
-        # phonenumbers reads letters as a keypad's digits (1-800-FLOWERS): for a patient's
-        # mobile they are a typo, and "0770 HELLO" would become a number nobody has.
-        raise InvalidField("phone", f"{raw!r} is not a phone number "
-                                    f"{phone_examples(default_region)}")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
