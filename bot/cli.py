@@ -316,6 +316,7 @@ def patients() -> None:
 @click.option("--language", default=None)
 def patients_add(phone, name, zone, channel, language) -> None:
     """Enrol a patient and send the welcome (consent) message."""
+    from bot.services.context import emergency_number_warning
     from bot.services.patients import Enrolment, InvalidField, onboard_patient
 
     rt = _runtime()
@@ -326,9 +327,12 @@ def patients_add(phone, name, zone, channel, language) -> None:
         with rt.transaction() as s:
             patient, ids = onboard_patient(s, rt.ctx, e, rt.clock.now(), actor=_actor())
             line = f"enrolled {patient.phone} {patient.name} (id {patient.id})"
+            warning = emergency_number_warning(s_, patient.timezone)
     except InvalidField as exc:
         _fail(str(exc))
     rt.dispatch_soon(ids)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(line)
 
 
@@ -400,6 +404,8 @@ def patients_update(phone, new_phone, name, zone, channel, language, pause, read
         _fail(str(exc))
     except StatusRefused as exc:
         _fail(str(exc), 1)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(head)
     for line in lines:
         click.echo(f"  {line}")

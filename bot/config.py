@@ -89,8 +89,6 @@ class Clinic(_Strict):
     # language (the self-harm texts: "You can also call Samaritans 116 123 ...").
     crisis_line: str = Field(default="Samaritans 116 123", min_length=3, max_length=40)
 
-    _phones = field_validator("phone", "acute_oncology_hotline")(_e164)
-
     @field_validator("crisis_line")
     @classmethod
     def _plain_text(cls, value: str) -> str:
@@ -101,6 +99,40 @@ class Clinic(_Strict):
             raise ValueError("must be plain GSM-7 text with the line's number, e.g. "
                              "'Samaritans 116 123'")
         return value
+
+    # For patients who live in another country (the country of their zone, see
+    # bot.domain.countries): the emergency number their texts name, by ISO 3166 code
+    # ({"US": "911"}). The clinic's own country always uses emergency_number. A country not
+    # here gets emergency_number too, and enrolling a patient there warns the coordinator.
+    emergency_numbers_abroad: dict[str, str] = {}
+
+    _phones = field_validator("phone", "acute_oncology_hotline")(_e164)
+
+    @field_validator("emergency_numbers_abroad", mode="before")
+    @classmethod
+    def _abroad(cls, v: Any) -> dict[str, str]:
+        from bot.domain.countries import is_country
+
+        if v is None:
+            return {}
+        if not isinstance(v, Mapping):
+            raise ValueError("expected a mapping of country codes to numbers, e.g. US: \"911\"")
+        out = {}
+        for code, number in v.items():
+            if isinstance(code, bool):  # YAML reads a bare NO (Norway) as false
+                raise ValueError("a country code was read as yes/no: put it in quotes "
+                                 "(\"NO\": \"113\")")
+            key = code.strip().upper() if isinstance(code, str) else code
+            if not isinstance(key, str) or not is_country(key):
+                raise ValueError(f"{code!r} is not a two-letter ISO 3166 country code "
+                                 "(e.g. US, ES; the United Kingdom is GB)")
+            # Digits only, as dialled there; at most 6, the room the texts are checked with
+            # (flows/variables.yaml emergency_number), so an emergency text stays 2 SMS.
+            if not isinstance(number, str) or not re.fullmatch(r"[0-9]{2,6}", number):
+                raise ValueError(f"{code}: expected the number as dialled there, 2 to 6 "
+                                 f"digits in quotes (e.g. \"911\"), got {number!r}")
+            out[key] = number
+        return out
 
 
 class Contact(_Strict):

@@ -36,6 +36,56 @@ def clinic_values(settings: Settings) -> dict[str, str]:
     }
 
 
+@lru_cache(maxsize=16)
+def _clinic_country(country: str | None, phone: str, zone: str) -> str | None:
+    from bot.domain.countries import is_country, zone_country
+
+    region = country or phonenumbers.region_code_for_number(phonenumbers.parse(phone))
+    return region if region and is_country(region) else zone_country(zone)
+
+
+def clinic_country(settings: Settings) -> str | None:
+    """The clinic's own country, where clinic.emergency_number is dialled: defaults.country,
+    else the country of clinic.phone (as for numbers typed without a country code), else that
+    of defaults.timezone."""
+    return _clinic_country(settings.defaults.country, settings.clinic.phone,
+                           settings.defaults.timezone)
+
+
+def emergency_number_for(settings: Settings, zone: str | None) -> str:
+    """The emergency number for a patient who lives in `zone` (their timezone: where they
+    live, which their phone's country code may not say): clinic.emergency_number in the
+    clinic's own country, else the zone's country's in clinic.emergency_numbers_abroad, and
+    clinic.emergency_number for a country that has none there (see emergency_number_warning)."""
+    from bot.domain.countries import zone_country
+
+    c = settings.clinic
+    country = zone_country(zone) if zone else None
+    if country is None or country == clinic_country(settings):
+        return c.emergency_number
+    return c.emergency_numbers_abroad.get(country, c.emergency_number)
+
+
+def emergency_number_warning(settings: Settings, zone: str) -> str | None:
+    """What to tell a coordinator who enrols a patient in `zone` (or moves them there) when
+    no emergency number is configured for its country: the patient's texts will give the
+    clinic's, which may not work there. None when the number is configured."""
+    from bot.domain.countries import country_name, zone_country
+
+    country = zone_country(zone)
+    if country is not None and (country == clinic_country(settings)
+                                or country in settings.clinic.emergency_numbers_abroad):
+        return None
+    told = (f"this patient's texts will say to call {settings.clinic.emergency_number} in an "
+            "emergency (clinic.emergency_number, the clinic's)")
+    if country is None:  # every Area/Location zone is some country's: not expected
+        return f"{zone} is in no one country: {told}; check that it works where they live"
+    return (f"{zone} is in {country_name(country)} ({country}), which has no emergency "
+            f"number in clinic.emergency_numbers_abroad: {told}, which may not work there. "
+            f"Add {country} and the number dialled there to clinic.emergency_numbers_abroad "
+            "in the config")
+
+
 @dataclass
 class ServiceContext:
     settings: Settings
@@ -45,11 +95,15 @@ class ServiceContext:
     vocabulary: Any = None  # bot.domain.triage.Vocabulary, compiled once at start-up
 
     def patient_values(self, patient) -> dict[str, str]:
-        """Variables every patient-facing text may use."""
-        return {
+        """Variables every patient-facing text may use. {emergency_number} is the one where
+        the patient lives (emergency_number_for); a number not enrolled gets the clinic's."""
+        values = {
             "name": greeting_name(patient.name, patient.language) if patient else "",
             **clinic_values(self.settings),
         }
+        if patient is not None:
+            values["emergency_number"] = emergency_number_for(self.settings, patient.timezone)
+        return values
 
     def text_for(self, patient, key: str, **extra: Any) -> str:
         language = patient.language if patient else self.settings.defaults.language

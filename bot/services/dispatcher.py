@@ -494,8 +494,11 @@ class Dispatcher:
             return dict(self._context_for(patient))
         subject = esc.patient  # None for a red flag from a number that is not enrolled
         who = subject.name if subject else getattr(esc, "phone", None) or ""
+        # The alert goes to the care team, at the clinic: its emergency number is the
+        # clinic's, not the one where the patient lives.
         return {**self._context_for(subject), "ref": esc.ref, "level": esc.level.upper(),
-                "patient": who[:30]}
+                "patient": who[:30],
+                "emergency_number": self.settings.clinic.emergency_number}
 
     def _sender(self, channel: str) -> str:
         t = self.settings.twilio

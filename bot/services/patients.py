@@ -390,6 +390,9 @@ class PatientUpdate:
     moved: list[tuple[int, datetime, datetime]] = field(default_factory=list)
     retimed: list[tuple[int, datetime, datetime]] = field(default_factory=list)
     readdressed: list[int] = field(default_factory=list)
+    # For the coordinator: a new zone in a country with no emergency number configured
+    # (bot.services.context.emergency_number_warning).
+    warnings: list[str] = field(default_factory=list)
 
 
 def update_patient(session: Session, patient: Patient, changes: PatientChanges, *,
@@ -457,6 +460,11 @@ def update_patient(session: Session, patient: Patient, changes: PatientChanges, 
         result.moved = _move_schedules(session, patient, old_zone, new_zone, now)
         result.retimed = _retime_held(session, patient, old_zone, new_zone,
                                       settings.quiet_hours, now)
+        from bot.services.context import emergency_number_warning
+
+        warning = emergency_number_warning(settings, new_zone)
+        if warning:
+            result.warnings.append(warning)
     if result.changes:
         details = {key: {"from": old, "to": new} for key, (old, new) in result.changes.items()}
         if result.moved:

@@ -23,6 +23,7 @@ from bot.services import escalations as esc_service
 from bot.services import schedules as sched_service
 from bot.services import staff as staff_service
 from bot.services.audit import audit
+from bot.services.context import emergency_number_warning
 from bot.services.patients import (
     AlreadyDischarged,
     Enrolment,
@@ -239,7 +240,9 @@ def enrol():
     try:
         with rt.transaction() as s:
             patient, ids = onboard_patient(s, rt.ctx, e, rt.clock.now(), actor=_actor())
-            body = patient_json(patient)
+            # e.g. no emergency number configured for the country the patient lives in
+            warning = emergency_number_warning(rt.settings, patient.timezone)
+            body = {**patient_json(patient), "warnings": [warning] if warning else []}
     except InvalidField as exc:
         return _bad(exc.field, exc.message)
     rt.dispatch_soon(ids)
@@ -280,7 +283,8 @@ def update(patient_id: int):
                                     for i, a, b in result.moved],
                 "held_retimed": [{"id": i, "from": iso(a), "to": iso(b)}
                                  for i, a, b in result.retimed],
-                "messages_readdressed": len(result.readdressed)}
+                "messages_readdressed": len(result.readdressed),
+                "warnings": result.warnings}
     return jsonify(body)
 
 

@@ -62,7 +62,7 @@ from bot.services import health
 from bot.services import schedules as sched_service
 from bot.services import staff as staff_service
 from bot.services.audit import audit
-from bot.services.context import readable_phone
+from bot.services.context import emergency_number_warning, readable_phone
 from bot.services.conversations import CHECKIN_FLOW
 from bot.services.history import checkin_history
 from bot.services.patients import (
@@ -1209,16 +1209,19 @@ def enrol():
         with rt.transaction() as s:  # a number enrolled meanwhile elsewhere: InvalidField
             patient, ids = onboard_patient(s, rt.ctx, e, rt.clock.now(), actor=_actor())
             patient_id, opted_out = patient.id, patient.status == "opted_out"
+            warning = emergency_number_warning(rt.settings, patient.timezone)
     except InvalidField as exc:
         return _enrol_page(values, _field_error(exc), 400)
     rt.dispatch_soon(ids)
     log.info("dashboard: %s enrolled patient %s", _name(), patient_id)
+    warned = f" Warning: {warning}." if warning else ""
     if opted_out:
         _flash(f"Patient {patient_id} enrolled by you ({_name()}). This number had texted "
-               "STOP: nothing is sent to it until the patient texts START.", "warn")
+               "STOP: nothing is sent to it until the patient texts START." + warned, "warn")
     else:
         _flash(f"Patient {patient_id} enrolled by you ({_name()}). The welcome, asking for "
-               "their consent, is on its way (after quiet hours, in their zone).")
+               "their consent, is on its way (after quiet hours, in their zone)." + warned,
+               "warn" if warning else "ok")
     return redirect(url_for("dashboard.patient", patient_id=patient_id), 303)
 
 
@@ -1296,6 +1299,7 @@ def update_details(patient_id: int):
                                 result.changes.items())
             moved, retimed = len(result.moved), len(result.retimed)
             readdressed = len(result.readdressed)
+            warnings = result.warnings
     except InvalidField as exc:
         with rt.transaction() as s:
             return _patient_page(s, _patient_or_404(s, patient_id), 400,
@@ -1312,7 +1316,9 @@ def update_details(patient_id: int):
                + (f" {retimed} message(s) held for quiet hours re-timed to the new zone."
                   if retimed else "")
                + (f" {readdressed} message(s) not sent yet now go to the new number."
-                  if readdressed else ""))
+                  if readdressed else "")
+               + "".join(f" Warning: {w}." for w in warnings),
+               "warn" if warnings else "ok")
     return redirect(url_for("dashboard.patient", patient_id=patient_id), 303)
 
 
