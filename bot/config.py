@@ -80,6 +80,16 @@ def _check_zone(value: str) -> str:
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
+def _crisis_line(value: str) -> str:
+    from bot.domain import gsm7
+
+    value = " ".join(value.split())
+    if not gsm7.is_gsm7(value) or not any(c.isdigit() for c in value):
+        raise ValueError("must be plain GSM-7 text with the line's number, e.g. "
+                         "'Samaritans 116 123'")
+    return value
+
+
 class Clinic(_Strict):
     name: str = Field(min_length=1, max_length=30)
     phone: str
@@ -89,16 +99,36 @@ class Clinic(_Strict):
     # language (the self-harm texts: "You can also call Samaritans 116 123 ...").
     crisis_line: str = Field(default="Samaritans 116 123", min_length=3, max_length=40)
 
+    # ... and for patients who live in another country (as emergency_numbers_abroad), by ISO
+    # 3166 code; a country not here gets crisis_line.
+    crisis_lines_abroad: dict[str, str] = {}
+
     @field_validator("crisis_line")
     @classmethod
     def _plain_text(cls, value: str) -> str:
-        from bot.domain import gsm7
+        return _crisis_line(value)
 
-        value = " ".join(value.split())
-        if not gsm7.is_gsm7(value) or not any(c.isdigit() for c in value):
-            raise ValueError("must be plain GSM-7 text with the line's number, e.g. "
-                             "'Samaritans 116 123'")
-        return value
+    @field_validator("crisis_lines_abroad", mode="before")
+    @classmethod
+    def _crisis_abroad(cls, v: Any) -> dict[str, str]:
+        from bot.domain.countries import is_country
+
+        if v is None:
+            return {}
+        if not isinstance(v, Mapping):
+            raise ValueError("expected a mapping of country codes to lines, e.g. "
+                             "US: \"988 Lifeline\"")
+        out = {}
+        for code, line in v.items():
+            key = code.strip().upper() if isinstance(code, str) else code
+            if not isinstance(key, str) or not is_country(key):
+                raise ValueError(f"{code!r} is not a two-letter ISO 3166 country code (in "
+                                 "quotes if YAML could read it as yes/no: \"NO\")")
+            if not isinstance(line, str) or not 3 <= len(line) <= 40:
+                raise ValueError(f"{code}: expected the line's name and number, 3 to 40 "
+                                 f"characters, got {line!r}")
+            out[key] = _crisis_line(line)
+        return out
 
     # For patients who live in another country (the country of their zone, see
     # bot.domain.countries): the emergency number their texts name, by ISO 3166 code

@@ -318,3 +318,32 @@ def test_every_configured_number_fits_the_room_the_text_checks_give_it(settings)
     numbers = settings.clinic.emergency_numbers_abroad
     assert {"US", "CA", "MX", "AR", "ES", "GB", "IE", "FR", "DE"} <= set(numbers)
     assert all(len(n) <= room and is_gsm7(n) for n in numbers.values())
+
+
+# -- the crisis line, for thoughts of self-harm, is the one where the patient lives too -------
+
+
+@pytest.mark.parametrize(("phone", "zone", "line", "number"), [
+    ("+12125550123", "America/New_York", "988 Lifeline", "911"),
+    ("+34612345678", "Europe/Madrid", "Linea 024", "112"),
+    ("+447700900123", "Europe/London", "Samaritans 116 123", "999"),
+    # a country with no line of its own configured: the clinic's
+    ("+33612345678", "Europe/Paris", "Samaritans 116 123", "112"),
+])
+def test_a_self_harm_reply_names_the_crisis_line_where_the_patient_lives(
+        client, rt, fake_http, phone, zone, line, number):
+    body = enrol_by_api(client, phone, zone)
+    consent(rt, body["id"])
+    reply = emergency_reply(client, fake_http, phone, words="I'm going to kill myself tonight")
+    assert f"call {line}" in reply and f"call {number} now" in reply
+
+
+def test_a_crisis_line_abroad_must_be_a_country_and_plain_text_with_a_number(tmp_path):
+    for bad, words in [({"UK": "Samaritans 116 123"}, "not a two-letter"),
+                       ({"US": "Lifeline \u2013 988"}, "GSM-7"),
+                       ({"US": "the lifeline"}, "number")]:
+        config = tmp_path / "c.yaml"
+        config.write_text(__import__("yaml").safe_dump({"clinic": {"crisis_lines_abroad": bad}}))
+        with pytest.raises(ConfigError) as err:
+            load_settings(env={"CHECKIN_CONFIG": str(config)})
+        assert "crisis_lines_abroad" in str(err.value) and words in str(err.value)

@@ -66,6 +66,19 @@ def emergency_number_for(settings: Settings, zone: str | None) -> str:
     return c.emergency_numbers_abroad.get(country, c.emergency_number)
 
 
+def crisis_line_for(settings: Settings, zone: str | None) -> str:
+    """The crisis line for a patient who lives in `zone`: clinic.crisis_line in the clinic's
+    own country (or where no other is configured), else the zone's country's in
+    clinic.crisis_lines_abroad (a line in the UK is no help to someone in New York)."""
+    from bot.domain.countries import zone_country
+
+    c = settings.clinic
+    country = zone_country(zone) if zone else None
+    if country is None or country == clinic_country(settings):
+        return c.crisis_line
+    return c.crisis_lines_abroad.get(country, c.crisis_line)
+
+
 def emergency_number_warning(settings: Settings, zone: str) -> str | None:
     """What to tell a coordinator who enrols a patient in `zone` (or moves them there) when
     no emergency number is configured for its country: the patient's texts will give the
@@ -95,14 +108,16 @@ class ServiceContext:
     vocabulary: Any = None  # bot.domain.triage.Vocabulary, compiled once at start-up
 
     def patient_values(self, patient) -> dict[str, str]:
-        """Variables every patient-facing text may use. {emergency_number} is the one where
-        the patient lives (emergency_number_for); a number not enrolled gets the clinic's."""
+        """Variables every patient-facing text may use. {emergency_number} and {crisis_line}
+        are the ones where the patient lives (emergency_number_for, crisis_line_for); a number
+        not enrolled gets the clinic's."""
         values = {
             "name": greeting_name(patient.name, patient.language) if patient else "",
             **clinic_values(self.settings),
         }
         if patient is not None:
             values["emergency_number"] = emergency_number_for(self.settings, patient.timezone)
+            values["crisis_line"] = crisis_line_for(self.settings, patient.timezone)
         return values
 
     def text_for(self, patient, key: str, **extra: Any) -> str:
