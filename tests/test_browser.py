@@ -552,3 +552,60 @@ class TestDashboard:
             assert box["x"] >= 0 and box["x"] + box["width"] <= 390, (text, box)
         assert page.locator("#audit tr.audit-row").count() == 2  # and the enrolment
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+    def test_a_form_refused_on_a_patients_page_is_seen_at_once_on_a_phone(self, page, server,
+                                                                        rt, clock):
+        """At 375x740, each of a patient's forms filled in wrongly (a reminder of 101
+        characters, a check-in at 25:00, details with a short number, a discharge with a
+        blank reason): the page that comes back shows the error on its first screen, and its
+        link goes to the form, whose own message is then on the screen. Nothing is saved."""
+        from bot.services.patients import Enrolment, enrol_patient
+        from bot.store.models import Schedule
+
+        with rt.transaction() as s:
+            patient = enrol_patient(s, Enrolment("+447700900142", "Grace Hopper",
+                                                 "Europe/London"),
+                                    languages=["en", "es"], now=clock.now(), actor="test")
+            patient.consent_at = clock.now()
+            pid = patient.id
+        page.set_viewport_size({"width": 375, "height": 740})
+        page.goto(server + f"/dashboard/patients/{pid}")
+        page.fill("#token", "s3cret-admin")
+        page.fill("#name", "Nurse Jo")
+        page.click("#sign-in")
+        page.locator("h1", has_text="Grace Hopper").wait_for()
+
+        def on_screen(locator) -> bool:
+            box = locator.bounding_box()
+            return bool(box) and box["y"] >= 0 and box["y"] + box["height"] <= 740
+
+        for form, fill, button, says in (
+                ("reminder", {"#reminder-text": "x" * 101}, "#add-reminder", "at most 100"),
+                ("checkin", {"#checkin-at": "25:00"}, "#save-checkin", "expected HH:MM"),
+                ("details", {"#details-phone": "12345"}, "#save-details", "number of digits"),
+                ("discharge", {"#discharge-reason": "   "}, "#discharge", "Reason: must be 1 to")):
+            page.goto(server + f"/dashboard/patients/{pid}")
+            for field, value in fill.items():
+                page.fill(field, value)
+            page.locator(button).scroll_into_view_if_needed()
+            with page.expect_navigation():
+                page.click(button)
+            alert = page.locator("#form-alert")
+            alert.wait_for()
+            assert says in alert.inner_text() and "Nothing was changed" in alert.inner_text()
+            assert page.evaluate("window.scrollY") == 0
+            assert on_screen(alert), (form, alert.bounding_box())
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / f"patient-{form}-refused.png"))
+            inline = page.locator(f"#{form}-error")
+            assert not on_screen(inline), form  # far down: why the top must say it
+            link = alert.locator("a")
+            assert link.bounding_box()["height"] >= 44  # a thumb's size, as every button
+            link.click()
+            page.wait_for_function("window.scrollY > 0")
+            assert on_screen(inline), (form, inline.bounding_box())
+            assert says in inline.inner_text()
+        with rt.transaction() as s:
+            kept = s.get(Patient, pid)
+            assert (kept.status, kept.phone) == ("active", "+447700900142")
+            assert s.scalars(select(Schedule)).all() == []

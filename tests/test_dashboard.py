@@ -1125,3 +1125,39 @@ def test_a_patient_who_opted_out_cannot_be_resumed_from_the_dashboard(signed_in,
     assert "only the patient can opt back in" in text and "Nothing was changed" in text
     with rt.transaction() as s:
         assert s.get(Patient, pid).status == "opted_out"
+
+
+@pytest.mark.parametrize(("form_id", "action", "form", "says"), [
+    ("checkin-form", "schedules", {"flow": "checkin", "at": "25:00", "every_days": "7"},
+     "Time: expected HH:MM, got '25:00'"),
+    ("reminder-form", "schedules", {"flow": "reminder", "reminder_text": "x" * 101,
+                                    "at": "09:00", "every_days": "1"}, "at most 100"),
+    ("details-form", "details", {**ADA, "phone": "12345"},
+     "Phone: '12345' has the wrong number of digits"),
+    ("discharge-form", "discharge", {"reason": "   "}, "Reason: must be 1 to"),
+])
+def test_a_form_refused_on_a_patients_page_says_so_at_the_top(signed_in, rt, form_id, action,
+                                                               form, says):
+    """A patient's forms are far down the page (further on a phone): a refused one is said in
+    the flash area at the top, where the page opens, with a link to the form to correct it;
+    the form keeps its own message and the values typed."""
+    pid = enrol(rt, "+447700900123")
+    res = signed_in.post(f"/dashboard/patients/{pid}/{action}",
+                         data={"csrf": csrf_of(signed_in, "/dashboard/"), **form})
+    assert res.status_code == 400
+    text = res.get_data(as_text=True)
+    top = text[text.index("<main>"):text.index("<h1>")]
+    alert = re.search(r'<p class="flash error" role="alert" id="form-alert">(.*?)</p>', top,
+                      re.DOTALL)
+    assert alert, top
+    said = html.unescape(alert.group(1))
+    assert says in said and "Nothing was changed" in said
+    assert f'<a href="#{form_id}"' in said
+    assert says in error_of(text)[1]  # and beside the field, in the form
+    assert f'id="{form_id}"' in text
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).status == "active" and s.get(Patient, pid).phone == \
+            "+447700900123"
+    assert schedules_of(rt, pid) == []
+    # The next page is the patient's own again, without it.
+    assert 'id="form-alert"' not in page(signed_in, f"/dashboard/patients/{pid}")

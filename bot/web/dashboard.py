@@ -1077,9 +1077,17 @@ def _patient_or_404(s: Session, patient_id: int) -> Patient:
 def _patient_page(s: Session, p: Patient, status: int = 200, checkin: dict | None = None,
                   reminder: dict | None = None, details: dict | None = None,
                   discharge: dict | None = None):
-    """A patient's page; `checkin` / `reminder`: a schedule form posted back with an error
-    (the values typed and the error), shown again as it was."""
+    """A patient's page; `checkin` / `reminder` / `details` / `discharge`: that form posted
+    back with an error (the values typed and the error), shown again as it was.
+
+    The forms are far down the page (thousands of pixels on a phone), and the page comes
+    back at its top: the error is said there too, in the flash area, with a link to the
+    form, or a refused save would look as if nothing happened."""
     settings = runtime().settings
+    refused = next(((form_id, form["error"]) for form_id, form in (
+        ("checkin-form", checkin), ("reminder-form", reminder), ("details-form", details),
+        ("discharge-form", discharge)) if form and form.get("error")), None)
+    form_alert = {"form": refused[0], "text": refused[1]["text"]} if refused else None
     total = s.scalar(select(func.count()).select_from(Message).where(
         Message.patient_id == p.id))
     newest = list(s.scalars(select(Message).where(Message.patient_id == p.id)
@@ -1123,7 +1131,7 @@ def _patient_page(s: Session, p: Patient, status: int = 200, checkin: dict | Non
                    discharged=discharged,
                    discharged_by=_actor_name(s, discharged.actor) if discharged else None,
                    discharge={"reason": "", "error": None, **(discharge or {})},
-                   reason_chars=REASON_CHARS)
+                   reason_chars=REASON_CHARS, form_alert=form_alert)
 
 
 PAIN_CHART = (360, 160, 20)  # width, height, margin (px)
