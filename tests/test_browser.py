@@ -609,3 +609,41 @@ class TestDashboard:
             kept = s.get(Patient, pid)
             assert (kept.status, kept.phone) == ("active", "+447700900142")
             assert s.scalars(select(Schedule)).all() == []
+
+    def test_a_long_message_leaves_the_first_red_flags_call_button_on_a_phones_first_screen(
+            self, page, server, rt, clock):
+        """At 375x740, a patient's message of about 1,000 characters ending "my legs gave
+        way": the first red flag's card quotes it around those words, so its Call button is
+        on the first screen; the whole message is one tap away on the card."""
+        from bot.services.inbound import InboundMessage, handle_inbound_message
+        from bot.services.patients import Enrolment, enrol_patient
+        from tests.test_dashboard import LONG_MESSAGE
+
+        with rt.transaction() as s:
+            enrol_patient(s, Enrolment("+447700900143", "Emma Emergency", "Europe/London"),
+                          languages=["en"], now=clock.now(), actor="test").consent_at = \
+                clock.now()
+        with rt.transaction() as s:
+            handle_inbound_message(s, rt.ctx, InboundMessage("sms", "+447700900143",
+                                                             LONG_MESSAGE), clock.now())
+        page.set_viewport_size({"width": 375, "height": 740})
+        page.goto(server + "/dashboard/")
+        page.fill("#token", "s3cret-admin")
+        page.fill("#name", "Nurse Jo")
+        page.click("#sign-in")
+        first = page.locator("#open .card").first
+        first.wait_for()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-long-message.png"))
+        assert page.evaluate("window.scrollY") == 0
+        assert "my legs gave way" in first.locator(".words").first.inner_text()
+        call = first.locator("a.button.call")
+        box = call.bounding_box()
+        assert box and box["y"] >= 0 and box["y"] + box["height"] <= 740, box
+        whole = first.locator("details")
+        summary = whole.locator("summary")
+        assert summary.bounding_box()["height"] >= 44  # tapped with a thumb
+        assert not whole.locator(".words").is_visible()
+        summary.click()
+        assert whole.locator(".words").inner_text() == LONG_MESSAGE
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375

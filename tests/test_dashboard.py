@@ -1161,3 +1161,55 @@ def test_a_form_refused_on_a_patients_page_says_so_at_the_top(signed_in, rt, for
     assert schedules_of(rt, pid) == []
     # The next page is the patient's own again, without it.
     assert 'id="form-alert"' not in page(signed_in, f"/dashboard/patients/{pid}")
+
+
+LONG_MESSAGE = (
+    "Hello, sorry to write so much, I know you are all busy. " * 6
+    + "The district nurse came on Tuesday and changed the dressing, and my daughter has been "
+      "staying with me since the weekend, which helps a lot with the shopping and the dog. "
+    + "I have been sleeping badly and the tablets make me feel a bit sick in the mornings, "
+      "so I take them with toast now as the pharmacist said. " * 2
+    + "I also wanted to ask about my next appointment, the letter said the 14th but the "
+      "phone message said the 16th, so I am not sure which one it is. Anyway I went to stand "
+      "up from the sofa this morning to let the dog out and my legs gave way")
+
+
+def test_a_long_message_is_quoted_around_its_red_flag_on_the_first_page(signed_in, rt):
+    """A red flag's card on the first page quotes a long message around the words that raised
+    it, as the SMS alert does (quote_around_flags), not whole: on a phone a message of 1,000
+    characters would push the Call button off the first screen. The whole message is one tap
+    away on the card (a <details>), and whole on the red flag's own page."""
+    from bot.web.dashboard import CARD_WORDS_CHARS
+
+    assert 950 <= len(LONG_MESSAGE) <= 1100
+    pid = enrol(rt, "+447700900123")
+    ref = red_flag(rt, pid, "emergency", words=LONG_MESSAGE)
+    short = red_flag(rt, enrol(rt, "+447700900124", "Bob Byron"), "emergency",
+                     words="my legs gave way")
+    card = section(page(signed_in), "open")
+    card = card[card.index(f'data-ref="{ref}"'):]
+    card = card[:card.index('<div class="card', 1)] if '<div class="card' in card[1:] else card
+    shown = re.search(r'<div class="words excerpt">([^<]*)</div>', card)
+    assert shown, card
+    excerpt = html.unescape(shown.group(1))
+    assert "my legs gave way" in excerpt and excerpt.startswith("...")
+    assert len(excerpt) <= CARD_WORDS_CHARS
+    assert excerpt == esc_service.quote_around_flags(
+        LONG_MESSAGE, {"limb_weakness"}, rt.ctx.vocabulary, CARD_WORDS_CHARS)
+    whole = re.search(r"<details[^>]*>\s*<summary>([^<]*)</summary>\s*"
+                      r'<div class="words">([^<]*)</div>', card)
+    assert whole, card
+    assert f"{len(LONG_MESSAGE)} characters" in whole.group(1)
+    assert html.unescape(whole.group(2)) == LONG_MESSAGE
+    # A message short enough is shown whole, as before, with nothing to open.
+    other = section(page(signed_in), "open")
+    other = other[other.index(f'data-ref="{short}"'):]
+    assert '<div class="words">my legs gave way</div>' in other.split("</div>\n</div>")[0]
+    assert "<details" not in other.split("</div>\n</div>")[0]
+    # The red flag's page has it whole.
+    assert html.escape(LONG_MESSAGE, quote=False) in page(signed_in, f"/dashboard/escalations/{ref}")
+    # Acknowledged, it is quoted the same way there.
+    with rt.transaction() as s:
+        esc_service.acknowledge(s, ref, "Jo", rt.clock.now(), actor="test")
+    taken = section(page(signed_in), "acknowledged")
+    assert f'<div class="words excerpt">{html.escape(excerpt, quote=False)}</div>' in taken

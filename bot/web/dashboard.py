@@ -117,6 +117,10 @@ RECENT_DAYS = 7
 # The check-in flow's node for "we have not heard back, this check-in is now closed".
 NO_REPLY_END = "no_reply_end"
 OPT_OUT_WORD_CHARS = 30  # the word an opt-out was made with, as shown
+# A red flag's words on its card on the first page: longer ones are quoted around the phrases
+# that raised it (as the SMS alert does), the whole a tap away. A thousand characters shown
+# whole would push the first red flag's Call button off a phone's first screen.
+CARD_WORDS_CHARS = 140
 
 
 # -- the session cookie ----------------------------------------------------------------------
@@ -697,10 +701,22 @@ def _escalation_rows(s: Session, status: str) -> list[dict]:
         following = team.contact(chain[(esc.chain_position + 1) % len(chain)])
         rows.append({"esc": esc, "who": _who(esc.patient, esc.phone),
                      "flags": [f.replace("_", " ") for f in esc.flags],
+                     "excerpt": _card_excerpt(esc),
                      "alerting": current.name if esc.alerts_sent else None,
                      "next_contact": following.name + (
                          " again" if following.id == current.id else "")})
     return rows
+
+
+def _card_excerpt(esc: Escalation) -> str | None:
+    """A red flag's words as its card on the first page quotes them when they are too long to
+    show whole (None: short enough): at most CARD_WORDS_CHARS, around the phrases the
+    detector matched, the highest tier first, as the care team's SMS alert quotes them."""
+    whole = esc_service.words_to_read(esc.words)
+    if len(whole) <= CARD_WORDS_CHARS:
+        return None
+    return esc_service.quote_around_flags(" ".join(whole.split()), set(esc.flags),
+                                          runtime().ctx.vocabulary, CARD_WORDS_CHARS)
 
 
 def _taken_message(s: Session, esc: Escalation) -> str:
