@@ -1213,3 +1213,32 @@ def test_a_long_message_is_quoted_around_its_red_flag_on_the_first_page(signed_i
         esc_service.acknowledge(s, ref, "Jo", rt.clock.now(), actor="test")
     taken = section(page(signed_in), "acknowledged")
     assert f'<div class="words excerpt">{html.escape(excerpt, quote=False)}</div>' in taken
+
+
+@pytest.mark.parametrize(("utc_time", "zone", "held", "goes"), [
+    ((10, 0), "Europe/London", False, None),  # 10:00 in London: not quiet hours
+    ((17, 34), "Europe/London", False, None),
+    ((23, 0), "Europe/London", True, "Tue 03 Mar 08:00 GMT"),  # 23:00: held until 08:00
+    ((10, 0), "America/New_York", True, "Mon 02 Mar 08:00 EST (Mon 02 Mar 13:00 GMT)"),
+    ((23, 30), "Asia/Tokyo", False, None),  # 08:30 in Tokyo while the clinic sleeps
+])
+def test_the_enrolment_says_after_quiet_hours_only_when_the_welcome_waits_for_them(
+        client, settings_overrides, rt, clock, messenger, utc_time, zone, held, goes):
+    """The welcome is routine: the dispatcher holds it while it is quiet hours in the
+    patient's zone. The confirmation says it waits (and until when) only then; otherwise that
+    it is on its way."""
+    clock.set(datetime(2026, 3, 2, *utc_time, tzinfo=UTC))
+    signed_in = sign_in(client, token=settings_overrides.get("admin_token")) and client
+    text = html.unescape(post(signed_in, "/dashboard/patients/new",
+                              **{**ADA, "timezone": zone}).get_data(as_text=True))
+    flash = text[text.index('id="flash"'):]
+    flash = flash[:flash.index("</p>")]
+    assert "enrolled by you (Jo)" in flash
+    sent = [m for m in messenger.sent if m.to == "+447700900123"]
+    if held:
+        assert "waits for the end of quiet hours in their zone" in flash
+        assert f"goes {goes}" in flash and "on its way" not in flash
+        assert sent == []  # the dispatcher held it, as the page said
+    else:
+        assert "is on its way." in flash and "quiet hours" not in flash
+        assert sent and "Reply YES to agree" in sent[-1].body

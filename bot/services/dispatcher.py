@@ -430,8 +430,7 @@ class Dispatcher:
             return f"patient {patient.status}"
         if patient.number_invalid_at is not None:
             return "number invalid"
-        q = self.settings.quiet_hours
-        if in_quiet_hours(now, patient.timezone, q.start, q.end):
+        if quiet_hours_hold(self.settings, patient.timezone, now) is not None:
             return "defer"
         return None
 
@@ -670,6 +669,16 @@ class Dispatcher:
                 alert_not_delivered(s, message.escalation_id, now, f"{err.kind} {err.code or ''}",
                                     message_id=message.id,
                                     chain_length=len(self.settings.care_team.escalation_chain))
+
+
+def quiet_hours_hold(settings: Settings, zone: str, now: datetime) -> datetime | None:
+    """Whether a routine message to a patient in `zone` (a check-in, a reminder, the welcome)
+    claimed at `now` is held for quiet hours, as the dispatcher decides it: None when it is
+    not quiet hours there (it goes now), else when they end, in UTC (it waits until then)."""
+    q = settings.quiet_hours
+    if not in_quiet_hours(now, zone, q.start, q.end):
+        return None
+    return quiet_hours_end(now, zone, q.start, q.end)
 
 
 def _switch_to_sms(s: Session, item: OutboxItem, message: Message, now: datetime,

@@ -64,6 +64,7 @@ from bot.services import staff as staff_service
 from bot.services.audit import audit
 from bot.services.context import emergency_number_warning, readable_phone
 from bot.services.conversations import CHECKIN_FLOW
+from bot.services.dispatcher import quiet_hours_hold
 from bot.services.history import checkin_history
 from bot.services.patients import (
     CHANNELS,
@@ -1230,10 +1231,12 @@ def enrol():
         e = Enrolment(phone=_form_text("phone"), name=_form_text("name"),
                       timezone=_form_text("timezone"), channel=_form_text("channel"),
                       language=_form_text("language"))
+        now = rt.clock.now()
         with rt.transaction() as s:  # a number enrolled meanwhile elsewhere: InvalidField
-            patient, ids = onboard_patient(s, rt.ctx, e, rt.clock.now(), actor=_actor())
+            patient, ids = onboard_patient(s, rt.ctx, e, now, actor=_actor())
             patient_id, opted_out = patient.id, patient.status == "opted_out"
             warning = emergency_number_warning(rt.settings, patient.timezone)
+            zone = patient.timezone
     except InvalidField as exc:
         return _enrol_page(values, _field_error(exc), 400)
     rt.dispatch_soon(ids)
@@ -1243,9 +1246,16 @@ def enrol():
         _flash(f"Patient {patient_id} enrolled by you ({_name()}). This number had texted "
                "STOP: nothing is sent to it until the patient texts START." + warned, "warn")
     else:
+        # The welcome is routine: held while it is quiet hours in their zone, as the
+        # dispatcher decides it (quiet_hours_hold); said so only then.
+        held_until = quiet_hours_hold(rt.settings, zone, now)
+        if held_until is None:
+            when = "is on its way."
+        else:
+            when = (f"waits for the end of quiet hours in their zone ({zone}): it goes "
+                    f"{_when(held_until, zone)}.")
         _flash(f"Patient {patient_id} enrolled by you ({_name()}). The welcome, asking for "
-               "their consent, is on its way (after quiet hours, in their zone)." + warned,
-               "warn" if warning else "ok")
+               f"their consent, {when}" + warned, "warn" if warning else "ok")
     return redirect(url_for("dashboard.patient", patient_id=patient_id), 303)
 
 
