@@ -47,6 +47,14 @@ def page(server):
         browser.close()
 
 
+def sign_in(page, server, path: str = "/dashboard/") -> None:
+    """Open `path` and sign in with the admin token, as Nurse Jo."""
+    page.goto(server + path)
+    page.fill("#token", "s3cret-admin")
+    page.fill("#name", "Nurse Jo")
+    page.click("#sign-in")
+
+
 def _bot_says(page, text: str) -> None:
     page.locator(".msg.out", has_text=text).first.wait_for()
 
@@ -193,10 +201,7 @@ class TestDashboard:
                                        clock.now())[0].ref
             clock.advance(minutes=5)  # the urgent one is older, and still comes second
 
-        page.goto(server + "/dashboard/")
-        page.fill("#token", "s3cret-admin")
-        page.fill("#name", "Nurse Jo")
-        page.click("#sign-in")
+        sign_in(page, server)
         cards = page.locator("#open .card")
         cards.first.wait_for()
         assert cards.count() == 2
@@ -263,10 +268,7 @@ class TestDashboard:
         from bot.domain.schedule import next_occurrence
         from bot.store.models import AuditLog, Schedule
 
-        page.goto(server + "/dashboard/patients")
-        page.fill("#token", "s3cret-admin")
-        page.fill("#name", "Nurse Jo")
-        page.click("#sign-in")
+        sign_in(page, server, "/dashboard/patients")
         page.click("#enrol")
         assert page.input_value("#timezone") == "Europe/London"  # the default, filled in
         page.fill("#phone", "+44 7700 900140")
@@ -309,10 +311,7 @@ class TestDashboard:
             ref = escalate(s, rt.ctx, patient, "emergency", ["limb_weakness"],
                            "my legs gave way", clock.now())[0].ref
 
-        page.goto(server + "/dashboard/")
-        page.fill("#token", "s3cret-admin")
-        page.fill("#name", "Nurse Jo")
-        page.click("#sign-in")
+        sign_in(page, server)
         page.locator("#open .card").first.wait_for()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-tap-targets.png"))
@@ -399,10 +398,7 @@ class TestDashboard:
             problems = health.report(s, rt.settings, clock.now())["problems"]
         assert len(problems) == 5, problems
 
-        page.goto(server + "/dashboard/")
-        page.fill("#token", "s3cret-admin")
-        page.fill("#name", "Nurse Jo")
-        page.click("#sign-in")
+        sign_in(page, server)
         first = page.locator("#open .card").first
         first.wait_for()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -439,10 +435,7 @@ class TestDashboard:
                                            "Europe/London"),
                               languages=["en", "es"], now=clock.now(), actor="test")
         last = f"Patient {PATIENTS_PAGE + 2:03d}"
-        page.goto(server + "/dashboard/patients")
-        page.fill("#token", "s3cret-admin")
-        page.fill("#name", "Nurse Jo")
-        page.click("#sign-in")
+        sign_in(page, server, "/dashboard/patients")
         rows = page.locator("#patients tr", has_text="Patient ")
         page.locator("#patients tr", has_text="Patient 000").wait_for()
         assert rows.count() == PATIENTS_PAGE and page.locator("#previous").count() == 0
@@ -510,10 +503,7 @@ class TestDashboard:
             save_schedule(s, rt.ctx, patient, "checkin", "22:00", 7, clock.now(), "test")
             pid = patient.id
 
-        page.goto(server + "/dashboard/patients")
-        page.fill("#token", "s3cret-admin")
-        page.fill("#name", "Nurse Jo")
-        page.click("#sign-in")
+        sign_in(page, server, "/dashboard/patients")
         row = page.locator("#patients tr", has_text="Bartholomew Featherstone")
         row.wait_for()
         for text in ("paused", "03:00 GMT"):
@@ -627,10 +617,7 @@ class TestDashboard:
             handle_inbound_message(s, rt.ctx, InboundMessage("sms", "+447700900143",
                                                              LONG_MESSAGE), clock.now())
         page.set_viewport_size({"width": 375, "height": 740})
-        page.goto(server + "/dashboard/")
-        page.fill("#token", "s3cret-admin")
-        page.fill("#name", "Nurse Jo")
-        page.click("#sign-in")
+        sign_in(page, server)
         first = page.locator("#open .card").first
         first.wait_for()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
