@@ -30,7 +30,7 @@ from bot.domain.flows import (
 )
 from bot.domain.gsm7 import non_gsm_chars, segments
 from bot.domain.keywords import CARRIER_WORDS, NO_WORDS, YES_WORDS, carrier_command, keyword_of
-from bot.domain.triage import level_for_flags
+from bot.domain.triage_vocab import flag_levels
 
 MAX_SEGMENTS = 2
 VARIABLES_FILE = "variables.yaml"
@@ -272,8 +272,9 @@ _CALL_NOW = ("{hotline}", "{emergency_number}")
 
 def _emergency_flag(flags: list[str]) -> str | None:
     """The first of `flags` of the emergency tier (config/red_flags.yaml), if any."""
+    levels = flag_levels()  # the file's declared levels: nothing compiled at start-up
     for flag in flags:
-        if flag in FLAG_NAMES and level_for_flags([flag]) == "emergency":
+        if flag in FLAG_NAMES and levels.get(flag) == "emergency":
             return flag
     return None
 

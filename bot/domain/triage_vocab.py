@@ -11,6 +11,7 @@ tried at the space in front of a word.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import unicodedata
@@ -466,6 +467,28 @@ def _number(value: Any, where: str, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
         raise ValueError(f"{where}: must be a number between {lo} and {hi}, got {value!r}")
     return value
+
+
+def flag_levels(path: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """Each flag's level as the vocabulary file declares it, read without compiling anything
+    (flow lint checks the emergency-tier flags of every flow at each start-up, an operator's
+    command included, which must not pay for the phrases). {} if the file can't be read: the
+    full load, where it matters, says why."""
+    return dict(_flag_levels(Path(path) if path is not None else DEFAULT_PATH))
+
+
+@functools.lru_cache(maxsize=4)
+def _flag_levels(path: Path) -> tuple[tuple[str, str], ...]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506
+    except (OSError, yaml.YAMLError):
+        return ()
+    flags = data.get("flags") if isinstance(data, dict) else None
+    if not isinstance(flags, dict):
+        return ()
+    return tuple((str(name), spec["level"]) for name, spec in flags.items()
+                 if isinstance(spec, dict) and isinstance(spec.get("level"), str))
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Vocabulary:
