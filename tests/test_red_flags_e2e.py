@@ -651,7 +651,9 @@ def test_spanish_self_harm_gets_the_spanish_crisis_reply(client, rt, fake_http):
     texted(client, "voy a quitarme la vida esta noche")
     [reply] = [d["Body"] for d in sent_to(fake_http, PHONE)]
     _no_spine(reply)
-    assert CRISIS in reply and "llame ya al 999" in reply and reply.startswith("Lucia,")
+    # Lucia lives in Madrid: Spain's emergency number and crisis line (see
+    # test_emergency_abroad.py)
+    assert "Linea 024" in reply and "llame ya al 112" in reply and reply.startswith("Lucia,")
     assert escalation(rt).level == "emergency"
 
 
