@@ -1600,3 +1600,43 @@ def test_every_reply_a_flag_names_is_a_text_in_every_language():
     english_only = Texts({**texts._data, "self_harm": {"en": texts._data["self_harm"]["en"]}})
     assert "messages: self_harm: no 'es' text (named by red flag self_harm_intent)" in \
         english_only.problems(vocab.reply_texts(), ["en", "es"])
+
+
+# ------------------------------------------------------------------ pain named, then its course
+# A back pain named first and then where it goes is radicular pain (the brief's emergency tier),
+# however many words name the pain: "dolor de espalda que me baja a la pierna", "back ache
+# running into my leg", as "back pain going down my leg" already was.
+RADICULAR_AFTER_A_NAMED_PAIN = [
+    "dolor de espalda que me baja a la pierna",
+    "tengo dolor de espalda que me baja por la pierna",
+    "dolor en la espalda que se me va a la pierna",
+    "dolor de espalda q baja hasta el pie",
+    "el dolor de la espalda me corre por la pierna",
+    "back ache running into my leg",
+    "backache going down my leg",
+    "my back ache goes into my leg",
+    "back pain running into my leg",
+    "my backache runs into my arm",
+    "neck ache that runs into my arm",
+    "the ache in my back runs down to my foot",
+]
+RADICULAR_AFTER_A_NAMED_PAIN_NEAR_MISSES = [
+    "dolor de espalda",
+    "dolor de espalda pero no me baja a la pierna",
+    "no tengo dolor de espalda que me baje a la pierna",
+    "back ache, been running into the shops all day",
+    "no back ache running into my leg",
+    "my back ache is the same as usual",
+]
+
+
+@pytest.mark.parametrize("text", RADICULAR_AFTER_A_NAMED_PAIN)
+def test_a_named_back_pain_then_its_course_down_a_limb_is_radicular(text):
+    result = detect(text)
+    assert "radicular_pain" in result.flags and result.level == "emergency", result
+
+
+@pytest.mark.parametrize("text", RADICULAR_AFTER_A_NAMED_PAIN_NEAR_MISSES)
+def test_and_a_back_pain_without_that_course_is_not(text):
+    result = detect(text)
+    assert "radicular_pain" not in result.flags and result.level != "emergency", result
