@@ -1640,3 +1640,58 @@ def test_a_named_back_pain_then_its_course_down_a_limb_is_radicular(text):
 def test_and_a_back_pain_without_that_course_is_not(text):
     result = detect(text)
     assert "radicular_pain" not in result.flags and result.level != "emergency", result
+
+
+# English said as the Spanish already was: trembling or shaking legs (as "me tiemblan las
+# piernas": limb_weakness), a strange feeling in a limb (as "my legs feel weird": sensory_loss),
+# the bladder or "waterworks" playing up or not right, and a fall said with no subject ("tripped
+# and fell"). A tremble put down to nerves or cold, and the same words said of something else,
+# are not.
+ENGLISH_MISSES = [
+    ("my legs tremble", "limb_weakness"),
+    ("my legs are trembling", "limb_weakness"),
+    ("my legs are shaking", "limb_weakness"),
+    ("my knees tremble when I stand", "limb_weakness"),
+    ("legs trembling since this morning", "limb_weakness"),
+    ("weird feeling in my legs", "sensory_loss"),
+    ("strange feeling in my legs", "sensory_loss"),
+    ("funny feeling in my feet", "sensory_loss"),
+    ("a strange sensation in my left leg", "sensory_loss"),
+    ("my bladder is playing up", "bladder_dysfunction"),
+    ("bladder's been playing up", "bladder_dysfunction"),
+    ("waterworks not right", "bladder_dysfunction"),
+    ("my waterworks are playing up", "bladder_dysfunction"),
+    ("waterworks have gone funny", "bladder_dysfunction"),
+    ("tripped and fell", "gait_balance"),
+    ("I fell over today", "gait_balance"),
+    ("tripped and fell in the garden", "gait_balance"),
+    ("slipped and fell this morning", "gait_balance"),
+]
+ENGLISH_MISSES_NEAR = [
+    "my hands tremble when I'm nervous",
+    "my legs shake when I'm nervous",
+    "shaking with cold",
+    "my legs were shaking with cold",
+    "my voice trembles",
+    "no trembling in my legs",
+    "funny feeling in my stomach",
+    "weird feeling about the scan",
+    "no strange feeling in my legs",
+    "my computer is playing up",
+    "the kids are playing up",
+    "waterworks fine",
+    "no problems with my waterworks",
+    "the fuse tripped and the lights went out",
+    "fell in love with the new puppy",
+]
+
+
+@pytest.mark.parametrize(("text", "flag"), ENGLISH_MISSES, ids=[t for t, _ in ENGLISH_MISSES])
+def test_english_said_as_the_spanish_is_a_red_flag(text, flag):
+    result = detect(text)
+    assert flag in result.flags and result.level == "emergency", result
+
+
+@pytest.mark.parametrize("text", ENGLISH_MISSES_NEAR)
+def test_and_its_near_misses_stay_routine(text):
+    assert detect(text).level == "routine", detect(text)
