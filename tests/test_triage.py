@@ -1695,3 +1695,37 @@ def test_english_said_as_the_spanish_is_a_red_flag(text, flag):
 @pytest.mark.parametrize("text", ENGLISH_MISSES_NEAR)
 def test_and_its_near_misses_stay_routine(text):
     assert detect(text).level == "routine", detect(text)
+
+
+# "Not much" is an amount, not a denial: "not much pain going down my leg" (an answer to "Does
+# the pain shoot down an arm or a leg?") says some pain goes down the leg, as "hardly any pain
+# going down my leg" already did (rule 1: when unsure, the higher tier). "No pain going down my
+# leg" denies it; "not much pain" alone is a routine pain.
+A_LITTLE_IS_SOME = [
+    ("not much pain going down my leg", "radicular_pain"),
+    ("not too much pain going down my leg", "radicular_pain"),
+    ("not a lot of pain shooting down my arm", "radicular_pain"),
+    ("not that much pain running into my leg", "radicular_pain"),
+    ("not a lot of tingling in my feet", "sensory_loss"),
+    ("not much numbness", "sensory_loss"),
+    ("not much pain or numbness", "sensory_loss"),
+]
+STILL_DENIED_OR_ROUTINE = [
+    "no pain going down my leg",
+    "not much pain",
+    "not much pain today",
+    "not pain going down my leg, just stiffness",
+    "not much to report",
+    "not much pain and no numbness",
+]
+
+
+@pytest.mark.parametrize(("text", "flag"), A_LITTLE_IS_SOME, ids=[t for t, _ in A_LITTLE_IS_SOME])
+def test_not_much_of_a_red_flag_symptom_is_some_of_it(text, flag):
+    result = detect(text)
+    assert flag in result.flags and result.level == "emergency", result
+
+
+@pytest.mark.parametrize("text", STILL_DENIED_OR_ROUTINE)
+def test_a_denial_or_a_little_routine_pain_stays_routine(text):
+    assert detect(text).level == "routine", detect(text)
