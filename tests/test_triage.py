@@ -1729,3 +1729,61 @@ def test_not_much_of_a_red_flag_symptom_is_some_of_it(text, flag):
 @pytest.mark.parametrize("text", STILL_DENIED_OR_ROUTINE)
 def test_a_denial_or_a_little_routine_pain_stays_routine(text):
     assert detect(text).level == "routine", detect(text)
+
+
+# Self-harm, found missed: pills or tablets stockpiled or saved up, and a rope said as a means,
+# are an intent (self_harm_intent, emergency); "if I wanted to die who do I call?" and "what if I
+# wanted to end it all?" are questions, answered as the other "what if" questions are (the
+# self-harm safety net, hypothetical), and "I wanted to die" said of the past is a thought of it.
+SELF_HARM_MEANS = [
+    "I've stockpiled my pills",
+    "I've been saving up my tablets",
+    "I have a rope",
+    "i've got a rope ready",
+    "I've been stockpiling my morphine",
+    "been hoarding my painkillers",
+    "I've saved up enough tablets",
+]
+SELF_HARM_QUESTIONS = [
+    "if I wanted to die who do I call?",
+    "what if I wanted to end it all?",
+    "what if I wanted to die?",
+    "what if I wanted to kill myself?",
+    "if I wanted to end it all what should I do?",
+]
+SELF_HARM_NEAR_MISSES = [
+    "I've stockpiled tins for winter",
+    "I have a rope for the washing line",
+    "saving up for a holiday",
+    "I have a rope swing in the garden",
+    "I've been saving up my pennies",
+    "I haven't been saving up my tablets",
+]
+
+
+@pytest.mark.parametrize("text", SELF_HARM_MEANS)
+def test_pills_saved_up_or_a_rope_are_a_self_harm_intent(text):
+    result = detect(text)
+    assert result.level == "emergency" and "self_harm_intent" in result.flags, result
+    assert not result.hypothetical
+
+
+@pytest.mark.parametrize("text", SELF_HARM_QUESTIONS)
+def test_a_question_about_self_harm_gets_its_safety_net(text):
+    from bot.domain.triage import reply_keys
+
+    result = detect(text)
+    assert "self_harm_risk" in result.flags and result.hypothetical, result
+    assert reply_keys(result.flags, hypothetical=True, level=result.level) == [
+        "self_harm_safety_net"]
+
+
+def test_wanting_to_die_said_of_the_past_is_a_thought_of_self_harm():
+    result = detect("I wanted to die last night")
+    assert result.level == "urgent" and "self_harm_risk" in result.flags, result
+    assert not result.hypothetical
+
+
+@pytest.mark.parametrize("text", SELF_HARM_NEAR_MISSES)
+def test_and_tins_ropes_and_savings_are_not(text):
+    assert detect(text).level == "routine", detect(text)
