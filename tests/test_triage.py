@@ -1787,3 +1787,50 @@ def test_wanting_to_die_said_of_the_past_is_a_thought_of_self_harm():
 @pytest.mark.parametrize("text", SELF_HARM_NEAR_MISSES)
 def test_and_tins_ropes_and_savings_are_not(text):
     assert detect(text).level == "routine", detect(text)
+
+
+# The owner named after the limb ("las piernas de mi nieto", "the legs of my grandson") is the
+# subject, though a possessive ("mi", "my", "su") stands between "de" / "of" and the owner: that
+# "mi" is the carer's, not the patient's. A young child's symptom gets the safety net; an
+# animal's is none; an adult's who may be the patient stays the patient's.
+OWNER_AFTER_THE_LIMB_CHILD = [
+    ("las piernas de mi nieto estan debiles", "limb_weakness"),
+    ("the legs of my grandson are weak", "limb_weakness"),
+    ("los pies de mi nieta estan dormidos", "sensory_loss"),
+    ("las piernas de su nieto estan debiles", "limb_weakness"),
+    ("las piernas del nino estan debiles", "limb_weakness"),
+    ("the feet of the baby are numb", "sensory_loss"),
+]
+OWNER_AFTER_THE_LIMB_NO_SYMPTOM = [
+    "las piernas de mi perro estan debiles",
+    "las patas de mi perro estan debiles",
+    "the legs of my dog are weak",
+]
+OWNER_AFTER_THE_LIMB_PATIENT = [
+    ("las piernas de mi padre estan debiles", "limb_weakness"),
+    ("the legs of my mum are weak", "limb_weakness"),
+    ("las piernas de mi nieto estan bien pero mis piernas estan debiles", "limb_weakness"),
+    ("mis piernas estan debiles", "limb_weakness"),
+]
+
+
+@pytest.mark.parametrize(("text", "flag"), OWNER_AFTER_THE_LIMB_CHILD,
+                         ids=[t for t, _ in OWNER_AFTER_THE_LIMB_CHILD])
+def test_a_young_child_named_after_the_limb_is_a_third_party(text, flag):
+    result = detect(text)
+    assert flag in result.flags and result.hypothetical, result
+    assert any("(third party)" in m for m in result.matches), result.matches
+
+
+@pytest.mark.parametrize("text", OWNER_AFTER_THE_LIMB_NO_SYMPTOM)
+def test_an_animal_named_after_the_limb_has_no_symptom(text):
+    result = detect(text)
+    assert (result.level, result.flags, result.hypothetical) == ("routine", (), False), result
+
+
+@pytest.mark.parametrize(("text", "flag"), OWNER_AFTER_THE_LIMB_PATIENT,
+                         ids=[t for t, _ in OWNER_AFTER_THE_LIMB_PATIENT])
+def test_an_adult_named_after_the_limb_stays_the_patient(text, flag):
+    result = detect(text)
+    assert flag in result.flags and result.level == "emergency", result
+    assert not result.hypothetical

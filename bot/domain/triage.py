@@ -731,8 +731,10 @@ def _subject(msg: _Message, start: int, end: int) -> str:
 
     The subject is the last word of context.subject_* before the mention in its clause (up to a
     comma) with only subject_links between it and the mention ("my car is a bit wobbly", "the
-    cat keeps falling off the sofa"), or one right after "de" / "of" inside the mention ("las
-    piernas de mi nieto"). I / me / my (before the mention or in it) or an adult who may be
+    cat keeps falling off the sofa"), or one right after "de" / "of" inside the mention, a
+    possessive between them or not ("las piernas de mi nieto", "the legs of my grandson":
+    the owner is the grandson, the "mi" the carer's). I / me / my (before the mention or in
+    it, not the owner's) or an adult who may be
     the patient is the patient's;
     so is every mention of a message that says the patient has it too ("... and so did I")."""
     rx, norm = msg.vocab.rx, msg.norm
@@ -743,9 +745,13 @@ def _subject(msg: _Message, start: int, end: int) -> str:
         between = norm[m.end():start]
         kind = m.lastgroup if rx["subject_links"].fullmatch(between) else ""
     for m in rx["subject"].finditer(norm, start, end):
-        if norm.endswith((" de", " of"), start, m.start()):
-            if not _kind_of_pain(msg, start, m.start() - 3):
-                kind = m.lastgroup  # the owner after the limb
+        owner = _OWNER.search(norm, start, m.start())
+        if owner is not None:
+            # the owner after the limb ("de mi", then "de mi nieto"); after a possessive only
+            # a person or a child: "get out of the chair" names no chair's symptom
+            if not _kind_of_pain(msg, start, owner.start()) and (
+                    owner.group("direct") or m.lastgroup != "thing"):
+                kind = m.lastgroup
         elif m.lastgroup == "person":
             return ""  # the mention names the patient: "(walking the dog) my legs gave way"
     if kind in ("thing", "child") and rx["patient_too"].search(norm):
@@ -753,6 +759,11 @@ def _subject(msg: _Message, start: int, end: int) -> str:
     return "" if kind == "person" else kind
 
 
+# "de" / "of" before the owner of a limb, and the possessive that may stand between: "las
+# piernas de mi nieto", "the legs of my grandson" (that "mi" / "my" is the carer's, not the
+# patient's: the owner is the word after it)
+_OWNER = re.compile(r" (?:(?P<direct>de|of)|(?:de|of) (?:mi|mis|tu|tus|su|sus|nuestro|nuestra"
+                    r"|nuestros|nuestras|el|la|los|las|my|his|her|their|our|your|the)|del)$")
 _LIKE = re.compile(r" (?:como|tipo|like|kind|sort|type)$")
 
 
