@@ -1834,3 +1834,33 @@ def test_an_adult_named_after_the_limb_stays_the_patient(text, flag):
     result = detect(text)
     assert flag in result.flags and result.level == "emergency", result
     assert not result.hypothetical
+
+
+# A patient echoing the question and answering it: "back pain going down my leg? no" denies the
+# pain named with its course, as "no back pain going down my leg" does (the "no" after it
+# reaches the whole phrase, not only the course). A "no" that starts something else does not.
+ECHOED_AND_DENIED = [
+    "back pain going down my leg? no",
+    "Back pain going down my leg? No.",
+    "pain going down my leg? no",
+    "back pain shooting down my arm? nope",
+    "backache going down my leg? none",
+]
+ECHOED_NOT_DENIED = [
+    ("back pain going down my leg, no idea why", "radicular_pain"),
+    ("back pain going down my leg? no idea why", "radicular_pain"),
+    ("back pain going down my leg? no numbness though", "radicular_pain"),
+    ("back pain going down my leg? yes", "radicular_pain"),
+    ("numbness? no. back pain going down my leg", "radicular_pain"),
+]
+
+
+@pytest.mark.parametrize("text", ECHOED_AND_DENIED)
+def test_an_echoed_question_answered_no_is_denied_whole(text):
+    assert detect(text).level == "routine", detect(text)
+
+
+@pytest.mark.parametrize(("text", "flag"), ECHOED_NOT_DENIED, ids=[t for t, _ in ECHOED_NOT_DENIED])
+def test_a_no_that_starts_something_else_denies_nothing(text, flag):
+    result = detect(text)
+    assert flag in result.flags and result.level == "emergency", result

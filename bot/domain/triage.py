@@ -595,7 +595,24 @@ def _negated(msg: _Message, start: int, end: int, hits: list[tuple[str, int, int
         if _in_scope(msg, cue_end, start, clause_end, hits, named) and not _new_onset(
                 msg, cue.start(), end, clause_end):
             return True
-    return bool(rx["neg_after"].match(masked, end))
+    return bool(rx["neg_after"].match(masked, end)) or _course_denied_after(msg, start, end, hits)
+
+
+def _course_denied_after(msg: _Message, start: int, end: int,
+                         hits: list[tuple[str, int, int]]) -> bool:
+    """Is this mention a plain pain whose course follows it, the course answered "no" ("back
+    pain going down my leg? no": the patient echoes the question, then answers it)? The "no"
+    then denies the pain with its course, as "no back pain going down my leg" does; a "no"
+    that starts something else ("? no idea why", "? no numbness though") denies nothing."""
+    masked, vocab = msg.masked, msg.vocab
+    if _COURSE.match(masked, end) is None:
+        return False
+    if not any(h_start == start and h_end == end
+               and (flag == "pain" or vocab.flags[flag].downgrade_to == "pain")
+               for flag, h_start, h_end in hits):
+        return False
+    return any(h_end > end and start <= h_start <= end and vocab.rx["neg_after"].match(masked, h_end)
+               for _flag, h_start, h_end in hits)
 
 
 def _in_scope(msg: _Message, cue_end: int, start: int, clause_end: int,
