@@ -1759,6 +1759,13 @@ SELF_HARM_NEAR_MISSES = [
     "I've been saving up my pennies",
     "I haven't been saving up my tablets",
 ]
+# Tablets kept back for the pain, and said so: a plan for the pain, not a means got ready (the
+# pain itself is still read).
+SELF_HARM_PAIN_PLANS = [
+    "I've been saving up my tablets for when the pain is bad",
+    "I keep back some of my painkillers for the bad nights",
+    "saving my morphine in case I need it at night",
+]
 
 
 @pytest.mark.parametrize("text", SELF_HARM_MEANS)
@@ -1787,6 +1794,12 @@ def test_wanting_to_die_said_of_the_past_is_a_thought_of_self_harm():
 @pytest.mark.parametrize("text", SELF_HARM_NEAR_MISSES)
 def test_and_tins_ropes_and_savings_are_not(text):
     assert detect(text).level == "routine", detect(text)
+
+
+@pytest.mark.parametrize("text", SELF_HARM_PAIN_PLANS)
+def test_tablets_saved_for_the_pain_are_no_self_harm(text):
+    result = detect(text)
+    assert not {"self_harm_intent", "self_harm_risk"} & set(result.flags), result
 
 
 # The owner named after the limb ("las piernas de mi nieto", "the legs of my grandson") is the
