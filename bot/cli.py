@@ -142,7 +142,7 @@ def main(verbose: bool) -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--reload", is_flag=True, help="Restart on code changes (development).")
 @click.option("--no-scheduler", is_flag=True,
               help="Don't run the scheduler in this process (run `checkin-bot scheduler`).")

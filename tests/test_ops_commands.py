@@ -249,3 +249,17 @@ def test_a_database_that_cannot_be_reached_is_exit_1_as_any_database_error(cli, 
     assert res.exit_code == 1, res.output
     assert res.output.startswith("error: database: cannot connect: ")
     assert len(res.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "0", "-1"])
+def test_serve_refuses_a_port_out_of_range_rather_than_serve_on_another(cli, monkeypatch,
+                                                                         port):
+    """The resolver takes a port over 65535 modulo 65536: `serve --port 99999` said
+    "checkin-bot on http://127.0.0.1:99999" and listened on 34463 (Twilio and the proxy
+    pointed at nothing). Port 0 would listen on a random one."""
+    started = []
+    monkeypatch.setattr("flask.Flask.run", lambda self, **kw: started.append(kw.get("port")))
+    res = cli("serve", "--port", port, "--no-scheduler")
+    assert res.exit_code == 2, res.output
+    assert "--port" in res.output and "1<=x<=65535" in res.output
+    assert started == []
