@@ -390,6 +390,15 @@ def build_runtime(
     if vocabulary not in VOCABULARY_MODES:
         raise ValueError(f"vocabulary: {vocabulary!r} is not one of {VOCABULARY_MODES}")
     texts = load_texts()
+    flows = load_flow_library(settings)
+    clock = clock or SystemClock()
+    engine = engine or make_engine(settings.database_url,
+                                  limits=settings.database_limits.as_limits())
+    sessions = make_session_factory(engine)
+    messenger = messenger or build_messenger(settings)
+    # Before the vocabulary: compiling it takes seconds (minutes on a loaded host), and a
+    # database that is not there or not migrated is said at once, not after all of that.
+    _check_database(engine, flows)
     mode, vocabulary = vocabulary, _load_vocabulary(vocabulary)
     # every text a red flag names as its own reply, in each of the deployment's languages (not
     # for a command that reads no patient's words: it sends none of them)
@@ -397,13 +406,6 @@ def build_runtime(
     problems = texts.problems(named, settings.languages)
     if problems:
         raise ConfigError(problems[0])
-    flows = load_flow_library(settings)
-    clock = clock or SystemClock()
-    engine = engine or make_engine(settings.database_url,
-                                  limits=settings.database_limits.as_limits())
-    sessions = make_session_factory(engine)
-    messenger = messenger or build_messenger(settings)
-    _check_database(engine, flows)
     if settings.messenger_name == "twilio" and not settings.public_url:
         log.warning("CHECKIN_PUBLIC_URL is not set: sends carry no status callback, so failed "
                     "deliveries will not be seen (see /healthz)")

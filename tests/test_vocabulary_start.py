@@ -210,3 +210,22 @@ def test_a_message_that_comes_while_serve_still_compiles_is_triaged_in_full(sett
 def test_build_runtime_refuses_an_unknown_vocabulary_mode(settings):
     with pytest.raises(ValueError, match="vocabulary"):
         build_runtime(settings, vocabulary="cold")
+
+
+@pytest.mark.parametrize(("url", "exit_code", "says"), [
+    ("sqlite:///{tmp}/empty.db", 2, "database: not migrated"),
+    ("postgresql://nobody@127.0.0.1:9/none", 1, "database: cannot connect"),
+])
+def test_the_scheduler_names_a_wrong_database_before_compiling_the_vocabulary(
+        cli, monkeypatch, tmp_path, url, exit_code, says):
+    """The vocabulary takes seconds of CPU to compile (minutes on a loaded host): an operator
+    who started `checkin-bot scheduler` (or a web worker) on a database that is not migrated
+    or not there waited through all of it, in silence, before being told."""
+    (tmp_path / "empty.db").touch()
+    monkeypatch.setenv("CHECKIN_DATABASE_URL", url.format(tmp=tmp_path))
+    compiled = []
+    monkeypatch.setattr(triage, "warm_up", lambda *a, **k: compiled.append(a))
+    res = cli("scheduler")
+    assert res.exit_code == exit_code, res.output
+    assert says in res.output
+    assert compiled == []
