@@ -50,6 +50,12 @@ class Runtime:
     _last_spool_look: float = field(default=float("-inf"), repr=False)
     _spool_failures: dict[str, int] = field(default_factory=dict, repr=False)
     _spool_senders: dict[str, str] = field(default_factory=dict, repr=False)  # file -> sender
+    # False while the start-up database checks wait for a database that was down when this
+    # web worker started (build_runtime's database_may_be_down): see database_ready
+    database_checked: bool = True
+    database_problem: str | None = None
+    _check_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _next_check: float = field(default=float("-inf"), repr=False)
 
     def transaction(self) -> AbstractContextManager[Session]:
         return transaction(self.sessions)
@@ -101,6 +107,35 @@ class Runtime:
         except Exception:
             log.exception("immediate dispatch failed; the scheduler will retry")
 
+    def database_ready(self) -> bool:
+        """Whether the database passed the start-up checks (migrated, stored flow revisions
+        loaded). Always, unless this web worker started while the database was down: then the
+        checks run again (every few seconds at most) until they pass, and until then inbound
+        messages go to the spool rather than to a database this process has not checked."""
+        if self.database_checked:
+            return True
+        with self._check_lock:
+            if self.database_checked:
+                return True
+            now = time.monotonic()
+            if now < self._next_check:
+                return False
+            self._next_check = now + self.spool_retry_seconds
+            try:
+                _check_database(self.engine, self.ctx.flows)
+            except DatabaseUnreachable as exc:
+                self.database_problem = str(exc)
+                return False
+            except ConfigError as exc:
+                if self.database_problem != str(exc):
+                    log.error("%s; inbound messages wait in the spool until it is done", exc)
+                self.database_problem = str(exc)
+                return False
+            self.database_checked, self.database_problem = True, None
+            log.warning("the database answers and passed the start-up checks; the spool will "
+                        "be replayed")
+            return True
+
     # -- the inbound spool (bot/services/spool.py) ----------------------------------------------
 
     def replay_spool(self) -> int:
@@ -109,6 +144,8 @@ class Runtime:
         from bot.services.receiving import store_and_handle
 
         done = 0
+        if not self.database_ready():
+            return done
         for path in self.spool.pending() if self.spool else []:
             try:
                 msg = Spool.load(path)
@@ -384,9 +421,12 @@ def build_runtime(
     engine: Engine | None = None,
     dispatch_mode: str = "background",
     vocabulary: str = "warm",
+    database_may_be_down: bool = False,
 ) -> Runtime:
     """Wire the pieces. Raises ConfigError when flows or texts are broken, or the red-flag
-    vocabulary (unless `vocabulary` is "lazy": see _load_vocabulary)."""
+    vocabulary (unless `vocabulary` is "lazy": see _load_vocabulary). A database that cannot
+    be reached raises DatabaseUnreachable, unless `database_may_be_down` (a web worker: it must
+    start and keep patients' messages in the spool; see Runtime.database_ready)."""
     if vocabulary not in VOCABULARY_MODES:
         raise ValueError(f"vocabulary: {vocabulary!r} is not one of {VOCABULARY_MODES}")
     texts = load_texts()
@@ -398,7 +438,15 @@ def build_runtime(
     messenger = messenger or build_messenger(settings)
     # Before the vocabulary: compiling it takes seconds (minutes on a loaded host), and a
     # database that is not there or not migrated is said at once, not after all of that.
-    _check_database(engine, flows)
+    problem = None
+    try:
+        _check_database(engine, flows)
+    except DatabaseUnreachable as exc:
+        if not database_may_be_down:
+            raise
+        problem = str(exc)
+        log.error("%s; starting anyway: inbound messages wait in the spool until it answers",
+                  exc)
     mode, vocabulary = vocabulary, _load_vocabulary(vocabulary)
     # every text a red flag names as its own reply, in each of the deployment's languages (not
     # for a command that reads no patient's words: it sends none of them)
@@ -416,4 +464,5 @@ def build_runtime(
         dispatcher.unrecorded_retry_seconds = UNRECORDED_RETRY_SECONDS
     return Runtime(settings=settings, engine=engine, sessions=sessions, clock=clock,
                    messenger=messenger, ctx=ctx, dispatcher=dispatcher,
-                   dispatch_mode=dispatch_mode, spool=Spool(settings.spool_dir))
+                   dispatch_mode=dispatch_mode, spool=Spool(settings.spool_dir),
+                   database_checked=problem is None, database_problem=problem)

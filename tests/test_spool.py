@@ -361,3 +361,87 @@ def test_self_harm_during_an_outage_gets_the_crisis_text_at_once_never_lie_flat(
     rt.replay_spool()
     assert bodies(fake_http) == []  # not told a second time
     assert count(rt, Escalation) == 1
+
+
+@contextmanager
+def database_not_there_yet(tmp_path, backend):
+    """A database URL that cannot be reached yet, and a function that brings it up (migrated)
+    under the same URL: a SQLite path that is still a folder, or a PostgreSQL database that
+    does not exist yet (as after a host reboot, with the web up before the database)."""
+    import uuid
+
+    from sqlalchemy import text
+
+    from bot.store.migrate import upgrade
+    from tests.conftest import PG_URL
+
+    if backend == "sqlite":
+        path = tmp_path / "late.db"
+        path.mkdir()  # SQLite cannot open a folder: "unable to open database file"
+        url = f"sqlite:///{path}"
+
+        def bring_up():
+            path.rmdir()
+            upgrade(url)
+        yield url, bring_up
+        return
+    name = f"checkin_late_{uuid.uuid4().hex[:8]}"
+    url = PG_URL.rsplit("/", 1)[0] + "/" + name
+    server = make_engine(PG_URL).execution_options(isolation_level="AUTOCOMMIT")
+
+    def bring_up():
+        with server.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+        upgrade(url)
+    try:
+        yield url, bring_up
+    finally:
+        with server.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        server.dispose()
+
+
+def test_a_web_worker_starts_while_the_database_is_down_and_catches_up_once_it_is_back(
+        db_url, tmp_path, clock, messenger, fake_http, monkeypatch):
+    """A host reboot that brings the web up before the database (or a worker restarted during
+    an outage): the worker must start and keep patients' messages in the spool, not refuse to
+    boot, which leaves nothing answering Twilio's webhooks for the whole outage."""
+    from bot.config import DatabaseUnreachable, load_settings
+    from bot.runtime import build_runtime
+    from bot.web.app import create_app
+
+    backend = "sqlite" if db_url.startswith("sqlite") else "postgresql"
+    with database_not_there_yet(tmp_path, backend) as (url, bring_up):
+        settings = load_settings(env={}, overrides={
+            **TWILIO_SETTINGS, "database_url": url, "spool_dir": str(tmp_path / "spool")})
+        try:  # a scheduler or an operator's command still says so and stops
+            build_runtime(settings, clock=clock, messenger=messenger, dispatch_mode="inline")
+            raise AssertionError("built on a database that is not there")
+        except DatabaseUnreachable:
+            pass
+        rt = build_runtime(settings, clock=clock, messenger=messenger, dispatch_mode="inline",
+                           database_may_be_down=True)
+        rt.spool_retry_seconds = 0  # checks again at every look, not every few seconds
+        try:
+            app = create_app(rt)
+            app.testing = True
+            client = app.test_client()
+            health = client.get("/healthz")
+            assert health.status_code == 503 and health.get_json()["status"] == "down"
+            res = texted(client, "my legs gave way and I wet myself")
+            assert res.status_code == 200
+            assert "this could be serious" in res.get_data(as_text=True)  # told at once
+            assert len(rt.spool.pending()) == 1
+            assert rt.replay_spool() == 0  # still down: nothing is lost, nothing moves
+
+            bring_up()
+            enrol(rt)
+            assert rt.replay_spool() == 1  # the start-up checks run, then the message goes in
+            assert count(rt, Escalation) == 1
+            assert count(rt, Message, Message.direction == "in") == 1
+            assert bodies(fake_http) == []  # the patient is not told a second time
+            assert client.get("/healthz").status_code == 200
+            texted(client, "1")
+            assert count(rt, Message, Message.direction == "in") == 2  # the normal path again
+        finally:
+            rt.close()

@@ -73,6 +73,9 @@ def create_app(runtime: Runtime) -> Flask:
         if not ping(runtime.engine):
             return jsonify(status="down", problems=["database: unavailable"],
                            spooled_inbound=spooled), 503
+        if not runtime.database_ready():  # started while it was down; checks not passed yet
+            return jsonify(status="down", problems=[runtime.database_problem],
+                           spooled_inbound=spooled), 503
         with runtime.transaction() as session:
             body = health.report(session, runtime.settings, runtime.clock.now(), spooled,
                                  runtime.spool.set_aside_count() if runtime.spool else 0)

@@ -42,6 +42,8 @@ def receive_message(rt: Runtime, msg) -> object:
     """
     from bot.services.receiving import spool_inbound, store_and_handle
 
+    if not rt.database_ready():  # this worker started while the database was down
+        return spool_inbound(rt, msg)
     try:
         rt.replay_spooled_from(msg.sender)  # the sender's older messages first, if any wait
         outcome = store_and_handle(rt, msg)

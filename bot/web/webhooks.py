@@ -14,6 +14,7 @@ from flask import Blueprint, Response, abort, request
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
+from bot.config import DatabaseUnreachable
 from bot.services import voice
 from bot.services.escalations import EscalationNotFound, acknowledge
 from bot.services.inbound import InboundMessage
@@ -139,6 +140,8 @@ def _record_status(rt, sid: str, status: str, error_code: int | None,
                    outbox_ref: str | None) -> Response:
     """Apply a status callback (a text's or an alert call's), or spool it."""
     try:
+        if not rt.database_ready():  # this worker started while the database was down
+            raise DatabaseUnreachable(rt.database_problem or "database: not checked yet")
         with rt.transaction() as session:
             ids = record_status(session, rt.ctx, sid, status, error_code, rt.clock.now(),
                                 outbox_ref=outbox_ref)
