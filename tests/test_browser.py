@@ -634,3 +634,45 @@ class TestDashboard:
         summary.click()
         assert whole.locator(".words").inner_text() == LONG_MESSAGE
         assert page.evaluate("document.documentElement.scrollWidth") <= 375
+
+    def test_a_long_message_to_read_leaves_its_mark_read_button_on_the_lists_first_screen(
+            self, page, server, rt, clock):
+        """At 375x740, a message of about 1,000 characters the bot could not handle and
+        another to read. Scrolled to either list, its first card's Mark read button is on
+        that screen: the card quotes the message short, around its red-flag words as a red
+        flag's card does (printed whole, it was more than a screen). The whole message is one
+        tap away on the card, and a link opens it in the patient's transcript."""
+        from bot.services.patients import Enrolment, enrol_patient
+        from bot.store.models import Message
+        from tests.test_dashboard import LONG_MESSAGE
+
+        with rt.transaction() as s:
+            patient = enrol_patient(s, Enrolment("+447700900144", "Lena Long", "Europe/London"),
+                                    languages=["en"], now=clock.now(), actor="test")
+            for status in ("to_read", "unprocessed"):
+                s.add(Message(patient_id=patient.id, direction="in", channel="sms",
+                              address=patient.phone, body=LONG_MESSAGE, kind="reply",
+                              status=status, created_at=clock.now(), updated_at=clock.now()))
+        page.set_viewport_size({"width": 375, "height": 740})
+        sign_in(page, server)
+        first = page.locator("#unprocessed .card").first
+        first.wait_for()
+        for sid in ("to-read", "unprocessed"):
+            page.locator(f"#{sid}").evaluate("e => e.scrollIntoView()")
+            box = page.locator(f"#{sid} .card button.read").first.bounding_box()
+            assert box and box["y"] >= 0 and box["y"] + box["height"] <= 740, (sid, box)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-long-messages-to-read.png"))
+        whole = first.locator("details")
+        assert not whole.locator(".words").is_visible()
+        whole.locator("summary").click()
+        assert whole.locator(".words").inner_text() == LONG_MESSAGE
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        link = first.locator("a.transcript")
+        assert link.bounding_box()["height"] >= 44  # tapped with a thumb
+        link.click()
+        page.locator("h1", has_text="Lena Long").wait_for()
+        message = page.locator(page.url[page.url.index("#"):])
+        assert message.locator(".body").inner_text() == LONG_MESSAGE
+        box = message.bounding_box()
+        assert box and 0 <= box["y"] < 740, box  # opened at the message

@@ -1242,3 +1242,55 @@ def test_the_enrolment_says_after_quiet_hours_only_when_the_welcome_waits_for_th
     else:
         assert "is on its way." in flash and "quiet hours" not in flash
         assert sent and "Reply YES to agree" in sent[-1].body
+
+
+def _message_card(text: str, message_id: int) -> str:
+    """The card of one message on the first page (up to the next card or the section's end)."""
+    card = text[text.index(f'data-message="{message_id}"'):]
+    return card[:card.index('<div class="card', 1)] if '<div class="card' in card[1:] else card
+
+
+def test_a_long_message_to_read_or_not_handled_is_quoted_short_on_its_card(signed_in, rt):
+    """The cards of messages the bot could not handle and of messages to read printed a
+    message of 1,000 characters whole, pushing their buttons (and every card below) off a
+    phone's screen. As a red flag's card, they now quote it (at most CARD_WORDS_CHARS, around
+    any red-flag words, else its start), the whole one tap away on the card and, for an
+    enrolled patient, in their transcript, which the card links to."""
+    from bot.web.dashboard import CARD_WORDS_CHARS
+
+    pid = enrol(rt, "+447700900123")
+    ids = {"unprocessed": add_message(rt, pid, "in", LONG_MESSAGE, status="unprocessed"),
+           "to-read": add_message(rt, None, "in", LONG_MESSAGE, status="to_read",
+                                  phone="+447700900555")}
+    short = add_message(rt, pid, "in", "can you ring me", status="to_read")
+    chatty = add_message(rt, pid, "in", "Hello,\nsorry to write so much. " * 30,
+                         status="to_read")
+    text = page(signed_in)
+    for sid, message_id in ids.items():
+        card = _message_card(section(text, sid), message_id)
+        shown = re.search(r'<div class="words excerpt">([^<]*)</div>', card)
+        assert shown, card
+        excerpt = html.unescape(shown.group(1))
+        assert len(excerpt) <= CARD_WORDS_CHARS and "my legs gave way" in excerpt
+        assert excerpt == esc_service.quote_around_flags(LONG_MESSAGE, set(),
+                                                         rt.ctx.vocabulary, CARD_WORDS_CHARS)
+        assert html.escape(LONG_MESSAGE, quote=False) not in card.split("<details")[0]
+        whole = re.search(r"<details[^>]*>\s*<summary>([^<]*)</summary>\s*"
+                          r'<div class="words">([^<]*)</div>', card)
+        assert whole, card
+        assert f"{len(LONG_MESSAGE)} characters" in whole.group(1)
+        assert html.unescape(whole.group(2)) == LONG_MESSAGE
+        assert card.index("Mark read") < card.index("<details")  # the button first
+    # The enrolled patient's card links to the message in their transcript, whole there.
+    link = f'href="/dashboard/patients/{pid}#message-{ids["unprocessed"]}"'
+    assert link in _message_card(section(text, "unprocessed"), ids["unprocessed"])
+    transcript = page(signed_in, f"/dashboard/patients/{pid}")
+    at = transcript[transcript.index(f'id="message-{ids["unprocessed"]}"'):]
+    body = re.search(r'<div class="body">([^<]*)</div>', at)
+    assert body and html.unescape(body.group(1)) == LONG_MESSAGE
+    # Without a red flag in it, its start.
+    card = _message_card(section(text, "to-read"), chatty)
+    assert '<div class="words excerpt">Hello, sorry to write so much. Hello, sorry' in card
+    # A short one is shown whole, with nothing to open.
+    card = _message_card(section(text, "to-read"), short)
+    assert '<div class="words">can you ring me</div>' in card and "<details" not in card

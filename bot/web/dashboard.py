@@ -753,12 +753,25 @@ def _ago(now: datetime, at: datetime | None) -> str:
 
 
 def _message_rows(s: Session, messages: list[Message]) -> list[dict]:
-    """Patients' messages waiting for a person, each with who sent it."""
+    """Patients' messages waiting for a person, each with who sent it and, when too long to
+    show whole on its card, a quote of it (the whole under the card's button, as a red
+    flag's)."""
     rows = []
     for m in messages:
         patient = s.get(Patient, m.patient_id) if m.patient_id else None
-        rows.append({"message": m, "who": _who(patient, m.address)})
+        rows.append({"message": m, "who": _who(patient, m.address),
+                     "excerpt": _message_excerpt(m.body)})
     return rows
+
+
+def _message_excerpt(body: str | None) -> str | None:
+    """A message as its card quotes it when too long to show whole (None: short enough): at
+    most CARD_WORDS_CHARS, around any red-flag words the detector finds in it (already acted
+    on, and what a coordinator reads first), else its start, cut between words."""
+    if body is None or len(body) <= CARD_WORDS_CHARS:
+        return None
+    return esc_service.quote_around_flags(" ".join(body.split()), set(),
+                                          runtime().ctx.vocabulary, CARD_WORDS_CHARS)
 
 
 def _failed_rows(s: Session, now: datetime) -> list[dict]:
