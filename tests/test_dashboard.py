@@ -273,7 +273,7 @@ def signed_in(client, settings_overrides):
 def test_an_empty_page_says_nothing_here_in_every_section(signed_in):
     text = page(signed_in)
     for sid in ("open", "acknowledged", "unprocessed", "to-read", "failed", "invalid",
-                "opted-out", "expired"):
+                "abroad", "opted-out", "expired"):
         assert "Nothing here." in section(text, sid), sid
     assert "reloads itself every 30 seconds" in text
     assert '<meta http-equiv="refresh" content="30' in text

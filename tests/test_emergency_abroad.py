@@ -347,3 +347,69 @@ def test_a_crisis_line_abroad_must_be_a_country_and_plain_text_with_a_number(tmp
         with pytest.raises(ConfigError) as err:
             load_settings(env={"CHECKIN_CONFIG": str(config)})
         assert "crisis_lines_abroad" in str(err.value) and words in str(err.value)
+
+
+# -- patients already enrolled where no number is configured ------------------------------------
+
+
+def _enrol_abroad(rt, clock) -> dict[str, int]:
+    """Ana in Colombia and Bea in Peru (no emergency number configured for either), Cy in New
+    York (911 configured), Di in Colombia but discharged: their ids by name."""
+    from bot.services.patients import Enrolment, enrol_patient
+
+    ids = {}
+    with rt.transaction() as s:
+        for phone, name, zone in (("+573101234567", "Ana", "America/Bogota"),
+                                  ("+51912345678", "Bea", "America/Lima"),
+                                  ("+12125550123", "Cy", "America/New_York"),
+                                  ("+573101234568", "Di", "America/Bogota")):
+            patient = enrol_patient(s, Enrolment(phone, name, zone), languages=["en", "es"],
+                                    now=clock.now(), actor="test")
+            s.flush()
+            ids[name] = patient.id
+        s.get(Patient, ids["Di"]).status = "discharged"
+    return ids
+
+
+def test_patients_enrolled_where_no_emergency_number_is_configured_stay_listed(client, rt,
+                                                                              clock):
+    """Enrolling a patient in a country with no emergency number configured warned once, and
+    then they were listed nowhere: a coordinator who missed the warning, or who inherited the
+    patient, never learnt their texts give the clinic's 999. The dashboard's Needs attention
+    now lists them (not the discharged), and the health report counts them by country."""
+    from bot.services import health
+    from tests.test_dashboard import page, section, sign_in
+
+    ids = _enrol_abroad(rt, clock)
+    with rt.transaction() as s:
+        problems = health.report(s, rt.settings, clock.now())["problems"]
+    [line] = [p for p in problems if "emergency number" in p]
+    assert line.startswith("config: 2 patient(s) live in a country with no emergency number")
+    assert "CO: 1, PE: 1" in line and "clinic.emergency_numbers_abroad" in line
+    assert "Ana" not in line and "+57" not in line  # /healthz names no patient
+
+    sign_in(client, token=TOKEN)
+    text = page(client)
+    listed = section(text, "abroad")
+    assert "Patients abroad with no emergency number configured (2)" in listed
+    for name, country in (("Ana", "Colombia (CO)"), ("Bea", "Peru (PE)")):
+        card = listed[listed.index(f'href="/dashboard/patients/{ids[name]}"'):]
+        card = card[:card.index("</div>")]
+        assert country in card and "999" in card, card
+    assert f"/dashboard/patients/{ids['Cy']}\"" not in listed
+    assert f"/dashboard/patients/{ids['Di']}\"" not in listed
+    assert "clinic.emergency_numbers_abroad" in listed
+    assert text.index('id="problems"') < text.index('id="abroad"')
+
+
+def test_the_health_command_names_the_countries_with_patients_and_no_number(cli):
+    import json
+
+    for phone, zone in (("+57 310 123 4567", "America/Bogota"),
+                        ("+1 212 555 0123", "America/New_York")):
+        res = cli("patients", "add", "--phone", phone, "--name", "Ana", "--timezone", zone)
+        assert res.exit_code == 0, res.output
+    res = cli("health")
+    problems = json.loads(res.output)["problems"]
+    assert [p for p in problems if p.startswith("config: 1 patient(s) live in a country "
+                                                "with no emergency number configured (CO: 1)")]

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from bot.config import Settings
 from bot.services.audit import audit
+from bot.services.patients import DISCHARGED
 from bot.store.models import (
     MAX_ID,
     TO_READ,
@@ -26,6 +27,7 @@ from bot.store.models import (
     Heartbeat,
     Message,
     OutboxItem,
+    Patient,
 )
 
 SCHEDULER = "scheduler"
@@ -64,6 +66,41 @@ def messages_to_read(session: Session) -> list[Message]:
     return list(session.scalars(
         select(Message).where(TO_READ, Message.direction == "in")
         .order_by(Message.id.desc())))
+
+
+def _zones_without_emergency_number(session: Session, settings: Settings) -> dict[str, int]:
+    """Zones of patients (not discharged) in a country with no emergency number configured
+    (see context.emergency_number_warning), with how many live in each. Enrolment warns once;
+    a coordinator who missed it, or a change of settings, leaves them here to be found."""
+    from bot.services.context import emergency_number_warning
+
+    return {zone: count for zone, count in session.execute(
+        select(Patient.timezone, func.count()).where(Patient.status != DISCHARGED)
+        .group_by(Patient.timezone))
+        if emergency_number_warning(settings, zone) is not None}
+
+
+def _countries_without_emergency_number(session: Session,
+                                        settings: Settings) -> dict[str, int]:
+    """As _zones_without_emergency_number, by country code ("?" for a zone of none)."""
+    from bot.domain.countries import zone_country
+
+    out: dict[str, int] = {}
+    for zone, count in _zones_without_emergency_number(session, settings).items():
+        country = zone_country(zone) or "?"
+        out[country] = out.get(country, 0) + count
+    return out
+
+
+def patients_without_emergency_number(session: Session, settings: Settings) -> list[Patient]:
+    """Patients (not discharged) whose texts give clinic.emergency_number because their
+    zone's country has none in clinic.emergency_numbers_abroad, by name."""
+    zones = _zones_without_emergency_number(session, settings)
+    if not zones:
+        return []
+    return list(session.scalars(select(Patient).where(
+        Patient.status != DISCHARGED, Patient.timezone.in_(zones))
+        .order_by(Patient.name, Patient.id)))
 
 
 def mark_to_read(session: Session, message_id: int | None) -> None:
@@ -161,6 +198,13 @@ def report(session: Session, settings: Settings, now: datetime, spooled: int = 0
     if unprocessed:
         problems.append(f"inbound: {unprocessed} patient message(s) could not be handled, only "
                         "checked for red flags: read them (checkin-bot unprocessed)")
+    countries = _countries_without_emergency_number(session, settings)
+    if countries:
+        problems.append(
+            f"config: {sum(countries.values())} patient(s) live in a country with no emergency "
+            f"number configured ({', '.join(f'{c}: {n}' for c, n in sorted(countries.items()))}"
+            f"): their texts say to call {settings.clinic.emergency_number}; add the country "
+            "to clinic.emergency_numbers_abroad (listed in Needs attention)")
     if spooled:
         problems.append(f"spool: {spooled} inbound message(s) waiting for the database")
     if set_aside:

@@ -789,6 +789,22 @@ def _failed_rows(s: Session, now: datetime) -> list[dict]:
     return rows
 
 
+def _abroad_rows(s: Session) -> list[dict]:
+    """Patients whose texts give the clinic's emergency number, as none is configured for the
+    country they live in: each with that country and the crisis line their texts give."""
+    from bot.domain.countries import country_name, zone_country
+    from bot.services.context import crisis_line_for
+
+    settings = runtime().settings
+    rows = []
+    for patient in health.patients_without_emergency_number(s, settings):
+        code = zone_country(patient.timezone)
+        rows.append({"patient": patient,
+                     "country": f"{country_name(code)} ({code})" if code else "no one country",
+                     "crisis_line": crisis_line_for(settings, patient.timezone)})
+    return rows
+
+
 def _opted_out_rows(s: Session, now: datetime) -> list[dict]:
     """Patients opted out now who did so (STOP, or the carrier said so) in the last 7 days."""
     since = now - timedelta(days=RECENT_DAYS)
@@ -862,6 +878,8 @@ def index():
             "invalid": list(s.scalars(select(Patient).where(
                 Patient.number_invalid_at.is_not(None), Patient.status != DISCHARGED).order_by(
                 Patient.number_invalid_at.desc()))),
+            "abroad": _abroad_rows(s),
+            "emergency_number": rt.settings.clinic.emergency_number,
             "opted_out": _opted_out_rows(s, now),
             "expired": _expired_rows(s, now),
         }
