@@ -78,6 +78,13 @@ def _check_zone(value: str) -> str:
 
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+# The longest emergency number (clinic.emergency_number and each of emergency_numbers_abroad):
+# the room every text naming {emergency_number} is checked with (bot.texts.VARIABLE_MAX,
+# flows/variables.yaml), so each stays within 2 SMS. Emergency numbers are short (999, 112,
+# 10177); the longest text naming it (the self-harm reply, with the crisis line at its 40
+# characters) would still fit 2 SMS with up to 22, which leaves room to reword the texts.
+EMERGENCY_NUMBER_DIGITS = 6
+_EMERGENCY_NUMBER = re.compile(rf"[0-9]{{2,{EMERGENCY_NUMBER_DIGITS}}}")
 
 
 def _crisis_line(value: str) -> str:
@@ -94,7 +101,8 @@ class Clinic(_Strict):
     name: str = Field(min_length=1, max_length=30)
     phone: str
     acute_oncology_hotline: str
-    emergency_number: str = Field(pattern=r"^\+?[0-9]{2,15}$")
+    # Digits only, as dialled in the clinic's country: 2 to EMERGENCY_NUMBER_DIGITS.
+    emergency_number: str
     # A 24-hour crisis line, named with its number as patients should read it, in every
     # language (the self-harm texts: "You can also call Samaritans 116 123 ...").
     crisis_line: str = Field(default="Samaritans 116 123", min_length=3, max_length=40)
@@ -102,6 +110,15 @@ class Clinic(_Strict):
     # ... and for patients who live in another country (as emergency_numbers_abroad), by ISO
     # 3166 code; a country not here gets crisis_line.
     crisis_lines_abroad: dict[str, str] = {}
+
+    @field_validator("emergency_number", mode="before")
+    @classmethod
+    def _emergency_number(cls, v: Any) -> str:
+        if not isinstance(v, str) or not _EMERGENCY_NUMBER.fullmatch(v):
+            raise ValueError("expected the number as dialled in the clinic's country, 2 to "
+                             f"{EMERGENCY_NUMBER_DIGITS} digits in quotes (e.g. \"999\"; the "
+                             "room every text naming it is checked with), got " + repr(v))
+        return v
 
     @field_validator("crisis_line")
     @classmethod
@@ -156,11 +173,11 @@ class Clinic(_Strict):
             if not isinstance(key, str) or not is_country(key):
                 raise ValueError(f"{code!r} is not a two-letter ISO 3166 country code "
                                  "(e.g. US, ES; the United Kingdom is GB)")
-            # Digits only, as dialled there; at most 6, the room the texts are checked with
-            # (flows/variables.yaml emergency_number), so an emergency text stays 2 SMS.
-            if not isinstance(number, str) or not re.fullmatch(r"[0-9]{2,6}", number):
-                raise ValueError(f"{code}: expected the number as dialled there, 2 to 6 "
-                                 f"digits in quotes (e.g. \"911\"), got {number!r}")
+            # Digits only, as dialled there, as clinic.emergency_number.
+            if not isinstance(number, str) or not _EMERGENCY_NUMBER.fullmatch(number):
+                raise ValueError(f"{code}: expected the number as dialled there, 2 to "
+                                 f"{EMERGENCY_NUMBER_DIGITS} digits in quotes (e.g. \"911\"), "
+                                 f"got {number!r}")
             out[key] = number
         return out
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from bot.config import REPO_ROOT
+from bot.config import EMERGENCY_NUMBER_DIGITS, REPO_ROOT
 
 MESSAGES_FILE = REPO_ROOT / "config" / "messages.yaml"
 REQUIRED = (
@@ -22,7 +22,8 @@ REQUIRED = (
 )
 # Longest value each variable may take when checking segment counts at start-up.
 VARIABLE_MAX = {
-    "name": 20, "clinic_name": 40, "clinic_phone": 16, "hotline": 16, "emergency_number": 16,
+    "name": 20, "clinic_name": 40, "clinic_phone": 16, "hotline": 16,
+    "emergency_number": EMERGENCY_NUMBER_DIGITS,
     "crisis_line": 40,  # config: clinic.crisis_line
     "ref": 6, "patient": 30, "patient_phone": 16, "flags": 60, "words": 60, "level": 9, "by": 30,
     "refs": 100, "answer": 110, "reminder_text": 100,  # answer: escalations.ANSWER_CHARS

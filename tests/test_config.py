@@ -137,3 +137,32 @@ def test_the_crisis_line_is_a_setting_put_in_the_self_harm_texts():
     assert load_settings(env={}).clinic.crisis_line == "Samaritans 116 123"
     s = load_settings(env={}, overrides={"clinic": {"crisis_line": "Linea 024"}})
     assert clinic_values(s)["crisis_line"] == "Linea 024"
+
+
+@pytest.mark.parametrize("number", ["+4420794609999", "1234567", "9" * 15, "99 9", "9"])
+def test_an_emergency_number_longer_than_the_texts_room_for_it_stops_startup(number):
+    """clinic.emergency_number took up to 16 characters ("+" and 15 digits) while the flows'
+    texts are checked with at most 6 for it (flows/variables.yaml), as the numbers abroad are:
+    a longer one went out unchecked. It is now 2 to 6 digits, as those are, one clear line
+    naming the setting otherwise."""
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={}, overrides={"clinic": {"emergency_number": number}})
+    message = str(err.value)
+    assert message.startswith("config: clinic.emergency_number: expected the number as "
+                              "dialled in the clinic's country, 2 to 6 digits"), message
+    assert "\n" not in message and repr(number) in message
+
+
+def test_the_texts_are_checked_with_the_longest_emergency_number_the_settings_take():
+    """config/messages.yaml (bot.texts.VARIABLE_MAX) was checked with 16 characters for
+    {emergency_number}, the flows with 6: both now use the room the settings allow, and the
+    longest number allowed, in every text naming it, keeps it within 2 SMS."""
+    from bot.config import EMERGENCY_NUMBER_DIGITS
+    from bot.runtime import load_flow_library
+    from bot.texts import VARIABLE_MAX, load_texts
+
+    settings = load_settings(env={}, overrides={
+        "clinic": {"emergency_number": "9" * EMERGENCY_NUMBER_DIGITS}})
+    room = load_flow_library(settings).variables["emergency_number"].max_length
+    assert VARIABLE_MAX["emergency_number"] == room == EMERGENCY_NUMBER_DIGITS
+    assert load_texts().problems() == []
