@@ -583,6 +583,7 @@ class TestDashboard:
             alert = page.locator("#form-alert")
             alert.wait_for()
             assert says in alert.inner_text() and "Nothing was changed" in alert.inner_text()
+            assert page.locator("[role=alert]").count() == 1  # read out once, not twice
             assert page.evaluate("window.scrollY") == 0
             assert on_screen(alert), (form, alert.bounding_box())
             ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -732,7 +732,8 @@ def schedules_of(rt, patient_id: int, active: bool = True) -> list[Schedule]:
 
 def error_of(text: str) -> tuple[str, str]:
     """The form's error: (the field it names, its text)."""
-    match = re.search(r'role="alert" id="[a-z-]+-error" data-field="([a-z_]+)">([^<]*)<', text)
+    match = re.search(r'<p class="flash error"(?: role="alert")? id="[a-z-]+-error" '
+                      r'data-field="([a-z_]+)">([^<]*)<', text)
     assert match, "no form error on the page"
     return match.group(1), html.unescape(match.group(2))
 
@@ -1155,6 +1156,9 @@ def test_a_form_refused_on_a_patients_page_says_so_at_the_top(signed_in, rt, for
     assert f'<a href="#{form_id}"' in said
     assert says in error_of(text)[1]  # and beside the field, in the form
     assert f'id="{form_id}"' in text
+    # Said once to a screen reader: the top one is the alert, the form's own is not (two
+    # role="alert" were both read out as the page opened).
+    assert text.count('role="alert"') == 1 and 'role="alert" id="form-alert"' in text
     with rt.transaction() as s:
         assert s.get(Patient, pid).status == "active" and s.get(Patient, pid).phone == \
             "+447700900123"
