@@ -327,9 +327,42 @@ def load_flow_library(settings: Settings):
     from bot.domain.flows import FlowError, load_flows
 
     try:
-        return load_flows(settings.flows_dir)
+        library = load_flows(settings.flows_dir)
     except FlowError as exc:
         raise ConfigError(f"flows: {exc}") from None
+    _check_room_for_settings(settings, library)
+    return library
+
+
+def _check_room_for_settings(settings: Settings, library) -> None:
+    """Every clinic setting a flow text can name fits the room its variable declares: the
+    linter checked the texts for 2 SMS with that many characters, and the bot sends the
+    setting's value (a deployment's own flows folder may give less room than the settings take)."""
+    from bot.services.context import clinic_values
+
+    c = settings.clinic
+    values = clinic_values(settings)
+    sources = {  # variable -> (setting named in the error, every value the bot may send)
+        "clinic_name": ("clinic.name", [values["clinic_name"]]),
+        "clinic_phone": ("clinic.phone", [values["clinic_phone"]]),
+        "hotline": ("clinic.acute_oncology_hotline", [values["hotline"]]),
+        "emergency_number": ("clinic.emergency_number",
+                             [c.emergency_number, *c.emergency_numbers_abroad.values()]),
+        "crisis_line": ("clinic.crisis_line", [c.crisis_line, *c.crisis_lines_abroad.values()]),
+    }
+    for name, (setting, given) in sources.items():
+        variable = library.variables.get(name)
+        if variable is None:
+            continue
+        longest = max(given, key=len)
+        if len(longest) > variable.max_length:
+            abroad = "" if longest == given[0] else " (or its _abroad values)"
+            raise ConfigError(
+                f"flows: {settings.flows_dir}: variable {name} has max_length "
+                f"{variable.max_length}, but {setting}{abroad} is {len(longest)} characters "
+                f"({longest!r}); flow texts were checked for 2 SMS with {variable.max_length}: "
+                "raise max_length in variables.yaml (and run `checkin-bot flows lint`) or shorten "
+                "the setting")
 
 
 VOCABULARY_MODES = ("warm", "checked", "lazy")

@@ -166,3 +166,31 @@ def test_the_texts_are_checked_with_the_longest_emergency_number_the_settings_ta
     room = load_flow_library(settings).variables["emergency_number"].max_length
     assert VARIABLE_MAX["emergency_number"] == room == EMERGENCY_NUMBER_DIGITS
     assert load_texts().problems() == []
+
+
+@pytest.mark.parametrize(("variable", "setting", "value"), [
+    ("emergency_number", "emergency_number", "999999"),
+    ("clinic_name", "name", "Spine Oncology Clinic"),
+])
+def test_a_flows_folder_with_less_room_for_a_setting_than_it_has_stops_startup(
+        tmp_path, variable, setting, value):
+    """A deployment's own flows folder can give a variable less room than its setting takes;
+    the flows' texts were then checked for 2 SMS with a shorter value than the bot sends."""
+    import shutil
+
+    import yaml
+
+    from bot.runtime import load_flow_library
+
+    flows = tmp_path / "flows"
+    shutil.copytree("flows", flows)
+    data = yaml.safe_load((flows / "variables.yaml").read_text())
+    data["variables"][variable]["max_length"] = 3
+    (flows / "variables.yaml").write_text(yaml.safe_dump(data))
+    settings = load_settings(env={}, overrides={"flows_dir": str(flows),
+                                                "clinic": {setting: value}})
+    with pytest.raises(ConfigError) as err:
+        load_flow_library(settings)
+    assert variable in str(err.value) and f"clinic.{setting}" in str(err.value)
+    assert "max_length 3" in str(err.value)
+    load_flow_library(load_settings(env={}, overrides={"clinic": {setting: value}}))  # fits 6/30
