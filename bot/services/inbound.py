@@ -785,9 +785,12 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
     Runs in a fresh transaction after the failed one rolled back. The message is stored as
     "unprocessed" (for the care team to read: /healthz counts them) and only the red-flag
     path runs, and STOP, START and HELP, which must never be lost: the status changes (the
-    patient's, or a number's that is not enrolled) and the usual answer goes. The text is read
-    for red flags as on the normal path (_red_flags_in): one split over it and the texts just
-    before it, or a question there it confirms ("they are now"), is acted on too.
+    patient's, or a number's that is not enrolled) and the usual answer goes. A number that is
+    not enrolled is otherwise answered as on the normal path (_unknown_sender): the polite
+    reply, a question's safety net, a red flag's instruction and escalation (urgent too). The
+    text is read for red flags as on the normal path (_red_flags_in): one split over it and
+    the texts just before it, or a question there it confirms ("they are now"), is acted on
+    too.
     """
     # Locked first, as handle_inbound_message locks it: a red flag of the patient's being
     # escalated elsewhere (a timeout) is waited for, then added to (see escalate).
@@ -813,19 +816,15 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
             return out
         if _number_keyword(session, ctx, msg, text, now, out):
             return out  # STOP (remembered for the number) or HELP, answered
-        if carrier_keyword(msg, text)[0] == "START":  # remembered; the usual answer
-            out.outbox_ids.append(_reply(session, ctx, None, msg, "not_enrolled", now))
-            return out
-        # As on the normal path, a red flag may be split over this text and those just
-        # before it, or be a question of theirs this text confirms ("they are now").
-        triage, words = _red_flags_in(session, ctx, msg, text, now, out)
-        out.level = triage.level
-        if triage.level == "emergency" and not triage.hypothetical:
-            out.outbox_ids += _unknown_sender(session, ctx, msg, text, now, out,
-                                              read=(triage, words))
-            if msg.told_emergency:
-                _hold_told_emergency(session, msg, out, now)
-            out.escalated = _escalated_since(session, escalated)
+        # START (remembered) and any other text: the sender is answered as on the normal
+        # path: the polite reply naming the clinic's phone; a question's safety net; a red
+        # flag's instruction for its tier (emergency or urgent) and its escalation. A red
+        # flag may be split over this text and those just before it, or be a question of
+        # theirs this text confirms ("they are now").
+        out.outbox_ids += _unknown_sender(session, ctx, msg, text, now, out)
+        if msg.told_emergency:
+            _hold_told_emergency(session, msg, out, now)
+        out.escalated = _escalated_since(session, escalated)
         return out
     command, said = carrier_keyword(msg, text)
     if command == "STOP":

@@ -1,0 +1,71 @@
+"""When handling an inbound message raises (a bug; its transaction rolls back), the failure
+path (inbound.record_after_failure) keeps the message "unprocessed" for the team and still
+does what must never be lost: keywords applied and answered, red flags escalated, and the
+sender told what to do, as on the normal path and never twice."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from bot.services.context import readable_phone
+from bot.store.models import Escalation, Message
+from tests.test_red_flags_e2e import alerts, chain_phones
+from tests.test_split_texts import STRANGER, handling_fails
+from tests.test_webhooks import bodies, texted
+from tests.twilio_support import (  # noqa: F401 - fixtures
+    fake_http,
+    messenger,
+    sent_to,
+    settings_overrides,
+)
+
+URGENT = "back pain is 9/10 and wakes me every night"
+EMERGENCY = "my legs gave way and I wet myself"
+QUESTION = "what if my legs go numb?"
+
+
+def failed_text(client, monkeypatch, rt, body, sender, channel="sms") -> None:
+    """`body` from `sender`, handled by the failure path: stored unprocessed."""
+    handling_fails(monkeypatch)
+    assert texted(client, body, sender=sender, channel=channel).status_code == 200
+    with rt.transaction() as s:
+        assert s.scalars(select(Message.status).where(
+            Message.direction == "in", Message.address == sender)).all()[-1] == "unprocessed"
+
+
+def escalations(rt) -> list[tuple[str, str | None]]:
+    with rt.transaction() as s:
+        return [(e.level, e.phone) for e in s.scalars(select(Escalation))]
+
+
+# -- a number that is not enrolled --------------------------------------------------------------
+
+@pytest.mark.parametrize("channel", ["sms", "whatsapp"])
+@pytest.mark.parametrize("body, level", [(URGENT, "urgent"), (EMERGENCY, "emergency")])
+def test_a_red_flag_from_a_number_not_enrolled_is_escalated_and_answered_when_handling_fails(
+        client, rt, fake_http, monkeypatch, body, level, channel):
+    """As on the normal path (inbound._unknown_sender): the instruction for its tier goes to
+    the sender, once, and the team is alerted to call the number."""
+    failed_text(client, monkeypatch, rt, body, STRANGER, channel)
+    assert escalations(rt) == [(level, STRANGER)]
+    assert bodies(fake_http, STRANGER) == [rt.ctx.text_for(None, level, name="Hello")]
+    [alert] = alerts(fake_http, chain_phones(rt)[0])
+    assert STRANGER in alert
+
+
+def test_a_text_from_a_number_not_enrolled_gets_the_polite_reply_when_handling_fails(
+        client, rt, fake_http, monkeypatch):
+    failed_text(client, monkeypatch, rt, "hi, is this the clinic?", STRANGER)
+    [polite] = bodies(fake_http, STRANGER)
+    assert polite == rt.ctx.text_for(None, "not_enrolled")
+    assert readable_phone(rt.settings.clinic.phone) in polite
+    assert escalations(rt) == []
+
+
+def test_a_question_from_a_number_not_enrolled_gets_the_safety_net_when_handling_fails(
+        client, rt, fake_http, monkeypatch):
+    failed_text(client, monkeypatch, rt, QUESTION, STRANGER)
+    assert bodies(fake_http, STRANGER) == [rt.ctx.text_for(None, "not_enrolled"),
+                                           rt.ctx.text_for(None, "safety_net")]
+    assert escalations(rt) == []
