@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import select
 
 from bot.services.context import readable_phone
-from bot.store.models import Escalation, Message
+from bot.store.models import Escalation, Message, Patient
 from tests.test_red_flags_e2e import alerts, chain_phones
 from tests.test_split_texts import STRANGER, handling_fails
-from tests.test_webhooks import bodies, texted
+from tests.test_webhooks import PHONE, bodies, enrol, texted
 from tests.twilio_support import (  # noqa: F401 - fixtures
     fake_http,
     messenger,
@@ -69,3 +69,21 @@ def test_a_question_from_a_number_not_enrolled_gets_the_safety_net_when_handling
     assert bodies(fake_http, STRANGER) == [rt.ctx.text_for(None, "not_enrolled"),
                                            rt.ctx.text_for(None, "safety_net")]
     assert escalations(rt) == []
+
+
+# -- a patient ----------------------------------------------------------------------------------
+
+def patient_status(rt, pid: int) -> str:
+    with rt.transaction() as s:
+        return s.get(Patient, pid).status
+
+
+@pytest.mark.parametrize("word", ["YES", "yes", "Si"])
+def test_yes_while_opted_out_opts_back_in_when_handling_fails(client, rt, fake_http,
+                                                               monkeypatch, word):
+    """As on the normal path, YES from an opted-out patient is START."""
+    pid = enrol(rt, status="opted_out")
+    failed_text(client, monkeypatch, rt, word, PHONE)
+    assert patient_status(rt, pid) == "active"
+    with rt.transaction() as s:
+        assert bodies(fake_http) == [rt.ctx.text_for(s.get(Patient, pid), "started")]

@@ -125,6 +125,15 @@ def carrier_keyword(msg: InboundMessage, text: str) -> tuple[str | None, str]:
     return None, word
 
 
+def patient_keyword(msg: InboundMessage, text: str, patient: Patient) -> tuple[str | None, str]:
+    """carrier_keyword for an enrolled patient: YES while opted out is START too (it opts
+    back in). The normal path and the failure path both read a patient's keyword this way."""
+    command, said = carrier_keyword(msg, text)
+    if command is None and said in YES_WORDS and patient.status == "opted_out":
+        command = "START"
+    return command, said
+
+
 @dataclass(frozen=True)
 class AckRequest:
     """A care-team text that says ACK. `refs`: the words that may be the alert's ref, the
@@ -318,9 +327,7 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
         patient.number_invalid_at = None
     reply = lambda key, **kw: _reply(session, ctx, patient, msg, key, now, **kw)  # noqa: E731
 
-    command, said = carrier_keyword(msg, text)
-    if command is None and said in YES_WORDS and patient.status == "opted_out":
-        command = "START"  # YES while opted out opts back in
+    command, said = patient_keyword(msg, text, patient)
     if command == "STOP":
         _set_status(session, patient, "opted_out", now, "patient.opt_out", said)
         conversations.interrupt_active(session, patient.id, now, reason="opted out")
@@ -784,8 +791,9 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
 
     Runs in a fresh transaction after the failed one rolled back. The message is stored as
     "unprocessed" (for the care team to read: /healthz counts them) and only the red-flag
-    path runs, and STOP, START and HELP, which must never be lost: the status changes (the
-    patient's, or a number's that is not enrolled) and the usual answer goes. A number that is
+    path runs, and STOP, START (YES while opted out) and HELP, which must never be lost: the
+    status changes (the patient's, or a number's that is not enrolled) and the usual answer
+    goes. A number that is
     not enrolled is otherwise answered as on the normal path (_unknown_sender): the polite
     reply, a question's safety net, a red flag's instruction and escalation (urgent too). The
     text is read for red flags as on the normal path (_red_flags_in): one split over it and
@@ -826,7 +834,7 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
             _hold_told_emergency(session, msg, out, now)
         out.escalated = _escalated_since(session, escalated)
         return out
-    command, said = carrier_keyword(msg, text)
+    command, said = patient_keyword(msg, text, patient)
     if command == "STOP":
         _set_status(session, patient, "opted_out", now, "patient.opt_out", said)
         out.outbox_ids.append(_reply(session, ctx, patient, msg, "stopped", now))
