@@ -87,3 +87,17 @@ def test_yes_while_opted_out_opts_back_in_when_handling_fails(client, rt, fake_h
     assert patient_status(rt, pid) == "active"
     with rt.transaction() as s:
         assert bodies(fake_http) == [rt.ctx.text_for(s.get(Patient, pid), "started")]
+
+
+@pytest.mark.parametrize("word", ["START", "YES"])
+def test_opting_back_in_before_consent_does_not_promise_check_ins_when_handling_fails(
+        client, rt, fake_http, monkeypatch, word):
+    """A patient who never agreed to check-ins: the normal path asks the consent question (the
+    welcome). The failure path must not say "your check-ins will start again": it says their
+    message is saved and to reply YES for check-ins, as awaiting_consent does."""
+    pid = enrol(rt, status="opted_out", consented=False)
+    failed_text(client, monkeypatch, rt, word, PHONE)
+    assert patient_status(rt, pid) == "active"
+    with rt.transaction() as s:
+        assert bodies(fake_http) == [rt.ctx.text_for(s.get(Patient, pid), "awaiting_consent")]
+        assert s.get(Patient, pid).consent_at is None

@@ -843,7 +843,11 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
         out.outbox_ids.append(_reply(session, ctx, patient, msg, "discharged", now))
     elif command == "START":
         _set_status(session, patient, "active", now, "patient.opt_in", said)
-        out.outbox_ids.append(_reply(session, ctx, patient, msg, "started", now))
+        # Never agreed to check-ins: "they will start again" would be untrue. The normal path
+        # asks the consent question (the welcome); here, in one text, without a conversation:
+        # their message is saved, reply YES for check-ins (a YES then goes the normal path).
+        out.outbox_ids.append(_reply(session, ctx, patient, msg, "started" if patient.consent_at
+                                     else "awaiting_consent", now))
     elif command == "HELP":
         out.outbox_ids.append(_reply(session, ctx, patient, msg, "help", now))
     # A keyword is read alone, as on the normal path; any other text may end a red flag begun
