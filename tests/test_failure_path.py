@@ -101,3 +101,15 @@ def test_opting_back_in_before_consent_does_not_promise_check_ins_when_handling_
     with rt.transaction() as s:
         assert bodies(fake_http) == [rt.ctx.text_for(s.get(Patient, pid), "awaiting_consent")]
         assert s.get(Patient, pid).consent_at is None
+
+
+@pytest.mark.parametrize("status", ["active", "opted_out", "discharged"])
+def test_a_patients_question_about_a_red_flag_gets_the_safety_net_when_handling_fails(
+        client, rt, fake_http, monkeypatch, status):
+    """Rule 5 of the clinical brief: "what if my legs go numb?" deserves the safety net, not
+    silence, whatever the patient's state; nobody is alerted (nothing is happening)."""
+    pid = enrol(rt, status=status)
+    failed_text(client, monkeypatch, rt, QUESTION, PHONE)
+    with rt.transaction() as s:
+        assert bodies(fake_http) == [rt.ctx.text_for(s.get(Patient, pid), "safety_net")]
+    assert escalations(rt) == []

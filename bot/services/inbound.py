@@ -791,14 +791,13 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
 
     Runs in a fresh transaction after the failed one rolled back. The message is stored as
     "unprocessed" (for the care team to read: /healthz counts them) and only the red-flag
-    path runs, and STOP, START (YES while opted out) and HELP, which must never be lost: the
-    status changes (the patient's, or a number's that is not enrolled) and the usual answer
-    goes. A number that is
-    not enrolled is otherwise answered as on the normal path (_unknown_sender): the polite
-    reply, a question's safety net, a red flag's instruction and escalation (urgent too). The
-    text is read for red flags as on the normal path (_red_flags_in): one split over it and
-    the texts just before it, or a question there it confirms ("they are now"), is acted on
-    too.
+    path runs (a question about one gets the safety net), and STOP, START (YES while opted
+    out) and HELP, which must never be lost: the status changes (the patient's, or a
+    number's that is not enrolled) and the usual answer goes. A number that is not enrolled
+    is otherwise answered as on the normal path (_unknown_sender): the polite reply, a
+    question's safety net, a red flag's instruction and escalation (urgent too). The text is
+    read for red flags as on the normal path (_red_flags_in): one split over it and the texts
+    just before it, or a question there it confirms ("they are now"), is acted on too.
     """
     # Locked first, as handle_inbound_message locks it: a red flag of the patient's being
     # escalated elsewhere (a timeout) is waited for, then added to (see escalate).
@@ -862,6 +861,12 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
     elif triage.level == "urgent" and not triage.hypothetical:
         out.outbox_ids += urgent_response(session, ctx, patient, red_flags, words, now,
                                           channel=msg.channel)
+    elif triage.level != "routine":
+        # "What if my legs go numb?": the safety net, as on the normal path (never silence).
+        out.safety_net = True
+        out.outbox_ids += [_reply(session, ctx, patient, msg, key, now, kind="safety_net")
+                           for key in reply_keys(triage.flags, ctx.vocabulary,
+                                                 hypothetical=True)]
     if msg.told_emergency:  # replayed from the spool: the patient was told in the TwiML
         _hold_told_emergency(session, msg, out, now)
     out.escalated = _escalated_since(session, escalated)
