@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.services.context import readable_phone
+from bot.services.dispatcher import RECLAIM_GRACE
 from bot.store.models import Escalation, Message, Patient
 from tests.test_red_flags_e2e import alerts, chain_phones
 from tests.test_split_texts import STRANGER, handling_fails
@@ -113,3 +114,33 @@ def test_a_patients_question_about_a_red_flag_gets_the_safety_net_when_handling_
     with rt.transaction() as s:
         assert bodies(fake_http) == [rt.ctx.text_for(s.get(Patient, pid), "safety_net")]
     assert escalations(rt) == []
+
+
+# -- sending right after the commit fails ---------------------------------------------------------
+
+@pytest.mark.parametrize("handling", ["works", "fails"])
+def test_an_emergency_stored_and_answered_is_sent_once_when_sending_at_once_fails(
+        client, rt, fake_http, clock, monkeypatch, handling):
+    """The message is stored and its instruction and alert written: if sending them right
+    after the commit raises, the scheduler's sweep sends them. The webhook must not take that
+    error for a database outage: spooled, the message's emergency would be answered again in
+    the TwiML (and the on-call alerted again), and its replay ignored as a duplicate."""
+    pid = enrol(rt)
+    if handling == "fails":
+        handling_fails(monkeypatch)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("sending at once failed")
+
+    monkeypatch.setattr(rt.dispatcher, "send_jobs", broken)
+    monkeypatch.setattr(rt.dispatcher, "dispatch_ids", broken)
+    res = texted(client, EMERGENCY)
+    assert res.status_code == 200 and b"<Message" not in res.data
+    assert rt.spool.pending() == []
+    monkeypatch.undo()
+    # Rows claimed to send at once go back to the sweep when their claim runs out.
+    clock.advance(seconds=rt.settings.outbox.claim_seconds + RECLAIM_GRACE.total_seconds() + 1)
+    rt.dispatcher.dispatch_due()
+    with rt.transaction() as s:
+        assert bodies(fake_http) == [rt.ctx.text_for(s.get(Patient, pid), "emergency")]
+    assert len(alerts(fake_http, chain_phones(rt)[0])) == 1

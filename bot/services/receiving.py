@@ -65,10 +65,21 @@ def store_and_handle(rt, msg: InboundMessage) -> InboundOutcome:
         log.exception("handling inbound message failed; storing it unprocessed")
         with rt.transaction() as session:
             outcome = record_after_failure(session, rt.ctx, msg, rt.clock.now())
-        rt.dispatch_soon(outcome.outbox_ids)
+        _after_commit(rt.dispatch_soon, outcome.outbox_ids)
         return outcome
-    rt.send_claimed(jobs)
+    _after_commit(rt.send_claimed, jobs)
     return outcome
+
+
+def _after_commit(send, what) -> None:
+    """Send what the committed transaction wrote. The message is stored and acted on by now:
+    an error here (the database gone just after the commit) must not reach the caller, who
+    would spool the message and answer an emergency again in TwiML. The sweep sends the rows
+    when their claim runs out."""
+    try:
+        send(what)
+    except Exception:
+        log.exception("sending right after an inbound message failed; the sweep sends it")
 
 
 def spool_inbound(rt, msg: InboundMessage) -> InboundOutcome:
