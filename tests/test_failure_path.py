@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.services.context import readable_phone
+from bot.services.conversations import active_conversation, start_flow
 from bot.services.dispatcher import RECLAIM_GRACE
 from bot.store.models import Escalation, Message, Patient
 from tests.test_red_flags_e2e import alerts, chain_phones
@@ -144,3 +145,18 @@ def test_an_emergency_stored_and_answered_is_sent_once_when_sending_at_once_fail
     with rt.transaction() as s:
         assert bodies(fake_http) == [rt.ctx.text_for(s.get(Patient, pid), "emergency")]
     assert len(alerts(fake_http, chain_phones(rt)[0])) == 1
+
+
+# -- the conversation the patient was in ---------------------------------------------------------
+
+@pytest.mark.parametrize("body", ["STOP", EMERGENCY])
+def test_stop_or_an_emergency_ends_the_check_in_when_handling_fails(client, rt, fake_http,
+                                                                     clock, monkeypatch, body):
+    """As on the normal path: no reminder of the check-in's question after STOP (or after the
+    emergency instruction), and the patient's next text is no answer to it."""
+    pid = enrol(rt)
+    with rt.transaction() as s:
+        start_flow(s, rt.ctx, s.get(Patient, pid), "checkin", clock.now())
+    failed_text(client, monkeypatch, rt, body, PHONE)
+    with rt.transaction() as s:
+        assert active_conversation(s, pid) is None

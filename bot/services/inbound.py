@@ -836,6 +836,7 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
     command, said = patient_keyword(msg, text, patient)
     if command == "STOP":
         _set_status(session, patient, "opted_out", now, "patient.opt_out", said)
+        _try_interrupt(session, patient, now, "opted out")
         out.outbox_ids.append(_reply(session, ctx, patient, msg, "stopped", now))
     elif command == "START" and is_discharged(patient):
         _set_status(session, patient, DISCHARGED, now, "patient.opt_in", said)
@@ -856,6 +857,7 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
     out.level = triage.level
     red_flags = [f for f in triage.flags if level_for_flags([f], ctx.vocabulary) != "routine"]
     if triage.level == "emergency" and not triage.hypothetical:
+        _try_interrupt(session, patient, now, "emergency")
         out.outbox_ids += emergency_response(session, ctx, patient, red_flags, words, now,
                                              channel=msg.channel)
     elif triage.level == "urgent" and not triage.hypothetical:
@@ -871,3 +873,16 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
         _hold_told_emergency(session, msg, out, now)
     out.escalated = _escalated_since(session, escalated)
     return out
+
+
+def _try_interrupt(session: Session, patient: Patient, now: datetime, reason: str) -> None:
+    """On the failure path: end the patient's open conversation, as the normal path does
+    after STOP or an emergency (no reminder of its question, their next text no answer to
+    it). In a savepoint: if this is what failed, the rest (the status, the instruction, the
+    alert) still goes, and the conversation is left as it was."""
+    try:
+        with session.begin_nested():
+            conversations.interrupt_active(session, patient.id, now, reason=reason)
+    except Exception:
+        log.exception("inbound for patient %s: ending the conversation failed again; left open",
+                      patient.id)
