@@ -160,3 +160,32 @@ def test_stop_or_an_emergency_ends_the_check_in_when_handling_fails(client, rt, 
     failed_text(client, monkeypatch, rt, body, PHONE)
     with rt.transaction() as s:
         assert active_conversation(s, pid) is None
+
+
+# -- a care-team phone ------------------------------------------------------------------------------
+
+def test_an_ack_from_a_care_team_phone_enrolled_as_a_patient_that_fails_tells_the_nurse(
+        client, rt, fake_http, monkeypatch):
+    """The normal path takes an ACK from a care-team phone that is also a patient's (a nurse
+    trying the bot) as the nurse's. When it fails she must be told it did not count, as a
+    care-team phone that is no patient's is: the chain pages on."""
+    from bot.services import inbound
+
+    enrol(rt)
+    texted(client, EMERGENCY)
+    oncall = chain_phones(rt)[0]
+    enrol(rt, phone=oncall)
+    with rt.transaction() as s:
+        ref = s.scalars(select(Escalation.ref)).one()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(inbound, "acknowledge", broken)
+    before = len(alerts(fake_http, oncall))
+    assert texted(client, f"ACK {ref}", sender=oncall).status_code == 200
+    with rt.transaction() as s:
+        assert s.scalars(select(Escalation.status)).one() == "open"
+        assert s.scalars(select(Message.status).where(
+            Message.direction == "in", Message.address == oncall)).one() == "unprocessed"
+    assert alerts(fake_http, oncall)[before:] == [rt.ctx.texts.render("staff_failed", "en")]

@@ -812,15 +812,17 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
     escalated = len(session.info.get(ESCALATED_INFO, ()))
     text = (msg.button_payload or msg.body or "").strip()
     out.level = detect(text, ctx.vocabulary).level
+    staff = ctx.settings.care_team.contact_by_phone(msg.sender)
+    if staff is not None and (patient is None or _acks(session, ack_request(text))):
+        # A care-team phone (also one enrolled as a patient, whose ACK is the nurse's on the
+        # normal path too): the nurse must know the ACK did not count: the chain will page on.
+        if ack_request(text) is not None:
+            body = ctx.texts.render("staff_failed", "en")
+            out.outbox_ids.append(enqueue(session, Draft(
+                to=msg.sender, channel=msg.channel, body=body, kind="staff",
+                priority=PRIORITY_EMERGENCY), now).id)
+        return out
     if patient is None:
-        if ctx.settings.care_team.contact_by_phone(msg.sender) is not None:
-            if ack_request(text) is not None:
-                # The nurse must know the ACK did not count: the chain will page on.
-                body = ctx.texts.render("staff_failed", "en")
-                out.outbox_ids.append(enqueue(session, Draft(
-                    to=msg.sender, channel=msg.channel, body=body, kind="staff",
-                    priority=PRIORITY_EMERGENCY), now).id)
-            return out
         if _number_keyword(session, ctx, msg, text, now, out):
             return out  # STOP (remembered for the number) or HELP, answered
         # START (remembered) and any other text: the sender is answered as on the normal
