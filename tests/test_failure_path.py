@@ -189,3 +189,26 @@ def test_an_ack_from_a_care_team_phone_enrolled_as_a_patient_that_fails_tells_th
         assert s.scalars(select(Message.status).where(
             Message.direction == "in", Message.address == oncall)).one() == "unprocessed"
     assert alerts(fake_http, oncall)[before:] == [rt.ctx.texts.render("staff_failed", "en")]
+
+
+class TestLoopGuard:
+    @pytest.fixture
+    def settings_overrides(self):
+        from tests.twilio_support import TWILIO_SETTINGS
+
+        return {**TWILIO_SETTINGS, "loop_guard": {"max_replies": 3, "window_minutes": 10}}
+
+    def test_an_auto_responder_not_enrolled_is_not_answered_forever_when_handling_fails(
+            self, client, rt, fake_http, monkeypatch):
+        """The failure path answers a number that is not enrolled (the polite reply): the
+        loop guard must hold those replies there too, or an auto-responder and the bot text
+        each other for as long as handling fails."""
+        from bot.services import inbound
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(inbound, "_act_on", broken)
+        for _ in range(8):
+            texted(client, "I am away from my phone, I will reply later", sender=STRANGER)
+        assert 3 <= len(bodies(fake_http, STRANGER)) <= 4

@@ -830,8 +830,11 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
         # flag's instruction for its tier (emergency or urgent) and its escalation. A red
         # flag may be split over this text and those just before it, or be a question of
         # theirs this text confirms ("they are now").
+        looping = _still_looping(session, ctx, msg, text, message_id, now)  # before replying
         out.outbox_ids += _unknown_sender(session, ctx, msg, text, now, out)
-        if msg.told_emergency:
+        if looping:
+            _hold_replies(session, ctx, msg, out, now)  # an auto-responder: as normally
+        elif msg.told_emergency:
             _hold_told_emergency(session, msg, out, now)
         out.escalated = _escalated_since(session, escalated)
         return out
@@ -888,3 +891,15 @@ def _try_interrupt(session: Session, patient: Patient, now: datetime, reason: st
     except Exception:
         log.exception("inbound for patient %s: ending the conversation failed again; left open",
                       patient.id)
+
+
+def _still_looping(session: Session, ctx: ServiceContext, msg: InboundMessage, text: str,
+                   message_id: int, now: datetime) -> bool:
+    """The loop guard on the failure path (_looks_like_a_loop), in a savepoint: if it is what
+    failed, the replies go (an auto-responder is then answered as before)."""
+    try:
+        with session.begin_nested():
+            return _looks_like_a_loop(session, ctx, msg, text, message_id, now, None)
+    except Exception:
+        log.exception("inbound %s: the loop guard failed again", message_id)
+        return False
