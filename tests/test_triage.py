@@ -1877,3 +1877,63 @@ def test_an_echoed_question_answered_no_is_denied_whole(text):
 def test_a_no_that_starts_something_else_denies_nothing(text, flag):
     result = detect(text)
     assert flag in result.flags and result.level == "emergency", result
+
+
+# "Mine" for a body part: the patient sets someone else's limb (or bladder...) against their
+# own with a possessive pronoun standing for it ("my son's legs are ok but mine won't hold me
+# up", "las de mi hijo bien, las mias flojas"). The pronoun is read as the patient's own body
+# part, the one named before it (or, a Spanish "las mias" / "los mios" with none named, the
+# legs): the patient's emergency, not a third party's.
+OWN_ELLIPSIS_PATIENT = [
+    ("las piernas de mi nieto estan bien pero las mias no responden", "limb_weakness"),
+    ("las piernas de mi esposo estan bien pero las mias estan debiles", "limb_weakness"),
+    ("las de mi hijo bien, las mias flojas", "limb_weakness"),
+    ("las mias no responden", "limb_weakness"),
+    ("los pies de mi marido estan bien, los mios estan dormidos", "sensory_loss"),
+    ("my sons legs are ok but mine wont hold me up", "limb_weakness"),
+    ("my husbands legs are fine but mine give way", "limb_weakness"),
+    ("my grandsons legs are fine but mine keep buckling", "limb_weakness"),
+    ("my wifes legs are fine but my own are weak", "limb_weakness"),
+    ("my sons legs are fine but me, I cant feel mine", "sensory_loss"),
+    ("my husbands bladder is fine but mine leaks", "bladder_dysfunction"),
+    ("his bowels are fine but mine just let go", "bowel_dysfunction"),
+    ("my wifes balance is fine but mine has gone", "gait_balance"),
+    ("his back is ok but mine has gone numb down below", "saddle_anaesthesia"),
+]
+# ... and what must not become the patient's emergency: the patient's own part said to be
+# well, or the pronoun not standing for a body part
+OWN_ELLIPSIS_NOT_THE_PATIENTS = [
+    "my legs are fine but his are weak",
+    "mine are fine",
+    "las mias estan bien",
+    "los mios estan bien, gracias",
+    "my husbands legs are numb? no, mine are fine",
+    "my own are fine",
+    "I went for a walk on my own, legs fine",
+]
+# a young child's symptom with the patient's own part said to be well stays the child's (the
+# safety net)
+OWN_ELLIPSIS_CHILD = [
+    ("my grandsons legs are weak, mine are ok", "limb_weakness"),
+    ("las piernas de mi nieto estan debiles, las mias estan bien", "limb_weakness"),
+]
+
+
+@pytest.mark.parametrize(("text", "flag"), OWN_ELLIPSIS_PATIENT,
+                         ids=[t for t, _ in OWN_ELLIPSIS_PATIENT])
+def test_mine_for_a_body_part_is_the_patients_own(text, flag):
+    result = detect(text)
+    assert flag in result.flags and result.level == "emergency", result
+    assert not result.hypothetical, result
+
+
+@pytest.mark.parametrize("text", OWN_ELLIPSIS_NOT_THE_PATIENTS)
+def test_mine_said_to_be_well_raises_nothing(text):
+    assert detect(text).level == "routine", detect(text)
+
+
+@pytest.mark.parametrize(("text", "flag"), OWN_ELLIPSIS_CHILD, ids=[t for t, _ in OWN_ELLIPSIS_CHILD])
+def test_a_childs_symptom_beside_mine_said_to_be_well_stays_the_childs(text, flag):
+    result = detect(text)
+    assert flag in result.flags and result.hypothetical, result
+

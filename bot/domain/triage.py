@@ -30,7 +30,9 @@ How a message is read (clinical brief, shared/clinical/red-flags.md):
   4b. Whose symptom it is (see _subject): one said of an animal or a thing ("my dog can't
      walk", "my car is wobbly") is dropped; one said of a young child ("my grandson wet the
      bed") is a third party's, answered as a conditional one is (hypothetical=True, the safety
-     net); an adult who may be the patient, or I / me / my, leaves it the patient's.
+     net); an adult who may be the patient, or I / me / my, leaves it the patient's. A "mine"
+     / "las mias" that stands for the patient's own body part ("his legs are ok but mine are
+     weak") is also read as that part (_own_parts_named).
   5. Stable / usual pain is recorded as routine, unless that word is negated or compared ("not
      stable", "stronger than usual"); only the part of the clause about that pain counts.
   6. Pain scores >= 7/10 and temperatures >= 38.0 C / 100.4 F are read as numbers; a scale's
@@ -266,20 +268,80 @@ def _detect(text: str, vocab: Vocabulary) -> TriageResult:
 
 
 def _all_mentions(msg: _Message) -> list[tuple[str, int, int, str]]:
-    """The mentions of a message, and those it makes once read without its double negatives
-    ("cant say im not numb" as "say im numb", "wouldnt say my legs arent weak" as "say my legs
-    are weak"), at their places in the message. Only ever adds: a phrase that holds the cue
+    """The mentions of a message, and those it makes when read again, at their places in the
+    message: without its double negatives ("cant say im not numb" as "say im numb", "wouldnt
+    say my legs arent weak" as "say my legs are weak"), and with a possessive that stands for
+    the patient's own body part said as that part ("his legs are ok but mine are weak" as
+    "... but my legs are weak": _own_parts_named). Only ever adds: a phrase that holds the cue
     ("not able to walk") still counts from the first reading."""
     mentions = _mentions(msg)
-    rx = msg.vocab.rx["double_negative"]
-    if rx.search(msg.norm) is None:
+    vocab, norm = msg.vocab, msg.norm
+    readings = []
+    rx = vocab.rx["double_negative"]
+    if rx.search(norm) is not None:
+        plain, origin = _without_double_negatives(vocab, norm, rx)
+        readings.append((plain, origin, origin))
+    if vocab.rx["own_ellipsis"].search(norm) is not None:
+        own = _own_parts_named(vocab, norm)
+        if own is not None:
+            readings.append(own)
+    if not readings:
         return mentions
-    plain, origin = _without_double_negatives(msg.vocab, msg.norm, rx)
     seen = set(mentions)
-    extra = [(flag, origin[start], origin[end], hyp)
-             for flag, start, end, hyp in _mentions(_Message(msg.vocab, plain))]
-    return sorted([*mentions, *(m for m in extra if m not in seen)],
-                  key=lambda m: (m[1], m[2], m[0]))
+    extra = []
+    for plain, starts, ends in readings:
+        for flag, start, end, kind in _mentions(_Message(vocab, plain)):
+            mention = (flag, starts[start], ends[end], kind)
+            if mention not in seen:
+                seen.add(mention)
+                extra.append(mention)
+    return sorted([*mentions, *extra], key=lambda m: (m[1], m[2], m[0]))
+
+
+# no possessive for a body part after these: "on my own", "a friend of mine", "de los mios"
+_NOT_A_PART_BEFORE = re.compile(r" (?:on|of|by|de)$")
+_UNNAMED_PART = " my piernas"  # own_ellipsis_unnamed with no part named before it
+
+
+def _own_parts_named(vocab: Vocabulary, norm: str) -> tuple[str, list[int], list[int]] | None:
+    """`norm` with each possessive that stands for the patient's own body part (context.
+    own_ellipsis: "mine", "las mias") said as "my" and the part named last before it (context.
+    own_ellipsis_parts): "my sons legs are ok but mine wont hold me up" as "... but my legs wont
+    hold me up"; with none named, a plural Spanish one (context.own_ellipsis_unnamed) as the
+    legs: "las mias no responden". None when there is none. Also, for each position of the
+    new text (and its end), the position in `norm` a mention starting there, and one ending
+    there, comes from: a mention that takes in the new words takes in the possessive."""
+    rx = vocab.rx
+    out: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    last = 0
+    for m in rx["own_ellipsis"].finditer(norm):
+        if _NOT_A_PART_BEFORE.search(norm, 0, m.start()) or rx["own_ellipsis_part"].match(
+                norm, m.end()):
+            continue  # "on my own", "my own legs"
+        part = None
+        for found in rx["own_ellipsis_part"].finditer(norm, 0, m.start()):
+            part = found  # the last one named before it
+        if part is not None:
+            said = " my" + part.group()
+        elif rx["own_ellipsis_unnamed"].fullmatch(norm, m.start(), m.end()):
+            said = _UNNAMED_PART
+        else:
+            continue  # an English "mine" with no part named may be anything
+        out.append(norm[last:m.start()])
+        starts.extend(range(last, m.start()))
+        ends.extend(range(last, m.start()))
+        out.append(said)
+        starts.extend([m.start()] * len(said))
+        ends.extend([m.start()] + [m.end()] * (len(said) - 1))
+        last = m.end()
+    if not out:
+        return None
+    out.append(norm[last:])
+    starts.extend(range(last, len(norm) + 1))
+    ends.extend(range(last, len(norm) + 1))
+    return "".join(out), starts, ends
 
 
 # Said without its negation: "arent" -> "are". Other negative words of a double negative

@@ -48,7 +48,8 @@ _CONTEXT_KEYS = {
 _OPTIONAL_CONTEXT_KEYS = {"stable_cancellers", "new_onset", "affirm_after", "not_symptoms",
                           "new_onset_past", "past_spans", "other_times", "negation_denials",
                           "confirmations", "subject_not_person", "subject_third_party",
-                          "subject_person", "subject_links", "patient_too"}
+                          "subject_person", "subject_links", "patient_too", "own_ellipsis",
+                          "own_ellipsis_parts", "own_ellipsis_unnamed"}
 _NUMERIC_KEYS = {
     "pain_score_flag", "pain_score_severe_at", "pain_words", "non_pain_topics", "fever_flag",
     "fever_celsius_at", "fever_fahrenheit_at", "temperature_words",
@@ -770,4 +771,8 @@ def _context_regexes(comp: _Compiler, lists: dict, settings: dict, brk: str, neg
         "subject_links": re.compile(
             f"(?:{words('subject_links')}){{0,{settings['subject_words']}}}"),
         "patient_too": re.compile(words("patient_too")),
+        # "mine" for the patient's own body part (see triage._own_parts_named)
+        "own_ellipsis": re.compile(words("own_ellipsis")),
+        "own_ellipsis_part": re.compile(words("own_ellipsis_parts")),
+        "own_ellipsis_unnamed": re.compile(words("own_ellipsis_unnamed")),
     }
