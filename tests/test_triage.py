@@ -1937,3 +1937,40 @@ def test_a_childs_symptom_beside_mine_said_to_be_well_stays_the_childs(text, fla
     result = detect(text)
     assert flag in result.flags and result.hypothetical, result
 
+
+# Someone else's symptom denied, then the patient's own said to be there with the rest left
+# out: "my husband's legs aren't numb but mine are", "a mi hijo no se le duermen las
+# piernas, a mi si". The denial is someone else's; the symptom is the patient's (not a third
+# party's, even when the someone else is a young child). "... and neither are mine", "yo
+# tampoco" keep the denial.
+OWN_CONTRAST_PATIENT = [
+    ("my husbands legs arent numb but mine are", "sensory_loss"),
+    ("my grandsons legs arent weak but mine are", "limb_weakness"),
+    ("his bladder isnt leaking, mine is", "bladder_dysfunction"),
+    ("my wife doesnt wet herself but I do", "bladder_dysfunction"),
+    ("my husband doesnt fall over but I do", "gait_balance"),
+    ("mi hijo no tiene las piernas debiles, yo si", "limb_weakness"),
+    ("a mi hijo no se le duermen las piernas, a mi si", "sensory_loss"),
+    ("a mi marido no le fallan las piernas pero a mi si", "limb_weakness"),
+    ("a mi nieto no se le duermen los pies, a mi en cambio si", "sensory_loss"),
+]
+OWN_CONTRAST_DENIED = [
+    "my husbands legs arent numb and neither are mine",
+    "my legs arent numb but I am tired",
+    "mi hijo no tiene las piernas debiles, yo tampoco",
+    "no numbness in my legs, I do have a cold",
+    "his legs arent weak, mine are fine",
+]
+
+
+@pytest.mark.parametrize(("text", "flag"), OWN_CONTRAST_PATIENT,
+                         ids=[t for t, _ in OWN_CONTRAST_PATIENT])
+def test_someone_elses_denial_then_mine_are_is_the_patients_symptom(text, flag):
+    result = detect(text)
+    assert flag in result.flags and result.level == "emergency", result
+    assert not result.hypothetical, result
+
+
+@pytest.mark.parametrize("text", OWN_CONTRAST_DENIED)
+def test_a_denial_not_turned_by_the_patient_stays_denied(text):
+    assert detect(text).level == "routine", detect(text)

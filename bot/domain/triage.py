@@ -280,22 +280,79 @@ def _all_mentions(msg: _Message) -> list[tuple[str, int, int, str]]:
     rx = vocab.rx["double_negative"]
     if rx.search(norm) is not None:
         plain, origin = _without_double_negatives(vocab, norm, rx)
-        readings.append((plain, origin, origin))
+        readings.append((plain, origin, origin, ()))
     if vocab.rx["own_ellipsis"].search(norm) is not None:
         own = _own_parts_named(vocab, norm)
         if own is not None:
-            readings.append(own)
+            readings.append((*own, ()))
+    if vocab.rx["own_contrast"].search(msg.masked) is not None:
+        contrast = _contrast_reading(msg)
+        if contrast is not None:
+            readings.append(contrast)
     if not readings:
         return mentions
     seen = set(mentions)
     extra = []
-    for plain, starts, ends in readings:
-        for flag, start, end, kind in _mentions(_Message(vocab, plain)):
+    for plain, starts, ends, own_spans in readings:
+        for flag, start, end, kind in _mentions(_Message(vocab, plain), own_spans):
             mention = (flag, starts[start], ends[end], kind)
             if mention not in seen:
                 seen.add(mention)
                 extra.append(mention)
     return sorted([*mentions, *extra], key=lambda m: (m[1], m[2], m[0]))
+
+
+def _contrast_reading(msg: _Message) -> tuple[str, list[int], list[int],
+                                               list[tuple[int, int]]] | None:
+    """The message read without the denial of someone else's symptom that the patient then
+    says they have, the rest left out (context.own_contrast): "my husbands legs arent numb
+    but mine are" as "my husbands legs are numb but mine are", "a mi hijo no se le duermen
+    las piernas, a mi si" as "a mi hijo se le duermen las piernas, a mi si". The denied part
+    runs from its clause's start, or the last comma before, up to the comma or clause break
+    (but, pero, a full stop) right before the patient's words; its negative words are made
+    positive ("arent" -> "are") or left out. Returns the new text, where each of its positions
+    (and its end) comes from in the message, as _own_parts_named does, and the denied parts'
+    spans in the new text (their mentions are the patient's); None when there is none."""
+    masked, norm, rx = msg.masked, msg.norm, msg.vocab.rx
+    parts: list[tuple[int, int]] = []
+    for m in rx["own_contrast"].finditer(masked):
+        if masked.endswith(" ,", 0, m.start()):
+            part_end = m.start() - 2
+        else:  # right after a clause break
+            i = bisect.bisect_left(msg._ends, m.start())
+            if i == len(msg._ends) or msg._ends[i] != m.start():
+                continue
+            part_end = msg._starts[i]
+        clause_start, _ = msg.clause(max(part_end - 1, 0))
+        part_start = max(clause_start, masked.rfind(",", clause_start, part_end) + 1)
+        if rx["neg_cue"].search(norm, part_start, part_end) is not None:
+            parts.append((part_start, part_end))
+    if not parts:
+        return None
+    out: list[str] = []
+    origin: list[int] = []
+    spans: list[tuple[int, int]] = []
+    last = 0
+    for part_start, part_end in parts:
+        out.append(norm[last:part_start])
+        origin.extend(range(last, part_start))
+        new_start = len(origin)
+        last = part_start
+        for cue in rx["neg_cue"].finditer(norm, part_start, part_end):  # "no se le": not a hedge
+            out.append(norm[last:cue.start()])
+            origin.extend(range(last, cue.start()))
+            word = cue.group().strip()
+            if word in _POSITIVE:
+                out.append(" " + _POSITIVE[word])
+                origin.extend([cue.start()] * (len(_POSITIVE[word]) + 1))
+            last = cue.end()
+        out.append(norm[last:part_end])
+        origin.extend(range(last, part_end))
+        spans.append((new_start, len(origin)))
+        last = part_end
+    out.append(norm[last:])
+    origin.extend(range(last, len(norm) + 1))
+    return "".join(out), origin, origin, spans
 
 
 # no possessive for a body part after these: "on my own", "a friend of mine", "de los mios"
@@ -380,11 +437,13 @@ def _without_double_negatives(vocab: Vocabulary, norm: str,
     return "".join(out), origin
 
 
-def _mentions(msg: _Message) -> list[tuple[str, int, int, str]]:
+def _mentions(msg: _Message, own: Sequence[tuple[int, int]] = ()) -> list[
+        tuple[str, int, int, str]]:
     """(flag, start, end, kind) of every mention that stands (not negated, nor said of an animal
     or a thing), in order; kind is "" (the patient's), "hypothetical" (conditional) or "third
     party" (a young child's). The flag is the stable one's when a pain is described as
-    stable."""
+    stable. A mention that starts inside one of the `own` spans is the patient's, whoever
+    else is named (_contrast_reading)."""
     vocab = msg.vocab
     hits = sorted({*_phrase_hits(msg), *_number_hits(msg)}, key=lambda h: (h[1], h[2], h[0]))
     accepted: dict[str, tuple[int, int]] = {}  # flag -> span of its last accepted mention
@@ -395,7 +454,8 @@ def _mentions(msg: _Message) -> list[tuple[str, int, int, str]]:
             continue  # inside a mention already read ("numb" in "legs go numb")
         if _negated(msg, start, end, hits):
             continue
-        subject = _subject(msg, start, end)
+        subject = ("" if any(s <= start < e for s, e in own)  # "his arent numb but mine are"
+                   else _subject(msg, start, end))
         if subject == "thing":
             continue  # "my dog can't walk", "my car is wobbly"
         accepted[flag] = (start, end)

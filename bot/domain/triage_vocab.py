@@ -49,7 +49,8 @@ _OPTIONAL_CONTEXT_KEYS = {"stable_cancellers", "new_onset", "affirm_after", "not
                           "new_onset_past", "past_spans", "other_times", "negation_denials",
                           "confirmations", "subject_not_person", "subject_third_party",
                           "subject_person", "subject_links", "patient_too", "own_ellipsis",
-                          "own_ellipsis_parts", "own_ellipsis_unnamed"}
+                          "own_ellipsis_parts", "own_ellipsis_unnamed",
+                          "own_contrast"}
 _NUMERIC_KEYS = {
     "pain_score_flag", "pain_score_severe_at", "pain_words", "non_pain_topics", "fever_flag",
     "fever_celsius_at", "fever_fahrenheit_at", "temperature_words",
@@ -775,4 +776,6 @@ def _context_regexes(comp: _Compiler, lists: dict, settings: dict, brk: str, neg
         "own_ellipsis": re.compile(words("own_ellipsis")),
         "own_ellipsis_part": re.compile(words("own_ellipsis_parts")),
         "own_ellipsis_unnamed": re.compile(words("own_ellipsis_unnamed")),
+        # "... arent numb but mine are" (see triage._contrast_reading); it ends the clause
+        "own_contrast": re.compile(f"{words('own_contrast')}(?=\\s*$| [.,;:!?])"),
     }
