@@ -1974,3 +1974,20 @@ def test_someone_elses_denial_then_mine_are_is_the_patients_symptom(text, flag):
 @pytest.mark.parametrize("text", OWN_CONTRAST_DENIED)
 def test_a_denial_not_turned_by_the_patient_stays_denied(text):
     assert detect(text).level == "routine", detect(text)
+
+
+# "also" / "too" / "tambien" between the limb and its state ("my legs are also weak", "las
+# mias tambien estan debiles": the patient has it as well as someone else)
+ALSO_BETWEEN = [
+    ("my legs are also weak", "limb_weakness"),
+    ("my legs too are weak", "limb_weakness"),
+    ("mis piernas tambien estan debiles", "limb_weakness"),
+    ("las mias tambien estan debiles", "limb_weakness"),
+    ("my husbands legs are weak and mine are also weak", "limb_weakness"),
+]
+
+
+@pytest.mark.parametrize(("text", "flag"), ALSO_BETWEEN, ids=[t for t, _ in ALSO_BETWEEN])
+def test_also_between_the_limb_and_its_state(text, flag):
+    result = detect(text)
+    assert flag in result.flags and result.level == "emergency", result
