@@ -1666,6 +1666,16 @@ ENGLISH_MISSES = [
     ("I fell over today", "gait_balance"),
     ("tripped and fell in the garden", "gait_balance"),
     ("slipped and fell this morning", "gait_balance"),
+    # "not right" and "not good" were flagged, "not ok" and "not fine" were not
+    ("my legs are not ok", "limb_weakness"),
+    ("my legs arent okay", "limb_weakness"),
+    ("my legs are not fine", "limb_weakness"),
+    ("my left leg isnt well", "limb_weakness"),
+    ("mis piernas no estan bien", "limb_weakness"),
+    ("las piernas no me van bien", "limb_weakness"),
+    ("la pierna derecha ya no me funciona bien", "limb_weakness"),
+    ("la pierna derecha no responde", "limb_weakness"),
+    ("no siento la mano izquierda", "sensory_loss"),
 ]
 ENGLISH_MISSES_NEAR = [
     "my hands tremble when I'm nervous",
@@ -1683,6 +1693,11 @@ ENGLISH_MISSES_NEAR = [
     "no problems with my waterworks",
     "the fuse tripped and the lights went out",
     "fell in love with the new puppy",
+    "my legs are not too bad",
+    "my legs are not bad today",
+    "not ok with the new appointment time",
+    "mis piernas estan bien",
+    "las piernas no me van mal",
 ]
 
 
