@@ -1676,6 +1676,11 @@ ENGLISH_MISSES = [
     ("la pierna derecha ya no me funciona bien", "limb_weakness"),
     ("la pierna derecha no responde", "limb_weakness"),
     ("no siento la mano izquierda", "sensory_loss"),
+    ("la pierna me falla", "limb_weakness"),
+    ("la pierna derecha me falla", "limb_weakness"),
+    ("tengo debiles las piernas", "limb_weakness"),
+    ("noto floja la pierna izquierda", "limb_weakness"),
+    ("tengo debil el brazo derecho", "limb_weakness"),
 ]
 ENGLISH_MISSES_NEAR = [
     "my hands tremble when I'm nervous",
@@ -1698,6 +1703,9 @@ ENGLISH_MISSES_NEAR = [
     "not ok with the new appointment time",
     "mis piernas estan bien",
     "las piernas no me van mal",
+    "la memoria me falla",
+    "me falla el internet",
+    "tengo debil la voz",
 ]
 
 
