@@ -1681,6 +1681,9 @@ ENGLISH_MISSES = [
     ("tengo debiles las piernas", "limb_weakness"),
     ("noto floja la pierna izquierda", "limb_weakness"),
     ("tengo debil el brazo derecho", "limb_weakness"),
+    ("I had to use the walker today", "gait_balance"),
+    ("using a walking frame since monday", "gait_balance"),
+    ("been using my stick for the last few days", "gait_balance"),
 ]
 ENGLISH_MISSES_NEAR = [
     "my hands tremble when I'm nervous",
@@ -1706,6 +1709,8 @@ ENGLISH_MISSES_NEAR = [
     "la memoria me falla",
     "me falla el internet",
     "tengo debil la voz",
+    "using my stick as usual",
+    "I have used a walking frame for years",
 ]
 
 
