@@ -1684,6 +1684,10 @@ ENGLISH_MISSES = [
     ("I had to use the walker today", "gait_balance"),
     ("using a walking frame since monday", "gait_balance"),
     ("been using my stick for the last few days", "gait_balance"),
+    ("collapsed on the stairs", "gait_balance"),
+    ("Got up to make tea. Collapsed in the kitchen", "gait_balance"),
+    ("me desplome en la escalera", "gait_balance"),
+    ("couldnt stop myself pooing", "bowel_dysfunction"),
 ]
 ENGLISH_MISSES_NEAR = [
     "my hands tremble when I'm nervous",
@@ -1711,6 +1715,8 @@ ENGLISH_MISSES_NEAR = [
     "tengo debil la voz",
     "using my stick as usual",
     "I have used a walking frame for years",
+    "the shed collapsed in the storm",
+    "my plans collapsed when the scan was moved",
 ]
 
 
