@@ -1688,6 +1688,7 @@ ENGLISH_MISSES = [
     ("Got up to make tea. Collapsed in the kitchen", "gait_balance"),
     ("me desplome en la escalera", "gait_balance"),
     ("couldnt stop myself pooing", "bowel_dysfunction"),
+    ("hard to walk in the snow and my legs feel weak", "limb_weakness"),
 ]
 ENGLISH_MISSES_NEAR = [
     "my hands tremble when I'm nervous",
@@ -1717,6 +1718,7 @@ ENGLISH_MISSES_NEAR = [
     "I have used a walking frame for years",
     "the shed collapsed in the storm",
     "my plans collapsed when the scan was moved",
+    "hard to walk in the snow",
 ]
 
 
