@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     StrictBool,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -41,6 +42,7 @@ ENV_KEYS = {
     "TWILIO_WHATSAPP_FROM": "twilio.whatsapp_from",
 }
 SECRET_KEYS = {"twilio.auth_token", "admin_token", "secret_key"}
+SECRET_CHARS = 16  # at least, for CHECKIN_ADMIN_TOKEN and CHECKIN_SECRET_KEY
 
 
 class ConfigError(Exception):
@@ -366,14 +368,18 @@ class Settings(_Strict):
     loop_guard: LoopGuard = LoopGuard()
     scheduler: Scheduler = Scheduler()
 
-    @field_validator("secret_key")
+    @field_validator("secret_key", "admin_token")
     @classmethod
-    def _long_enough(cls, v: str | None) -> str | None:
+    def _long_enough(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """Both open the dashboard: the admin token opens /api too, and without the secret
+        key it signs the session cookie, which the sign-in page gives anyone (a short one
+        could be found offline from it)."""
         if v in (None, ""):
             return None
-        if len(v) < 16:
-            raise ValueError("CHECKIN_SECRET_KEY is too short: use at least 16 random "
-                             "characters")
+        if len(v) < SECRET_CHARS:
+            var = {"secret_key": "CHECKIN_SECRET_KEY", "admin_token": "CHECKIN_ADMIN_TOKEN"}
+            raise ValueError(f"{var[info.field_name]} is too short: use at least "
+                             f"{SECRET_CHARS} random characters")
         return v
 
     @field_validator("database_url")

@@ -59,7 +59,7 @@ class TestStaffAccountsWithoutAKey:
 class TestAdminToken:
     @pytest.fixture
     def settings_overrides(self):
-        return {**TWILIO_SETTINGS, "admin_token": "s3cret-admin"}
+        return {**TWILIO_SETTINGS, "admin_token": "s3cret-admin-token"}
 
     def test_the_alert_links_to_the_red_flag(self, client, rt, fake_http):
         alert, ref = _first_alert(client, rt, fake_http)

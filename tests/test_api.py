@@ -74,11 +74,11 @@ def test_an_unknown_field_at_enrolment_is_a_400_naming_it_not_ignored(client, rt
 class TestWithTwilio:
     @pytest.fixture
     def settings_overrides(self):
-        return {**TWILIO_SETTINGS, "admin_token": "s3cret-admin"}
+        return {**TWILIO_SETTINGS, "admin_token": "s3cret-admin-token"}
 
     def test_the_api_needs_the_admin_token(self, client):
         assert client.get("/api/patients").status_code == 401
-        ok = client.get("/api/patients", headers={"Authorization": "Bearer s3cret-admin"})
+        ok = client.get("/api/patients", headers={"Authorization": "Bearer s3cret-admin-token"})
         assert ok.status_code == 200
 
     def test_wrong_tokens_are_audited_and_then_refused_for_a_while(self, client, rt, clock):
@@ -90,7 +90,7 @@ class TestWithTwilio:
         from bot.store.models import AuditLog
         from bot.web.api import API_FAILURE_WINDOW, API_FAILURES
 
-        right = {"Authorization": "Bearer s3cret-admin"}
+        right = {"Authorization": "Bearer s3cret-admin-token"}
         for i in range(API_FAILURES):
             res = client.get("/api/patients", headers={"Authorization": f"Bearer guess-{i}"})
             assert res.status_code == 401
@@ -109,7 +109,7 @@ class TestWithTwilio:
         assert client.get("/simulator").status_code == 404
 
     def test_undeliverable_messages_are_listed_for_the_care_team(self, client, rt, fake_http):
-        auth = {"Authorization": "Bearer s3cret-admin"}
+        auth = {"Authorization": "Bearer s3cret-admin-token"}
         fake_http.queue_error(400, 21211, "The 'To' number is not a valid phone number.")
         client.post("/api/patients", json={"phone": "+447700900123", "name": "Ada"},
                     headers=auth)
@@ -248,7 +248,7 @@ def test_schedules_of_an_unknown_patient_are_a_404(client):
 
 # -- review fixes: authorisation, errors, hostile input ---------------------------------------
 
-AUTH = {"Authorization": "Bearer s3cret-admin"}
+AUTH = {"Authorization": "Bearer s3cret-admin-token"}
 RED_FLAG = "my legs gave way and I wet myself"
 
 
@@ -273,7 +273,7 @@ class TestSimulatorWithAnAdminToken:
 
     @pytest.fixture
     def settings_overrides(self):
-        return {"admin_token": "s3cret-admin"}
+        return {"admin_token": "s3cret-admin-token"}
 
     def test_the_simulator_api_needs_the_admin_token(self, client, rt):
         client.post("/api/patients", json={"phone": "+447700900123", "name": "Ada"},
@@ -307,7 +307,7 @@ class TestSimulatorWithAnAdminToken:
 class TestErrorsAreJson:
     @pytest.fixture
     def settings_overrides(self):
-        return {"admin_token": "s3cret-admin"}
+        return {"admin_token": "s3cret-admin-token"}
 
     @pytest.mark.parametrize(("method", "url", "status"), [
         ("GET", "/api/patients", 401),
@@ -609,11 +609,11 @@ def test_an_unknown_flow_is_a_400_naming_the_known_ones(client):
 class TestTokenAndNote:
     @pytest.fixture
     def settings_overrides(self):
-        return {"admin_token": "s3cret-admin"}
+        return {"admin_token": "s3cret-admin-token"}
 
     @pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer"])
     def test_the_bearer_scheme_is_read_in_any_case(self, client, scheme):
-        res = client.get("/api/patients", headers={"Authorization": f"{scheme} s3cret-admin"})
+        res = client.get("/api/patients", headers={"Authorization": f"{scheme} s3cret-admin-token"})
         assert res.status_code == 200, res.get_json()
 
     def test_a_resolve_note_over_2000_characters_is_a_400_naming_it(self, client, rt):

@@ -50,7 +50,7 @@ def page(server):
 def sign_in(page, server, path: str = "/dashboard/") -> None:
     """Open `path` and sign in with the admin token, as Nurse Jo."""
     page.goto(server + path)
-    page.fill("#token", "s3cret-admin")
+    page.fill("#token", "s3cret-admin-token")
     page.fill("#name", "Nurse Jo")
     page.click("#sign-in")
 
@@ -151,14 +151,14 @@ def test_the_outcome_line_follows_every_text_a_checkin_answer_and_a_blank_one(pa
 class TestWithAnAdminToken:
     @pytest.fixture
     def settings_overrides(self):
-        return {"admin_token": "s3cret-admin"}
+        return {"admin_token": "s3cret-admin-token"}
 
     def test_the_page_asks_for_the_token_once_and_then_works(self, page, server, rt):
         asked: list[str] = []
 
         def answer(dialog):
             asked.append(dialog.message)
-            dialog.accept("wrong" if len(asked) == 1 else "s3cret-admin")
+            dialog.accept("wrong" if len(asked) == 1 else "s3cret-admin-token")
 
         page.on("dialog", answer)
         page.goto(server + "/simulator")
@@ -170,7 +170,7 @@ class TestWithAnAdminToken:
         page.click("#send")
         _bot_says(page, "Thank you")
         assert len(asked) == 2
-        assert page.evaluate("sessionStorage.getItem('checkin-admin-token')") == "s3cret-admin"
+        assert page.evaluate("sessionStorage.getItem('checkin-admin-token')") == "s3cret-admin-token"
         with rt.transaction() as s:
             assert s.scalars(select(Patient.phone)).all() == ["+447700900125"]
 
@@ -180,7 +180,7 @@ class TestDashboard:
 
     @pytest.fixture
     def settings_overrides(self):
-        return {"admin_token": "s3cret-admin"}
+        return {"admin_token": "s3cret-admin-token"}
 
     def test_a_coordinator_signs_in_and_acknowledges_the_emergency_at_the_top(self, page,
                                                                              server, rt, clock):
@@ -348,7 +348,7 @@ class TestDashboard:
             pid = patient.id
 
         page.goto(server + f"/dashboard/patients/{pid}")
-        page.fill("#token", "s3cret-admin")
+        page.fill("#token", "s3cret-admin-token")
         page.fill("#name", "Nurse Jo")
         page.click("#sign-in")
         row = page.locator("#escalations tr", has_text=ref)
@@ -475,7 +475,7 @@ class TestDashboard:
 
         page.goto(server + "/dashboard/patients")
         assert_tappable()  # the sign-in form
-        page.fill("#token", "s3cret-admin")
+        page.fill("#token", "s3cret-admin-token")
         page.fill("#name", "Nurse Jo")
         page.click("#sign-in")
         page.click("#enrol")
@@ -531,7 +531,7 @@ class TestDashboard:
             pid = patient.id
 
         page.goto(server + f"/dashboard/patients/{pid}")
-        page.fill("#token", "s3cret-admin")
+        page.fill("#token", "s3cret-admin-token")
         page.fill("#name", "Nurse Jo")
         page.click("#sign-in")
         page.click("#audit-trail")
@@ -560,7 +560,7 @@ class TestDashboard:
             pid = patient.id
         page.set_viewport_size({"width": 375, "height": 740})
         page.goto(server + f"/dashboard/patients/{pid}")
-        page.fill("#token", "s3cret-admin")
+        page.fill("#token", "s3cret-admin-token")
         page.fill("#name", "Nurse Jo")
         page.click("#sign-in")
         page.locator("h1", has_text="Grace Hopper").wait_for()

@@ -194,3 +194,19 @@ def test_a_flows_folder_with_less_room_for_a_setting_than_it_has_stops_startup(
     assert variable in str(err.value) and f"clinic.{setting}" in str(err.value)
     assert "max_length 3" in str(err.value)
     load_flow_library(load_settings(env={}, overrides={"clinic": {setting: value}}))  # fits 6/30
+
+
+@pytest.mark.parametrize("token", ["x", "admin", "s3cret-admin", "a" * 15])
+def test_a_short_admin_token_stops_startup(token):
+    """CHECKIN_ADMIN_TOKEN opens the whole API and, without CHECKIN_SECRET_KEY, is the key
+    the dashboard's cookie is signed with; the sign-in page hands that cookie to anyone, so a
+    short token could be found offline from it. At least 16 characters, as the secret key."""
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={"CHECKIN_ADMIN_TOKEN": token})
+    assert str(err.value) == ("config: admin_token: CHECKIN_ADMIN_TOKEN is too short: use at "
+                              "least 16 random characters")
+
+
+def test_an_admin_token_of_16_characters_or_more_is_taken_and_a_blank_one_is_none():
+    assert load_settings(env={"CHECKIN_ADMIN_TOKEN": "k" * 16}).admin_token == "k" * 16
+    assert load_settings(env={"CHECKIN_ADMIN_TOKEN": ""}).admin_token is None

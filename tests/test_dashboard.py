@@ -27,7 +27,7 @@ from bot.store.models import (
 )
 from tests.twilio_support import TWILIO_SETTINGS, fake_http  # noqa: F401 - fixture
 
-TOKEN = "s3cret-admin"
+TOKEN = "s3cret-admin-token"
 CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
 
 

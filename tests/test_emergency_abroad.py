@@ -21,7 +21,7 @@ from tests.twilio_support import (  # noqa: F401 - fixtures
     sent_to,
 )
 
-TOKEN = "s3cret-admin"
+TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}", "X-Actor": "sam"}
 INBOUND = "/webhooks/twilio/message"
 RED_FLAG = "my legs gave way and I wet myself"

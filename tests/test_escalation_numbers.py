@@ -15,7 +15,7 @@ from tests.twilio_support import TWILIO_SETTINGS, fake_http, messenger  # noqa: 
 
 NEW = "+447700900456"
 OLD = "+447700900123"
-TOKEN = "s3cret-admin"
+TOKEN = "s3cret-admin-token"
 
 
 @pytest.fixture

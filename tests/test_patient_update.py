@@ -160,10 +160,10 @@ def test_a_new_number_is_not_written_to_the_log_at_info(client, rt, caplog):
 class TestWithToken:
     @pytest.fixture
     def settings_overrides(self):
-        return {"admin_token": "s3cret-admin"}
+        return {"admin_token": "s3cret-admin-token"}
 
     def test_patch_needs_the_admin_token(self, client, rt):
-        auth = {"Authorization": "Bearer s3cret-admin"}
+        auth = {"Authorization": "Bearer s3cret-admin-token"}
         pid = client.post("/api/patients", json={"phone": PHONE, "name": "Ada"},
                           headers=auth).get_json()["id"]
         assert client.patch(f"/api/patients/{pid}", json={"name": "Eve"}).status_code == 401

@@ -31,7 +31,7 @@ OLD = "+447700900123"
 NEW = "+447700900456"
 NIGHT = datetime(2026, 3, 2, 23, 30, tzinfo=UTC)  # 23:30 in London (GMT): quiet hours
 MORNING = datetime(2026, 3, 3, 8, 0, tzinfo=UTC)  # 08:00 in London: they end
-TOKEN = "s3cret-admin"
+TOKEN = "s3cret-admin-token"
 
 
 @pytest.fixture
