@@ -149,6 +149,22 @@ class TestWithAToken:
         res = client.get("/dashboard/login", base_url="https://bot.example.org")
         assert "Secure" in res.headers["Set-Cookie"]
 
+    @pytest.mark.parametrize(("base_url", "secure"), [
+        ("http://bot.example.org", True),  # a TLS proxy in front: its public name, https
+        ("http://BOT.example.org:8000", True),
+        ("http://10.0.0.5:8000", False),  # reached on the inside, over plain http
+    ])
+    def test_behind_a_tls_proxy_without_proxy_fix_the_public_sites_cookie_is_secure(
+            self, app, rt, base_url, secure):
+        """CHECKIN_PUBLIC_URL says the bot is served over https at that name (the README
+        asks for it with Twilio; CHECKIN_PROXY_FIX is optional): a cookie set on a request
+        to that name is Secure even when the proxy's https is not passed on."""
+        object.__setattr__(rt.settings, "public_url", "https://bot.example.org")
+        res = app.test_client().get("/dashboard/login", base_url=base_url)
+        assert ("Secure" in res.headers["Set-Cookie"]) is secure
+        res = app.test_client().get("/dashboard/login", headers={"Host": "["})  # no host
+        assert res.status_code == 200 and "Secure" not in res.headers["Set-Cookie"]
+
     def test_a_cookie_that_is_not_ours_is_ignored(self, client):
         client.set_cookie("checkin_dashboard", "eyJuYW1lIjoiRXZlIn0.forged.sig",
                           path="/dashboard")

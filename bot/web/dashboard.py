@@ -36,6 +36,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from flask import (
@@ -412,8 +413,22 @@ def _finish(response):
     if getattr(g, "dash_modified", False):
         response.set_cookie(
             COOKIE, _serializer().dumps(g.dash), max_age=SESSION_SECONDS, path=COOKIE_PATH,
-            httponly=True, samesite="Strict", secure=request.is_secure)
+            httponly=True, samesite="Strict", secure=_served_over_https())
     return _protect(response)
+
+
+def _served_over_https() -> bool:
+    """This request came over https: as Flask sees it (directly, or behind ProxyFix), or to
+    the host of an https CHECKIN_PUBLIC_URL (a TLS proxy in front that ProxyFix is not told
+    of; the same app reached on the inside by another name, over http, is not)."""
+    if request.is_secure:
+        return True
+    public = urlsplit(runtime().settings.public_url or "")
+    try:
+        host = urlsplit("//" + request.host).hostname
+    except ValueError:  # a Host header that is no host ("[")
+        return False
+    return public.scheme == "https" and bool(public.hostname) and public.hostname == host
 
 
 def _protect(response):
