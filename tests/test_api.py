@@ -109,7 +109,7 @@ class TestWithTwilio:
         assert client.get("/simulator").status_code == 404
 
     def test_undeliverable_messages_are_listed_for_the_care_team(self, client, rt, fake_http):
-        auth = {"Authorization": "Bearer s3cret-admin-token"}
+        auth = {"Authorization": "Bearer s3cret-admin-token", "X-Actor": "Nurse Jo"}
         fake_http.queue_error(400, 21211, "The 'To' number is not a valid phone number.")
         client.post("/api/patients", json={"phone": "+447700900123", "name": "Ada"},
                     headers=auth)
@@ -248,7 +248,7 @@ def test_schedules_of_an_unknown_patient_are_a_404(client):
 
 # -- review fixes: authorisation, errors, hostile input ---------------------------------------
 
-AUTH = {"Authorization": "Bearer s3cret-admin-token"}
+AUTH = {"Authorization": "Bearer s3cret-admin-token", "X-Actor": "Nurse Jo"}
 RED_FLAG = "my legs gave way and I wet myself"
 
 

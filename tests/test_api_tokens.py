@@ -8,7 +8,7 @@ import logging
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bot.services import staff as staff_service
 from bot.store.models import AuditLog, StaffToken
@@ -143,6 +143,11 @@ def test_token_add_refuses_bad_input_and_stores_nothing(cli, rt, username, label
 # -- the API ---------------------------------------------------------------------------------
 
 
+def audit_count(rt) -> int:
+    with rt.transaction() as s:
+        return s.scalar(select(func.count()).select_from(AuditLog))
+
+
 class TestTheApiWithStaffTokens:
     """CHECKIN_ADMIN_TOKEN set, as in production: both it and staff tokens open /api."""
 
@@ -194,6 +199,35 @@ class TestTheApiWithStaffTokens:
                           headers={**ADMIN, "X-Actor": "Nurse Jo"})
         assert res.status_code == 201
         assert audits(rt, "patient.enrol")[0].actor == "api:Nurse Jo"
+
+    @pytest.mark.parametrize("actor", [None, "", "   ", "\x00\x07"])
+    def test_a_change_with_the_shared_token_and_no_name_is_refused(self, client, rt, actor):
+        """The shared token says nothing of who holds it: a change made with it was
+        recorded as "api:coordinator", naming nobody. It must name who makes it (X-Actor),
+        or, for an escalation, `by`; reading needs no name."""
+        pid = enrol(rt, "+447700900123")
+        ref = red_flag(rt, pid, "emergency")
+        headers = ADMIN if actor is None else {**ADMIN, "X-Actor": actor}
+        before = audit_count(rt)
+        for method, url, body in (
+                ("POST", "/api/patients", {"phone": "+447700900124", "name": "Bob"}),
+                ("PATCH", f"/api/patients/{pid}", {"name": "Ada L"}),
+                ("POST", f"/api/patients/{pid}/discharge", {"reason": "moved away"}),
+                ("POST", f"/api/patients/{pid}/schedules", {"at": "09:00"}),
+                ("DELETE", "/api/schedules/1", None),
+                ("POST", f"/api/escalations/{ref}/resolve", {"note": "rang her"})):
+            res = client.open(url, method=method, json=body, headers=headers)
+            assert res.status_code == 400, (method, url, res.get_json())
+            assert res.get_json()["field"] == "X-Actor"
+            assert "who" in res.get_json()["error"]
+        assert client.get("/api/patients", headers=headers).status_code == 200
+        assert audit_count(rt) == before  # nothing changed, nothing recorded
+        # An acknowledgement names its person in `by` (required): taken without X-Actor.
+        res = client.post(f"/api/escalations/{ref}/ack", json={"by": "Dr Lee"},
+                          headers=headers)
+        assert res.status_code == 200
+        [ack] = audits(rt, "escalation.ack")
+        assert ack.actor == "api:Dr Lee" and ack.details["by"] == "Dr Lee"
 
     def test_a_revoked_token_or_a_disabled_accounts_is_a_401_like_a_wrong_one(self, client,
                                                                              rt, caplog):

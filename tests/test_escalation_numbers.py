@@ -28,7 +28,7 @@ def _becomes_a_patients(client, rt, how) -> int:
         return enrol(rt, phone=NEW)
     pid = enrol(rt, phone=OLD)
     res = client.patch(f"/api/patients/{pid}", json={"phone": NEW},
-                       headers={"Authorization": f"Bearer {TOKEN}"})
+                       headers={"Authorization": f"Bearer {TOKEN}", "X-Actor": "Nurse Jo"})
     assert res.status_code == 200, res.get_json()
     return pid
 
@@ -48,7 +48,7 @@ def test_an_emergency_from_the_number_before_it_was_the_patients_is_theirs(
         [linked] = s.scalars(select(AuditLog).where(
             AuditLog.action == "escalation.patient_linked")).all()
         assert (linked.subject_id, linked.details["patient_id"]) == (ref, pid)
-        assert linked.actor == ("test" if how == "enrolled" else "api:coordinator")
+        assert linked.actor == ("test" if how == "enrolled" else "api:Nurse Jo")
     told = len(alerts(fake_http, NEW))
 
     texted(client, "temperature 38.9 and shivering", sender=NEW)
@@ -72,7 +72,7 @@ def test_a_resolved_emergency_of_the_number_stays_as_it_was(client, rt, fake_htt
         ref = s.scalars(select(Escalation.ref)).one()
     texted(client, f"ACK {ref}", sender=oncall)
     res = client.post(f"/api/escalations/{ref}/resolve", json={"note": "wrong number"},
-                      headers={"Authorization": f"Bearer {TOKEN}"})
+                      headers={"Authorization": f"Bearer {TOKEN}", "X-Actor": "Nurse Jo"})
     assert res.status_code == 200, res.get_json()
     enrol(rt, phone=NEW)
     with rt.transaction() as s:

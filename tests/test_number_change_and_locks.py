@@ -24,7 +24,7 @@ from tests.twilio_support import (  # noqa: F401 - fixtures
 OLD = "+447700900123"
 NEW = "+447700900456"
 TOKEN = "s3cret-admin-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+AUTH = {"Authorization": f"Bearer {TOKEN}", "X-Actor": "Nurse Jo"}
 
 
 @pytest.fixture

@@ -163,7 +163,7 @@ class TestWithToken:
         return {"admin_token": "s3cret-admin-token"}
 
     def test_patch_needs_the_admin_token(self, client, rt):
-        auth = {"Authorization": "Bearer s3cret-admin-token"}
+        auth = {"Authorization": "Bearer s3cret-admin-token", "X-Actor": "Nurse Jo"}
         pid = client.post("/api/patients", json={"phone": PHONE, "name": "Ada"},
                           headers=auth).get_json()["id"]
         assert client.patch(f"/api/patients/{pid}", json={"name": "Eve"}).status_code == 401

@@ -41,7 +41,7 @@ def settings_overrides():
 
 def _change(client, pid, **body):
     res = client.patch(f"/api/patients/{pid}", json=body,
-                       headers={"Authorization": f"Bearer {TOKEN}"})
+                       headers={"Authorization": f"Bearer {TOKEN}", "X-Actor": "Nurse Jo"})
     assert res.status_code == 200, res.get_json()
     return res.get_json()
 

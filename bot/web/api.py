@@ -113,6 +113,7 @@ def _check_token(rt) -> None:
     """
     settings = rt.settings
     g.api_staff = None
+    g.api_shared = False  # opened with CHECKIN_ADMIN_TOKEN: see _name_required
     token = settings.admin_token
     header = request.headers.get("Authorization", "")
     scheme, _, credentials = header.partition(" ")
@@ -120,6 +121,7 @@ def _check_token(rt) -> None:
     given = (credentials if scheme.lower() == "bearer" else header).strip()
     if token is not None and hmac.compare_digest(given.encode("utf-8", "replace"),
                                                  token.encode()):
+        g.api_shared = True
         return
     if given:
         with rt.transaction() as s:
@@ -148,7 +150,25 @@ def _ids_in_range() -> None:
             abort(404, description=f"no {key.removesuffix('_id')} {value}")
 
 
+def _name_required():
+    """A change made with the shared admin token must say who makes it (X-Actor), since the
+    token does not: else the audit log would name nobody. An acknowledgement may name its
+    person in `by` instead (which it needs anyway). 400 naming X-Actor; reading needs no
+    name, nor a staff token (its account is the actor)."""
+    if request.method in ("GET", "HEAD", "OPTIONS") or not g.get("api_shared"):
+        return None
+    if _claimed_name():
+        return None
+    if request.endpoint == "api.ack":
+        data = request.get_json(silent=True)
+        if isinstance(data, dict) and isinstance(data.get("by"), str) and data["by"].strip():
+            return None
+    return _bad("X-Actor", "required with the shared admin token: the name of who makes "
+                           "this change, for the audit log (or use a staff API token)")
+
+
 bp.before_request(require_admin_token)
+bp.before_request(_name_required)
 bp.before_request(_ids_in_range)  # after the token: a caller without it learns nothing
 
 
@@ -164,13 +184,19 @@ def json_error(exc: HTTPException):
     return res
 
 
-def _actor() -> str:
-    """"user:<username>" with a staff API token; else "api:" and the X-Actor name (claimed)."""
+def _claimed_name() -> str:
+    """The X-Actor header's name: printable characters, trimmed ("" without one)."""
+    return "".join(ch for ch in (request.headers.get("X-Actor") or "")
+                   if ch.isprintable()).strip()
+
+
+def _actor(by: str | None = None) -> str:
+    """"user:<username>" with a staff API token; else "api:" and the X-Actor name (claimed),
+    or `by` (an acknowledgement's person) without one."""
     staff = g.get("api_staff")
     if staff is not None:
         return f"user:{staff.username}"
-    name = "".join(ch for ch in (request.headers.get("X-Actor") or "") if ch.isprintable())
-    return "api:" + (name.strip() or "coordinator")[:60]
+    return "api:" + (_claimed_name() or (by or "").strip() or "coordinator")[:60]
 
 
 def _person() -> str | None:
@@ -179,8 +205,7 @@ def _person() -> str | None:
     staff = g.get("api_staff")
     if staff is not None:
         return staff.name
-    name = "".join(ch for ch in (request.headers.get("X-Actor") or "") if ch.isprintable())
-    return name.strip()[:80] or None
+    return _claimed_name()[:80] or None
 
 
 def _bad(field: str, message: str):
@@ -436,7 +461,7 @@ def ack(ref: str):
     now = rt.clock.now()
     try:
         with rt.transaction() as s:
-            esc, changed = esc_service.acknowledge(s, ref, by, now, actor=_actor())
+            esc, changed = esc_service.acknowledge(s, ref, by, now, actor=_actor(by))
             if not changed:  # audited by the service
                 return _conflict(s, esc)
             return jsonify(escalation_json(esc))
