@@ -352,6 +352,19 @@ class TestASecretKey:
         object.__setattr__(rt.settings, "secret_key", "another key, 16+ chars")
         assert client.get("/dashboard/").status_code == 303
 
+    def test_a_session_opened_with_the_admin_token_ends_when_the_token_is_changed(
+            self, app, client, rt):
+        """Without staff accounts the token is what opens the dashboard: changing it (say it
+        leaked) must end the sessions it opened, as it does when it signs the cookie, even
+        though the secret key, not the token, signs it here."""
+        sign_in(client)
+        assert client.get("/dashboard/").status_code == 200
+        object.__setattr__(rt.settings, "admin_token", "a-new-token-16-chars")
+        assert client.get("/dashboard/").status_code == 303
+        other = app.test_client()
+        assert sign_in(other, token="a-new-token-16-chars").status_code == 303
+        assert other.get("/dashboard/").status_code == 200  # the new token opens it
+
 
 def test_the_secret_key_is_read_from_the_environment_only(tmp_path):
     settings = load_settings(env={"CHECKIN_SECRET_KEY": SECRET_KEY})

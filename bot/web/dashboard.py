@@ -149,6 +149,16 @@ def _serializer() -> URLSafeTimedSerializer:
                                   signer_kwargs={"digest_method": hashlib.sha256})
 
 
+def _token_mark(settings) -> str:
+    """Which admin token a session was opened with, kept in its cookie: changing the token
+    ends those sessions even when CHECKIN_SECRET_KEY, not the token, signs the cookie. An
+    HMAC under the signing secret, so the cookie (signed, not encrypted) does not let anyone
+    test guesses at the token without that secret."""
+    key = (settings.secret_key or settings.admin_token or "").encode()
+    return hmac.new(key, b"checkin-dashboard-token:" + settings.admin_token.encode(),
+                    hashlib.sha256).hexdigest()[:32]
+
+
 def _load_session() -> None:
     g.dash = {}
     g.dash_modified = False
@@ -230,8 +240,10 @@ def _read_access() -> Access:
         else:
             if not isinstance(g.dash.get("name"), str) or not g.dash["name"]:
                 return refused
-            if rt.settings.admin_token and g.dash.get("auth") is not True:
-                return refused
+            if rt.settings.admin_token and not (
+                    isinstance(g.dash.get("auth"), str)
+                    and hmac.compare_digest(g.dash["auth"], _token_mark(rt.settings))):
+                return refused  # not signed in with the token, or with one changed since
         row = s.get(DashboardSession, _session_hash(sid))
         if (row is None or row.ended_at is not None
                 or rt.clock.now() - row.started_at >= timedelta(seconds=SESSION_SECONDS)):
@@ -594,7 +606,8 @@ def login():
         sid = _start_session(s, now, name)
         audit(s, now, f"dashboard:{name}", "dashboard.login", "dashboard", None,
               with_token=needs_token)
-    _signed_in_now({"name": name, "auth": needs_token, "sid": sid})
+    _signed_in_now({"name": name, "auth": _token_mark(rt.settings) if needs_token else False,
+                    "sid": sid})
     log.info("dashboard: %s signed in", name)
     return _after_sign_in(target, note)
 
