@@ -268,3 +268,23 @@ def test_everyday_misspellings_of_yes_are_yes(text):
     # Typed fast on a phone: before, "yse" was not understood and asked again (and three at
     # a red-flag question counted as not understood, not as the YES the patient gave).
     assert parse_yesno(text) == ParseResult(ok=True, value="yes")
+
+
+def _reminder_options():
+    spec = _shipped().get("reminder").node("remind").answer
+    return [option.all_words() for option in spec.options]
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("Y", 1), ("y", 1), ("yep", 1), ("Yeah", 1), ("yup", 1), ("Yess", 1), ("yea x", 1),
+    ("Yep thanks", 1), ("sii", 1),
+    ("N", 2), ("n", 2), ("nope", 2), ("Nah", 2), ("nooo", 2), ("Nope, sorry", 2)])
+def test_everyday_yes_and_no_to_the_reminder(text, value):
+    # "Yes" (done) and "no" (can't make it) were taken, but not the everyday ways of saying
+    # them that every YES/NO question takes: "Y", "yep" and "nope" were asked again.
+    assert parse_choice(text, _reminder_options()) == ParseResult(ok=True, value=value)
+
+
+@pytest.mark.parametrize("text", ["yep, no", "Y N", "yes nope"])
+def test_an_everyday_yes_beside_a_no_to_the_reminder_is_not_understood(text):
+    assert not parse_choice(text, _reminder_options()).ok

@@ -356,6 +356,9 @@ def parse_choice(text: str, options: Sequence[Sequence[str]]) -> ParseResult:
         return ParseResult.not_understood(EMPTY)
     if len(words) > MAX_CHOICE_WORDS:
         return ParseResult.not_understood(NOT_A_CHOICE)
+    plain = _plain_yes_no_option(text, options)
+    if plain is not None:
+        return ParseResult.understood(plain)
     hits = [
         (span, index)
         for index, phrases in enumerate(options, start=1)
@@ -400,6 +403,24 @@ def parse_choice(text: str, options: Sequence[Sequence[str]]) -> ParseResult:
         # Only a yes or no word picked it, and the rest says more: "no energy", "no problem".
         return ParseResult.not_understood(NOT_A_CHOICE)
     return ParseResult.understood(choice)
+
+
+# The words that make an option the plain yes (or no) of a reminder's "done" / "can't".
+_PLAIN_OPTION_WORDS = {"yes": ({"yes"}, {"si"}), "no": ({"no"},)}
+
+
+def _plain_yes_no_option(text: str, options: Sequence[Sequence[str]]) -> int | None:
+    """For options that are a yes and a no (one option lists a plain "yes" or "si", one a
+    plain "no": the reminder's done / can't), the one a reply made only of a yes (or only of
+    a no) picks: "Y", "yep", "nope", as every YES/NO question reads them. None otherwise (the
+    reply is read as the options' words: on a scale, "no mucho" is no plain no)."""
+    picks = {answer: [index for index, phrases in enumerate(options, start=1)
+                      if any(set(tokens(phrase)) in plain for phrase in phrases)]
+             for answer, plain in _PLAIN_OPTION_WORDS.items()}
+    if any(len(picked) != 1 for picked in picks.values()):
+        return None
+    said = parse_yesno(text, reasons=False)
+    return picks[str(said.value)][0] if said.ok else None
 
 
 def _negated(words: list[str], matched: set[int]) -> bool:
