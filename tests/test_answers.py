@@ -288,3 +288,19 @@ def test_everyday_yes_and_no_to_the_reminder(text, value):
 @pytest.mark.parametrize("text", ["yep, no", "Y N", "yes nope"])
 def test_an_everyday_yes_beside_a_no_to_the_reminder_is_not_understood(text):
     assert not parse_choice(text, _reminder_options()).ok
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("I think so", "yes"), ("think so", "yes"), ("I think so x", "yes"), ("Yes I think so", "yes"),
+    ("I don't think so", "no"), ("dont think so", "no"), ("No, I don't think so", "no"),
+    ("I do not think so", "no"), ("No I dont think so thanks", "no"),
+    # As in Spanish, where "creo que si" and "creo que no" were taken already.
+    ("creo que si", "yes"), ("creo que no", "no")])
+def test_i_think_so_and_i_dont_think_so_are_a_yes_and_a_no(text, value):
+    assert parse_yesno(text) == ParseResult(ok=True, value=value)
+
+
+@pytest.mark.parametrize("text", ["I think so, I don't think so", "yes, I don't think so",
+                                  "no, I think so", "I don't know", "I think", "think"])
+def test_i_think_so_beside_its_opposite_or_alone_is_not_understood(text):
+    assert not parse_yesno(text).ok

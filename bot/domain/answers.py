@@ -48,9 +48,12 @@ YES_WORDS = {
 }
 # Everyday phrases that say yes or no whole, whatever the question ("claro que si", "para
 # nada"): their words count only together, so "creo" or "que" elsewhere changes nothing.
-YES_PHRASES = ("creo que si", "claro que si", "la verdad es que si", "desde luego")
+# "I think so" and "I don't think so" are the English "creo que si" and "creo que no" (a
+# hedge does not cancel a yes); "think so" inside "don't think so" is no yes.
+YES_PHRASES = ("creo que si", "claro que si", "la verdad es que si", "desde luego",
+               "think so")
 NO_PHRASES = ("creo que no", "claro que no", "la verdad es que no", "para nada",
-              "en absoluto")
+              "en absoluto", "dont think so", "do not think so")
 NO_WORDS = {
     "en": {"n", "no", "nope", "nah", "naw", "not", "dont", "none", "never", "nothing",
            # "No, I haven't", "No it isn't": the question's own verb, said as a no.
@@ -195,7 +198,8 @@ def _phrase_positions(words: list[str], phrases: Sequence[str]) -> set[int]:
 def _yesno_words(words: list[str], yes: Sequence[str], no: Sequence[str]) -> ParseResult:
     if not words:
         return ParseResult.not_understood(EMPTY)
-    yes_at, no_at = _phrase_positions(words, yes), _phrase_positions(words, no)
+    no_at = _phrase_positions(words, no)
+    yes_at = _phrase_positions(words, yes) - no_at  # "think so" in "dont think so"
     saw_yes, saw_no = bool(yes_at), bool(no_at)
     saw_degree = False
     for position, word in enumerate(words):
