@@ -239,7 +239,9 @@ def test_only_a_reason_that_cannot_take_the_answer_back_is_understood(text, take
     assert not parse_yesno(taken_back).ok
 
 
-@pytest.mark.parametrize("text", ["no", "No.", "none", "None x", "nope", "para nada"])
+@pytest.mark.parametrize("text", ["no", "No.", "none", "None x", "nope", "para nada",
+                                  # were asked again, while "no" and "nope" were taken
+                                  "nah", "Nah thanks", "naw", "nop"])
 def test_a_plain_no_on_the_tiredness_scale_is_its_lowest_option(text):
     assert parse_choice(text, _fatigue_options()) == ParseResult(ok=True, value=1)
 
