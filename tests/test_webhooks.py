@@ -1215,6 +1215,43 @@ def test_a_photo_in_the_middle_of_a_check_in_then_asks_the_question_again(
     assert _conversation_state(rt, pid) == before  # no try used
 
 
+def _photo_with(client, words, channel="sms"):
+    """`words` texted with a photo attached (a caption)."""
+    texted(client, words, channel=channel, NumMedia="1", MediaUrl0=MEDIA_URL,
+           MediaContentType0="image/jpeg")
+
+
+@pytest.mark.parametrize("channel", ["sms", "whatsapp"])
+def test_a_photo_with_words_mid_check_in_says_the_photo_cannot_be_seen(
+        client, rt, fake_http, channel):
+    # Before, "Here is my rash" with a photo got only "Sorry, we did not understand": the
+    # patient was never told that nobody would see the photo.
+    pid, node = _asked_mid_checkin(rt, client, channel)
+    fake_http.requests.clear()
+    _photo_with(client, "Here is my rash", channel)
+    told = bodies(fake_http)
+    assert len(told) == 2 and "can only read text" in told[0]
+    assert told[1] == rt.ctx.flows.get("checkin").node(node).retry.text["en"]
+    fake_http.requests.clear()
+    _photo_with(client, "4", channel)  # an answer with a photo is still the answer
+    told = bodies(fake_http)
+    assert len(told) == 2 and "can only read text" in told[0]
+    assert told[1] == _question(rt, "checkin", "pain_new")
+    from bot.store.models import Answer
+    with rt.transaction() as s:
+        assert s.scalars(select(Answer.value).where(Answer.patient_id == pid)).all() == [4]
+
+
+def test_a_photo_with_words_outside_a_check_in_says_the_photo_cannot_be_seen(
+        client, rt, fake_http):
+    pid = enrol(rt)
+    _photo_with(client, "look at my ankle, is that normal")
+    told = bodies(fake_http)
+    assert len(told) == 2 and "can only read text" in told[0]
+    with rt.transaction() as s:
+        assert told[1] == rt.ctx.text_for(s.get(Patient, pid), "received")
+
+
 def test_help_after_the_last_try_is_still_no_try(client, rt, fake_http):
     # Two replies not understood at "any new numbness?" (the third alerts the team): HELP
     # and a photo between them do not use up the last try, and the question comes again.

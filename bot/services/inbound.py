@@ -409,9 +409,15 @@ def _act_on(session: Session, ctx: ServiceContext, msg: InboundMessage, patient:
         mark_to_read(session, out.message_id)
         out.outbox_ids += [reply(key) for key in keys]
         return
+    answered = bool(out.outbox_ids)
+    if msg.media and not answered:
+        # Words with a photo (a voice note, a location): the words are read as any text, but
+        # nobody can see the attachment, as when it comes alone. Say so first; the reply to
+        # the words (the next question, a re-prompt) comes last and says what to do next.
+        out.outbox_ids.append(reply("media_unreadable"))
     out.outbox_ids += conversations.handle_patient_text(
         session, ctx, patient, text, now, channel=msg.channel,
-        already_answered=bool(out.outbox_ids), message_id=out.message_id,
+        already_answered=answered, message_id=out.message_id,
     )
 
 
