@@ -1063,6 +1063,44 @@ def test_help_in_reply_to_the_opening_answers_then_starts_the_checkin(client, rt
     assert "STOP" in sent[0]["Body"] and "check-in" in sent[1]["Body"]
 
 
+def _to_read_since_the_opening(rt):
+    """Texts listed for the team to read, but for the "hello" before the opening."""
+    from bot.services.health import messages_to_read
+
+    with rt.transaction() as s:
+        return [m.body for m in messages_to_read(s) if m.body != "hello"]
+
+
+@pytest.mark.parametrize(("words", "reply_key"), [
+    ("Please call me, I'm in hospital at the moment", "aside"),
+    ("who is this?", "aside"),
+    ("please stop texting me", "stop_how"),
+])
+def test_words_for_the_team_in_reply_to_the_opening_are_saved_for_them(
+        client, rt, fake_http, clock, words, reply_key):
+    # Before, any reply to the opening only started the check-in: "please call me" was
+    # listed for nobody, and the patient was not told where it went, as they are when they
+    # write it in reply to a question.
+    ids = _opening_template(client, rt, clock)
+    rt.dispatcher.dispatch_ids(ids)
+    fake_http.reset()
+    texted(client, words, channel="whatsapp")
+    assert _to_read_since_the_opening(rt) == [words]
+    with rt.transaction() as s:
+        said = rt.ctx.text_for(s.scalars(select(Patient)).one(), reply_key)
+    sent = [d["Body"] for d in sent_to(fake_http, PHONE)]
+    assert sent[0] == said and "check-in" in sent[1]
+    assert "Reply with a number" in sent[-1]
+
+
+def test_a_plain_reply_to_the_opening_is_no_message_for_the_team(client, rt, fake_http, clock):
+    rt.dispatcher.dispatch_ids(_opening_template(client, rt, clock))
+    fake_http.reset()
+    texted(client, "ok", channel="whatsapp")
+    assert _to_read_since_the_opening(rt) == []
+    assert "check-in" in sent_to(fake_http, PHONE)[0]["Body"]
+
+
 def test_an_emergency_before_the_opening_goes_cancels_the_opening(client, rt, fake_http,
                                                                     clock):
     from datetime import UTC, datetime

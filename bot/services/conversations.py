@@ -509,6 +509,9 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
     triggered = ctx.flows.by_keyword(text)
     if conv is not None and (triggered is None or patient.consent_at is None
                              or conv.state.get("awaiting_open")):
+        if conv.state.get("awaiting_open"):
+            return _reply_to_opening(session, ctx, patient, conv, text, now, channel=channel,
+                                     already_answered=already_answered, message_id=message_id)
         aside = _asks_the_team(session, ctx, conv, text)
         if (aside or _words_for_the_team(session, ctx, conv, text)
                 or (triggered is None and _not_a_consent_answer(session, ctx, conv, text))):
@@ -569,6 +572,25 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
     body = ctx.text_for(patient, "stop_how" if asks_to_stop(text) else "received")
     return [enqueue(session, Draft(to=patient.phone, channel=channel, body=body,
                                    kind="received", patient_id=patient.id), now).id]
+
+
+def _reply_to_opening(session: Session, ctx: ServiceContext, patient: Patient,
+                      conv: Conversation, text: str, now: datetime, *, channel: str,
+                      already_answered: bool, message_id: int | None) -> list[int]:
+    """A reply to a WhatsApp opening ("reply with any word to see it"): the flow starts. Words
+    in it that ask something of the team ("please call me", "who is this?", "please stop
+    texting me") are listed for them to read, and the patient told so before the flow's
+    first texts, as when they write them in reply to a question (`aside`, `stop_how`)."""
+    ids: list[int] = []
+    if asks_the_team(text) or asks_to_stop(text):
+        mark_to_read(session, message_id)
+        if not already_answered:
+            ids.append(enqueue(session, Draft(
+                to=patient.phone, channel=channel,
+                body=ctx.text_for(patient, "stop_how" if asks_to_stop(text) else "aside"),
+                kind="aside", patient_id=patient.id), now).id)
+    return ids + advance(session, ctx, patient, conv, engine.Inbound(text), now,
+                         channel=channel, words=text)
 
 
 def _asking(conv: Conversation | None) -> bool:
