@@ -306,3 +306,24 @@ def test_i_think_so_and_i_dont_think_so_are_a_yes_and_a_no(text, value):
                                   "no, I think so", "I don't know", "I think", "think"])
 def test_i_think_so_beside_its_opposite_or_alone_is_not_understood(text):
     assert not parse_yesno(text).ok
+
+
+@pytest.mark.parametrize("text", ["It is", "it does", "I have", "I do", "i did", "it has",
+                                  "It does x", "I have thanks", "it does sometimes",
+                                  # a carer answering for the patient
+                                  "she does", "He has", "they are", "It was", "I have a bit"])
+def test_the_questions_own_verb_said_as_a_yes_is_a_yes(text):
+    # "It doesn't", "I haven't" were a no already; their yes twins were asked again (at
+    # "any new numbness?", a yes not taken at once).
+    assert parse_yesno(text) == ParseResult(ok=True, value="yes")
+
+
+@pytest.mark.parametrize("text", ["it does not", "I haven't", "she doesn't", "I do not"])
+def test_the_questions_own_verb_said_as_a_no_is_still_a_no(text):
+    assert parse_yesno(text) == ParseResult(ok=True, value="no")
+
+
+@pytest.mark.parametrize("text", ["thank you", "ok thanks", "I am ok", "it", "do", "is it",
+                                  "does it", "have I", "I have no idea", "it is what it is"])
+def test_words_around_a_yes_alone_are_no_answer(text):
+    assert not parse_yesno(text).ok

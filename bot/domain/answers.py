@@ -69,10 +69,20 @@ FILLER_WORDS = {
            # ("I'm ok" to "any new weakness?"); a question may make it one (`yes_words`).
            "x", "ok", "okay", "okey", "k",
            # The question's own verb beside a yes or a no: "yes it has", "no I haven't".
-           "has", "had", "does", "was", "were", "are"},
+           "has", "had", "does", "was", "were", "are",
+           # a carer answering for the patient: "no she hasn't", "yes he does"
+           "she", "he", "they"},
     "es": {"por", "favor", "gracias", "muchas", "yo", "lo", "es", "de", "verdad", "mucho",
            "vale", "he", "ha", "tengo", "tenido", "tuve", "pues"},
 }
+# The question's own verb said as a yes ("It does", "I have", "she is"), as "it doesn't" and
+# "I haven't" say no: the whole reply is a subject, one of these, then thanks or how much at
+# most ("I am ok" is no yes; "I have been fine" no answer).
+SUBJECTS = frozenset({"i", "it", "she", "he", "they"})
+AUXILIARIES = frozenset({"do", "does", "did", "have", "has", "had", "is", "am", "are", "was",
+                         "were"})
+AFTER_AUXILIARY = frozenset({"x", "a", "please", "pls", "thanks", "thank", "you", "thx", "ty", "ta",
+                             "cheers", "really", "indeed", "definitely", "absolutely"})
 # How much or how often, beside a yes: "yes a bit", "yeah sometimes", "si un poco". A yes
 # still (to "any new numbness?", the answer that matters). Beside a no, or alone, they may take
 # it back ("no, a little"): not understood, asked again.
@@ -283,9 +293,17 @@ def parse_yesno(text: str, yes_words: Sequence[str] = (), no_words: Sequence[str
     yes_words, no_words = (*yes_words, *YES_PHRASES), (*no_words, *NO_PHRASES)
     words = tokens(text)
     result = _yesno_words(words, yes_words, no_words)
+    if not result.ok and result.reason == NOT_YES_NO and _affirms(words):
+        return ParseResult.understood("yes")
     if result.ok or result.reason != NOT_YES_NO or not reasons:
         return result
     return _answer_then_reason(text, yes_words, no_words) or result
+
+
+def _affirms(words: list[str]) -> bool:
+    """ "It does", "I have", "she is", "it does sometimes": see SUBJECTS."""
+    return (len(words) >= 2 and words[0] in SUBJECTS and words[1] in AUXILIARIES
+            and all(w in AFTER_AUXILIARY or w in _DEGREE for w in words[2:]))
 
 
 def _number(word: str) -> int | None:
