@@ -156,6 +156,13 @@ def test_a_correction_after_a_reply_not_understood_at_the_next_question_counts(
     ("8 not 4", 3, None), ("I meant 8 not 4", 3, None), ("I meant 3", 3, None),
     ("8", 3, None), ("meant", 3, None), ("I meant 8 and 9", 3, None), ("I meant 12", 3, None),
     ("I meant 8 but it is better now", 3, None), ("not 3", 3, None),
+    # The number said with its subject, or "actually": these went to "is this pain new?",
+    # not understood there, and the pain stayed 3.
+    ("the pain is 8 not 3", 3, 8), ("it was 8 not 3", 3, 8), ("its 8 not 3", 3, 8),
+    ("oh my pain was 8 not 3", 3, 8), ("actually 8", 3, 8), ("Actually it was 8", 3, 8),
+    ("sorry I meant the pain was 8", 3, 8), ("el dolor es 8, no 3", 3, 8),
+    ("the pain is 8", 3, None), ("it was 8", 3, None), ("actually 3", 3, None),
+    ("its 8 not 4", 3, None), ("actually no", 3, None),
 ])
 def test_the_correction_parser(text, previous, expected):
     assert answers.parse_correction(text, 0, 10, previous) == expected

@@ -482,7 +482,7 @@ def asks_to_stop(text: str) -> bool:
 # "perdon, queria decir 8"): see parse_correction. Only these words say so.
 CORRECTION_LEADS = {
     "en": ["i meant", "meant", "i mean", "i meant to say", "i meant to put", "correction",
-           "it should be", "should be", "it should have been", "should have been"],
+           "it should be", "should be", "it should have been", "should have been", "actually"],
     "es": ["queria decir", "quise decir", "quiero decir", "queria poner", "quise poner",
            "correccion"],
 }
@@ -495,7 +495,16 @@ CORRECTION_BESIDE = {
 }
 _CORRECTION_LEADS = sorted((tokens(p) for leads in CORRECTION_LEADS.values() for p in leads),
                            key=len, reverse=True)
+# What the number may be said with, after a correction word or before "not 3": "the pain
+# was 8 not 3", "actually it was 8", "el dolor es 8, no 3". Alone it says no correction.
+CORRECTION_SUBJECTS = {
+    "en": ["the pain is", "the pain was", "my pain is", "my pain was", "pain is", "pain was",
+           "pain", "it is", "it was", "its"],
+    "es": ["el dolor es", "el dolor era", "mi dolor es", "mi dolor era", "dolor", "es", "era"],
+}
 _CORRECTION_BESIDE = _union(CORRECTION_BESIDE)
+_CORRECTION_SUBJECTS = sorted((tokens(p) for subjects in CORRECTION_SUBJECTS.values()
+                               for p in subjects), key=len, reverse=True)
 _NUMBER_WORDS = {word: value for words in NUMBER_WORDS.values()
                  for value, word in enumerate(words)}
 
@@ -521,7 +530,8 @@ def parse_correction(text: str, minimum: int | None, maximum: int | None,
     """The number a reply puts in place of `previous`, the number the patient gave to the
     question before ("sorry I meant 8", "correction: 8", "8 not 3", "perdon, queria decir
     8"); None unless it says so in those words and nothing else: a correction word
-    (CORRECTION_LEADS) before one number, or a number then "not" and `previous`, with an
+    (CORRECTION_LEADS) before one number, or a number then "not" and `previous`, the number
+    perhaps said with its subject ("the pain was 8 not 3": CORRECTION_SUBJECTS), with an
     apology or thanks around them at most. The number must be in the question's range and
     not `previous`; a "not" must name `previous` ("8 not 4" after 3 is no correction)."""
     words = tokens(text)
@@ -530,6 +540,8 @@ def parse_correction(text: str, minimum: int | None, maximum: int | None,
     while words and words[-1] in _CORRECTION_BESIDE:
         words = words[:-1]
     lead = next((len(p) for p in _CORRECTION_LEADS if words[:len(p)] == p), 0)
+    words = words[:lead] + next((words[lead + len(p):] for p in _CORRECTION_SUBJECTS
+                                 if words[lead:lead + len(p)] == p), words[lead:])
     score = _score(words[lead:], maximum)
     if score is None:
         return None
