@@ -1689,6 +1689,8 @@ ENGLISH_MISSES = [
     ("me desplome en la escalera", "gait_balance"),
     ("couldnt stop myself pooing", "bowel_dysfunction"),
     ("hard to walk in the snow and my legs feel weak", "limb_weakness"),
+    ("I went over on the stairs on Tuesday", "gait_balance"),
+    ("mum went over in the garden", "gait_balance"),
 ]
 ENGLISH_MISSES_NEAR = [
     "my hands tremble when I'm nervous",
@@ -1719,7 +1721,27 @@ ENGLISH_MISSES_NEAR = [
     "the shed collapsed in the storm",
     "my plans collapsed when the scan was moved",
     "hard to walk in the snow",
+    "I went over the results with the doctor",
+    "went over to see my sister",
+    "went over on my ankle playing tennis",
 ]
+
+
+# the pain left unsaid in an answer about it (a walkthrough's "can't sleep with it")
+NIGHT_PAIN_UNSAID = ["cant sleep with it", "keeps me up all night", "it kept me awake every night"]
+NIGHT_PAIN_UNSAID_NEAR = ["the baby keeps me up all night", "the neighbours dog kept me awake at night",
+                          "I can sleep with it"]
+
+
+@pytest.mark.parametrize("text", NIGHT_PAIN_UNSAID)
+def test_night_pain_with_the_pain_left_unsaid_is_urgent(text):
+    result = detect(text)
+    assert "night_pain" in result.flags and result.level == "urgent", result
+
+
+@pytest.mark.parametrize("text", NIGHT_PAIN_UNSAID_NEAR)
+def test_and_someone_else_keeping_the_patient_up_is_not(text):
+    assert "night_pain" not in detect(text).flags, detect(text)
 
 
 @pytest.mark.parametrize(("text", "flag"), ENGLISH_MISSES, ids=[t for t, _ in ENGLISH_MISSES])
