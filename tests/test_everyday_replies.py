@@ -259,16 +259,54 @@ def _consented(rt) -> int:
 @pytest.mark.parametrize("text", ["Stop texting me please", "please dont text me anymore",
                                   "Please stop", "unsubscribe me"])
 def test_stop_in_words_outside_a_checkin_is_told_how_to_stop(client, rt, fake_http, text):
-    pid = _consented(rt)
-    with rt.transaction() as s:  # the welcome over: no conversation waits
-        conv = active_conversation(s, pid)
-        if conv is not None:
-            conv.status = "done"
+    pid = _between_conversations(rt)
     fake_http.reset()
     texted(client, text)
     [reply] = [d["Body"] for d in sent_to(fake_http, PHONE)]
     assert STOP_HOW in reply and "CHECKIN" not in reply
     assert patient(rt, pid)[0] == "active"  # words are not the keyword: nothing is done
+    with rt.transaction() as s:
+        assert len(messages_to_read(s)) == 1
+
+
+def _between_conversations(rt) -> int:
+    """A consented patient with no conversation waiting (the welcome over)."""
+    pid = _consented(rt)
+    with rt.transaction() as s:
+        conv = active_conversation(s, pid)
+        if conv is not None:
+            conv.status = "done"
+    return pid
+
+
+@pytest.mark.parametrize("text", ["Thanks!", "ok", "thank you x", "Ok thanks", "cheers",
+                                  "\U0001f44d", "Muchas gracias", "vale gracias",
+                                  "thanks \U0001f60a"])
+def test_a_thank_you_between_check_ins_is_kept_but_not_answered_nor_listed(client, rt,
+                                                                          fake_http, text):
+    """A walkthrough: every "Thanks!" after a check-in got "your message has been saved for
+    your care team" and went on the nurses' list to read: noise for them, and a reply that
+    invites another thank-you."""
+    from bot.store.models import Message
+
+    pid = _between_conversations(rt)
+    fake_http.reset()
+    texted(client, text)
+    assert sent_to(fake_http, PHONE) == []
+    with rt.transaction() as s:
+        assert messages_to_read(s) == []
+        kept = s.scalars(select(Message).where(Message.patient_id == pid,
+                                               Message.direction == "in")).all()
+        assert kept[-1].body == text  # recorded all the same
+
+
+@pytest.mark.parametrize("text", ["thanks, can you call me", "thanks but the pain is worse",
+                                  "thanks for nothing", "ok \U0001f622", "ok?", "not ok"])
+def test_anything_more_than_thanks_is_still_answered_and_listed(client, rt, fake_http, text):
+    _between_conversations(rt)
+    fake_http.reset()
+    texted(client, text)
+    assert sent_to(fake_http, PHONE) != []
     with rt.transaction() as s:
         assert len(messages_to_read(s)) == 1
 

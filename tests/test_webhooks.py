@@ -368,7 +368,7 @@ def test_a_reply_outside_any_conversation_waiting_out_a_429_is_not_sent_after_st
         client, rt, fake_http, clock):
     enrol(rt)
     fake_http.queue_error(429, 20429, "Too Many Requests", headers={"Retry-After": "30"})
-    texted(client, "thanks")  # no conversation open: the "saved for your care team" reply
+    texted(client, "see you next week")  # no conversation open: "saved for your care team"
     assert count(rt, OutboxItem, OutboxItem.status == "pending") == 1
     texted(client, "STOP")
     fake_http.reset()

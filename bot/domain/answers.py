@@ -469,6 +469,43 @@ def asks_the_team(text: str) -> bool:
         _phrase_positions(words, [p for phrases in TEAM_REQUESTS.values() for p in phrases]))
 
 
+# A whole message that only thanks or says it heard ("Thanks!", "ok", "muchas gracias", a
+# thumbs up): see is_thanks. Emoji only of these kinds: a crying face is no thank-you.
+THANKS_WORDS = frozenset({
+    "thanks", "thank", "you", "thankyou", "thanx", "thx", "ty", "ta", "cheers", "ok", "okay",
+    "okey", "k", "kk", "x", "xx", "xxx", "so", "very", "much", "many", "lots", "great",
+    "lovely", "brilliant", "perfect", "fab", "fine", "noted", "will", "do", "got", "it", "again",
+    "love", "luv", "all", "received", "gracias", "muchas", "muchisimas", "mil", "vale",
+    "perfecto", "genial", "de", "acuerdo", "entendido", "besos", "un", "saludo",
+    "saludos", "abrazo", "u", "thats", "that", "kind", "appreciated", "appreciate", "bye",
+    "night", "nite", "morning", "goodnight", "good"})
+_THANKS_EMOJI = re.compile(
+    "[\U0001F44D\U0001F44C\U0001F64F\u2764\u2665\U0001F60A\U0001F642\u263A\U0001F600"
+    "\U0001F601\U0001F603\U0001F604\U0001F495\U0001F496\U0001F497\U0001F499\U0001F49A"
+    "\U0001F49B\U0001F49C\U0001F970\U0001F618\u2705\U0001F44F\U0001F917]")
+_EMOJI_TRIMMINGS = re.compile("[\uFE0F\u200D\U0001F3FB-\U0001F3FF]")
+_THANKS_MARKS = re.compile(r"[\s.,!:;*~-]")
+_THANKS_ONLY = frozenset({"thanks", "thank", "thankyou", "thanx", "thx", "ty", "ta", "cheers",
+                          "ok", "okay", "okey", "k", "kk", "gracias", "vale", "noted",
+                          "received", "entendido", "perfecto", "genial", "perfect", "great",
+                          "lovely", "brilliant", "fab"})
+
+
+def is_thanks(text: str) -> bool:
+    """Whether a whole message only thanks, or says it heard: "Thanks!", "ok thanks x",
+    "muchas gracias", a thumbs up or a heart. Not "thanks for nothing", "ok?", "not ok",
+    nor a crying face: anything more than thanks is a message like any other."""
+    if "?" in text or "\u00bf" in text:
+        return False
+    rest = _THANKS_MARKS.sub("", _EMOJI_TRIMMINGS.sub("", _THANKS_EMOJI.sub("", text)))
+    if not all(ch.isalpha() or ch in "'`" for ch in rest):  # any other emoji, digit or mark
+        return False
+    words = tokens(text)
+    emoji = bool(_THANKS_EMOJI.search(text))
+    return (emoji or any(w in _THANKS_ONLY for w in words)) and all(
+        _in(w, THANKS_WORDS) for w in words) and "nothing" not in words
+
+
 def asks_to_stop(text: str) -> bool:
     """Whether a text asks for no more messages in words ("please stop texting me", "dejen
     de escribirme"), not as the keyword STOP on its own."""

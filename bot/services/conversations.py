@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.domain import engine
-from bot.domain.answers import asks_the_team, asks_to_stop, parse_yesno
+from bot.domain.answers import asks_the_team, asks_to_stop, is_thanks, parse_yesno
 from bot.domain.flows import AskNode, Flow
 from bot.domain.triage import detect, level_for_flags
 from bot.services.audit import audit
@@ -564,6 +564,10 @@ def handle_patient_text(session: Session, ctx: ServiceContext, patient: Patient,
         late = _late_answer(session, ctx, patient, text, now, channel=channel)
         if late is not None:
             return late
+    if is_thanks(text):
+        # "Thanks!", "ok x", a thumbs up after a check-in: kept with their messages, but no
+        # "saved for your care team" (which invites another thank-you) nor the nurses' list.
+        return []
     if text.strip():
         # Told (or, after a red-flag reply, shown) that the team has it: so list it for them.
         mark_to_read(session, message_id)
