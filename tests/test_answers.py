@@ -89,6 +89,21 @@ def test_integer_not_understood(text, reason):
     assert parse_integer(text, 0, 10) == ParseResult(ok=False, reason=reason)
 
 
+@pytest.mark.parametrize("text", ["pain free", "Pain-free today", "painfree", "nothing",
+                                  "nothing at all", "it doesnt hurt", "doesn't hurt today",
+                                  "not hurting", "no me duele", "no me duele nada", "no duele"])
+def test_no_pain_said_in_words_is_a_zero(text):
+    """A walkthrough: "pain free" or "no me duele" at the 0-10 pain question was asked again,
+    while "no pain" and "sin dolor" were 0."""
+    assert parse_integer(text, 0, 10) == ParseResult(ok=True, value=0)
+
+
+@pytest.mark.parametrize("text", ["not hurting but my legs are numb", "nothing helps",
+                                  "it doesnt hurt as much, 6", "no me duele tanto"])
+def test_no_pain_words_with_more_are_not_a_zero(text):
+    assert parse_integer(text, 0, 10).value != 0
+
+
 def test_integer_without_bounds():
     assert parse_integer("42").value == 42
     assert parse_integer("42", minimum=50).reason == OUT_OF_RANGE

@@ -120,6 +120,11 @@ ZERO_WORDS = {"no", "none", "nil", "nada", "ninguno", "ninguna"}
 # What may stand beside a zero word said instead of a number ("no pain", "none today"). Any
 # other word may turn it into something else ("no idea", "no better", "no relief at all").
 ZERO_COMPANIONS = {"pain", "dolor", "today", "hoy", "now", "ahora", "whatsoever", "hay"}
+# No pain said in words, instead of a number: "pain free", "it doesn't hurt", "no me duele".
+# Only with nothing else but fillers beside it ("not hurting but numb" is no score).
+NO_PAIN_REPLIES = (("pain", "free"), ("painfree",), ("nothing",), ("doesnt", "hurt"),
+                   ("dont", "hurt"), ("not", "hurting"), ("no", "me", "duele"),
+                   ("no", "duele"), ("no", "me", "duele", "nada"))
 # Words that say none only in a reply made of nothing else ("sin dolor", "ningun dolor"):
 # beside a number they are about something else ("un 8 sin calmantes" is 8).
 ZERO_ONLY_WORDS = {"sin", "ningun"}
@@ -347,10 +352,12 @@ def parse_integer(text: str, minimum: int | None = None, maximum: int | None = N
     if not values and "dolor" in words and not _ZERO_ONLY.isdisjoint(words) and all(
             _in(word, _ZERO_BESIDE | _ZERO_ONLY) for word in words):
         values = {0}  # "sin dolor", "ningun dolor": nothing but no pain said
+    elif not values and _says_no_pain(words):
+        values = {0}  # "pain free", "it doesnt hurt", "no me duele"
     elif not values:
         return ParseResult.not_understood(NOT_A_NUMBER)
     elif all(words[position] in ZERO_WORDS for position, _ in found) and not all(
-            _in(word, _ZERO_BESIDE) for word in words):
+            _in(word, _ZERO_BESIDE) for word in words) and not _says_no_pain(words):
         return ParseResult.not_understood(NOT_A_NUMBER)  # "no idea", "no better"
     if len(values) > 1:
         return ParseResult.not_understood(AMBIGUOUS)
@@ -358,6 +365,14 @@ def parse_integer(text: str, minimum: int | None = None, maximum: int | None = N
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         return ParseResult.not_understood(OUT_OF_RANGE)
     return ParseResult.understood(value)
+
+
+def _says_no_pain(words: list[str]) -> bool:
+    """One of NO_PAIN_REPLIES, and nothing but what may stand beside a zero."""
+    covered = {i for phrase in NO_PAIN_REPLIES for span in _phrase_spans(words, list(phrase))
+               for i in span}
+    return bool(covered) and all(_in(word, _ZERO_BESIDE) for i, word in enumerate(words)
+                                 if i not in covered)
 
 
 def _phrase_spans(words: list[str], phrase: list[str]) -> list[range]:
