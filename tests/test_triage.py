@@ -26,6 +26,19 @@ from bot.domain.triage import (
 )
 from bot.domain.triage_vocab import DEFAULT_PATH, _YamlLoader, base_normalise
 
+
+def _emergency(text: str, flag: str):
+    """`text` raises `flag` at the emergency level; its result, for more checks."""
+    result = detect(text)
+    assert flag in result.flags and result.level == "emergency", result
+    return result
+
+
+def _routine(text: str) -> None:
+    result = detect(text)
+    assert result.level == "routine", result
+
+
 REQUIRED_FLAGS = {
     "emergency": ["limb_weakness", "sensory_loss", "saddle_anaesthesia", "bladder_dysfunction",
                   "bowel_dysfunction", "gait_balance", "radicular_pain"],
@@ -170,7 +183,7 @@ def test_whole_phrases_are_matched_before_negation(text, flag):
     "weakness: none", "no fever", "denies any numbness",
 ])
 def test_negated_mentions_are_not_flags(text):
-    assert detect(text).level == "routine", detect(text)
+    _routine(text)
 
 
 @pytest.mark.parametrize("text", [
@@ -202,8 +215,7 @@ def test_negation_reaches_only_its_own_clause(text):
     ("sin dolor piernas dormidas", "sensory_loss"),
 ])
 def test_negation_stops_at_the_next_symptom_phrase(text, flag):
-    result = detect(text)
-    assert flag in result.flags and result.level == "emergency", result
+    _emergency(text, flag)
 
 
 @pytest.mark.parametrize("text, flag", [
@@ -217,8 +229,7 @@ def test_negation_stops_at_the_next_symptom_phrase(text, flag):
     ("not bad thanks legs a bit numb", "sensory_loss"),
 ])
 def test_negation_stops_at_a_body_part_that_starts_a_new_phrase(text, flag):
-    result = detect(text)
-    assert flag in result.flags and result.level == "emergency", result
+    _emergency(text, flag)
 
 
 # The answer to "Does the pain shoot down an arm or a leg...?": a pain denied with where it goes
@@ -249,8 +260,7 @@ def test_a_pain_denied_with_its_course_is_denied_whole(text):
     ("no pain numb legs", "sensory_loss"),
 ])
 def test_and_a_course_or_symptom_beyond_the_denial_still_counts(text, flag):
-    result = detect(text)
-    assert flag in result.flags and result.level == "emergency", result
+    _emergency(text, flag)
 
 
 # ... and so is a pain named with where it is before where it goes ("no back pain going down my
@@ -286,8 +296,7 @@ def test_a_pain_named_with_where_it_is_and_its_course_is_denied_whole(text):
     ("no pain in my back going down my arm, arms weak", "limb_weakness"),
 ])
 def test_and_a_named_pain_beyond_the_denial_still_counts(text, flag):
-    result = detect(text)
-    assert flag in result.flags and result.level == "emergency", result
+    _emergency(text, flag)
 
 
 # Nerve-root pain as patients put it: a deep ache in a limb "like a toothache" is radicular pain
@@ -739,7 +748,7 @@ def test_english_third_person_reports_are_red_flags(text, flag):
     "mum isnt unsteady on her feet", "dad is struggling to find his glasses",
 ])
 def test_english_third_person_denials_stay_routine(text):
-    assert detect(text).level == "routine", detect(text)
+    _routine(text)
 
 
 # A carer's (or a couple's) "we" in English: most phrases name no person and match already ("we
@@ -756,8 +765,7 @@ def test_english_third_person_denials_stay_routine(text):
     ("we can't walk", "gait_balance"),
 ])
 def test_english_we_reports_are_red_flags(text, flag):
-    result = detect(text)
-    assert flag in result.flags and result.level == "emergency", result
+    result = _emergency(text, flag)
     assert not result.hypothetical
 
 
@@ -770,7 +778,7 @@ def test_english_we_reports_are_red_flags(text, flag):
     "our car is wobbly",
 ])
 def test_english_we_near_misses_stay_routine(text):
-    assert detect(text).level == "routine", detect(text)
+    _routine(text)
 
 
 # ------------------------------------------------------------------------------ numbers
@@ -1144,8 +1152,7 @@ def test_more_phrases_that_contain_a_negation_word(text):
     ("me he meado", "bladder_dysfunction"),
 ])
 def test_spanish_saddle_and_limb_numbness(text, flag):
-    result = detect(text)
-    assert flag in result.flags and result.level == "emergency", result
+    _emergency(text, flag)
 
 
 @pytest.mark.parametrize("text", [
@@ -1395,7 +1402,7 @@ def test_a_denied_negation_reports_the_symptom(text, flag):
     "I don't have no numbness", "never no weakness", "I ain't got no tingling",
 ])
 def test_plain_negations_beside_those_words_still_negate(text):
-    assert detect(text).level == "routine", detect(text)
+    _routine(text)
 
 
 # ------------------------------------------------------------------ whose symptom it is
@@ -1487,8 +1494,7 @@ def test_a_third_party_mention_is_no_question_a_confirmation_answers():
     ("skid marks in my pants and I didn't know", "bowel_dysfunction"),
 ])
 def test_both_hands_for_a_cup_and_skid_marks_are_red_flags(text, flag):
-    result = detect(text)
-    assert flag in result.flags and result.level == "emergency", result
+    _emergency(text, flag)
 
 
 @pytest.mark.parametrize("text", [
@@ -1746,13 +1752,12 @@ def test_and_someone_else_keeping_the_patient_up_is_not(text):
 
 @pytest.mark.parametrize(("text", "flag"), ENGLISH_MISSES, ids=[t for t, _ in ENGLISH_MISSES])
 def test_english_said_as_the_spanish_is_a_red_flag(text, flag):
-    result = detect(text)
-    assert flag in result.flags and result.level == "emergency", result
+    _emergency(text, flag)
 
 
 @pytest.mark.parametrize("text", ENGLISH_MISSES_NEAR)
 def test_and_its_near_misses_stay_routine(text):
-    assert detect(text).level == "routine", detect(text)
+    _routine(text)
 
 
 # "Not much" is an amount, not a denial: "not much pain going down my leg" (an answer to "Does
@@ -1780,13 +1785,12 @@ STILL_DENIED_OR_ROUTINE = [
 
 @pytest.mark.parametrize(("text", "flag"), A_LITTLE_IS_SOME, ids=[t for t, _ in A_LITTLE_IS_SOME])
 def test_not_much_of_a_red_flag_symptom_is_some_of_it(text, flag):
-    result = detect(text)
-    assert flag in result.flags and result.level == "emergency", result
+    _emergency(text, flag)
 
 
 @pytest.mark.parametrize("text", STILL_DENIED_OR_ROUTINE)
 def test_a_denial_or_a_little_routine_pain_stays_routine(text):
-    assert detect(text).level == "routine", detect(text)
+    _routine(text)
 
 
 # Self-harm, found missed: pills or tablets stockpiled or saved up, and a rope said as a means,
@@ -1851,7 +1855,7 @@ def test_wanting_to_die_said_of_the_past_is_a_thought_of_self_harm():
 
 @pytest.mark.parametrize("text", SELF_HARM_NEAR_MISSES)
 def test_and_tins_ropes_and_savings_are_not(text):
-    assert detect(text).level == "routine", detect(text)
+    _routine(text)
 
 
 @pytest.mark.parametrize("text", SELF_HARM_PAIN_PLANS)
@@ -1902,8 +1906,7 @@ def test_an_animal_named_after_the_limb_has_no_symptom(text):
 @pytest.mark.parametrize(("text", "flag"), OWNER_AFTER_THE_LIMB_PATIENT,
                          ids=[t for t, _ in OWNER_AFTER_THE_LIMB_PATIENT])
 def test_an_adult_named_after_the_limb_stays_the_patient(text, flag):
-    result = detect(text)
-    assert flag in result.flags and result.level == "emergency", result
+    result = _emergency(text, flag)
     assert not result.hypothetical
 
 
@@ -1928,13 +1931,12 @@ ECHOED_NOT_DENIED = [
 
 @pytest.mark.parametrize("text", ECHOED_AND_DENIED)
 def test_an_echoed_question_answered_no_is_denied_whole(text):
-    assert detect(text).level == "routine", detect(text)
+    _routine(text)
 
 
 @pytest.mark.parametrize(("text", "flag"), ECHOED_NOT_DENIED, ids=[t for t, _ in ECHOED_NOT_DENIED])
 def test_a_no_that_starts_something_else_denies_nothing(text, flag):
-    result = detect(text)
-    assert flag in result.flags and result.level == "emergency", result
+    _emergency(text, flag)
 
 
 # "Mine" for a body part: the patient sets someone else's limb (or bladder...) against their
@@ -1980,14 +1982,13 @@ OWN_ELLIPSIS_CHILD = [
 @pytest.mark.parametrize(("text", "flag"), OWN_ELLIPSIS_PATIENT,
                          ids=[t for t, _ in OWN_ELLIPSIS_PATIENT])
 def test_mine_for_a_body_part_is_the_patients_own(text, flag):
-    result = detect(text)
-    assert flag in result.flags and result.level == "emergency", result
+    result = _emergency(text, flag)
     assert not result.hypothetical, result
 
 
 @pytest.mark.parametrize("text", OWN_ELLIPSIS_NOT_THE_PATIENTS)
 def test_mine_said_to_be_well_raises_nothing(text):
-    assert detect(text).level == "routine", detect(text)
+    _routine(text)
 
 
 @pytest.mark.parametrize(("text", "flag"), OWN_ELLIPSIS_CHILD, ids=[t for t, _ in OWN_ELLIPSIS_CHILD])
@@ -2024,14 +2025,13 @@ OWN_CONTRAST_DENIED = [
 @pytest.mark.parametrize(("text", "flag"), OWN_CONTRAST_PATIENT,
                          ids=[t for t, _ in OWN_CONTRAST_PATIENT])
 def test_someone_elses_denial_then_mine_are_is_the_patients_symptom(text, flag):
-    result = detect(text)
-    assert flag in result.flags and result.level == "emergency", result
+    result = _emergency(text, flag)
     assert not result.hypothetical, result
 
 
 @pytest.mark.parametrize("text", OWN_CONTRAST_DENIED)
 def test_a_denial_not_turned_by_the_patient_stays_denied(text):
-    assert detect(text).level == "routine", detect(text)
+    _routine(text)
 
 
 # "also" / "too" / "tambien" between the limb and its state ("my legs are also weak", "las
@@ -2047,5 +2047,4 @@ ALSO_BETWEEN = [
 
 @pytest.mark.parametrize(("text", "flag"), ALSO_BETWEEN, ids=[t for t, _ in ALSO_BETWEEN])
 def test_also_between_the_limb_and_its_state(text, flag):
-    result = detect(text)
-    assert flag in result.flags and result.level == "emergency", result
+    _emergency(text, flag)
