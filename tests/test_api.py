@@ -81,6 +81,16 @@ class TestWithTwilio:
         ok = client.get("/api/patients", headers={"Authorization": "Bearer s3cret-admin-token"})
         assert ok.status_code == 200
 
+    def test_patient_data_from_the_api_is_never_cached(self, client):
+        """As the dashboard's pages: a browser or proxy cache must not keep patients' names,
+        numbers and messages (a review found the API's answers had no Cache-Control)."""
+        h = {"Authorization": "Bearer s3cret-admin-token"}
+        for url in ("/api/patients", "/api/escalations"):
+            res = client.get(url, headers=h)
+            assert res.status_code == 200 and res.headers.get("Cache-Control") == "no-store"
+        refused = client.get("/api/patients")
+        assert refused.status_code == 401 and refused.headers.get("Cache-Control") == "no-store"
+
     def test_wrong_tokens_are_audited_and_then_refused_for_a_while(self, client, rt, clock):
         """Guessing the token: each wrong one is audited (never the token), and after
         API_FAILURES from one address within the window even the right one gets a 429 until

@@ -172,6 +172,14 @@ bp.before_request(_name_required)
 bp.before_request(_ids_in_range)  # after the token: a caller without it learns nothing
 
 
+@bp.after_request
+def _never_cached(response):
+    """Patients' names, numbers and messages: no browser or proxy keeps a copy (as the
+    dashboard's pages)."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def json_error(exc: HTTPException):
     """An HTTP error as {"error": ...} with its status (registered for /api and
     /simulator/api in bot.web.app). A 500 says no more than that."""
