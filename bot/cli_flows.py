@@ -44,13 +44,15 @@ def default_flows_dir() -> Path:
     return local if local.is_dir() else SHIPPED_FLOWS_DIR
 
 
-def _library(flows_dir: Path | None) -> FlowLibrary:
+def _library(flows_dir: Path | None, *, setting: bool = False) -> FlowLibrary:
+    """The flows; broken ones end the command: exit 1 as a failing check (`flows test`), or,
+    when they are a setting the command runs with (`simulate`), exit 2 and `error: flows:`."""
     try:
         return load_flows(flows_dir or default_flows_dir())
     except FlowError as exc:
         for line in exc.errors:
-            click.echo(line)
-        raise click.exceptions.Exit(1) from None
+            click.echo(f"error: flows: {line}" if setting else line, err=setting)
+        raise click.exceptions.Exit(2 if setting else 1) from None
 
 
 def _settings():
@@ -139,7 +141,7 @@ def simulate_command(flow_id: str, language: str | None, name: str | None,
     Type replies at the prompt, or pipe them in one per line. "/wait 4h" lets time pass
     (firing a due timeout); "/quit" stops.
     """
-    library = _library(flows_dir)
+    library = _library(flows_dir, setting=True)
     if flow_id not in library:
         known = ", ".join(flow.id for flow in library.current())
         raise click.UsageError(f"no flow {flow_id!r} (flows: {known})")

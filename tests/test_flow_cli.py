@@ -82,6 +82,14 @@ def test_simulate_unknown_flow():
     assert "no flow 'nope' (flows: checkin, reminder, welcome)" in result.output
 
 
+def test_simulate_with_a_flows_folder_that_does_not_load_is_a_setting_mistake(tmp_path):
+    """exit 2 is for what was typed or configured wrong (README); a folder that is not there
+    said so and exited 1, as a failing test run does."""
+    result = CliRunner().invoke(simulate_command, ["checkin", "--flows", str(tmp_path / "nope")])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: flows: ") and "no such file" in result.output
+
+
 def test_simulate_shows_the_deployments_clinic_numbers_not_the_examples(monkeypatch, tmp_path):
     """What an author sees is what this deployment's patients get: the clinic, hotline and
     emergency number of its settings (config/default.yaml, CHECKIN_CONFIG, the environment),
