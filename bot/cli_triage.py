@@ -29,8 +29,9 @@ def triage_command(vocabulary_path: str | None, source: TextIO) -> None:
     """
     try:
         vocabulary = load_vocabulary(vocabulary_path)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
+    except ValueError as exc:  # configured wrong: exit 2, said as `serve` says it
+        click.echo(f"error: red flags: {exc}", err=True)
+        raise click.exceptions.Exit(2) from None
     for line in source:
         text = line.rstrip("\r\n")
         result = detect(text, vocabulary)

@@ -61,12 +61,13 @@ def test_malformed_vocabulary_is_a_clear_error(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("flags: {}\n", encoding="utf-8")
     result = run("hello\n", "--vocabulary", str(path))
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # configured wrong (README), as `serve` says of the same file
+    assert result.output.startswith("error: red flags: ")
     assert "missing top-level section 'context'" in result.output
     assert str(path) in result.output
 
 
 def test_missing_vocabulary_file(tmp_path):
     result = run("hello\n", "--vocabulary", str(tmp_path / "nope.yaml"))
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "cannot read the vocabulary file" in result.output
