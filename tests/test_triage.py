@@ -1697,6 +1697,9 @@ ENGLISH_MISSES = [
     ("hard to walk in the snow and my legs feel weak", "limb_weakness"),
     ("I went over on the stairs on Tuesday", "gait_balance"),
     ("mum went over in the garden", "gait_balance"),
+    ("his legs are fine, mine are not", "limb_weakness"),
+    ("his legs work fine, mine dont", "limb_weakness"),
+    ("las piernas de mi marido estan bien, las mias no", "limb_weakness"),
 ]
 ENGLISH_MISSES_NEAR = [
     "my hands tremble when I'm nervous",
@@ -1730,6 +1733,9 @@ ENGLISH_MISSES_NEAR = [
     "I went over the results with the doctor",
     "went over to see my sister",
     "went over on my ankle playing tennis",
+    "the kids are fine, mine are not",
+    "my legs are fine, mine are not the problem",
+    "his legs are fine and mine are not bad either",
 ]
 
 
