@@ -1699,6 +1699,8 @@ ENGLISH_MISSES = [
     ("mum went over in the garden", "gait_balance"),
     ("his legs are fine, mine are not", "limb_weakness"),
     ("his legs work fine, mine dont", "limb_weakness"),
+    ("my husband can walk fine but I cant", "gait_balance"),
+    ("mi marido camina bien, yo en cambio no", "gait_balance"),
     ("las piernas de mi marido estan bien, las mias no", "limb_weakness"),
 ]
 ENGLISH_MISSES_NEAR = [
@@ -1734,6 +1736,8 @@ ENGLISH_MISSES_NEAR = [
     "went over to see my sister",
     "went over on my ankle playing tennis",
     "the kids are fine, mine are not",
+    "my husband can walk fine but I cant run",
+    "she walks fine and I can too",
     "my legs are fine, mine are not the problem",
     "his legs are fine and mine are not bad either",
 ]
