@@ -1701,6 +1701,8 @@ ENGLISH_MISSES = [
     ("his legs work fine, mine dont", "limb_weakness"),
     ("my husband can walk fine but I cant", "gait_balance"),
     ("mi marido camina bien, yo en cambio no", "gait_balance"),
+    ("my left leg is fine but the right one is weak", "limb_weakness"),
+    ("la pierna izquierda bien, la derecha no responde", "limb_weakness"),
     ("las piernas de mi marido estan bien, las mias no", "limb_weakness"),
 ]
 ENGLISH_MISSES_NEAR = [
@@ -1738,6 +1740,8 @@ ENGLISH_MISSES_NEAR = [
     "the kids are fine, mine are not",
     "my husband can walk fine but I cant run",
     "she walks fine and I can too",
+    "I took the blue tablet and the other one is fine",
+    "my right leg is fine and the left one is fine too",
     "my legs are fine, mine are not the problem",
     "his legs are fine and mine are not bad either",
 ]
