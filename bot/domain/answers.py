@@ -518,7 +518,7 @@ def is_thanks(text: str) -> bool:
     words = tokens(text)
     emoji = bool(_THANKS_EMOJI.search(text))
     return (emoji or any(w in _THANKS_ONLY for w in words)) and all(
-        _in(w, THANKS_WORDS) for w in words) and "nothing" not in words
+        _in(w, THANKS_WORDS) for w in words)
 
 
 def asks_to_stop(text: str) -> bool:
