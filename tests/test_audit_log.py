@@ -250,3 +250,17 @@ def test_what_someone_wrote_is_escaped(signed_in, rt, clock):
     text = page(signed_in, "/dashboard/audit")
     assert "<script>alert(1)" not in text and "&lt;script&gt;alert(1)" in text
     assert "<i>Mallory" not in text and "<b>Lovelace" not in text
+
+
+def test_a_text_typed_in_the_phone_simulator_is_audited_with_who_typed_it(client, rt):
+    """The simulator records what it is given as the patient's own text; the audit log says it
+    was typed in the simulator, and by whom (without the words)."""
+    client.post("/simulator/api/patients", json={"phone": ADA, "name": "Ada"})
+    res = client.post("/simulator/api/messages", json={"phone": ADA, "body": "my back aches"})
+    assert res.status_code == 201
+    message_id = res.get_json()["message_id"]
+    with rt.transaction() as s:
+        [rec] = s.scalars(select(AuditLog).where(AuditLog.action == "simulator.text")).all()
+        assert (rec.actor, rec.subject_type, rec.subject_id) == (
+            "simulator", "message", str(message_id))
+        assert "my back aches" not in json.dumps(rec.details)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify, render_template, request
 from sqlalchemy import select
 
+from bot.services.audit import audit
 from bot.services.inbound import InboundMessage
 from bot.services.patients import (
     Enrolment,
@@ -115,6 +116,11 @@ def send():
         patient = find_patient(s, phone)
         channel = patient.channel if patient else "sms"
     outcome = receive_message(rt, InboundMessage(channel=channel, sender=phone, body=body))
+    if outcome.message_id is not None:
+        # Stored as the patient's own text: the audit log says who typed it, and where.
+        with rt.transaction() as s:
+            audit(s, rt.clock.now(), _actor(), "simulator.text", "message", outcome.message_id,
+                  channel=channel)
     # What the bot did with it, as far as the whole handling went: "emergency" or "urgent" (a
     # red flag, in the text or raised by a check-in answer such as YES to "any new
     # numbness?": the care team alerted), "safety_net" (a question about one, "what if my
