@@ -324,16 +324,57 @@ def list_schedules(session: Session, patient_id: int | None = None,
 
 
 def remove_schedule(session: Session, schedule_id: int, now: datetime, actor: str) -> Schedule:
-    """Stop a schedule (kept, inactive, for the record). Raises ScheduleNotFound."""
+    """Stop a schedule (kept, inactive, for the record). Raises ScheduleNotFound.
+
+    What its last run started and has not been sent yet (held for quiet hours; never tried,
+    so surely not on the patient's phone) is stopped too: the "take your night tablets" held until 08:00 must
+    not arrive after the coordinator removed it because that medicine was stopped. A run the
+    patient has been sent anything of stays open: their answers (and any red flag in them)
+    still count. The schedule is locked (PostgreSQL) and read afresh, so a run in progress is
+    waited for and seen."""
     if not 0 < schedule_id <= MAX_ID:  # no such row (and the drivers refuse such an int)
         raise ScheduleNotFound(schedule_id)
-    sched = session.get(Schedule, schedule_id)
+    sched = session.get(Schedule, schedule_id, with_for_update=True, populate_existing=True)
     if sched is None or not sched.active:
         raise ScheduleNotFound(schedule_id)
     sched.active = False
+    stopped = _stop_unsent_run(session, sched, now)
     audit(session, now, actor, "schedule.remove", "schedule", sched.id,
-          patient_id=sched.patient_id, flow=sched.flow_id)
+          patient_id=sched.patient_id, flow=sched.flow_id,
+          **({"stopped_unsent": stopped} if stopped else {}))
     return sched
+
+
+def _stop_unsent_run(session: Session, sched: Schedule, now: datetime) -> list[int]:
+    """Cancel what the schedule's last run wrote when none of it has gone to the patient (see
+    remove_schedule); returns the ids of the messages cancelled. Its conversation is closed
+    as interrupted, so a later text from the patient is not taken as its answer."""
+    if sched.last_run_at is None:
+        return []
+    convs = [c for c in session.scalars(select(Conversation).where(
+        Conversation.patient_id == sched.patient_id, Conversation.flow_id == sched.flow_id,
+        Conversation.status.in_(conversations.OPEN),
+        Conversation.started_at == sched.last_run_at).with_for_update())
+        if dict((c.state or {}).get("params") or {}) == dict(sched.params or {})]
+    conv_ids = [c.id for c in convs]
+    rows = select(OutboxItem).join(Message, Message.id == OutboxItem.message_id)
+    if conv_ids:
+        rows = rows.where(Message.conversation_id.in_(conv_ids))
+    else:  # a reminder sent as a notice beside an open question (_remind_beside)
+        rows = rows.where(OutboxItem.patient_id == sched.patient_id,
+                          OutboxItem.kind == "reminder_notice", Message.conversation_id.is_(None),
+                          OutboxItem.created_at == sched.last_run_at)
+    items = list(session.scalars(rows.order_by(OutboxItem.id).with_for_update(of=OutboxItem)))
+    if not items or any(item.status != "pending" or item.attempts for item in items):
+        # Nothing written, or some of it is going or went (a send that failed may still have
+        # reached them): the patient may have it, and may answer it.
+        return []
+    for conv in convs:
+        conv.status, conv.wait_deadline, conv.updated_at = "interrupted", None, now
+        conv.state = {**conv.state, "interrupted": f"schedule {sched.id} removed"}
+    conversations._cancel_rows(session, items, now,
+                               f"schedule {sched.id} removed before this was sent")
+    return [item.message_id for item in items]
 
 
 # -- running due schedules -------------------------------------------------------------------
