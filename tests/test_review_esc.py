@@ -47,7 +47,8 @@ def test_a_bare_ack_never_takes_an_alert_that_did_not_reach_that_contact(client,
 
     texted(client, "Ack, calling her now", sender=oncall)  # the nurse, about Ada
     assert [e.status for e in all_escalations(rt)] == ["acknowledged", "open"]
-    assert alerts(fake_http, oncall)[-1].startswith("No open alert was sent to this number")
+    assert alerts(fake_http, oncall)[-1] == (  # Ada's, the one that reached her: who took it
+        f"Alert {ada.ref} was already acknowledged by MSCC coordinator.")
 
 
 def test_a_contact_name_too_long_to_record_as_who_acknowledged_is_refused_at_start():
@@ -173,3 +174,25 @@ def test_a_five_letter_word_from_a_care_team_phone_enrolled_as_a_patient_is_the_
     assert not any("Nothing was acknowledged" in a for a in alerts(fake_http, oncall)[told:])
     texted(client, ada.ref, sender=oncall)
     assert [e.status for e in all_escalations(rt)] == ["acknowledged"]
+
+
+def test_a_bare_ack_for_an_alert_someone_else_took_says_who_took_it(client, rt, fake_http):
+    """The on-call nurse was alerted; the coordinator took the alert first. The nurse's bare
+    "Ack" was answered "No open alert was sent to this number, so nothing was acknowledged":
+    untrue (one was) and alarming at 3 a.m. (is the patient covered?). It now says who took
+    it, as an ACK naming the ref does. A stray ACK long after, or from a contact never
+    alerted, still gets the plain answer."""
+    enrol(rt)
+    oncall, coordinator, consultant = chain_phones(rt)
+    texted(client, EMERGENCY)
+    [esc] = all_escalations(rt)
+    texted(client, f"ACK {esc.ref}", sender=coordinator)
+    texted(client, "Ack, calling him now", sender=oncall)
+    assert alerts(fake_http, oncall)[-1] == (
+        f"Alert {esc.ref} was already acknowledged by MSCC coordinator.")
+    assert [e.status for e in all_escalations(rt)] == ["acknowledged"]
+    texted(client, "ack", sender=consultant)  # never alerted about it
+    assert alerts(fake_http, consultant)[-1].startswith("No open alert was sent to this")
+    rt.clock.advance(days=2)
+    texted(client, "ack", sender=oncall)  # two days later: not about that alert
+    assert alerts(fake_http, oncall)[-1].startswith("No open alert was sent to this number")

@@ -123,13 +123,33 @@ def open_alerted_to(session: Session, phone: str) -> list[Escalation]:
     """The escalations nobody has acknowledged yet that alerted this care-team phone, oldest
     first. Only alerts that went to it: one the carrier refused, or not sent yet, never
     reached the person (a bare "ACK" from them is about an alert they read)."""
-    alerted = select(Message.escalation_id).where(
+    return list(session.scalars(
+        select(Escalation).where(Escalation.status == "open", Escalation.id.in_(_reached(phone)))
+        .order_by(Escalation.id)))
+
+
+def _reached(phone: str):
+    """The escalations with an alert that went to this phone and was not refused."""
+    return select(Message.escalation_id).where(
         Message.direction == "out", Message.kind == "alert", Message.address == phone,
         Message.provider_id.is_not(None),
         Message.status.not_in(("failed", "undelivered", "cancelled")))
-    return list(session.scalars(
-        select(Escalation).where(Escalation.status == "open", Escalation.id.in_(alerted))
-        .order_by(Escalation.id)))
+
+
+# A bare ACK this long after someone else took an alert sent to the same contact is still
+# answered about it (see taken_alerted_to); later it is a stray ACK.
+TAKEN_RECENTLY = timedelta(hours=12)
+
+
+def taken_alerted_to(session: Session, phone: str, now: datetime) -> Escalation | None:
+    """The escalation most recently acknowledged (within TAKEN_RECENTLY) of those whose alert
+    reached this care-team phone: what a bare "ACK" from them is about when none of theirs is
+    open any more (someone else took it first)."""
+    return session.scalars(
+        select(Escalation).where(Escalation.status != "open",
+                                 Escalation.acknowledged_at >= now - TAKEN_RECENTLY,
+                                 Escalation.id.in_(_reached(phone)))
+        .order_by(Escalation.acknowledged_at.desc(), Escalation.id.desc()).limit(1)).first()
 
 
 def _timeout(ctx: ServiceContext, level: str) -> timedelta:

@@ -46,6 +46,7 @@ from bot.services.escalations import (
     has_unresolved_emergency,
     open_alerted_to,
     short_name,
+    taken_alerted_to,
 )
 from bot.services.health import mark_to_read
 from bot.services.outbox import PRIORITY_EMERGENCY, Draft, enqueue
@@ -769,6 +770,10 @@ def _staff_command(session: Session, ctx: ServiceContext, staff, text: str,
     if not mine:
         if request.word and REF_SHAPE.fullmatch(request.word):
             return say("staff_unknown", ref=request.word)
+        taken = taken_alerted_to(session, staff.phone, now)
+        if taken is not None:
+            # Someone else took the alert first: say who, not "no alert was sent to you".
+            return say("staff_already", ref=taken.ref, by=taken.acknowledged_by or "someone")
         return say("staff_none")
     return take(mine[0].ref, "the one open alert sent to this contact")
 
