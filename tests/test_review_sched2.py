@@ -82,3 +82,34 @@ def test_a_removed_checkin_already_seen_by_the_patient_stays_open(rt, clock, mes
     with rt.transaction() as s:
         conv = s.scalars(select(Conversation).where(Conversation.patient_id == pid)).one()
         assert conv.status in ("active", "waiting")
+
+
+def test_a_checkin_held_for_quiet_hours_when_the_patient_is_paused_does_not_wait_for_them(
+        rt, clock, messenger):
+    """The 07:30 check-in started and is held until 08:00; at 07:45 the coordinator pauses
+    the patient (admitted to hospital). Its messages were then cancelled at 08:00, but the
+    check-in stayed open, waiting on a question never sent: resumed the next day, the patient
+    got "Reminder: your check-in is waiting" about a check-in they never had, and their texts
+    were taken as its answers. Pausing now closes a conversation none of which has been sent."""
+    from bot.services.patients import PatientChanges, update_patient
+
+    clock.set(datetime(2026, 6, 1, 6, 0, tzinfo=UTC))  # Monday 07:00 London
+    pid = _patient(rt, clock.now())
+    with rt.transaction() as s:
+        save_schedule(s, rt.ctx, s.get(Patient, pid), "checkin", "07:30", 7, clock.now(), "t")
+    clock.set(datetime(2026, 6, 1, 6, 30, tzinfo=UTC))  # 07:30: started, held until 08:00
+    tick(rt)
+    clock.set(datetime(2026, 6, 1, 6, 45, tzinfo=UTC))
+    with rt.transaction() as s:
+        update_patient(s, s.get(Patient, pid), PatientChanges(status="paused"), ctx=rt.ctx,
+                       now=clock.now(), actor="coordinator")
+    clock.set(datetime(2026, 6, 1, 7, 0, tzinfo=UTC))
+    tick(rt)
+    with rt.transaction() as s:
+        conv = s.scalars(select(Conversation).where(Conversation.patient_id == pid)).one()
+        assert conv.status == "interrupted"
+        update_patient(s, s.get(Patient, pid), PatientChanges(status="active"), ctx=rt.ctx,
+                       now=clock.now(), actor="coordinator")
+    clock.set(datetime(2026, 6, 2, 7, 0, tzinfo=UTC))  # Tuesday 08:00: no reminder of it
+    tick(rt)
+    assert _to_patient(messenger) == []

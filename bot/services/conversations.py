@@ -93,6 +93,31 @@ def interrupt_active(session: Session, patient_id: int, now: datetime, reason: s
         _cancel_unsent(session, conv, now, f"conversation interrupted: {reason}")
 
 
+def interrupt_unsent(session: Session, patient_id: int, now: datetime, reason: str) -> list[int]:
+    """Stop the patient's open conversations nothing of which has been sent (all their
+    messages written but never tried: held for quiet hours, say), as interrupt_active does;
+    returns their ids. One the patient has been sent anything of stays open: they may answer
+    it. For a patient paused: a check-in held until 08:00 that the pause cancels must not
+    stay open, waiting on a question they never had (its "your check-in is waiting" reminder
+    would follow on resuming, and their texts be taken as its answers)."""
+    stopped = []
+    for conv in session.scalars(select(Conversation).where(
+            Conversation.patient_id == patient_id, Conversation.status.in_(OPEN))
+            .order_by(Conversation.id).with_for_update()):
+        items = list(session.scalars(
+            select(OutboxItem).join(Message, Message.id == OutboxItem.message_id)
+            .where(Message.conversation_id == conv.id).with_for_update(of=OutboxItem)))
+        if not items or any(item.status != "pending" or item.attempts for item in items):
+            continue
+        conv.status, conv.wait_deadline, conv.updated_at = "interrupted", None, now
+        conv.state = {**conv.state, "interrupted": reason}
+        _cancel_rows(session, items, now, f"conversation interrupted: {reason}")
+        audit(session, now, "system", "conversation.interrupted", "conversation", conv.id,
+              patient_id=patient_id, flow=conv.flow_id, reason=reason)
+        stopped.append(conv.id)
+    return stopped
+
+
 def supersede(session: Session, conv: Conversation, now: datetime, by: str) -> None:
     """Close a conversation still waiting for a reply that has not come, because something
     scheduled must start now (see bot.services.schedules). Audited."""

@@ -455,6 +455,13 @@ def update_patient(session: Session, patient: Patient, changes: PatientChanges, 
         if old != new:
             result.changes[key] = (old, new)
             setattr(patient, key, new)
+    if result.changes.get("status", (None, None))[1] == "paused":
+        from bot.services.conversations import interrupt_unsent
+
+        # What was written for them and not sent (held for quiet hours) is not sent now.
+        stopped = interrupt_unsent(session, patient.id, now, reason="patient paused")
+        if stopped:
+            extra["conversations_interrupted"] = stopped
     if "timezone" in result.changes:
         old_zone, new_zone = result.changes["timezone"]
         result.moved = _move_schedules(session, patient, old_zone, new_zone, now)
