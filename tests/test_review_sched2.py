@@ -113,3 +113,26 @@ def test_a_checkin_held_for_quiet_hours_when_the_patient_is_paused_does_not_wait
     clock.set(datetime(2026, 6, 2, 7, 0, tzinfo=UTC))  # Tuesday 08:00: no reminder of it
     tick(rt)
     assert _to_patient(messenger) == []
+
+
+def test_removing_a_schedule_whose_last_run_is_over_cancels_nothing(rt, clock, messenger):
+    """The run's conversation is over (the patient answered): removing the schedule stops it
+    and touches nothing else."""
+    clock.set(datetime(2026, 6, 1, 8, 0, tzinfo=UTC))  # Monday 09:00 London
+    pid = _patient(rt, clock.now())
+    with rt.transaction() as s:
+        sched_id = save_schedule(s, rt.ctx, s.get(Patient, pid), "reminder", "10:00", 1,
+                                 clock.now(), "t",
+                                 {"reminder_text": "Take your tablets."}).schedule.id
+    clock.set(datetime(2026, 6, 1, 9, 0, tzinfo=UTC))
+    tick(rt)
+    assert len(_to_patient(messenger)) == 1
+    with rt.transaction() as s:
+        conv = s.scalars(select(Conversation).where(Conversation.patient_id == pid)).one()
+        conv.status = "completed"
+    with rt.transaction() as s:
+        remove_schedule(s, sched_id, clock.now(), "coordinator")
+    with rt.transaction() as s:
+        [removed] = s.scalars(select(AuditLog).where(AuditLog.action == "schedule.remove"))
+        assert "stopped_unsent" not in removed.details
+        assert not s.scalars(select(AuditLog).where(AuditLog.action == "outbox.cancelled")).all()
