@@ -212,3 +212,56 @@ class TestLoopGuard:
         for _ in range(8):
             texted(client, "I am away from my phone, I will reply later", sender=STRANGER)
         assert 3 <= len(bodies(fake_http, STRANGER)) <= 4
+
+
+# -- HELP while a check-in question waits -------------------------------------------------------
+
+@pytest.mark.parametrize("word", ["HELP", "info", "Ayuda"])
+def test_help_mid_check_in_asks_the_question_again_when_handling_fails(
+        client, rt, fake_http, monkeypatch, word):
+    """As on the normal path: the help text, then the question waiting, so the patient sees
+    what to answer next; no try used, and their next answer still goes to the question."""
+    from tests.test_webhooks import _asked_mid_checkin, _conversation_state, _question
+
+    pid, node = _asked_mid_checkin(rt, client)
+    before = _conversation_state(rt, pid)
+    fake_http.requests.clear()
+    failed_text(client, monkeypatch, rt, word, PHONE)
+    with rt.transaction() as s:
+        assert bodies(fake_http) == [rt.ctx.text_for(s.get(Patient, pid), "help"),
+                                     _question(rt, "checkin", node)]
+    assert _conversation_state(rt, pid) == before
+    monkeypatch.undo()
+    texted(client, "3")
+    from bot.store.models import Answer
+    with rt.transaction() as s:
+        assert s.scalars(select(Answer.value).where(Answer.patient_id == pid)).all() == [3]
+
+
+def test_help_after_stop_asks_no_question_when_handling_fails(client, rt, fake_http,
+                                                              monkeypatch):
+    from tests.test_webhooks import _asked_mid_checkin
+
+    _asked_mid_checkin(rt, client)
+    texted(client, "STOP")
+    fake_http.requests.clear()
+    failed_text(client, monkeypatch, rt, "HELP", PHONE)
+    assert bodies(fake_http) == [rt.ctx.text_for(None, "help")]
+
+
+def test_help_is_answered_when_asking_the_question_again_fails_too(client, rt, fake_http,
+                                                                   monkeypatch):
+    """The question asked again is the extra: if it is what fails, the help text still goes."""
+    from bot.services import conversations
+    from tests.test_webhooks import _asked_mid_checkin
+
+    _asked_mid_checkin(rt, client)
+    fake_http.requests.clear()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(conversations, "ask_again", broken)
+    failed_text(client, monkeypatch, rt, "HELP", PHONE)
+    assert bodies(fake_http) == [rt.ctx.text_for(None, "help")]
+

@@ -804,7 +804,8 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
     "unprocessed" (for the care team to read: /healthz counts them) and only the red-flag
     path runs (a question about one gets the safety net), and STOP, START (YES while opted
     out) and HELP, which must never be lost: the status changes (the patient's, or a
-    number's that is not enrolled) and the usual answer goes. A number that is not enrolled
+    number's that is not enrolled) and the usual answer goes (after HELP, the question
+    waiting is asked again, as normally). A number that is not enrolled
     is otherwise answered as on the normal path (_unknown_sender): the polite reply, a
     question's safety net, a red flag's instruction and escalation (urgent too). The text is
     read for red flags as on the normal path (_red_flags_in): one split over it and the texts
@@ -866,6 +867,8 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
                                      else "awaiting_consent", now))
     elif command == "HELP":
         out.outbox_ids.append(_reply(session, ctx, patient, msg, "help", now))
+        if patient.status not in ("opted_out", DISCHARGED):  # as on the normal path
+            out.outbox_ids += _try_ask_again(session, ctx, patient, msg, now)
     # A keyword is read alone, as on the normal path; any other text may end a red flag begun
     # in the texts just before it, or confirm a question asked there.
     triage, words = ((detect(text, ctx.vocabulary), text) if command else
@@ -902,6 +905,20 @@ def _try_interrupt(session: Session, patient: Patient, now: datetime, reason: st
     except Exception:
         log.exception("inbound for patient %s: ending the conversation failed again; left open",
                       patient.id)
+
+
+def _try_ask_again(session: Session, ctx: ServiceContext, patient: Patient,
+                   msg: InboundMessage, now: datetime) -> list[int]:
+    """On the failure path, after the help text: the question waiting, asked again as the
+    normal path does (conversations.ask_again). In a savepoint: if this is what failed, the
+    help text still goes, alone."""
+    try:
+        with session.begin_nested():
+            return conversations.ask_again(session, ctx, patient, now, channel=msg.channel)
+    except Exception:
+        log.exception("inbound for patient %s: asking the question again failed again",
+                      patient.id)
+        return []
 
 
 def _still_looping(session: Session, ctx: ServiceContext, msg: InboundMessage, text: str,
