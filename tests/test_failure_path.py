@@ -265,3 +265,20 @@ def test_help_is_answered_when_asking_the_question_again_fails_too(client, rt, f
     failed_text(client, monkeypatch, rt, "HELP", PHONE)
     assert bodies(fake_http) == [rt.ctx.text_for(None, "help")]
 
+
+# -- a care-team phone's text that is no ACK ------------------------------------------------------
+
+@pytest.mark.parametrize("body", ["on my way", EMERGENCY])
+def test_a_care_team_text_that_is_no_ack_gets_the_usage_reply_when_handling_fails(
+        client, rt, fake_http, monkeypatch, body):
+    """The normal path answers a care-team phone's text that is no ACK with how to
+    acknowledge (staff_usage: nothing was acknowledged, the alerts go on). The failure path
+    left it unanswered: a nurse who typed the ACK wrong heard nothing."""
+    oncall = chain_phones(rt)[0]
+    texted(client, body, sender=oncall)
+    normal = alerts(fake_http, oncall)
+    assert normal == [rt.ctx.texts.render("staff_usage", "en")]
+    fake_http.requests.clear()
+    failed_text(client, monkeypatch, rt, body, oncall)
+    assert alerts(fake_http, oncall) == normal
+    assert escalations(rt) == []

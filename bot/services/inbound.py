@@ -805,7 +805,8 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
     path runs (a question about one gets the safety net), and STOP, START (YES while opted
     out) and HELP, which must never be lost: the status changes (the patient's, or a
     number's that is not enrolled) and the usual answer goes (after HELP, the question
-    waiting is asked again, as normally). A number that is not enrolled
+    waiting is asked again, as normally). A care-team phone gets the normal path's answer
+    (how to acknowledge), or, for an ACK, that it did not count. A number that is not enrolled
     is otherwise answered as on the normal path (_unknown_sender): the polite reply, a
     question's safety net, a red flag's instruction and escalation (urgent too). The text is
     read for red flags as on the normal path (_red_flags_in): one split over it and the texts
@@ -828,11 +829,13 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
     if staff is not None and (patient is None or _acks(session, ack_request(text))):
         # A care-team phone (also one enrolled as a patient, whose ACK is the nurse's on the
         # normal path too): the nurse must know the ACK did not count: the chain will page on.
-        if ack_request(text) is not None:
-            body = ctx.texts.render("staff_failed", "en")
-            out.outbox_ids.append(enqueue(session, Draft(
-                to=msg.sender, channel=msg.channel, body=body, kind="staff",
-                priority=PRIORITY_EMERGENCY), now).id)
+        # Any other text from it gets what the normal path answers (_staff_command): how to
+        # acknowledge, and that nothing was acknowledged.
+        key = "staff_failed" if ack_request(text) is not None else "staff_usage"
+        body = ctx.texts.render(key, "en")
+        out.outbox_ids.append(enqueue(session, Draft(
+            to=msg.sender, channel=msg.channel, body=body, kind="staff",
+            priority=PRIORITY_EMERGENCY), now).id)
         return out
     if patient is None:
         if _number_keyword(session, ctx, msg, text, now, out):
