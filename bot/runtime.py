@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.clock import Clock, SystemClock
@@ -140,12 +141,20 @@ class Runtime:
 
     def replay_spool(self) -> int:
         """Put spooled inbound messages through the normal path, oldest first. Stops at the
-        first one the database still refuses; returns how many went in."""
+        first one the database still refuses; returns how many went in.
+
+        A file the database answers for but cannot take yet (an OperationalError: the
+        patient's row held past lock_timeout, a statement timeout) is no file that "keeps
+        failing": it waits, with its sender's later files (kept in order), for the next
+        replay, however long, and is never set aside, where a red flag in it would never be
+        escalated. Only other errors (a bug that the message trips every time) count towards
+        setting a file aside."""
         from bot.services.receiving import store_and_handle
 
         done = 0
         if not self.database_ready():
             return done
+        waiting: set[str] = set()  # senders (sids) whose older file the database refused
         for path in self.spool.pending() if self.spool else []:
             try:
                 msg = Spool.load(path)
@@ -155,15 +164,23 @@ class Runtime:
                 log.error("spool file %s is unreadable; set aside as .bad", path.name)
                 Spool.set_aside(path)
                 continue
+            key = f"status:{msg.sid}" if isinstance(msg, SpooledStatus) else msg.sender
+            if key in waiting:
+                continue  # after an older one of theirs that must go in first
             try:
                 if isinstance(msg, SpooledStatus):
                     self._replay_status(msg)
                 else:
                     store_and_handle(self, msg)
-            except Exception:
+            except Exception as exc:
                 if not ping(self.engine):
                     log.warning("spool replay paused: the database is still unavailable")
                     break
+                if isinstance(exc, OperationalError):
+                    log.warning("spooled file %s: the database cannot take it yet (%s); "
+                                "kept for the next replay", path.name, type(exc.orig).__name__)
+                    waiting.add(key)
+                    continue
                 # The database answers but this one file keeps failing: after a few tries,
                 # keep it aside for a person (reported on /healthz) rather than let it hold
                 # up every message behind it.

@@ -8,10 +8,12 @@ import stat
 import time
 from contextlib import contextmanager
 
+import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from bot.store.db import make_engine, make_session_factory
-from bot.store.models import AuditLog, Escalation, Message, OutboxItem
+from bot.store.models import AuditLog, Escalation, Message, OutboxItem, Patient
 from tests.test_webhooks import INBOUND, PHONE, bodies, count, enrol, post, sid, texted
 from tests.twilio_support import (  # noqa: F401 - fixtures
     TWILIO_SETTINGS,
@@ -445,3 +447,53 @@ def test_a_web_worker_starts_while_the_database_is_down_and_catches_up_once_it_i
             assert count(rt, Message, Message.direction == "in") == 2  # the normal path again
         finally:
             rt.close()
+
+
+class _LockTimeout(Exception):
+    sqlstate = "55P03"  # PostgreSQL's lock_not_available, as psycopg says it
+
+
+@pytest.mark.parametrize("body, level", [("my legs gave way and I wet myself", "emergency"),
+                                         ("back pain is 9/10 and wakes me every night",
+                                          "urgent")])
+def test_a_red_flag_whose_handling_and_fallback_both_hit_the_database_is_escalated_later(
+        client, rt, fake_http, monkeypatch, body, level):
+    """A double fault: the patient's row is held elsewhere past lock_timeout, so handling the
+    message raises and so does the failure path's recorder. The database answers (a ping
+    works) but cannot take this message yet. An emergency's instruction goes at once in the
+    TwiML; the message waits in the spool, and is escalated (once, the patient not told
+    twice) when the row is free, however many replays find it still held: it must not be set
+    aside as a file that fails with the database up, where no alert ever comes of it."""
+    import bot.services.receiving as receiving
+
+    pid = enrol(rt)
+
+    def locked(*args, **kwargs):
+        raise OperationalError("SELECT ... FOR UPDATE", {}, _LockTimeout(
+            "canceling statement due to lock timeout"))
+
+    monkeypatch.setattr(receiving, "_handle", locked)
+    monkeypatch.setattr(receiving, "record_after_failure", locked)
+    res = texted(client, body)
+    assert res.status_code == 200
+    with rt.transaction() as s:
+        told = rt.ctx.text_for(s.get(Patient, pid), level)
+    twiml = res.get_data(as_text=True)
+    assert ("this could be serious" in twiml) == (level == "emergency")
+    assert len(rt.spool.pending()) == 1 and count(rt, Message) == 0
+    for _ in range(5):  # the row still held: each replay finds the database up
+        assert rt.replay_spool() == 0
+    assert len(rt.spool.pending()) == 1 and rt.spool.set_aside_count() == 0
+    assert client.get("/healthz").get_json()["spooled_inbound"] == 1
+
+    monkeypatch.undo()  # the lock is released
+    assert rt.replay_spool() == 1
+    assert rt.spool.pending() == [] and rt.spool.set_aside_count() == 0
+    with rt.transaction() as s:
+        [esc] = s.scalars(select(Escalation)).all()
+        assert esc.level == level
+        [status] = s.scalars(select(Message.status).where(Message.direction == "in")).all()
+        assert status != "unprocessed"  # handled the normal way, once
+    team = rt.settings.care_team
+    assert len(sent_to(fake_http, team.contact(team.escalation_chain[0]).phone)) == 1
+    assert bodies(fake_http) == ([] if level == "emergency" else [told])
