@@ -282,3 +282,50 @@ def test_a_care_team_text_that_is_no_ack_gets_the_usage_reply_when_handling_fail
     failed_text(client, monkeypatch, rt, body, oncall)
     assert alerts(fake_http, oncall) == normal
     assert escalations(rt) == []
+
+
+# -- the failure path itself fails (a bug both paths trip), the database up ------------------------
+
+@pytest.mark.parametrize("body, level", [(URGENT, "urgent"), (EMERGENCY, "emergency")])
+def test_a_red_flag_is_escalated_when_the_failure_path_fails_too(
+        client, rt, fake_http, monkeypatch, body, level):
+    """Handling raises, and so does record_after_failure (a bug in what both run, say the
+    conversation's). The message went to the spool, failed every replay the same way and
+    was set aside: an urgent flag reached nobody, an emergency only the TwiML. Now a last
+    resort keeps the message unprocessed and acts on its red flag alone: the instruction for
+    its tier, once, through the outbox, and the team alerted; nothing spooled."""
+    import bot.services.receiving as receiving
+
+    pid = enrol(rt)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the failure path too")
+
+    monkeypatch.setattr(receiving, "record_after_failure", broken)
+    handling_fails(monkeypatch)
+    res = texted(client, body)
+    assert res.status_code == 200 and b"<Message" not in res.data
+    assert rt.spool.pending() == []
+    with rt.transaction() as s:
+        assert s.scalars(select(Message.status).where(
+            Message.direction == "in")).all() == ["unprocessed"]
+        assert bodies(fake_http) == [rt.ctx.text_for(s.get(Patient, pid), level)]
+    assert escalations(rt) == [(level, None)]
+    assert len(alerts(fake_http, chain_phones(rt)[0])) == 1
+
+
+def test_stop_is_honoured_when_the_failure_path_fails_too(client, rt, fake_http, monkeypatch):
+    import bot.services.receiving as receiving
+
+    pid = enrol(rt)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the failure path too")
+
+    monkeypatch.setattr(receiving, "record_after_failure", broken)
+    handling_fails(monkeypatch)
+    texted(client, "STOP")
+    assert rt.spool.pending() == []
+    assert patient_status(rt, pid) == "opted_out"
+    with rt.transaction() as s:
+        assert bodies(fake_http) == [rt.ctx.text_for(s.get(Patient, pid), "stopped")]

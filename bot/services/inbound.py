@@ -897,6 +897,58 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
     return out
 
 
+def record_last_resort(session: Session, ctx: ServiceContext, msg: InboundMessage,
+                       now: datetime) -> InboundOutcome:
+    """When record_after_failure raised too, the database up (a bug both paths trip): keep the
+    message "unprocessed" for the team and do only what must never be lost, with as little as
+    possible: a patient's STOP (the status and its answer), and a red flag in this text alone
+    (its tier's instruction to the sender and the escalation; a question's safety net).
+    Nothing else: no conversation, no split red flag, no care-team ACK (a person reads the
+    message). Raises if any of it fails: the caller then spools the message (an emergency's
+    instruction going back in the webhook's TwiML) for a replay to try again."""
+    patient = session.scalars(select(Patient).where(Patient.phone == msg.sender)
+                              .with_for_update()).first()
+    message_id = record_inbound(session, msg, now, patient.id if patient else None,
+                                status="unprocessed")
+    if message_id is None:
+        return InboundOutcome(duplicate=True)
+    audit(session, now, "system", "inbound.unprocessed", "message", message_id,
+          last_resort=True)
+    out = InboundOutcome(message_id=message_id, patient_id=patient.id if patient else None)
+    escalated = len(session.info.get(ESCALATED_INFO, ()))
+    text = (msg.button_payload or msg.body or "").strip()
+    triage = detect(text, ctx.vocabulary)
+    out.level = triage.level
+    if ctx.settings.care_team.contact_by_phone(msg.sender) is not None and patient is None:
+        return out  # a care-team phone: its text is read by a person (no patient's flag)
+    if patient is not None and patient_keyword(msg, text, patient)[0] == "STOP":
+        _set_status(session, patient, "opted_out", now, "patient.opt_out", text)
+        out.outbox_ids.append(_reply(session, ctx, patient, msg, "stopped", now))
+        return out
+    red_flags = [f for f in triage.flags if level_for_flags([f], ctx.vocabulary) != "routine"]
+    if patient is None:
+        if triage.level != "routine":
+            out.outbox_ids += _unknown_sender(session, ctx, msg, text, now, out,
+                                              read=(triage, text))
+    elif triage.level == "emergency" and not triage.hypothetical:
+        out.outbox_ids += emergency_response(session, ctx, patient, red_flags, text, now,
+                                             channel=msg.channel)
+    elif triage.level == "urgent" and not triage.hypothetical:
+        out.outbox_ids += urgent_response(session, ctx, patient, red_flags, text, now,
+                                          channel=msg.channel)
+    elif triage.level != "routine":
+        out.safety_net = True
+        out.outbox_ids += [_reply(session, ctx, patient, msg, key, now, kind="safety_net")
+                           for key in reply_keys(triage.flags, ctx.vocabulary,
+                                                 hypothetical=True)]
+    if msg.told_emergency:  # replayed from the spool: the patient was told in the TwiML
+        _hold_told_emergency(session, msg, out, now)
+    out.escalated = _escalated_since(session, escalated)
+    log.error("inbound %s kept by the last resort (only STOP and red flags acted on)",
+              message_id)
+    return out
+
+
 def _try_interrupt(session: Session, patient: Patient, now: datetime, reason: str) -> None:
     """On the failure path: end the patient's open conversation, as the normal path does
     after STOP or an emergency (no reminder of its question, their next text no answer to

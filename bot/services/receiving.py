@@ -2,6 +2,8 @@
 
 1. Handle it in one transaction (bot.services.inbound).
 2. If that fails, store it as "unprocessed" in a fresh transaction and act on any red flag.
+   If that fails too (a bug, the database up), the last resort: stored "unprocessed", and only
+   STOP and the text's red flag acted on (inbound.record_last_resort).
 3. If the database cannot take it at all, write it to the local spool (bot.services.spool) and,
    for an emergency, answer at once in the webhook's own TwiML: the instruction to the patient
    and, on the same channel, an alert to the on-call contact. The spool is replayed through
@@ -23,6 +25,7 @@ from bot.services.inbound import (
     InboundOutcome,
     handle_inbound_message,
     record_after_failure,
+    record_last_resort,
 )
 
 log = logging.getLogger(__name__)
@@ -63,8 +66,17 @@ def store_and_handle(rt, msg: InboundMessage) -> InboundOutcome:
             outcome, jobs = _handle(rt, msg)
     except Exception:
         log.exception("handling inbound message failed; storing it unprocessed")
-        with rt.transaction() as session:
-            outcome = record_after_failure(session, rt.ctx, msg, rt.clock.now())
+        try:
+            with rt.transaction() as session:
+                outcome = record_after_failure(session, rt.ctx, msg, rt.clock.now())
+        except OperationalError:
+            raise  # the database cannot take it now: the spool (step 3)
+        except Exception:
+            # A bug the failure path trips too, the database up: spooled, the message would
+            # fail every replay the same way and be set aside, its red flag never escalated.
+            log.exception("the failure path failed too; keeping the message by the last resort")
+            with rt.transaction() as session:
+                outcome = record_last_resort(session, rt.ctx, msg, rt.clock.now())
         _after_commit(rt.dispatch_soon, outcome.outbox_ids)
         return outcome
     _after_commit(rt.send_claimed, jobs)
