@@ -433,6 +433,8 @@ def parse_choice(text: str, options: Sequence[Sequence[str]]) -> ParseResult:
     if _negated(words, matched) or out_of_range:
         return ParseResult.not_understood(AMBIGUOUS)  # "not done", "2 not 3"
     choice = chosen.pop()
+    if _says_the_other(words, matched, options, choice):
+        return ParseResult.not_understood(AMBIGUOUS)  # "nope, done", "yeah, forgot"
     same = _YES if any(_in(words[i], _YES) for i in matched) else _NO
     if choice not in picked_plainly and not all(
             position in matched or _in(word, _FILLER | same)
@@ -446,18 +448,48 @@ def parse_choice(text: str, options: Sequence[Sequence[str]]) -> ParseResult:
 _PLAIN_OPTION_WORDS = {"yes": ({"yes"}, {"si"}), "no": ({"no"},)}
 
 
-def _plain_yes_no_option(text: str, options: Sequence[Sequence[str]]) -> int | None:
-    """For options that are a yes and a no (one option lists a plain "yes" or "si", one a
-    plain "no": the reminder's done / can't), the one a reply made only of a yes (or only of
-    a no) picks: "Y", "yep", "nope", as every YES/NO question reads them. None otherwise (the
-    reply is read as the options' words: on a scale, "no mucho" is no plain no)."""
+def _plain_picks(options: Sequence[Sequence[str]]) -> dict[str, int] | None:
+    """{"yes": the option a plain yes picks, "no": the one a plain no picks} for options that
+    are a yes and a no (one option lists a plain "yes" or "si", one a plain "no": the
+    reminder's done / can't); None for other options (a scale)."""
     picks = {answer: [index for index, phrases in enumerate(options, start=1)
                       if any(set(tokens(phrase)) in plain for phrase in phrases)]
              for answer, plain in _PLAIN_OPTION_WORDS.items()}
     if any(len(picked) != 1 for picked in picks.values()):
         return None
+    return {answer: picked[0] for answer, picked in picks.items()}
+
+
+def _plain_yes_no_option(text: str, options: Sequence[Sequence[str]]) -> int | None:
+    """For options that are a yes and a no (see _plain_picks), the one a reply made only of a
+    yes (or only of a no) picks: "Y", "yep", "nope", as every YES/NO question reads them.
+    None otherwise (the reply is read as the options' words: on a scale, "no mucho" is no
+    plain no)."""
+    picks = _plain_picks(options)
+    if picks is None:
+        return None
     said = parse_yesno(text, reasons=False)
-    return picks[str(said.value)][0] if said.ok else None
+    return picks[str(said.value)] if said.ok else None
+
+
+def _says_the_other(words: list[str], matched: set[int], options: Sequence[Sequence[str]],
+                    choice: int) -> bool:
+    """For options that are a yes and a no (see _plain_picks), whether a word beside the one
+    that picked `choice` is a yes or a no that picks the other: "nope, done" or "nah all
+    good" to "reply 1 if done, or 2 if you can't make it" says both ("yep, forgot" too), and
+    is asked again. A yes beside "done" or a no beside "forgot" agrees with it."""
+    picks = _plain_picks(options)
+    if picks is None:
+        return False
+    for position, word in enumerate(words):
+        if position in matched:
+            continue
+        # "n" is left out: texted, it is as often "and" ("took them n done").
+        said = ("yes" if _in(word, _YES) else
+                "no" if _in(word, _NO_ANSWER_ONLY) and word != "n" else None)
+        if said is not None and picks[said] != choice:
+            return True
+    return False
 
 
 def _negated(words: list[str], matched: set[int]) -> bool:

@@ -1,0 +1,102 @@
+"""How patients' everyday replies are read, through the real inbound path (the Twilio
+webhook, then triage, then the conversation): replies that say two things at once, "not
+yet" and contradictions to a reminder, and emoji."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from bot.services.conversations import active_conversation, start_flow
+from bot.services.patients import Enrolment, onboard_patient
+from bot.store.models import Answer, Patient
+from tests.twilio_signing import sign
+from tests.twilio_support import (  # noqa: F401 - fixtures
+    AUTH_TOKEN,
+    PUBLIC_URL,
+    fake_http,
+    messenger,
+    sent_to,
+    settings_overrides,
+)
+
+PHONE = "+447700900123"
+INBOUND = "/webhooks/twilio/message"
+_n = iter(range(10**6))
+
+REMINDER_RETRY = "Sorry, we did not understand. Please reply 1 if done, or 2 if you can't make it."
+REMINDER_CANNOT = "Thank you for letting us know. Your care team will see your reply."
+
+
+def texted(client, body):
+    params = {"MessageSid": f"SM{next(_n):032d}", "From": PHONE, "To": "+447700900999",
+              "Body": body}
+    res = client.post(INBOUND, data=params, headers={
+        "X-Twilio-Signature": sign(AUTH_TOKEN, PUBLIC_URL + INBOUND, params)})
+    assert res.status_code == 200
+
+
+def _consented(rt) -> int:
+    with rt.transaction() as s:
+        patient, _ = onboard_patient(s, rt.ctx, Enrolment(PHONE, "Joan Baker", "Europe/London"),
+                                     rt.clock.now(), "test", respect_quiet_hours=False)
+        patient.consent_at = rt.clock.now()
+        return patient.id
+
+
+def _started(rt, pid, flow_id, **params) -> None:
+    with rt.transaction() as s:
+        start_flow(s, rt.ctx, s.get(Patient, pid), flow_id, rt.clock.now(), params=params)
+
+
+def answers(rt, pid) -> dict:
+    with rt.transaction() as s:
+        return {a.question_key: a.value
+                for a in s.scalars(select(Answer).where(Answer.patient_id == pid)
+                                   .order_by(Answer.id))}
+
+
+def sent(fake_http) -> list[str]:
+    return [d["Body"] for d in sent_to(fake_http, PHONE)]
+
+
+def waiting_at(rt, pid) -> tuple[str | None, int]:
+    """(the question the patient's conversation waits at, the tries used there)."""
+    with rt.transaction() as s:
+        conv = active_conversation(s, pid)
+        return (None, 0) if conv is None else (conv.current_node, conv.state.get("tries", 0))
+
+
+def _reminded(rt, fake_http) -> int:
+    pid = _consented(rt)
+    _started(rt, pid, "reminder", reminder_text="Take your dexamethasone")
+    fake_http.reset()
+    return pid
+
+
+# ---- a reminder: a no beside "done" -------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["nope, done", "Nope done", "nah, done", "nah all good",
+                                  "yeah, forgot", "yep missed it"])
+def test_a_reminder_reply_that_says_both_yes_and_no_is_asked_again(client, rt, fake_http, text):
+    """ "nope, done" was recorded as done: "done" picked the option and "nope" beside it was
+    not read as a no (only "no", "not"... were). After "Reply 1 if done, or 2 if you can't
+    make it" it says both, so the patient is asked again, with the numbers."""
+    pid = _reminded(rt, fake_http)
+    texted(client, text)
+    assert answers(rt, pid) == {}
+    assert sent(fake_http)[-1] == REMINDER_RETRY  # after the reminder itself, held till now
+    assert waiting_at(rt, pid) == ("remind", 1)
+    texted(client, "1")
+    assert answers(rt, pid) == {"reminder_reply": "done"}
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("yep, done", "done"), ("Yes done thanks", "done"), ("nope, forgot", "cannot"),
+    ("no, missed it", "cannot"), ("Nope, sorry", "cannot"), ("done \U0001f44d", "done")])
+def test_a_reminder_reply_whose_yes_or_no_agrees_with_its_words_is_taken(client, rt, fake_http,
+                                                                         text, value):
+    pid = _reminded(rt, fake_http)
+    texted(client, text)
+    assert answers(rt, pid) == {"reminder_reply": value}
+
