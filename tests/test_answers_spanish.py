@@ -175,14 +175,14 @@ def test_casi_nada_or_un_poquito_is_no_pain_score(text):
 @pytest.mark.parametrize(("english", "spanish"), [
     ("not yet", "todavia no"), ("not yet", "todavía no"), ("Not yet", "Aún no"),
     ("no, not yet", "no, todavía no"), ("not yet, later", "todavía no, luego")])
-def test_not_yet_to_the_reminder_is_asked_again_in_spanish_as_in_english(english, spanish):
-    # Neither done nor "can't make it" ("to rearrange, call..."): the reminder asks again, in
-    # both languages, for 1 or 2.
-    assert not _reply_to("reminder", "remind", english).ok
-    assert not _reply_to("reminder", "remind", spanish).ok
+def test_not_yet_to_the_reminder_is_not_done_in_spanish_as_in_english(english, spanish):
+    # Not done (yet): the reminder's "can't" (reminder revision 4), as a no is, in both
+    # languages. It was asked again, for 1 or 2, though the patient had answered.
+    assert _reply_to("reminder", "remind", english).value == "cannot"
+    assert _reply_to("reminder", "remind", spanish).value == "cannot"
 
 
-def test_todavia_no_gets_the_spanish_reminder_prompt_again_and_records_nothing(
+def test_todavia_no_to_the_spanish_reminder_is_not_done_and_acknowledged(
         client, rt, fake_http):
     with rt.transaction() as s:
         p = enrol_patient(s, Enrolment(PHONE, "Lucia Perez", "Europe/Madrid", language="es"),
@@ -192,8 +192,6 @@ def test_todavia_no_gets_the_spanish_reminder_prompt_again_and_records_nothing(
                    params={"reminder_text": "Tome la dexametasona"})
         pid = p.id
     texted(client, "todavía no")
-    assert _answers(rt, pid) == {}
-    assert sent_to(fake_http, PHONE)[-1]["Body"] == (
-        "Perdone, no le hemos entendido. Responda 1 si ya esta hecho, o 2 si no puede.")
-    texted(client, "1")
-    assert _answers(rt, pid) == {"reminder_reply": "done"}
+    assert _answers(rt, pid) == {"reminder_reply": "cannot"}
+    assert sent_to(fake_http, PHONE)[-1]["Body"].startswith(
+        "Gracias por avisarnos. Su equipo vera su respuesta.")

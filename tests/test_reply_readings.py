@@ -100,3 +100,24 @@ def test_a_reminder_reply_whose_yes_or_no_agrees_with_its_words_is_taken(client,
     texted(client, text)
     assert answers(rt, pid) == {"reminder_reply": value}
 
+
+# ---- a reminder: "not yet" ------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["not yet", "Not yet, later", "nope not yet"])
+def test_not_yet_to_a_reminder_is_not_done_and_acknowledged(client, rt, fake_http, text):
+    """ "Not yet" to "Take your dexamethasone. Reply 1 if done, or 2 if you can't make it"
+    was "Sorry, we did not understand" (a try used; three closed the reminder unanswered).
+    It says not done: recorded as the reminder's no is, with the same acknowledgement."""
+    pid = _reminded(rt, fake_http)
+    texted(client, text)
+    assert answers(rt, pid) == {"reminder_reply": "cannot"}
+    assert sent(fake_http)[-1].startswith(REMINDER_CANNOT)
+    assert REMINDER_RETRY not in sent(fake_http)
+    assert waiting_at(rt, pid) == (None, 0)
+
+
+def test_not_yet_beside_done_to_a_reminder_is_asked_again(client, rt, fake_http):
+    pid = _reminded(rt, fake_http)
+    texted(client, "not yet done")
+    assert answers(rt, pid) == {}
+    assert sent(fake_http)[-1] == REMINDER_RETRY
