@@ -14,6 +14,7 @@ import click
 
 from bot.domain.engine import (
     WAITING,
+    AlsoAnswered,
     AnswerRecorded,
     EngineError,
     FlagRaised,
@@ -110,6 +111,8 @@ def _show(result: StepResult, context: dict, texts) -> None:
             click.echo(f"  [flag raised: {record.name}]")
         elif isinstance(record, AnswerRecorded):
             click.echo(f"  [saved {record.key} = {record.value!r}]")
+        elif isinstance(record, AlsoAnswered):
+            click.echo(f"  [the same reply answers {record.node_id}: {record.words!r}]")
         elif isinstance(record, NotUnderstood):
             click.echo(f"  [not understood: {record.reason}]")
         elif isinstance(record, TimedOut):

@@ -121,3 +121,68 @@ def test_not_yet_beside_done_to_a_reminder_is_asked_again(client, rt, fake_http)
     texted(client, "not yet done")
     assert answers(rt, pid) == {}
     assert sent(fake_http)[-1] == REMINDER_RETRY
+
+
+# ---- one reply, two answers -----------------------------------------------------------------
+
+PAIN_NEW = "Is this pain new, or different from your usual pain? Reply YES or NO."
+PAIN_NIGHT = "Is the pain worse at night or when you lie flat? Reply YES or NO."
+
+
+def _at_pain_question(rt, fake_http) -> int:
+    pid = _consented(rt)
+    _started(rt, pid, "checkin")
+    fake_http.reset()
+    return pid
+
+
+@pytest.mark.parametrize(("text", "new"), [
+    ("7, and yes its new", "yes"), ("7 and yes it's new", "yes"),
+    ("8, no, same as usual", "no"), ("7, si es nuevo", "yes")])
+def test_a_score_then_a_yes_or_no_to_is_it_new_answers_both(client, rt, fake_http, text, new):
+    """ "7, and yes its new" recorded 7, then asked "is this pain new?", which the patient
+    had just answered. Both answers are taken; the next question is the one after."""
+    from bot.store.models import Escalation
+
+    pid = _at_pain_question(rt, fake_http)
+    texted(client, text)
+    assert answers(rt, pid) == {"worst_pain": int(text[0]), "pain_new": new}
+    assert sent(fake_http) == [PAIN_NIGHT]
+    assert waiting_at(rt, pid) == ("pain_night", 0)
+    with rt.transaction() as s:
+        esc = s.scalars(select(Escalation)).one()  # the urgent alert, with each answer
+        assert esc.level == "urgent"
+        assert set(esc.flags) == ({"severe_pain", "new_back_pain"} if new == "yes"
+                                  else {"severe_pain"})
+        assert "Q: Since your last check-in, what was your worst pain? A: " in esc.words
+        assert "Q: Is this pain new, or different from your usual pain? A: " in esc.words
+
+
+@pytest.mark.parametrize("text", ["7, yes it's bad", "7 yes its new", "7, yes"])
+def test_a_score_with_a_yes_not_clearly_about_the_next_question_still_asks_it(
+        client, rt, fake_http, text):
+    pid = _at_pain_question(rt, fake_http)
+    texted(client, text)
+    assert answers(rt, pid) == {"worst_pain": 7}
+    assert sent(fake_http) == [PAIN_NEW]
+
+
+def test_a_no_after_a_score_of_0_is_not_taken_for_a_question_never_asked(client, rt, fake_http):
+    """0 skips "is this pain new?": the no meant for it must not answer "any new numbness?"."""
+    pid = _at_pain_question(rt, fake_http)
+    texted(client, "0, and no its not new")
+    assert answers(rt, pid) == {"worst_pain": 0}
+    assert waiting_at(rt, pid) == ("numbness", 0)
+    assert "numbness, tingling or pins and needles" in sent(fake_http)[-1]
+
+
+def test_two_answers_with_a_red_flag_still_run_the_emergency_path(client, rt, fake_http):
+    from bot.store.models import Escalation
+
+    pid = _at_pain_question(rt, fake_http)
+    texted(client, "7, and yes its new, and I can't feel my legs")
+    with rt.transaction() as s:
+        esc = s.scalars(select(Escalation)).one()
+        assert esc.level == "emergency"
+        assert active_conversation(s, pid) is None
+    assert PAIN_NIGHT not in sent(fake_http)

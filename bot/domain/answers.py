@@ -210,6 +210,12 @@ def _phrase_positions(words: list[str], phrases: Sequence[str]) -> set[int]:
     return {i for phrase in phrases for span in _phrase_spans(words, tokens(phrase)) for i in span}
 
 
+def is_yes_or_no_word(word: str) -> bool:
+    """Whether a word (as tokens() gives it) is a yes or a no on its own: "yes", "yep",
+    "si", "no", "nope", "not"..."""
+    return _in(word, _YES) or _in(word, _NO)
+
+
 def _yesno_words(words: list[str], yes: Sequence[str], no: Sequence[str]) -> ParseResult:
     if not words:
         return ParseResult.not_understood(EMPTY)

@@ -86,6 +86,18 @@ class AnswerCorrected(_Record):
 
 
 @dataclass(frozen=True)
+class AlsoAnswered(_Record):
+    """One reply answered two questions: `first`, its opening words, the question waiting,
+    and `words`, the rest, the question that follows it (`node_id`), which was not asked
+    ("7, and yes its new" to the pain score: see two_answers). The AnswerRecorded of each
+    come with it."""
+    kind: ClassVar[str] = "also_answered"
+    node_id: str
+    first: str
+    words: str
+
+
+@dataclass(frozen=True)
 class FlagRaised(_Record):
     """A named symptom flag, raised at most once per conversation."""
     kind: ClassVar[str] = "flag"
@@ -128,8 +140,8 @@ class EngineError(_Record):
     node_id: str | None
 
 
-Record = (AnswerRecorded | AnswerCorrected | FlagRaised | FlowStarted | Ended | NotUnderstood
-          | TimedOut | EngineError)
+Record = (AnswerRecorded | AnswerCorrected | AlsoAnswered | FlagRaised | FlowStarted | Ended
+          | NotUnderstood | TimedOut | EngineError)
 
 
 @dataclass
@@ -255,7 +267,8 @@ class _Run:
         if corrected is not None:
             self.correct(*corrected, node)
             return
-        result = parse_reply(node, text)
+        two = two_answers(self.flow, self.state, node, text)
+        result = parse_reply(node, text) if two is None else two[0]
         if not result.ok:
             self.recorded.append(NotUnderstood(node.id, result.reason or "not_understood"))
             tries = self.state["tries"] + 1
@@ -268,8 +281,18 @@ class _Run:
             self.state["tries"] = tries
             return
         self.save(node.save, result.value)
+        said = len(self.outbound)
         self.go(self.choose(node.cases, result.value, node.next))
         self.state.pop(CORRECTABLE, None)
+        if two is not None and self.state["status"] == WAITING:
+            _, head, tail, following, answer = two
+            if self.state["node"] == following.id:
+                # The rest of the reply answers the question just reached: it is not asked.
+                del self.outbound[said:]
+                self.recorded.append(AlsoAnswered(following.id, head, tail))
+                self.save(following.save, answer)
+                self.go(self.choose(following.cases, answer, following.next))
+                return
         if node.answer.type == "integer" and node.save and self.state["status"] == WAITING:
             self.state[CORRECTABLE] = {"node": node.id, "at": self.state["node"]}
 
@@ -316,6 +339,85 @@ def correction(flow: Flow, state: Mapping[str, Any], text: str) -> tuple[AskNode
         return None
     value = answers.parse_correction(text, asked.answer.min, asked.answer.max, previous)
     return None if value is None else (asked, value)
+
+
+# Where a reply that answers two questions divides: a comma, full stop or the like, "and"
+# (", and"), "y", "&", " - ". The first one only.
+_TWO_ANSWERS_BREAK = re.compile(
+    r"\s*(?:[,;.!\n]+|\s-+\s|\s&\s)\s*(?:(?:and|also|plus|y)\s+)?|\s+(?:and|plus|y)\s+",
+    re.IGNORECASE)
+# Words of a question's text that say nothing of what it is about.
+_NOT_A_TOPIC = frozenset({
+    "this", "that", "the", "and", "are", "for", "any", "have", "has", "had", "did", "does",
+    "your", "you", "with", "when", "what", "from", "been", "reply", "yes", "not", "was", "were",
+    "que", "los", "las", "una", "por", "con", "para", "como", "esta", "este", "usted", "responda",
+    "del", "mas", "sus"})
+
+
+def _topic_words(flow: Flow, asked: AskNode, following: AskNode) -> set[str]:
+    """The words of `following`'s question, in every language, that `asked`'s does not use:
+    what it asks about ("new", "different", "usual" for "is this pain new, or different from
+    your usual pain?" after the pain score)."""
+    def words(node: AskNode) -> set[str]:
+        texts = node.text.values() if isinstance(node.text, Mapping) else [node.text]
+        return {w for t in texts for w in answers.tokens(render(t, flow, flow.language, {}))}
+    return {w for w in words(following) - words(asked)
+            if len(w) >= 3 and not w.isdigit() and w not in _NOT_A_TOPIC}
+
+
+def two_answers(flow: Flow, state: Mapping[str, Any], node: AskNode, text: str,
+                ) -> tuple[answers.ParseResult, str, str, AskNode, str | int] | None:
+    """A reply to a number (or numbered) question that also answers, clearly, the YES/NO
+    question its answer leads to, which has not been asked: "7, and yes its new" to the
+    pain score ("is this pain new?" follows a score of 1 or more). (The answer to `node`,
+    the words that gave it, the rest, that next question, the rest's answer to it), or None.
+
+    Clearly: the reply divides at its first break (a comma, "and") into words that answer
+    `node` alone and words that answer the next question alone, with a yes or a no and a
+    word of that question's own ("new", "different", "usual", "nuevo"): "7, yes it's bad" is
+    no answer to "is it new?", and that question is asked. The next question must be where a
+    case of `node` leads, straight (a follow-up), not its `next`: "0, and no" does not answer
+    "any new numbness?", a question the patient has not seen. Neither part may answer the
+    other question, and the whole reply, if it answers `node`, must give the same answer."""
+    if node.answer.type not in ("integer", "choice"):
+        return None
+    match = _TWO_ANSWERS_BREAK.search(text)
+    if match is None or match.start() == 0:
+        return None
+    head, tail = text[:match.start()].strip(), text[match.end():].strip()
+    first = parse_reply(node, head)
+    if not first.ok or not tail:
+        return None
+    whole = parse_reply(node, text)
+    if whole.ok and whole.value != first.value:
+        return None
+    case = next((c for c in node.cases if _matches(c, first.value, state.get("flags") or [])),
+                None)
+    following = flow.node(case.next) if case is not None else None
+    if (not isinstance(following, AskNode) or following.answer.type != "yesno"
+            or following.id == node.id):
+        return None
+    second = parse_reply(following, tail)
+    if not second.ok or parse_reply(node, tail).ok or parse_reply(following, head).ok:
+        return None
+    said = answers.tokens(tail)
+    phrases = [*answers.YES_PHRASES, *answers.NO_PHRASES, *following.answer.all_yes_words(),
+               *following.answer.all_no_words()]
+    if not (any(answers.is_yes_or_no_word(w) for w in said)
+            or any(answers.tokens(p) and " ".join(answers.tokens(p)) in " ".join(said)
+                   for p in phrases)):
+        return None  # "7, it is": no yes or no in it
+    if not _topic_words(flow, node, following) & set(said):
+        return None
+    return first, head, tail, following, second.value  # type: ignore[return-value]
+
+
+def understands(flow: Flow, state: Mapping[str, Any], text: str) -> bool:
+    """Whether the question waiting takes `text` as its answer (alone, or with the next
+    question's: two_answers)."""
+    node = flow.node(state.get("node"))
+    return isinstance(node, AskNode) and (parse_reply(node, text).ok
+                                          or two_answers(flow, state, node, text) is not None)
 
 
 def _out_of_tries(node: AskNode, tries: int) -> bool:

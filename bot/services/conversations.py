@@ -405,6 +405,7 @@ def _apply(session: Session, ctx: ServiceContext, patient: Patient, conv: Conver
     flags: list[str] = []
     follow_on: str | None = None
     corrected = next((r for r in result.recorded if isinstance(r, engine.AnswerCorrected)), None)
+    also = next((r for r in result.recorded if isinstance(r, engine.AlsoAnswered)), None)
     for record in result.recorded:
         if isinstance(record, engine.AnswerRecorded):
             session.add(Answer(patient_id=patient.id, conversation_id=conv.id,
@@ -457,6 +458,11 @@ def _apply(session: Session, ctx: ServiceContext, patient: Patient, conv: Conver
         said = (_in_context(ctx, patient, flow, state, asked, words,
                             corrected.value if corrected is not None else None)
                 or f"answered in {flow.id}: {', '.join(flags)}")
+        if also is not None:
+            # One reply, two questions ("7, and yes its new"): each part under its question.
+            said = " | ".join(filter(None, (
+                _in_context(ctx, patient, flow, state, asked, also.first),
+                _in_context(ctx, patient, flow, state, also.node_id, also.words)))) or said
         if level == "emergency":
             ids += emergency_response(session, ctx, patient, flags, said, now, channel=channel)
         elif level == "urgent":
@@ -740,7 +746,7 @@ def _asks_the_team(session: Session, ctx: ServiceContext, conv: Conversation,
         return False
     flow = flow_for(session, ctx, conv)
     node = flow.node(conv.state.get("node"))
-    return (isinstance(node, AskNode) and not engine.parse_reply(node, text).ok
+    return (isinstance(node, AskNode) and not engine.understands(flow, conv.state, text)
             and engine.correction(flow, conv.state, text) is None)  # "I meant 8?"
 
 
