@@ -21,6 +21,7 @@ from bot.domain.engine import (
     FlowStarted,
     Inbound,
     NotUnderstood,
+    NoWords,
     Start,
     StepResult,
     TimedOut,
@@ -113,6 +114,8 @@ def _show(result: StepResult, context: dict, texts) -> None:
             click.echo(f"  [saved {record.key} = {record.value!r}]")
         elif isinstance(record, AlsoAnswered):
             click.echo(f"  [the same reply answers {record.node_id}: {record.words!r}]")
+        elif isinstance(record, NoWords):
+            click.echo("  [no words: asked again, no try used]")
         elif isinstance(record, NotUnderstood):
             click.echo(f"  [not understood: {record.reason}]")
         elif isinstance(record, TimedOut):

@@ -50,7 +50,7 @@ def test_no(text):
         ("1", NOT_YES_NO),
         ("", EMPTY),
         ("?!", EMPTY),
-        ("👍", EMPTY),
+        ("👍", NOT_YES_NO),  # what "ok" is: a yes only where a question takes "ok" as one
     ],
 )
 def test_yesno_not_understood(text, reason):

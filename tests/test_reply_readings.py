@@ -186,3 +186,64 @@ def test_two_answers_with_a_red_flag_still_run_the_emergency_path(client, rt, fa
         assert esc.level == "emergency"
         assert active_conversation(s, pid) is None
     assert PAIN_NIGHT not in sent(fake_http)
+
+
+# ---- emoji ----------------------------------------------------------------------------------
+
+YESNO_RETRY = "Sorry, we did not understand. Please reply YES or NO."
+
+
+def _at_numbness_question(rt, client, fake_http) -> int:
+    pid = _at_pain_question(rt, fake_http)
+    texted(client, "0")  # no pain: on to "any new numbness?"
+    fake_http.reset()
+    return pid
+
+
+@pytest.mark.parametrize("emoji", ["\U0001f642", "\U0001f44d", "\U0001f44d\U0001f3fb",
+                                   "\U0001f60a\U0001f60a", "\u2764\ufe0f!"])
+def test_an_emoji_at_a_question_is_asked_again_without_using_a_try(client, rt, fake_http,
+                                                                  emoji):
+    """A smiley or a thumbs up to "any new numbness?" was "not understood" and used one of
+    its three tries: three of them alerted the team as if the patient had answered unclearly.
+    It has no words, so the question is asked again and no try is used; a thumbs up is what
+    "ok" is there, no yes."""
+    from bot.store.models import Escalation
+
+    pid = _at_numbness_question(rt, client, fake_http)
+    for _ in range(3):
+        texted(client, emoji)
+    assert sent(fake_http) == [YESNO_RETRY] * 3
+    assert waiting_at(rt, pid) == ("numbness", 0)
+    with rt.transaction() as s:
+        assert s.scalars(select(Escalation)).all() == []
+    texted(client, "no")
+    assert answers(rt, pid) == {"worst_pain": 0, "numbness": "no"}
+
+
+def test_an_emoji_does_not_hide_the_tries_already_used(client, rt, fake_http):
+    pid = _at_numbness_question(rt, client, fake_http)
+    texted(client, "maybe")
+    texted(client, "\U0001f642")
+    assert waiting_at(rt, pid) == ("numbness", 1)
+    texted(client, "??")  # marks alone: puzzled, a try as before
+    assert waiting_at(rt, pid) == ("numbness", 2)
+
+
+def test_a_thumbs_up_to_a_reminder_is_asked_again_without_using_a_try(client, rt, fake_http):
+    pid = _reminded(rt, fake_http)
+    texted(client, "\U0001f44d")
+    assert answers(rt, pid) == {}
+    assert sent(fake_http)[-1] == REMINDER_RETRY
+    assert waiting_at(rt, pid) == ("remind", 0)
+
+
+def test_a_thumbs_up_to_the_consent_question_agrees_as_ok_does(client, rt, fake_http):
+    with rt.transaction() as s:
+        patient, _ = onboard_patient(s, rt.ctx, Enrolment(PHONE, "Joan Baker", "Europe/London"),
+                                     rt.clock.now(), "test", respect_quiet_hours=False)
+        pid = patient.id
+    texted(client, "\U0001f44d")
+    assert answers(rt, pid) == {"consent": "yes"}
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).consent_at is not None

@@ -9,6 +9,7 @@ because patients mix them ("si", "ok 7").
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -302,7 +303,7 @@ def parse_yesno(text: str, yes_words: Sequence[str] = (), no_words: Sequence[str
     besides the everyday YES_PHRASES and NO_PHRASES.
     """
     yes_words, no_words = (*yes_words, *YES_PHRASES), (*no_words, *NO_PHRASES)
-    words = tokens(text)
+    words = tokens(text) or (["ok"] if _only_ok_emoji(text) else [])
     result = _yesno_words(words, yes_words, no_words)
     if not result.ok and result.reason == NOT_YES_NO and _affirms(words):
         return ParseResult.understood("yes")
@@ -557,6 +558,26 @@ def is_thanks(text: str) -> bool:
     emoji = bool(_THANKS_EMOJI.search(text))
     return (emoji or any(w in _THANKS_ONLY for w in words)) and all(
         _in(w, THANKS_WORDS) for w in words)
+
+
+# Emoji that say "ok" when sent alone: a thumbs up, an OK hand, a check mark. To a YES/NO
+# question they are what "ok" is: a yes where the question takes "ok" as one (the consent
+# question's `yes_words`), and elsewhere no answer ("ok" to "any new weakness?" could mean
+# either), asked again without using a try (see only_emoji).
+_OK_EMOJI = re.compile("[\U0001F44D\U0001F44C\u2705\u2714]")
+
+
+def _only_ok_emoji(text: str) -> bool:
+    rest = _THANKS_MARKS.sub("", _EMOJI_TRIMMINGS.sub("", _OK_EMOJI.sub("", text)))
+    return bool(_OK_EMOJI.search(text)) and not rest
+
+
+def only_emoji(text: str) -> bool:
+    """Whether a reply is emoji (with marks at most) and no word or number: "\U0001F642",
+    "\U0001F44D\U0001F44D", "\u2764\ufe0f!". It is no answer to any question, and is asked
+    again without using a try. Marks alone ("??", "...") are not: a patient puzzled by the
+    question, a reply not understood like any other."""
+    return not tokens(text) and any(unicodedata.category(ch) == "So" for ch in text)
 
 
 def asks_to_stop(text: str) -> bool:

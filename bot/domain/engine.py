@@ -126,6 +126,14 @@ class NotUnderstood(_Record):
 
 
 @dataclass(frozen=True)
+class NoWords(_Record):
+    """A reply to `node_id` that is only emoji (a smiley, a thumbs up), not understood:
+    the question is asked again, and no try is used (see answers.only_emoji)."""
+    kind: ClassVar[str] = "no_words"
+    node_id: str
+
+
+@dataclass(frozen=True)
 class TimedOut(_Record):
     """The wait at `node_id` passed its deadline with no reply."""
     kind: ClassVar[str] = "timeout"
@@ -141,7 +149,7 @@ class EngineError(_Record):
 
 
 Record = (AnswerRecorded | AnswerCorrected | AlsoAnswered | FlagRaised | FlowStarted | Ended
-          | NotUnderstood | TimedOut | EngineError)
+          | NotUnderstood | NoWords | TimedOut | EngineError)
 
 
 @dataclass
@@ -269,6 +277,14 @@ class _Run:
             return
         two = two_answers(self.flow, self.state, node, text)
         result = parse_reply(node, text) if two is None else two[0]
+        if not result.ok and answers.only_emoji(text):
+            # A smiley or a thumbs up is no answer, but no wrong one either: asked again
+            # without using one of the question's tries (three at "any new numbness?" would
+            # alert the team as if the patient had answered it unclearly).
+            self.recorded.append(NoWords(node.id))
+            self.say(node.retry.text if node.retry else node.text)
+            self.wait_at(node)
+            return
         if not result.ok:
             self.recorded.append(NotUnderstood(node.id, result.reason or "not_understood"))
             tries = self.state["tries"] + 1

@@ -18,7 +18,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.domain import engine
-from bot.domain.answers import asks_the_team, asks_to_stop, is_thanks, parse_yesno
+from bot.domain.answers import (
+    asks_the_team,
+    asks_to_stop,
+    is_thanks,
+    only_emoji,
+    parse_yesno,
+)
 from bot.domain.flows import AskNode, Flow
 from bot.domain.triage import detect, level_for_flags
 from bot.services.audit import audit
@@ -356,7 +362,7 @@ def advance(session: Session, ctx: ServiceContext, patient: Patient, conv: Conve
         # quiet hours, say: a welcome written at night). Answered: they are moot, and would
         # ask again what was just answered. Not understood: the patient may never have seen
         # the question; it goes now, ahead of the re-prompt (they are awake and writing).
-        if any(isinstance(r, engine.NotUnderstood) for r in result.recorded):
+        if any(isinstance(r, engine.NotUnderstood | engine.NoWords) for r in result.recorded):
             for item in unsent:
                 item.next_attempt_at, item.priority, item.routine = now, PRIORITY_REPLY, False
                 released.append(item.id)
@@ -785,7 +791,8 @@ def _not_a_consent_answer(session: Session, ctx: ServiceContext, conv: Conversat
     if conv.flow_id != CONSENT_FLOW or not _asking(conv):
         return False
     node = flow_for(session, ctx, conv).node(conv.state.get("node"))
-    return isinstance(node, AskNode) and not engine.parse_reply(node, text).ok
+    return (isinstance(node, AskNode) and not engine.parse_reply(node, text).ok
+            and not only_emoji(text))  # a smiley has nothing for the team to read
 
 
 def _late_answer(session: Session, ctx: ServiceContext, patient: Patient, text: str,
