@@ -247,3 +247,16 @@ def test_a_thumbs_up_to_the_consent_question_agrees_as_ok_does(client, rt, fake_
     assert answers(rt, pid) == {"consent": "yes"}
     with rt.transaction() as s:
         assert s.get(Patient, pid).consent_at is not None
+
+
+# ---- "nothing new" --------------------------------------------------------------------------
+
+def test_nothing_new_to_an_any_new_question_is_a_no(client, rt, fake_http):
+    """ "Nothing new" to "any new numbness...?" was asked again (a try used): it says no new
+    numbness. With more that may take it back, it is asked again as before."""
+    pid = _at_numbness_question(rt, client, fake_http)
+    texted(client, "nothing new but not sure")
+    assert waiting_at(rt, pid) == ("numbness", 1)
+    texted(client, "Nothing new thanks")
+    assert answers(rt, pid) == {"worst_pain": 0, "numbness": "no"}
+    assert waiting_at(rt, pid) == ("weakness", 0)
