@@ -32,6 +32,8 @@ ACTIVE, WAITING, COMPLETED = "active", "waiting", "completed"
 # {"node": "pain", "at": "pain_new"}, so that a correction of that number at that question
 # ("sorry I meant 8") can be taken (see correction).
 CORRECTABLE = "correctable"
+# The question an emoji-only reply was last let off at without using a try (see _Run.reply).
+EMOJI_AT = "emoji_at"
 _VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -212,6 +214,8 @@ class _Run:
 
     def wait_at(self, node: AskNode | WaitNode) -> None:
         deadline = self.now + node.timeout.delta if node.timeout else None
+        if self.state.get(EMOJI_AT) != node.id:
+            self.state.pop(EMOJI_AT, None)
         self.state.update(
             node=node.id, status=WAITING, wait_deadline=deadline.isoformat() if deadline else None
         )
@@ -277,10 +281,13 @@ class _Run:
             return
         two = two_answers(self.flow, self.state, node, text)
         result = parse_reply(node, text) if two is None else two[0]
-        if not result.ok and answers.only_emoji(text):
-            # A smiley or a thumbs up is no answer, but no wrong one either: asked again
-            # without using one of the question's tries (three at "any new numbness?" would
-            # alert the team as if the patient had answered it unclearly).
+        if not result.ok and answers.only_emoji(text) and self.state.get(EMOJI_AT) != node.id:
+            # A smiley or a thumbs up is no answer, but no wrong one either: the first at a
+            # question is asked again without using one of its tries. More of them use tries
+            # as any reply not understood does: a patient who keeps answering "any new
+            # numbness?" with emoji must still reach the question's fallback (the team alerted
+            # at a red-flag question), not be asked again until the check-in times out.
+            self.state[EMOJI_AT] = node.id
             self.recorded.append(NoWords(node.id))
             self.say(node.retry.text if node.retry else node.text)
             self.wait_at(node)
