@@ -32,7 +32,7 @@ from bot.services.outbox import (
     heard_on_whatsapp,
     sms_copy_since,
 )
-from bot.services.status import confirm_earlier_send
+from bot.services.status import confirm_earlier_send, queue_sms_copy
 from bot.store.db import transaction
 from bot.store.models import Conversation, Escalation, Message, OutboxItem, Patient
 from bot.store.statuses import advance_status
@@ -618,6 +618,12 @@ class Dispatcher:
             ):
                 item.status, item.variant, item.next_attempt_at = "pending", "template", now
                 message.status = "queued"
+                if item.priority <= PRIORITY_EMERGENCY and self._sms_copy_wanted(
+                        s, item, message, patient):
+                    # As when 63016 comes in a status callback (status.after_failure): an
+                    # emergency or an alert does not wait to learn whether the template got
+                    # through; its words go by SMS too, now.
+                    queue_sms_copy(s, message, now, item, err.code)
                 return
             if item.channel == "whatsapp" and item.variant == "template" \
                     and err.kind in ("outside_window", "permanent") \
@@ -669,6 +675,18 @@ class Dispatcher:
                 alert_not_delivered(s, message.escalation_id, now, f"{err.kind} {err.code or ''}",
                                     message_id=message.id,
                                     chain_length=len(self.settings.care_team.escalation_chain))
+
+
+    def _sms_copy_wanted(self, s: Session, item: OutboxItem, message: Message,
+                         patient: Patient | None) -> bool:
+        """Whether this WhatsApp row's words may also go by SMS, as status.after_failure
+        decides it: the fallback on, to a patient (one opted out only for what STOP leaves
+        them) or a care-team alert's contact, with words, and no SMS of them sent already."""
+        addressee = item.patient_id is not None or message.escalation_id is not None
+        reachable = (patient is None or patient.status != "opted_out"
+                     or item.kind in SENT_WHEN_OPTED_OUT)
+        return (self.settings.twilio.sms_fallback_for_whatsapp and addressee and reachable
+                and bool(message.body) and not sms_copy_since(s, message))
 
 
 def quiet_hours_hold(settings: Settings, zone: str, now: datetime) -> datetime | None:

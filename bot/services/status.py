@@ -278,10 +278,7 @@ def after_failure(session: Session, settings: Settings, message: Message, status
             return ids
         # An emergency or an alert does not wait to learn whether the template got through.
     if by_sms:
-        copy = _resend(session, message, "sms", now, item=item)
-        audit(session, now, "system", "outbox.sms_copy", "message", message.id,
-              again=copy.message_id, code=code)
-        return [*ids, copy.id]
+        return [*ids, queue_sms_copy(session, message, now, item, code).id]
     if ids:
         return ids
     if code == UNREACHABLE and _send_again_later(session, message, patient, now, item):
@@ -294,6 +291,17 @@ def after_failure(session: Session, settings: Settings, message: Message, status
         item.status = "failed"
         item.last_error = f"{status}:{code or ''} reported by Twilio after it took the message"
     return []
+
+
+def queue_sms_copy(session: Session, message: Message, now: datetime,
+                   item: OutboxItem | None, code: int | None) -> OutboxItem:
+    """Queue the text of a WhatsApp message that did not (or may not) get through again, by
+    SMS; audited as outbox.sms_copy, so that a delivery reported later cancels it if it has
+    not gone yet (see _cancel_copies)."""
+    copy = _resend(session, message, "sms", now, item=item)
+    audit(session, now, "system", "outbox.sms_copy", "message", message.id,
+          again=copy.message_id, code=code)
+    return copy
 
 
 def _send_again_later(session: Session, message: Message, patient: Patient | None,
