@@ -5,13 +5,17 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from bot.store.models import Escalation, Patient
-from tests.test_webhooks import enrol, texted
+from bot.store.models import Escalation, Message, Patient
+from tests.test_webhooks import INBOUND, PHONE, count, enrol, sid, texted
+from tests.twilio_signing import sign
 from tests.twilio_support import (  # noqa: F401 - fixtures
+    AUTH_TOKEN,
+    PUBLIC_URL,
     TWILIO_SETTINGS,
     fake_http,
     messenger,
     sent_to,
+    settings_overrides,
 )
 
 NURSE = "+447700900001"
@@ -48,3 +52,24 @@ class TestAnAlertRefusedWith63016AtSend:
             ref = s.scalars(select(Escalation.ref)).one()
         assert ref in sms["Body"]
 
+
+def test_a_webhook_url_given_to_twilio_with_a_trailing_slash_still_takes_the_message(
+        client, rt, fake_http):
+    """The number's webhook pasted into Twilio's console as .../message/ was answered 404:
+    Twilio does not retry a 404, so every message, red flags included, was lost. It is now
+    taken (signed for the URL as Twilio called it, slash and all); a bad signature there is
+    still refused."""
+    enrol(rt)
+    params = {"MessageSid": sid(), "From": PHONE, "Body": "my legs gave way"}
+    url = PUBLIC_URL + INBOUND + "/"
+    res = client.post(INBOUND + "/", data=params,
+                      headers={"X-Twilio-Signature": sign(AUTH_TOKEN, url, params)})
+    assert res.status_code == 200
+    assert count(rt, Message, Message.direction == "in") == 1
+    assert count(rt, Escalation) == 1
+    # signed for the URL without the slash: not the URL Twilio called
+    params = {**params, "MessageSid": sid()}
+    res = client.post(INBOUND + "/", data=params, headers={
+        "X-Twilio-Signature": sign(AUTH_TOKEN, PUBLIC_URL + INBOUND, params)})
+    assert res.status_code == 403
+    assert count(rt, Message, Message.direction == "in") == 1

@@ -25,6 +25,9 @@ from bot.web.common import receive_message, runtime
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks/twilio")
+# Each route also answers with a trailing slash (".../message/", as a URL is easily pasted into
+# Twilio's console): a 404 there would lose every message, and Twilio does not retry one. The
+# signature is checked against the path as called, slash and all, as Twilio signed it.
 
 
 def _public_url() -> str:
@@ -61,7 +64,7 @@ def _twiml(replies=()) -> Response:
     return Response(str(response), mimetype="application/xml")
 
 
-@bp.post("/message")
+@bp.post("/message", strict_slashes=False)
 def inbound_message():
     _require_signature()
     rt = runtime()
@@ -110,7 +113,7 @@ def _location(form) -> str | None:
     return f"{lat[:24]},{lon[:24]}" + (f"?q={quote(named, safe=' ,')}" if named else "")
 
 
-@bp.post("/status")
+@bp.post("/status", strict_slashes=False)
 def status_callback():
     _require_signature()
     rt = runtime()
@@ -159,7 +162,7 @@ def _record_status(rt, sid: str, status: str, error_code: int | None,
     return Response(status=204)
 
 
-@bp.post("/voice/ack")
+@bp.post("/voice/ack", strict_slashes=False)
 def voice_ack():
     """A key pressed on an emergency alert call (see bot.services.voice). 1 acknowledges the
     escalation as the contact called, as their ACK by text would; the answer is said to them."""
@@ -188,7 +191,7 @@ def _voice(words: str) -> Response:
     return Response(voice.say_twiml(words), mimetype="application/xml")
 
 
-@bp.post("/voice/status")
+@bp.post("/voice/status", strict_slashes=False)
 def voice_status_callback():
     """How an alert call ended (Twilio's status callback for a call): kept on its message as a
     delivery status (see voice.CALL_STATUSES), as a text's callback is."""
