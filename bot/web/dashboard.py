@@ -1199,9 +1199,8 @@ def _patient_page(s: Session, p: Patient, status: int = 200, checkin: dict | Non
                    weekday_of={sc.id: sched_service.schedule_weekday(sc, p.timezone)
                                for sc in schedules},
                    weekdays=WEEKDAYS,
-                   details={"phone": p.phone, "name": p.name, "timezone": p.timezone,
-                            "channel": p.channel,
-                            "language": p.language, "error": None, **(details or {})},
+                   details={**_shown_details(p), "was": _shown_details(p), "error": None,
+                            **(details or {})},
                    languages=settings.languages,
                    quiet=settings.quiet_hours,
                    discharged=discharged,
@@ -1364,17 +1363,68 @@ def set_schedule(patient_id: int):
 DETAIL_FIELDS = ("phone", "name", "timezone", "channel", "language")
 
 
+def _shown_details(p: Patient) -> dict[str, str]:
+    """A patient's details as the details form shows them."""
+    return {key: getattr(p, key) for key in DETAIL_FIELDS}
+
+
+def _posted_was() -> dict[str, str] | None:
+    """The details as the page posting the form showed them (its was_* fields), or None
+    from a page without them."""
+    was = {key: request.form.get(f"was_{key}") for key in DETAIL_FIELDS}
+    if any(value is None for value in was.values()):
+        return None
+    return was
+
+
+def _details_changed(p: Patient, was: dict[str, str] | None) -> PatientChanges:
+    """The details form's changes: only the fields changed on the page (typed differently
+    from what it showed), so that a field someone else changed since the page was loaded
+    keeps their value. One changed here and there too is refused (InvalidField naming it),
+    to be looked at again. A page without was_* fields: every field, as typed."""
+    typed = {key: _form_text(key) for key in DETAIL_FIELDS
+             if key != "phone" or key in request.form}
+    if was is None:
+        return PatientChanges(**typed)
+    wanted = {}
+    for key, value in typed.items():
+        if value == was[key].strip():
+            continue  # not changed here: whatever the patient's row now says stays
+        now_is = getattr(p, key)
+        if now_is != was[key]:
+            raise _ChangedMeanwhile(key, f"was changed by someone else since this page was "
+                                         f"loaded, from {was[key]} to {now_is}: check it and "
+                                         "save again")
+        wanted[key] = value
+    if not wanted:
+        raise _NothingTyped()
+    return PatientChanges(**wanted)
+
+
+class _NothingTyped(Exception):
+    """The details form was saved with nothing changed on it."""
+
+
+class _ChangedMeanwhile(InvalidField):
+    """A field changed on the details form was changed by someone else since its page was
+    loaded."""
+
+
 @bp.post("/patients/<int:patient_id>/details")
 def update_details(patient_id: int):
     """Correct a patient's details, or pause / resume their routine messages, as PATCH
     /api/patients/<id> does (update_patient: the same checks and audit)."""
     rt = runtime()
     values = {key: request.form.get(key, "") for key in DETAIL_FIELDS}
+    was = _posted_was()
     action = request.form.get("action", "")
     status = {"pause": "paused", "resume": "active", "readmit": "active"}.get(action)
     try:
         with rt.transaction() as s:
-            p = _patient_or_404(s, patient_id)
+            _patient_or_404(s, patient_id)
+            # Locked (PostgreSQL) and read afresh: another coordinator's save waits, and its
+            # changes are what _details_changed compares with.
+            p = s.get(Patient, patient_id, with_for_update=True, populate_existing=True)
             if action == "resume":
                 refuse_resume(p)  # a discharged patient is re-admitted, not resumed
             if action == "readmit" and p.status != DISCHARGED:
@@ -1384,8 +1434,7 @@ def update_details(patient_id: int):
                 changes = PatientChanges(status=status)
             else:
                 # A form without the phone field (a page loaded before it had one) leaves it.
-                changes = PatientChanges(**{key: _form_text(key) for key in DETAIL_FIELDS
-                                            if key != "phone" or key in request.form})
+                changes = _details_changed(p, was)
             result = update_patient(s, p, changes, ctx=rt.ctx, now=rt.clock.now(),
                                     actor=_actor())
             changed = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in
@@ -1395,8 +1444,18 @@ def update_details(patient_id: int):
             warnings = result.warnings
     except InvalidField as exc:
         with rt.transaction() as s:
-            return _patient_page(s, _patient_or_404(s, patient_id), 400,
-                                 details={**values, "error": _field_error(exc)})
+            p = _patient_or_404(s, patient_id)
+            # The form again as typed, still compared with what the page showed before; a
+            # field someone else changed (refused above) with what it is now, so that saving
+            # again, checked, saves it.
+            shown = dict(was) if was is not None else _shown_details(p)
+            if isinstance(exc, _ChangedMeanwhile):
+                shown[exc.field] = getattr(p, exc.field)
+            return _patient_page(s, p, 400,
+                                 details={**values, "was": shown, "error": _field_error(exc)})
+    except _NothingTyped:
+        _flash("Nothing was changed: the details were already so.")
+        return redirect(url_for("dashboard.patient", patient_id=patient_id), 303)
     except StatusRefused as exc:
         _flash(f"{exc}. Nothing was changed.", "error")
         return redirect(url_for("dashboard.patient", patient_id=patient_id), 303)

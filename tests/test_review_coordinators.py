@@ -1,0 +1,134 @@
+"""A review of the coordinators' API and dashboard, as two coordinators and a nurse meet it:
+what one does while another works on the same patient."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+
+import pytest
+from sqlalchemy import select
+
+from bot.store.models import AuditLog, Patient
+from tests.test_dashboard import csrf_of, enrol, sign_in
+
+
+class _Form(HTMLParser):
+    """The fields a browser would post from the form with id `form_id`: inputs with their
+    value, and each select's selected option (buttons left out: the test says which)."""
+
+    def __init__(self, form_id: str) -> None:
+        super().__init__()
+        self.form_id, self.inside, self.select = form_id, False, None
+        self.fields: dict[str, str] = {}
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form":
+            self.inside = a.get("id") == self.form_id
+        elif not self.inside:
+            return
+        elif tag == "input" and a.get("name"):
+            self.fields[a["name"]] = a.get("value") or ""
+        elif tag == "select":
+            self.select = a.get("name")
+        elif tag == "option" and self.select and "selected" in a:
+            self.fields[self.select] = a.get("value") or ""
+
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self.inside = False
+        elif tag == "select":
+            self.select = None
+
+
+def form_fields(client, path: str, form_id: str) -> dict[str, str]:
+    res = client.get(path)
+    assert res.status_code == 200
+    parser = _Form(form_id)
+    parser.feed(res.get_data(as_text=True))
+    assert parser.fields, f"no form {form_id} on {path}"
+    return parser.fields
+
+
+@pytest.fixture
+def two_coordinators(app):
+    """Jo and Sam, each signed in to the dashboard in their own browser."""
+    jo, sam = app.test_client(), app.test_client()
+    sign_in(jo, name="Jo", token=None)
+    sign_in(sam, name="Sam", token=None)
+    return jo, sam
+
+
+@pytest.mark.parametrize(("field", "theirs"), [
+    ("phone", "+447700900789"),  # the patient's new mobile: the old one is dead
+    ("timezone", "America/New_York"),  # they moved: their check-ins at their 10:00
+    ("language", "es"),
+])
+def test_saving_details_does_not_undo_what_another_coordinator_changed_meanwhile(
+        two_coordinators, rt, field, theirs):
+    """Jo opens a patient's page; Sam then changes a detail (a new phone number); Jo corrects
+    the name's spelling and saves. Jo's form still held the old value of the field Sam
+    changed, and the save wrote it back: the new number undone without a word, texts and
+    the team's call-backs going to the dead one. Only what Jo changed is to be saved."""
+    jo, sam = two_coordinators
+    pid = enrol(rt, "+447700900123", name="Ada Lovelase")
+    path = f"/dashboard/patients/{pid}"
+    jos_form = form_fields(jo, path, "details-form")  # Jo's page, as loaded
+
+    sams_form = form_fields(sam, path, "details-form")
+    res = sam.post(f"{path}/details", data={**sams_form, field: theirs})
+    assert res.status_code == 303
+    with rt.transaction() as s:
+        assert getattr(s.get(Patient, pid), field) == theirs
+
+    res = jo.post(f"{path}/details", data={**jos_form, "name": "Ada Lovelace"})
+    assert res.status_code == 303
+    with rt.transaction() as s:
+        p = s.get(Patient, pid)
+        assert p.name == "Ada Lovelace"
+        assert getattr(p, field) == theirs, f"Jo's save undid Sam's {field}"
+        jos = s.scalars(select(AuditLog).where(AuditLog.action == "patient.update",
+                                               AuditLog.actor == "dashboard:Jo")).one()
+        assert jos.details["changes"] == {"name": {"from": "Ada Lovelase",
+                                                   "to": "Ada Lovelace"}}
+
+
+def test_a_detail_both_coordinators_changed_is_refused_to_look_at_again(two_coordinators, rt):
+    """Sam saves the patient's new number; Jo, on a page loaded before, types another one.
+    Neither silently wins: Jo's save is refused naming the phone and saying what it is now,
+    and saving the form again (having checked) takes Jo's number."""
+    jo, sam = two_coordinators
+    pid = enrol(rt, "+447700900123")
+    path = f"/dashboard/patients/{pid}"
+    jos_form = form_fields(jo, path, "details-form")
+    res = sam.post(f"{path}/details", data={**form_fields(sam, path, "details-form"),
+                                            "phone": "+447700900789"})
+    assert res.status_code == 303
+
+    res = jo.post(f"{path}/details", data={**jos_form, "phone": "+447700900456"})
+    assert res.status_code == 400
+    body = res.get_data(as_text=True)
+    assert 'data-field="phone"' in body and "changed by someone else" in body
+    assert "+447700900789" in body and "Nothing was changed" in body
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).phone == "+447700900789"
+
+    parser = _Form("details-form")
+    parser.feed(body)
+    assert parser.fields["phone"] == "+447700900456"  # as Jo typed it
+    again = jo.post(f"{path}/details", data={**parser.fields, "csrf": csrf_of(jo, path)})
+    assert again.status_code == 303
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).phone == "+447700900456"
+
+
+def test_a_details_form_saved_unchanged_changes_nothing(two_coordinators, rt):
+    jo, _ = two_coordinators
+    pid = enrol(rt, "+447700900123")
+    path = f"/dashboard/patients/{pid}"
+    res = jo.post(f"{path}/details", data=form_fields(jo, path, "details-form"),
+                  follow_redirects=True)
+    assert "Nothing was changed" in res.get_data(as_text=True)
+    with rt.transaction() as s:
+        assert not s.scalars(select(AuditLog).where(
+            AuditLog.action == "patient.update")).all()
