@@ -132,3 +132,21 @@ def test_a_details_form_saved_unchanged_changes_nothing(two_coordinators, rt):
     with rt.transaction() as s:
         assert not s.scalars(select(AuditLog).where(
             AuditLog.action == "patient.update")).all()
+
+
+def test_enrolling_a_number_that_texted_stop_says_so_in_the_apis_warnings(client, rt,
+                                                                            messenger):
+    """A number that texted STOP before it was enrolled starts opted out and gets no welcome.
+    The dashboard says so at enrolment; the API answered 201 with no warning, as if the
+    welcome were on its way, so a coordinator's tool showing `warnings` showed nothing."""
+    from tests.simulator_support import texted_from
+
+    texted_from(client, "+447700900123", "STOP")
+    sent = len(messenger.sent)
+    res = client.post("/api/patients", json={"phone": "+447700900123", "name": "Ada"},
+                      headers={"X-Actor": "Sam"})
+    assert res.status_code == 201
+    body = res.get_json()
+    assert body["status"] == "opted_out" and len(messenger.sent) == sent
+    assert any("STOP" in w and "START" in w for w in body["warnings"]), body["warnings"]
+

@@ -254,6 +254,9 @@ def _invalid(exc: InvalidField):
 
 
 ENROL_FIELDS = ("phone", "name", "timezone", "channel", "language")
+OPTED_OUT_AT_ENROLMENT = ("this number texted STOP before it was enrolled: the patient starts "
+                          "opted out, and nothing is sent to them (no welcome) until they "
+                          "text START")
 
 
 @bp.post("/patients")
@@ -273,9 +276,14 @@ def enrol():
     try:
         with rt.transaction() as s:
             patient, ids = onboard_patient(s, rt.ctx, e, rt.clock.now(), actor=_actor())
+            warnings = []
+            if patient.status == "opted_out":  # as the dashboard says at enrolment
+                warnings.append(OPTED_OUT_AT_ENROLMENT)
             # e.g. no emergency number configured for the country the patient lives in
             warning = emergency_number_warning(rt.settings, patient.timezone)
-            body = {**patient_json(patient), "warnings": [warning] if warning else []}
+            if warning:
+                warnings.append(warning)
+            body = {**patient_json(patient), "warnings": warnings}
     except InvalidField as exc:
         return _bad(exc.field, exc.message)
     rt.dispatch_soon(ids)
