@@ -150,3 +150,36 @@ def test_enrolling_a_number_that_texted_stop_says_so_in_the_apis_warnings(client
     assert body["status"] == "opted_out" and len(messenger.sent) == sent
     assert any("STOP" in w and "START" in w for w in body["warnings"]), body["warnings"]
 
+
+def test_a_number_from_another_country_than_the_zone_is_warned_of_at_enrolment(client):
+    """A London clinic enrols a patient with a US mobile and no timezone (the API's default is
+    the clinic's): 201 with no warning, and the patient, if they live in the US, is asked how
+    they are at 5 a.m. and told to call 999. The enrolment is right (a patient may keep a
+    foreign number), but the coordinator is told to check the zone. The dashboard's form,
+    its zone left at the clinic's, says the same."""
+    res = client.post("/api/patients", json={"phone": "+1 202 555 0143", "name": "Al"},
+                      headers={"X-Actor": "Sam"})
+    assert res.status_code == 201
+    warnings = res.get_json()["warnings"]
+    assert any("United States" in w and "Europe/London" in w and "timezone" in w
+               for w in warnings), warnings
+    same = client.post("/api/patients", json={"phone": "+1 202 555 0144", "name": "Bo",
+                                              "timezone": "America/New_York"},
+                       headers={"X-Actor": "Sam"})
+    assert same.status_code == 201
+    assert not any("United States" in w for w in same.get_json()["warnings"])
+    # A zone given is taken as meant (a UK resident who kept a US number): no warning.
+    kept = client.post("/api/patients", json={"phone": "+1 202 555 0145", "name": "Di",
+                                              "timezone": "Europe/London"},
+                       headers={"X-Actor": "Sam"})
+    assert kept.status_code == 201 and kept.get_json()["warnings"] == []
+    home = client.post("/api/patients", json={"phone": "+44 7700 900123", "name": "Cy"},
+                       headers={"X-Actor": "Sam"})
+    assert home.status_code == 201 and home.get_json()["warnings"] == []
+
+    from tests.test_dashboard import post
+
+    sign_in(client, name="Jo", token=None)
+    text = post(client, "/dashboard/patients/new", phone="+1 202 555 0146", name="Ed",
+                timezone="Europe/London", channel="sms", language="en").get_data(as_text=True)
+    assert "Patient 5 enrolled" in text and "United States" in text

@@ -99,6 +99,29 @@ def emergency_number_warning(settings: Settings, zone: str) -> str | None:
             "in the config")
 
 
+def number_zone_warning(phone: str, zone: str) -> str | None:
+    """What to tell a coordinator who enrols a patient on the clinic's zone, `zone`, left as
+    it was (the API's default, the dashboard form's first value), with a number (E.164) of
+    another country, by country calling code (+44 is the UK's, Jersey's and the Isle of
+    Man's alike; +1 all of North America's): if the patient lives where their number is
+    from, check-ins come at the wrong hour and the texts give the clinic's emergency number.
+    Not refused: a patient may keep a foreign number (and a zone typed is taken as meant: the
+    callers ask only of the default). None when they agree, or either country is unknown."""
+    from bot.domain.countries import country_name, is_country, zone_country
+
+    parsed = phonenumbers.parse(phone)
+    region = phonenumbers.region_code_for_number(parsed)
+    country = zone_country(zone)
+    if not region or not is_country(region) or country is None:
+        return None
+    if phonenumbers.country_code_for_region(country) == parsed.country_code:
+        return None
+    return (f"the timezone was left as the clinic's, {zone}, but the number is a "
+            f"{country_name(region)} ({region}) one: if the patient lives there, set their "
+            f"timezone to where they live, or check-ins come at {zone}'s times and their texts "
+            "give the clinic's emergency number")
+
+
 @dataclass
 class ServiceContext:
     settings: Settings

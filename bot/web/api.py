@@ -23,7 +23,7 @@ from bot.services import escalations as esc_service
 from bot.services import schedules as sched_service
 from bot.services import staff as staff_service
 from bot.services.audit import audit
-from bot.services.context import emergency_number_warning
+from bot.services.context import emergency_number_warning, number_zone_warning
 from bot.services.patients import (
     AlreadyDischarged,
     Enrolment,
@@ -283,6 +283,11 @@ def enrol():
             warning = emergency_number_warning(rt.settings, patient.timezone)
             if warning:
                 warnings.append(warning)
+            # the clinic's zone by default for a number of another country
+            abroad = "timezone" not in data and number_zone_warning(patient.phone,
+                                                                    patient.timezone)
+            if abroad:
+                warnings.append(abroad)
             body = {**patient_json(patient), "warnings": warnings}
     except InvalidField as exc:
         return _bad(exc.field, exc.message)

@@ -63,7 +63,11 @@ from bot.services import health
 from bot.services import schedules as sched_service
 from bot.services import staff as staff_service
 from bot.services.audit import audit
-from bot.services.context import emergency_number_warning, readable_phone
+from bot.services.context import (
+    emergency_number_warning,
+    number_zone_warning,
+    readable_phone,
+)
 from bot.services.conversations import CHECKIN_FLOW
 from bot.services.dispatcher import quiet_hours_hold
 from bot.services.history import checkin_history
@@ -1293,7 +1297,11 @@ def enrol():
         with rt.transaction() as s:  # a number enrolled meanwhile elsewhere: InvalidField
             patient, ids = onboard_patient(s, rt.ctx, e, now, actor=_actor())
             patient_id, opted_out = patient.id, patient.status == "opted_out"
-            warning = emergency_number_warning(rt.settings, patient.timezone)
+            warning = "; ".join(w for w in (
+                emergency_number_warning(rt.settings, patient.timezone),
+                # the form's first value left as it was, with a number of another country
+                patient.timezone == rt.settings.defaults.timezone
+                and number_zone_warning(patient.phone, patient.timezone)) if w)
             zone = patient.timezone
     except InvalidField as exc:
         return _enrol_page(values, _field_error(exc), 400)
