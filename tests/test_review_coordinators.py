@@ -183,3 +183,21 @@ def test_a_number_from_another_country_than_the_zone_is_warned_of_at_enrolment(c
     text = post(client, "/dashboard/patients/new", phone="+1 202 555 0146", name="Ed",
                 timezone="Europe/London", channel="sms", language="en").get_data(as_text=True)
     assert "Patient 5 enrolled" in text and "United States" in text
+
+
+def test_the_same_correction_made_by_both_coordinators_is_no_conflict(two_coordinators, rt):
+    """Sam and Jo both correct the same misspelt name to the same spelling: Jo's save, on a
+    page loaded before Sam's, has nothing to check again (it was refused as a conflict)."""
+    jo, sam = two_coordinators
+    pid = enrol(rt, "+447700900123", name="Ada Lovelase")
+    path = f"/dashboard/patients/{pid}"
+    jos_form = form_fields(jo, path, "details-form")
+    res = sam.post(f"{path}/details", data={**form_fields(sam, path, "details-form"),
+                                            "name": "Ada Lovelace"})
+    assert res.status_code == 303
+    res = jo.post(f"{path}/details", data={**jos_form, "name": "Ada Lovelace"},
+                  follow_redirects=True)
+    assert res.status_code == 200
+    assert "Nothing was changed: the details were already so" in res.get_data(as_text=True)
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).name == "Ada Lovelace"

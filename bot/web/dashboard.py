@@ -1399,6 +1399,8 @@ def _details_changed(p: Patient, was: dict[str, str] | None) -> PatientChanges:
         if value == was[key].strip():
             continue  # not changed here: whatever the patient's row now says stays
         now_is = getattr(p, key)
+        if value == now_is:
+            continue  # the same change made meanwhile elsewhere: nothing left to do
         if now_is != was[key]:
             raise _ChangedMeanwhile(key, f"was changed by someone else since this page was "
                                          f"loaded, from {was[key]} to {now_is}: check it and "
