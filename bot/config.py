@@ -287,7 +287,8 @@ class Twilio(_Strict):
 
 class Outbox(_Strict):
     # Transient failures (429, 5xx, network) are retried with backoff, doubling from
-    # backoff_seconds up to max_backoff_seconds (longer if Twilio's Retry-After says so):
+    # backoff_seconds up to max_backoff_seconds (longer if Twilio's Retry-After says so, up
+    # to max_backoff_seconds):
     # routine messages and replies max_attempts times in all; emergency instructions, urgent
     # replies, care-team alerts and staff replies (priority 0) until urgent_retry_minutes
     # after they were written (and at least max_attempts times).

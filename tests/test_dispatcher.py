@@ -98,6 +98,19 @@ def test_429_is_retried_after_retry_after(rt, fake_http, clock):
     assert item.status == "sent" and item.attempts == 2
 
 
+def test_a_huge_retry_after_is_honoured_only_up_to_the_longest_backoff(rt, fake_http, clock):
+    """A Retry-After of a day (a proxy's, or a mistake) held the message a day: an emergency
+    instruction too. It is honoured up to max_backoff_seconds, as the backoff itself is."""
+    pid = _patient(rt)
+    item_id = _queue(rt, pid)
+    fake_http.queue_error(429, 20429, "Too Many Requests", headers={"Retry-After": "86400"})
+    assert rt.dispatcher.dispatch_due() == 0
+    item, _ = _item(rt, item_id)
+    assert item.status == "pending"
+    assert item.next_attempt_at == clock.now() + timedelta(
+        seconds=rt.settings.outbox.max_backoff_seconds)
+
+
 def test_transient_failures_stop_after_max_attempts_and_are_recorded(rt, fake_http, clock):
     pid = _patient(rt)
     item_id = _queue(rt, pid)

@@ -603,7 +603,9 @@ class Dispatcher:
             if err.kind == "transient" and self._may_retry(item, now):
                 exponent = min(max(item.attempts - 1, 0), 30)
                 delay = min(o.max_backoff_seconds, o.backoff_seconds * 2 ** exponent)
-                delay = max(delay, err.retry_after or 0)
+                # Twilio's Retry-After is honoured, up to the longest backoff: a day's from a
+                # proxy (or a mistake) would hold an emergency instruction a day.
+                delay = max(delay, min(err.retry_after or 0, o.max_backoff_seconds))
                 if err.unclear and item.priority > PRIORITY_REPLY and self.settings.public_url:
                     # Twilio may have taken it: give its status callback time to say so
                     # (see confirm_earlier_send) rather than send a check-in twice.
