@@ -2048,6 +2048,73 @@ def test_a_denial_not_turned_by_the_patient_stays_denied(text):
     _routine(text)
 
 
+# Continence set against someone else's, the patient's verb left out, as limbs already are
+# ("his legs are fine, mine are not"): "his bladder doesnt leak, mine does", "my wifes bowels
+# are fine, mine arent", "mi esposa controla la orina, yo no". The patient's loss of bladder or
+# bowel control: an emergency, as the plain statement is.
+CONTINENCE_CONTRAST = [
+    ("his bladder doesnt leak, mine does", "bladder_dysfunction"),
+    ("my wifes bladder doesnt leak but mine does", "bladder_dysfunction"),
+    ("my wifes bowels are fine, mine arent", "bowel_dysfunction"),
+    ("his bowels are ok but mine are not", "bowel_dysfunction"),
+    ("her bladder is ok but mine isnt", "bladder_dysfunction"),
+    ("his bladder works fine, mine doesnt", "bladder_dysfunction"),
+    ("his bladders fine, mines not", "bladder_dysfunction"),
+    ("his waterworks are fine but mine arent", "bladder_dysfunction"),
+    ("his bladder control is fine, mine isnt", "bladder_dysfunction"),
+    ("la vejiga de mi marido bien, la mia no", "bladder_dysfunction"),
+    ("la vejiga de mi esposa esta bien pero la mia no", "bladder_dysfunction"),
+    ("los intestinos de mi marido bien, los mios no", "bowel_dysfunction"),
+    ("mi esposa controla la orina, yo no", "bladder_dysfunction"),
+    ("mi marido controla bien la vejiga pero yo no", "bladder_dysfunction"),
+    ("mi marido aguanta el pis, yo en cambio no", "bladder_dysfunction"),
+    ("mi esposa controla los esfinteres, yo no", "bowel_dysfunction"),
+    ("my wife can control her bladder but I cant", "bladder_dysfunction"),
+    ("my husband can hold his wee, I cant", "bladder_dysfunction"),
+]
+CONTINENCE_CONTRAST_NEAR = [
+    "mine is fine too",
+    "his bladder is fine, mine is fine too",
+    "her bladder is ok and mine is too",
+    "his bladder is fine, mine is not the problem",
+    "my wifes bowels are fine and mine are not bad either",
+    "the kids bladders are fine, mine are fine",
+    "la vejiga de mi marido bien, la mia tambien",
+    "mi esposa controla la orina, yo tambien",
+    "mi esposa controla la orina y yo no lo se",
+    "my wife can control her bladder and I can too",
+    "my husband can hold his wee but I cant hold a conversation",
+]
+
+
+@pytest.mark.parametrize(("text", "flag"), CONTINENCE_CONTRAST,
+                         ids=[t for t, _ in CONTINENCE_CONTRAST])
+def test_continence_set_against_someone_elses_is_the_patients_emergency(text, flag):
+    result = _emergency(text, flag)
+    assert not result.hypothetical, result
+
+
+@pytest.mark.parametrize("text", CONTINENCE_CONTRAST_NEAR)
+def test_continence_contrasts_that_say_nothing_wrong_stay_routine(text):
+    _routine(text)
+
+
+# ... and with a young child's part said to be fine, the "mine" is still the patient's own, not
+# the child's (which would get the safety net, no alert)
+CHILDS_FINE_MINE_NOT = [
+    ("la vejiga de mi nieto bien, la mia no", "bladder_dysfunction"),
+    ("las piernas de mi nieto estan bien, las mias no", "limb_weakness"),
+    ("my grandsons bladder is fine but mine isnt", "bladder_dysfunction"),
+]
+
+
+@pytest.mark.parametrize(("text", "flag"), CHILDS_FINE_MINE_NOT,
+                         ids=[t for t, _ in CHILDS_FINE_MINE_NOT])
+def test_a_childs_part_fine_then_mine_not_is_the_patients_emergency(text, flag):
+    result = _emergency(text, flag)
+    assert not result.hypothetical, result
+
+
 # "also" / "too" / "tambien" between the limb and its state ("my legs are also weak", "las
 # mias tambien estan debiles": the patient has it as well as someone else)
 ALSO_BETWEEN = [
