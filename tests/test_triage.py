@@ -1241,6 +1241,47 @@ def test_everyday_words_said_of_a_limb_still_alert(text, flag):
     assert result.level == "emergency" and flag in result.flags, result
 
 
+# Numbness given a clearly local, benign cause (the dentist's or a local anaesthetic
+# injection) with no limb, buttock or saddle area named anywhere in the message is the mouth's
+# (or the injection site's), not a red flag: "numb from the dentist injection". A limb or the
+# saddle area named keeps the alert whatever the dentist did, and any other injection
+# (epidural, spinal, "the injection in my back") is no such cause.
+LOCAL_NUMBNESS = [
+    "numb from the dentist injection",
+    "still numb from the dentist",
+    "numb after my filling",
+    "numbness from the dental injection",
+    "a bit numb after the injection at the dentist",
+    "numb from the local anaesthetic",
+    "entumecido por la anestesia del dentista",
+]
+LOCAL_NUMBNESS_STILL_ALERTS = [
+    ("my lip and leg are numb after the dentist", "sensory_loss"),
+    ("numb legs since the injection in my back", "sensory_loss"),
+    ("numb from the dentist injection and my feet are tingling", "sensory_loss"),
+    ("numb from the dentist injection, my feet too", "sensory_loss"),
+    ("numb from the dentist, legs too", "sensory_loss"),
+    ("numb everywhere since the dentist", "sensory_loss"),
+    ("numb since the injection", "sensory_loss"),
+    ("numb since the epidural", "sensory_loss"),
+    ("numb from the spinal anaesthetic", "sensory_loss"),
+    ("numb down there since the dentist", "saddle_anaesthesia"),
+    ("numb from the local anaesthetic, and my bum is numb too", "saddle_anaesthesia"),
+    ("entumecido por la anestesia del dentista, y las piernas tambien", "sensory_loss"),
+]
+
+
+@pytest.mark.parametrize("text", LOCAL_NUMBNESS)
+def test_numbness_from_a_dental_or_local_injection_alone_is_routine(text):
+    _routine(text)
+
+
+@pytest.mark.parametrize(("text", "flag"), LOCAL_NUMBNESS_STILL_ALERTS,
+                         ids=[t for t, _ in LOCAL_NUMBNESS_STILL_ALERTS])
+def test_numbness_with_a_limb_or_saddle_named_or_another_injection_alerts(text, flag):
+    _emergency(text, flag)
+
+
 @pytest.mark.parametrize("text", [
     "nearly fell over", "I fell off the bed", "balance is bad", "my weakness is getting worse",
     "my legs are numb, been to the dentist", "i nearly fell asleep then my legs gave way",

@@ -618,11 +618,22 @@ def _confirms(vocab: Vocabulary, text: str) -> bool:
 
 
 def _blank_not_symptoms(vocab: Vocabulary, norm: str) -> str:
-    """Blank everyday phrases that only look like symptoms ("fell asleep", "bank balance")."""
+    """Blank everyday phrases that only look like symptoms ("fell asleep", "bank balance"),
+    and numbness with a local, benign cause ("numb from the dentist injection":
+    context.local_numbness) in a message that names no limb nor the saddle area
+    (context.local_numbness_unless): "my lip and leg are numb after the dentist" keeps it."""
     rx = vocab.rx["not_symptoms"]
-    if rx.search(norm) is None:
-        return norm
-    return rx.sub(lambda m: " " + re.sub(r"[^ ]", "q", m.group()[1:]), norm)
+    local = vocab.rx["local_numbness"]
+    out = norm
+    if rx.search(norm) is not None:
+        out = rx.sub(_blank, out)
+    if local.search(out) is not None and vocab.rx["local_numbness_unless"].search(norm) is None:
+        out = local.sub(_blank, out)
+    return out
+
+
+def _blank(m: re.Match[str]) -> str:
+    return " " + re.sub(r"[^ ]", "q", m.group()[1:])
 
 
 def _phrase_hits(msg: _Message) -> list[tuple[str, int, int]]:

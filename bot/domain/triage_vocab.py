@@ -50,7 +50,7 @@ _OPTIONAL_CONTEXT_KEYS = {"stable_cancellers", "new_onset", "affirm_after", "not
                           "confirmations", "subject_not_person", "subject_third_party",
                           "subject_person", "subject_links", "patient_too", "own_ellipsis",
                           "own_ellipsis_parts", "own_ellipsis_unnamed",
-                          "own_contrast"}
+                          "own_contrast", "local_numbness", "local_numbness_unless"}
 _NUMERIC_KEYS = {
     "pain_score_flag", "pain_score_severe_at", "pain_words", "non_pain_topics", "fever_flag",
     "fever_celsius_at", "fever_fahrenheit_at", "temperature_words",
@@ -761,6 +761,12 @@ def _context_regexes(comp: _Compiler, lists: dict, settings: dict, brk: str, neg
                                   f"{words('other_times')}"),
         "affirm": re.compile(f"(?: [?:=])?{words('affirm_after')}"),
         "not_symptoms": re.compile(words("not_symptoms")),
+        # numbness with a local, benign cause ("numb from the dentist injection"), blanked
+        # only in a message that names none of local_numbness_unless (see
+        # triage._blank_not_symptoms); with that list empty, never blanked
+        "local_numbness": re.compile(words("local_numbness")),
+        "local_numbness_unless": re.compile(words("local_numbness_unless")
+                                            if lists["local_numbness_unless"] else "(?:)"),
         # "they are now" after "what if my legs go numb?" (see triage.detect_confirmed)
         "confirm": re.compile(words("confirmations")),
         # whose symptom it is (see triage._subject): who or what may be its subject, in this
