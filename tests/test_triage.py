@@ -2140,6 +2140,67 @@ def test_continence_contrasts_that_say_nothing_wrong_stay_routine(text):
     _routine(text)
 
 
+# The bladder or bowels said plainly to be wrong ("my bladder isnt right", "mi vejiga no esta
+# bien") were routine while "my bladder is not right" alerted: the contracted and "not ok /
+# fine / working" forms, letting go, not knowing a wee is needed. A bladder or bowels not
+# right: the higher tier (rule 1); bowels not working (moving): constipation, urgent.
+CONTINENCE_SAID_PLAINLY = [
+    ("my bladder isnt right", "bladder_dysfunction"),
+    ("my bladder isnt ok", "bladder_dysfunction"),
+    ("my bladder is not ok", "bladder_dysfunction"),
+    ("my bladder is not fine", "bladder_dysfunction"),
+    ("my bladder isnt working", "bladder_dysfunction"),
+    ("my bladder doesnt work properly", "bladder_dysfunction"),
+    ("my waterworks arent right", "bladder_dysfunction"),
+    ("my bladder let go", "bladder_dysfunction"),
+    ("my bladder gave way on the bus", "bladder_dysfunction"),
+    ("I never know when I need a wee", "bladder_dysfunction"),
+    ("I didnt know I needed a wee", "bladder_dysfunction"),
+    ("my bladder doesnt tell me when its full", "bladder_dysfunction"),
+    ("mi vejiga no esta bien", "bladder_dysfunction"),
+    ("la vejiga no me funciona", "bladder_dysfunction"),
+    ("mi vejiga no funciona bien", "bladder_dysfunction"),
+    ("no controlo bien la vejiga", "bladder_dysfunction"),
+    ("my bowels let go", "bowel_dysfunction"),
+    ("my bowels gave way", "bowel_dysfunction"),
+    ("my bowels arent right", "bowel_dysfunction"),
+    ("my bowels are not right", "bowel_dysfunction"),
+    ("my bowels arent fine", "bowel_dysfunction"),
+    ("no controlo los intestinos", "bowel_dysfunction"),
+    ("mis intestinos no estan bien", "bowel_dysfunction"),
+    ("my bladder hasnt been right since the op", "bladder_dysfunction"),
+    ("my bowels havent been right", "bowel_dysfunction"),
+    # ... and limbs, said the same way
+    ("my legs havent been right", "limb_weakness"),
+    ("my left leg hasnt been working properly", "limb_weakness"),
+]
+BOWELS_NOT_WORKING = ["my bowels arent working", "my bowels are not working",
+                      "my bowels havent worked for days", "mis intestinos no funcionan"]
+CONTINENCE_SAID_WELL = [
+    "my bladder is fine", "my bladder isnt too bad", "my bladder is no problem",
+    "my bladder isnt a problem", "my bowels are fine", "my bowels are working again",
+    "mi vejiga esta bien", "mis intestinos funcionan bien", "I didnt know I needed a blood test",
+    "my bladder is not bad",
+]
+
+
+@pytest.mark.parametrize(("text", "flag"), CONTINENCE_SAID_PLAINLY,
+                         ids=[t for t, _ in CONTINENCE_SAID_PLAINLY])
+def test_bladder_or_bowels_said_plainly_to_be_wrong_is_an_emergency(text, flag):
+    _emergency(text, flag)
+
+
+@pytest.mark.parametrize("text", BOWELS_NOT_WORKING)
+def test_bowels_not_working_is_constipation(text):
+    result = detect(text)
+    assert "constipation" in result.flags and result.level == "urgent", result
+
+
+@pytest.mark.parametrize("text", CONTINENCE_SAID_WELL)
+def test_bladder_or_bowels_said_to_be_well_stay_routine(text):
+    _routine(text)
+
+
 # ... and with a young child's part said to be fine, the "mine" is still the patient's own, not
 # the child's (which would get the safety net, no alert)
 CHILDS_FINE_MINE_NOT = [
