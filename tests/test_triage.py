@@ -2201,6 +2201,50 @@ def test_bladder_or_bowels_said_to_be_well_stay_routine(text):
     _routine(text)
 
 
+# Found probing the brief's symptoms in patients' words: each was routine.
+PROBED_MISSES = [
+    ("my legs dont feel like they belong to me", "sensory_loss"),
+    ("I pee without knowing", "bladder_dysfunction"),
+    ("I cant push my wee out", "bladder_dysfunction"),
+    ("my stream is weak", "bladder_dysfunction"),
+    ("I have to sit for ages to pee", "bladder_dysfunction"),
+    ("I had poo in my pants", "bowel_dysfunction"),
+    ("pain in my back that goes round to my chest", "radicular_pain"),
+    ("I need to hold the walls", "gait_balance"),
+    ("I hit the floor", "gait_balance"),
+    ("mum landed on the floor last night", "gait_balance"),
+    ("tengo las piernas como de plomo", "limb_weakness"),
+    ("tengo que hacer mucha fuerza para orinar", "bladder_dysfunction"),
+    ("me duele la espalda y me baja a la pierna", "radicular_pain"),
+]
+PROBED_URGENT_MISSES = [
+    ("me duele mas acostado", "night_pain"),
+    ("me duele entre los omoplatos", "new_back_pain"),
+]
+PROBED_MISSES_NEAR = [
+    "I hit the floor with the mop", "I need to paint the walls", "my wifi stream is weak",
+    "the dog sat for ages to be fed", "my feet dont feel like dancing",
+    "me duele mas la cabeza", "la hinchazon ya baja",
+]
+
+
+@pytest.mark.parametrize(("text", "flag"), PROBED_MISSES, ids=[t for t, _ in PROBED_MISSES])
+def test_probed_misses_are_red_flags(text, flag):
+    _emergency(text, flag)
+
+
+@pytest.mark.parametrize(("text", "flag"), PROBED_URGENT_MISSES,
+                         ids=[t for t, _ in PROBED_URGENT_MISSES])
+def test_probed_urgent_misses_are_urgent(text, flag):
+    result = detect(text)
+    assert flag in result.flags and result.level == "urgent", result
+
+
+@pytest.mark.parametrize("text", PROBED_MISSES_NEAR)
+def test_probed_misses_near_misses_stay_routine(text):
+    _routine(text)
+
+
 # ... and with a young child's part said to be fine, the "mine" is still the patient's own, not
 # the child's (which would get the safety net, no alert)
 CHILDS_FINE_MINE_NOT = [
