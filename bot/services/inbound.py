@@ -877,24 +877,33 @@ def record_after_failure(session: Session, ctx: ServiceContext, msg: InboundMess
     triage, words = ((detect(text, ctx.vocabulary), text) if command else
                      _red_flags_in(session, ctx, msg, text, now, out))
     out.level = triage.level
-    red_flags = [f for f in triage.flags if level_for_flags([f], ctx.vocabulary) != "routine"]
     if triage.level == "emergency" and not triage.hypothetical:
         _try_interrupt(session, patient, now, "emergency")
+    _answer_red_flags(session, ctx, patient, msg, triage, words, now, out)
+    if msg.told_emergency:  # replayed from the spool: the patient was told in the TwiML
+        _hold_told_emergency(session, msg, out, now)
+    out.escalated = _escalated_since(session, escalated)
+    return out
+
+
+def _answer_red_flags(session: Session, ctx: ServiceContext, patient: Patient,
+                      msg: InboundMessage, triage: TriageResult, words: str, now: datetime,
+                      out: InboundOutcome) -> None:
+    """The failure paths' answer to a red flag in `words`: its tier's instruction and the
+    escalation, or for a question about one ("what if my legs go numb?") the safety net, as on
+    the normal path (never silence). Nothing for a routine text."""
+    red_flags = [f for f in triage.flags if level_for_flags([f], ctx.vocabulary) != "routine"]
+    if triage.level == "emergency" and not triage.hypothetical:
         out.outbox_ids += emergency_response(session, ctx, patient, red_flags, words, now,
                                              channel=msg.channel)
     elif triage.level == "urgent" and not triage.hypothetical:
         out.outbox_ids += urgent_response(session, ctx, patient, red_flags, words, now,
                                           channel=msg.channel)
     elif triage.level != "routine":
-        # "What if my legs go numb?": the safety net, as on the normal path (never silence).
         out.safety_net = True
         out.outbox_ids += [_reply(session, ctx, patient, msg, key, now, kind="safety_net")
                            for key in reply_keys(triage.flags, ctx.vocabulary,
                                                  hypothetical=True)]
-    if msg.told_emergency:  # replayed from the spool: the patient was told in the TwiML
-        _hold_told_emergency(session, msg, out, now)
-    out.escalated = _escalated_since(session, escalated)
-    return out
 
 
 def record_last_resort(session: Session, ctx: ServiceContext, msg: InboundMessage,
@@ -925,22 +934,12 @@ def record_last_resort(session: Session, ctx: ServiceContext, msg: InboundMessag
         _set_status(session, patient, "opted_out", now, "patient.opt_out", text)
         out.outbox_ids.append(_reply(session, ctx, patient, msg, "stopped", now))
         return out
-    red_flags = [f for f in triage.flags if level_for_flags([f], ctx.vocabulary) != "routine"]
     if patient is None:
         if triage.level != "routine":
             out.outbox_ids += _unknown_sender(session, ctx, msg, text, now, out,
                                               read=(triage, text))
-    elif triage.level == "emergency" and not triage.hypothetical:
-        out.outbox_ids += emergency_response(session, ctx, patient, red_flags, text, now,
-                                             channel=msg.channel)
-    elif triage.level == "urgent" and not triage.hypothetical:
-        out.outbox_ids += urgent_response(session, ctx, patient, red_flags, text, now,
-                                          channel=msg.channel)
-    elif triage.level != "routine":
-        out.safety_net = True
-        out.outbox_ids += [_reply(session, ctx, patient, msg, key, now, kind="safety_net")
-                           for key in reply_keys(triage.flags, ctx.vocabulary,
-                                                 hypothetical=True)]
+    else:
+        _answer_red_flags(session, ctx, patient, msg, triage, text, now, out)
     if msg.told_emergency:  # replayed from the spool: the patient was told in the TwiML
         _hold_told_emergency(session, msg, out, now)
     out.escalated = _escalated_since(session, escalated)
