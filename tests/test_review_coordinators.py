@@ -201,3 +201,55 @@ def test_the_same_correction_made_by_both_coordinators_is_no_conflict(two_coordi
     assert "Nothing was changed: the details were already so" in res.get_data(as_text=True)
     with rt.transaction() as s:
         assert s.get(Patient, pid).name == "Ada Lovelace"
+
+
+# Invisible characters that change how the text around them shows (right-to-left override,
+# isolates) or hide in it (zero-width space, BOM): "Ada\u202eecalevoL" shows as "Ada
+# Lovelace" backwards in an alert, an SMS or a list, and "Ada\u200b" is another name.
+INVISIBLE = ["\u202e", "\u202d", "\u202a", "\u2066", "\u2067", "\u2068", "\u2069", "\u200b",
+             "\ufeff", "\u2060"]
+
+
+@pytest.mark.parametrize("ch", INVISIBLE)
+def test_invisible_and_direction_changing_characters_are_refused_naming_the_field(
+        client, rt, cli, ch):
+    """Each way staff type free text refuses them, with a 400 (an exit 2) naming the field:
+    a patient's name at enrolment and when corrected (API, dashboard, CLI), a reminder's
+    text, a resolution note and a staff member's display name."""
+    code = f"U+{ord(ch):04X}"
+    res = client.post("/api/patients", json={"phone": "+447700900123", "name": f"Ada{ch}Bee"},
+                      headers={"X-Actor": "Sam"})
+    assert res.status_code == 400, res.get_json()
+    assert res.get_json()["field"] == "name" and code in res.get_json()["error"]
+    ok = client.post("/api/patients", json={"phone": "+447700900123", "name": "Ada Bee"},
+                     headers={"X-Actor": "Sam"})
+    pid = ok.get_json()["id"]
+    res = client.patch(f"/api/patients/{pid}", json={"name": f"{ch}Ada"},
+                       headers={"X-Actor": "Sam"})
+    assert res.status_code == 400 and res.get_json()["field"] == "name"
+    res = client.post(f"/api/patients/{pid}/schedules", headers={"X-Actor": "Sam"},
+                      json={"flow": "reminder", "at": "09:00", "every_days": 1,
+                            "reminder_text": f"Take your{ch} tablets"})
+    assert res.status_code == 400 and res.get_json()["field"] == "reminder_text"
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).name == "Ada Bee"
+    from tests.test_api import _escalation
+
+    ref = _escalation(client, phone="+447700900999", headers={"X-Actor": "Sam"})
+    res = client.post(f"/api/escalations/{ref}/resolve", headers={"X-Actor": "Sam"},
+                      json={"note": f"Called{ch} her back", "by": "Nurse Jo"})
+    assert res.status_code == 400 and res.get_json()["field"] == "note"
+
+    from tests.test_dashboard import post
+
+    sign_in(client, name="Jo", token=None)
+    text = post(client, "/dashboard/patients/new", phone="+447700900456", name=f"Bo{ch}b",
+                timezone="Europe/London", channel="sms", language="en").get_data(as_text=True)
+    assert 'data-field="name"' in text and code in text
+    res = cli("patients", "add", "--phone", "+447700900789", "--name", f"Cy{ch}")
+    assert res.exit_code == 2 and "name:" in res.output and code in res.output, res.output
+    res = cli("staff", "add", "--username", "alice", "--name", f"Alice{ch}",
+              "--password-stdin", input="correct horse battery\n")
+    assert res.exit_code == 2 and "name:" in res.output and code in res.output, res.output
+    with rt.transaction() as s:
+        assert s.scalars(select(Patient.name).order_by(Patient.id)).all() == ["Ada Bee", "Ada"]

@@ -222,10 +222,25 @@ def check_name(name: str) -> str:
     return check_text("name", value)
 
 
-def check_text(key: str, value: str, multiline: bool = False) -> str:
+# Invisible characters that change how the text around them shows, or hide in it: the
+# bidirectional embeddings, overrides and isolates (U+202A to U+202E, U+2066 to U+2069: "Ada
+# \u202eecalevoL" shows as "Ada Lovelace" reversed in an alert, an SMS, a list or a terminal),
+# zero-width space, word joiner and the invisible operators, and the BOM (U+FEFF). A name
+# with one looks like another name and is not found by it. Zero-width (non-)joiners (U+200C,
+# U+200D) are left: some scripts' words and emoji need them; so are the left-to-right and
+# right-to-left marks (U+200E, U+200F), which change no letter's order, only where
+# punctuation goes.
+INVISIBLE = frozenset("\u200b\u2060\u2061\u2062\u2063\u2064\ufeff"
+                      "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def check_text(key: str, value: str, multiline: bool = False,
+               invisible_ok: bool = False) -> str:
     """Refuse what no database should store: lone surrogates (which cannot be encoded),
     NUL (which PostgreSQL refuses) and other control characters; newlines and tabs only in a
-    `multiline` field (a note, a reminder, a text message)."""
+    `multiline` field (a note, a reminder, a text message). And, in what staff type (unless
+    `invisible_ok`: a patient's own words, as the simulator sends them), the INVISIBLE
+    characters, refused rather than dropped so that what is stored is what was meant."""
     allowed = "\n\r\t" if multiline else ""
     for ch in value:
         category = unicodedata.category(ch)
@@ -233,6 +248,10 @@ def check_text(key: str, value: str, multiline: bool = False) -> str:
             raise InvalidField(key, "contains a lone surrogate (not valid Unicode text)")
         if category == "Cc" and ch not in allowed:
             raise InvalidField(key, f"contains a control character (U+{ord(ch):04X})")
+        if ch in INVISIBLE and not invisible_ok:
+            raise InvalidField(key, f"contains an invisible character (U+{ord(ch):04X}) that "
+                                    "changes or hides how the text shows: type it again "
+                                    "rather than pasting it")
     return value
 
 

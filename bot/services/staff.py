@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from bot.services.audit import audit
-from bot.services.patients import InvalidField
+from bot.services.patients import InvalidField, check_text
 from bot.store.models import MAX_ID, DashboardSession, Staff, StaffToken
 
 USERNAME_RE = re.compile(r"[a-z0-9._-]{3,32}")
@@ -65,6 +65,7 @@ def check_display_name(raw: str) -> str:
         raise InvalidField("name", "required: the name the dashboard shows and records")
     if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
         raise InvalidField("name", "contains a control character")
+    check_text("name", name)  # invisible characters, as in a patient's name
     if len(name) > NAME_CHARS:
         raise InvalidField("name", f"at most {NAME_CHARS} characters")
     return name

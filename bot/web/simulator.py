@@ -108,7 +108,7 @@ def send():
         body = data.get("body")
         if not isinstance(body, str) or not body.strip():
             raise InvalidField("body", "empty message")
-        check_text("body", body, multiline=True)
+        check_text("body", body, multiline=True, invisible_ok=True)  # a phone may send one
         phone = normalise_phone(_text(data, "phone", ""), phone_region(runtime().settings))
     except InvalidField as exc:
         return _bad(exc)
