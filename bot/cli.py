@@ -312,7 +312,8 @@ def patients() -> None:
 @click.option("--name", required=True)
 @click.option("--timezone", "zone", default=None,
               help="IANA Area/Location zone, e.g. Europe/London (not GMT or UTC).")
-@click.option("--channel", default="sms", show_default=True, help="sms or whatsapp.")
+@click.option("--channel", default=None,
+              help="sms or whatsapp. [default: sms; whatsapp for a whatsapp:+... number]")
 @click.option("--language", default=None)
 def patients_add(phone, name, zone, channel, language) -> None:
     """Enrol a patient and send the welcome (consent) message."""

@@ -253,3 +253,39 @@ def test_invisible_and_direction_changing_characters_are_refused_naming_the_fiel
     assert res.exit_code == 2 and "name:" in res.output and code in res.output, res.output
     with rt.transaction() as s:
         assert s.scalars(select(Patient.name).order_by(Patient.id)).all() == ["Ada Bee", "Ada"]
+
+
+def test_a_whatsapp_address_enrols_on_whatsapp_and_contradicting_it_is_refused(client, rt, cli):
+    """A number given as Twilio writes a WhatsApp sender, "whatsapp:+44...", with no channel,
+    was enrolled on SMS: the welcome went by text to someone who asked for WhatsApp. It says
+    WhatsApp, so it is enrolled on WhatsApp; with channel sms as well it is refused naming
+    the channel (which of the two was meant is not for the bot to guess)."""
+    hdr = {"X-Actor": "Sam"}
+    res = client.post("/api/patients", json={"phone": "whatsapp:+447700900123", "name": "Ada"},
+                      headers=hdr)
+    assert res.status_code == 201, res.get_json()
+    assert res.get_json()["phone"] == "+447700900123"
+    assert res.get_json()["channel"] == "whatsapp"
+    res = client.post("/api/patients", json={"phone": "whatsapp:+447700900456", "name": "Bo",
+                                             "channel": "sms"}, headers=hdr)
+    assert res.status_code == 400 and res.get_json()["field"] == "channel"
+    assert "whatsapp:" in res.get_json()["error"]
+    res = client.post("/api/patients", json={"phone": "whatsapp:+447700900456", "name": "Bo",
+                                             "channel": "whatsapp"}, headers=hdr)
+    assert res.status_code == 201 and res.get_json()["channel"] == "whatsapp"
+    # A correction to a whatsapp: number moves the patient to WhatsApp too.
+    cy = client.post("/api/patients", json={"phone": "+447700900789", "name": "Cy"},
+                     headers=hdr).get_json()
+    res = client.patch(f"/api/patients/{cy['id']}", json={"phone": "whatsapp:+447700900788"},
+                       headers=hdr)
+    assert res.status_code == 200 and res.get_json()["channel"] == "whatsapp"
+    res = client.patch(f"/api/patients/{cy['id']}", json={"phone": "whatsapp:+447700900787",
+                                                          "channel": "sms"}, headers=hdr)
+    assert res.status_code == 400 and res.get_json()["field"] == "channel"
+    res = cli("patients", "add", "--phone", "whatsapp:+447700900111", "--name", "Di")
+    assert res.exit_code == 0, res.output
+    with rt.transaction() as s:
+        assert s.scalars(select(Patient.channel).where(
+            Patient.phone == "+447700900111")).one() == "whatsapp"
+        assert s.scalars(select(Patient.channel).where(
+            Patient.phone == "+447700900788")).one() == "whatsapp"

@@ -62,7 +62,9 @@ def normalise_phone(raw: str, default_region: str | None = None) -> str:
     +521 and 10 digits. Without dropping it, a patient's WhatsApp messages would come from
     a number that is not enrolled. (Argentina needs nothing: a mobile's E.164 form, +54 9...,
     is also its WhatsApp ID.)"""
-    text = (raw or "").strip().removeprefix("whatsapp:")
+    text = (raw or "").strip()
+    if is_whatsapp_address(text):
+        text = text[len(WHATSAPP_PREFIX):]
     try:
         parsed = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException:
@@ -90,6 +92,30 @@ def normalise_phone(raw: str, default_region: str | None = None) -> str:
         # local-only numbers can't be texted
         raise InvalidField("phone", f"{raw!r} has the wrong number of digits for its country")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+WHATSAPP_PREFIX = "whatsapp:"
+
+
+def is_whatsapp_address(raw: str | None) -> bool:
+    """A number written as Twilio writes a WhatsApp sender: "whatsapp:+447700900123"."""
+    return (raw or "").strip().lower().startswith(WHATSAPP_PREFIX)
+
+
+def channel_for(raw_phone: str | None, channel: str | None) -> str | None:
+    """The channel `channel` (checked) a number given as `raw_phone` is to be reached on: a
+    "whatsapp:" number with no channel given is WhatsApp's, and with channel sms is refused
+    (InvalidField "channel": which one was meant is not for the bot to guess). None: no
+    channel given and nothing to go by (the caller's default or the patient's own stands)."""
+    prefixed = is_whatsapp_address(raw_phone)
+    if channel is None:
+        return "whatsapp" if prefixed else None
+    value = check_channel(channel)
+    if prefixed and value != "whatsapp":
+        raise InvalidField("channel", f"is {value}, but the number was given as a WhatsApp "
+                                      "address (whatsapp:...): give channel whatsapp, or the "
+                                      "number without whatsapp:")
+    return value
 
 
 def phone_examples(region: str | None) -> str:
@@ -281,7 +307,8 @@ class Enrolment:
     phone: str
     name: str
     timezone: str
-    channel: str = "sms"
+    # None: WhatsApp for a number given as "whatsapp:+44...", else SMS (channel_for).
+    channel: str | None = "sms"
     language: str = "en"
 
 
@@ -292,7 +319,7 @@ def validate_enrolment(e: Enrolment, languages: list[str], *, default_zone: str 
     where a number without its country code is read (see phone_region)."""
     phone = check_patient_number(normalise_phone(e.phone, region), care_team_phones)
     name = check_name(e.name)
-    channel = check_channel(e.channel)
+    channel = channel_for(e.phone, e.channel) or "sms"
     language = check_language(e.language, languages)
     return Enrolment(phone, name, check_timezone(e.timezone, default_zone), channel, language)
 
@@ -448,8 +475,9 @@ def update_patient(session: Session, patient: Patient, changes: PatientChanges, 
         wanted["name"] = check_name(changes.name)
     if changes.timezone is not None:
         wanted["timezone"] = check_timezone(changes.timezone, settings.defaults.timezone)
-    if changes.channel is not None:
-        wanted["channel"] = check_channel(changes.channel)
+    channel = channel_for(changes.phone, changes.channel)  # a "whatsapp:" number: WhatsApp
+    if channel is not None:
+        wanted["channel"] = channel
     if changes.language is not None:
         wanted["language"] = check_language(changes.language, settings.languages)
     if changes.status is not None:

@@ -270,7 +270,8 @@ def enrol():
     e = Enrolment(
         phone=_text(data, "phone"), name=_text(data, "name"),
         timezone=_text(data, "timezone", rt.settings.defaults.timezone),
-        channel=_text(data, "channel", "sms"),
+        # none given: WhatsApp for a "whatsapp:" number, else SMS (channel_for)
+        channel=None if data.get("channel") is None else _text(data, "channel"),
         language=_text(data, "language", rt.settings.defaults.language),
     )
     try:
