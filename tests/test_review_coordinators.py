@@ -289,3 +289,33 @@ def test_a_whatsapp_address_enrols_on_whatsapp_and_contradicting_it_is_refused(c
             Patient.phone == "+447700900111")).one() == "whatsapp"
         assert s.scalars(select(Patient.channel).where(
             Patient.phone == "+447700900788")).one() == "whatsapp"
+
+
+def test_a_number_changed_to_another_countrys_is_warned_of_as_at_enrolment(
+        client, rt, two_coordinators):
+    """A patient on the clinic's zone whose number is corrected (PATCH, the dashboard's Save
+    details) to a US one: enrolled with it, the coordinator would have been told to check the
+    zone; corrected to it, nothing was said. The same warning now; none when the zone is
+    given with it (taken as meant) or the new number is the clinic's country's."""
+    hdr = {"X-Actor": "Sam"}
+    pid = client.post("/api/patients", json={"phone": "+447700900123", "name": "Ada"},
+                      headers=hdr).get_json()["id"]
+    res = client.patch(f"/api/patients/{pid}", json={"phone": "+1 202 555 0143"}, headers=hdr)
+    assert res.status_code == 200
+    warnings = res.get_json()["warnings"]
+    assert any("United States" in w and "Europe/London" in w and "timezone" in w
+               for w in warnings), warnings
+    res = client.patch(f"/api/patients/{pid}", json={"phone": "+1 202 555 0144",
+                                                     "timezone": "Europe/London"}, headers=hdr)
+    assert res.status_code == 200 and res.get_json()["warnings"] == []
+    res = client.patch(f"/api/patients/{pid}", json={"phone": "+447700900124"}, headers=hdr)
+    assert res.status_code == 200 and res.get_json()["warnings"] == []
+
+    jo, _ = two_coordinators
+    path = f"/dashboard/patients/{pid}"
+    res = jo.post(f"{path}/details", data={**form_fields(jo, path, "details-form"),
+                                           "phone": "+1 202 555 0145"}, follow_redirects=True)
+    text = res.get_data(as_text=True)
+    assert res.status_code == 200 and "United States" in text and "Warning" in text
+    with rt.transaction() as s:
+        assert s.get(Patient, pid).phone == "+12025550145"

@@ -437,7 +437,8 @@ class PatientUpdate:
     retimed: list[tuple[int, datetime, datetime]] = field(default_factory=list)
     readdressed: list[int] = field(default_factory=list)
     # For the coordinator: a new zone in a country with no emergency number configured
-    # (bot.services.context.emergency_number_warning).
+    # (bot.services.context.emergency_number_warning); a new number of another country than
+    # the clinic's zone the patient is left on (number_zone_warning).
     warnings: list[str] = field(default_factory=list)
 
 
@@ -519,6 +520,15 @@ def update_patient(session: Session, patient: Patient, changes: PatientChanges, 
         warning = emergency_number_warning(settings, new_zone)
         if warning:
             result.warnings.append(warning)
+    if ("phone" in result.changes and changes.timezone is None
+            and patient.timezone == settings.defaults.timezone):
+        from bot.services.context import number_zone_warning
+
+        # A new number of another country, the zone left as the clinic's: as at enrolment,
+        # the patient may live there (a zone given with it is taken as meant).
+        abroad = number_zone_warning(patient.phone, patient.timezone)
+        if abroad:
+            result.warnings.append(abroad)
     if result.changes:
         details = {key: {"from": old, "to": new} for key, (old, new) in result.changes.items()}
         if result.moved:
