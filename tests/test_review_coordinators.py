@@ -319,3 +319,33 @@ def test_a_number_changed_to_another_countrys_is_warned_of_as_at_enrolment(
     assert res.status_code == 200 and "United States" in text and "Warning" in text
     with rt.transaction() as s:
         assert s.get(Patient, pid).phone == "+12025550145"
+
+
+def test_the_same_new_number_typed_in_another_format_is_no_conflict(two_coordinators, rt):
+    """Sam saves the patient's new number as dialled here, "07700 900456"; Jo, on a page
+    loaded before, types the same number in international form. The save compared the typed
+    text, so Jo was refused as if Sam had typed another number. The numbers are compared, so
+    there is nothing left to do; and the number shown, retyped the national way beside a
+    name correction, is no change of the number either."""
+    jo, sam = two_coordinators
+    pid = enrol(rt, "+447700900123", name="Ada Lovelase")
+    path = f"/dashboard/patients/{pid}"
+    jos_form = form_fields(jo, path, "details-form")
+    res = sam.post(f"{path}/details", data={**form_fields(sam, path, "details-form"),
+                                            "phone": "07700 900456"})
+    assert res.status_code == 303
+    res = jo.post(f"{path}/details", data={**jos_form, "phone": "+44 7700 900456"},
+                  follow_redirects=True)
+    assert res.status_code == 200, res.get_data(as_text=True)
+    assert "Nothing was changed: the details were already so" in res.get_data(as_text=True)
+
+    jos_form = form_fields(jo, path, "details-form")  # shows +447700900456
+    res = sam.post(f"{path}/details", data={**form_fields(sam, path, "details-form"),
+                                            "phone": "+447700900789"})
+    assert res.status_code == 303
+    res = jo.post(f"{path}/details", data={**jos_form, "phone": "07700 900456",
+                                           "name": "Ada Lovelace"})
+    assert res.status_code == 303, res.get_data(as_text=True)
+    with rt.transaction() as s:
+        p = s.get(Patient, pid)
+        assert (p.phone, p.name) == ("+447700900789", "Ada Lovelace")

@@ -80,10 +80,13 @@ from bot.services.patients import (
     InvalidField,
     PatientChanges,
     StatusRefused,
+    check_language,
     check_text,
+    check_timezone,
     current_discharge,
     discharge_patient,
     is_discharged,
+    normalise_phone,
     onboard_patient,
     phone_examples,
     phone_region,
@@ -1396,12 +1399,13 @@ def _details_changed(p: Patient, was: dict[str, str] | None) -> PatientChanges:
         return PatientChanges(**typed)
     wanted = {}
     for key, value in typed.items():
-        if value == was[key].strip():
+        meant = _canonical(key, value)  # "07700 900456" is "+44 7700 900456"
+        if meant == _canonical(key, was[key]):
             continue  # not changed here: whatever the patient's row now says stays
         now_is = getattr(p, key)
-        if value == now_is:
+        if meant == _canonical(key, now_is):
             continue  # the same change made meanwhile elsewhere: nothing left to do
-        if now_is != was[key]:
+        if _canonical(key, now_is) != _canonical(key, was[key]):
             raise _ChangedMeanwhile(key, f"was changed by someone else since this page was "
                                          f"loaded, from {was[key]} to {now_is}: check it and "
                                          "save again")
@@ -1409,6 +1413,24 @@ def _details_changed(p: Patient, was: dict[str, str] | None) -> PatientChanges:
     if not wanted:
         raise _NothingTyped()
     return PatientChanges(**wanted)
+
+
+def _canonical(key: str, value: str) -> str:
+    """A detail as it would be stored (a number in E.164, a zone or language in its case), to
+    compare what was typed with what the page showed and the row holds now: the same number
+    typed another way is the same number. What does not pass its check is compared as typed
+    (update_patient then refuses it, naming the field)."""
+    settings = runtime().settings
+    try:
+        if key == "phone":
+            return normalise_phone(value, phone_region(settings))
+        if key == "timezone":
+            return check_timezone(value, settings.defaults.timezone)
+        if key == "language":
+            return check_language(value, settings.languages)
+    except InvalidField:
+        pass
+    return value.strip().lower() if key == "channel" else value.strip()
 
 
 class _NothingTyped(Exception):
