@@ -116,11 +116,35 @@ def test_not_yet_to_a_reminder_is_not_done_and_acknowledged(client, rt, fake_htt
     assert waiting_at(rt, pid) == (None, 0)
 
 
-def test_not_yet_beside_done_to_a_reminder_is_asked_again(client, rt, fake_http):
+@pytest.mark.parametrize("text", [
+    "not yet done", "Not done yet", "not taken yet", "I haven't taken it yet",
+    "havent taken it yet", "I have not taken them yet", "later", "will do", "in a bit",
+    "I will later", "Will do it later x"])
+def test_not_done_yet_in_other_words_to_a_reminder_is_read_as_not_yet(client, rt, fake_http,
+                                                                       text):
+    """ "Not yet done", "I haven't taken it yet" were "Sorry, we did not understand" (a try
+    used): "done" or "taken" picked the done option and the negation beside it made the reply
+    ambiguous. "Later", "will do", "in a bit" say the same (not done now) and were no answer
+    at all. Each is read as "not yet" is: not done, with the same acknowledgement."""
     pid = _reminded(rt, fake_http)
-    texted(client, "not yet done")
+    texted(client, text)
+    assert answers(rt, pid) == {"reminder_reply": "cannot"}
+    assert sent(fake_http)[-1].startswith(REMINDER_CANNOT)
+    assert REMINDER_RETRY not in sent(fake_http)
+    assert waiting_at(rt, pid) == (None, 0)
+
+
+@pytest.mark.parametrize("text", ["Not yet. Done now", "not yet, done", "taken, not yet the other",
+                                  "done, later the rest"])
+def test_not_yet_and_done_in_separate_parts_of_a_reminder_reply_is_asked_again(
+        client, rt, fake_http, text):
+    """ "Not yet. Done now" says both (the phrase "not yet done" must not be read across the
+    full stop): asked again, as before."""
+    pid = _reminded(rt, fake_http)
+    texted(client, text)
     assert answers(rt, pid) == {}
     assert sent(fake_http)[-1] == REMINDER_RETRY
+    assert waiting_at(rt, pid) == ("remind", 1)
 
 
 # ---- one reply, two answers -----------------------------------------------------------------
@@ -276,3 +300,4 @@ def test_nothing_new_to_an_any_new_question_is_a_no(client, rt, fake_http):
     texted(client, "Nothing new thanks")
     assert answers(rt, pid) == {"worst_pain": 0, "numbness": "no"}
     assert waiting_at(rt, pid) == ("weakness", 0)
+

@@ -132,7 +132,8 @@ ZERO_ONLY_WORDS = {"sin", "ningun"}
 # A number followed by one of these and another number is a score ("7 out of 10", "7 de 10").
 SCORE_LINKS = {("/",), ("out", "of"), ("of",), ("de",), ("sobre",)}
 MAX_CHOICE_WORDS = 40  # a longer reply is a message, not a pick from a list
-# Leftover words that turn a picked option round ("not done", "I haven't taken them yet").
+# Leftover words that turn a picked option round ("not ready", "I can't say I took them"); an
+# option may list its own negated phrases ("not done", "haven't taken") to be picked by them.
 # tokens() drops apostrophes (straight or curly), so "haven't", "haven’t" and "havent" are one.
 NEGATIONS = {
     "no", "not", "never", "nunca", "tampoco", "cannot",
@@ -403,11 +404,16 @@ def parse_choice(text: str, options: Sequence[Sequence[str]]) -> ParseResult:
     plain = _plain_yes_no_option(text, options)
     if plain is not None:
         return ParseResult.understood(plain)
+    # A phrase is said within one part of the reply: "not yet done" is no phrase in "Not
+    # yet. Done now" (which says both, and is asked again).
+    part = [index for index, piece in enumerate(_CLAUSE_BREAK.split(text))
+            for _ in tokens(piece)]
     hits = [
         (span, index)
         for index, phrases in enumerate(options, start=1)
         for phrase in phrases
         for span in _phrase_spans(words, tokens(phrase))
+        if len(part) != len(words) or part[span[0]] == part[span[-1]]
     ]
     chosen: set[int] = set()
     matched: set[int] = set()
