@@ -301,3 +301,59 @@ def test_nothing_new_to_an_any_new_question_is_a_no(client, rt, fake_http):
     assert answers(rt, pid) == {"worst_pain": 0, "numbness": "no"}
     assert waiting_at(rt, pid) == ("weakness", 0)
 
+
+# ---- "no new numbness", "no changes", "all good" -----------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    "no new numbness", "No new numbness or tingling", "no changes", "No change thanks",
+    "nothing has changed", "same as before", "Same as before x", "all good", "no all good",
+    "No, all good"])
+def test_no_change_in_everyday_words_to_an_any_new_question_is_a_no(client, rt, fake_http,
+                                                                  text):
+    """ "No new numbness", "no changes", "same as before", "all good" to "have you had any new
+    numbness...?" were "Sorry, we did not understand" (a try used): each says there is
+    nothing new, a no. No alert is raised and the next question is asked."""
+    from bot.store.models import Escalation
+
+    pid = _at_numbness_question(rt, client, fake_http)
+    texted(client, text)
+    assert answers(rt, pid) == {"worst_pain": 0, "numbness": "no"}
+    assert waiting_at(rt, pid) == ("weakness", 0)
+    with rt.transaction() as s:
+        assert s.scalars(select(Escalation)).all() == []
+
+
+def test_no_new_symptom_is_a_no_only_to_the_question_about_that_symptom(client, rt, fake_http):
+    """Each "any new ...?" question takes its own symptom: "no new weakness" to the weakness
+    question, "no new problems" to the bladder one; "no new numbness" to "any new weakness?"
+    says nothing of weakness and is asked again."""
+    pid = _at_numbness_question(rt, client, fake_http)
+    texted(client, "no new numbness")
+    texted(client, "no new numbness")
+    assert waiting_at(rt, pid) == ("weakness", 1)
+    texted(client, "no new weakness")
+    texted(client, "no")  # balance
+    texted(client, "no new problems")  # bladder
+    texted(client, "No new bowel problems")
+    texted(client, "no new numbness")  # saddle
+    assert answers(rt, pid) == {"worst_pain": 0, "numbness": "no", "weakness": "no",
+                                "balance": "no", "bladder": "no", "bowel": "no", "saddle": "no"}
+    assert waiting_at(rt, pid) == ("fever", 0)
+
+
+@pytest.mark.parametrize("text", [
+    "same as before but worse", "no new numbness but my toes tingle", "all good but numb",
+    "no changes, still numb", "fine", "I'm fine", "not sure, same as before?",
+    "not all good", "it's not the same as before", "isnt all good"])
+def test_a_no_change_reply_that_takes_it_back_or_says_less_is_no_no(client, rt, fake_http,
+                                                                    text):
+    """At a red-flag question a wrong no misses the red flag: a reply that says more than no
+    change ("but worse", "still numb"), takes it back ("not all good", "it's not the same as
+    before": these were read as a no, the "not" taken for the answer and the rest for its
+    reason) or only says "fine" is no no; it is asked again (or alerts, when triage reads a
+    red flag in it)."""
+    pid = _at_numbness_question(rt, client, fake_http)
+    texted(client, text)
+    assert "numbness" not in answers(rt, pid)
+    assert waiting_at(rt, pid) in (("numbness", 1), (None, 0))
+

@@ -247,6 +247,20 @@ def _yesno_words(words: list[str], yes: Sequence[str], no: Sequence[str]) -> Par
     return ParseResult.not_understood(NOT_YES_NO)
 
 
+def _negated_phrase(words: list[str], at: set[int]) -> bool:
+    """Whether a phrase at positions `at` follows a negation, filler between at most: "not
+    all good", "its not the same as before", "isnt all good". A plain "no" before it is an
+    answer, not its negation ("no all good", "no nothing new")."""
+    for start in (i for i in at if i - 1 not in at):
+        before = start - 1
+        while before >= 0 and words[before] != "no" and _in(words[before], _FILLER):
+            before -= 1
+        if before >= 0 and words[before] != "no" and (
+                words[before] in NEGATIONS or words[before] == "t"):
+            return True
+    return False
+
+
 _CLAUSE_BREAK = re.compile(r"[,.;:!?()\n]|\s-+\s")
 
 
@@ -305,6 +319,14 @@ def parse_yesno(text: str, yes_words: Sequence[str] = (), no_words: Sequence[str
     """
     yes_words, no_words = (*yes_words, *YES_PHRASES), (*no_words, *NO_PHRASES)
     words = tokens(text) or (["ok"] if _only_ok_emoji(text) else [])
+    for piece in _CLAUSE_BREAK.split(text):
+        said = tokens(piece)
+        no_at = _phrase_positions(said, no_words)
+        if _negated_phrase(said, no_at) or _negated_phrase(
+                said, _phrase_positions(said, yes_words) - no_at):
+            # "not all good", "its not the same as before": the phrase is taken back, and no
+            # reading of the rest may find a no in it.
+            return ParseResult.not_understood(NOT_YES_NO)
     result = _yesno_words(words, yes_words, no_words)
     if not result.ok and result.reason == NOT_YES_NO and _affirms(words):
         return ParseResult.understood("yes")
