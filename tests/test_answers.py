@@ -264,13 +264,15 @@ def test_a_plain_no_on_the_tiredness_scale_is_its_lowest_option(text):
 @pytest.mark.parametrize(("text", "value"), [
     # "mucho" was very much, but "a lot" was asked again; both raise the fatigue flag.
     ("a lot", 5), ("A lot!", 5), ("alot", 5), ("lots", 5), ("un monton", 5), ("Un montón", 5),
-    ("quite a lot", 4), ("a tiny bit", 2)])
+    ("quite a lot", 4), ("a tiny bit", 2),
+    # "not much" is some, so a little (as "casi nada"), never not at all; "very" is very much
+    ("not much", 2), ("not very much", 2), ("no mucho", 2), ("very", 5)])
 def test_everyday_amounts_on_the_tiredness_scale(text, value):
     assert parse_choice(text, _fatigue_options()) == ParseResult(ok=True, value=value)
 
 
-@pytest.mark.parametrize("text", ["no, a little", "no 4", "not very much", "no mucho",
-                                  "not much", "none, 3"])
+@pytest.mark.parametrize("text", ["no, a little", "no 4", "none, 3", "not very",
+                                  "no, a lot"])
 def test_a_no_with_another_option_on_the_scale_is_not_understood(text):
     options = _fatigue_options()
     assert parse_choice("no", options).ok  # the lowest option, alone

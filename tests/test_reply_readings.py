@@ -357,3 +357,40 @@ def test_a_no_change_reply_that_takes_it_back_or_says_less_is_no_no(client, rt, 
     assert "numbness" not in answers(rt, pid)
     assert waiting_at(rt, pid) in (("numbness", 1), (None, 0))
 
+
+# ---- the tiredness scale in everyday words ---------------------------------------------------
+
+def _at_fatigue_question(rt, client, fake_http) -> int:
+    pid = _at_pain_question(rt, fake_http)
+    for reply in ("0", "no", "no", "no", "no", "no", "no", "no"):  # no pain ... no fever
+        texted(client, reply)
+    assert waiting_at(rt, pid) == ("fatigue", 0)
+    fake_http.reset()
+    return pid
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("not much", "a_little"), ("Not very much", "a_little"), ("not a lot", "a_little"),
+    ("slightly", "a_little"), ("hardly", "a_little"), ("barely x", "a_little"),
+    ("a little", "a_little"), ("very", "very_much"), ("Very tired", "very_much"),
+    ("loads", "very_much"), ("no mucho", "a_little"), ("muy cansada", "very_much")])
+def test_everyday_amounts_at_the_tiredness_question_are_read_on_its_scale(
+        client, rt, fake_http, text, value):
+    """To "how much did tiredness get in the way? Reply 1 not at all, 2 a little, ... 5 very
+    much", "not much", "slightly", "very" were "Sorry, we did not understand" (a try used).
+    "Not much" is some, so a little (as "casi nada" already was), never not at all; "very"
+    is very much."""
+    pid = _at_fatigue_question(rt, client, fake_http)
+    texted(client, text)
+    assert answers(rt, pid)["fatigue"] == value
+    assert waiting_at(rt, pid) == ("anything_else", 0)
+
+
+@pytest.mark.parametrize("text", ["not very", "not really", "very little or a lot"])
+def test_unclear_amounts_at_the_tiredness_question_are_asked_again(client, rt, fake_http,
+                                                                   text):
+    pid = _at_fatigue_question(rt, client, fake_http)
+    texted(client, text)
+    assert "fatigue" not in answers(rt, pid)
+    assert waiting_at(rt, pid) == ("fatigue", 1)
+
