@@ -394,3 +394,38 @@ def test_unclear_amounts_at_the_tiredness_question_are_asked_again(client, rt, f
     assert "fatigue" not in answers(rt, pid)
     assert waiting_at(rt, pid) == ("fatigue", 1)
 
+
+# ---- "7, no its not new" ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["7, no its not new", "7, no not new", "7 and its not new",
+                                  "7. No it's not new"])
+def test_a_score_then_not_new_answers_both(client, rt, fake_http, text):
+    """ "7, no its not new" to the pain score was not understood as a whole (its second part,
+    "no its not new", was no answer to "is this pain new?"), while "8, no, same as usual"
+    was read as both. It is read as both now: 7, and not new."""
+    pid = _at_pain_question(rt, fake_http)
+    texted(client, text)
+    assert answers(rt, pid) == {"worst_pain": 7, "pain_new": "no"}
+    assert sent(fake_http) == [PAIN_NIGHT]
+    assert waiting_at(rt, pid) == ("pain_night", 0)
+
+
+@pytest.mark.parametrize("text", ["no its not new", "not new", "Its not new thanks"])
+def test_not_new_alone_to_is_this_pain_new_is_a_no(client, rt, fake_http, text):
+    pid = _at_pain_question(rt, fake_http)
+    texted(client, "6")
+    texted(client, text)
+    assert answers(rt, pid) == {"worst_pain": 6, "pain_new": "no"}
+
+
+@pytest.mark.parametrize("text", ["not new, different", "not new but worse", "its not new its worse",
+                                  "7, not new but different", "no, different"])
+def test_not_new_but_different_to_is_this_pain_new_is_no_no(client, rt, fake_http, text):
+    """ "Is this pain new, or different from your usual pain?": "not new, different" is a yes
+    to its second half, no no: asked again ("no, different" was read as a no: "different" was
+    taken for the no's reason)."""
+    pid = _at_pain_question(rt, fake_http)
+    if not text.startswith("7"):
+        texted(client, "6")
+    texted(client, text)
+    assert "pain_new" not in answers(rt, pid)

@@ -98,6 +98,8 @@ QUALIFIERS = {
     "en": {"but", "except", "although", "though", "apart", "only", "just", "bit", "little",
            "slight", "slightly", "sometimes", "occasionally", "mild", "mildly", "some", "still",
            "more", "worse", "new", "maybe", "unsure", "know", "if", "or",
+           # "not new, different" to "is this pain new, or different from usual?"
+           "different",
            # hardly a no: "no, barely", "no, hardly notice it", "no, almost gone"
            "hardly", "barely", "almost"},
     "es": {"pero", "aunque", "excepto", "salvo", "menos", "solo", "poco", "algo", "veces",
