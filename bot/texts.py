@@ -13,7 +13,7 @@ from bot.config import EMERGENCY_NUMBER_DIGITS, REPO_ROOT
 MESSAGES_FILE = REPO_ROOT / "config" / "messages.yaml"
 REQUIRED = (
     "emergency", "urgent", "safety_net", "not_enrolled", "help", "stopped", "started",
-    "received", "aside", "corrected", "awaiting_consent", "alert", "alert_answer", "staff_ack", "staff_already",
+    "received", "not_received", "aside", "corrected", "awaiting_consent", "alert", "alert_answer", "staff_ack", "staff_already",
     "staff_unknown", "staff_usage", "staff_failed", "staff_which", "staff_none", "alert_unknown", "media_unreadable",
     "blank",
     "after_emergency", "after_urgent",

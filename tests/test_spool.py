@@ -3,6 +3,7 @@ answered (in the webhook's TwiML), and everything goes in once the database is b
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import time
@@ -14,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 
 from bot.store.db import make_engine, make_session_factory
 from bot.store.models import AuditLog, Escalation, Message, OutboxItem, Patient
-from tests.test_webhooks import INBOUND, PHONE, bodies, count, enrol, post, sid, texted
+from tests.test_webhooks import PHONE, bodies, count, enrol, post, sid, texted
 from tests.twilio_support import (  # noqa: F401 - fixtures
     TWILIO_SETTINGS,
     fake_http,
@@ -114,15 +115,67 @@ def test_an_unreadable_spool_file_is_set_aside(rt):
     assert [p.name for p in rt.spool.directory.iterdir()] == ["20260101T000000000000-x.bad"]
 
 
-def test_if_the_disk_refuses_too_twilio_gets_an_error_to_retry(client, rt):
+def _disk_refuses(rt, monkeypatch):
+    def full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(rt.spool, "put", full)
+
+
+def _errors(caplog) -> str:
+    return "\n".join(r.getMessage() + "\n" + (r.exc_text or "")
+                     for r in caplog.records if r.levelno >= logging.ERROR)
+
+
+def test_if_the_disk_refuses_too_the_patient_is_told_to_send_it_again(
+        client, rt, fake_http, monkeypatch, caplog):
+    """Twilio does not retry a messaging webhook that answered 5xx (only a failed connection,
+    unless the URL asks otherwise): a 500 would lose the message in silence. The patient is
+    told it did not reach us, and the operator sees an ERROR."""
     enrol(rt)
-    rt.spool.directory.parent.mkdir(parents=True, exist_ok=True)
-    rt.spool.directory.write_text("a file where the spool directory should be")
+    _disk_refuses(rt, monkeypatch)
     client.application.testing = False  # answer as in production, not raise into the test
     with database_down(rt):
-        res = post(client, INBOUND, {"MessageSid": sid(), "From": PHONE,
-                                     "To": "+447700900999", "Body": "hello"})
-    assert res.status_code == 500
+        res = texted(client, "Zanzibar, my back is a bit stiff today")
+    assert res.status_code == 200
+    twiml = res.get_data(as_text=True)
+    assert "could not be saved" in twiml and rt.ctx.patient_values(None)["hotline"] in twiml
+    errors = _errors(caplog)
+    assert "could not be kept" in errors
+    assert PHONE not in errors and PHONE[1:] not in errors and "Zanzibar" not in errors
+    assert rt.spool.pending() == [] and fake_http.requests == []
+
+
+def test_if_the_disk_refuses_too_an_emergency_is_still_answered_in_the_twiml(
+        client, rt, fake_http, monkeypatch, caplog):
+    enrol(rt)
+    team = rt.settings.care_team
+    oncall = team.contact(team.escalation_chain[0])
+    _disk_refuses(rt, monkeypatch)
+    client.application.testing = False
+    with database_down(rt):
+        res = texted(client, "Zanzibar, my legs gave way and I wet myself")
+    assert res.status_code == 200
+    twiml = res.get_data(as_text=True)
+    assert "this could be serious" in twiml  # the instruction, to the patient, right now
+    assert f'to="{oncall.phone}"' in twiml  # and the on-call, who is all that knows of it
+    errors = _errors(caplog)
+    assert "could not be kept" in errors and "emergency" in errors
+    assert PHONE not in errors and PHONE[1:] not in errors and "Zanzibar" not in errors
+
+
+def test_if_the_disk_refuses_too_an_emergency_with_no_oncall_alert_says_nobody_saw_it(
+        client, rt, fake_http, monkeypatch):
+    """The on-call contact takes texts, the patient wrote on WhatsApp: TwiML can alert
+    nobody, so the patient must not believe their care team has been told."""
+    enrol(rt, channel="whatsapp")
+    _disk_refuses(rt, monkeypatch)
+    client.application.testing = False
+    with database_down(rt):
+        res = texted(client, "I'm going to kill myself tonight", channel="whatsapp")
+    assert res.status_code == 200
+    twiml = res.get_data(as_text=True)
+    assert rt.settings.clinic.crisis_line in twiml
+    assert "could not be saved" in twiml and "to=" not in twiml
 
 
 def test_the_scheduler_tick_replays_the_spool(client, rt, fake_http):

@@ -110,6 +110,8 @@ class InboundOutcome:
     # The database could not take the message: it went to the local spool, and these
     # (to, body) replies go back at once in the webhook's TwiML (to None = the sender).
     spooled: bool = False
+    # Neither the database nor the spool could keep it: only the TwiML answer knows of it.
+    lost: bool = False
     outage_replies: list[tuple[str | None, str]] = field(default_factory=list)
 
 

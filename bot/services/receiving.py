@@ -7,7 +7,9 @@
 3. If the database cannot take it at all, write it to the local spool (bot.services.spool) and,
    for an emergency, answer at once in the webhook's own TwiML: the instruction to the patient
    and, on the same channel, an alert to the on-call contact. The spool is replayed through
-   steps 1-2 when the database is back.
+   steps 1-2 when the database is back. If the disk refuses too, the message is lost: the
+   webhook still answers 200 (Twilio would not retry a 5xx), the emergency instruction goes
+   back in TwiML all the same, and the patient is asked to send the message again.
 """
 
 from __future__ import annotations
@@ -95,27 +97,58 @@ def _after_commit(send, what) -> None:
 
 
 def spool_inbound(rt, msg: InboundMessage) -> InboundOutcome:
-    """Step 3. Raises OSError if even the local disk refuses (then the carrier must retry)."""
+    """Step 3. Never raises for a disk that refuses: see _not_kept."""
     now = rt.clock.now()
     text = (msg.button_payload or msg.body or "").strip()
     triage = detect(text, rt.ctx.vocabulary)
     told = triage.level == "emergency" and not triage.hypothetical
     msg = replace(msg, provider_id=msg.provider_id or f"SIM{uuid.uuid4().hex}",
                   received_at=msg.received_at or now, told_emergency=told)
-    rt.spool.put(msg)
+    try:
+        rt.spool.put(msg)
+    except OSError as exc:
+        return _not_kept(rt, msg, text, triage, told, exc)
     log.error("database unavailable: inbound message kept in the local spool%s",
               "; emergency instruction sent in TwiML" if told else "")
     rt.start_spool_replayer()
     out = InboundOutcome(spooled=True, level=triage.level)
     if told:
-        # each concern's text: self-harm's own, never "lie flat" for it (triage.reply_keys)
-        out.outage_replies += [(None, rt.ctx.text_for(None, key, name="Hello")) for key in
-                               reply_keys(triage.flags, rt.ctx.vocabulary, level="emergency")]
-        team = rt.settings.care_team
-        oncall = team.contact(team.escalation_chain[0])
-        if oncall.channel == msg.channel:  # TwiML answers from the number the patient texted
-            body = rt.ctx.texts.render("alert_outage", "en", patient_phone=msg.sender,
-                                       **alert_details(triage.flags, text, rt.ctx.vocabulary))
-            to = f"whatsapp:{oncall.phone}" if msg.channel == "whatsapp" else oncall.phone
-            out.outage_replies.append((to, body))
+        out.outage_replies += _emergency_replies(rt, msg, text, triage)
+    return out
+
+
+def _emergency_replies(rt, msg: InboundMessage, text: str, triage) -> list:
+    """The instruction to the patient and, if the on-call contact takes messages on the
+    patient's channel (TwiML answers from the number the patient texted), an alert to them."""
+    # each concern's text: self-harm's own, never "lie flat" for it (triage.reply_keys)
+    replies = [(None, rt.ctx.text_for(None, key, name="Hello")) for key in
+               reply_keys(triage.flags, rt.ctx.vocabulary, level="emergency")]
+    team = rt.settings.care_team
+    oncall = team.contact(team.escalation_chain[0])
+    if oncall.channel == msg.channel:
+        body = rt.ctx.texts.render("alert_outage", "en", patient_phone=msg.sender,
+                                   **alert_details(triage.flags, text, rt.ctx.vocabulary))
+        to = f"whatsapp:{oncall.phone}" if msg.channel == "whatsapp" else oncall.phone
+        replies.append((to, body))
+    return replies
+
+
+def _not_kept(rt, msg: InboundMessage, text: str, triage, told: bool,
+              exc: OSError) -> InboundOutcome:
+    """Neither the database nor the local disk could keep the message. Twilio does not retry
+    a messaging webhook that answered 5xx (only a failed connection, unless the URL's
+    connection overrides ask for more), and a 5xx carries no TwiML: an error would lose the
+    message in silence and leave an emergency unanswered. So the webhook answers 200: an
+    emergency with its instruction (and the on-call alert, where TwiML can reach them), and
+    the patient is told the message did not reach the care team, to send it again (unless
+    the on-call was alerted: then someone has it). The operator gets an ERROR."""
+    log.error("an inbound message could not be kept: the database could not take it and the "
+              "local spool refused it too (%s, errno %s)%s; the patient is asked to send it "
+              "again. Free the spool directory's disk now.", type(exc).__name__, exc.errno,
+              "; it was an emergency, its instruction sent in TwiML" if told else "")
+    out = InboundOutcome(level=triage.level, lost=True)
+    if told:
+        out.outage_replies += _emergency_replies(rt, msg, text, triage)
+    if not any(to for to, _ in out.outage_replies):  # nobody on the team has it
+        out.outage_replies.append((None, rt.ctx.text_for(None, "not_received", name="Hello")))
     return out

@@ -37,8 +37,9 @@ def recent_failures(kind: str, address: str, now: datetime, window: timedelta,
 def receive_message(rt: Runtime, msg) -> object:
     """Take in one inbound message so that it is never lost (see bot.services.receiving).
 
-    Returns the InboundOutcome. Raises only if neither the database nor the local spool could
-    keep the message, so that the carrier retries it later.
+    Returns the InboundOutcome; if neither the database nor the local spool could keep the
+    message, one with `lost` set whose replies ask the patient to send it again (Twilio does
+    not retry a webhook that answered 5xx).
     """
     from bot.services.receiving import spool_inbound, store_and_handle
 
