@@ -365,3 +365,24 @@ def test_from_credentials_default_http_client_has_a_timeout():
     # The SDK's TwilioHttpClient defaults to no timeout at all; a stalled socket would hang.
     m = TwilioMessenger.from_credentials(ACCOUNT_SID, TOKEN, from_number=FROM)
     assert m._client.http_client.inner.timeout == 10.0
+
+
+def test_whatsapp_sender_is_named_beside_the_messaging_service_when_both_are_set(fake):
+    """TWILIO_WHATSAPP_FROM with TWILIO_MESSAGING_SERVICE_SID: Twilio takes From "instead of or
+    in addition to" MessagingServiceSid (error 21603's page), the From then being the sender
+    out of the service's pool. Dropping it left the choice of WhatsApp sender to the pool."""
+    m = messenger(fake, from_number=FROM, whatsapp_from=WA_FROM, messaging_service_sid=SERVICE)
+    m.send(OutgoingMessage(to=PATIENT, channel="whatsapp", body="Thanks"))
+    data = fake.last_request.data
+    assert data["MessagingServiceSid"] == SERVICE
+    assert data["From"] == f"whatsapp:{WA_FROM}"
+    assert data["To"] == f"whatsapp:{PATIENT}"
+    template = OutgoingMessage(to=PATIENT, channel="whatsapp", content_sid="HX" + "3" * 32)
+    m.send(template)
+    assert fake.last_request.data["From"] == f"whatsapp:{WA_FROM}"
+    assert fake.last_request.data["MessagingServiceSid"] == SERVICE
+    # SMS still goes from the service's pool: TWILIO_FROM beside a service is the number
+    # alert calls come from (a service cannot call), not an SMS sender.
+    m.send(sms())
+    assert "From" not in fake.last_request.data
+    assert fake.last_request.data["MessagingServiceSid"] == SERVICE

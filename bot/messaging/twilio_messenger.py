@@ -236,6 +236,13 @@ class TwilioMessenger:
         params: dict[str, Any] = {"to": _WHATSAPP + to if whatsapp else to}
         if self._messaging_service_sid:
             params["messaging_service_sid"] = self._messaging_service_sid
+            # A WhatsApp sender named beside the service is the one to send from: Twilio
+            # takes From "instead of or in addition to" MessagingServiceSid (a sender in the
+            # service's pool: 21711 for one that is not), keeping the service's features.
+            # An SMS From beside a service is the number alert calls come from: SMS goes
+            # from the pool.
+            if whatsapp and self._whatsapp_from:
+                params["from_"] = _WHATSAPP + self._whatsapp_from
         elif whatsapp and self._whatsapp_from:
             params["from_"] = _WHATSAPP + self._whatsapp_from
         elif not whatsapp and self._from_number:
