@@ -61,14 +61,16 @@ class Runtime:
     def transaction(self) -> AbstractContextManager[Session]:
         return transaction(self.sessions)
 
-    def dispatch_soon(self, outbox_ids: list[int]) -> None:
-        """Send these outbox rows now; the scheduler's sweep is the safety net if this fails."""
+    def dispatch_soon(self, outbox_ids: list[int], urgent_only: bool = False) -> None:
+        """Send these outbox rows now; the scheduler's sweep is the safety net if this fails.
+        `urgent_only`: routine rows are left to the sweep, which paces them (see
+        Dispatcher.dispatch_ids)."""
         if not outbox_ids or self.dispatch_mode == "none":
             return
         if self.dispatch_mode == "inline":
-            self.dispatcher.dispatch_ids(outbox_ids)
+            self.dispatcher.dispatch_ids(outbox_ids, urgent_only)
             return
-        self._submit(self._dispatch_quietly, list(outbox_ids))
+        self._submit(self._dispatch_quietly, list(outbox_ids), urgent_only)
 
     def claim_on_write(self, session: Session) -> None:
         """Rows this transaction writes are sent right after it commits: write them claimed."""
@@ -98,8 +100,8 @@ class Runtime:
                     max_workers=self.settings.outbox.send_threads, thread_name_prefix="dispatch")
         self._pool.submit(fn, *args)
 
-    def _dispatch_quietly(self, ids: list[int]) -> None:
-        self._guarded(self.dispatcher.dispatch_ids, ids)
+    def _dispatch_quietly(self, ids: list[int], urgent_only: bool = False) -> None:
+        self._guarded(self.dispatcher.dispatch_ids, ids, urgent_only)
 
     @staticmethod
     def _guarded(fn, *args) -> None:
@@ -248,7 +250,7 @@ class Runtime:
         with self.transaction() as session:
             ids = record_status(session, self.ctx, event.sid, event.status, event.code,
                                 event.received_at, outbox_ref=event.outbox_ref)
-        self.dispatch_soon(ids)
+        self.dispatch_soon(ids, urgent_only=True)  # routine copies: the paced sweep sends them
 
     def replay_spool_soon(self) -> None:
         """Cheap, after a message went in fine: look at the spool now and then (every few

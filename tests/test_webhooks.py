@@ -561,7 +561,8 @@ def test_a_delivery_reported_after_the_sms_copy_went_changes_nothing(client, rt,
     provider_id = _whatsapp_sent(client, rt, fake_http)
     post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "failed",
                           "ErrorCode": "63003"})
-    assert sent_to(fake_http, PHONE)[-1]["Body"] == "How is your pain today?"  # by SMS, at once
+    rt.dispatcher.dispatch_due()  # a routine copy: sent by the paced sweep
+    assert sent_to(fake_http, PHONE)[-1]["Body"] == "How is your pain today?"  # by SMS
     sent = len(fake_http.requests)
     assert post(client, STATUS, {"MessageSid": provider_id,
                                  "MessageStatus": "delivered"}).status_code == 204
@@ -669,12 +670,40 @@ def test_63016_in_a_callback_resends_the_approved_template(client, rt, fake_http
     before = len(fake_http.requests)
     post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "failed",
                           "ErrorCode": "63016"})
+    rt.dispatcher.dispatch_due()  # a routine retry: sent by the paced sweep
     [again] = [r.data for r in fake_http.requests[before:]]
     assert again["To"] == f"whatsapp:{PHONE}"
     assert again["ContentSid"] == rt.settings.twilio.whatsapp_templates["checkin"].content_sid
     assert "Body" not in again
     assert count(rt, OutboxItem, OutboxItem.variant == "template",
                  OutboxItem.status == "sent") == 1
+
+
+@pytest.mark.parametrize("code, copy", [("63003", ("sms", None)),  # the SMS fallback
+                                         ("63016", ("whatsapp", "template"))])
+def test_a_routine_copy_queued_by_a_callback_goes_through_the_pacer(
+        client, rt, fake_http, monkeypatch, code, copy):
+    """A scheduled fan-out that fails on WhatsApp comes back as a burst of callbacks: their SMS
+    copies (or templates) must keep to the sender's rate as the fan-out did, so they are left
+    to the paced sweep, not sent from the web worker at once."""
+    provider_id = _whatsapp_sent(client, rt, fake_http)
+    before = len(fake_http.requests)
+    paced = []
+    wait = rt.dispatcher.pacer.wait
+    monkeypatch.setattr(rt.dispatcher.pacer, "wait",
+                        lambda sender, segments=1: paced.append(sender) or wait(sender, segments))
+    post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "failed",
+                          "ErrorCode": code})
+    assert fake_http.requests[before:] == []  # not from the web worker, past the pacer
+    with rt.transaction() as s:
+        original = s.scalars(select(Message.id).where(Message.provider_id == provider_id)).one()
+        [row] = s.scalars(select(OutboxItem).where(OutboxItem.message_id > original)).all()
+        assert (row.channel, row.variant, row.status) == (*copy, "pending")
+    rt.dispatcher.dispatch_due()  # the sweep, paced per sender
+    [sent] = [r.data for r in fake_http.requests[before:]]
+    channel = copy[0]
+    assert sent["To"] == (PHONE if channel == "sms" else f"whatsapp:{PHONE}")
+    assert paced == [rt.dispatcher._sender(channel)]
 
 
 def _template_sid(rt) -> str:
@@ -689,15 +718,18 @@ def test_a_template_that_fails_too_falls_back_to_sms(client, rt, fake_http):
     provider_id = _whatsapp_sent(client, rt, fake_http)
     post(client, STATUS, {"MessageSid": provider_id, "MessageStatus": "failed",
                           "ErrorCode": "63016"})
+    rt.dispatcher.dispatch_due()  # routine copies and retries: sent by the paced sweep
     template_sid = _template_sid(rt)
     before = len(fake_http.requests)
     post(client, STATUS, {"MessageSid": template_sid, "MessageStatus": "undelivered",
                           "ErrorCode": "63024"})
+    rt.dispatcher.dispatch_due()
     [sms] = [r.data for r in fake_http.requests[before:]]
     assert sms["To"] == PHONE and sms["Body"] == "How is your pain today?"
     # the same callback again changes nothing
     post(client, STATUS, {"MessageSid": template_sid, "MessageStatus": "undelivered",
                           "ErrorCode": "63024"})
+    rt.dispatcher.dispatch_due()
     assert len(fake_http.requests) == before + 1
 
 
@@ -996,8 +1028,7 @@ def test_a_failed_opening_template_falls_back_to_words_by_sms(client, rt, fake_h
                     OutboxItem.id == ids[0]).scalar_subquery())).one()
         post(client, STATUS, {"MessageSid": sid_, "MessageStatus": "failed",
                               "ErrorCode": "63003"})
-    else:
-        rt.dispatcher.dispatch_due()
+    rt.dispatcher.dispatch_due()  # a routine copy: sent by the paced sweep
     [sms] = sent_to(fake_http, PHONE)[1:]
     assert sms["To"] == PHONE
     assert "has a message for you" in sms["Body"] and "[" not in sms["Body"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Integer, String, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import Integer, String, and_, bindparam, case, func, or_, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.clock import Clock
@@ -166,16 +166,20 @@ class Dispatcher:
 
     # -- entry points -------------------------------------------------------------------------
 
-    def dispatch_ids(self, ids: list[int]) -> int:
+    def dispatch_ids(self, ids: list[int], urgent_only: bool = False) -> int:
         """Send these rows now if still unsent (the reply path right after a webhook commits).
 
         The rows are claimed together in one transaction; each outcome is recorded as soon as
         the carrier answers, so a crash can repeat at most the one send in flight.
+        `urgent_only`: send only replies, emergencies and alerts now; routine rows are left to
+        the sweep, which paces them per sender (copies and retries a status callback queues:
+        a failed fan-out comes back as a burst of callbacks, and must keep to the rate too).
         """
         self.record_unrecorded()
         now = self.clock.now()
         with transaction(self.sessions) as s:
-            jobs = [job for i in ids if (job := self._claim_in(s, i, False, now)) is not None]
+            jobs = [job for i in ids
+                    if (job := self._claim_in(s, i, False, now, urgent_only)) is not None]
         return self._send_all(jobs)
 
     def dispatch_due(self, limit: int = 100, max_seconds: float | None = None) -> int:
@@ -266,13 +270,16 @@ class Dispatcher:
         with transaction(self.sessions) as s:
             return self._claim_in(s, item_id, paced, now)
 
-    def _claim_in(self, s: Session, item_id: int, paced: bool, now: datetime) -> _Job | None:
-        """Claim one committed row in the caller's transaction; None if not ours to send now."""
+    def _claim_in(self, s: Session, item_id: int, paced: bool, now: datetime,
+                  urgent_only: bool = False) -> _Job | None:
+        """Claim one committed row in the caller's transaction; None if not ours to send now
+        (`urgent_only`: nor if it is routine)."""
         if item_id in self._unrecorded:  # sent by this process; its record is still to write
             return None
+        urgent = OutboxItem.priority <= PRIORITY_REPLY if urgent_only else true()
         claimed = s.execute(
             update(OutboxItem)
-            .where(OutboxItem.id == item_id, _claimable(now))
+            .where(OutboxItem.id == item_id, _claimable(now), urgent)
             .values(
                 status="sending",
                 claimed_until=now + timedelta(seconds=self.settings.outbox.claim_seconds),

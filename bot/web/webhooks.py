@@ -157,7 +157,10 @@ def _record_status(rt, sid: str, status: str, error_code: int | None,
                                           received_at=rt.clock.now(), outbox_ref=outbox_ref))
         rt.start_spool_replayer()
         return Response(status=204)
-    rt.dispatch_soon(ids)
+    # An SMS copy or a template an emergency or an alert needs goes now; a routine one is left
+    # to the sweep, which keeps to the sender's rate (a failed fan-out's callbacks come in a
+    # burst).
+    rt.dispatch_soon(ids, urgent_only=True)
     rt.replay_spool_soon()
     return Response(status=204)
 
