@@ -58,3 +58,41 @@ def test_doubt_about_bladder_or_bowels_is_an_emergency(text, flag):
 def test_bladder_said_well_or_doubt_about_something_else_stays_routine(text):
     _routine(text)
 
+
+
+# Balance lost, said in Spanish ways the vocabulary lacked ("se me va el equilibrio"), and
+# dizziness said of walking or standing ("I feel dizzy when I walk", "me mareo al caminar"):
+# the brief's emergency tier names loss of balance / unsteady and difficulty walking or
+# standing; dizziness tied to walking may be that unsteadiness (rule 1, the higher tier).
+# Dizziness said alone, or from treatment, names no gait and stays as it was.
+BALANCE_MISSED = [
+    ("se me va el equilibrio", "gait_balance"),
+    ("se me fue el equilibrio", "gait_balance"),
+    ("se le va el equilibrio", "gait_balance"),
+    ("el equilibrio me falla", "gait_balance"),
+    ("mi equilibrio esta fatal", "gait_balance"),
+    ("tengo mal equilibrio", "gait_balance"),
+    ("I feel dizzy when I walk", "gait_balance"),
+    ("I get dizzy when I stand", "gait_balance"),
+    ("dizzy and wobbly when walking", "gait_balance"),
+    ("I go dizzy when I try to walk", "gait_balance"),
+    ("me mareo al caminar", "gait_balance"),
+    ("me mareo cuando camino", "gait_balance"),
+    ("me mareo al andar", "gait_balance"),
+    ("estoy mareado al caminar", "gait_balance"),
+]
+BALANCE_MISSED_NEAR = [
+    "mi equilibrio esta bien", "el equilibrio bien", "no me mareo al caminar",
+    "no dizziness when I walk", "I feel dizzy", "me mareo con la quimio",
+    "se me va el dinero", "tengo mal el movil", "my balance is fine",
+]
+
+
+@pytest.mark.parametrize(("text", "flag"), BALANCE_MISSED, ids=[t for t, _ in BALANCE_MISSED])
+def test_balance_lost_or_dizzy_walking_is_an_emergency(text, flag):
+    _emergency(text, flag)
+
+
+@pytest.mark.parametrize("text", BALANCE_MISSED_NEAR)
+def test_balance_fine_or_dizziness_alone_stays_routine(text):
+    _routine(text)
