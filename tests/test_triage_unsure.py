@@ -96,3 +96,42 @@ def test_balance_lost_or_dizzy_walking_is_an_emergency(text, flag):
 @pytest.mark.parametrize("text", BALANCE_MISSED_NEAR)
 def test_balance_fine_or_dizziness_alone_stays_routine(text):
     _routine(text)
+
+
+# A catheter newly put in, or one that stopped draining: the patient could not pass urine
+# (retention, the brief's emergency tier; rule 1). Routine care of a catheter (changed, bag
+# emptied), a catheter in a vein or a feeding tube is not this.
+CATHETER_NEW = [
+    ("I had to use a catheter", "bladder_dysfunction"),
+    ("they put a catheter in", "bladder_dysfunction"),
+    ("they had to put a catheter in", "bladder_dysfunction"),
+    ("I have a catheter now", "bladder_dysfunction"),
+    ("I needed a catheter", "bladder_dysfunction"),
+    ("Ive been catheterised", "bladder_dysfunction"),
+    ("they catheterized me at A&E", "bladder_dysfunction"),
+    ("I have to self catheterise now", "bladder_dysfunction"),
+    ("my catheter is blocked", "bladder_dysfunction"),
+    ("catheter not draining", "bladder_dysfunction"),
+    ("me pusieron una sonda", "bladder_dysfunction"),
+    ("me han puesto una sonda", "bladder_dysfunction"),
+    ("me tuvieron que poner una sonda para orinar", "bladder_dysfunction"),
+    ("me sondaron en urgencias", "bladder_dysfunction"),
+    ("la sonda no drena", "bladder_dysfunction"),
+]
+CATHETER_ROUTINE = [
+    "my catheter was changed", "catheter changed today", "district nurse changed my catheter",
+    "me cambiaron la sonda", "le cambiaron la sonda", "me pusieron una sonda nasogastrica",
+    "they put a catheter in my arm for chemo", "they put a picc catheter in",
+    "I dont need a catheter", "no catheter", "they put a cannula in",
+    "my catheter bag was emptied",
+]
+
+
+@pytest.mark.parametrize(("text", "flag"), CATHETER_NEW, ids=[t for t, _ in CATHETER_NEW])
+def test_new_or_blocked_bladder_catheter_is_an_emergency(text, flag):
+    _emergency(text, flag)
+
+
+@pytest.mark.parametrize("text", CATHETER_ROUTINE)
+def test_routine_catheter_care_or_other_catheters_stay_routine(text):
+    _routine(text)
