@@ -135,3 +135,35 @@ def test_new_or_blocked_bladder_catheter_is_an_emergency(text, flag):
 @pytest.mark.parametrize("text", CATHETER_ROUTINE)
 def test_routine_catheter_care_or_other_catheters_stay_routine(text):
     _routine(text)
+
+
+# Hands: writing gone or harder ("my handwriting has gone", "I cant write properly"): new
+# weakness or clumsiness of the hands, the brief's "new weakness in arms" (emergency; from the
+# neck, the cord). Handwriting said to be fine, or always bad, or someone else's, is not.
+HANDWRITING = [
+    ("my handwriting has gone", "limb_weakness"),
+    ("my handwriting has got worse", "limb_weakness"),
+    ("my handwriting is all over the place", "limb_weakness"),
+    ("my handwriting is terrible now", "limb_weakness"),
+    ("I cant write properly", "limb_weakness"),
+    ("i cnt write anymore", "limb_weakness"),
+    ("struggling to write", "limb_weakness"),
+    ("mi letra ha empeorado", "limb_weakness"),
+    ("no puedo escribir bien", "limb_weakness"),
+    ("me cuesta escribir", "limb_weakness"),
+]
+HANDWRITING_NEAR = [
+    "my handwriting is fine", "the doctors handwriting is terrible",
+    "my handwriting has always been bad", "I cant write this down now", "mi letra esta bien",
+    "no puedo escribir mas tarde", "I keep dropping hints",
+]
+
+
+@pytest.mark.parametrize(("text", "flag"), HANDWRITING, ids=[t for t, _ in HANDWRITING])
+def test_handwriting_gone_is_an_emergency(text, flag):
+    _emergency(text, flag)
+
+
+@pytest.mark.parametrize("text", HANDWRITING_NEAR)
+def test_handwriting_fine_or_someone_elses_stays_routine(text):
+    _routine(text)
