@@ -167,3 +167,28 @@ def test_handwriting_gone_is_an_emergency(text, flag):
 @pytest.mark.parametrize("text", HANDWRITING_NEAR)
 def test_handwriting_fine_or_someone_elses_stays_routine(text):
     _routine(text)
+
+
+# Not knowing whether the bowel needs to open ("im not sure if i need a poo"): the brief's
+# bowel_dysfunction ("not feeling when the bowel needs to open"), as "i dont know if i need a
+# wee" is the bladder's. Doubt about something else stays routine.
+BOWEL_URGE_UNKNOWN = [
+    ("im not sure if i need a poo", "bowel_dysfunction"),
+    ("not sure when i need to poo", "bowel_dysfunction"),
+    ("i cant tell if i need a poo", "bowel_dysfunction"),
+    ("no idea when i need a number two", "bowel_dysfunction"),
+]
+BOWEL_URGE_UNKNOWN_NEAR = [
+    "im not sure if i need a new prescription", "i need a poo", "not sure when i need to go in",
+]
+
+
+@pytest.mark.parametrize(("text", "flag"), BOWEL_URGE_UNKNOWN,
+                         ids=[t for t, _ in BOWEL_URGE_UNKNOWN])
+def test_not_knowing_when_the_bowel_needs_to_open_is_an_emergency(text, flag):
+    _emergency(text, flag)
+
+
+@pytest.mark.parametrize("text", BOWEL_URGE_UNKNOWN_NEAR)
+def test_other_doubts_stay_routine(text):
+    _routine(text)
