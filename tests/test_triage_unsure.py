@@ -192,3 +192,28 @@ def test_not_knowing_when_the_bowel_needs_to_open_is_an_emergency(text, flag):
 @pytest.mark.parametrize("text", BOWEL_URGE_UNKNOWN_NEAR)
 def test_other_doubts_stay_routine(text):
     _routine(text)
+
+
+# Limbs said with a modal hedge ("my legs may be weaker") or as feeling "off": rule 4 (hedges
+# do not cancel) and rule 1 (a vague change in a limb: the higher tier).
+LIMB_HEDGED = [
+    ("my legs may be weaker", "limb_weakness"),
+    ("my arms might be a bit weaker", "limb_weakness"),
+    ("my legs could be weaker than last week", "limb_weakness"),
+    ("my legs feel off", "sensory_loss"),
+    ("my feet feel a bit off today", "sensory_loss"),
+]
+LIMB_HEDGED_NEAR = [
+    "I lifted my legs off the bed", "my legs may be fine", "the heating might be off",
+    "took my feet off the stool", "my legs feel fine",
+]
+
+
+@pytest.mark.parametrize(("text", "flag"), LIMB_HEDGED, ids=[t for t, _ in LIMB_HEDGED])
+def test_limb_change_said_with_a_hedge_is_an_emergency(text, flag):
+    _emergency(text, flag)
+
+
+@pytest.mark.parametrize("text", LIMB_HEDGED_NEAR)
+def test_limb_fine_or_off_something_stays_routine(text):
+    _routine(text)
