@@ -217,3 +217,22 @@ def test_limb_change_said_with_a_hedge_is_an_emergency(text, flag):
 @pytest.mark.parametrize("text", LIMB_HEDGED_NEAR)
 def test_limb_fine_or_off_something_stays_routine(text):
     _routine(text)
+
+
+# "theres a band round it": band-like pain around the chest (the brief's radicular pain), with
+# "there's" as texted; and "nothing" / "anything" misspelt ("cant feel nuthin in my legs").
+BAND_THERES = [
+    ("my chest feels like theres a band round it", "radicular_pain"),
+    ("feels like there's a tight band around my ribs", "radicular_pain"),
+]
+BAND_THERES_NEAR = ["theres a band playing round the corner", "my watch band is tight"]
+
+
+@pytest.mark.parametrize(("text", "flag"), BAND_THERES, ids=[t for t, _ in BAND_THERES])
+def test_band_round_the_chest_said_with_theres_is_an_emergency(text, flag):
+    _emergency(text, flag)
+
+
+@pytest.mark.parametrize("text", BAND_THERES_NEAR)
+def test_other_bands_stay_routine(text):
+    _routine(text)
