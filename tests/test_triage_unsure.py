@@ -236,3 +236,19 @@ def test_band_round_the_chest_said_with_theres_is_an_emergency(text, flag):
 @pytest.mark.parametrize("text", BAND_THERES_NEAR)
 def test_other_bands_stay_routine(text):
     _routine(text)
+
+
+NOTHING_MISSPELT = [
+    ("cant feel nuthin in my legs", "sensory_loss"),
+    ("i cant feel nothin in my feet", "sensory_loss"),
+    ("cnt feel anythin in my legs", "sensory_loss"),
+]
+
+
+@pytest.mark.parametrize(("text", "flag"), NOTHING_MISSPELT, ids=[t for t, _ in NOTHING_MISSPELT])
+def test_nothing_or_anything_misspelt_still_alerts(text, flag):
+    _emergency(text, flag)
+
+
+def test_nothing_misspelt_in_a_denial_stays_routine():
+    _routine("nuthin wrong with my legs")
