@@ -252,3 +252,30 @@ def test_nothing_or_anything_misspelt_still_alerts(text, flag):
 
 def test_nothing_misspelt_in_a_denial_stays_routine():
     _routine("nuthin wrong with my legs")
+
+
+# Dropping things: repeatedly, or things in general, is new hand weakness; one thing dropped
+# once ("sorry, I dropped my phone") is an everyday event, and was an emergency.
+
+DROPPING_REPEATEDLY = [
+    ("I keep dropping things", "limb_weakness"),
+    ("keep dropping my phone", "limb_weakness"),
+    ("Im dropping stuff all the time", "limb_weakness"),
+    ("I drop things now", "limb_weakness"),
+    ("she keeps dropping her cup", "limb_weakness"),
+]
+DROPPED_ONCE = [
+    "I dropped my phone", "sorry i dropped my phone in the bath",
+    "dropped my pen under the sofa", "I dropped my fork at dinner",
+]
+
+
+@pytest.mark.parametrize(("text", "flag"), DROPPING_REPEATEDLY,
+                         ids=[t for t, _ in DROPPING_REPEATEDLY])
+def test_dropping_things_again_and_again_is_an_emergency(text, flag):
+    _emergency(text, flag)
+
+
+@pytest.mark.parametrize("text", DROPPED_ONCE)
+def test_one_thing_dropped_once_stays_routine(text):
+    _routine(text)
