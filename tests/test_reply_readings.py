@@ -10,30 +10,16 @@ from sqlalchemy import select
 from bot.services.conversations import active_conversation, start_flow
 from bot.services.patients import Enrolment, onboard_patient
 from bot.store.models import Answer, Patient
-from tests.twilio_signing import sign
+from tests.test_everyday_replies import PHONE, texted
 from tests.twilio_support import (  # noqa: F401 - fixtures
-    AUTH_TOKEN,
-    PUBLIC_URL,
     fake_http,
     messenger,
     sent_to,
     settings_overrides,
 )
 
-PHONE = "+447700900123"
-INBOUND = "/webhooks/twilio/message"
-_n = iter(range(10**6))
-
 REMINDER_RETRY = "Sorry, we did not understand. Please reply 1 if done, or 2 if you can't make it."
 REMINDER_CANNOT = "Thank you for letting us know. Your care team will see your reply."
-
-
-def texted(client, body):
-    params = {"MessageSid": f"SM{next(_n):032d}", "From": PHONE, "To": "+447700900999",
-              "Body": body}
-    res = client.post(INBOUND, data=params, headers={
-        "X-Twilio-Signature": sign(AUTH_TOKEN, PUBLIC_URL + INBOUND, params)})
-    assert res.status_code == 200
 
 
 def _consented(rt) -> int:

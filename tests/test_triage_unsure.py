@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from bot.domain.triage import detect
+from tests.test_triage import _emergency as _emergency_level
+from tests.test_triage import _routine
 
 
 def _emergency(text: str, flag: str) -> None:
-    result = detect(text)
-    assert flag in result.flags and result.level == "emergency", result
+    result = _emergency_level(text, flag)
     assert not result.hypothetical, result
-
-
-def _routine(text: str) -> None:
-    result = detect(text)
-    assert result.level == "routine", result
 
 
 # Doubt about continence ("not sure my bladder is ok"): the brief's rule 4 (hedges do not
